@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import { Name } from './common.js';
+
+const RelPath = z
+  .string()
+  .min(1)
+  .max(1024)
+  .refine((p) => !p.startsWith('/') && !p.split('/').includes('..') && !p.includes('\0') && !p.includes('\\'), {
+    message: 'expected a relative path without ".." segments',
+  });
+const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a sha256 digest: 64 lower-case hex digits');
+
+export const BootEnvTemplate = z
+  .strictObject({
+    name: z.string().min(1).max(128),
+    path: z.string().min(1).max(1024).describe('Where the rendered file is served, under /machines/<uuid>/'),
+    contents: z.string().max(1_000_000).optional(),
+    templateId: Name.optional(),
+  })
+  .refine((t) => (t.contents === undefined) !== (t.templateId === undefined), {
+    message: 'give exactly one of contents or templateId',
+  });
+
+export const BootEnv = z.strictObject({
+  name: Name,
+  description: z.string().max(4096).default(''),
+  os: z
+    .strictObject({
+      name: z.string().max(128).default(''),
+      family: z.string().max(128).default(''),
+      version: z.string().max(128).default(''),
+    })
+    .default({ name: '', family: '', version: '' }),
+  kernel: z.string().max(1024).default('').describe('Kernel path under the files root (or an artifact path)'),
+  initrds: z.array(z.string().max(1024)).default([]),
+  bootParams: z.string().max(16384).default('').describe('Kernel command line: a template'),
+  templates: z.array(BootEnvTemplate).default([]),
+  requiredParams: z.array(z.string().max(128)).default([]),
+  optionalParams: z.array(z.string().max(128)).default([]),
+  artifacts: z
+    .array(z.strictObject({ path: RelPath, sha256: Sha256, url: z.url().optional() }))
+    .default([])
+    .describe('Files the bootenv serves, pinned by digest'),
+  onlyOnce: z.boolean().default(false).describe('After one successful boot the machine falls back to local'),
+});
+export type BootEnv = z.infer<typeof BootEnv>;

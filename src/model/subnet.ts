@@ -1,0 +1,86 @@
+import { z } from 'zod';
+import { Cidr, cidrContains, IPv4, ipToInt, Mac, Name, parseCidr } from './common.js';
+
+/** A DHCP option as operators write it: the value is a string (a template for text options) or a number/array. */
+export const DhcpOption = z.strictObject({
+  code: z.number().int().min(1).max(254),
+  value: z.union([z.string().max(4096), z.number(), z.array(z.union([z.string(), z.number()])).max(256)]),
+});
+
+export const Picker = z.enum(['hint', 'nextFree', 'mostExpired', 'none']);
+
+export const Subnet = z
+  .strictObject({
+    name: Name,
+    subnet: Cidr,
+    activeStart: IPv4.optional(),
+    activeEnd: IPv4.optional(),
+    leaseTime: z.number().int().min(60).max(31_536_000).default(3600),
+    reservedLeaseTime: z.number().int().min(60).max(31_536_000).default(7200),
+    nextServer: IPv4.optional().describe('Boot server address (siaddr); default: the address of the serving interface'),
+    options: z.array(DhcpOption).default([]),
+    enabled: z.boolean().default(true),
+    proxy: z.boolean().default(false).describe('proxyDHCP: give only PXE boot information, no addresses'),
+    unmanaged: z.boolean().default(false).describe('Give addresses, never PXE boot options'),
+    onlyReservations: z.boolean().default(false).describe('Answer only MACs that have a reservation'),
+    pickers: z.array(Picker).default(['hint', 'nextFree', 'mostExpired']),
+    description: z.string().max(4096).default(''),
+  })
+  .superRefine((s, ctx) => {
+    if (!Cidr.safeParse(s.subnet).success) return;
+    const c = parseCidr(s.subnet);
+    for (const f of ['activeStart', 'activeEnd'] as const) {
+      const v = s[f];
+      if (v !== undefined && IPv4.safeParse(v).success && !cidrContains(s.subnet, v)) {
+        ctx.addIssue({ code: 'custom', path: [f], message: `${v} is outside ${s.subnet}` });
+      }
+    }
+    if (!s.proxy && (s.activeStart === undefined || s.activeEnd === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [s.activeStart === undefined ? 'activeStart' : 'activeEnd'],
+        message: 'a subnet that gives addresses needs activeStart and activeEnd (or set proxy: true)',
+      });
+    }
+    if (s.activeStart && s.activeEnd && IPv4.safeParse(s.activeStart).success && IPv4.safeParse(s.activeEnd).success) {
+      if (ipToInt(s.activeEnd) < ipToInt(s.activeStart)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['activeEnd'],
+          message: `activeEnd ${s.activeEnd} is before activeStart ${s.activeStart}`,
+        });
+      }
+      const a = ipToInt(s.activeStart);
+      if (c.prefix < 31 && (a === c.network || ipToInt(s.activeEnd) === c.broadcast)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [a === c.network ? 'activeStart' : 'activeEnd'],
+          message: 'the range must not include the network or broadcast address',
+        });
+      }
+    }
+  });
+export type Subnet = z.infer<typeof Subnet>;
+
+export const Reservation = z.strictObject({
+  address: IPv4,
+  mac: Mac,
+  subnet: Name.describe('Name of the subnet it belongs to'),
+  options: z.array(DhcpOption).default([]),
+  nextServer: IPv4.optional(),
+  description: z.string().max(4096).default(''),
+});
+export type Reservation = z.infer<typeof Reservation>;
+
+export const LeaseState = z.enum(['offered', 'bound', 'released', 'expired', 'declined']);
+export const Lease = z.strictObject({
+  address: IPv4,
+  mac: Mac,
+  subnet: Name,
+  state: LeaseState,
+  expiresAt: z.string().datetime({ offset: true }),
+  clientId: z.string().optional().describe('Option 61, hex'),
+  hostname: z.string().optional(),
+  updatedAt: z.string().datetime({ offset: true }).optional(),
+});
+export type Lease = z.infer<typeof Lease>;

@@ -1,0 +1,90 @@
+/**
+ * The inventory's storage interface. Everything that persists goes through it; no SQL lives outside src/store.
+ * Deliberately narrow (documents by kind and key, unique values, filtered lists) so that a PostgreSQL backend
+ * can follow for several daemons sharing one inventory. Methods are async for that reason even though the
+ * SQLite backend is synchronous underneath.
+ */
+
+export const KINDS = [
+  'machines',
+  'bootenvs',
+  'templates',
+  'subnets',
+  'reservations',
+  'leases',
+  'profiles',
+  'params',
+  'prefs',
+  'tokens',
+  'boots',
+] as const;
+export type Kind = (typeof KINDS)[number];
+
+export type Doc = Record<string, unknown>;
+export type Stored<D = Doc> = { key: string; doc: D; etag: string };
+
+/** A value that must be unique within a kind, e.g. a machine's name or each of its MACs. */
+export type UniqueValue = { field: string; value: string };
+
+export type Filter = { field: string; value: string | number | boolean | null; array?: boolean };
+export type ListQuery = {
+  filters?: Filter[];
+  sort?: { field: string; desc?: boolean };
+  limit?: number;
+  offset?: number;
+};
+
+export type WriteOptions = { ifMatch?: string };
+
+export interface Store {
+  get(kind: Kind, key: string): Promise<Stored | undefined>;
+  list(kind: Kind, q?: ListQuery): Promise<{ items: Stored[]; total: number }>;
+  /** Key owning a unique value (machine by MAC or name). */
+  keyOf(kind: Kind, field: string, value: string): Promise<string | undefined>;
+  create(kind: Kind, key: string, doc: Doc, uniques?: UniqueValue[]): Promise<Stored>;
+  replace(kind: Kind, key: string, doc: Doc, uniques?: UniqueValue[], opts?: WriteOptions): Promise<Stored>;
+  remove(kind: Kind, key: string, opts?: WriteOptions): Promise<void>;
+  /**
+   * Upsert without unique checks, for records the daemon writes at packet rate (leases, lastSeen, boot
+   * history). Writes made in one event-loop turn share one transaction and one fsync; the promise resolves
+   * only once the batch is durable, so a caller can acknowledge after awaiting it.
+   */
+  putBatched(kind: Kind, key: string, doc: Doc | null): Promise<void>;
+  /** Whether the store still answers (for /info and health checks). */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export class StoreError extends Error {}
+export class NotFoundError extends StoreError {
+  constructor(
+    readonly kind: Kind,
+    readonly key: string,
+  ) {
+    super(`${kind.replace(/s$/, '')} '${key}' does not exist`);
+  }
+}
+export class ConflictError extends StoreError {
+  constructor(
+    readonly kind: Kind,
+    readonly field: string,
+    readonly value: string,
+    readonly owner: string,
+  ) {
+    super(
+      field === 'key'
+        ? `${kind.replace(/s$/, '')} '${value}' already exists`
+        : `${field} '${value}' already belongs to ${kind.replace(/s$/, '')} '${owner}'`,
+    );
+  }
+}
+export class PreconditionError extends StoreError {
+  constructor(
+    readonly kind: Kind,
+    readonly key: string,
+  ) {
+    super(`${kind.replace(/s$/, '')} '${key}' has changed since it was read (If-Match does not match its ETag)`);
+  }
+}
+/** The backend failed (disk full, database locked, I/O error): the API answers 503, nothing is half-written. */
+export class BackendError extends StoreError {}
