@@ -4,7 +4,7 @@ import { IPv4, Mac, Name, Params, Timestamp } from './common.js';
 /** A physical (or virtual) server Plinth knows. JSON field names are a public contract. */
 export const Machine = z
   .strictObject({
-    uuid: z.uuid().describe('Stable identity; generated when absent'),
+    uuid: z.uuid().optional().describe('Stable identity; generated when absent'),
     name: Name.describe('Unique name'),
     macs: z.array(Mac).default([]).describe('Every MAC of the machine; a MAC belongs to at most one machine'),
     address: IPv4.optional().describe('Current IPv4 address'),
@@ -26,12 +26,4 @@ export const Machine = z
     });
   });
 
-/** What a client may send: uuid and timestamps are the server's. */
-export const MachineInput = Machine.safeExtend
-  ? z.strictObject({
-      ...Machine.shape,
-      uuid: z.uuid().optional(),
-    })
-  : Machine;
-
-export type Machine = z.infer<typeof Machine>;
+export type Machine = z.infer<typeof Machine> & { uuid: string };
