@@ -1,0 +1,818 @@
+/**
+ * TFTP server loop (RFC 1350 + 2347/2348/2349/7440). Knows nothing about what to boot: paths go to a `TftpSource`.
+ *
+ * One ephemeral UDP socket per transfer, connected to the client (RFC 1350 TID: the kernel then drops datagrams
+ * from any other address/port for us). Reads are go-back-N windows (windowsize 1 is lock-step); block numbers wrap
+ * 65535 -> 0 so files past 32 MiB at blksize 512 transfer whole. Retransmission uses an adaptive timeout (RFC 6298
+ * style estimate, bounded by the negotiated RFC 2349 timeout) driven by one shared timer, so timers keep firing under
+ * load: sends happen only in response to ACKs, timer ticks and finished disk reads, never in a self-feeding loop.
+ */
+import dgram from 'node:dgram';
+import { link, open, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { confine } from '../files/confine.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import { decodePacket, ERR, encodeAck, encodeError, encodeOack, type Negotiated, negotiate, OP } from './packet.js';
+import { bufferFile, type TftpClient, type TftpFile, type TftpSource } from './source.js';
+
+export type TftpServerOptions = {
+  source: TftpSource;
+  /** Listening address; default 0.0.0.0 (udp4). */
+  address?: string;
+  /** Default 69; 0 picks a free port (tests). */
+  port?: number;
+  logger?: Logger;
+  /** Largest blksize granted (default 1468: one Ethernet frame, no IP fragments through firmware NICs). */
+  maxBlksize?: number;
+  /** Per-client cap (subnet or machine policy), e.g. <= 1024 for UEFI clients that mis-negotiate large blocks. */
+  maxBlksizeFor?: (clientAddress: string) => number | undefined;
+  /** Largest windowsize granted (RFC 7440); default 64. */
+  maxWindowsize?: number;
+  /** Retransmission timeout when the client asked none (RFC 2349 default), ms; upper bound of the adaptive one. */
+  timeoutMs?: number;
+  /** Lower bound of the adaptive retransmission timeout, ms (default 20). */
+  minTimeoutMs?: number;
+  /** A transfer fails after this many maximum timeouts without progress (default 5). */
+  maxRetries?: number;
+  /** WRQ is refused (ERROR 2) unless set; uploads are then confined to this directory and never overwrite. */
+  uploadDir?: string;
+  /** Upload size limit in bytes (default 256 MiB); larger ones get ERROR 3. */
+  maxUploadBytes?: number;
+  /** netascii is converted in memory: files larger than this are refused in that mode (default 16 MiB). */
+  netasciiMaxBytes?: number;
+};
+
+export type TftpStats = {
+  transfersStarted: number;
+  transfersCompleted: number;
+  transfersFailed: number;
+  /** ERROR 8 right after our OACK: firmware asking only for tsize (a normal part of PXE boots). */
+  sizeProbes: number;
+  requestsRefused: number;
+  bytesSent: number;
+  bytesReceived: number;
+  packetsSent: number;
+  retransmits: number;
+  malformed: number;
+  /** Well-formed packets that make no sense where they arrived (e.g. an ACK on the listening port). */
+  unexpected: number;
+  duplicateRequests: number;
+};
+
+export type TftpServer = {
+  readonly address: string;
+  readonly port: number;
+  /** Live counters (read-only view). */
+  readonly stats: Readonly<TftpStats>;
+  activeTransfers(): number;
+  /** Stops listening, cancels every transfer, releases every socket, file and timer. */
+  close(): Promise<void>;
+};
+
+type Result = 'ok' | 'timeout' | 'client-error' | 'probe' | 'read-error' | 'write-error' | 'cancelled' | 'refused';
+
+type Common = {
+  sock: dgram.Socket;
+  key: string;
+  client: TftpClient;
+  filename: string;
+  mode: string;
+  neg: Negotiated;
+  startedAt: number;
+  lastProgressAt: number;
+  deadline: number;
+  rto: number;
+  maxRto: number;
+  srtt: number;
+  rttvar: number;
+  bytes: number;
+  retransmits: number;
+  done: boolean;
+};
+
+type ReadTransfer = Common & {
+  kind: 'read';
+  file: TftpFile;
+  size: number;
+  blksize: number;
+  window: number;
+  /** Absolute number of the final block (always shorter than blksize, possibly empty). */
+  last: number;
+  /** OACK bytes when options were granted: then it is "block 0" and needs ACK 0. */
+  oack?: Buffer;
+  /** First block not yet acknowledged. */
+  base: number;
+  next: number;
+  /** Highest block sent so far. */
+  hi: number;
+  /** Retransmitted since the last progress: no RTT sample then (Karn). */
+  rtx: boolean;
+  lastTxAt: number;
+  chunkBlocks: number;
+  /** Packet-ready chunks (header + payload per block, back to back), by chunk index. */
+  chunks: Map<number, Buffer>;
+  loading: Set<number>;
+};
+
+type WriteTransfer = Common & {
+  kind: 'write';
+  blksize: number;
+  /** Next block expected (absolute). */
+  expected: number;
+  lastAck: Buffer;
+  fh?: import('node:fs/promises').FileHandle;
+  tmp: string;
+  final: string;
+  writing: boolean;
+  maxBytes: number;
+  dallyTimer?: NodeJS.Timeout;
+};
+
+type Transfer = ReadTransfer | WriteTransfer;
+
+const TICK_MS = 10;
+/** Bytes of file data per chunk read from the source. */
+const CHUNK_TARGET = 128 * 1024;
+
+/** RFC 1350 netascii for a Unix file: LF -> CR LF, a bare CR -> CR NUL (what tftp-hpa and BSD do). */
+export function toNetascii(buf: Buffer): Buffer {
+  let extra = 0;
+  for (let i = 0; i < buf.length; i++) if (buf[i] === 0x0a || buf[i] === 0x0d) extra++;
+  if (extra === 0) return buf;
+  const out = Buffer.allocUnsafe(buf.length + extra);
+  let o = 0;
+  for (let i = 0; i < buf.length; i++) {
+    const c = buf[i];
+    if (c === 0x0a) {
+      out[o++] = 0x0d;
+      out[o++] = 0x0a;
+    } else if (c === 0x0d) {
+      out[o++] = 0x0d;
+      out[o++] = 0x00;
+    } else out[o++] = c;
+  }
+  return out;
+}
+
+export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
+  const log = opts.logger ?? silentLogger;
+  const bindAddress = opts.address ?? '0.0.0.0';
+  const defaultMaxBlksize = opts.maxBlksize ?? 1468;
+  const maxWindowsize = opts.maxWindowsize ?? 64;
+  const timeoutMs = opts.timeoutMs ?? 1000;
+  const minTimeoutMs = Math.min(opts.minTimeoutMs ?? 20, timeoutMs);
+  const maxRetries = opts.maxRetries ?? 5;
+  const maxUploadBytes = opts.maxUploadBytes ?? 256 * 1024 * 1024;
+  const netasciiMax = opts.netasciiMaxBytes ?? 16 * 1024 * 1024;
+
+  const stats: TftpStats = {
+    transfersStarted: 0,
+    transfersCompleted: 0,
+    transfersFailed: 0,
+    sizeProbes: 0,
+    requestsRefused: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    packetsSent: 0,
+    retransmits: 0,
+    malformed: 0,
+    unexpected: 0,
+    duplicateRequests: 0,
+  };
+  const active = new Set<Transfer>();
+  /** client "addr:port" of every request being set up or transferred: a retransmitted RRQ must not fork a transfer. */
+  const byClient = new Set<string>();
+  const sockets = new Set<dgram.Socket>();
+  const pending = new Set<Promise<void>>();
+  let tick: NodeJS.Timeout | undefined;
+  let closing = false;
+
+  const listener = dgram.createSocket({ type: 'udp4' });
+  sockets.add(listener);
+  listener.on('close', () => sockets.delete(listener));
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.bind(opts.port ?? 69, bindAddress, () => {
+      listener.off('error', reject);
+      resolve();
+    });
+  });
+  listener.on('error', (err) => log.error({ err }, 'tftp listening socket error'));
+  const bound = listener.address();
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Timers: one interval for all transfers, only while there are any (nothing left behind after close()).
+
+  function ensureTick(): void {
+    if (tick === undefined && active.size > 0) tick = setInterval(onTick, TICK_MS);
+  }
+  function stopTickIfIdle(): void {
+    if (tick !== undefined && active.size === 0) {
+      clearInterval(tick);
+      tick = undefined;
+    }
+  }
+  function onTick(): void {
+    const now = performance.now();
+    for (const t of active) if (now >= t.deadline) onTimeout(t, now);
+  }
+
+  function sampleRtt(t: Common, sample: number): void {
+    // RFC 6298 section 2, in ms; the tick granularity is the clock granularity G.
+    if (t.srtt === 0) {
+      t.srtt = sample;
+      t.rttvar = sample / 2;
+    } else {
+      t.rttvar = 0.75 * t.rttvar + 0.25 * Math.abs(t.srtt - sample);
+      t.srtt = 0.875 * t.srtt + 0.125 * sample;
+    }
+    t.rto = Math.min(t.maxRto, Math.max(minTimeoutMs, t.srtt + Math.max(TICK_MS, 4 * t.rttvar)));
+  }
+
+  function onTimeout(t: Transfer, now: number): void {
+    if (now - t.lastProgressAt >= t.maxRto * maxRetries) {
+      finish(t, 'timeout');
+      return;
+    }
+    t.rto = Math.min(t.rto * 2, t.maxRto);
+    t.deadline = now + t.rto;
+    if (t.kind === 'read') {
+      // RFC 7440 section 4: on timeout resend the window from the first unacknowledged block.
+      t.rtx = true;
+      t.next = t.base;
+      pump(t);
+    } else if (!t.writing) {
+      t.retransmits++;
+      stats.retransmits++;
+      sendRaw(t, t.lastAck);
+    }
+  }
+
+  function sendRaw(t: Common, buf: Buffer): void {
+    stats.packetsSent++;
+    t.sock.send(buf);
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Reads.
+
+  function chunkOf(t: ReadTransfer, block: number): number {
+    return Math.floor((block - 1) / t.chunkBlocks);
+  }
+
+  function load(t: ReadTransfer, idx: number): void {
+    if (t.loading.has(idx) || t.chunks.has(idx)) return;
+    const first = idx * t.chunkBlocks + 1;
+    if (first > t.last) return;
+    const n = Math.min(t.chunkBlocks, t.last - first + 1);
+    const pos = (first - 1) * t.blksize;
+    t.loading.add(idx);
+    t.file.read(pos, n * t.blksize).then(
+      (data) => {
+        t.loading.delete(idx);
+        if (t.done) return;
+        // Lay the chunk out as ready-to-send packets once, so each send is one contiguous buffer, no per-packet copy.
+        const slot = 4 + t.blksize;
+        const pkt = Buffer.allocUnsafe(n * slot);
+        for (let i = 0; i < n; i++) {
+          const off = i * slot;
+          pkt[off] = 0;
+          pkt[off + 1] = OP.DATA;
+          pkt.writeUInt16BE((first + i) & 0xffff, off + 2);
+          const from = i * t.blksize;
+          if (from < data.length) data.copy(pkt, off + 4, from, Math.min(data.length, from + t.blksize));
+        }
+        t.chunks.set(idx, pkt);
+        pump(t);
+      },
+      (err) => {
+        t.loading.delete(idx);
+        if (t.done) return;
+        log.warn({ err, client: t.key, file: t.filename }, 'tftp read failed');
+        sendRaw(t, encodeError(ERR.NOT_DEFINED, 'read error'));
+        finish(t, 'read-error');
+      },
+    );
+  }
+
+  /** Sends what the window allows from `next`; stops (to be called again) when a chunk is not loaded yet. */
+  function pump(t: ReadTransfer): void {
+    const limit = Math.min(t.base + t.window - 1, t.last);
+    const slot = 4 + t.blksize;
+    let sent = false;
+    while (t.next <= limit) {
+      const b = t.next;
+      if (b === 0) {
+        sendRaw(t, t.oack!);
+      } else {
+        const idx = chunkOf(t, b);
+        const pkt = t.chunks.get(idx);
+        if (pkt === undefined) {
+          load(t, idx);
+          break;
+        }
+        const i = b - 1 - idx * t.chunkBlocks;
+        // Read ahead one chunk as soon as the transfer enters this one.
+        if (i === 0) load(t, idx + 1);
+        const len = Math.min(t.blksize, t.size - (b - 1) * t.blksize);
+        stats.packetsSent++;
+        t.sock.send(pkt, i * slot, 4 + len);
+        if (b > t.hi) {
+          t.bytes += len;
+          stats.bytesSent += len;
+        }
+      }
+      if (b <= t.hi) {
+        t.retransmits++;
+        stats.retransmits++;
+      } else t.hi = b;
+      t.next = b + 1;
+      sent = true;
+    }
+    if (sent) t.lastTxAt = performance.now();
+  }
+
+  function onAck(t: ReadTransfer, block: number): void {
+    if (t.done) return;
+    // Map the 16-bit number onto [base-1, hi]: block numbers wrap past 65535 (rollover to 0).
+    const delta = (block - (t.base - 1)) & 0xffff;
+    const abs = t.base - 1 + delta;
+    // Sorcerer's Apprentice (RFC 1123 4.2.3.1): a duplicate ACK never triggers a resend. Future blocks: garbage.
+    if (delta === 0 || abs > t.hi) return;
+    const now = performance.now();
+    if (!t.rtx && abs === t.hi) sampleRtt(t, now - t.lastTxAt);
+    t.rtx = false;
+    const oldChunk = t.base > 0 ? chunkOf(t, t.base) : 0;
+    t.base = abs + 1;
+    t.lastProgressAt = now;
+    if (t.base > t.last) {
+      finish(t, 'ok');
+      return;
+    }
+    // RFC 7440: an ACK inside the window means the receiver lost the next block: resend from there.
+    if (abs < t.next - 1) t.next = t.base;
+    const baseChunk = chunkOf(t, t.base);
+    if (baseChunk !== oldChunk) for (const k of t.chunks.keys()) if (k < baseChunk) t.chunks.delete(k);
+    pump(t);
+    t.deadline = now + t.rto;
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Writes (lock-step; RFC 7440 windowsize is only granted on reads).
+
+  async function onData(t: WriteTransfer, block: number, data: Buffer): Promise<void> {
+    if (t.done || t.writing) return;
+    if (block === ((t.expected - 1) & 0xffff)) {
+      // Our ACK was lost: the receiver re-acknowledges a duplicate (this is not the sender-side apprentice bug).
+      sendRaw(t, t.lastAck);
+      return;
+    }
+    if (block !== (t.expected & 0xffff)) return;
+    if (data.length > t.blksize) {
+      sendRaw(t, encodeError(ERR.ILLEGAL_OPERATION, 'block larger than blksize'));
+      finish(t, 'client-error');
+      return;
+    }
+    if (t.bytes + data.length > t.maxBytes) {
+      sendRaw(t, encodeError(ERR.DISK_FULL, 'upload too large'));
+      finish(t, 'write-error');
+      return;
+    }
+    t.writing = true;
+    try {
+      let off = 0;
+      while (off < data.length) {
+        const { bytesWritten } = await t.fh!.write(data, off, data.length - off, t.bytes + off);
+        off += bytesWritten;
+      }
+    } catch (err) {
+      t.writing = false;
+      if (t.done) return;
+      log.warn({ err, client: t.key, file: t.filename }, 'tftp upload write failed');
+      sendRaw(t, encodeError(ERR.DISK_FULL, 'write failed'));
+      finish(t, 'write-error');
+      return;
+    }
+    t.writing = false;
+    if (t.done) return;
+    t.bytes += data.length;
+    stats.bytesReceived += data.length;
+    t.lastAck = encodeAck(t.expected);
+    const now = performance.now();
+    t.lastProgressAt = now;
+    t.deadline = now + t.rto;
+    t.expected++;
+    if (data.length < t.blksize) {
+      try {
+        await t.fh!.close();
+        t.fh = undefined;
+        // link() refuses to overwrite: an upload never replaces an existing file, even one created meanwhile.
+        await link(t.tmp, t.final);
+        await unlink(t.tmp);
+      } catch (err) {
+        if (t.done) return;
+        const exists = (err as NodeJS.ErrnoException).code === 'EEXIST';
+        sendRaw(t, encodeError(exists ? ERR.FILE_EXISTS : ERR.DISK_FULL, exists ? 'file exists' : 'write failed'));
+        finish(t, 'write-error');
+        return;
+      }
+      if (t.done) return;
+      sendRaw(t, t.lastAck);
+      finish(t, 'ok');
+      return;
+    }
+    sendRaw(t, t.lastAck);
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Transfer lifecycle.
+
+  function finish(t: Transfer, result: Result): void {
+    if (t.done) return;
+    t.done = true;
+    active.delete(t);
+    byClient.delete(t.key);
+    stopTickIfIdle();
+    const durationMs = Math.round(performance.now() - t.startedAt);
+    if (t.kind === 'read') {
+      t.file.close();
+      t.chunks.clear();
+    } else if (result !== 'ok') {
+      const fh = t.fh;
+      t.fh = undefined;
+      void (async () => {
+        await fh?.close().catch(() => {});
+        await unlink(t.tmp).catch(() => {});
+      })();
+    }
+    if (t.kind === 'write' && result === 'ok') {
+      // RFC 1350 section 6: dally so a lost final ACK can be repeated when the client resends its last block.
+      t.dallyTimer = setTimeout(() => t.sock.close(), Math.min(t.maxRto, 2000));
+    } else {
+      t.sock.close();
+    }
+    const options: Record<string, number> = { blksize: t.blksize };
+    if (t.kind === 'read') options.windowsize = t.window;
+    if (t.neg.tsize !== undefined) options.tsize = t.kind === 'read' ? t.size : t.neg.tsize;
+    if (t.neg.timeout !== undefined) options.timeout = t.neg.timeout;
+    const line = {
+      client: t.key,
+      op: t.kind,
+      file: t.filename,
+      mode: t.mode,
+      options,
+      bytes: t.bytes,
+      durationMs,
+      retransmits: t.retransmits,
+      result,
+    };
+    if (result === 'probe') {
+      stats.sizeProbes++;
+      log.debug(line, 'tftp size probe (ERROR 8 after OACK)');
+      return;
+    }
+    if (result === 'ok') stats.transfersCompleted++;
+    else stats.transfersFailed++;
+    log.info(line, 'tftp transfer');
+  }
+
+  function onTransferMessage(t: Transfer, msg: Buffer): void {
+    // Hot path: a bare ACK, without allocating a decoded packet.
+    if (t.kind === 'read' && msg.length === 4 && msg[0] === 0 && msg[1] === OP.ACK) {
+      onAck(t, (msg[2] << 8) | msg[3]);
+      return;
+    }
+    const d = decodePacket(msg);
+    if (!d.ok) {
+      stats.malformed++;
+      return;
+    }
+    const p = d.packet;
+    if (p.op === 'ERROR') {
+      if (t.kind === 'read' && p.code === ERR.OPTION_NEGOTIATION && t.base === 0 && t.oack !== undefined) {
+        finish(t, 'probe');
+      } else {
+        log.debug({ client: t.key, code: p.code, message: p.message }, 'tftp client sent ERROR');
+        finish(t, 'client-error');
+      }
+      return;
+    }
+    if (t.kind === 'write' && p.op === 'DATA') {
+      void onData(t, p.block, p.data);
+      return;
+    }
+    stats.unexpected++;
+  }
+
+  /** A connected socket per transfer: source port = our TID, and only the client's TID gets through. */
+  async function transferSocket(client: TftpClient): Promise<dgram.Socket> {
+    const sock = dgram.createSocket({ type: 'udp4' });
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', reject);
+        sock.bind(0, bindAddress, () => {
+          sock.connect(client.port, client.address, () => {
+            sock.off('error', reject);
+            resolve();
+          });
+        });
+      });
+    } catch (err) {
+      sock.close();
+      throw err;
+    }
+    return sock;
+  }
+
+  function common(
+    sock: dgram.Socket,
+    key: string,
+    client: TftpClient,
+    filename: string,
+    mode: string,
+    neg: Negotiated,
+  ): Common {
+    const now = performance.now();
+    const maxRto = neg.timeout !== undefined ? neg.timeout * 1000 : timeoutMs;
+    return {
+      sock,
+      key,
+      client,
+      filename,
+      mode,
+      neg,
+      startedAt: now,
+      lastProgressAt: now,
+      // No RTT sample yet: start at the full timeout (RFC 6298 2.1), adapt after the first ACK.
+      rto: maxRto,
+      deadline: now + maxRto,
+      maxRto,
+      srtt: 0,
+      rttvar: 0,
+      bytes: 0,
+      retransmits: 0,
+      done: false,
+    };
+  }
+
+  function refuse(client: TftpClient, code: number, message: string, why: string, filename: string): void {
+    stats.requestsRefused++;
+    log.info({ client: `${client.address}:${client.port}`, file: filename, code, reason: why }, 'tftp request refused');
+    // From the listening socket: the client takes the first reply's port as our TID, and this is the only packet.
+    listener.send(encodeError(code, message), client.port, client.address);
+  }
+
+  async function limitsFor(address: string): Promise<{ maxBlksize: number; maxWindowsize: number }> {
+    let cap = defaultMaxBlksize;
+    try {
+      const per = opts.maxBlksizeFor?.(address);
+      if (per !== undefined && per > 0) cap = Math.min(cap, per);
+    } catch (err) {
+      log.warn({ err, client: address }, 'maxBlksizeFor failed; using the global maximum');
+    }
+    return { maxBlksize: cap, maxWindowsize };
+  }
+
+  async function startRead(
+    client: TftpClient,
+    key: string,
+    filename: string,
+    mode: string,
+    options: Array<[string, string]>,
+  ): Promise<void> {
+    const opened = await opts.source.open(filename, client);
+    if (opened.status !== 'ok') {
+      if (opened.status === 'not-found') refuse(client, ERR.FILE_NOT_FOUND, 'File not found', opened.reason, filename);
+      else refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', opened.reason, filename);
+      return;
+    }
+    let file: TftpFile = opened;
+    if (mode === 'netascii') {
+      if (opened.size > netasciiMax) {
+        opened.close();
+        refuse(client, ERR.ACCESS_VIOLATION, 'File too large for netascii, use octet', 'netascii size cap', filename);
+        return;
+      }
+      try {
+        const raw = await opened.read(0, opened.size);
+        file = bufferFile(toNetascii(raw));
+      } finally {
+        opened.close();
+      }
+    }
+    if (closing) {
+      file.close();
+      return;
+    }
+    const neg = negotiate(options, await limitsFor(client.address), file.size);
+    let sock: dgram.Socket;
+    try {
+      sock = await transferSocket(client);
+    } catch (err) {
+      file.close();
+      log.warn({ err, client: key }, 'tftp: cannot open a transfer socket');
+      return;
+    }
+    if (closing) {
+      file.close();
+      sock.close();
+      return;
+    }
+    const blksize = neg.blksize;
+    const window = neg.windowsize;
+    const t: ReadTransfer = {
+      ...common(sock, key, client, filename, mode, neg),
+      kind: 'read',
+      file,
+      size: file.size,
+      blksize,
+      window,
+      last: Math.floor(file.size / blksize) + 1,
+      oack: neg.oack.length > 0 ? encodeOack(neg.oack) : undefined,
+      base: neg.oack.length > 0 ? 0 : 1,
+      next: neg.oack.length > 0 ? 0 : 1,
+      hi: neg.oack.length > 0 ? -1 : 0,
+      rtx: false,
+      lastTxAt: 0,
+      chunkBlocks: Math.max(window, Math.ceil(CHUNK_TARGET / blksize)),
+      chunks: new Map(),
+      loading: new Set(),
+    };
+    sock.on('message', (msg) => onTransferMessage(t, msg));
+    sock.on('error', (err) => {
+      // ECONNREFUSED: ICMP port unreachable, the client has gone.
+      log.debug({ err, client: key }, 'tftp transfer socket error');
+      finish(t, 'client-error');
+    });
+    active.add(t);
+    stats.transfersStarted++;
+    ensureTick();
+    pump(t);
+  }
+
+  async function startWrite(
+    client: TftpClient,
+    key: string,
+    filename: string,
+    mode: string,
+    options: Array<[string, string]>,
+  ): Promise<void> {
+    if (opts.uploadDir === undefined) {
+      refuse(client, ERR.ACCESS_VIOLATION, 'Uploads are disabled', 'WRQ without uploadDir', filename);
+      return;
+    }
+    if (mode !== 'octet') {
+      refuse(client, ERR.ILLEGAL_OPERATION, 'Uploads must use octet mode', `mode ${mode}`, filename);
+      return;
+    }
+    const c = await confine(opts.uploadDir, filename);
+    if (!c.ok) {
+      refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', c.reason, filename);
+      return;
+    }
+    const exists = await stat(c.abs).then(
+      () => true,
+      () => false,
+    );
+    if (exists) {
+      refuse(client, ERR.FILE_EXISTS, 'File already exists', c.abs, filename);
+      return;
+    }
+    const neg = negotiate(
+      options.filter(([n]) => n !== 'windowsize'),
+      await limitsFor(client.address),
+    );
+    if (neg.tsize !== undefined && neg.tsize > maxUploadBytes) {
+      refuse(client, ERR.DISK_FULL, 'Upload too large', `tsize ${neg.tsize}`, filename);
+      return;
+    }
+    const tmp = path.join(
+      path.dirname(c.abs),
+      `.${path.basename(c.abs)}.upload-${process.pid}-${Math.random().toString(36).slice(2)}`,
+    );
+    let fh: import('node:fs/promises').FileHandle;
+    try {
+      fh = await open(tmp, 'wx', 0o644);
+    } catch (err) {
+      refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', `cannot create: ${String(err)}`, filename);
+      return;
+    }
+    let sock: dgram.Socket;
+    try {
+      if (closing) throw new Error('closing');
+      sock = await transferSocket(client);
+    } catch {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      return;
+    }
+    const first = neg.oack.length > 0 ? encodeOack(neg.oack) : encodeAck(0);
+    const t: WriteTransfer = {
+      ...common(sock, key, client, filename, mode, neg),
+      kind: 'write',
+      blksize: neg.blksize,
+      expected: 1,
+      lastAck: first,
+      fh,
+      tmp,
+      final: c.abs,
+      writing: false,
+      maxBytes: maxUploadBytes,
+    };
+    sock.on('message', (msg) => onTransferMessage(t, msg));
+    sock.on('error', (err) => {
+      log.debug({ err, client: key }, 'tftp transfer socket error');
+      finish(t, 'client-error');
+    });
+    sock.on('close', () => {
+      if (t.dallyTimer !== undefined) clearTimeout(t.dallyTimer);
+    });
+    if (closing) {
+      finish(t, 'cancelled');
+      return;
+    }
+    active.add(t);
+    stats.transfersStarted++;
+    ensureTick();
+    sendRaw(t, first);
+  }
+
+  listener.on('message', (msg, rinfo) => {
+    if (closing) return;
+    const d = decodePacket(msg);
+    if (!d.ok) {
+      // Garbage gets no answer: answering would make us a reflector.
+      stats.malformed++;
+      return;
+    }
+    const p = d.packet;
+    if (p.op !== 'RRQ' && p.op !== 'WRQ') {
+      stats.unexpected++;
+      return;
+    }
+    const client = { address: rinfo.address, port: rinfo.port };
+    const key = `${rinfo.address}:${rinfo.port}`;
+    if (byClient.has(key)) {
+      // A client resending its request because our first packet is late: the running transfer's timer covers it.
+      stats.duplicateRequests++;
+      return;
+    }
+    if (p.mode !== 'octet' && p.mode !== 'netascii') {
+      refuse(
+        client,
+        ERR.ILLEGAL_OPERATION,
+        `Unsupported mode ${JSON.stringify(p.mode).slice(0, 40)}`,
+        'mode',
+        p.filename,
+      );
+      return;
+    }
+    byClient.add(key);
+    const work = (p.op === 'RRQ' ? startRead : startWrite)(client, key, p.filename, p.mode, p.options)
+      .catch((err) => {
+        log.error({ err, client: key, file: p.filename }, 'tftp request failed');
+      })
+      .finally(() => {
+        // Keep the key while a transfer runs; finish() removes it.
+        let running = false;
+        for (const t of active) if (t.key === key) running = true;
+        if (!running) byClient.delete(key);
+        pending.delete(work);
+      });
+    pending.add(work);
+  });
+
+  return {
+    address: bound.address,
+    port: bound.port,
+    stats,
+    activeTransfers: () => active.size,
+    async close() {
+      if (closing) return;
+      closing = true;
+      listener.close();
+      await Promise.allSettled([...pending]);
+      for (const t of [...active]) {
+        t.sock.send(encodeError(ERR.NOT_DEFINED, 'server shutting down'), () => {});
+        finish(t, 'cancelled');
+      }
+      // Dallying upload sockets and the send above: close whatever is still open, then wait for the close events.
+      await new Promise<void>((resolve) => {
+        const check = () => (sockets.size === 0 ? resolve() : setTimeout(check, 5));
+        for (const s of sockets) {
+          try {
+            s.close();
+          } catch {
+            // already closing
+          }
+        }
+        check();
+      });
+      stopTickIfIdle();
+    },
+  };
+}
