@@ -9,8 +9,13 @@ export function createLogger(level: string, opts: { pretty?: boolean } = {}): Lo
     level,
     base: { svc: 'plinth' },
     // Secrets never reach a log line, whatever logs them.
-    redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'req.headers.authorization'], censor: '[secure]' },
-    ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
+    redact: {
+      paths: ['token', '*.token', 'authorization', '*.authorization', 'req.headers.authorization'],
+      censor: '[secure]',
+    },
+    ...(pretty
+      ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } }
+      : {}),
   });
 }
 

@@ -45,5 +45,5 @@ export function parseCidr(cidr: string): { network: number; prefix: number; mask
 
 export function cidrContains(cidr: string, ip: string): boolean {
   const c = parseCidr(cidr);
-  return ((ipToInt(ip) & c.mask) >>> 0) === c.network;
+  return (ipToInt(ip) & c.mask) >>> 0 === c.network;
 }

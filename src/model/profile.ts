@@ -10,7 +10,11 @@ export type Profile = z.infer<typeof Profile>;
 
 /** A param definition: its JSON schema validates every value set anywhere; `secure` hides it in lists and logs. */
 export const ParamDef = z.strictObject({
-  name: z.string().min(1).max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'use letters, digits and . _ / -'),
+  name: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'use letters, digits and . _ / -'),
   schema: z.record(z.string(), z.unknown()).default({}).describe('JSON schema of the value; "default" is the fallback'),
   description: z.string().max(4096).default(''),
   secure: z.boolean().default(false),

@@ -17,6 +17,7 @@ export const KINDS = [
   'prefs',
   'tokens',
   'boots',
+  'files',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 

@@ -1,0 +1,274 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+/**
+ * Every setting once: its flag, environment variable, file key, type, default and help. Precedence:
+ * flag > environment > config file > default. A wrong value stops the daemon with one line naming it.
+ */
+type Setting = {
+  key: string;
+  flag: string;
+  env?: string;
+  schema: z.ZodType;
+  help: string;
+  boolean?: boolean;
+};
+
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z.union([
+  z.boolean(),
+  z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((s) => ['true', '1', 'yes'].includes(s)),
+]);
+const list = z.union([
+  z.array(z.string()),
+  z.string().transform((s) =>
+    s
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+  ),
+]);
+
+export const SETTINGS: Setting[] = [
+  {
+    key: 'config',
+    flag: 'config',
+    env: 'PLINTH_CONFIG',
+    schema: z.string().optional(),
+    help: 'YAML or JSON config file with any of these settings (keys as in camelCase below)',
+  },
+  {
+    key: 'dataDir',
+    flag: 'data-dir',
+    env: 'PLINTH_DATA_DIR',
+    schema: z.string().min(1).default('./var'),
+    help: 'Data directory: database, admin.token, uploaded files (default ./var)',
+  },
+  {
+    key: 'httpPort',
+    flag: 'http-port',
+    env: 'PLINTH_HTTP_PORT',
+    schema: port.default(8091),
+    help: 'HTTP port for the API, boot scripts and files (default 8091)',
+  },
+  {
+    key: 'httpAddress',
+    flag: 'http-address',
+    env: 'PLINTH_HTTP_ADDRESS',
+    schema: z.string().default('0.0.0.0'),
+    help: 'Address the HTTP server listens on (default 0.0.0.0)',
+  },
+  {
+    key: 'advertiseAddress',
+    flag: 'advertise-address',
+    env: 'PLINTH_ADVERTISE_ADDRESS',
+    schema: z.ipv4().optional(),
+    help: 'Address machines reach Plinth at, when it cannot be told from the interface that answered',
+  },
+  {
+    key: 'dhcp',
+    flag: 'dhcp',
+    env: 'PLINTH_DHCP',
+    schema: bool.default(true),
+    help: 'Run the DHCP server (--no-dhcp to switch it off). It answers nothing until a subnet exists',
+    boolean: true,
+  },
+  {
+    key: 'dhcpPort',
+    flag: 'dhcp-port',
+    env: 'PLINTH_DHCP_PORT',
+    schema: port.default(67),
+    help: 'DHCP server port (default 67; needs root or CAP_NET_BIND_SERVICE)',
+  },
+  {
+    key: 'dhcpProxyPort',
+    flag: 'dhcp-proxy-port',
+    env: 'PLINTH_DHCP_PROXY_PORT',
+    schema: port.default(4011),
+    help: 'PXE proxyDHCP port (default 4011)',
+  },
+  {
+    key: 'dhcpInterfaces',
+    flag: 'dhcp-interfaces',
+    env: 'PLINTH_DHCP_INTERFACES',
+    schema: list.default([]),
+    help: 'Comma-separated interfaces the DHCP server answers on (default: every interface with an address in an enabled subnet)',
+  },
+  {
+    key: 'tftp',
+    flag: 'tftp',
+    env: 'PLINTH_TFTP',
+    schema: bool.default(true),
+    help: 'Run the TFTP server (--no-tftp to switch it off)',
+    boolean: true,
+  },
+  {
+    key: 'tftpPort',
+    flag: 'tftp-port',
+    env: 'PLINTH_TFTP_PORT',
+    schema: port.default(69),
+    help: 'TFTP server port (default 69; needs root or CAP_NET_BIND_SERVICE)',
+  },
+  {
+    key: 'tftpAddress',
+    flag: 'tftp-address',
+    env: 'PLINTH_TFTP_ADDRESS',
+    schema: z.string().default('0.0.0.0'),
+    help: 'Address the TFTP server listens on (default 0.0.0.0)',
+  },
+  {
+    key: 'tftpMaxBlksize',
+    flag: 'tftp-max-blksize',
+    env: 'PLINTH_TFTP_MAX_BLKSIZE',
+    schema: z.coerce.number().int().min(512).max(65464).default(1468),
+    help: 'Largest TFTP block size granted (default 1468: fits a 1500-byte MTU)',
+  },
+  {
+    key: 'tftpUploadDir',
+    flag: 'tftp-upload-dir',
+    env: 'PLINTH_TFTP_UPLOAD_DIR',
+    schema: z.string().optional(),
+    help: 'Accept TFTP WRQ uploads into this directory (default: refused)',
+  },
+  {
+    key: 'assetsDir',
+    flag: 'assets-dir',
+    env: 'PLINTH_ASSETS_DIR',
+    schema: z.string().default('./assets'),
+    help: 'Boot loaders (undionly.kpxe, ipxe.efi, snponly.efi) served over TFTP and HTTP (default ./assets)',
+  },
+  {
+    key: 'bootenvsDir',
+    flag: 'bootenvs-dir',
+    env: 'PLINTH_BOOTENVS_DIR',
+    schema: z.string().default('./bootenvs'),
+    help: 'Shipped boot environments (*.yaml) loaded at start (default ./bootenvs)',
+  },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'PLINTH_LOG_LEVEL',
+    schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    help: 'trace, debug, info, warn, error, fatal or silent (default info)',
+  },
+];
+
+export type Config = {
+  config?: string;
+  dataDir: string;
+  httpPort: number;
+  httpAddress: string;
+  advertiseAddress?: string;
+  dhcp: boolean;
+  dhcpPort: number;
+  dhcpProxyPort: number;
+  dhcpInterfaces: string[];
+  tftp: boolean;
+  tftpPort: number;
+  tftpAddress: string;
+  tftpMaxBlksize: number;
+  tftpUploadDir?: string;
+  assetsDir: string;
+  bootenvsDir: string;
+  logLevel: string;
+};
+
+export class ConfigError extends Error {}
+
+export function helpText(): string {
+  const lines = [
+    'Usage: plinth [serve] [options]',
+    '',
+    'Plinth: DHCP, TFTP, HTTP boot and a REST inventory for bare-metal provisioning.',
+    '',
+    'Options (flag / environment variable):',
+  ];
+  for (const s of SETTINGS) {
+    const flag = s.boolean ? `--${s.flag}, --no-${s.flag}` : `--${s.flag} VALUE`;
+    lines.push(`  ${flag.padEnd(30)} ${s.env ?? ''}`);
+    lines.push(`      ${s.help}`);
+  }
+  lines.push(`  ${'--help'.padEnd(30)}`, '      Show this help', '');
+  lines.push(
+    'Environment only: PLINTH_ADMIN_TOKEN  accept this admin token (instead of creating <data-dir>/admin.token)',
+  );
+  return lines.join('\n');
+}
+
+/** Parse argv + env + file into a validated Config; throws ConfigError with one line that names the setting. */
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config | 'help' {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } };
+  for (const s of SETTINGS) {
+    options[s.flag] = { type: s.boolean ? 'boolean' : 'string' };
+    if (s.boolean) options[`no-${s.flag}`] = { type: 'boolean' };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message.split('\n')[0]} (see plinth --help)`);
+  }
+  if (parsed.values.help) return 'help';
+  const pos = parsed.positionals;
+  if (pos.length > 1 || (pos.length === 1 && pos[0] !== 'serve')) {
+    throw new ConfigError(`unexpected argument '${pos.join(' ')}' (see plinth --help)`);
+  }
+  const fromFlags: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    const v = parsed.values[s.flag];
+    if (v !== undefined) fromFlags[s.key] = v;
+    if (s.boolean && parsed.values[`no-${s.flag}`]) fromFlags[s.key] = false;
+  }
+  const file = (fromFlags.config as string | undefined) ?? env.PLINTH_CONFIG;
+  let fromFile: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        `config: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
+    }
+    try {
+      const doc = YAML.parse(text) ?? {};
+      if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error('expected a mapping of settings');
+      fromFile = doc as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(`config: ${file} is not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+    }
+    const known = new Set(SETTINGS.map((s) => s.key));
+    for (const k of Object.keys(fromFile)) {
+      if (!known.has(k))
+        throw new ConfigError(`config: unknown setting '${k}' in ${file} (known: ${[...known].join(', ')})`);
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    let raw: unknown;
+    let where: string;
+    if (s.key in fromFlags) {
+      raw = fromFlags[s.key];
+      where = `--${s.flag}`;
+    } else if (s.env && env[s.env] !== undefined && env[s.env] !== '') {
+      raw = env[s.env];
+      where = s.env;
+    } else if (s.key in fromFile) {
+      raw = fromFile[s.key];
+      where = `${s.key} in ${file}`;
+    } else {
+      raw = undefined;
+      where = `--${s.flag}`;
+    }
+    const r = s.schema.safeParse(raw);
+    if (!r.success) {
+      throw new ConfigError(
+        `${where}: ${JSON.stringify(raw)} is not allowed: ${s.help.split(' (')[0]!.toLowerCase()}; ${r.error.issues[0]?.message ?? ''}`,
+      );
+    }
+    out[s.key] = r.data;
+  }
+  return out as Config;
+}

@@ -1,0 +1,102 @@
+import { mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { bindErrorLine } from './bind-error.js';
+import type { Config } from './config.js';
+import { type Bus, createBus } from './events.js';
+import { buildApp } from './http/app.js';
+import { bootstrapAdminToken } from './inventory/tokens.js';
+import type { Logger } from './log.js';
+import { seedStore } from './seed.js';
+import { openSqliteStore } from './store/sqlite.js';
+import type { Store } from './store/store.js';
+import { VERSION } from './version.js';
+
+export type Daemon = {
+  store: Store;
+  bus: Bus;
+  httpPort: number;
+  close(): Promise<void>;
+};
+
+/** A start-up failure an operator can act on: main prints its message as one line and exits 1. */
+export class StartupError extends Error {}
+
+/** Wires store, bus, HTTP (and DHCP/TFTP when enabled) together. main.ts only parses config and handles signals. */
+export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Daemon> {
+  const started = new Date();
+  const dataDir = path.resolve(cfg.dataDir);
+  const filesDir = path.join(dataDir, 'files');
+  try {
+    await mkdir(filesDir, { recursive: true });
+  } catch (err) {
+    throw new StartupError(
+      `data directory ${dataDir} cannot be created: ${(err as Error).message}; set --data-dir or PLINTH_DATA_DIR to a writable directory`,
+    );
+  }
+  let store: Store & { schemaVersion: number };
+  try {
+    store = openSqliteStore(path.join(dataDir, 'plinth.db'));
+  } catch (err) {
+    throw new StartupError(`database ${path.join(dataDir, 'plinth.db')} cannot be opened: ${(err as Error).message}`);
+  }
+  const bus = createBus();
+  const closers: (() => Promise<void>)[] = [];
+  const fail = async (msg: string): Promise<never> => {
+    for (const c of closers.reverse()) await c().catch(() => {});
+    await store.close();
+    throw new StartupError(msg);
+  };
+
+  await seedStore(store, bus, log, path.resolve(cfg.bootenvsDir));
+  const tok = await bootstrapAdminToken(store, dataDir, env.PLINTH_ADMIN_TOKEN);
+  if (tok.fromEnv) log.info('admin token taken from PLINTH_ADMIN_TOKEN');
+  else if (tok.created) log.info({ file: tok.file }, 'admin token created: read it from this file (mode 0600)');
+  else log.info({ file: tok.file }, 'admin token exists (created at first start)');
+
+  const listeners: Record<string, unknown> = {};
+  const app = await buildApp({
+    store,
+    bus,
+    log,
+    dataDir,
+    filesDir,
+    version: VERSION,
+    info: () => ({
+      name: 'plinth',
+      version: VERSION,
+      startedAt: started.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - started.getTime()) / 1000),
+      listeners,
+      features: { api: true, files: true, dhcp: cfg.dhcp, tftp: cfg.tftp, proxyDhcp: cfg.dhcp },
+      store: { backend: 'sqlite', schemaVersion: store.schemaVersion },
+    }),
+  });
+  try {
+    await app.listen({ port: cfg.httpPort, host: cfg.httpAddress });
+  } catch (err) {
+    await fail(bindErrorLine('HTTP', 'tcp', cfg.httpPort, err as NodeJS.ErrnoException, { port: '--http-port' }));
+  }
+  closers.push(() => app.close());
+  const httpPort = (app.server.address() as AddressInfo).port;
+  listeners.http = { address: cfg.httpAddress, port: httpPort };
+  log.info(
+    { address: cfg.httpAddress, port: httpPort, api: `http://${cfg.httpAddress}:${httpPort}/api/v1` },
+    'http listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    store,
+    bus,
+    httpPort,
+    close() {
+      closing ??= (async () => {
+        for (const c of closers.reverse()) await c().catch((err) => log.error({ err }, 'close failed'));
+        await store.close();
+        log.info('stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Store } from '../store/store.js';
+import { type Confined, confine } from './confine.js';
+
+/** Metadata of one file under <data-dir>/files, as the API lists it. */
+export type FileInfo = { path: string; size: number; sha256: string; modifiedAt: string };
+
+export class FileRefused extends Error {}
+export class FileDigestMismatch extends Error {}
+
+async function confineOrThrow(root: string, rel: string): Promise<Extract<Confined, { ok: true }>> {
+  const c = await confine(root, rel);
+  if (!c.ok) throw new FileRefused(`path '${rel}' is refused: ${c.reason}`);
+  return c;
+}
+
+async function fsyncPath(p: string) {
+  const fh = await open(p, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Stream `body` into <root>/<rel>: written to a temp file beside the root (same filesystem), hashed on the way,
+ * fsynced, then renamed into place and the directory fsynced. A failed or interrupted upload, or a digest
+ * that does not match `expectSha256`, leaves nothing behind.
+ */
+export async function writeFileAtomically(
+  store: Store,
+  root: string,
+  tmpDir: string,
+  rel: string,
+  body: Readable,
+  expectSha256?: string,
+): Promise<{ info: FileInfo; created: boolean }> {
+  const c = await confineOrThrow(root, rel);
+  await mkdir(path.dirname(c.abs), { recursive: true });
+  await confineOrThrow(root, rel); // the directories just made must not have raced a symlink in
+  await mkdir(tmpDir, { recursive: true });
+  const tmp = path.join(tmpDir, `upload-${randomUUID()}`);
+  const hash = createHash('sha256');
+  let size = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  try {
+    await pipeline(body, tap, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+    const sha256 = hash.digest('hex');
+    if (expectSha256 && expectSha256.toLowerCase() !== sha256) {
+      throw new FileDigestMismatch(`sha256 of the upload is ${sha256}, not ${expectSha256}: the file was not kept`);
+    }
+    await fsyncPath(tmp);
+    const created = !(await stat(c.abs).then(
+      () => true,
+      () => false,
+    ));
+    await rename(tmp, c.abs);
+    await fsyncPath(path.dirname(c.abs));
+    const st = await stat(c.abs);
+    const info: FileInfo = { path: c.rel, size, sha256, modifiedAt: st.mtime.toISOString() };
+    await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs });
+    return { info, created };
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+}
+
+export async function sha256File(abs: string): Promise<string> {
+  const h = createHash('sha256');
+  await pipeline(createReadStream(abs, { highWaterMark: 1 << 20 }), h);
+  return h.digest('hex');
+}
+
+/** Size, digest and date of one file; the digest is cached in the store and recomputed when the file changed. */
+export async function fileInfo(store: Store, root: string, rel: string): Promise<FileInfo | undefined> {
+  const c = await confineOrThrow(root, rel);
+  const st = await stat(c.abs).catch(() => undefined);
+  if (!st?.isFile()) return undefined;
+  const cached = (await store.get('files', c.rel))?.doc as (FileInfo & { mtimeMs: number }) | undefined;
+  if (cached && cached.size === st.size && cached.mtimeMs === st.mtimeMs) {
+    return { path: cached.path, size: cached.size, sha256: cached.sha256, modifiedAt: cached.modifiedAt };
+  }
+  const info: FileInfo = {
+    path: c.rel,
+    size: st.size,
+    sha256: await sha256File(c.abs),
+    modifiedAt: st.mtime.toISOString(),
+  };
+  await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs });
+  return info;
+}
+
+/** Every regular file under the root (symlinks are not followed: they may point anywhere). */
+export async function listFiles(store: Store, root: string): Promise<FileInfo[]> {
+  const out: FileInfo[] = [];
+  const walk = async (dir: string) => {
+    const entries = await readdir(path.join(root, dir), { withFileTypes: true }).catch(() => []);
+    for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+      const rel = dir ? `${dir}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(rel);
+      else if (e.isFile()) {
+        const i = await fileInfo(store, root, rel);
+        if (i) out.push(i);
+      }
+    }
+  };
+  await walk('');
+  return out;
+}
+
+export async function removeFile(store: Store, root: string, rel: string): Promise<boolean> {
+  const c = await confineOrThrow(root, rel);
+  try {
+    await unlink(c.abs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((err as NodeJS.ErrnoException).code === 'EISDIR' || (err as NodeJS.ErrnoException).code === 'EPERM') {
+      throw new FileRefused(`'${rel}' is a directory`);
+    }
+    throw err;
+  }
+  await store.putBatched('files', c.rel, null);
+  return true;
+}

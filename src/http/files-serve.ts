@@ -1,0 +1,143 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { confine } from '../files/confine.js';
+import type { Logger } from '../log.js';
+import { sendProblem } from './problem.js';
+
+const types: Record<string, string> = {
+  '.ipxe': 'text/plain; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8',
+  '.cfg': 'text/plain; charset=utf-8',
+  '.json': 'application/json',
+  '.yaml': 'application/yaml',
+  '.yml': 'application/yaml',
+  '.iso': 'application/x-iso9660-image',
+  '.efi': 'application/efi',
+  '.gz': 'application/gzip',
+  '.xz': 'application/x-xz',
+  '.tar': 'application/x-tar',
+  '.img': 'application/octet-stream',
+  '.html': 'text/html; charset=utf-8',
+};
+
+/** bytes=a-b | a- | -n, one range; anything else (several ranges, garbage) is ignored and the whole file sent. */
+export function parseRange(
+  h: string | undefined,
+  size: number,
+): { start: number; end: number } | 'unsatisfiable' | undefined {
+  if (!h) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(h.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0) return 'unsatisfiable';
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+    if (m[2] !== '' && Number(m[2]) < start) return undefined;
+  }
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
+// 1 MiB reads: far fewer syscalls and event-loop turns than the 64 KiB default, the main gap to sendfile.
+const CHUNK = 1 << 20;
+
+/**
+ * Boot files without a token at /files/<path>: Range, ETag/If-None-Match, If-Range, HEAD (OVMF HTTP Boot sends
+ * HEAD first). Written against the raw response: this is the hot path of every boot.
+ */
+export function registerFileServing(app: FastifyInstance, deps: { filesDir: string; log: Logger }) {
+  const serve = async (req: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply) => {
+    let rel: string;
+    try {
+      rel = decodeURIComponent(req.params['*'] ?? '');
+    } catch {
+      return sendProblem(reply, 400, 'the file path is not valid percent-encoding');
+    }
+    const c = await confine(deps.filesDir, rel);
+    if (!c.ok) {
+      deps.log.warn({ path: rel, ip: req.ip, reason: c.reason }, 'file request refused');
+      return sendProblem(reply, 400, `path refused: ${c.reason}`);
+    }
+    const st = await stat(c.abs).catch(() => undefined);
+    if (!st?.isFile()) return sendProblem(reply, 404, `file '${c.rel}' does not exist`);
+    return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log);
+  };
+  app.get('/files/*', serve);
+}
+
+export function sendFile(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  abs: string,
+  size: number,
+  mtimeMs: number,
+  mtime: Date,
+  log: Logger,
+) {
+  const etag = `"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
+  const headers: Record<string, string | number> = {
+    'content-type': types[path.extname(abs).toLowerCase()] ?? 'application/octet-stream',
+    etag,
+    'last-modified': mtime.toUTCString(),
+    'accept-ranges': 'bytes',
+  };
+  const inm = req.headers['if-none-match'];
+  if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)) {
+    return reply.code(304).headers(headers).send();
+  }
+  let range = parseRange(req.headers.range, size);
+  const ifRange = req.headers['if-range'];
+  if (range && ifRange && ifRange !== etag && ifRange !== headers['last-modified']) range = undefined;
+  if (range === 'unsatisfiable') {
+    return reply
+      .code(416)
+      .header('content-range', `bytes */${size}`)
+      .type('application/problem+json')
+      .send({
+        type: 'about:blank',
+        title: 'Range Not Satisfiable',
+        status: 416,
+        detail: `the file has ${size} bytes`,
+      });
+  }
+  const start = range ? range.start : 0;
+  const end = range ? range.end : size - 1;
+  headers['content-length'] = size === 0 ? 0 : end - start + 1;
+  if (range) headers['content-range'] = `bytes ${start}-${end}/${size}`;
+  const status = range ? 206 : 200;
+  reply.hijack();
+  const res = reply.raw;
+  const t0 = process.hrtime.bigint();
+  res.on('close', () => {
+    log.info(
+      {
+        method: req.method,
+        url: req.url,
+        status,
+        bytes: res.writableFinished ? headers['content-length'] : 'aborted',
+        ms: Number(process.hrtime.bigint() - t0) / 1e6,
+        ip: req.ip,
+      },
+      'http file',
+    );
+  });
+  res.writeHead(status, headers);
+  if (req.method === 'HEAD' || size === 0) {
+    res.end();
+    return;
+  }
+  const rs = createReadStream(abs, { start, end, highWaterMark: CHUNK });
+  rs.on('error', (err) => {
+    log.warn({ err, file: abs }, 'file read failed mid-response');
+    res.destroy(err);
+  });
+  rs.pipe(res);
+}

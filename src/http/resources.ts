@@ -1,0 +1,227 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import type { Bus } from '../events.js';
+import { createDoc, deleteDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
+import { resolveParams, secureParamNames } from '../inventory/params.js';
+import { getPrefs, PREFS_KEY, RESOURCES, type Resource } from '../inventory/resources.js';
+import { Prefs } from '../model/profile.js';
+import type { Filter, Store, Stored } from '../store/store.js';
+import { API } from './app.js';
+import { jsonPatch, mergePatch } from './patch.js';
+import { HttpProblem, validationProblem } from './problem.js';
+
+type Deps = { store: Store; bus: Bus };
+
+/** The zod type under optional/default wrappers: tells how to read a `field=value` query string. */
+export function baseType(t: z.ZodType): string {
+  let cur: any = t;
+  while (cur?._zod?.def && ['optional', 'default', 'nullable', 'pipe', 'prefault'].includes(cur._zod.def.type)) {
+    cur = cur._zod.def.type === 'pipe' ? cur._zod.def.in : cur._zod.def.innerType;
+  }
+  return cur?._zod?.def?.type ?? 'unknown';
+}
+
+const reserved = new Set(['limit', 'offset', 'sort']);
+
+function parseList(res: Resource, query: Record<string, string | string[]>) {
+  const shape = res.schema.shape as Record<string, z.ZodType>;
+  const filters: Filter[] = [];
+  const one = (k: string) => {
+    const v = query[k];
+    return Array.isArray(v) ? v[v.length - 1]! : v!;
+  };
+  const intParam = (k: string, max: number) => {
+    if (query[k] === undefined) return undefined;
+    const s = one(k);
+    if (!/^\d+$/.test(s) || Number(s) > max) {
+      throw new HttpProblem(400, `query parameter ${k} must be an integer from 0 to ${max}`, [
+        { path: k, message: 'not an integer in range' },
+      ]);
+    }
+    return Number(s);
+  };
+  for (const k of Object.keys(query)) {
+    if (reserved.has(k)) continue;
+    const t = shape[k];
+    if (!t) {
+      throw new HttpProblem(
+        400,
+        `cannot filter ${res.kind} by '${k}': filter by one of ${Object.keys(shape).join(', ')}`,
+        [{ path: k, message: 'unknown field' }],
+      );
+    }
+    const raw = one(k);
+    const kind = baseType(t);
+    if (kind === 'boolean') {
+      if (raw !== 'true' && raw !== 'false')
+        throw new HttpProblem(400, `filter ${k} must be true or false`, [{ path: k, message: 'not a boolean' }]);
+      filters.push({ field: k, value: raw === 'true' });
+    } else if (kind === 'number') {
+      if (!Number.isFinite(Number(raw)) || raw === '')
+        throw new HttpProblem(400, `filter ${k} must be a number`, [{ path: k, message: 'not a number' }]);
+      filters.push({ field: k, value: Number(raw) });
+    } else if (kind === 'array') {
+      filters.push({ field: k, value: k === 'macs' ? raw.toLowerCase().replace(/-/g, ':') : raw, array: true });
+    } else if (kind === 'string' || kind === 'enum') {
+      filters.push({ field: k, value: k === 'mac' ? raw.toLowerCase().replace(/-/g, ':') : raw });
+    } else {
+      throw new HttpProblem(400, `cannot filter ${res.kind} by '${k}' (not a scalar or list field)`, [
+        { path: k, message: 'not filterable' },
+      ]);
+    }
+  }
+  let sort: { field: string; desc: boolean } | undefined;
+  if (query.sort !== undefined) {
+    const s = one('sort');
+    const desc = s.startsWith('-');
+    const field = desc ? s.slice(1) : s;
+    if (!shape[field])
+      throw new HttpProblem(400, `cannot sort ${res.kind} by '${field}'`, [{ path: 'sort', message: 'unknown field' }]);
+    sort = { field, desc };
+  }
+  return { filters, sort, limit: intParam('limit', 100_000), offset: intParam('offset', Number.MAX_SAFE_INTEGER) };
+}
+
+const quoted = (etag: string) => `"${etag}"`;
+
+/** If-Match: "*" or one or more quoted etags (weak ones never match for writes, RFC 9110 13.1.1). */
+function ifMatchOf(
+  req: FastifyRequest,
+  stored: () => Promise<Stored | undefined>,
+): Promise<string | undefined> | undefined {
+  const h = req.headers['if-match'];
+  if (h === undefined) return undefined;
+  const tags = h.split(',').map((s) => s.trim());
+  if (tags.includes('*')) return undefined;
+  return stored().then((s) => {
+    const hit = s && tags.includes(quoted(s.etag));
+    // Returning a value that cannot match makes the store answer 412 atomically.
+    return hit ? s!.etag : '\u0000mismatch';
+  });
+}
+
+function sendDoc(reply: FastifyReply, s: Stored, body: unknown = s.doc) {
+  return reply.header('etag', quoted(s.etag)).send(body);
+}
+
+export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
+  const inv = { store: deps.store, bus: deps.bus };
+  for (const res of RESOURCES) {
+    const base = `${API}/${res.kind}`;
+    const keyOf = (id: string) => resolveKey(inv, res, id);
+
+    app.get(base, async (req, reply) => {
+      const q = parseList(res, req.query as Record<string, string>);
+      const { items, total } = await deps.store.list(res.kind, q);
+      const secure = res.redact ? await secureParamNames(deps.store) : new Set<string>();
+      reply.header('x-total-count', String(total));
+      return items.map((i) => (res.redact ? res.redact(i.doc, secure) : i.doc));
+    });
+
+    app.get<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+      const key = await keyOf(req.params.id);
+      const s = await deps.store.get(res.kind, key);
+      if (!s) throw new HttpProblem(404, `${res.kind.replace(/s$/, '')} '${req.params.id}' does not exist`);
+      const inm = req.headers['if-none-match'];
+      if (
+        inm
+          ?.split(',')
+          .map((t) => t.trim().replace(/^W\//, ''))
+          .includes(quoted(s.etag))
+      ) {
+        return reply.code(304).header('etag', quoted(s.etag)).send();
+      }
+      return sendDoc(reply, s);
+    });
+
+    app.delete<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+      const key = await keyOf(req.params.id);
+      const ifMatch = await ifMatchOf(req, () => deps.store.get(res.kind, key));
+      await deleteDoc(inv, res, key, ifMatch);
+      return reply.code(204).send();
+    });
+
+    if (res.readOnly) continue;
+
+    app.post(base, async (req, reply) => {
+      const s = await createDoc(inv, res, req.body ?? {});
+      return sendDoc(reply.code(201).header('location', `${base}/${encodeURIComponent(s.key)}`), s);
+    });
+
+    app.put<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+      const key = await keyOf(req.params.id);
+      const ifMatch = await ifMatchOf(req, () => deps.store.get(res.kind, key));
+      return sendDoc(reply, await replaceDoc(inv, res, key, req.body ?? {}, ifMatch));
+    });
+
+    app.patch<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+      const key = await keyOf(req.params.id);
+      const ifMatch = await ifMatchOf(req, () => deps.store.get(res.kind, key));
+      const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      const body = req.body;
+      let change: (d: Record<string, unknown>) => unknown;
+      if (ct === 'application/json-patch+json') change = (d) => jsonPatch(d, body);
+      else if (ct === 'application/merge-patch+json' || ct === 'application/json') {
+        if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+          throw new HttpProblem(
+            400,
+            'a merge patch body must be a JSON object (send a JSON Patch array as application/json-patch+json)',
+          );
+        }
+        change = (d) => mergePatch(d, body);
+      } else {
+        throw new HttpProblem(
+          415,
+          `PATCH takes application/merge-patch+json, application/json or application/json-patch+json, not '${ct}'`,
+        );
+      }
+      return sendDoc(reply, await modifyDoc(inv, res, key, change, ifMatch));
+    });
+  }
+
+  // Resolved params of one machine: machine -> profiles -> global -> defaults, with where each came from.
+  app.get<{ Params: { id: string } }>(`${API}/machines/:id/params`, async (req) => {
+    const res = RESOURCES.find((r) => r.kind === 'machines')!;
+    const key = await resolveKey(inv, res, req.params.id);
+    const m = await deps.store.get('machines', key);
+    if (!m) throw new HttpProblem(404, `machine '${req.params.id}' does not exist`);
+    const r = await resolveParams(deps.store, m.doc as { params: Record<string, unknown>; profiles: string[] });
+    const q = req.query as { sources?: string };
+    return q.sources === 'true' ? r : r.values;
+  });
+
+  // Prefs: one document of global settings.
+  app.get(`${API}/prefs`, async (_req, reply) => {
+    const s = await deps.store.get('prefs', PREFS_KEY);
+    const prefs = await getPrefs(deps.store);
+    if (s) reply.header('etag', quoted(s.etag));
+    return prefs;
+  });
+  const writePrefs = async (req: FastifyRequest, next: unknown) => {
+    const parsed = Prefs.safeParse(next);
+    if (!parsed.success) throw validationProblem(parsed.error, 'prefs');
+    for (const f of ['defaultBootEnv', 'unknownBootEnv'] as const) {
+      if (!(await deps.store.get('bootenvs', parsed.data[f]))) {
+        throw new HttpProblem(400, `prefs: ${f}: bootenv '${parsed.data[f]}' does not exist`, [
+          { path: f, message: `bootenv '${parsed.data[f]}' does not exist` },
+        ]);
+      }
+    }
+    const old = await deps.store.get('prefs', PREFS_KEY);
+    const ifMatch = await ifMatchOf(req, async () => old);
+    if (ifMatch !== undefined && old && ifMatch !== old.etag)
+      throw new HttpProblem(412, 'prefs have changed since they were read');
+    const s = old
+      ? await deps.store.replace('prefs', PREFS_KEY, parsed.data, [], { ifMatch: old.etag })
+      : await deps.store.create('prefs', PREFS_KEY, parsed.data);
+    deps.bus.emit({ type: 'prefs.updated', key: PREFS_KEY });
+    return s;
+  };
+  app.put(`${API}/prefs`, async (req, reply) => sendDoc(reply, await writePrefs(req, req.body ?? {})));
+  app.patch(`${API}/prefs`, async (req, reply) => {
+    const cur = await getPrefs(deps.store);
+    const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const next = ct === 'application/json-patch+json' ? jsonPatch(cur, req.body) : mergePatch(cur, req.body);
+    return sendDoc(reply, await writePrefs(req, next));
+  });
+}

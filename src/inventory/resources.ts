@@ -1,0 +1,245 @@
+import { randomUUID } from 'node:crypto';
+import type { z } from 'zod';
+import { BootEnv } from '../model/bootenv.js';
+import { cidrContains, ipToInt } from '../model/common.js';
+import { type FieldError, InvalidError, StateConflictError } from '../model/errors.js';
+import { Machine } from '../model/machine.js';
+import { ParamDef, Prefs, Profile } from '../model/profile.js';
+import { Lease, Reservation, Subnet } from '../model/subnet.js';
+import { Template } from '../model/template.js';
+import type { Doc, Kind, Store, UniqueValue } from '../store/store.js';
+import { checkParamValues, compileSchema, GLOBAL_PROFILE, redactParams } from './params.js';
+
+export type Ctx = { store: Store; now: string };
+
+/**
+ * One inventory resource: how its documents are keyed, validated, completed with server-managed fields, and
+ * checked against the rest of the inventory. The REST API and the daemon's own writers (DHCP discovery) share it.
+ */
+export type Resource = {
+  kind: Kind;
+  keyField: string;
+  schema: z.ZodObject<any>;
+  summary: string;
+  readOnly?: boolean;
+  uniques?(doc: Doc): UniqueValue[];
+  prepare?(doc: Doc, old: Doc | undefined, ctx: Ctx): Promise<Doc> | Doc;
+  check?(doc: Doc, old: Doc | undefined, ctx: Ctx): Promise<FieldError[]>;
+  beforeDelete?(key: string, doc: Doc, ctx: Ctx): Promise<void>;
+  /** Alternative identifiers accepted in URLs (a machine's name as well as its uuid). */
+  resolveKey?(store: Store, id: string): Promise<string | undefined>;
+  redact?(doc: Doc, secure: Set<string>): Doc;
+};
+
+async function exists(store: Store, kind: Kind, key: string | undefined): Promise<boolean> {
+  return key === undefined || (await store.get(kind, key)) !== undefined;
+}
+
+async function users(store: Store, kind: Kind, field: string, value: string, array = false): Promise<string[]> {
+  const { items, total } = await store.list(kind, { filters: [{ field, value, array }], limit: 5 });
+  const names = items.map((i) => String(i.doc.name ?? i.key));
+  return total > names.length ? [...names, `and ${total - names.length} more`] : names;
+}
+
+async function refuseIfUsed(ctx: Ctx, what: string, kind: Kind, field: string, value: string, array = false) {
+  const u = await users(ctx.store, kind, field, value, array);
+  if (u.length) {
+    throw new StateConflictError(`${what} is used by ${kind} ${u.join(', ')}: change those first`, [
+      { path: field, message: `in use by ${u.join(', ')}` },
+    ]);
+  }
+}
+
+const machines: Resource = {
+  kind: 'machines',
+  keyField: 'uuid',
+  schema: Machine,
+  summary: 'Machines: servers Plinth provisions',
+  uniques: (d) => [
+    { field: 'name', value: String(d.name) },
+    ...((d.macs as string[]) ?? []).map((m) => ({ field: 'macs', value: m })),
+  ],
+  async prepare(d, old, ctx) {
+    const out: Doc = { ...d };
+    out.uuid = (d.uuid as string | undefined) ?? (old?.uuid as string | undefined) ?? randomUUID();
+    out.createdAt = old?.createdAt ?? ctx.now;
+    out.updatedAt = ctx.now;
+    if (old?.lastSeen !== undefined && d.lastSeen === undefined) out.lastSeen = old.lastSeen;
+    if (out.bootEnv === undefined && old === undefined) {
+      const prefs = await getPrefs(ctx.store);
+      out.bootEnv = prefs.defaultBootEnv;
+    }
+    return out;
+  },
+  async check(d, old, ctx) {
+    const errors: FieldError[] = [];
+    if (old && old.uuid !== d.uuid) errors.push({ path: 'uuid', message: `uuid cannot change (it is ${old.uuid})` });
+    if (old?.locked === true && d.locked !== false) {
+      throw new StateConflictError(`machine '${old.name}' is locked: set "locked": false to change it`, [
+        { path: 'locked', message: 'machine is locked' },
+      ]);
+    }
+    if (!(await exists(ctx.store, 'bootenvs', d.bootEnv as string | undefined))) {
+      errors.push({ path: 'bootEnv', message: `bootenv '${d.bootEnv}' does not exist: create it or pick another` });
+    }
+    for (const [i, p] of ((d.profiles as string[]) ?? []).entries()) {
+      if (!(await exists(ctx.store, 'profiles', p))) {
+        errors.push({ path: `profiles.${i}`, message: `profile '${p}' does not exist` });
+      }
+    }
+    errors.push(...(await checkParamValues(ctx.store, (d.params as Record<string, unknown>) ?? {})));
+    return errors;
+  },
+  async beforeDelete(_key, d) {
+    if (d.locked === true) {
+      throw new StateConflictError(`machine '${d.name}' is locked: set "locked": false before deleting it`, [
+        { path: 'locked', message: 'machine is locked' },
+      ]);
+    }
+  },
+  async resolveKey(store, id) {
+    if (await store.get('machines', id)) return id;
+    return (await store.keyOf('machines', 'name', id)) ?? (await store.keyOf('machines', 'macs', id.toLowerCase()));
+  },
+  redact: (d, secure) => ({ ...d, params: redactParams(d.params as Record<string, unknown>, secure) }),
+};
+
+const bootenvs: Resource = {
+  kind: 'bootenvs',
+  keyField: 'name',
+  schema: BootEnv,
+  summary: 'Boot environments: what a machine boots (kernel, initrds, command line, rendered templates)',
+  async check(d, _old, ctx) {
+    const errors: FieldError[] = [];
+    for (const [i, t] of ((d.templates as { templateId?: string }[]) ?? []).entries()) {
+      if (t.templateId && !(await exists(ctx.store, 'templates', t.templateId))) {
+        errors.push({ path: `templates.${i}.templateId`, message: `template '${t.templateId}' does not exist` });
+      }
+    }
+    return errors;
+  },
+  async beforeDelete(key, _d, ctx) {
+    await refuseIfUsed(ctx, `bootenv '${key}'`, 'machines', 'bootEnv', key);
+    const prefs = await getPrefs(ctx.store);
+    for (const f of ['defaultBootEnv', 'unknownBootEnv'] as const) {
+      if (prefs[f] === key) {
+        throw new StateConflictError(`bootenv '${key}' is the ${f} pref: change the pref first`, [
+          { path: f, message: 'in use by prefs' },
+        ]);
+      }
+    }
+  },
+};
+
+const templates: Resource = {
+  kind: 'templates',
+  keyField: 'id',
+  schema: Template,
+  summary: 'Templates: reusable template texts included by bootenvs',
+  async beforeDelete(key, _d, ctx) {
+    const { items } = await ctx.store.list('bootenvs');
+    const u = items.filter((b) =>
+      ((b.doc.templates as { templateId?: string }[]) ?? []).some((t) => t.templateId === key),
+    );
+    if (u.length) {
+      throw new StateConflictError(`template '${key}' is used by bootenvs ${u.map((b) => b.key).join(', ')}`, [
+        { path: 'id', message: 'in use' },
+      ]);
+    }
+  },
+};
+
+function range(d: Doc): [number, number] | undefined {
+  if (d.proxy === true || !d.activeStart || !d.activeEnd) return undefined;
+  return [ipToInt(d.activeStart as string), ipToInt(d.activeEnd as string)];
+}
+
+const subnets: Resource = {
+  kind: 'subnets',
+  keyField: 'name',
+  schema: Subnet,
+  summary: 'Subnets: DHCP address pools, options and boot behaviour per segment',
+  async check(d, _old, ctx) {
+    const mine = range(d);
+    if (!mine) return [];
+    const { items } = await ctx.store.list('subnets');
+    for (const o of items) {
+      if (o.key === d.name) continue;
+      const r = range(o.doc);
+      if (r && mine[0] <= r[1] && r[0] <= mine[1]) {
+        throw new StateConflictError(
+          `subnet '${d.name}': range ${d.activeStart}-${d.activeEnd} overlaps subnet '${o.key}' (${o.doc.activeStart}-${o.doc.activeEnd})`,
+          [{ path: 'activeStart', message: `overlaps subnet '${o.key}'` }],
+        );
+      }
+    }
+    return [];
+  },
+  async beforeDelete(key, _d, ctx) {
+    await refuseIfUsed(ctx, `subnet '${key}'`, 'reservations', 'subnet', key);
+  },
+};
+
+const reservations: Resource = {
+  kind: 'reservations',
+  keyField: 'address',
+  schema: Reservation,
+  summary: 'Reservations: a fixed address for a MAC in a subnet',
+  // A MAC may be reserved once per subnet (a multi-homed relay setup can reserve it in several).
+  uniques: (d) => [{ field: 'mac', value: `${d.subnet}/${d.mac}` }],
+  async check(d, _old, ctx) {
+    const s = await ctx.store.get('subnets', d.subnet as string);
+    if (!s) return [{ path: 'subnet', message: `subnet '${d.subnet}' does not exist` }];
+    if (!cidrContains(s.doc.subnet as string, d.address as string)) {
+      return [{ path: 'address', message: `${d.address} is outside subnet '${d.subnet}' (${s.doc.subnet})` }];
+    }
+    return [];
+  },
+};
+
+const leases: Resource = {
+  kind: 'leases',
+  keyField: 'address',
+  schema: Lease,
+  summary: 'Leases: addresses handed out by the DHCP server (read and delete only)',
+  readOnly: true,
+};
+
+const profiles: Resource = {
+  kind: 'profiles',
+  keyField: 'name',
+  schema: Profile,
+  summary: `Profiles: named sets of params machines inherit ('${GLOBAL_PROFILE}' applies to all)`,
+  check: (d, _old, ctx) => checkParamValues(ctx.store, (d.params as Record<string, unknown>) ?? {}),
+  async beforeDelete(key, _d, ctx) {
+    if (key === GLOBAL_PROFILE) {
+      throw new StateConflictError(`profile '${GLOBAL_PROFILE}' cannot be deleted: empty its params instead`, [
+        { path: 'name', message: 'built in' },
+      ]);
+    }
+    await refuseIfUsed(ctx, `profile '${key}'`, 'machines', 'profiles', key, true);
+  },
+  redact: (d, secure) => ({ ...d, params: redactParams(d.params as Record<string, unknown>, secure) }),
+};
+
+const params: Resource = {
+  kind: 'params',
+  keyField: 'name',
+  schema: ParamDef,
+  summary: 'Params: typed settings (JSON schema) that machines and profiles carry',
+  async check(d) {
+    const v = compileSchema((d.schema as Record<string, unknown>) ?? {});
+    return typeof v === 'string' ? [{ path: 'schema', message: `not a valid JSON schema: ${v}` }] : [];
+  },
+};
+
+export const RESOURCES: Resource[] = [machines, bootenvs, templates, subnets, reservations, leases, profiles, params];
+
+export const PREFS_KEY = 'global';
+
+export async function getPrefs(store: Store): Promise<Prefs> {
+  const s = await store.get('prefs', PREFS_KEY);
+  return Prefs.parse(s?.doc ?? {});
+}
+
+export { InvalidError };
