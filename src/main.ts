@@ -4,6 +4,9 @@ import { createLogger } from './log.js';
 
 /** The daemon's entry: config, start, signals. Exit codes: 0 clean stop, 1 failed start, 2 bad config. */
 async function main() {
+  // A closed log pipe (the reader of our stdout went away) must not take the daemon down or block its stop.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
   let cfg: ReturnType<typeof loadConfig>;
   try {
     cfg = loadConfig(process.argv.slice(2), process.env);

@@ -1,0 +1,50 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+describe('config', () => {
+  it('defaults work with nothing set', () => {
+    const c = loadConfig([], {});
+    expect(c).toMatchObject({
+      dataDir: './var',
+      httpPort: 8091,
+      dhcp: true,
+      dhcpPort: 67,
+      tftp: true,
+      tftpPort: 69,
+      logLevel: 'info',
+    });
+  });
+
+  it('flag beats environment beats file', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'plinth-cfg-'));
+    const f = path.join(dir, 'plinth.yaml');
+    writeFileSync(f, 'httpPort: 9000\ndataDir: /srv/plinth\ntftp: false\ndhcpInterfaces: [br0, br1]\n');
+    const fileOnly = loadConfig(['--config', f], {}) as any;
+    expect(fileOnly).toMatchObject({
+      httpPort: 9000,
+      dataDir: '/srv/plinth',
+      tftp: false,
+      dhcpInterfaces: ['br0', 'br1'],
+    });
+    const env = loadConfig(['--config', f], { PLINTH_HTTP_PORT: '9100', PLINTH_DHCP_INTERFACES: 'eth0, eth1' }) as any;
+    expect(env.httpPort).toBe(9100);
+    expect(env.dhcpInterfaces).toEqual(['eth0', 'eth1']);
+    const flag = loadConfig(['--config', f, '--http-port', '9200', '--no-dhcp'], { PLINTH_HTTP_PORT: '9100' }) as any;
+    expect(flag.httpPort).toBe(9200);
+    expect(flag.dhcp).toBe(false);
+  });
+
+  it('names the setting that is wrong', () => {
+    expect(() => loadConfig(['--tftp-max-blksize', '70000'], {})).toThrow(/--tftp-max-blksize/);
+    expect(() => loadConfig([], { PLINTH_DHCP_PORT: '-1' })).toThrow(/PLINTH_DHCP_PORT/);
+    const dir = mkdtempSync(path.join(tmpdir(), 'plinth-cfg-'));
+    const f = path.join(dir, 'bad.yaml');
+    writeFileSync(f, 'httpPrt: 1\n');
+    expect(() => loadConfig(['--config', f], {})).toThrow(ConfigError);
+    expect(() => loadConfig(['--config', f], {})).toThrow(/httpPrt/);
+    expect(() => loadConfig(['--config', path.join(dir, 'missing.yaml')], {})).toThrow(/cannot read/);
+  });
+});
