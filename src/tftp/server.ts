@@ -299,7 +299,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
   /** Sends what the window allows from `next`; stops (to be called again) when a chunk is not loaded yet. */
   function pump(t: ReadTransfer): void {
-    const limit = Math.min(t.base + t.window - 1, t.last);
+    // RFC 2347: the OACK stands alone until the client acknowledges it with ACK 0.
+    const limit = t.base === 0 ? 0 : Math.min(t.base + t.window - 1, t.last);
     const slot = 4 + t.blksize;
     let sent = false;
     while (t.next <= limit) {

@@ -52,22 +52,33 @@ export function tftpGet(port: number, filename: string, o: GetOptions = {}): Pro
 
   return new Promise((resolve) => {
     let done = false;
+    let inFlight = 0;
+    const send = (buf: Buffer, to: number) => {
+      inFlight++;
+      sock.send(buf, to, host, () => {
+        if (--inFlight === 0 && done) sock.close();
+      });
+    };
     const end = (r: Partial<GetResult>) => {
       if (done) return;
       done = true;
       clearInterval(timer);
       clearTimeout(limit);
-      sock.close();
+      // Close only after queued sends (the final ACK) have left: closing cancels them.
+      if (inFlight === 0) sock.close();
       resolve({ data: Buffer.concat(parts), oack, dataPackets, duplicates, serverPort, timedOut: false, ...r });
     };
     let lastRx = Date.now();
     const rtx = o.retransmitMs ?? 200;
-    const timer = setInterval(() => {
-      if (Date.now() - lastRx >= rtx) {
-        lastRx = Date.now();
-        sock.send(lastSent, lastSentPort, host);
-      }
-    }, Math.max(5, Math.floor(rtx / 4)));
+    const timer = setInterval(
+      () => {
+        if (Date.now() - lastRx >= rtx) {
+          lastRx = Date.now();
+          send(lastSent, lastSentPort);
+        }
+      },
+      Math.max(5, Math.floor(rtx / 4)),
+    );
     const limit = setTimeout(() => end({ timedOut: true }), o.limitMs ?? 20_000);
 
     const ack = (block: number) => {
@@ -75,7 +86,7 @@ export function tftpGet(port: number, filename: string, o: GetOptions = {}): Pro
       lastSent = encodeAck(block);
       lastSentPort = serverPort!;
       if (o.dropAck?.(block, n)) return;
-      for (let i = 0; i < copies; i++) sock.send(lastSent, serverPort!, host);
+      for (let i = 0; i < copies; i++) send(lastSent, serverPort!);
     };
 
     sock.on('message', (msg, rinfo) => {
@@ -83,7 +94,7 @@ export function tftpGet(port: number, filename: string, o: GetOptions = {}): Pro
       if (serverPort === undefined) serverPort = rinfo.port;
       else if (rinfo.port !== serverPort) {
         // RFC 1350: a packet from another TID gets ERROR 5 and does not disturb the transfer.
-        sock.send(encodeError(5, 'Unknown transfer ID'), rinfo.port, host);
+        send(encodeError(5, 'Unknown transfer ID'), rinfo.port);
         return;
       }
       const d = decodePacket(msg);
@@ -98,7 +109,8 @@ export function tftpGet(port: number, filename: string, o: GetOptions = {}): Pro
           if (k === 'windowsize') window = Number(v);
         }
         if (o.abortAfterOack) {
-          sock.send(encodeError(8, 'User aborted the transfer'), serverPort, host, () => end({}));
+          send(encodeError(8, 'User aborted the transfer'), serverPort);
+          end({});
           return;
         }
         ack(0);
@@ -119,7 +131,7 @@ export function tftpGet(port: number, filename: string, o: GetOptions = {}): Pro
       if (last || received % window === 0) ack(received);
       if (last) end({});
     });
-    sock.bind(0, host, () => sock.send(lastSent, port, host));
+    sock.bind(0, host, () => send(lastSent, port));
   });
 }
 

@@ -20,7 +20,16 @@ function bytes(...parts: Array<number[] | string>): Buffer {
 
 describe('codec round trips', () => {
   const packets: TftpPacket[] = [
-    { op: 'RRQ', filename: 'ipxe.efi', mode: 'octet', options: [['tsize', '0'], ['blksize', '1468'], ['windowsize', '4']] },
+    {
+      op: 'RRQ',
+      filename: 'ipxe.efi',
+      mode: 'octet',
+      options: [
+        ['tsize', '0'],
+        ['blksize', '1468'],
+        ['windowsize', '4'],
+      ],
+    },
     { op: 'WRQ', filename: 'up/load.bin', mode: 'octet', options: [] },
     { op: 'RRQ', filename: 'pxelinux.cfg/01-52-54-00-00-00-01', mode: 'netascii', options: [] },
     { op: 'DATA', block: 65535, data: Buffer.from('hello') },
@@ -28,7 +37,13 @@ describe('codec round trips', () => {
     { op: 'ACK', block: 0 },
     { op: 'ACK', block: 65535 },
     { op: 'ERROR', code: 8, message: 'User aborted the transfer' },
-    { op: 'OACK', options: [['blksize', '1468'], ['tsize', '850528']] },
+    {
+      op: 'OACK',
+      options: [
+        ['blksize', '1468'],
+        ['tsize', '850528'],
+      ],
+    },
   ];
   for (const p of packets) {
     it(`${p.op} ${JSON.stringify(p).slice(0, 60)}`, () => {
@@ -53,7 +68,13 @@ describe('codec round trips', () => {
         ],
       },
     });
-    expect(encodeRequest('RRQ', 'ipxe.efi', 'octet', [['tsize', '0'], ['blksize', '1468'], ['windowsize', '4']])).toEqual(wire);
+    expect(
+      encodeRequest('RRQ', 'ipxe.efi', 'octet', [
+        ['tsize', '0'],
+        ['blksize', '1468'],
+        ['windowsize', '4'],
+      ]),
+    ).toEqual(wire);
   });
 
   it('encodes DATA, ACK, ERROR, OACK byte for byte', () => {
