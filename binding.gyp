@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "plinth_net",
+      "sources": ["native/plinth_net.c"],
+      "cflags": ["-Wall", "-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

@@ -1,0 +1,116 @@
+/**
+ * Sockets for DHCP: one per served interface, bound to it with SO_BINDTODEVICE through the native addon
+ * (native/plinth_net.c), because Node's dgram cannot tell on which interface a broadcast arrived. Without the
+ * addon only a single wildcard socket is possible, which is correct for one segment (plus relays) only.
+ */
+import dgram from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export type NetAddon = {
+  openUdp4(ifname: string | null, port: number, address?: string): number;
+  openIcmp6(ifname: string): number;
+  setArp(fd: number, ifname: string, ip: string, mac: Buffer): number;
+  closeFd(fd: number): number;
+};
+
+let cached: NetAddon | null | undefined;
+
+/** The addon from build/Release (node-gyp's output), or PLINTH_NET_ADDON; undefined when it was not built. */
+export function loadNetAddon(): NetAddon | undefined {
+  if (cached !== undefined) return cached ?? undefined;
+  const candidates = [
+    process.env.PLINTH_NET_ADDON,
+    fileURLToPath(new URL('../../build/Release/plinth_net.node', import.meta.url)),
+  ].filter((p): p is string => !!p);
+  const require = createRequire(import.meta.url);
+  for (const p of candidates) {
+    if (!existsSync(p)) continue;
+    try {
+      cached = require(p) as NetAddon;
+      return cached;
+    } catch {
+      // A stale build for another Node ABI: treat as absent, the caller says how to rebuild.
+    }
+  }
+  cached = null;
+  return undefined;
+}
+
+export const ADDON_HINT = 'build the native addon: `npx node-gyp rebuild` in the Plinth folder (needs g++ and make)';
+
+/** Message for a port that cannot be bound, naming the fixes. */
+export function portError(port: number, what: string, err: NodeJS.ErrnoException): Error {
+  const code = err.code ?? '';
+  const fixes =
+    code === 'EACCES' || code === 'EPERM'
+      ? 'run Plinth as root, or grant the capability once with `setcap cap_net_bind_service=+ep $(which node)`, or choose another port with --dhcp-port, or disable DHCP with --no-dhcp'
+      : code === 'EADDRINUSE'
+        ? 'another DHCP server (dnsmasq, isc-dhcp-server, kea) already listens there: stop it, or choose another port with --dhcp-port, or disable DHCP with --no-dhcp'
+        : 'check the interface name (--dhcp-interfaces), or choose another port with --dhcp-port, or disable DHCP with --no-dhcp';
+  const e = new Error(`cannot bind ${what} UDP port ${port} (${code || err.message}): ${fixes}`);
+  (e as NodeJS.ErrnoException).code = code;
+  return e;
+}
+
+function bindFd(fd: number): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket({ type: 'udp4' });
+    s.once('error', reject);
+    s.bind({ fd }, () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+  });
+}
+
+/**
+ * A UDP socket on `port`, bound to `ifname` when given (addon required), else a wildcard socket with
+ * SO_REUSEADDR. Broadcast is enabled for replies to 255.255.255.255.
+ */
+export async function openUdpSocket(opts: {
+  port: number;
+  ifname?: string;
+  address?: string;
+  what?: string;
+}): Promise<dgram.Socket> {
+  const what = opts.what ?? 'DHCP';
+  const addon = loadNetAddon();
+  if (opts.ifname && !addon) {
+    throw new Error(`cannot serve DHCP on interface ${opts.ifname}: the socket helper is missing; ${ADDON_HINT}`);
+  }
+  if (addon) {
+    let fd: number;
+    try {
+      fd = addon.openUdp4(opts.ifname ?? null, opts.port, opts.address);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENODEV') throw new Error(`interface ${opts.ifname} does not exist: check --dhcp-interfaces`);
+      throw portError(opts.port, opts.ifname ? `${what} (on ${opts.ifname})` : what, e);
+    }
+    try {
+      const s = await bindFd(fd);
+      s.setBroadcast(true);
+      return s;
+    } catch (err) {
+      addon.closeFd(fd);
+      throw err;
+    }
+  }
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    s.once('error', (err) => reject(portError(opts.port, what, err as NodeJS.ErrnoException)));
+    s.bind({ port: opts.port, address: opts.address ?? '0.0.0.0' }, () => {
+      s.removeAllListeners('error');
+      s.setBroadcast(true);
+      resolve(s);
+    });
+  });
+}
+
+/** The file descriptor behind a dgram socket (for the ARP ioctl); undefined if Node hides it. */
+export function fdOf(s: dgram.Socket): number | undefined {
+  const h = (s as unknown as { _handle?: { fd?: number } })._handle;
+  return typeof h?.fd === 'number' && h.fd >= 0 ? h.fd : undefined;
+}

@@ -1,0 +1,274 @@
+/**
+ * DHCP option codes, their value types (RFC 2132, RFC 4578 for PXE, iPXE's 175) and the conversions between
+ * typed values and wire bytes. Knows nothing about leases or booting.
+ */
+
+export const Opt = {
+  Pad: 0,
+  SubnetMask: 1,
+  Router: 3,
+  DnsServers: 6,
+  Hostname: 12,
+  DomainName: 15,
+  BroadcastAddress: 28,
+  NtpServers: 42,
+  VendorSpecific: 43,
+  RequestedIp: 50,
+  LeaseTime: 51,
+  Overload: 52,
+  MessageType: 53,
+  ServerId: 54,
+  ParamRequestList: 55,
+  Message: 56,
+  MaxMessageSize: 57,
+  RenewalTime: 58,
+  RebindingTime: 59,
+  VendorClass: 60,
+  ClientId: 61,
+  TftpServerName: 66,
+  BootfileName: 67,
+  UserClass: 77,
+  RelayAgentInfo: 82,
+  ClientArch: 93,
+  ClientNdi: 94,
+  ClientUuid: 97,
+  DomainSearch: 119,
+  ClasslessRoutes: 121,
+  Ipxe: 175,
+  End: 255,
+} as const;
+
+export const MessageType = {
+  DISCOVER: 1,
+  OFFER: 2,
+  REQUEST: 3,
+  DECLINE: 4,
+  ACK: 5,
+  NAK: 6,
+  RELEASE: 7,
+  INFORM: 8,
+} as const;
+export type MessageTypeName = keyof typeof MessageType;
+export const messageTypeName = (n: number | undefined): MessageTypeName | undefined =>
+  (Object.keys(MessageType) as MessageTypeName[]).find((k) => MessageType[k] === n);
+
+/** How an option's value is written by operators and read from requests. */
+export type OptionType = 'ip' | 'ips' | 'u8' | 'u16' | 'u32' | 'i32' | 'text' | 'bool' | 'u16s' | 'bytes';
+
+export const OPTION_TYPES: Record<number, { name: string; type: OptionType }> = {
+  1: { name: 'subnet-mask', type: 'ip' },
+  2: { name: 'time-offset', type: 'i32' },
+  3: { name: 'router', type: 'ips' },
+  4: { name: 'time-servers', type: 'ips' },
+  6: { name: 'dns-servers', type: 'ips' },
+  7: { name: 'log-servers', type: 'ips' },
+  12: { name: 'hostname', type: 'text' },
+  13: { name: 'boot-size', type: 'u16' },
+  15: { name: 'domain-name', type: 'text' },
+  17: { name: 'root-path', type: 'text' },
+  19: { name: 'ip-forwarding', type: 'bool' },
+  23: { name: 'default-ttl', type: 'u8' },
+  26: { name: 'mtu', type: 'u16' },
+  28: { name: 'broadcast-address', type: 'ip' },
+  40: { name: 'nis-domain', type: 'text' },
+  41: { name: 'nis-servers', type: 'ips' },
+  42: { name: 'ntp-servers', type: 'ips' },
+  43: { name: 'vendor-specific', type: 'bytes' },
+  44: { name: 'netbios-name-servers', type: 'ips' },
+  50: { name: 'requested-ip', type: 'ip' },
+  51: { name: 'lease-time', type: 'u32' },
+  52: { name: 'overload', type: 'u8' },
+  53: { name: 'message-type', type: 'u8' },
+  54: { name: 'server-id', type: 'ip' },
+  55: { name: 'parameter-request-list', type: 'bytes' },
+  56: { name: 'message', type: 'text' },
+  57: { name: 'max-message-size', type: 'u16' },
+  58: { name: 'renewal-time', type: 'u32' },
+  59: { name: 'rebinding-time', type: 'u32' },
+  60: { name: 'vendor-class', type: 'text' },
+  61: { name: 'client-id', type: 'bytes' },
+  66: { name: 'tftp-server-name', type: 'text' },
+  67: { name: 'bootfile-name', type: 'text' },
+  77: { name: 'user-class', type: 'bytes' },
+  82: { name: 'relay-agent-info', type: 'bytes' },
+  93: { name: 'client-arch', type: 'u16s' },
+  94: { name: 'client-ndi', type: 'bytes' },
+  97: { name: 'client-uuid', type: 'bytes' },
+  114: { name: 'captive-portal', type: 'text' },
+  119: { name: 'domain-search', type: 'bytes' },
+  121: { name: 'classless-static-routes', type: 'bytes' },
+  150: { name: 'tftp-server-address', type: 'ips' },
+  175: { name: 'ipxe-encap', type: 'bytes' },
+  209: { name: 'pxelinux-config-file', type: 'text' },
+  210: { name: 'pxelinux-path-prefix', type: 'text' },
+  252: { name: 'wpad', type: 'text' },
+};
+
+export const optionName = (code: number): string => OPTION_TYPES[code]?.name ?? `option-${code}`;
+
+const ipRe = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+export function ipBytes(ip: string): Buffer {
+  const m = ipRe.exec(ip.trim());
+  if (!m || m.slice(1).some((p) => Number(p) > 255)) throw new TypeError(`'${ip}' is not an IPv4 address`);
+  return Buffer.from(m.slice(1).map(Number));
+}
+
+export const bytesIp = (b: Buffer, off = 0): string => `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+
+/**
+ * Operator-written value -> wire bytes, by the option's type. Unknown codes: text is sent as is, a string
+ * starting with `hex:` as raw bytes, numbers as u32, arrays of numbers as bytes. Throws a TypeError whose
+ * message says what to write instead (callers validate config with it).
+ */
+export function encodeOptionValue(code: number, value: string | number | (string | number)[]): Buffer {
+  if (typeof value === 'string' && value.startsWith('hex:')) {
+    const hex = value.slice(4).replace(/[:\s]/g, '');
+    if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new TypeError(`option ${code}: '${value}' is not hex bytes`);
+    return Buffer.from(hex, 'hex');
+  }
+  const type = OPTION_TYPES[code]?.type;
+  const list = Array.isArray(value)
+    ? value
+    : typeof value === 'string' && /[,\s]/.test(value)
+      ? value.split(/[,\s]+/).filter(Boolean)
+      : [value];
+  const num = (v: string | number): number => {
+    const n = typeof v === 'number' ? v : Number(v);
+    if (!Number.isInteger(n)) throw new TypeError(`option ${code} (${optionName(code)}): '${v}' is not an integer`);
+    return n;
+  };
+  const ints = (size: 1 | 2 | 4, signed = false): Buffer => {
+    const b = Buffer.alloc(list.length * size);
+    list.forEach((v, i) => {
+      const n = num(v);
+      const max = 2 ** (size * 8);
+      if (signed ? n < -(max / 2) || n >= max / 2 : n < 0 || n >= max) {
+        throw new TypeError(`option ${code} (${optionName(code)}): ${n} does not fit in ${size * 8} bits`);
+      }
+      if (size === 1) b.writeUInt8(n, i);
+      else if (size === 2) b.writeUInt16BE(n, i * 2);
+      else if (signed) b.writeInt32BE(n, i * 4);
+      else b.writeUInt32BE(n, i * 4);
+    });
+    return b;
+  };
+  switch (type) {
+    case 'ip':
+    case 'ips':
+      return Buffer.concat(list.map((v) => ipBytes(String(v))));
+    case 'u8':
+    case 'bool':
+      return ints(1);
+    case 'u16':
+    case 'u16s':
+      return ints(2);
+    case 'u32':
+      return ints(4);
+    case 'i32':
+      return ints(4, true);
+    case 'text':
+      return Buffer.from(Array.isArray(value) ? value.join(',') : String(value), 'utf8');
+    default:
+      if (typeof value === 'string') return Buffer.from(value, 'utf8');
+      if (typeof value === 'number') return ints(4);
+      return ints(1);
+  }
+}
+
+/** Wire bytes -> a readable value for logs, events and golden tests. */
+export function decodeOptionValue(code: number, data: Buffer): string | number | number[] | string[] {
+  const type = OPTION_TYPES[code]?.type;
+  switch (type) {
+    case 'ip':
+      return data.length === 4 ? bytesIp(data) : data.toString('hex');
+    case 'ips':
+      if (data.length % 4 !== 0) return data.toString('hex');
+      return Array.from({ length: data.length / 4 }, (_, i) => bytesIp(data, i * 4));
+    case 'u8':
+    case 'bool':
+      return data.length === 1 ? data[0]! : data.toString('hex');
+    case 'u16':
+      return data.length === 2 ? data.readUInt16BE(0) : data.toString('hex');
+    case 'u32':
+      return data.length === 4 ? data.readUInt32BE(0) : data.toString('hex');
+    case 'i32':
+      return data.length === 4 ? data.readInt32BE(0) : data.toString('hex');
+    case 'u16s':
+      if (data.length % 2 !== 0) return data.toString('hex');
+      return Array.from({ length: data.length / 2 }, (_, i) => data.readUInt16BE(i * 2));
+    case 'text':
+      return data.toString('latin1');
+    default:
+      return code === 55 ? [...data] : data.toString('hex');
+  }
+}
+
+/** Sub-options of an encapsulated option (43 PXE, 175 iPXE, 82 relay agent): code/length/value until 255. */
+export function decodeSubOptions(data: Buffer): Map<number, Buffer> | undefined {
+  const out = new Map<number, Buffer>();
+  let i = 0;
+  while (i < data.length) {
+    const code = data[i]!;
+    if (code === 0) {
+      i++;
+      continue;
+    }
+    if (code === 255) break;
+    if (i + 1 >= data.length) return undefined;
+    const len = data[i + 1]!;
+    if (i + 2 + len > data.length) return undefined;
+    out.set(code, data.subarray(i + 2, i + 2 + len));
+    i += 2 + len;
+  }
+  return out;
+}
+
+export function encodeSubOptions(subs: [number, Buffer][], end = true): Buffer {
+  const parts: Buffer[] = [];
+  for (const [code, v] of subs) parts.push(Buffer.from([code, v.length]), v);
+  if (end) parts.push(Buffer.from([255]));
+  return Buffer.concat(parts);
+}
+
+/**
+ * Option 77 user classes. RFC 3004 wants length-prefixed entries, but iPXE (and most PXE ROMs) send the bare
+ * string "iPXE" (see ../shared/lab captures): accept both, bare first when it reads as printable text.
+ */
+export function decodeUserClass(data: Buffer): string[] {
+  const text = data.toString('latin1');
+  if (/^[\x20-\x7e]+$/.test(text) && !(data[0]! > 0 && data[0]! + 1 === data.length && data[0]! < 32)) return [text];
+  const out: string[] = [];
+  let i = 0;
+  while (i < data.length) {
+    const len = data[i]!;
+    if (len === 0 || i + 1 + len > data.length) return [text];
+    out.push(data.subarray(i + 1, i + 1 + len).toString('latin1'));
+    i += 1 + len;
+  }
+  return out;
+}
+
+/** RFC 4578 2.3: option 94, the client's network interface identifier (type 1 = UNDI, major, minor). */
+export function decodeNdi(data: Buffer): { type: number; major: number; minor: number } | undefined {
+  return data.length === 3 ? { type: data[0]!, major: data[1]!, minor: data[2]! } : undefined;
+}
+
+/** RFC 4578 2.5: option 97, type 0 followed by a 16-byte GUID. */
+export function decodeUuid(data: Buffer): string | undefined {
+  if (data.length !== 17 || data[0] !== 0) return undefined;
+  const h = data.subarray(1).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Tiny `{{path}}` renderer for option values: {{mac}}, {{address}}, {{machine.name}}, {{machine.params.x}}. */
+export function renderTemplate(tpl: string, ctx: Record<string, unknown>): string {
+  return tpl.replace(/\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}/g, (_m, path: string) => {
+    let v: unknown = ctx;
+    for (const part of path.split('.')) {
+      if (v === null || typeof v !== 'object') return '';
+      v = (v as Record<string, unknown>)[part];
+    }
+    return v === undefined || v === null ? '' : String(v);
+  });
+}

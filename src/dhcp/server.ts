@@ -1,0 +1,643 @@
+/**
+ * The DHCPv4 server loop: sockets (one per served interface when the native helper is built), request
+ * handling per RFC 2131 (DISCOVER/OFFER, REQUEST in its four states, DECLINE, RELEASE, INFORM), relays,
+ * proxyDHCP on 67 and 4011, rogue server detection. Policy (what to boot) comes from src/boot/decide.ts,
+ * addresses from leases.ts; this file only wires them to packets.
+ */
+import type dgram from 'node:dgram';
+import os from 'node:os';
+import { type BootDecision, decideBoot } from '../boot/decide.js';
+import type { Quirk } from '../boot/quirks.js';
+import type { Bus } from '../events.js';
+import type { Logger } from '../log.js';
+import { cidrContains, intToIp } from '../model/common.js';
+import type { Reservation } from '../model/subnet.js';
+import type { Store } from '../store/store.js';
+import { fdOf, loadNetAddon, openUdpSocket } from './bind.js';
+import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
+import { loadLeaseTable } from './leases.js';
+import {
+  decodeUserClass,
+  encodeOptionValue,
+  ipBytes,
+  MessageType,
+  messageTypeName,
+  Opt,
+  renderTemplate,
+} from './options.js';
+import { type DhcpPacket, decode, emptyPacket, encodeWithReport, isBroadcast, macOf } from './packet.js';
+import { proxyAck, proxyOffer } from './proxy.js';
+import { startRaResponder } from './ra.js';
+
+export type DhcpServerOptions = {
+  store: Store;
+  bus: Bus;
+  log: Logger;
+  /** Interfaces to serve, one socket each (SO_BINDTODEVICE). Absent: one wildcard socket (single-homed hosts). */
+  interfaces?: string[];
+  port?: number;
+  proxyPort?: number;
+  /** Where clients listen (68); tests use high ports. */
+  clientPort?: number;
+  /** Where relays listen (RFC 1542: 67, i.e. `port`). */
+  relayPort?: number;
+  httpPort: number;
+  /** This server's address on the served segment (option 54, next-server) when it cannot be found from the interface. */
+  serverAddress?: string;
+  /** Limited broadcast by default. */
+  broadcastAddress?: string;
+  /** Test hook: sees (and may rewrite) every reply destination, e.g. to loopback. */
+  replyTo?: (dest: { address: string; port: number }, kind: 'dhcp' | 'proxy') => { address: string; port: number };
+  now?: () => number;
+  quirks?: readonly Quirk[];
+  hasLoader?: (name: string) => boolean;
+  offerSeconds?: number;
+  declineSeconds?: number;
+  reclaimIntervalMs?: number;
+  malformedLogIntervalMs?: number;
+};
+
+export type DhcpStats = {
+  received: number;
+  malformed: number;
+  ignored: number;
+  offers: number;
+  acks: number;
+  naks: number;
+  releases: number;
+  declines: number;
+  informs: number;
+  proxyOffers: number;
+  proxyAcks: number;
+  errors: number;
+  rogue: number;
+};
+
+export type DhcpServer = {
+  close(): Promise<void>;
+  stats: DhcpStats;
+  /** For tests: the lease and inventory views the server uses. */
+  leases: Awaited<ReturnType<typeof loadLeaseTable>>;
+  inventory: Inventory;
+};
+
+type Ctx = { ifname?: string; socket: dgram.Socket; fd?: number; kind: 'dhcp' | 'proxy' | 'rogue' };
+type Machine = { uuid: string; name: string; bootEnv?: string; params?: Record<string, unknown> };
+
+export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServer> {
+  const { store, bus, log } = opts;
+  const port = opts.port ?? 67;
+  const proxyPort = opts.proxyPort ?? 4011;
+  const clientPort = opts.clientPort ?? 68;
+  const relayPort = opts.relayPort ?? port;
+  const bcast = opts.broadcastAddress ?? '255.255.255.255';
+  const now = opts.now ?? Date.now;
+  const offerSeconds = opts.offerSeconds ?? 60;
+  const declineSeconds = opts.declineSeconds ?? 600;
+  const stats: DhcpStats = {
+    received: 0,
+    malformed: 0,
+    ignored: 0,
+    offers: 0,
+    acks: 0,
+    naks: 0,
+    releases: 0,
+    declines: 0,
+    informs: 0,
+    proxyOffers: 0,
+    proxyAcks: 0,
+    errors: 0,
+    rogue: 0,
+  };
+
+  // Local IPv4 addresses per interface, refreshed at most every few seconds (addresses can change at run time).
+  let addrCache: { at: number; byIf: Map<string, string[]>; all: Set<string> } | undefined;
+  const localAddrs = () => {
+    const t = Date.now();
+    if (!addrCache || t - addrCache.at > 5000) {
+      const byIf = new Map<string, string[]>();
+      const all = new Set<string>();
+      for (const [name, list] of Object.entries(os.networkInterfaces())) {
+        const v4 = (list ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address);
+        byIf.set(name, v4);
+        for (const a of v4) all.add(a);
+      }
+      if (opts.serverAddress) all.add(opts.serverAddress);
+      addrCache = { at: t, byIf, all };
+    }
+    return addrCache;
+  };
+
+  const inventory = await loadInventory(store, bus, log);
+  const leases = await loadLeaseTable({
+    store,
+    bus,
+    log,
+    now,
+    excluded: () => localAddrs().all,
+    reservedMacAt: (a) => inventory.reservationAt(a)?.mac,
+  });
+  const offBus = bus.on((e) => {
+    if (e.type === 'leases.deleted' && e.key) leases.drop(e.key);
+  });
+
+  // ---- sockets ----
+  const addon = loadNetAddon();
+  const ctxs: Ctx[] = [];
+  const open = async (kind: Ctx['kind'], p: number, ifname?: string) => {
+    const socket = await openUdpSocket({
+      port: p,
+      ifname,
+      what: kind === 'proxy' ? 'proxyDHCP' : kind === 'rogue' ? 'DHCP client (rogue watch)' : 'DHCP',
+    });
+    const ctx: Ctx = { ifname, socket, fd: fdOf(socket), kind };
+    socket.on('message', (msg, rinfo) => onMessage(ctx, msg, rinfo));
+    socket.on('error', (err) => log.error({ err, ifname, kind }, 'dhcp: socket error'));
+    ctxs.push(ctx);
+  };
+  try {
+    const ifs = opts.interfaces?.length ? opts.interfaces : [undefined];
+    for (const ifname of ifs) {
+      await open('dhcp', port, ifname);
+      await open('proxy', proxyPort, ifname);
+      // Other servers' OFFERs are broadcast to the client port: watch it on served interfaces only.
+      if (ifname && addon) await open('rogue', clientPort, ifname).catch(() => undefined);
+    }
+  } catch (err) {
+    for (const c of ctxs) c.socket.close();
+    inventory.close();
+    offBus();
+    throw err;
+  }
+  if (!opts.interfaces?.length) {
+    const served = inventory.subnets().filter((s) => [...localAddrs().all].some((a) => cidrContains(s.subnet, a)));
+    if (served.length > 1) {
+      log.warn(
+        { subnets: served.map((s) => s.name) },
+        'dhcp: several served subnets are attached to this host but no interfaces were given: set --dhcp-interfaces so each request is answered from its own segment',
+      );
+    }
+  }
+
+  const ra =
+    opts.interfaces?.length && addon
+      ? startRaResponder({ interfaces: opts.interfaces, inventory, log, addon })
+      : undefined;
+
+  const reclaimTimer = setInterval(() => {
+    try {
+      leases.reclaim();
+    } catch (err) {
+      log.error({ err }, 'dhcp: reclaiming expired leases failed');
+    }
+  }, opts.reclaimIntervalMs ?? 10_000);
+  reclaimTimer.unref();
+
+  // ---- malformed packets: counted always, logged once per source per interval ----
+  const malformedSeen = new Map<string, number>();
+  const noteMalformed = (src: string, code: string, message: string) => {
+    stats.malformed++;
+    const t = Date.now();
+    const last = malformedSeen.get(src);
+    const interval = opts.malformedLogIntervalMs ?? 60_000;
+    if (last !== undefined && t - last < interval) return;
+    if (malformedSeen.size > 10_000) malformedSeen.clear();
+    malformedSeen.set(src, t);
+    log.warn({ src, code, total: stats.malformed }, `dhcp: malformed packet dropped: ${message}`);
+  };
+  const onceKeys = new Set<string>();
+  const warnOnce = (key: string, obj: object, msg: string) => {
+    if (onceKeys.has(key)) return;
+    onceKeys.add(key);
+    log.warn(obj, msg);
+  };
+
+  const rogueSeen = new Map<string, number>();
+  function onRogue(ctx: Ctx, pkt: DhcpPacket, src: string) {
+    const t = Date.now();
+    const sid = pkt.options.get(Opt.ServerId);
+    const server = sid?.length === 4 ? intToIp(sid.readUInt32BE(0)) : src;
+    if (localAddrs().all.has(server) || localAddrs().all.has(src)) return;
+    const last = rogueSeen.get(server);
+    if (last !== undefined && t - last < 600_000) return;
+    rogueSeen.set(server, t);
+    stats.rogue++;
+    if (!inventory.prefs().rogueDhcpWarnings) return;
+    bus.emit({
+      type: 'dhcp.rogue',
+      key: server,
+      data: { address: server, source: src, interface: ctx.ifname, mac: macOf(pkt) },
+    });
+    log.warn(
+      { server, source: src, interface: ctx.ifname },
+      `dhcp: another DHCP server (${server}) answers on this segment`,
+    );
+  }
+
+  function onMessage(ctx: Ctx, msg: Buffer, rinfo: dgram.RemoteInfo) {
+    stats.received++;
+    const res = decode(msg);
+    if (!res.ok) {
+      if (ctx.kind !== 'rogue') noteMalformed(rinfo.address, res.code, res.message);
+      return;
+    }
+    const pkt = res.packet;
+    if (ctx.kind === 'rogue') {
+      if (pkt.op === 2) onRogue(ctx, pkt, rinfo.address);
+      return;
+    }
+    if (pkt.op !== 1 || pkt.hlen === 0) {
+      stats.ignored++;
+      return;
+    }
+    handle(ctx, pkt, rinfo).catch((err) => {
+      stats.errors++;
+      log.error({ err, mac: macOf(pkt) }, 'dhcp: request failed; no reply sent');
+    });
+  }
+
+  /** The subnet a request belongs to, and this server's address on it. */
+  function locate(ctx: Ctx, pkt: DhcpPacket): { subnet: SubnetInfo; server: string } | undefined {
+    const addrs = localAddrs();
+    const mine = ctx.ifname ? (addrs.byIf.get(ctx.ifname) ?? []) : [...addrs.all];
+    const serverIn = (s: SubnetInfo) =>
+      mine.find((a) => cidrContains(s.subnet, a)) ??
+      (opts.serverAddress && cidrContains(s.subnet, opts.serverAddress) ? opts.serverAddress : undefined);
+    const anyServer = () => opts.serverAddress ?? mine.find((a) => !a.startsWith('127.')) ?? mine[0] ?? '0.0.0.0';
+    if (pkt.giaddr !== '0.0.0.0') {
+      // RFC 2131 4.3.1: a relayed request belongs to the subnet of giaddr.
+      const subnet = inventory.subnetFor(pkt.giaddr);
+      return subnet ? { subnet, server: serverIn(subnet) ?? anyServer() } : undefined;
+    }
+    // Directly attached clients: the subnets of this interface's addresses (or serverAddress).
+    const candidates = inventory.subnets().filter((s) => serverIn(s) !== undefined);
+    if (candidates.length === 0) return undefined;
+    let subnet = candidates[0]!;
+    if (pkt.ciaddr !== '0.0.0.0') subnet = candidates.find((s) => cidrContains(s.subnet, pkt.ciaddr)) ?? subnet;
+    else if (candidates.length > 1 && !ctx.ifname) {
+      warnOnce(
+        'ambiguous',
+        { subnets: candidates.map((s) => s.name) },
+        'dhcp: a broadcast request could belong to several subnets; answering from the first: set --dhcp-interfaces',
+      );
+    }
+    return { subnet, server: serverIn(subnet)! };
+  }
+
+  async function machineOf(mac: string): Promise<Machine | undefined> {
+    const uuid = await store.keyOf('machines', 'macs', mac);
+    if (!uuid) return undefined;
+    const m = await store.get('machines', uuid);
+    return m ? ({ uuid, ...(m.doc as object) } as Machine) : undefined;
+  }
+
+  function decide(
+    pkt: DhcpPacket,
+    mac: string,
+    machine: Machine | undefined,
+    server: string,
+    mode: 'full' | 'proxy' | 'unmanaged',
+  ): BootDecision {
+    const arch = pkt.options.get(Opt.ClientArch);
+    const vc = pkt.options.get(Opt.VendorClass);
+    const uc = pkt.options.get(Opt.UserClass);
+    const d = decideBoot({
+      mac,
+      arch: arch && arch.length >= 2 ? arch.readUInt16BE(0) : undefined,
+      vendorClass: vc?.toString('latin1'),
+      userClass: uc ? decodeUserClass(uc) : undefined,
+      machine,
+      prefs: inventory.prefs(),
+      server: { address: server, httpPort: opts.httpPort },
+      mode,
+      hasLoader: opts.hasLoader,
+      quirks: opts.quirks,
+    });
+    if (d.boot) {
+      bus.emit({
+        type: 'dhcp.boot',
+        key: mac,
+        machine: machine?.uuid,
+        data: { filename: d.filename, nextServer: d.nextServer, reason: d.reason },
+      });
+      log.info({ mac, machine: machine?.name, filename: d.filename }, `dhcp: boot: ${d.reason}`);
+    }
+    return d;
+  }
+
+  function renderCtx(pkt: DhcpPacket, mac: string, address: string, subnet: SubnetInfo, machine: Machine | undefined) {
+    const hn = pkt.options.get(Opt.Hostname);
+    return {
+      mac,
+      address,
+      ip: address,
+      subnet: { name: subnet.name, cidr: subnet.subnet },
+      machine: machine ?? {},
+      hostname: hn?.toString('latin1') ?? '',
+    };
+  }
+
+  function baseReply(pkt: DhcpPacket, type: number, server: string): DhcpPacket {
+    const r = emptyPacket(2);
+    r.htype = pkt.htype;
+    r.hlen = pkt.hlen;
+    r.xid = pkt.xid;
+    r.flags = pkt.flags;
+    r.giaddr = pkt.giaddr;
+    r.chaddr = pkt.chaddr;
+    r.options.set(Opt.MessageType, Buffer.from([type]));
+    r.options.set(Opt.ServerId, ipBytes(server));
+    return r;
+  }
+
+  /** Options for an OFFER/ACK/INFORM reply: subnet defaults, operator options (templates), reservation, boot. */
+  function fillOptions(
+    r: DhcpPacket,
+    pkt: DhcpPacket,
+    subnet: SubnetInfo,
+    reservation: Reservation | undefined,
+    machine: Machine | undefined,
+    address: string,
+    leaseSeconds: number | undefined,
+    server: string,
+  ) {
+    const o = r.options;
+    if (leaseSeconds !== undefined) {
+      o.set(Opt.LeaseTime, u32(leaseSeconds));
+      o.set(Opt.RenewalTime, u32(Math.floor(leaseSeconds / 2)));
+      o.set(Opt.RebindingTime, u32(Math.floor((leaseSeconds * 7) / 8)));
+    }
+    o.set(Opt.SubnetMask, u32(subnet.net.mask));
+    o.set(Opt.BroadcastAddress, u32(subnet.net.broadcast));
+    const ctx = renderCtx(pkt, macOf(pkt), address, subnet, machine);
+    for (const opt of [...subnet.options, ...(reservation?.options ?? [])]) {
+      try {
+        const v =
+          typeof opt.value === 'string' && opt.value.includes('{{') ? renderTemplate(opt.value, ctx) : opt.value;
+        if (v === '') {
+          o.delete(opt.code);
+          continue;
+        }
+        o.set(opt.code, encodeOptionValue(opt.code, v));
+      } catch (err) {
+        warnOnce(
+          `opt-${subnet.name}-${opt.code}`,
+          { subnet: subnet.name, code: opt.code },
+          `dhcp: option not sent: ${(err as Error).message}`,
+        );
+      }
+    }
+    if (!o.has(Opt.Hostname) && machine?.name) o.set(Opt.Hostname, Buffer.from(machine.name));
+    if (subnet.unmanaged) return;
+    const d = decide(pkt, macOf(pkt), machine, reservation?.nextServer ?? subnet.nextServer ?? server, 'full');
+    if (!d.boot) return;
+    r.siaddr = d.nextServer;
+    r.file = d.filename.length <= 127 ? d.filename : '';
+    o.set(Opt.BootfileName, Buffer.from(d.filename));
+    for (const bo of d.options) o.set(bo.code, bo.value);
+  }
+
+  async function send(ctx: Ctx, r: DhcpPacket, pkt: DhcpPacket, dest: { address: string; port: number }) {
+    // RFC 3046 2.2: relay agent information is echoed in replies to the relay.
+    const o82 = pkt.options.get(Opt.RelayAgentInfo);
+    if (o82 && pkt.giaddr !== '0.0.0.0') r.options.set(Opt.RelayAgentInfo, o82);
+    const mms = pkt.options.get(Opt.MaxMessageSize);
+    const { buf, dropped } = encodeWithReport(r, mms?.length === 2 ? mms.readUInt16BE(0) : 576);
+    if (dropped.length)
+      warnOnce(
+        `drop-${macOf(pkt)}`,
+        { mac: macOf(pkt), dropped },
+        'dhcp: reply too large for the client: options dropped',
+      );
+    const to = opts.replyTo ? opts.replyTo(dest, ctx.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
+    await new Promise<void>((resolve) => {
+      ctx.socket.send(buf, to.port, to.address, (err) => {
+        if (err) {
+          stats.errors++;
+          log.warn({ err, dest }, 'dhcp: sending a reply failed');
+        }
+        resolve();
+      });
+    });
+  }
+
+  /** RFC 2131 4.1: where a server reply goes. */
+  function destination(ctx: Ctx, pkt: DhcpPacket, r: DhcpPacket, nak: boolean): { address: string; port: number } {
+    if (pkt.giaddr !== '0.0.0.0') {
+      if (nak) r.flags |= 0x8000;
+      return { address: pkt.giaddr, port: relayPort };
+    }
+    if (nak) return { address: bcast, port: clientPort };
+    if (pkt.ciaddr !== '0.0.0.0') return { address: pkt.ciaddr, port: clientPort };
+    if (isBroadcast(pkt) || r.yiaddr === '0.0.0.0') return { address: bcast, port: clientPort };
+    // Unicast to a client that has no address yet: only possible with an ARP entry for it (what dnsmasq does).
+    if (addon && ctx.ifname && ctx.fd !== undefined && pkt.htype === 1 && pkt.hlen === 6) {
+      try {
+        addon.setArp(ctx.fd, ctx.ifname, r.yiaddr, pkt.chaddr.subarray(0, 6));
+        return { address: r.yiaddr, port: clientPort };
+      } catch {
+        // No CAP_NET_ADMIN: broadcast instead, which every client accepts.
+      }
+    }
+    return { address: bcast, port: clientPort };
+  }
+
+  async function handle(ctx: Ctx, pkt: DhcpPacket, rinfo: dgram.RemoteInfo) {
+    const type = pkt.options.get(Opt.MessageType)![0]!;
+    const mac = macOf(pkt);
+    const loc = locate(ctx, pkt);
+    if (!loc) {
+      stats.ignored++;
+      return;
+    }
+    const { subnet, server } = loc;
+    if (ctx.kind === 'proxy') return handleProxyPort(ctx, pkt, rinfo, subnet, server, mac, type);
+    if (subnet.proxy) return handleProxy(ctx, pkt, subnet, server, mac, type);
+
+    const reservation = inventory.reservationFor(subnet.name, mac);
+    if (subnet.onlyReservations && !reservation) {
+      // DRP issue 176: an onlyReservations subnet must stay silent for unknown MACs, not NAK them.
+      stats.ignored++;
+      return;
+    }
+    const leaseSeconds = reservation ? subnet.reservedLeaseTime : subnet.leaseTime;
+    const reqIp = pkt.options.get(Opt.RequestedIp);
+    const requested = reqIp?.length === 4 ? intToIp(reqIp.readUInt32BE(0)) : undefined;
+    const cid = pkt.options.get(Opt.ClientId)?.toString('hex');
+    const hostname = pkt.options.get(Opt.Hostname)?.toString('latin1');
+    const extra = { ...(cid ? { clientId: cid } : {}), ...(hostname ? { hostname } : {}) };
+
+    switch (type) {
+      case MessageType.DISCOVER: {
+        const alloc = leases.allocate(subnet, mac, requested, reservation);
+        if (!alloc.address) {
+          warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
+          stats.ignored++;
+          return;
+        }
+        const machine = await machineOf(mac);
+        // Re-check after the await: another request may have taken the address meanwhile.
+        if (!leases.usable(subnet, mac, alloc.address, reservation)) return handle(ctx, pkt, rinfo);
+        leases.offer(subnet, mac, alloc.address, offerSeconds, extra);
+        const r = baseReply(pkt, MessageType.OFFER, server);
+        r.yiaddr = alloc.address;
+        fillOptions(r, pkt, subnet, reservation, machine, alloc.address, leaseSeconds, server);
+        stats.offers++;
+        log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
+        return send(ctx, r, pkt, destination(ctx, pkt, r, false));
+      }
+      case MessageType.REQUEST: {
+        const sid = pkt.options.get(Opt.ServerId);
+        const serverId = sid?.length === 4 ? intToIp(sid.readUInt32BE(0)) : undefined;
+        const ours = (a: string) => a === server || localAddrs().all.has(a);
+        let address: string | undefined;
+        if (serverId !== undefined) {
+          // SELECTING (RFC 2131 4.3.2): the client answers an OFFER; not ours -> it chose another server.
+          if (!ours(serverId)) {
+            leases.forgetOffer(subnet.name, mac);
+            stats.ignored++;
+            return;
+          }
+          address = requested ?? (pkt.ciaddr !== '0.0.0.0' ? pkt.ciaddr : undefined);
+        } else if (pkt.ciaddr === '0.0.0.0') {
+          address = requested; // INIT-REBOOT
+        } else {
+          address = pkt.ciaddr; // RENEWING (unicast) or REBINDING (broadcast)
+        }
+        if (!address) {
+          stats.ignored++;
+          return;
+        }
+        const machine = await machineOf(mac);
+        const inSubnet = cidrContains(subnet.subnet, address);
+        const mine = leases.get(address);
+        const ok =
+          inSubnet &&
+          leases.usable(subnet, mac, address, reservation) &&
+          // SELECTING must match what we offered (or a lease it holds); other states: authoritative for the range.
+          (serverId === undefined || (mine !== undefined && mine.mac === mac) || !mine);
+        if (!ok) {
+          const nak = baseReply(pkt, MessageType.NAK, server);
+          nak.options.set(
+            Opt.Message,
+            Buffer.from(inSubnet ? `${address} is not available` : `${address} is not on this network`),
+          );
+          stats.naks++;
+          bus.emit({ type: 'lease.nak', key: address, data: { mac, subnet: subnet.name } });
+          log.info({ mac, address, subnet: subnet.name }, 'dhcp: NAK');
+          return send(ctx, nak, pkt, destination(ctx, pkt, nak, true));
+        }
+        // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
+        await leases.bind(subnet, mac, address, leaseSeconds, extra);
+        const r = baseReply(pkt, MessageType.ACK, server);
+        r.yiaddr = address;
+        r.ciaddr = pkt.ciaddr;
+        fillOptions(r, pkt, subnet, reservation, machine, address, leaseSeconds, server);
+        stats.acks++;
+        log.info({ mac, address, subnet: subnet.name }, 'dhcp: ACK');
+        return send(ctx, r, pkt, destination(ctx, pkt, r, false));
+      }
+      case MessageType.DECLINE: {
+        if (!requested) return;
+        const l = leases.get(requested);
+        if (l && l.mac === mac) {
+          await leases.decline(subnet, requested, mac, declineSeconds);
+          stats.declines++;
+          log.warn(
+            { mac, address: requested },
+            `dhcp: client declined ${requested} (in use by another host); quarantined for ${declineSeconds} s`,
+          );
+        }
+        return;
+      }
+      case MessageType.RELEASE: {
+        if (pkt.ciaddr !== '0.0.0.0' && (await leases.release(pkt.ciaddr, mac))) {
+          stats.releases++;
+          log.info({ mac, address: pkt.ciaddr }, 'dhcp: released');
+        }
+        return;
+      }
+      case MessageType.INFORM: {
+        // RFC 2131 3.4: configuration only; no lease, no lease time, no yiaddr.
+        const machine = await machineOf(mac);
+        const r = baseReply(pkt, MessageType.ACK, server);
+        r.ciaddr = pkt.ciaddr;
+        fillOptions(r, pkt, subnet, reservation, machine, pkt.ciaddr, undefined, server);
+        stats.informs++;
+        const dest =
+          pkt.giaddr !== '0.0.0.0'
+            ? { address: pkt.giaddr, port: relayPort }
+            : { address: pkt.ciaddr !== '0.0.0.0' ? pkt.ciaddr : rinfo.address, port: clientPort };
+        return send(ctx, r, pkt, dest);
+      }
+      default:
+        stats.ignored++;
+        log.debug({ mac, type: messageTypeName(type) ?? type }, 'dhcp: message type not served');
+    }
+  }
+
+  async function handleProxy(ctx: Ctx, pkt: DhcpPacket, subnet: SubnetInfo, server: string, mac: string, type: number) {
+    // Only DISCOVERs of PXE clients (vendor class PXEClient/HTTPClient) get a proxy OFFER, never an address.
+    if (type !== MessageType.DISCOVER && type !== MessageType.REQUEST) return;
+    const vc = pkt.options.get(Opt.VendorClass)?.toString('latin1') ?? '';
+    if (!vc.startsWith('PXEClient') && !vc.startsWith('HTTPClient')) {
+      stats.ignored++;
+      return;
+    }
+    if (type === MessageType.REQUEST) return; // the address server ACKs; the boot file comes from 4011
+    const machine = await machineOf(mac);
+    const d = decide(pkt, mac, machine, subnet.nextServer ?? server, 'proxy');
+    if (!d.boot) return;
+    const uc = pkt.options.get(Opt.UserClass);
+    const r = proxyOffer(pkt, subnet.nextServer ?? server, d, !!uc && decodeUserClass(uc).includes('iPXE'));
+    r.options.set(Opt.ServerId, ipBytes(server));
+    stats.proxyOffers++;
+    const dest =
+      pkt.giaddr !== '0.0.0.0' ? { address: pkt.giaddr, port: relayPort } : { address: bcast, port: clientPort };
+    return send(ctx, r, pkt, dest);
+  }
+
+  async function handleProxyPort(
+    ctx: Ctx,
+    pkt: DhcpPacket,
+    rinfo: dgram.RemoteInfo,
+    subnet: SubnetInfo,
+    server: string,
+    mac: string,
+    type: number,
+  ) {
+    if (type !== MessageType.REQUEST && type !== MessageType.INFORM) return;
+    if (subnet.unmanaged) return;
+    const vc = pkt.options.get(Opt.VendorClass)?.toString('latin1') ?? '';
+    if (!vc.startsWith('PXEClient')) {
+      stats.ignored++;
+      return;
+    }
+    const machine = await machineOf(mac);
+    const d = decide(pkt, mac, machine, subnet.nextServer ?? server, 'proxy');
+    if (!d.boot) return;
+    const r = proxyAck(pkt, subnet.nextServer ?? server, d);
+    r.options.set(Opt.ServerId, ipBytes(server));
+    stats.proxyAcks++;
+    return send(ctx, r, pkt, { address: rinfo.address, port: rinfo.port });
+  }
+
+  return {
+    stats,
+    leases,
+    inventory,
+    async close() {
+      clearInterval(reclaimTimer);
+      offBus();
+      inventory.close();
+      ra?.close();
+      await Promise.all(ctxs.map((c) => new Promise<void>((resolve) => c.socket.close(() => resolve()))));
+    },
+  };
+}
+
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
