@@ -69,8 +69,11 @@ function decodeRequest(buf: Buffer, op: 'RRQ' | 'WRQ'): Decoded {
   if (filename.length === 0) return fail(`${op}: empty filename`);
   if (mode.length === 0) return fail(`${op}: empty mode`);
   // Some PXE ROMs pad the request with NUL bytes after the last option: trailing empty strings are tolerated.
-  let rest = parts.slice(2);
-  while (rest.length > 0 && rest[rest.length - 1] === '') rest = rest.slice(0, -1);
+  // An option with an empty value ("x\0\0") stays a pair; only unpaired or empty-named trailing strings are padding.
+  const rest = parts.slice(2);
+  while (rest.length > 0 && rest[rest.length - 1] === '' && (rest.length % 2 === 1 || rest[rest.length - 2] === '')) {
+    rest.pop();
+  }
   if (rest.length % 2 !== 0) return fail(`${op}: option "${rest[rest.length - 1]}" has no value`);
   const options: OptionList = [];
   for (let i = 0; i < rest.length; i += 2) {

@@ -117,6 +117,13 @@ describe('decoder refuses malformed packets without throwing', () => {
     expect(d).toEqual({ ok: true, packet: { op: 'RRQ', filename: 'f', mode: 'octet', options: [['blksize', '512']] } });
   });
 
+  it('keeps an option with an empty value apart from padding (found by the fuzz test)', () => {
+    expect(decodePacket(bytes([0, 1], 'f\0octet\0x\0\0'))).toEqual({
+      ok: true,
+      packet: { op: 'RRQ', filename: 'f', mode: 'octet', options: [['x', '']] },
+    });
+  });
+
   it('accepts an ERROR without its final NUL', () => {
     expect(decodePacket(bytes([0, 5, 0, 8], 'abort'))).toEqual({
       ok: true,
