@@ -107,7 +107,7 @@ export function decode(buf: Buffer): DecodeResult {
   const options = new Map<number, Buffer>();
   for (const [code, vs] of parts) options.set(code, vs.length === 1 ? vs[0]! : Buffer.concat(vs));
   const mt = options.get(Opt.MessageType);
-  if (!mt || mt.length !== 1) return fail('no-message-type', 'no valid option 53 (plain BOOTP is not served)');
+  if (mt?.length !== 1) return fail('no-message-type', 'no valid option 53 (plain BOOTP is not served)');
 
   return {
     ok: true,

@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import type { SubnetInfo } from '../../src/dhcp/inventory.js';
+import { loadLeaseTable } from '../../src/dhcp/leases.js';
+import { createBus } from '../../src/events.js';
+import { silentLogger } from '../../src/log.js';
+import { ipToInt, parseCidr } from '../../src/model/common.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import { SUBNET } from './helpers.js';
+
+const subnet = (over: Partial<SubnetInfo> = {}): SubnetInfo => {
+  const s = { ...SUBNET, activeStart: '10.99.1.10', activeEnd: '10.99.1.13', ...over } as SubnetInfo;
+  return { ...s, net: parseCidr(s.subnet), start: ipToInt(s.activeStart!), end: ipToInt(s.activeEnd!) };
+};
+
+async function table(reserved: Record<string, string> = {}) {
+  let t = Date.parse('2026-01-01T00:00:00Z');
+  const clock = { now: () => t, advance: (s: number) => (t += s * 1000) };
+  const store = openSqliteStore(':memory:');
+  const bus = createBus();
+  const events: string[] = [];
+  bus.on((e) => events.push(e.type));
+  const leases = await loadLeaseTable({
+    store,
+    bus,
+    log: silentLogger,
+    now: clock.now,
+    reservedMacAt: (a) => reserved[a],
+  });
+  return { leases, clock, store, events };
+}
+
+describe('lease allocation', () => {
+  it('order: reservation, existing lease, hint, next free, most expired', async () => {
+    const { leases, clock } = await table({ '10.99.1.12': 'aa:00:00:00:00:12' });
+    const s = subnet();
+    const res = { address: '10.99.1.12', mac: 'aa:00:00:00:00:12', subnet: 'lab', options: [], description: '' };
+    expect(leases.allocate(s, 'aa:00:00:00:00:12', '10.99.1.11', res)).toEqual({
+      address: '10.99.1.12',
+      why: 'reservation',
+    });
+    expect(leases.allocate(s, 'aa:00:00:00:00:01', '10.99.1.11', undefined).address).toBe('10.99.1.11');
+    expect(leases.allocate(s, 'aa:00:00:00:00:01', undefined, undefined)).toMatchObject({
+      address: '10.99.1.10',
+      why: 'next free address',
+    });
+    await leases.bind(s, 'aa:00:00:00:00:01', '10.99.1.10', 60);
+    expect(leases.allocate(s, 'aa:00:00:00:00:01', '10.99.1.11', undefined)).toMatchObject({
+      address: '10.99.1.10',
+      why: 'existing lease',
+    });
+    // Never the reserved address to someone else, never an address in use.
+    expect(leases.allocate(s, 'aa:00:00:00:00:02', '10.99.1.12', undefined).address).toBe('10.99.1.11');
+    // (the next-free cursor moves on round-robin: .11 was handed out above, so .13 is next)
+    expect(leases.allocate(s, 'aa:00:00:00:00:02', '10.99.1.10', undefined).address).toBe('10.99.1.13');
+    await leases.bind(s, 'aa:00:00:00:00:02', '10.99.1.11', 120);
+    await leases.bind(s, 'aa:00:00:00:00:03', '10.99.1.13', 30);
+    // Pool full (the reserved one excluded): nothing.
+    expect(leases.allocate(s, 'aa:00:00:00:00:04', undefined, undefined).address).toBeUndefined();
+    // Time passes: the lease that ended first is the most expired and is reused.
+    clock.advance(200);
+    expect(leases.reclaim()).toBe(3);
+    expect(leases.allocate(s, 'aa:00:00:00:00:04', undefined, undefined)).toMatchObject({ address: '10.99.1.13' });
+  });
+
+  it('DECLINE quarantines the address until the quarantine ends', async () => {
+    const { leases, clock, events } = await table();
+    const s = subnet({ activeEnd: '10.99.1.10' } as Partial<SubnetInfo>);
+    const s1 = { ...s, end: ipToInt('10.99.1.10') };
+    await leases.bind(s1, 'aa:00:00:00:00:01', '10.99.1.10', 60);
+    await leases.decline(s1, '10.99.1.10', 'aa:00:00:00:00:01', 600);
+    expect(events).toContain('lease.declined');
+    expect(leases.allocate(s1, 'aa:00:00:00:00:02', undefined, undefined).address).toBeUndefined();
+    expect(leases.allocate(s1, 'aa:00:00:00:00:01', undefined, undefined).address).toBeUndefined();
+    clock.advance(601);
+    expect(leases.allocate(s1, 'aa:00:00:00:00:02', undefined, undefined).address).toBe('10.99.1.10');
+  });
+
+  it('writes through to the store and reloads the index from it', async () => {
+    const { leases, store, clock } = await table();
+    const s = subnet();
+    await leases.bind(s, 'aa:00:00:00:00:01', '10.99.1.10', 60, { hostname: 'h1' });
+    expect((await store.get('leases', '10.99.1.10'))?.doc).toMatchObject({
+      state: 'bound',
+      hostname: 'h1',
+      mac: 'aa:00:00:00:00:01',
+    });
+    const again = await loadLeaseTable({ store, bus: createBus(), log: silentLogger, now: clock.now });
+    expect(again.forMac('lab', 'aa:00:00:00:00:01')?.address).toBe('10.99.1.10');
+    expect(again.allocate(s, 'aa:00:00:00:00:02', '10.99.1.10', undefined).address).toBe('10.99.1.11');
+    // Operator deleted it through the API: forgotten.
+    again.drop('10.99.1.10');
+    expect(again.get('10.99.1.10')).toBeUndefined();
+  });
+
+  it('release makes the address reusable at once and emits lease.released', async () => {
+    const { leases, events } = await table();
+    const s = subnet();
+    await leases.bind(s, 'aa:00:00:00:00:01', '10.99.1.10', 60);
+    expect(await leases.release('10.99.1.10', 'aa:00:00:00:00:99')).toBe(false);
+    expect(await leases.release('10.99.1.10', 'aa:00:00:00:00:01')).toBe(true);
+    expect(events).toContain('lease.released');
+    expect(leases.usable(s, 'aa:00:00:00:00:02', '10.99.1.10', undefined)).toBe(true);
+  });
+});

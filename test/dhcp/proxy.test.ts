@@ -1,0 +1,75 @@
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MessageType, Opt } from '../../src/dhcp/options.js';
+import { decode } from '../../src/dhcp/packet.js';
+import { listener, msgType, readPcapUdp, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
+
+let env: TestEnv | undefined;
+afterEach(async () => {
+  await env?.close();
+  env = undefined;
+});
+
+const fixture = fileURLToPath(new URL('../fixtures/dhcp/proxy-uefi-native-pxe.pcap', import.meta.url));
+const proxySubnet = { ...SUBNET, proxy: true, activeStart: undefined, activeEnd: undefined };
+delete (proxySubnet as Record<string, unknown>).activeStart;
+delete (proxySubnet as Record<string, unknown>).activeEnd;
+
+describe('proxyDHCP', () => {
+  it('answers the captured OVMF DISCOVER with a proxy OFFER (no address) and its 4011 REQUEST with the boot file', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', proxySubnet);
+    });
+    const pkts = readPcapUdp(fixture);
+    const discover = pkts.find((u) => u.dport === 67)!;
+    const d = decode(discover.payload);
+    if (!d.ok) throw new Error(d.message);
+    await env.client.send(discover.payload, env.p.port);
+    const offer = await env.client.wait(d.packet.xid);
+    expect(msgType(offer)).toBe(MessageType.OFFER);
+    expect(offer!.yiaddr).toBe('0.0.0.0');
+    expect(offer!.siaddr).toBe('10.99.1.1');
+    expect(offer!.options.get(Opt.VendorClass)?.toString()).toBe('PXEClient');
+    expect(offer!.options.get(Opt.ClientUuid)).toEqual(d.packet.options.get(Opt.ClientUuid));
+    expect(offer!.options.has(Opt.LeaseTime)).toBe(false);
+    expect(offer!.file).toBe(''); // edk2 takes the file from the 4011 ACK
+
+    // The firmware's 4011 REQUEST as captured; the ACK goes back to its source port.
+    const req4011 = pkts.find((u) => u.dport === 4011)!;
+    const client4011 = await listener(env.p.clientPort + 10);
+    try {
+      await client4011.send(req4011.payload, env.p.proxyPort);
+      const r = decode(req4011.payload);
+      if (!r.ok) throw new Error(r.message);
+      const ack = await client4011.wait(r.packet.xid);
+      expect(msgType(ack)).toBe(MessageType.ACK);
+      expect(ack!.file).toBe('ipxe.efi');
+      expect(ack!.siaddr).toBe('10.99.1.1');
+      expect(ack!.options.get(Opt.VendorClass)?.toString()).toBe('PXEClient');
+      expect(env.dests.at(-1)).toMatchObject({ kind: 'proxy' });
+    } finally {
+      await client4011.close();
+    }
+  });
+
+  it('ignores non-PXE clients and never offers addresses in proxy mode', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', proxySubnet);
+    });
+    const d = request(MessageType.DISCOVER, '52:54:00:00:03:01', { flags: 0x8000 }, [
+      [Opt.VendorClass, Buffer.from('udhcp 1.35.0')],
+    ]);
+    await env.client.send(d, env.p.port);
+    expect(await env.client.wait(d.xid, 300)).toBeUndefined();
+    const ipxe = request(MessageType.DISCOVER, '52:54:00:00:03:02', { flags: 0x8000 }, [
+      [Opt.VendorClass, Buffer.from('PXEClient:Arch:00000:UNDI:002001')],
+      [Opt.ClientArch, Buffer.from([0, 0])],
+      [Opt.UserClass, Buffer.from('iPXE')],
+    ]);
+    await env.client.send(ipxe, env.p.port);
+    const offer = await env.client.wait(ipxe.xid);
+    expect(offer!.yiaddr).toBe('0.0.0.0');
+    expect(offer!.file).toBe('http://10.99.1.1:8080/boot/ipxe');
+    expect(offer!.options.has(175)).toBe(false); // no-pxedhcp never in proxy replies
+  });
+});
