@@ -4,7 +4,8 @@
       "target_name": "plinth_net",
       "sources": ["native/plinth_net.c"],
       "cflags": ["-Wall", "-O2"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-lpthread"]
     }
   ]
 }

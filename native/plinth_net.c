@@ -14,6 +14,10 @@
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <node_api.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -127,6 +131,102 @@ static napi_value open_icmp6(napi_env env, napi_callback_info info) {
   return ret_int(env, fd);
 }
 
+/* The RA responder runs in a thread of its own: libuv (and so dgram) refuses raw sockets ("Unsupported fd
+ * type"), and the job is small enough to live entirely here: wait for a Router Solicitation, answer with a
+ * 16-byte RA (router lifetime 0, M=0, O=0) unicast to the soliciting link-local address. The kernel fills the
+ * checksum (RFC 3542 3.1) and picks the link-local source address. */
+typedef struct {
+  int fd;
+  volatile int stop;
+  volatile long answered;
+  pthread_t thread;
+} ra_state;
+
+static void *ra_loop(void *arg) {
+  ra_state *st = (ra_state *)arg;
+  unsigned char buf[1500];
+  struct sockaddr_in6 last = {0};
+  time_t last_at = 0;
+  while (!st->stop) {
+    struct pollfd p = {st->fd, POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;
+    struct sockaddr_in6 from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(st->fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+    if (n < 8 || buf[0] != ND_ROUTER_SOLICIT || buf[1] != 0) continue;
+    if (IN6_IS_ADDR_UNSPECIFIED(&from.sin6_addr)) continue; /* RFC 4861 6.2.6: no unicast to :: */
+    time_t now = time(NULL);
+    /* One RA per soliciting host per second (RFC 4861 6.2.6 rate-limits solicited RAs). */
+    if (now == last_at && memcmp(&last.sin6_addr, &from.sin6_addr, sizeof from.sin6_addr) == 0) continue;
+    last = from;
+    last_at = now;
+    unsigned char ra[16] = {ND_ROUTER_ADVERT, 0};
+    from.sin6_port = 0;
+    if (sendto(st->fd, ra, sizeof ra, 0, (struct sockaddr *)&from, sizeof from) == (ssize_t)sizeof ra) st->answered++;
+  }
+  return NULL;
+}
+
+#define RA_MAX 64
+static ra_state *ra_table[RA_MAX];
+
+/* raStart(ifname): id; raStop(id); raAnswered(id): count */
+static napi_value ra_start(napi_env env, napi_callback_info info) {
+  napi_value fdv = open_icmp6(env, info);
+  if (fdv == NULL) return NULL;
+  int32_t fd;
+  napi_get_value_int32(env, fdv, &fd);
+  int slot = -1;
+  for (int i = 0; i < RA_MAX; i++)
+    if (!ra_table[i]) {
+      slot = i;
+      break;
+    }
+  if (slot < 0) {
+    close(fd);
+    napi_throw_error(env, NULL, "too many RA responders");
+    return NULL;
+  }
+  ra_state *st = calloc(1, sizeof *st);
+  st->fd = fd;
+  if (pthread_create(&st->thread, NULL, ra_loop, st) != 0) {
+    close(fd);
+    free(st);
+    return throw_errno(env, "pthread_create", errno);
+  }
+  ra_table[slot] = st;
+  return ret_int(env, slot);
+}
+
+static ra_state *ra_arg(napi_env env, napi_callback_info info, int *slot) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t id = -1;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &id) != napi_ok || id < 0 || id >= RA_MAX) return NULL;
+  *slot = id;
+  return ra_table[id];
+}
+
+static napi_value ra_stop(napi_env env, napi_callback_info info) {
+  int slot;
+  ra_state *st = ra_arg(env, info, &slot);
+  if (!st) return ret_int(env, 0);
+  st->stop = 1;
+  pthread_join(st->thread, NULL);
+  close(st->fd);
+  ra_table[slot] = NULL;
+  long n = st->answered;
+  free(st);
+  return ret_int(env, (int)n);
+}
+
+static napi_value ra_answered(napi_env env, napi_callback_info info) {
+  int slot;
+  ra_state *st = ra_arg(env, info, &slot);
+  return ret_int(env, st ? (int)st->answered : 0);
+}
+
 /* setArp(fd, ifname, ip, mac[6]): a permanent-enough ARP entry so a unicast reply reaches a client that has no
  * address yet (RFC 2131 4.1: unicast to chaddr/yiaddr when the broadcast bit is clear). What dnsmasq does too. */
 static napi_value set_arp(napi_env env, napi_callback_info info) {
@@ -174,6 +274,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"openIcmp6", NULL, open_icmp6, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setArp", NULL, set_arp, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"raStart", NULL, ra_start, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"raStop", NULL, ra_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"raAnswered", NULL, ra_answered, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -13,6 +13,10 @@ export type NetAddon = {
   openIcmp6(ifname: string): number;
   setArp(fd: number, ifname: string, ip: string, mac: Buffer): number;
   closeFd(fd: number): number;
+  /** Starts the Router Solicitation responder thread on an interface; returns its id. */
+  raStart(ifname: string): number;
+  raStop(id: number): number;
+  raAnswered(id: number): number;
 };
 
 let cached: NetAddon | null | undefined;
@@ -54,6 +58,8 @@ export function portError(port: number, what: string, err: NodeJS.ErrnoException
   return e;
 }
 
+const fds = new WeakMap<dgram.Socket, number>();
+
 function bindFd(fd: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket({ type: 'udp4' });
@@ -91,6 +97,7 @@ export async function openUdpSocket(opts: {
     }
     try {
       const s = await bindFd(fd);
+      fds.set(s, fd);
       s.setBroadcast(true);
       return s;
     } catch (err) {
@@ -109,8 +116,7 @@ export async function openUdpSocket(opts: {
   });
 }
 
-/** The file descriptor behind a dgram socket (for the ARP ioctl); undefined if Node hides it. */
+/** The file descriptor behind a socket opened through the addon (for the ARP ioctl). */
 export function fdOf(s: dgram.Socket): number | undefined {
-  const h = (s as unknown as { _handle?: { fd?: number } })._handle;
-  return typeof h?.fd === 'number' && h.fd >= 0 ? h.fd : undefined;
+  return fds.get(s);
 }

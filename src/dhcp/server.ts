@@ -159,6 +159,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const ifs = opts.interfaces?.length ? opts.interfaces : [undefined];
     for (const ifname of ifs) {
       await open('dhcp', port, ifname);
+      // 4011 is for PXE boot-server discovery (proxy mode) only.
       await open('proxy', proxyPort, ifname);
       // Other servers' OFFERs are broadcast to the client port: watch it on served interfaces only.
       if (ifname && addon) await open('rogue', clientPort, ifname).catch(() => undefined);

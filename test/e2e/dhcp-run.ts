@@ -1,0 +1,71 @@
+/**
+ * Runs Plinth's DHCP server alone, for the e2e suite and the benchmark, inside a namespace:
+ *   ip netns exec NS node --import tsx test/e2e/dhcp-run.ts CONFIG.json
+ * CONFIG: { store, interfaces?, port?, proxyPort?, httpPort?, subnets?, reservations?, machines?, prefs? }.
+ * Seeds the store file, starts the server, prints READY; SIGTERM closes it. Logs JSON lines to stderr.
+ */
+import { readFileSync } from 'node:fs';
+import pino from 'pino';
+import { startDhcpServer } from '../../src/dhcp/server.js';
+import { createBus } from '../../src/events.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+
+type Cfg = {
+  store: string;
+  interfaces?: string[];
+  port?: number;
+  proxyPort?: number;
+  httpPort?: number;
+  serverAddress?: string;
+  logLevel?: string;
+  subnets?: Record<string, unknown>[];
+  reservations?: Record<string, unknown>[];
+  machines?: { uuid: string; name: string; macs: string[]; bootEnv?: string }[];
+  prefs?: Record<string, unknown>;
+};
+const cfg = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Cfg;
+const store = openSqliteStore(cfg.store);
+const upsert = async (
+  kind: 'subnets' | 'reservations' | 'machines' | 'prefs',
+  key: string,
+  doc: Record<string, unknown>,
+  uniques: { field: string; value: string }[] = [],
+) => {
+  if (await store.get(kind, key)) await store.replace(kind, key, doc, uniques);
+  else await store.create(kind, key, doc, uniques);
+};
+for (const s of cfg.subnets ?? []) await upsert('subnets', String(s.name), s);
+for (const r of cfg.reservations ?? []) await upsert('reservations', String(r.address), r);
+for (const m of cfg.machines ?? [])
+  await upsert(
+    'machines',
+    m.uuid,
+    m,
+    m.macs.map((v) => ({ field: 'macs', value: v })),
+  );
+if (cfg.prefs) await upsert('prefs', 'global', cfg.prefs);
+
+const log = pino({ level: cfg.logLevel ?? 'info' }, pino.destination(2));
+const bus = createBus();
+bus.on((e) => {
+  if (e.type === 'dhcp.rogue' || e.type.startsWith('lease.')) log.info({ event: e }, 'event');
+});
+const server = await startDhcpServer({
+  store,
+  bus,
+  log,
+  interfaces: cfg.interfaces,
+  port: cfg.port,
+  proxyPort: cfg.proxyPort,
+  httpPort: cfg.httpPort ?? 8080,
+  serverAddress: cfg.serverAddress,
+});
+process.stdout.write('READY\n');
+const stop = async () => {
+  await server.close();
+  await store.close();
+  process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
