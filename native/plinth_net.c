@@ -71,6 +71,10 @@ static napi_value open_udp4(napi_env env, napi_callback_info info) {
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
+  /* Room for bursts: a whole rack PXE-booting at once, or a pause for a commit, must not overflow the
+   * default ~200 KB queue. FORCE works as root past net.core.rmem_max; otherwise the plain request is capped. */
+  int rcv = 8 * 1024 * 1024;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
   if (iflen > 0 && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname) + 1) < 0) {
     int e = errno;
     close(fd);

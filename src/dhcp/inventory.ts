@@ -5,7 +5,7 @@
  */
 import type { Bus } from '../events.js';
 import type { Logger } from '../log.js';
-import { cidrContains, ipToInt, parseCidr } from '../model/common.js';
+import { ipToInt, parseCidr } from '../model/common.js';
 import { Prefs } from '../model/profile.js';
 import { Reservation, Subnet } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
@@ -106,7 +106,10 @@ export async function loadInventory(store: Store, bus: Bus, log: Logger): Promis
   return {
     subnets: () => subnets,
     subnetByName: (n) => byName.get(n),
-    subnetFor: (ip) => subnets.find((s) => cidrContains(s.subnet, ip)),
+    subnetFor: (ip) => {
+      const n = ipToInt(ip);
+      return subnets.find((s) => ((n & s.net.mask) >>> 0) === s.net.network);
+    },
     reservationFor: (subnet, mac) => resByMac.get(`${subnet}|${mac}`),
     reservationAt: (a) => resByAddr.get(a),
     prefs: () => prefs,

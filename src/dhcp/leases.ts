@@ -148,8 +148,9 @@ export async function loadLeaseTable(deps: {
       return { why: `no free address in ${s.name} (${intToIp(s.start)}-${intToIp(s.end)})` };
     },
     offer(s, mac, address, seconds, extra = {}) {
+      // Offers live in memory only: losing one in a crash costs nothing (the client DISCOVERs again), and
+      // not writing them halves the store's work per DORA. The lease.offered event still shows them.
       const rec = upsert(s, mac, address, 'offered', seconds, extra);
-      persistLater(rec);
       bus.emit({ type: 'lease.offered', key: address, data: { mac, subnet: s.name } });
       return rec;
     },
@@ -195,7 +196,6 @@ export async function loadLeaseTable(deps: {
         r.state = 'expired';
         r.exp = now();
         r.expiresAt = new Date(r.exp).toISOString();
-        persistLater(r);
       }
     },
     reclaim() {
@@ -206,7 +206,7 @@ export async function loadLeaseTable(deps: {
           const was = r.state;
           r.state = 'expired';
           r.updatedAt = new Date(t).toISOString();
-          persistLater(r);
+          if (was === 'bound') persistLater(r);
           if (was === 'bound')
             bus.emit({ type: 'lease.expired', key: r.address, data: { mac: r.mac, subnet: r.subnet } });
           n++;

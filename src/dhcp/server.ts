@@ -137,8 +137,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     excluded: () => localAddrs().all,
     reservedMacAt: (a) => inventory.reservationAt(a)?.mac,
   });
+  // MAC -> machine, cached (two store reads per packet otherwise); any machine change clears it.
+  const machines = new Map<string, Machine | null>();
   const offBus = bus.on((e) => {
     if (e.type === 'leases.deleted' && e.key) leases.drop(e.key);
+    if (e.type.startsWith('machines.')) machines.clear();
   });
 
   // ---- sockets ----
@@ -286,10 +289,14 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   }
 
   async function machineOf(mac: string): Promise<Machine | undefined> {
+    const hit = machines.get(mac);
+    if (hit !== undefined) return hit ?? undefined;
     const uuid = await store.keyOf('machines', 'macs', mac);
-    if (!uuid) return undefined;
-    const m = await store.get('machines', uuid);
-    return m ? ({ uuid, ...(m.doc as object) } as Machine) : undefined;
+    const m = uuid ? await store.get('machines', uuid) : undefined;
+    const found = m ? ({ uuid, ...(m.doc as object) } as Machine) : undefined;
+    if (machines.size > 100_000) machines.clear();
+    machines.set(mac, found ?? null);
+    return found;
   }
 
   function decide(

@@ -74,7 +74,6 @@ async function leaseOf(mac: string) {
     await s.close();
   }
 }
-const macOfIf = (ns: string, ifname: string) => /link\/ether ([0-9a-f:]+)/.exec(ipn(ns, 'link', 'show', ifname))![1]!;
 const dhclient = (ns: string, ifname: string, extra: string[] = []) =>
   runIn(
     ns,

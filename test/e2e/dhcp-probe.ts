@@ -37,7 +37,7 @@ s.on('message', (m, r) => {
 await new Promise<void>((res) => s.bind({ fd }, () => res()));
 s.setBroadcast(true);
 for (const x of spec.sends) {
-  let buf = Buffer.from(x.hex, 'hex');
+  let buf: Buffer = Buffer.from(x.hex, 'hex');
   if (x.ciaddr) {
     const d = decode(buf);
     if (d.ok) buf = encode({ ...d.packet, ciaddr: x.ciaddr }, 1500);
