@@ -1,11 +1,11 @@
-import pino, { type Logger } from 'pino';
+import pino, { type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger };
 
 /** One JSON line per event; pretty output only for a human at a terminal. */
 export function createLogger(level: string, opts: { pretty?: boolean } = {}): Logger {
   const pretty = opts.pretty ?? process.stdout.isTTY === true;
-  return pino({
+  const options: LoggerOptions = {
     level,
     base: { svc: 'plinth' },
     // Secrets never reach a log line, whatever logs them.
@@ -13,10 +13,16 @@ export function createLogger(level: string, opts: { pretty?: boolean } = {}): Lo
       paths: ['token', '*.token', 'authorization', '*.authorization', 'req.headers.authorization'],
       censor: '[secure]',
     },
-    ...(pretty
-      ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } }
-      : {}),
-  });
+  };
+  if (pretty) {
+    return pino({
+      ...options,
+      transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } },
+    });
+  }
+  // Buffered writes: one write(2) per 4 KiB of log instead of one per line (a third of an API GET's cost at
+  // 10k req/s). Pino flushes it on exit; a kill -9 can lose the last lines of log, never data.
+  return pino(options, pino.destination({ dest: 1, sync: false, minLength: 4096 }));
 }
 
 /** A logger that drops everything: tests and benchmarks. */

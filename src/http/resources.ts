@@ -100,12 +100,25 @@ function ifMatchOf(
   });
 }
 
-function sendDoc(reply: FastifyReply, s: Stored, body: unknown = s.doc) {
-  return reply.header('etag', quoted(s.etag)).send(body);
+/** The stored JSON goes out as it is: no parse and re-serialise on the hottest read path. */
+function sendDoc(reply: FastifyReply, s: Stored) {
+  return reply.header('etag', quoted(s.etag)).type('application/json; charset=utf-8').send(s.json);
 }
 
 export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   const inv = { store: deps.store, bus: deps.bus };
+  // Names of secure params, needed to redact every list: cached until a param definition changes.
+  let secureCache: Promise<Set<string>> | undefined;
+  deps.bus.on((e) => {
+    if (e.type.startsWith('params.')) secureCache = undefined;
+  });
+  const secureNames = () => {
+    secureCache ??= secureParamNames(deps.store).catch((err) => {
+      secureCache = undefined;
+      throw err;
+    });
+    return secureCache;
+  };
   for (const res of RESOURCES) {
     const base = `${API}/${res.kind}`;
     const keyOf = (id: string) => resolveKey(inv, res, id);
@@ -113,9 +126,10 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
     app.get(base, async (req, reply) => {
       const q = parseList(res, req.query as Record<string, string>);
       const { items, total } = await deps.store.list(res.kind, q);
-      const secure = res.redact ? await secureParamNames(deps.store) : new Set<string>();
-      reply.header('x-total-count', String(total));
-      return items.map((i) => (res.redact ? res.redact(i.doc, secure) : i.doc));
+      const secure = res.redact ? await secureNames() : new Set<string>();
+      reply.header('x-total-count', String(total)).type('application/json; charset=utf-8');
+      if (secure.size === 0) return `[${items.map((i) => i.json).join(',')}]`;
+      return JSON.stringify(items.map((i) => (res.redact ? res.redact(i.doc, secure) : i.doc)));
     });
 
     app.get<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {

@@ -53,7 +53,19 @@ export function openSqliteStore(file: string): Store & { schemaVersion: number }
     if (!(KINDS as readonly string[]).includes(kind)) throw new StoreError(`unknown kind ${kind}`);
     return kind;
   };
-  const toStored = (r: Row): Stored => ({ key: r.key, doc: JSON.parse(r.doc), etag: r.etag });
+  // The document is parsed only when someone reads it: GETs stream the stored JSON as it is.
+  const toStored = (r: Row): Stored => {
+    let parsed: Doc | undefined;
+    return {
+      key: r.key,
+      etag: r.etag,
+      json: r.doc,
+      get doc() {
+        parsed ??= JSON.parse(r.doc) as Doc;
+        return parsed;
+      },
+    };
+  };
   const getRow = (kind: Kind, key: string) =>
     prep(`SELECT key, doc, etag FROM ${kindOk(kind)} WHERE key = ?`).get(key) as Row | undefined;
 
@@ -87,7 +99,7 @@ export function openSqliteStore(file: string): Store & { schemaVersion: number }
     const etag = etagOf(json);
     prep(`INSERT INTO ${kindOk(kind)} (key, doc, etag) VALUES (?, ?, ?)`).run(key, json, etag);
     writeUniques(kind, key, uniques);
-    return { key, doc, etag };
+    return { key, doc, etag, json };
   });
 
   const replace = db.transaction(
@@ -100,7 +112,7 @@ export function openSqliteStore(file: string): Store & { schemaVersion: number }
       const etag = etagOf(json);
       prep(`UPDATE ${kindOk(kind)} SET doc = ?, etag = ? WHERE key = ?`).run(json, etag, key);
       writeUniques(kind, key, uniques);
-      return { key, doc, etag };
+      return { key, doc, etag, json };
     },
   );
 

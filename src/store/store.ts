@@ -22,7 +22,8 @@ export const KINDS = [
 export type Kind = (typeof KINDS)[number];
 
 export type Doc = Record<string, unknown>;
-export type Stored<D = Doc> = { key: string; doc: D; etag: string };
+/** `json` is the document exactly as stored: responses can send it without a parse/stringify round trip. */
+export type Stored<D = Doc> = { key: string; doc: D; etag: string; json: string };
 
 /** A value that must be unique within a kind, e.g. a machine's name or each of its MACs. */
 export type UniqueValue = { field: string; value: string };

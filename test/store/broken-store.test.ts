@@ -11,7 +11,7 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import { breakableStore } from '../helpers/broken-store.js';
 
 const inner = openSqliteStore(':memory:');
-const valid: Record<string, unknown> = {
+const valid: Record<string, object> = {
   machines: { name: 'x' },
   bootenvs: { name: 'x' },
   templates: { id: 'x', contents: '' },
