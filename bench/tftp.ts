@@ -65,7 +65,7 @@ async function makeFile(p: string, size: number): Promise<void> {
 
 type ServerDef = { name: string; cmd: (root: string, ip: string) => string[] };
 
-const servers: ServerDef[] = [
+const allServers: ServerDef[] = [
   {
     name: 'plinth',
     cmd: (root, ip) => [
@@ -118,7 +118,8 @@ const servers: ServerDef[] = [
       root,
     ],
   },
-].filter((s) => values.servers.split(',').includes(s.name));
+];
+const servers = allServers.filter((s) => values.servers.split(',').includes(s.name));
 
 type Case = { file: string; size: number; clients: number; blksize: number; windowsize: number };
 

@@ -182,8 +182,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     duplicateRequests: 0,
   };
   const active = new Set<Transfer>();
-  /** client "addr:port" of every request being set up or transferred: a retransmitted RRQ must not fork a transfer. */
-  const byClient = new Set<string>();
+  /**
+   * Requests being set up or transferred, by client "addr:port": a retransmitted request must not fork a second
+   * transfer, while a different request from the same port (a firmware that re-asks right after its ERROR 8 probe,
+   * racing the ERROR on the transfer socket) replaces the old transfer.
+   */
+  type Entry = { raw: Buffer; transfer?: Transfer };
+  const byClient = new Map<string, Entry>();
   const sockets = new Set<dgram.Socket>();
   const pending = new Set<Promise<void>>();
   let tick: NodeJS.Timeout | undefined;
@@ -434,7 +439,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     if (t.done) return;
     t.done = true;
     active.delete(t);
-    byClient.delete(t.key);
+    if (byClient.get(t.key)?.transfer === t) byClient.delete(t.key);
     stopTickIfIdle();
     const durationMs = Math.round(performance.now() - t.startedAt);
     if (t.kind === 'read') {
@@ -649,6 +654,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       log.debug({ err, client: key }, 'tftp transfer socket error');
       finish(t, 'client-error');
     });
+    const entry = byClient.get(key);
+    if (entry !== undefined) entry.transfer = t;
     active.add(t);
     stats.transfersStarted++;
     ensureTick();
@@ -736,6 +743,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       finish(t, 'cancelled');
       return;
     }
+    const entry = byClient.get(key);
+    if (entry !== undefined) entry.transfer = t;
     active.add(t);
     stats.transfersStarted++;
     ensureTick();
@@ -757,10 +766,15 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     }
     const client = { address: rinfo.address, port: rinfo.port };
     const key = `${rinfo.address}:${rinfo.port}`;
-    if (byClient.has(key)) {
-      // A client resending its request because our first packet is late: the running transfer's timer covers it.
-      stats.duplicateRequests++;
-      return;
+    const existing = byClient.get(key);
+    if (existing !== undefined) {
+      const old = existing.transfer;
+      if (existing.raw.equals(msg) || old === undefined || old.done) {
+        // A client resending its request because our first packet is late: the running transfer's timer covers it.
+        stats.duplicateRequests++;
+        return;
+      }
+      finish(old, old.kind === 'read' && old.base === 0 && old.oack !== undefined ? 'probe' : 'cancelled');
     }
     if (p.mode !== 'octet' && p.mode !== 'netascii') {
       refuse(
@@ -772,16 +786,15 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       );
       return;
     }
-    byClient.add(key);
+    const entry: Entry = { raw: Buffer.from(msg) };
+    byClient.set(key, entry);
     const work = (p.op === 'RRQ' ? startRead : startWrite)(client, key, p.filename, p.mode, p.options)
       .catch((err) => {
         log.error({ err, client: key, file: p.filename }, 'tftp request failed');
       })
       .finally(() => {
-        // Keep the key while a transfer runs; finish() removes it.
-        let running = false;
-        for (const t of active) if (t.key === key) running = true;
-        if (!running) byClient.delete(key);
+        // Keep the entry while its transfer runs; finish() removes it.
+        if (byClient.get(key) === entry && (entry.transfer === undefined || entry.transfer.done)) byClient.delete(key);
         pending.delete(work);
       });
     pending.add(work);

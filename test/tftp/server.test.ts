@@ -331,6 +331,49 @@ describe('option negotiation on the wire', () => {
     expect(probeLines[0].level).toBe(20);
   });
 
+  it('a different request from the same port replaces a transfer waiting on its OACK (probe racing ERROR 8)', async () => {
+    const { s } = await server();
+    const sock = (await import('node:dgram')).createSocket('udp4');
+    const got: Array<{ m: Buffer; port: number }> = [];
+    sock.on('message', (m, ri) => got.push({ m, port: ri.port }));
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    const wait = async (n: number) => {
+      for (let i = 0; i < 100 && got.length < n; i++) await new Promise((r) => setTimeout(r, 5));
+    };
+    sock.send(
+      encodeRequest('RRQ', 'f513.bin', 'octet', [
+        ['tsize', '0'],
+        ['blksize', '1468'],
+      ]),
+      s.port,
+      '127.0.0.1',
+    );
+    await wait(1);
+    sock.send(encodeRequest('RRQ', 'f513.bin', 'octet', [['blksize', '1468']]), s.port, '127.0.0.1');
+    await wait(2);
+    expect(got.map((g) => decodePacket(g.m))).toMatchObject([
+      {
+        ok: true,
+        packet: {
+          op: 'OACK',
+          options: [
+            ['tsize', '513'],
+            ['blksize', '1468'],
+          ],
+        },
+      },
+      { ok: true, packet: { op: 'OACK', options: [['blksize', '1468']] } },
+    ]);
+    expect(got[1].port).not.toBe(got[0].port);
+    sock.send(encodeAck(0), got[1].port, '127.0.0.1');
+    await wait(3);
+    expect(decodePacket(got[2].m)).toMatchObject({ ok: true, packet: { op: 'DATA', block: 1 } });
+    sock.send(encodeAck(1), got[1].port, '127.0.0.1');
+    await settle(s);
+    sock.close();
+    expect(s.stats).toMatchObject({ sizeProbes: 1, transfersStarted: 2, transfersCompleted: 1, transfersFailed: 0 });
+  });
+
   it('an OACK that is never acknowledged is retransmitted, then the transfer times out', async () => {
     const { s } = await server({ timeoutMs: 50, maxRetries: 3 });
     const replies = await exchange(s.port, [encodeRequest('RRQ', 'f513.bin', 'octet', [['blksize', '1024']])], 400);
