@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -51,14 +52,18 @@ static napi_value ret_int(napi_env env, int n) {
   return out;
 }
 
-/* openUdp4(ifname: string | null, port: number, address?: string): fd
- * SO_REUSEADDR so one socket per interface can share port 67; SO_BROADCAST for replies to 255.255.255.255. */
+/* openUdp4(ifname: string | null, port: number, address?: string, reuse?: boolean): fd
+ * No SO_REUSEADDR unless asked: sockets bound to different devices share port 67 without it (Linux checks
+ * the bound device), and without it a second DHCP server on the same port fails loudly with EADDRINUSE
+ * instead of silently sharing the broadcasts. SO_BROADCAST for replies to 255.255.255.255. */
 static napi_value open_udp4(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char ifname[IFNAMSIZ + 1] = {0};
   char addr[64] = "0.0.0.0";
+  bool reuse = false;
+  if (argc > 3) napi_get_value_bool(env, argv[3], &reuse);
   int iflen = argc > 0 ? get_string(env, argv[0], ifname, sizeof ifname) : 0;
   int32_t port = 0;
   if (argc < 2 || napi_get_value_int32(env, argv[1], &port) != napi_ok) {
@@ -69,7 +74,7 @@ static napi_value open_udp4(napi_env env, napi_callback_info info) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuse) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one);
   /* Room for bursts: a whole rack PXE-booting at once, or a pause for a commit, must not overflow the
    * default ~200 KB queue. FORCE works as root past net.core.rmem_max; otherwise the plain request is capped. */

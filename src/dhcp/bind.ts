@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 export type NetAddon = {
-  openUdp4(ifname: string | null, port: number, address?: string): number;
+  openUdp4(ifname: string | null, port: number, address?: string, reuse?: boolean): number;
   openIcmp6(ifname: string): number;
   setArp(fd: number, ifname: string, ip: string, mac: Buffer): number;
   closeFd(fd: number): number;
@@ -42,7 +42,8 @@ export function loadNetAddon(): NetAddon | undefined {
   return undefined;
 }
 
-export const ADDON_HINT = 'build the native addon: `npx node-gyp rebuild` in the Plinth folder (needs g++ and make)';
+export const ADDON_HINT =
+  'build the native addon: `npm run build:native` in the Plinth folder (needs g++, make and python3)';
 
 /** Message for a port that cannot be bound, naming the fixes. */
 export function portError(port: number, what: string, err: NodeJS.ErrnoException): Error {
@@ -72,8 +73,9 @@ function bindFd(fd: number): Promise<dgram.Socket> {
 }
 
 /**
- * A UDP socket on `port`, bound to `ifname` when given (addon required), else a wildcard socket with
- * SO_REUSEADDR. Broadcast is enabled for replies to 255.255.255.255.
+ * A UDP socket on `port`, bound to `ifname` when given (addon required), else a wildcard socket. No
+ * SO_REUSEADDR: another DHCP server on the port must make this fail (EADDRINUSE), not share the broadcasts.
+ * Broadcast is enabled for replies to 255.255.255.255.
  */
 export async function openUdpSocket(opts: {
   port: number;
@@ -106,7 +108,7 @@ export async function openUdpSocket(opts: {
     }
   }
   return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    const s = dgram.createSocket({ type: 'udp4' });
     s.once('error', (err) => reject(portError(opts.port, what, err as NodeJS.ErrnoException)));
     s.bind({ port: opts.port, address: opts.address ?? '0.0.0.0' }, () => {
       s.removeAllListeners('error');

@@ -108,7 +108,7 @@ export async function loadInventory(store: Store, bus: Bus, log: Logger): Promis
     subnetByName: (n) => byName.get(n),
     subnetFor: (ip) => {
       const n = ipToInt(ip);
-      return subnets.find((s) => ((n & s.net.mask) >>> 0) === s.net.network);
+      return subnets.find((s) => (n & s.net.mask) >>> 0 === s.net.network);
     },
     reservationFor: (subnet, mac) => resByMac.get(`${subnet}|${mac}`),
     reservationAt: (a) => resByAddr.get(a),
