@@ -5,6 +5,7 @@ import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
+import { bootRecorder } from './inventory/boots.js';
 import { bootstrapAdminToken } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { seedStore } from './seed.js';
@@ -55,6 +56,7 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
   else log.info({ file: tok.file }, 'admin token exists (created at first start)');
 
   const listeners: Record<string, unknown> = {};
+  const boots = bootRecorder(store);
   const app = await buildApp({
     store,
     bus,
@@ -62,6 +64,9 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
     dataDir,
     filesDir,
     version: VERSION,
+    assetsDir: path.resolve(cfg.assetsDir),
+    advertiseAddress: cfg.advertiseAddress,
+    boots,
     info: () => ({
       name: 'plinth',
       version: VERSION,

@@ -1,9 +1,11 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
 import type { Bus } from '../events.js';
+import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
 import { type Principal, tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
 import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
+import { fileHooks, registerBootRoutes } from './boot.js';
 import { registerFileRoutes } from './files-api.js';
 import { registerFileServing } from './files-serve.js';
 import { type InfoSource, registerInfo } from './info.js';
@@ -25,10 +27,27 @@ export type AppOptions = {
   filesDir: string;
   info: InfoSource;
   version: string;
+  assetsDir?: string;
+  advertiseAddress?: string;
+  boots?: BootRecorder;
 };
 
 export const API = '/api/v1';
 const PUBLIC_API = new Set([`${API}/info`, `${API}/openapi.json`]);
+
+/** The machine uuid of the routes a machine's own token may use, else undefined. */
+function machineRoute(req: FastifyRequest): string | undefined {
+  const url = req.url.split('?')[0]!;
+  const m = /^\/api\/v1\/machines\/([0-9a-f-]{36})(\/callback|\/inventory)?$/.exec(url);
+  if (!m) return undefined;
+  if (!m[2] && req.method !== 'GET') return undefined;
+  return m[1];
+}
+
+/** Tokens never reach a log line, not even in a query string. */
+export function logUrl(url: string): string {
+  return url.replace(/([?&]token=)[^&]*/g, '$1[secure]');
+}
 
 /** Everything under the API needs a bearer token, except the few public routes; boot files never do. */
 function needsToken(req: FastifyRequest): boolean {
@@ -53,7 +72,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     req.log.info(
       {
         method: req.method,
-        url: req.url,
+        url: logUrl(req.url),
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime * 10) / 10,
         ip: req.ip,
@@ -76,7 +95,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     if (!needsToken(req)) return;
     const h = req.headers.authorization;
     const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-    if (!m) {
+    // A booted machine's initrd may only manage a GET with the token in the query (busybox wget).
+    const token = m?.[1] ?? (machineRoute(req) ? (req.query as { token?: string })?.token : undefined);
+    if (!token) {
       throw new HttpProblem(
         401,
         'this route needs "Authorization: Bearer <token>"; the admin token is in <data-dir>/admin.token',
@@ -86,13 +107,17 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
         },
       );
     }
-    const p = await check(m[1]!);
-    if (!p)
+    const p = await check(token);
+    if (!p) {
       throw new HttpProblem(401, 'the bearer token is not valid (or has expired)', undefined, {
         'www-authenticate': 'Bearer realm="plinth", error="invalid_token"',
       });
-    // Machine tokens only reach the machine's own callbacks (see the boot routes); the inventory API is admin-only.
-    if (p.role !== 'admin') throw new HttpProblem(403, 'this token may not use the inventory API');
+    }
+    // A machine token reaches only its own machine's record, callback and inventory; the rest is admin-only.
+    if (p.role !== 'admin') {
+      const own = machineRoute(req);
+      if (!own || own !== p.machine) throw new HttpProblem(403, 'a machine token may only reach its own machine');
+    }
     req.principal = p;
   });
 
@@ -135,7 +160,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       status = (err as { statusCode: number }).statusCode;
       detail = (err as Error).message;
     }
-    if (status >= 500) req.log.error({ err, url: req.url }, 'request failed');
+    if (status >= 500) req.log.error({ err, url: logUrl(req.url) }, 'request failed');
     reply
       .code(status)
       .type('application/problem+json')
@@ -153,6 +178,21 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   registerOpenApi(app, opts.version);
   registerResourceRoutes(app, { store: opts.store, bus: opts.bus });
   registerFileRoutes(app, { store: opts.store, bus: opts.bus, filesDir: opts.filesDir, log: opts.log });
-  registerFileServing(app, { filesDir: opts.filesDir, log: opts.log });
+  const boots = opts.boots ?? bootRecorder(opts.store);
+  const bootDeps = {
+    store: opts.store,
+    bus: opts.bus,
+    log: opts.log,
+    filesDir: opts.filesDir,
+    boots,
+    advertiseAddress: opts.advertiseAddress,
+  };
+  registerBootRoutes(app, bootDeps);
+  registerFileServing(app, {
+    filesDir: opts.filesDir,
+    assetsDir: opts.assetsDir,
+    log: opts.log,
+    hooks: fileHooks(bootDeps),
+  });
   return app;
 }

@@ -53,7 +53,17 @@ const CHUNK = 1 << 20;
  * Boot files without a token at /files/<path>: Range, ETag/If-None-Match, If-Range, HEAD (OVMF HTTP Boot sends
  * HEAD first). Written against the raw response: this is the hot path of every boot.
  */
-export function registerFileServing(app: FastifyInstance, deps: { filesDir: string; log: Logger }) {
+export type ServeHooks = {
+  /** May refuse a file (an artifact whose digest no longer matches its bootenv): returns the reason. */
+  refuse?(rel: string, abs: string, req: FastifyRequest): Promise<string | undefined>;
+  /** Sees every file served (for the requesting machine's boot timeline). */
+  served?(rel: string, req: FastifyRequest, status: number): void;
+};
+
+export function registerFileServing(
+  app: FastifyInstance,
+  deps: { filesDir: string; assetsDir?: string; log: Logger; hooks?: ServeHooks },
+) {
   const serve = async (req: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply) => {
     let rel: string;
     try {
@@ -61,14 +71,24 @@ export function registerFileServing(app: FastifyInstance, deps: { filesDir: stri
     } catch {
       return sendProblem(reply, 400, 'the file path is not valid percent-encoding');
     }
-    const c = await confine(deps.filesDir, rel);
-    if (!c.ok) {
-      deps.log.warn({ path: rel, ip: req.ip, reason: c.reason }, 'file request refused');
-      return sendProblem(reply, 400, `path refused: ${c.reason}`);
+    // Uploaded files first, then the boot loaders shipped in assets/ (UEFI HTTP Boot fetches ipxe.efi here).
+    for (const root of deps.assetsDir ? [deps.filesDir, deps.assetsDir] : [deps.filesDir]) {
+      const c = await confine(root, rel);
+      if (!c.ok) {
+        deps.log.warn({ path: rel, ip: req.ip, reason: c.reason }, 'file request refused');
+        return sendProblem(reply, 400, `path refused: ${c.reason}`);
+      }
+      const st = await stat(c.abs).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      const why = root === deps.filesDir ? await deps.hooks?.refuse?.(c.rel, c.abs, req) : undefined;
+      if (why) {
+        deps.hooks?.served?.(c.rel, req, 409);
+        return sendProblem(reply, 409, why);
+      }
+      deps.hooks?.served?.(c.rel, req, 200);
+      return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log);
     }
-    const st = await stat(c.abs).catch(() => undefined);
-    if (!st?.isFile()) return sendProblem(reply, 404, `file '${c.rel}' does not exist`);
-    return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log);
+    return sendProblem(reply, 404, `file '${rel}' does not exist`);
   };
   app.get('/files/*', serve);
 }

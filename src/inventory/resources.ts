@@ -55,10 +55,15 @@ const machines: Resource = {
   keyField: 'uuid',
   schema: Machine,
   summary: 'Machines: servers Plinth provisions',
-  uniques: (d) => [
-    { field: 'name', value: String(d.name) },
-    ...((d.macs as string[]) ?? []).map((m) => ({ field: 'macs', value: m })),
-  ],
+  // The SMBIOS UUID recognises a machine that PXE-boots from another NIC: never a duplicate record.
+  uniques: (d) => {
+    const smbios = (d.inventory as { smbiosUuid?: string } | undefined)?.smbiosUuid;
+    return [
+      { field: 'name', value: String(d.name) },
+      ...((d.macs as string[]) ?? []).map((m) => ({ field: 'macs', value: m })),
+      ...(smbios ? [{ field: 'smbiosUuid', value: smbios.toLowerCase() }] : []),
+    ];
+  },
   async prepare(d, old, ctx) {
     const out: Doc = { ...d };
     out.uuid = (d.uuid as string | undefined) ?? (old?.uuid as string | undefined) ?? randomUUID();

@@ -17,6 +17,10 @@ export const Machine = z
     createdAt: Timestamp.optional(),
     updatedAt: Timestamp.optional(),
     lastSeen: Timestamp.optional().describe('Last time its firmware or OS talked to Plinth'),
+    inventory: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .describe('Hardware facts from discovery and DHCP: smbiosUuid, serial, cpus, memory, disks, nics'),
   })
   .superRefine((m, ctx) => {
     const seen = new Set<string>();

@@ -1,0 +1,218 @@
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+let d: TestDaemon;
+const kernel = Buffer.from('pretend kernel\n');
+const initrd = Buffer.from('pretend initrd\n');
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const get = async (p: string) => {
+  const r = await fetch(d.url + p);
+  return { status: r.status, text: await r.text(), headers: r.headers };
+};
+
+beforeAll(async () => {
+  d = await startTestDaemon();
+  for (const [p, b] of [
+    ['lab/vmlinuz', kernel],
+    ['lab/initrd.gz', initrd],
+  ] as const) {
+    const r = await fetch(`${d.url}/api/v1/files/${p}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${d.token}` },
+      body: b,
+    });
+    expect(r.status).toBe(201);
+  }
+  expect(
+    (await d.api('POST', '/api/v1/params', { name: 'console', schema: { type: 'string', default: 'ttyS0' } })).status,
+  ).toBe(201);
+  const be = await d.api('POST', '/api/v1/bootenvs', {
+    name: 'lab',
+    kernel: 'lab/vmlinuz',
+    initrds: ['lab/initrd.gz'],
+    bootParams:
+      'console={{ "console" | param }} callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}',
+    artifacts: [
+      { path: 'lab/vmlinuz', sha256: sha(kernel) },
+      { path: 'lab/initrd.gz', sha256: sha(initrd) },
+    ],
+    templates: [
+      { name: 'cloud-init', path: 'cloud-init/user-data', contents: '#cloud-config\nhostname: {{ machine.name }}\n' },
+    ],
+  });
+  expect(be.status).toBe(201);
+});
+afterAll(async () => {
+  await d.stop();
+});
+
+describe('iPXE boot over HTTP', () => {
+  it('the generic script chains to the machine script by MAC, with the facts discovery needs', async () => {
+    const r = await get('/boot/ipxe');
+    expect(r.status).toBe(200);
+    expect(r.text.startsWith('#!ipxe\n')).toBe(true);
+    expect(r.text).toContain(`${d.url}/boot/ipxe/\${netX/mac:hexhyp}?arch=\${buildarch}`);
+    expect(r.text).toContain('uuid=${uuid}');
+  });
+
+  it('a known machine gets its bootenv script: kernel, initrd=, rendered params and a callback token', async () => {
+    const m = await d.api('POST', '/api/v1/machines', {
+      name: 'n1',
+      macs: ['52:54:00:00:01:01'],
+      bootEnv: 'lab',
+      address: '127.0.0.1',
+    });
+    expect(m.status).toBe(201);
+    const r = await get('/boot/ipxe/52-54-00-00-01-01?arch=x86_64');
+    expect(r.status).toBe(200);
+    const lines = r.text.split('\n');
+    expect(lines[0]).toBe('#!ipxe');
+    const k = lines.find((l) => l.startsWith('kernel '))!;
+    expect(k).toContain(
+      `${d.url}/files/lab/vmlinuz initrd=initrd.gz console=ttyS0 callback=${d.url}/api/v1/machines/${m.body.uuid}/callback?token=`,
+    );
+    expect(lines).toContain(`initrd ${d.url}/files/lab/initrd.gz`);
+    const token = /token=(\S+)/.exec(k)![1]!;
+    expect(token.length).toBeGreaterThan(20);
+
+    // The machine's own token: reaches its own callback, not the rest of the API.
+    const cb = await fetch(`${d.url}/api/v1/machines/${m.body.uuid}/callback?event=booted&ip=127.0.0.1&token=${token}`);
+    expect(cb.status).toBe(200);
+    const other = await fetch(`${d.url}/api/v1/machines`, { headers: { authorization: `Bearer ${token}` } });
+    expect(other.status).toBe(403);
+    const boots = await d.api('GET', `/api/v1/machines/${m.body.uuid}/boots`);
+    expect(boots.status).toBe(200);
+    const b = boots.body[0];
+    expect(b.bootEnv).toBe('lab');
+    expect(b.result).toBe('booted');
+    expect(b.artifacts).toEqual([
+      { path: 'lab/vmlinuz', sha256: sha(kernel) },
+      { path: 'lab/initrd.gz', sha256: sha(initrd) },
+    ]);
+    expect(b.events.map((e: { kind: string }) => e.kind)).toEqual(['http', 'render', 'callback']);
+  });
+
+  it('renders the bootenv templates per machine at /machines/<uuid>/<path>', async () => {
+    const m = await d.api('GET', '/api/v1/machines/n1');
+    const r = await get(`/machines/${m.body.uuid}/cloud-init/user-data`);
+    expect(r.status).toBe(200);
+    expect(r.text).toBe('#cloud-config\nhostname: n1\n');
+    expect((await get(`/machines/${m.body.uuid}/nope`)).status).toBe(404);
+  });
+
+  it('no token is rendered for a request that is not from the machine', async () => {
+    const m = await d.api('POST', '/api/v1/machines', {
+      name: 'far',
+      macs: ['52:54:00:00:01:02'],
+      bootEnv: 'lab',
+      address: '10.9.9.9',
+    });
+    const r = await get('/boot/ipxe/52:54:00:00:01:02');
+    expect(r.text).toMatch(/callback=\S+\?token=$/m);
+    const boots = await d.api('GET', `/api/v1/machines/${m.body.uuid}/boots`);
+    expect(boots.body[0].events.find((e: { kind: string }) => e.kind === 'render').detail).toContain('without token');
+  });
+
+  it('an unknown MAC is registered and boots unknownBootEnv; another NIC of the same hardware is recognised', async () => {
+    const uuid = '8c1f0d4e-1111-2222-3333-444455556666';
+    const r = await get(`/boot/ipxe/52-54-00-00-02-01?arch=x86_64&platform=pcbios&uuid=${uuid}&serial=SN123`);
+    expect(r.status).toBe(200);
+    expect(r.text).toContain('discovery/vmlinuz');
+    const list = await d.api('GET', '/api/v1/machines?macs=52:54:00:00:02:01');
+    expect(list.body).toHaveLength(1);
+    const m = list.body[0];
+    expect(m).toMatchObject({ name: 'd-525400000201', bootEnv: 'discovery', arch: 'amd64', address: '127.0.0.1' });
+    expect(m.inventory).toMatchObject({ smbiosUuid: uuid, serial: 'SN123' });
+    // Same SMBIOS UUID from a second NIC: the MAC joins the same record.
+    await get(`/boot/ipxe/52-54-00-00-02-02?arch=x86_64&uuid=${uuid.toUpperCase()}`);
+    const again = await d.api('GET', `/api/v1/machines/${m.uuid}`);
+    expect(again.body.macs).toEqual(['52:54:00:00:02:01', '52:54:00:00:02:02']);
+    expect((await d.api('GET', '/api/v1/machines?name=d-525400000202')).body).toEqual([]);
+    // QEMU's all-zero UUID is not an identity.
+    await get('/boot/ipxe/52-54-00-00-02-03?uuid=00000000-0000-0000-0000-000000000000');
+    await get('/boot/ipxe/52-54-00-00-02-04?uuid=00000000-0000-0000-0000-000000000000');
+    expect((await d.api('GET', '/api/v1/machines?name=d-525400000204')).body).toHaveLength(1);
+  });
+
+  it('a missing required param is a render error naming the param and the machine, in the script and the timeline', async () => {
+    await d.api('POST', '/api/v1/bootenvs', { name: 'needs', kernel: 'lab/vmlinuz', requiredParams: ['disk'] });
+    const m = await d.api('POST', '/api/v1/machines', { name: 'n2', macs: ['52:54:00:00:03:01'], bootEnv: 'needs' });
+    const r = await get('/boot/ipxe/52:54:00:00:03:01');
+    expect(r.text).toContain("needs param 'disk', which is not set for machine 'n2'");
+    expect(r.text).not.toContain('kernel ');
+    const boots = await d.api('GET', `/api/v1/machines/${m.body.uuid}/boots`);
+    expect(boots.body[0].result).toBe('failed');
+    expect(boots.body[0].events.at(-1).detail).toContain("param 'disk'");
+  });
+
+  it('a template error names the template and the line', async () => {
+    await d.api('POST', '/api/v1/templates', { id: 'broken', contents: 'ok\n{{ machine.name | nosuchfilter }}' });
+    await d.api('POST', '/api/v1/bootenvs', {
+      name: 'tpl',
+      templates: [{ name: 'ipxe', path: 'boot.ipxe', templateId: 'broken' }],
+    });
+    await d.api('POST', '/api/v1/machines', { name: 'n3', macs: ['52:54:00:00:04:01'], bootEnv: 'tpl' });
+    const r = await get('/boot/ipxe/52:54:00:00:04:01');
+    expect(r.text).toContain('bootenv tpl / ipxe line 2: undefined filter: nosuchfilter');
+  });
+
+  it('a tampered artifact is refused: no boot script, no download, a clear reason', async () => {
+    await d.api('POST', '/api/v1/machines', { name: 'n4', macs: ['52:54:00:00:05:01'], bootEnv: 'lab' });
+    writeFileSync(path.join(d.dataDir, 'files/lab/initrd.gz'), 'tampered\n');
+    const r = await get('/boot/ipxe/52:54:00:00:05:01');
+    expect(r.text).toContain('refusing to boot lab: lab/initrd.gz has sha256');
+    expect(r.text).not.toMatch(/^kernel /m);
+    const f = await get('/files/lab/initrd.gz');
+    expect(f.status).toBe(409);
+    expect(f.text).toContain('pins');
+    writeFileSync(path.join(d.dataDir, 'files/lab/initrd.gz'), initrd);
+    expect((await get('/files/lab/initrd.gz')).status).toBe(200);
+  });
+
+  it('boot-once bootenvs fall back to local after one successful boot', async () => {
+    await d.api('POST', '/api/v1/bootenvs', { name: 'installer', kernel: 'lab/vmlinuz', onlyOnce: true });
+    const m = await d.api('POST', '/api/v1/machines', {
+      name: 'n5',
+      macs: ['52:54:00:00:06:01'],
+      bootEnv: 'installer',
+      address: '127.0.0.1',
+    });
+    const r = await get('/boot/ipxe/52:54:00:00:06:01');
+    const token = /token=(\S*)/.exec(r.text)?.[1];
+    const cb = await fetch(`${d.url}/api/v1/machines/${m.body.uuid}/callback`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${/Plinth/.test(r.text) && token ? token : d.token}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ event: 'booted' }),
+    });
+    expect(cb.status).toBe(200);
+    expect((await cb.json()).bootEnv).toBe('local');
+    expect((await d.api('GET', `/api/v1/machines/${m.body.uuid}`)).body.bootEnv).toBe('local');
+  });
+
+  it('discovery reports inventory with the machine token; NIC MACs join the record', async () => {
+    const m = await d.api('POST', '/api/v1/machines', {
+      name: 'n6',
+      macs: ['52:54:00:00:07:01'],
+      address: '127.0.0.1',
+    });
+    const inv = await d.api('PUT', `/api/v1/machines/${m.body.uuid}/inventory`, {
+      cpus: 4,
+      memoryMiB: 8192,
+      serial: 'ABC',
+      nics: [
+        { name: 'eth0', mac: '52:54:00:00:07:01' },
+        { name: 'eth1', mac: '52-54-00-00-07-02' },
+      ],
+      disks: [{ name: 'nvme0n1', sizeBytes: 512e9 }],
+    });
+    expect(inv.status).toBe(200);
+    expect(inv.body.macs).toEqual(['52:54:00:00:07:01', '52:54:00:00:07:02']);
+    expect(inv.body.inventory).toMatchObject({ cpus: 4, serial: 'ABC' });
+  });
+});
