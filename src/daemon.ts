@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { bindErrorLine } from './bind-error.js';
+import { bootService } from './boot/service.js';
 import type { Config } from './config.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
@@ -9,6 +10,7 @@ import { bootRecorder } from './inventory/boots.js';
 import { bootstrapAdminToken } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { seedStore } from './seed.js';
+import { checkAssets, ServiceBindError, startDhcp, startTftp } from './services.js';
 import { openSqliteStore } from './store/sqlite.js';
 import type { Store } from './store/store.js';
 import { VERSION } from './version.js';
@@ -56,6 +58,7 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
   else log.info({ file: tok.file }, 'admin token exists (created at first start)');
 
   const listeners: Record<string, unknown> = {};
+  const stats: Record<string, () => unknown> = {};
   const boots = bootRecorder(store);
   const app = await buildApp({
     store,
@@ -75,6 +78,7 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
       listeners,
       features: { api: true, files: true, dhcp: cfg.dhcp, tftp: cfg.tftp, proxyDhcp: cfg.dhcp },
       store: { backend: 'sqlite', schemaVersion: store.schemaVersion },
+      stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
   });
   try {
@@ -89,6 +93,43 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
     { address: cfg.httpAddress, port: httpPort, api: `http://${cfg.httpAddress}:${httpPort}/api/v1` },
     'http listening',
   );
+
+  const deps = {
+    cfg,
+    store,
+    bus,
+    log,
+    boots,
+    boot: bootService({ store, bus, log, filesDir, boots }),
+    filesDir,
+    httpPort,
+  };
+  checkAssets(path.resolve(cfg.assetsDir), log);
+  if (cfg.tftp) {
+    try {
+      const tftp = await startTftp(deps);
+      closers.push(() => tftp.close());
+      listeners.tftp = { address: tftp.address, port: tftp.port };
+      stats.tftp = () => tftp.stats;
+      log.info({ address: tftp.address, port: tftp.port }, 'tftp listening');
+    } catch (err) {
+      await fail(err instanceof ServiceBindError ? err.message : `TFTP: ${(err as Error).message}`);
+    }
+  }
+  if (cfg.dhcp) {
+    try {
+      const dhcp = await startDhcp(deps);
+      closers.push(() => dhcp.close());
+      listeners.dhcp = { port: cfg.dhcpPort, proxyPort: cfg.dhcpProxyPort, interfaces: cfg.dhcpInterfaces };
+      stats.dhcp = () => dhcp.stats;
+      log.info(
+        { port: cfg.dhcpPort, proxyPort: cfg.dhcpProxyPort, interfaces: cfg.dhcpInterfaces },
+        'dhcp listening (answers only enabled subnets)',
+      );
+    } catch (err) {
+      await fail(err instanceof ServiceBindError ? err.message : `DHCP: ${(err as Error).message}`);
+    }
+  }
 
   let closing: Promise<void> | undefined;
   return {

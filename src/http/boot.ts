@@ -1,17 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { baseUrl, renderMachineFile, type ServerView } from '../boot/render.js';
+import { baseUrl, type ServerView } from '../boot/render.js';
+import { bootService } from '../boot/service.js';
 import type { Bus } from '../events.js';
 import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { createDoc, modifyDoc } from '../inventory/crud.js';
-import { resolveParams } from '../inventory/params.js';
 import { getPrefs, RESOURCES } from '../inventory/resources.js';
-import { issueToken, newToken, type Principal, tokenChecker } from '../inventory/tokens.js';
+import { type Principal, tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
-import { BootEnv } from '../model/bootenv.js';
 import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
-import { RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
 import { API } from './app.js';
 import type { ServeHooks } from './files-serve.js';
@@ -110,102 +108,15 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
   const inv = { store, bus };
   const check = tokenChecker(store);
 
-  const bootEnvOf = async (name: string): Promise<BootEnv | undefined> => {
-    const s = await store.get('bootenvs', name);
-    return s ? BootEnv.parse(s.doc) : undefined;
-  };
-  const allTemplates = async (): Promise<Record<string, string>> => {
-    const { items } = await store.list('templates');
-    return Object.fromEntries(items.map((i) => [i.key, String(i.doc.contents)]));
-  };
+  const svc = bootService(deps);
 
-  /** A bootenv's artifacts must match their digests: an immutable image is exactly the bytes it was pinned to. */
-  const verifyArtifacts = async (be: BootEnv) => {
-    const bad: string[] = [];
-    for (const a of be.artifacts) {
-      const info = await fileInfo(store, deps.filesDir, a.path).catch(() => undefined);
-      if (!info) bad.push(`${a.path} is missing`);
-      else if (info.sha256 !== a.sha256) bad.push(`${a.path} has sha256 ${info.sha256}, bootenv pins ${a.sha256}`);
-    }
-    return bad;
-  };
-
-  const issueMachineToken = async (m: Machine): Promise<string> => {
-    const prefs = await getPrefs(store);
-    const token = newToken();
-    const now = Date.now();
-    await issueToken(store, token, {
-      name: `machine ${m.name}`,
-      role: 'machine',
-      machine: m.uuid,
-      createdAt: new Date(now).toISOString(),
-      expiresAt: new Date(now + prefs.knownTokenTtl * 1000).toISOString(),
-    });
-    return token;
-  };
-
-  /** Render `file` of the machine's bootenv, recording the render (or its error, or a refusal) in its boot timeline. */
   const renderFor = async (req: FastifyRequest, reply: FastifyReply, m: Machine, file: string) => {
-    const prefs = await getPrefs(store);
-    const envName = m.bootEnv ?? prefs.unknownBootEnv;
-    const be = await bootEnvOf(envName);
-    if (!be) {
-      await boots.record(m.uuid, { kind: 'render', detail: `bootenv '${envName}' does not exist`, data: { file } });
-      return ipxeOrProblem(reply, file, 404, `machine '${m.name}': bootenv '${envName}' does not exist`);
-    }
-    const bad = await verifyArtifacts(be);
-    if (bad.length) {
-      const why = `refusing to boot ${be.name}: ${bad.join('; ')}`;
-      log.error({ machine: m.name, bootEnv: be.name, problems: bad }, `boot refused: artifact digest mismatch: ${why}`);
-      await boots.record(
-        m.uuid,
-        { kind: 'refused', detail: why, data: { file } },
-        { bootEnv: be.name, result: 'failed' },
-      );
-      bus.emit({ type: 'boot.refused', machine: m.uuid, data: { bootEnv: be.name, problems: bad } });
-      return ipxeOrProblem(reply, file, 409, `Plinth ${why}`);
-    }
     const trusted = await isTheMachine(req, m, check);
-    const token = trusted ? await issueMachineToken(m) : undefined;
-    try {
-      const { values } = await resolveParams(store, m);
-      const text = await renderMachineFile(
-        {
-          machine: m,
-          bootEnv: be,
-          params: values,
-          server: serverView(req, deps.advertiseAddress),
-          token,
-          templates: await allTemplates(),
-        },
-        file,
-      );
-      if (text === undefined) {
-        return sendProblem(reply, 404, `bootenv '${be.name}' has no template for '${file}'`);
-      }
-      await boots.record(
-        m.uuid,
-        {
-          kind: 'render',
-          detail: `${file} of bootenv ${be.name}${trusted ? '' : ' (without token: request not from the machine)'}`,
-        },
-        { bootEnv: be.name, artifacts: be.artifacts.map((a) => ({ path: a.path, sha256: a.sha256 })) },
-      );
-      bus.emit({ type: 'boot.rendered', machine: m.uuid, data: { bootEnv: be.name, file } });
-      return reply
-        .type(file.endsWith('.json') || file.endsWith('.ign') ? 'application/json' : 'text/plain; charset=utf-8')
-        .send(text);
-    } catch (err) {
-      if (!(err instanceof RenderError)) throw err;
-      log.warn({ machine: m.name, bootEnv: be.name, file, err: err.message }, 'render failed');
-      await boots.record(
-        m.uuid,
-        { kind: 'render', detail: `render error: ${err.message}`, data: { file } },
-        { bootEnv: be.name, result: 'failed' },
-      );
-      bus.emit({ type: 'render.error', machine: m.uuid, data: { bootEnv: be.name, file, error: err.message } });
-      return ipxeOrProblem(reply, file, 500, `render failed: ${err.message}`);
-    }
+    const r = await svc.render(m, file, { server: serverView(req, deps.advertiseAddress), trusted, via: 'HTTP' });
+    if (!r.ok) return ipxeOrProblem(reply, file, r.status, r.detail);
+    return reply
+      .type(file.endsWith('.json') || file.endsWith('.ign') ? 'application/json' : 'text/plain; charset=utf-8')
+      .send(r.text);
   };
 
   // The generic script every iPXE gets first (DHCP hands it out): it chains to the machine's own by MAC, and
@@ -309,7 +220,7 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
     const b = await boots.record(m.uuid, { kind: 'callback', detail: `${event} from ${req.ip}`, data }, { result });
     let next = m.bootEnv;
     if (result === 'booted' && m.bootEnv) {
-      const be = await bootEnvOf(m.bootEnv);
+      const be = await svc.bootEnvOf(m.bootEnv);
       if (be?.onlyOnce) {
         await modifyDoc(inv, machinesRes, m.uuid, (d) => ({ ...d, bootEnv: 'local' }));
         next = 'local';
