@@ -47,6 +47,8 @@ export async function loadLeaseTable(deps: {
   now?: () => number;
   /** Addresses never handed out (the server's own). */
   excluded?: () => Set<string>;
+  /** At most one lease commit per this many ms under load (default 4). */
+  groupCommitMs?: number;
   /** The MAC an address is reserved for, if any (from the inventory's reservations). */
   reservedMacAt?: (address: string) => string | undefined;
 }): Promise<LeaseTable> {
@@ -64,9 +66,30 @@ export async function loadLeaseTable(deps: {
     if (rec.state !== 'declined') byMac.set(`${rec.subnet}|${rec.mac}`, rec.ip);
   }
 
+  // Group commit: the store commits (and fsyncs) once per event-loop turn; under load a turn holds only a few
+  // requests, so at most one commit per GROUP_MS is started and the writes that arrive meanwhile share it.
+  // At low load nothing waits (the first write of a quiet period goes out in the current turn).
+  const GROUP_MS = deps.groupCommitMs ?? 4;
+  let queued: { key: string; doc: Record<string, unknown>; resolve: () => void; reject: (e: Error) => void }[] = [];
+  let scheduled = false;
+  let lastFlush = 0;
+  const flush = () => {
+    scheduled = false;
+    lastFlush = performance.now();
+    const items = queued;
+    queued = [];
+    for (const it of items) store.putBatched('leases', it.key, it.doc).then(it.resolve, it.reject);
+  };
   const persist = (rec: LeaseRec): Promise<void> => {
     const { ip: _ip, exp: _exp, ...doc } = rec;
-    return store.putBatched('leases', rec.address, doc);
+    return new Promise<void>((resolve, reject) => {
+      queued.push({ key: rec.address, doc, resolve, reject });
+      if (scheduled) return;
+      scheduled = true;
+      const wait = lastFlush + GROUP_MS - performance.now();
+      if (wait <= 0) setImmediate(flush);
+      else setTimeout(flush, wait);
+    });
   };
   const persistLater = (rec: LeaseRec) => {
     persist(rec).catch((err) => log.error({ err, address: rec.address }, 'dhcp: lease write failed'));

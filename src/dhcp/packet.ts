@@ -39,8 +39,8 @@ export type DecodeResult = { ok: true; packet: DhcpPacket } | { ok: false; code:
 
 const fail = (code: DecodeErrorCode, message: string): DecodeResult => ({ ok: false, code, message });
 
-/** Reads one options area into `into`, concatenating repeated codes. Returns an error message or undefined. */
-function readOptions(buf: Buffer, start: number, end: number, into: Map<number, Buffer[]>): string | undefined {
+/** Reads one options area into `into`, joining repeated codes (RFC 3396). Returns an error message or undefined. */
+function readOptions(buf: Buffer, start: number, end: number, into: Map<number, Buffer>): string | undefined {
   let i = start;
   while (i < end) {
     const code = buf[i]!;
@@ -52,10 +52,9 @@ function readOptions(buf: Buffer, start: number, end: number, into: Map<number, 
     if (i + 1 >= end) return `option ${code} at offset ${i} has no length byte`;
     const len = buf[i + 1]!;
     if (i + 2 + len > end) return `option ${code} at offset ${i} claims ${len} bytes past the end of its field`;
-    const parts = into.get(code);
     const v = buf.subarray(i + 2, i + 2 + len);
-    if (parts) parts.push(v);
-    else into.set(code, [v]);
+    const prev = into.get(code);
+    into.set(code, prev ? Buffer.concat([prev, v]) : v);
     i += 2 + len;
   }
   // No End option: tolerated, many embedded clients omit it when the options fill the buffer.
@@ -76,36 +75,34 @@ export function decode(buf: Buffer): DecodeResult {
   if (buf.readUInt32BE(HEADER_LEN) !== MAGIC)
     return fail('bad-magic', 'no DHCP magic cookie (plain BOOTP is not served)');
 
-  const parts = new Map<number, Buffer[]>();
-  const err = readOptions(buf, HEADER_LEN + 4, buf.length, parts);
+  // The values are copied out of the datagram once, so decoded options never pin (or alias) the receive buffer.
+  const copy = Buffer.from(buf);
+  const options = new Map<number, Buffer>();
+  const err = readOptions(copy, HEADER_LEN + 4, copy.length, options);
   if (err) return fail('option-overrun', err);
   // RFC 2131 4.1 / RFC 3396: overload puts more options into file (1), sname (2) or both (3), read in the
   // order options, file, sname. An option 52 inside those fields is ignored, so overload cannot loop.
-  const ov = parts.get(Opt.Overload);
+  const ov = options.get(Opt.Overload);
   let overload = 0;
   if (ov) {
-    const v = Buffer.concat(ov);
-    if (v.length !== 1 || v[0]! < 1 || v[0]! > 3)
-      return fail('bad-overload', `option 52 value ${v.toString('hex')} is not 1, 2 or 3`);
-    overload = v[0]!;
-    const more = new Map<number, Buffer[]>();
+    if (ov.length !== 1 || ov[0]! < 1 || ov[0]! > 3)
+      return fail('bad-overload', `option 52 value ${ov.toString('hex')} is not 1, 2 or 3`);
+    overload = ov[0]!;
+    const more = new Map<number, Buffer>();
     if (overload & 1) {
-      const e = readOptions(buf, 108, 236, more);
+      const e = readOptions(copy, 108, 236, more);
       if (e) return fail('option-overrun', `in file field: ${e}`);
     }
     if (overload & 2) {
-      const e = readOptions(buf, 44, 108, more);
+      const e = readOptions(copy, 44, 108, more);
       if (e) return fail('option-overrun', `in sname field: ${e}`);
     }
-    for (const [code, vs] of more) {
+    for (const [code, v] of more) {
       if (code === Opt.Overload) continue;
-      const p = parts.get(code);
-      if (p) p.push(...vs);
-      else parts.set(code, vs);
+      const p = options.get(code);
+      options.set(code, p ? Buffer.concat([p, v]) : v);
     }
   }
-  const options = new Map<number, Buffer>();
-  for (const [code, vs] of parts) options.set(code, vs.length === 1 ? vs[0]! : Buffer.concat(vs));
   const mt = options.get(Opt.MessageType);
   if (mt?.length !== 1) return fail('no-message-type', 'no valid option 53 (plain BOOTP is not served)');
 
@@ -123,7 +120,7 @@ export function decode(buf: Buffer): DecodeResult {
       yiaddr: bytesIp(buf, 16),
       siaddr: bytesIp(buf, 20),
       giaddr: bytesIp(buf, 24),
-      chaddr: Buffer.from(buf.subarray(28, 44)),
+      chaddr: copy.subarray(28, 44),
       sname: overload & 2 ? '' : cstr(buf.subarray(44, 108)),
       file: overload & 1 ? '' : cstr(buf.subarray(108, 236)),
       options,
@@ -160,10 +157,10 @@ export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; d
   head.writeUInt32BE(p.xid >>> 0, 4);
   head.writeUInt16BE(p.secs & 0xffff, 8);
   head.writeUInt16BE(p.flags & 0xffff, 10);
-  ipBytes(p.ciaddr).copy(head, 12);
-  ipBytes(p.yiaddr).copy(head, 16);
-  ipBytes(p.siaddr).copy(head, 20);
-  ipBytes(p.giaddr).copy(head, 24);
+  writeIp(head, 12, p.ciaddr);
+  writeIp(head, 16, p.yiaddr);
+  writeIp(head, 20, p.siaddr);
+  writeIp(head, 24, p.giaddr);
   p.chaddr.copy(head, 28, 0, Math.min(16, p.chaddr.length));
   head.write(p.sname.slice(0, 63), 44, 'latin1');
   head.write(p.file.slice(0, 127), 108, 'latin1');
@@ -172,9 +169,34 @@ export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; d
   // Message type first: some PXE ROMs only look for 53 at the start of the options.
   const order = [...p.options.keys()].filter((c) => c !== Opt.Overload && c !== Opt.End && c !== Opt.Pad);
   order.sort((a, b) => (a === Opt.MessageType ? -1 : b === Opt.MessageType ? 1 : 0));
-  const encoded = order.map((c) => ({ code: c, bytes: Buffer.concat(optionBytes(c, p.options.get(c)!)) }));
   const limit = Math.max(576, Math.min(maxSize, 65535)) - 28; // IP + UDP headers
   const room = limit - head.length - 1; // End
+  // Fast path (every reply Plinth builds in practice): the options fit, one buffer, no intermediate copies.
+  let wire = 0;
+  for (const c of order) {
+    const n = p.options.get(c)!.length;
+    wire += n + 2 * Math.max(1, Math.ceil(n / 255));
+  }
+  if (wire <= room) {
+    const out = Buffer.alloc(Math.max(MIN_REPLY_LEN, head.length + wire + 1));
+    head.copy(out, 0);
+    let o = head.length;
+    for (const c of order) {
+      const v = p.options.get(c)!;
+      let i = 0;
+      do {
+        const n = Math.min(255, v.length - i);
+        out[o] = c;
+        out[o + 1] = n;
+        v.copy(out, o + 2, i, i + n);
+        o += 2 + n;
+        i += n;
+      } while (i < v.length);
+    }
+    out[o] = Opt.End;
+    return { buf: out, dropped: [] };
+  }
+  const encoded = order.map((c) => ({ code: c, bytes: Buffer.concat(optionBytes(c, p.options.get(c)!)) }));
   const total = encoded.reduce((n, e) => n + e.bytes.length, 0);
   const dropped: number[] = [];
   let main: Buffer[] = encoded.map((e) => e.bytes);
@@ -226,6 +248,27 @@ export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; d
   let buf = Buffer.concat([head, ...main, Buffer.from([Opt.End])]);
   if (buf.length < MIN_REPLY_LEN) buf = Buffer.concat([buf, Buffer.alloc(MIN_REPLY_LEN - buf.length)]);
   return { buf, dropped };
+}
+
+/** Dotted quad into 4 bytes without a regex or an array (hot path); falls back to the checked parser. */
+function writeIp(b: Buffer, off: number, ip: string): void {
+  if (ip === '0.0.0.0') return;
+  let part = 0;
+  let n = 0;
+  let digits = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || n > 255 || part > 3) return void ipBytes(ip).copy(b, off);
+      b[off + part++] = n;
+      n = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      n = n * 10 + (c - 48);
+      digits++;
+    } else return void ipBytes(ip).copy(b, off);
+  }
+  if (part !== 4) ipBytes(ip).copy(b, off);
 }
 
 /** The client's MAC as Plinth writes it (lower-case, colons), from chaddr/hlen. */
