@@ -255,7 +255,8 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
     },
   );
 
-  app.put<{ Params: { id: string } }>(`${API}/machines/:id/inventory`, async (req) => {
+  // PUT from scripts; POST too, since busybox wget in the discovery image can only POST.
+  const inventoryRoute = async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const body = req.body as Record<string, unknown> | undefined;
     if (!body || typeof body !== 'object' || Array.isArray(body))
       throw new HttpProblem(400, 'inventory must be a JSON object');
@@ -282,7 +283,10 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
     await boots.record(s.key, { kind: 'callback', detail: `inventory reported (${nicMacs.length} NICs)` });
     bus.emit({ type: 'machine.inventory', machine: s.key });
     return s.doc;
-  });
+  };
+
+  app.put(`${API}/machines/:id/inventory`, inventoryRoute);
+  app.post(`${API}/machines/:id/inventory`, inventoryRoute);
 
   app.get<{ Params: { id: string } }>(`${API}/machines/:id/boots`, async (req) => {
     const key = (await store.get('machines', req.params.id))

@@ -159,3 +159,13 @@ fi
 echo "$kcloud $kgen" > "$out/KERNEL"
 (cd "$out" && sha256sum vmlinuz* *.img undionly.kpxe ipxe.efi snponly.efi > SHA256SUMS)
 cat "$out/SHA256SUMS"
+
+# With PLINTH_API (e.g. http://10.0.0.1:8091/api/v1) and PLINTH_TOKEN set, upload the discovery image to the
+# paths the shipped `discovery` bootenv boots.
+if [ -n "${PLINTH_API:-}" ] && [ -n "${PLINTH_TOKEN:-}" ] && [ -f "$out/discovery.img" ]; then
+  for f in "vmlinuz-generic discovery/vmlinuz" "discovery.img discovery/discovery.img"; do
+    set -- $f
+    curl -fsS -H "Authorization: Bearer $PLINTH_TOKEN" -T "$out/$1" "$PLINTH_API/files/$2" >/dev/null
+    echo "uploaded $1 -> $PLINTH_API/files/$2"
+  done
+fi

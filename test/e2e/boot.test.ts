@@ -1,0 +1,202 @@
+/**
+ * End to end: Plinth runs in its own network namespace on the real ports (67, 69, 8091), is configured only
+ * through the REST API (curl, as an operator's CI script would), and QEMU machines (software emulation, Debian's
+ * iPXE ROMs and OVMF) PXE-boot from it into images built from Debian packages. Needs root.
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, createReadStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nsCurl } from '../../src/lab/api.js';
+import { createNamespace, createSegment, deleteNamespace, type NsProcess, spawnIn } from '../../src/lab/netns.js';
+import { startVm, type Vm } from '../../src/lab/qemu.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const NS = 'plinth-e2e-boot';
+const SERVER = '10.78.0.1';
+const BASE = `http://${SERVER}:8091`;
+const TOKEN = 'e2e-admin-token-0123456789abcdefghijkl';
+const WORK = path.join(ROOT, '.lab/e2e-boot');
+const IMAGES = path.join(ROOT, '.lab/images');
+const CACHE = path.join(ROOT, '.lab/cache');
+const BOOTED = /PLINTH-LAB-BOOTED image=(\S+) mac=(\S+) ip=(\S+)/;
+const FAILED = /PLINTH-LAB-FAILED.*/;
+const BOOT_TIMEOUT = 240_000;
+
+const api = nsCurl(NS, BASE, TOKEN);
+let plinth: NsProcess;
+const vms: Vm[] = [];
+const sha = async (f: string) => {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(f)) h.update(c);
+  return h.digest('hex');
+};
+
+function vm(name: string, mac: string, firmware: Parameters<typeof startVm>[0]['firmware'], extra: Partial<Parameters<typeof startVm>[0]> = {}) {
+  const v = startVm({ ns: NS, tap: 'tap0', mac, firmware, noReboot: true, serialLog: path.join(WORK, `serial-${name}.log`), workDir: WORK, ...extra });
+  vms.push(v);
+  return v;
+}
+
+async function bootsOf(id: string) {
+  const r = api.json('GET', `/api/v1/machines/${id}/boots`);
+  expect(r.status).toBe(200);
+  return r.body as { bootEnv: string; result?: string; events: { kind: string; detail: string }[]; artifacts: { path: string; sha256: string }[] }[];
+}
+
+beforeAll(async () => {
+  rmSync(WORK, { recursive: true, force: true });
+  mkdirSync(WORK, { recursive: true });
+  // Kernel and initrds from Debian packages (cached .debs; a few seconds once cached).
+  execFileSync('bash', [path.join(ROOT, 'src/lab/build-images.sh'), IMAGES, CACHE], { stdio: 'ignore', timeout: 900_000 });
+  const assets = path.join(WORK, 'assets');
+  mkdirSync(assets, { recursive: true });
+  for (const f of ['undionly.kpxe', 'ipxe.efi', 'snponly.efi']) copyFileSync(path.join(IMAGES, f), path.join(assets, f));
+
+  createNamespace(NS);
+  createSegment(NS, { cidr: `${SERVER}/24`, taps: 2 });
+  plinth = spawnIn(
+    NS,
+    [process.execPath, '--import', 'tsx', path.join(ROOT, 'src/main.ts'), '--data-dir', path.join(WORK, 'data'), '--assets-dir', assets, '--dhcp-interfaces', 'br0'],
+    { cwd: ROOT, env: { ...process.env, PLINTH_ADMIN_TOKEN: TOKEN, PLINTH_LOG_LEVEL: 'debug' } },
+  );
+  for (let i = 0; i < 100; i++) {
+    try {
+      if (api.get('/api/v1/info').status === 200) break;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  expect(api.get('/api/v1/info').status, plinth.output()).toBe(200);
+
+  // Everything below is configuration through the API, as an operator would do it.
+  expect(api.json('POST', '/api/v1/subnets', { name: 'lab', subnet: '10.78.0.0/24', activeStart: '10.78.0.100', activeEnd: '10.78.0.199', leaseTime: 600 }).status).toBe(201);
+  expect(api.json('PATCH', '/api/v1/prefs', { answerRouterSolicitations: true }).status).toBe(200);
+  for (const [local, remote] of [
+    ['vmlinuz', 'lab/vmlinuz'],
+    ['lab-a.img', 'lab/lab-a.img'],
+    ['lab-b.img', 'lab/lab-b.img'],
+    ['vmlinuz-generic', 'lab/vmlinuz-generic'],
+    ['lab-generic.img', 'lab/lab-generic.img'],
+    ['vmlinuz-generic', 'discovery/vmlinuz'],
+    ['discovery.img', 'discovery/discovery.img'],
+    ['lab-b.img', 'lab/lab-t.img'],
+  ]) {
+    expect(api.upload(path.join(IMAGES, local), remote).status).toBeLessThan(300);
+  }
+  const params = 'console=ttyS0 quiet panic=-1 BOOTIF=01-${netX/mac:hexhyp} plinth.callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}';
+  const bootenv = async (name: string, kernel: string, initrd: string, pinAs?: string) =>
+    api.json('POST', '/api/v1/bootenvs', {
+      name,
+      kernel: `lab/${kernel}`,
+      initrds: [`lab/${initrd}`],
+      bootParams: params,
+      artifacts: [
+        { path: `lab/${kernel}`, sha256: await sha(path.join(IMAGES, kernel)) },
+        { path: `lab/${initrd}`, sha256: await sha(path.join(IMAGES, pinAs ?? initrd)) },
+      ],
+    }).status;
+  expect(await bootenv('lab-a', 'vmlinuz', 'lab-a.img')).toBe(201);
+  expect(await bootenv('lab-b', 'vmlinuz', 'lab-b.img')).toBe(201);
+  expect(await bootenv('lab-generic', 'vmlinuz-generic', 'lab-generic.img')).toBe(201);
+  // lab-t pins lab-a's digest, but the file at its path holds other bytes: a tampered image.
+  expect(await bootenv('lab-t', 'vmlinuz', 'lab-t.img', 'lab-a.img')).toBe(201);
+}, 900_000);
+
+afterAll(async () => {
+  for (const v of vms) await v.stop();
+  if (plinth) {
+    await plinth.stop();
+    writeFileSync(path.join(WORK, 'plinth.log'), plinth.output());
+  }
+  deleteNamespace(NS);
+});
+
+describe('PXE boot end to end', () => {
+  it('1. BIOS, virtio-net, iPXE ROM: a known machine boots lab-a and calls back with its token', async () => {
+    const m = api.json('POST', '/api/v1/machines', { name: 'bios-1', macs: ['52:54:00:e2:00:01'], bootEnv: 'lab-a' });
+    expect(m.status).toBe(201);
+    const v = vm('bios-1', '52:54:00:e2:00:01', 'bios');
+    const line = await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
+    expect(line).toMatch(/image=lab-a mac=52:54:00:e2:00:01 ip=10\.78\.0\.1\d\d/);
+    const b = (await bootsOf(m.body.uuid))[0]!;
+    expect(b.bootEnv).toBe('lab-a');
+    expect(b.result).toBe('booted');
+    const kinds = b.events.map((e) => e.kind);
+    for (const k of ['dhcp', 'render', 'http', 'callback']) expect(kinds).toContain(k);
+    expect(b.events.find((e) => e.kind === 'dhcp')!.detail).toMatch(/iPXE/);
+    expect(b.artifacts.map((a) => a.path)).toEqual(['lab/vmlinuz', 'lab/lab-a.img']);
+    const machine = api.json('GET', `/api/v1/machines/${m.body.uuid}`).body;
+    expect(machine.address).toMatch(/^10\.78\.0\.1\d\d$/);
+    console.log(`bios-1 booted in ${((Date.now() - v.startedAt) / 1000).toFixed(1)} s`);
+    await v.stop();
+  });
+
+  it('2. UEFI with OVMF native PXE: TFTP chainload of ipxe.efi (windowsize granted), then iPXE over HTTP', async () => {
+    const m = api.json('POST', '/api/v1/machines', { name: 'uefi-pxe', macs: ['52:54:00:e2:00:02'], bootEnv: 'lab-a' });
+    const v = vm('uefi-pxe', '52:54:00:e2:00:02', 'uefi-pxe');
+    await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
+    const b = (await bootsOf(m.body.uuid))[0]!;
+    expect(b.result).toBe('booted');
+    expect(b.events.some((e) => e.kind === 'tftp' && e.detail.includes('ipxe.efi'))).toBe(true);
+    expect(plinth.output()).toMatch(/"file":"ipxe.efi".*"windowsize":4/);
+    console.log(`uefi-pxe booted in ${((Date.now() - v.startedAt) / 1000).toFixed(1)} s`);
+    await v.stop();
+  });
+
+  it('3a. UEFI (OVMF) with the NIC iPXE ROM', async () => {
+    api.json('POST', '/api/v1/machines', { name: 'uefi-rom', macs: ['52:54:00:e2:00:03'], bootEnv: 'lab-a' });
+    const v = vm('uefi-rom', '52:54:00:e2:00:03', 'uefi');
+    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-a');
+    await v.stop();
+  });
+
+  it('3b. BIOS with an e1000 NIC boots the generic kernel', async () => {
+    api.json('POST', '/api/v1/machines', { name: 'bios-e1000', macs: ['52:54:00:e2:00:04'], bootEnv: 'lab-generic' });
+    const v = vm('bios-e1000', '52:54:00:e2:00:04', 'bios', { nic: 'e1000' });
+    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-generic');
+    await v.stop();
+  });
+
+  it('4. discovery: an unknown machine registers with inventory, gets lab-a assigned and comes up in it', async () => {
+    const mac = '52:54:00:e2:00:10';
+    const v = vm('discovery', mac, 'bios', { noReboot: false, uuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b' });
+    await v.waitFor(/PLINTH-DISCOVERY-REPORTED.*/, BOOT_TIMEOUT, FAILED);
+    const list = api.json('GET', `/api/v1/machines?macs=${mac}`).body;
+    expect(list).toHaveLength(1);
+    const m = list[0];
+    expect(m.bootEnv).toBe('discovery');
+    expect(m.inventory).toMatchObject({ smbiosUuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b', cpus: 1 });
+    expect(m.inventory.memoryKiB).toBeGreaterThan(100_000);
+    expect(m.inventory.nics.map((n: { mac: string }) => n.mac)).toContain(mac);
+    expect(api.json('PATCH', `/api/v1/machines/${m.uuid}`, { bootEnv: 'lab-a' }, 'application/merge-patch+json').status).toBe(200);
+    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain(`image=lab-a mac=${mac}`);
+    const boots = await bootsOf(m.uuid);
+    expect(boots.map((b) => b.bootEnv)).toEqual(['lab-a', 'discovery']);
+    await v.stop();
+  });
+
+  it('5. reprovision: assign lab-b, reboot, the machine runs it; its boot history shows both images', async () => {
+    expect(api.json('PATCH', '/api/v1/machines/bios-1', { bootEnv: 'lab-b' }, 'application/merge-patch+json').status).toBe(200);
+    const v = vm('bios-1-again', '52:54:00:e2:00:01', 'bios');
+    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-b');
+    const boots = await bootsOf('bios-1');
+    expect(boots.map((b) => b.bootEnv).slice(0, 2)).toEqual(['lab-b', 'lab-a']);
+    expect(boots[0]!.artifacts[1]!.sha256).not.toBe(boots[1]!.artifacts[1]!.sha256);
+    await v.stop();
+  });
+
+  it('6. a tampered artifact is refused with a clear message and the machine does not boot it', async () => {
+    const m = api.json('POST', '/api/v1/machines', { name: 'tampered', macs: ['52:54:00:e2:00:06'], bootEnv: 'lab-t' });
+    const v = vm('tampered', '52:54:00:e2:00:06', 'bios');
+    await v.waitFor(/refusing to boot lab-t.*/, BOOT_TIMEOUT, BOOTED);
+    expect(v.log()).not.toMatch(BOOTED);
+    const b = (await bootsOf(m.body.uuid))[0]!;
+    expect(b.result).toBe('failed');
+    expect(b.events.find((e) => e.kind === 'refused')!.detail).toContain('lab/lab-t.img has sha256');
+    expect(plinth.output()).toContain('artifact digest mismatch');
+    await v.stop();
+  });
+});
