@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "plinth_net",
-      "sources": ["native/plinth_net.c"],
+      "sources": ["plinth_net.c"],
       "cflags": ["-Wall", "-O2"],
       "defines": ["NAPI_VERSION=8"],
       "libraries": ["-lpthread"]

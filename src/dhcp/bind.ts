@@ -21,12 +21,12 @@ export type NetAddon = {
 
 let cached: NetAddon | null | undefined;
 
-/** The addon from build/Release (node-gyp's output), or PLINTH_NET_ADDON; undefined when it was not built. */
+/** The addon from native/build/Release (node-gyp's output), or PLINTH_NET_ADDON; undefined when it was not built. */
 export function loadNetAddon(): NetAddon | undefined {
   if (cached !== undefined) return cached ?? undefined;
   const candidates = [
     process.env.PLINTH_NET_ADDON,
-    fileURLToPath(new URL('../../build/Release/plinth_net.node', import.meta.url)),
+    fileURLToPath(new URL('../../native/build/Release/plinth_net.node', import.meta.url)),
   ].filter((p): p is string => !!p);
   const require = createRequire(import.meta.url);
   for (const p of candidates) {

@@ -15,7 +15,8 @@ import type { NetAddon } from './bind.js';
 import type { Inventory } from './inventory.js';
 
 export function startRaResponder(deps: {
-  interfaces: string[];
+  /** Evaluated each time the responder is switched on. */
+  interfaces: () => string[];
   inventory: Inventory;
   log: Logger;
   addon: NetAddon;
@@ -26,7 +27,7 @@ export function startRaResponder(deps: {
   const sync = () => {
     const want = deps.inventory.prefs().answerRouterSolicitations;
     if (want && running.size === 0 && !failed) {
-      for (const ifname of deps.interfaces) {
+      for (const ifname of deps.interfaces()) {
         try {
           running.set(ifname, deps.addon.raStart(ifname));
         } catch (err) {

@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { cidrContains, intToIp } from '../model/common.js';
 import type { Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
-import { fdOf, loadNetAddon, openUdpSocket } from './bind.js';
+import { ADDON_HINT, fdOf, loadNetAddon, openUdpSocket } from './bind.js';
 import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
 import { loadLeaseTable } from './leases.js';
 import {
@@ -33,7 +33,10 @@ export type DhcpServerOptions = {
   store: Store;
   bus: Bus;
   log: Logger;
-  /** Interfaces to serve, one socket each (SO_BINDTODEVICE). Absent: one wildcard socket (single-homed hosts). */
+  /**
+   * Interfaces to serve, one socket each (SO_BINDTODEVICE). Absent: every interface with an IPv4 address,
+   * followed as they come and go (needs the native helper; without it, one wildcard socket).
+   */
   interfaces?: string[];
   port?: number;
   proxyPort?: number;
@@ -42,6 +45,8 @@ export type DhcpServerOptions = {
   /** Where relays listen (RFC 1542: 67, i.e. `port`). */
   relayPort?: number;
   httpPort: number;
+  /** One socket for all interfaces, as without the native helper: single-homed hosts and loopback tests. */
+  wildcard?: boolean;
   /** This server's address on the served segment (option 54, next-server) when it cannot be found from the interface. */
   serverAddress?: string;
   /** Limited broadcast by default. */
@@ -145,7 +150,15 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   });
 
   // ---- sockets ----
+  // explicit `interfaces`: exactly those. None given and the native helper built ("auto"): every interface
+  // with an IPv4 address, rescanned every 30 s and on subnet changes, so a multi-homed host answers each
+  // segment from its own socket without configuration. No helper: one wildcard socket (single-homed only).
   const addon = loadNetAddon();
+  const socketMode: 'explicit' | 'auto' | 'wildcard' = opts.interfaces?.length
+    ? 'explicit'
+    : addon && !opts.wildcard
+      ? 'auto'
+      : 'wildcard';
   const ctxs: Ctx[] = [];
   const open = async (kind: Ctx['kind'], p: number, ifname?: string) => {
     const socket = await openUdpSocket({
@@ -158,34 +171,83 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     socket.on('error', (err) => log.error({ err, ifname, kind }, 'dhcp: socket error'));
     ctxs.push(ctx);
   };
-  try {
-    const ifs = opts.interfaces?.length ? opts.interfaces : [undefined];
-    for (const ifname of ifs) {
-      await open('dhcp', port, ifname);
-      // 4011 is for PXE boot-server discovery (proxy mode) only.
-      await open('proxy', proxyPort, ifname);
-      // Other servers' OFFERs are broadcast to the client port: watch it on served interfaces only.
-      if (ifname && addon) await open('rogue', clientPort, ifname).catch(() => undefined);
+  const openInterface = async (ifname: string | undefined) => {
+    await open('dhcp', port, ifname);
+    // 4011 is for PXE boot-server discovery (proxy mode) only.
+    await open('proxy', proxyPort, ifname);
+    // Other servers' OFFERs are broadcast to the client port: watch it per interface (a local DHCP client
+    // holding port 68 just means no watch there).
+    if (ifname && addon) await open('rogue', clientPort, ifname).catch(() => undefined);
+  };
+  const autoInterfaces = () =>
+    Object.entries(os.networkInterfaces())
+      .filter(([, list]) => (list ?? []).some((a) => a.family === 'IPv4'))
+      .map(([name]) => name);
+  const wanted = () =>
+    socketMode === 'explicit' ? opts.interfaces! : socketMode === 'auto' ? autoInterfaces() : [undefined];
+  const closeCtx = (c: Ctx) => new Promise<void>((resolve) => c.socket.close(() => resolve()));
+  let syncing: Promise<void> | undefined;
+  const syncInterfaces = async () => {
+    const want = new Set(wanted());
+    const have = new Set(ctxs.map((c) => c.ifname));
+    for (const ifname of want) {
+      if (have.has(ifname)) continue;
+      try {
+        await openInterface(ifname);
+        if (socketMode === 'auto') log.info({ interface: ifname }, 'dhcp: serving interface');
+      } catch (err) {
+        log.error({ err, interface: ifname }, 'dhcp: cannot serve a new interface');
+      }
     }
+    for (const c of [...ctxs]) {
+      if (want.has(c.ifname)) continue;
+      ctxs.splice(ctxs.indexOf(c), 1);
+      await closeCtx(c);
+    }
+  };
+  try {
+    for (const ifname of wanted()) await openInterface(ifname);
   } catch (err) {
-    for (const c of ctxs) c.socket.close();
+    await Promise.all(ctxs.map(closeCtx));
     inventory.close();
     offBus();
     throw err;
   }
-  if (!opts.interfaces?.length) {
+  let rescan: NodeJS.Timeout | undefined;
+  let offRescan = () => {};
+  if (socketMode === 'auto') {
+    const again = () => {
+      addrCache = undefined;
+      syncing ??= syncInterfaces().finally(() => {
+        syncing = undefined;
+      });
+    };
+    rescan = setInterval(again, 30_000);
+    rescan.unref();
+    offRescan = bus.on((e) => {
+      if (e.type.startsWith('subnets.')) again();
+    });
+  }
+  if (socketMode === 'wildcard') {
     const served = inventory.subnets().filter((s) => [...localAddrs().all].some((a) => cidrContains(s.subnet, a)));
     if (served.length > 1) {
       log.warn(
         { subnets: served.map((s) => s.name) },
-        'dhcp: several served subnets are attached to this host but no interfaces were given: set --dhcp-interfaces so each request is answered from its own segment',
+        `dhcp: several served subnets are attached to this host but the socket helper is not built, so requests cannot be told apart by interface: ${ADDON_HINT}`,
       );
     }
   }
 
+  // Router advertisements: on the given interfaces, or in auto socketMode on those holding a served subnet.
+  const raInterfaces = () =>
+    socketMode === 'explicit'
+      ? opts.interfaces!
+      : autoInterfaces().filter((i) =>
+          (localAddrs().byIf.get(i) ?? []).some((a) => !a.startsWith('127.') && inventory.subnetFor(a) !== undefined),
+        );
   const ra =
-    opts.interfaces?.length && addon
-      ? startRaResponder({ interfaces: opts.interfaces, inventory, log, addon })
+    addon && socketMode !== 'wildcard'
+      ? startRaResponder({ interfaces: raInterfaces, inventory, log, addon })
       : undefined;
 
   const reclaimTimer = setInterval(() => {
@@ -264,9 +326,13 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   function locate(ctx: Ctx, pkt: DhcpPacket): { subnet: SubnetInfo; server: string } | undefined {
     const addrs = localAddrs();
     const mine = ctx.ifname ? (addrs.byIf.get(ctx.ifname) ?? []) : [...addrs.all];
+    // A socket bound to an interface serves only the subnets of that interface's own addresses: serverAddress
+    // must never make a broadcast on some other segment look like ours.
     const serverIn = (s: SubnetInfo) =>
       mine.find((a) => cidrContains(s.subnet, a)) ??
-      (opts.serverAddress && cidrContains(s.subnet, opts.serverAddress) ? opts.serverAddress : undefined);
+      (!ctx.ifname && opts.serverAddress && cidrContains(s.subnet, opts.serverAddress)
+        ? opts.serverAddress
+        : undefined);
     const anyServer = () => opts.serverAddress ?? mine.find((a) => !a.startsWith('127.')) ?? mine[0] ?? '0.0.0.0';
     if (pkt.giaddr !== '0.0.0.0') {
       // RFC 2131 4.3.1: a relayed request belongs to the subnet of giaddr.
@@ -326,7 +392,17 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         type: 'dhcp.boot',
         key: mac,
         machine: machine?.uuid,
-        data: { filename: d.filename, nextServer: d.nextServer, reason: d.reason },
+        data: {
+          mac,
+          filename: d.filename,
+          nextServer: d.nextServer,
+          bootEnv: d.bootEnv,
+          reason: d.reason,
+          mode,
+          arch: arch && arch.length >= 2 ? arch.readUInt16BE(0) : undefined,
+          vendorClass: vc?.toString('latin1'),
+          ...(d.blksize ? { blksize: d.blksize } : {}),
+        },
       });
       log.info({ mac, machine: machine?.name, filename: d.filename }, `dhcp: boot: ${d.reason}`);
     }
@@ -639,7 +715,10 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       offBus();
       inventory.close();
       ra?.close();
-      await Promise.all(ctxs.map((c) => new Promise<void>((resolve) => c.socket.close(() => resolve()))));
+      if (rescan) clearInterval(rescan);
+      offRescan();
+      await syncing;
+      await Promise.all(ctxs.map(closeCtx));
     },
   };
 }

@@ -16,6 +16,7 @@ await startDhcpServer({
   proxyPort: Number(port) + 1,
   clientPort: Number(clientPort),
   serverAddress: '10.99.1.1',
+  wildcard: true,
   replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
 });
 process.stdout.write('READY\n');

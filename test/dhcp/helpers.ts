@@ -174,6 +174,7 @@ export async function testEnv(
     log: silentLogger,
     httpPort: 8080,
     serverAddress: '10.99.1.1',
+    wildcard: true,
     replyTo: (d, kind) => {
       dests.push({ ...d, kind });
       return { address: '127.0.0.1', port: d.port };

@@ -17,7 +17,7 @@ type Spec = {
 };
 const spec = JSON.parse(process.argv[2]!) as Spec;
 const addon = loadNetAddon();
-if (!addon) throw new Error('the native addon is not built');
+if (!addon) throw new Error('the native addon is not built: npm run build:native');
 const fd = addon.openUdp4(spec.ifname, spec.bindPort);
 const s = dgram.createSocket('udp4');
 s.on('message', (m, r) => {
