@@ -24,6 +24,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openSqliteStore } from '../src/store/sqlite.js';
+import { ensureAddon } from '../test/dhcp/addon.js';
 import { addNamespace, deleteNamespaces, ipn, type Proc, runIn, startIn } from '../test/e2e/dhcp-netns.js';
 
 const { values } = parseArgs({
@@ -240,6 +241,8 @@ async function main() {
       throw new Error(`${bin} is missing: apt-get install -y kea-admin kea-dhcp4-server dnsmasq util-linux`);
     }
   }
+  if (!ensureAddon())
+    throw new Error('the native socket helper could not be built: npm run build:native (needs g++, make, python3)');
   deleteNamespaces([SRV, CLI]);
   addNamespace(SRV);
   addNamespace(CLI);

@@ -1,7 +1,11 @@
 import dgram from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import { loadNetAddon, openUdpSocket, portError } from '../../src/dhcp/bind.js';
+import { ensureAddon } from './addon.js';
 import { ports } from './helpers.js';
+
+// Build the socket helper if this checkout has not yet (the SO_BINDTODEVICE test needs it).
+ensureAddon();
 
 describe('DHCP sockets', () => {
   it('names the port and every fix when a port cannot be bound', () => {

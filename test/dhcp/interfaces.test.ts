@@ -5,7 +5,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadNetAddon } from '../../src/dhcp/bind.js';
 import { MessageType } from '../../src/dhcp/options.js';
+import { ensureAddon } from './addon.js';
 import { msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
+
+ensureAddon();
 
 let env: TestEnv | undefined;
 afterEach(async () => {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { ensureAddon } from '../dhcp/addon.js';
 import { addBridge, addNamespace, addVeth, deleteNamespaces, ipn, type Proc, runIn, startIn } from './dhcp-netns.js';
 
 const SRV = 'plinth-dhcp-srv';
@@ -96,6 +97,8 @@ const dhclient = (ns: string, ifname: string, extra: string[] = []) =>
 const boundAddr = (out: string) => /bound to ([\d.]+)/.exec(out)?.[1];
 
 beforeAll(async () => {
+  if (!ensureAddon())
+    throw new Error('the native socket helper could not be built: npm run build:native (needs g++, make, python3)');
   deleteNamespaces(ALL);
   for (const n of ALL) addNamespace(n);
   addBridge(SRV, 'br0', '10.99.31.1/24');

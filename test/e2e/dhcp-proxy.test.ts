@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ensureAddon } from '../dhcp/addon.js';
 import { readPcapUdp } from '../dhcp/helpers.js';
 import { addBridge, addNamespace, addVeth, deleteNamespaces, type Proc, runIn, sh, startIn } from './dhcp-netns.js';
 
@@ -29,6 +30,8 @@ const ovmf4011 = capture.find((u) => u.dport === 4011 && u.sport === 4011)!.payl
 
 let plinth: Proc;
 beforeAll(async () => {
+  if (!ensureAddon())
+    throw new Error('the native socket helper could not be built: npm run build:native (needs g++, make, python3)');
   deleteNamespaces(ALL);
   for (const n of ALL) {
     addNamespace(n);

@@ -1,0 +1,34 @@
+/**
+ * Builds the native socket helper (native/plinth_net.c) when it is missing, for tests and the benchmark on a
+ * fresh checkout: `npm ci` does not build it (binding.gyp is in native/, see src/dhcp/README.md). Uses the
+ * node-gyp that ships with npm and the headers installed beside node (no download). Needs g++, make, python3.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+export const ADDON_FILE = path.join(root, 'native/build/Release/plinth_net.node');
+
+export function ensureAddon(): boolean {
+  if (existsSync(ADDON_FILE)) return true;
+  const nodePrefix = path.dirname(path.dirname(realpathSync(process.execPath)));
+  let npmDir: string;
+  try {
+    npmDir = path.dirname(path.dirname(realpathSync(execFileSync('which', ['npm'], { encoding: 'utf8' }).trim())));
+  } catch {
+    return false;
+  }
+  const gyp = path.join(npmDir, 'node_modules/node-gyp/bin/node-gyp.js');
+  if (!existsSync(gyp) || !existsSync(path.join(nodePrefix, 'include/node/node_api.h'))) return false;
+  try {
+    execFileSync(process.execPath, [gyp, 'rebuild', '-C', path.join(root, 'native'), `--nodedir=${nodePrefix}`], {
+      stdio: 'ignore',
+      timeout: 120_000,
+    });
+  } catch {
+    return false;
+  }
+  return existsSync(ADDON_FILE);
+}
