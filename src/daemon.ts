@@ -70,6 +70,7 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
     assetsDir: path.resolve(cfg.assetsDir),
     advertiseAddress: cfg.advertiseAddress,
     boots,
+    stats: () => Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f() as Record<string, number>])),
     info: () => ({
       name: 'plinth',
       version: VERSION,

@@ -6,9 +6,11 @@ import type { Logger } from '../log.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
 import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
 import { fileHooks, registerBootRoutes } from './boot.js';
+import { registerEvents } from './events.js';
 import { registerFileRoutes } from './files-api.js';
 import { registerFileServing } from './files-serve.js';
 import { type InfoSource, registerInfo } from './info.js';
+import { registerMetrics, type StatsSource } from './metrics.js';
 import { registerOpenApi } from './openapi.js';
 import { HttpProblem, problemBody } from './problem.js';
 import { registerResourceRoutes } from './resources.js';
@@ -30,6 +32,7 @@ export type AppOptions = {
   assetsDir?: string;
   advertiseAddress?: string;
   boots?: BootRecorder;
+  stats?: StatsSource;
 };
 
 export const API = '/api/v1';
@@ -175,6 +178,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
 
   registerInfo(app, opts.info);
+  registerEvents(app, { bus: opts.bus, log: opts.log });
+  registerMetrics(app, { store: opts.store, bus: opts.bus, stats: opts.stats ?? (() => ({})) });
   registerOpenApi(app, opts.version);
   registerResourceRoutes(app, { store: opts.store, bus: opts.bus });
   registerFileRoutes(app, { store: opts.store, bus: opts.bus, filesDir: opts.filesDir, log: opts.log });

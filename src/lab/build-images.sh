@@ -107,8 +107,9 @@ if [ "\$mode" = discovery ]; then
   cpus=\$(grep -c ^processor /proc/cpuinfo); mem=\$(awk '/MemTotal/{print \$2}' /proc/meminfo)
   nics=""; for n in /sys/class/net/*; do n=\${n##*/}; [ "\$n" = lo ] && continue
     nics="\$nics{\"name\":\"\$n\",\"mac\":\"\$(cat /sys/class/net/\$n/address)\"},"; done
-  disks=""; for b in /sys/block/*; do b=\${b##*/}; case \$b in loop*|ram*) continue;; esac
-    disks="\$disks{\"name\":\"\$b\",\"sizeBytes\":\$(( \$(cat /sys/block/\$b/size) * 512 ))},"; done
+  # (a machine without disks has no /sys/block entries: the glob stays unexpanded, skip it)
+  disks=""; for b in /sys/block/*; do [ -r "\$b/size" ] || continue; b=\${b##*/}; case \$b in loop*|ram*) continue;; esac
+    sectors=\$(cat /sys/block/\$b/size); disks="\$disks{\"name\":\"\$b\",\"sizeBytes\":\$(( \${sectors:-0} * 512 ))},"; done
   serial=\$(cat /sys/class/dmi/id/product_serial 2>/dev/null | tr -d '"\\\\'); suuid=\$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
   vendor=\$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null | tr -d '"\\\\'); product=\$(cat /sys/class/dmi/id/product_name 2>/dev/null | tr -d '"\\\\')
   body="{\"cpus\":\$cpus,\"memoryKiB\":\$mem,\"nics\":[\${nics%,}],\"disks\":[\${disks%,}],\"serial\":\"\$serial\",\"smbiosUuid\":\"\$suuid\",\"vendor\":\"\$vendor\",\"product\":\"\$product\",\"image\":\"\$image\"}"

@@ -33,32 +33,73 @@ const sha = async (f: string) => {
   return h.digest('hex');
 };
 
-function vm(name: string, mac: string, firmware: Parameters<typeof startVm>[0]['firmware'], extra: Partial<Parameters<typeof startVm>[0]> = {}) {
-  const v = startVm({ ns: NS, tap: 'tap0', mac, firmware, noReboot: true, serialLog: path.join(WORK, `serial-${name}.log`), workDir: WORK, ...extra });
+/** One VM for the duration of `fn`; stopped (its tap freed) whatever happens. */
+async function withVm(
+  name: string,
+  mac: string,
+  firmware: Parameters<typeof startVm>[0]['firmware'],
+  fn: (v: Vm) => Promise<void>,
+  extra: Partial<Parameters<typeof startVm>[0]> = {},
+) {
+  const v = startVm({
+    ns: NS,
+    tap: 'tap0',
+    mac,
+    firmware,
+    noReboot: true,
+    serialLog: path.join(WORK, `serial-${name}.log`),
+    workDir: WORK,
+    ...extra,
+  });
   vms.push(v);
-  return v;
+  try {
+    await fn(v);
+    console.log(`${name}: ${((Date.now() - v.startedAt) / 1000).toFixed(1)} s`);
+  } finally {
+    await v.stop();
+  }
 }
 
 async function bootsOf(id: string) {
   const r = api.json('GET', `/api/v1/machines/${id}/boots`);
   expect(r.status).toBe(200);
-  return r.body as { bootEnv: string; result?: string; events: { kind: string; detail: string }[]; artifacts: { path: string; sha256: string }[] }[];
+  return r.body as {
+    bootEnv: string;
+    result?: string;
+    events: { kind: string; detail: string }[];
+    artifacts: { path: string; sha256: string }[];
+  }[];
 }
 
 beforeAll(async () => {
   rmSync(WORK, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
   // Kernel and initrds from Debian packages (cached .debs; a few seconds once cached).
-  execFileSync('bash', [path.join(ROOT, 'src/lab/build-images.sh'), IMAGES, CACHE], { stdio: 'ignore', timeout: 900_000 });
+  execFileSync('bash', [path.join(ROOT, 'src/lab/build-images.sh'), IMAGES, CACHE], {
+    stdio: 'ignore',
+    timeout: 900_000,
+  });
   const assets = path.join(WORK, 'assets');
   mkdirSync(assets, { recursive: true });
-  for (const f of ['undionly.kpxe', 'ipxe.efi', 'snponly.efi']) copyFileSync(path.join(IMAGES, f), path.join(assets, f));
+  for (const f of ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'])
+    copyFileSync(path.join(IMAGES, f), path.join(assets, f));
 
   createNamespace(NS);
   createSegment(NS, { cidr: `${SERVER}/24`, taps: 2 });
   plinth = spawnIn(
     NS,
-    [process.execPath, '--import', 'tsx', path.join(ROOT, 'src/main.ts'), '--data-dir', path.join(WORK, 'data'), '--assets-dir', assets, '--dhcp-interfaces', 'br0'],
+    [
+      process.execPath,
+      '--import',
+      'tsx',
+      path.join(ROOT, 'src/main.ts'),
+      '--data-dir',
+      path.join(WORK, 'data'),
+      '--assets-dir',
+      assets,
+      '--dhcp-interfaces',
+      'br0',
+    ],
     { cwd: ROOT, env: { ...process.env, PLINTH_ADMIN_TOKEN: TOKEN, PLINTH_LOG_LEVEL: 'debug' } },
   );
   for (let i = 0; i < 100; i++) {
@@ -72,7 +113,15 @@ beforeAll(async () => {
   expect(api.get('/api/v1/info').status, plinth.output()).toBe(200);
 
   // Everything below is configuration through the API, as an operator would do it.
-  expect(api.json('POST', '/api/v1/subnets', { name: 'lab', subnet: '10.78.0.0/24', activeStart: '10.78.0.100', activeEnd: '10.78.0.199', leaseTime: 600 }).status).toBe(201);
+  expect(
+    api.json('POST', '/api/v1/subnets', {
+      name: 'lab',
+      subnet: '10.78.0.0/24',
+      activeStart: '10.78.0.100',
+      activeEnd: '10.78.0.199',
+      leaseTime: 600,
+    }).status,
+  ).toBe(201);
   expect(api.json('PATCH', '/api/v1/prefs', { answerRouterSolicitations: true }).status).toBe(200);
   for (const [local, remote] of [
     ['vmlinuz', 'lab/vmlinuz'],
@@ -86,7 +135,8 @@ beforeAll(async () => {
   ]) {
     expect(api.upload(path.join(IMAGES, local), remote).status).toBeLessThan(300);
   }
-  const params = 'console=ttyS0 quiet panic=-1 BOOTIF=01-${netX/mac:hexhyp} plinth.callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}';
+  const params =
+    'console=ttyS0 quiet panic=-1 BOOTIF=01-${netX/mac:hexhyp} plinth.callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}';
   const bootenv = async (name: string, kernel: string, initrd: string, pinAs?: string) =>
     api.json('POST', '/api/v1/bootenvs', {
       name,
@@ -118,85 +168,99 @@ describe('PXE boot end to end', () => {
   it('1. BIOS, virtio-net, iPXE ROM: a known machine boots lab-a and calls back with its token', async () => {
     const m = api.json('POST', '/api/v1/machines', { name: 'bios-1', macs: ['52:54:00:e2:00:01'], bootEnv: 'lab-a' });
     expect(m.status).toBe(201);
-    const v = vm('bios-1', '52:54:00:e2:00:01', 'bios');
-    const line = await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
-    expect(line).toMatch(/image=lab-a mac=52:54:00:e2:00:01 ip=10\.78\.0\.1\d\d/);
-    const b = (await bootsOf(m.body.uuid))[0]!;
-    expect(b.bootEnv).toBe('lab-a');
-    expect(b.result).toBe('booted');
-    const kinds = b.events.map((e) => e.kind);
-    for (const k of ['dhcp', 'render', 'http', 'callback']) expect(kinds).toContain(k);
-    expect(b.events.find((e) => e.kind === 'dhcp')!.detail).toMatch(/iPXE/);
-    expect(b.artifacts.map((a) => a.path)).toEqual(['lab/vmlinuz', 'lab/lab-a.img']);
-    const machine = api.json('GET', `/api/v1/machines/${m.body.uuid}`).body;
-    expect(machine.address).toMatch(/^10\.78\.0\.1\d\d$/);
-    console.log(`bios-1 booted in ${((Date.now() - v.startedAt) / 1000).toFixed(1)} s`);
-    await v.stop();
+    await withVm('bios-1', '52:54:00:e2:00:01', 'bios', async (v) => {
+      const line = await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
+      expect(line).toMatch(/image=lab-a mac=52:54:00:e2:00:01 ip=10\.78\.0\.1\d\d/);
+      const b = (await bootsOf(m.body.uuid))[0]!;
+      expect(b.bootEnv).toBe('lab-a');
+      expect(b.result).toBe('booted');
+      const kinds = b.events.map((e) => e.kind);
+      for (const k of ['dhcp', 'render', 'http', 'callback']) expect(kinds).toContain(k);
+      expect(b.events.find((e) => e.kind === 'dhcp')!.detail).toMatch(/iPXE/);
+      expect(b.artifacts.map((a) => a.path)).toEqual(['lab/vmlinuz', 'lab/lab-a.img']);
+      const machine = api.json('GET', `/api/v1/machines/${m.body.uuid}`).body;
+      expect(machine.address).toMatch(/^10\.78\.0\.1\d\d$/);
+    });
   });
 
   it('2. UEFI with OVMF native PXE: TFTP chainload of ipxe.efi (windowsize granted), then iPXE over HTTP', async () => {
     const m = api.json('POST', '/api/v1/machines', { name: 'uefi-pxe', macs: ['52:54:00:e2:00:02'], bootEnv: 'lab-a' });
-    const v = vm('uefi-pxe', '52:54:00:e2:00:02', 'uefi-pxe');
-    await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
-    const b = (await bootsOf(m.body.uuid))[0]!;
-    expect(b.result).toBe('booted');
-    expect(b.events.some((e) => e.kind === 'tftp' && e.detail.includes('ipxe.efi'))).toBe(true);
-    expect(plinth.output()).toMatch(/"file":"ipxe.efi".*"windowsize":4/);
-    console.log(`uefi-pxe booted in ${((Date.now() - v.startedAt) / 1000).toFixed(1)} s`);
-    await v.stop();
+    await withVm('uefi-pxe', '52:54:00:e2:00:02', 'uefi-pxe', async (v) => {
+      await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
+      const b = (await bootsOf(m.body.uuid))[0]!;
+      expect(b.result).toBe('booted');
+      expect(b.events.some((e) => e.kind === 'tftp' && e.detail.includes('ipxe.efi'))).toBe(true);
+      expect(plinth.output()).toMatch(/"file":"ipxe.efi".*"windowsize":4/);
+    });
   });
 
   it('3a. UEFI (OVMF) with the NIC iPXE ROM', async () => {
     api.json('POST', '/api/v1/machines', { name: 'uefi-rom', macs: ['52:54:00:e2:00:03'], bootEnv: 'lab-a' });
-    const v = vm('uefi-rom', '52:54:00:e2:00:03', 'uefi');
-    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-a');
-    await v.stop();
+    await withVm('uefi-rom', '52:54:00:e2:00:03', 'uefi', async (v) => {
+      expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-a');
+    });
   });
 
   it('3b. BIOS with an e1000 NIC boots the generic kernel', async () => {
     api.json('POST', '/api/v1/machines', { name: 'bios-e1000', macs: ['52:54:00:e2:00:04'], bootEnv: 'lab-generic' });
-    const v = vm('bios-e1000', '52:54:00:e2:00:04', 'bios', { nic: 'e1000' });
-    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-generic');
-    await v.stop();
+    await withVm(
+      'bios-e1000',
+      '52:54:00:e2:00:04',
+      'bios',
+      async (v) => {
+        expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-generic');
+      },
+      { nic: 'e1000' },
+    );
   });
 
   it('4. discovery: an unknown machine registers with inventory, gets lab-a assigned and comes up in it', async () => {
     const mac = '52:54:00:e2:00:10';
-    const v = vm('discovery', mac, 'bios', { noReboot: false, uuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b' });
-    await v.waitFor(/PLINTH-DISCOVERY-REPORTED.*/, BOOT_TIMEOUT, FAILED);
-    const list = api.json('GET', `/api/v1/machines?macs=${mac}`).body;
-    expect(list).toHaveLength(1);
-    const m = list[0];
-    expect(m.bootEnv).toBe('discovery');
-    expect(m.inventory).toMatchObject({ smbiosUuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b', cpus: 1 });
-    expect(m.inventory.memoryKiB).toBeGreaterThan(100_000);
-    expect(m.inventory.nics.map((n: { mac: string }) => n.mac)).toContain(mac);
-    expect(api.json('PATCH', `/api/v1/machines/${m.uuid}`, { bootEnv: 'lab-a' }, 'application/merge-patch+json').status).toBe(200);
-    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain(`image=lab-a mac=${mac}`);
-    const boots = await bootsOf(m.uuid);
-    expect(boots.map((b) => b.bootEnv)).toEqual(['lab-a', 'discovery']);
-    await v.stop();
+    await withVm(
+      'discovery',
+      mac,
+      'bios',
+      async (v) => {
+        await v.waitFor(/PLINTH-DISCOVERY-REPORTED.*/, BOOT_TIMEOUT, FAILED);
+        const list = api.json('GET', `/api/v1/machines?macs=${mac}`).body;
+        expect(list).toHaveLength(1);
+        const m = list[0];
+        expect(m.bootEnv).toBe('discovery');
+        expect(m.inventory).toMatchObject({ smbiosUuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b', cpus: 1 });
+        expect(m.inventory.memoryKiB).toBeGreaterThan(100_000);
+        expect(m.inventory.nics.map((n: { mac: string }) => n.mac)).toContain(mac);
+        expect(
+          api.json('PATCH', `/api/v1/machines/${m.uuid}`, { bootEnv: 'lab-a' }, 'application/merge-patch+json').status,
+        ).toBe(200);
+        expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain(`image=lab-a mac=${mac}`);
+        const boots = await bootsOf(m.uuid);
+        expect(boots.map((b) => b.bootEnv)).toEqual(['lab-a', 'discovery']);
+      },
+      { noReboot: false, uuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b' },
+    );
   });
 
   it('5. reprovision: assign lab-b, reboot, the machine runs it; its boot history shows both images', async () => {
-    expect(api.json('PATCH', '/api/v1/machines/bios-1', { bootEnv: 'lab-b' }, 'application/merge-patch+json').status).toBe(200);
-    const v = vm('bios-1-again', '52:54:00:e2:00:01', 'bios');
-    expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-b');
-    const boots = await bootsOf('bios-1');
-    expect(boots.map((b) => b.bootEnv).slice(0, 2)).toEqual(['lab-b', 'lab-a']);
-    expect(boots[0]!.artifacts[1]!.sha256).not.toBe(boots[1]!.artifacts[1]!.sha256);
-    await v.stop();
+    expect(
+      api.json('PATCH', '/api/v1/machines/bios-1', { bootEnv: 'lab-b' }, 'application/merge-patch+json').status,
+    ).toBe(200);
+    await withVm('bios-1-again', '52:54:00:e2:00:01', 'bios', async (v) => {
+      expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-b');
+      const boots = await bootsOf('bios-1');
+      expect(boots.map((b) => b.bootEnv).slice(0, 2)).toEqual(['lab-b', 'lab-a']);
+      expect(boots[0]!.artifacts[1]!.sha256).not.toBe(boots[1]!.artifacts[1]!.sha256);
+    });
   });
 
   it('6. a tampered artifact is refused with a clear message and the machine does not boot it', async () => {
     const m = api.json('POST', '/api/v1/machines', { name: 'tampered', macs: ['52:54:00:e2:00:06'], bootEnv: 'lab-t' });
-    const v = vm('tampered', '52:54:00:e2:00:06', 'bios');
-    await v.waitFor(/refusing to boot lab-t.*/, BOOT_TIMEOUT, BOOTED);
-    expect(v.log()).not.toMatch(BOOTED);
-    const b = (await bootsOf(m.body.uuid))[0]!;
-    expect(b.result).toBe('failed');
-    expect(b.events.find((e) => e.kind === 'refused')!.detail).toContain('lab/lab-t.img has sha256');
-    expect(plinth.output()).toContain('artifact digest mismatch');
-    await v.stop();
+    await withVm('tampered', '52:54:00:e2:00:06', 'bios', async (v) => {
+      await v.waitFor(/refusing to boot lab-t.*/, BOOT_TIMEOUT, BOOTED);
+      expect(v.log()).not.toMatch(BOOTED);
+      const b = (await bootsOf(m.body.uuid))[0]!;
+      expect(b.result).toBe('failed');
+      expect(b.events.find((e) => e.kind === 'refused')!.detail).toContain('lab/lab-t.img has sha256');
+      expect(plinth.output()).toContain('artifact digest mismatch');
+    });
   });
 });
