@@ -219,7 +219,22 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       tick = undefined;
     }
   }
+  let expiryCheckQueued = false;
   function onTick(): void {
+    if (expiryCheckQueued) return;
+    const now = performance.now();
+    for (const t of active) {
+      if (now >= t.deadline) {
+        // Timers run before the poll phase: an ACK that has arrived may still sit unread in its socket. Decide in
+        // setImmediate (after this iteration's poll) so a busy loop does not turn a late read into a retransmission.
+        expiryCheckQueued = true;
+        setImmediate(checkExpired);
+        return;
+      }
+    }
+  }
+  function checkExpired(): void {
+    expiryCheckQueued = false;
     const now = performance.now();
     for (const t of active) if (now >= t.deadline) onTimeout(t, now);
   }
@@ -369,12 +384,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   // Writes (lock-step; RFC 7440 windowsize is only granted on reads).
 
   async function onData(t: WriteTransfer, block: number, data: Buffer): Promise<void> {
-    if (t.done || t.writing) return;
     if (block === ((t.expected - 1) & 0xffff)) {
       // Our ACK was lost: the receiver re-acknowledges a duplicate (this is not the sender-side apprentice bug).
-      sendRaw(t, t.lastAck);
+      // Also while dallying after the final block (finished, socket still open).
+      if (!t.writing) sendRaw(t, t.lastAck);
       return;
     }
+    if (t.done || t.writing) return;
     if (block !== (t.expected & 0xffff)) return;
     if (data.length > t.blksize) {
       sendRaw(t, encodeError(ERR.ILLEGAL_OPERATION, 'block larger than blksize'));
@@ -512,6 +528,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     stats.unexpected++;
   }
 
+  function onSocketError(t: Transfer, err: NodeJS.ErrnoException): void {
+    log.debug({ err, client: t.key }, 'tftp transfer socket error');
+    // ICMP port unreachable on a connected socket: the client has gone, stop now rather than retransmit into the void.
+    // Anything else (ENOBUFS under load, ...) is left to the retransmission timer.
+    if (err.code === 'ECONNREFUSED') finish(t, 'client-error');
+  }
+
   /** A connected socket per transfer: source port = our TID, and only the client's TID gets through. */
   async function transferSocket(client: TftpClient): Promise<dgram.Socket> {
     const sock = dgram.createSocket({ type: 'udp4' });
@@ -566,6 +589,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   }
 
   function refuse(client: TftpClient, code: number, message: string, why: string, filename: string): void {
+    if (closing) return;
     stats.requestsRefused++;
     log.info({ client: `${client.address}:${client.port}`, file: filename, code, reason: why }, 'tftp request refused');
     // From the listening socket: the client takes the first reply's port as our TID, and this is the only packet.
@@ -649,11 +673,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       loading: new Set(),
     };
     sock.on('message', (msg) => onTransferMessage(t, msg));
-    sock.on('error', (err) => {
-      // ECONNREFUSED: ICMP port unreachable, the client has gone.
-      log.debug({ err, client: key }, 'tftp transfer socket error');
-      finish(t, 'client-error');
-    });
+    sock.on('error', (err) => onSocketError(t, err));
     const entry = byClient.get(key);
     if (entry !== undefined) entry.transfer = t;
     active.add(t);
@@ -732,10 +752,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       maxBytes: maxUploadBytes,
     };
     sock.on('message', (msg) => onTransferMessage(t, msg));
-    sock.on('error', (err) => {
-      log.debug({ err, client: key }, 'tftp transfer socket error');
-      finish(t, 'client-error');
-    });
+    sock.on('error', (err) => onSocketError(t, err));
     sock.on('close', () => {
       if (t.dallyTimer !== undefined) clearTimeout(t.dallyTimer);
     });
