@@ -276,6 +276,7 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
       return {
         ...d,
         macs: [...macs],
+        ...(typeof body.arch === 'string' ? { arch: archOf(body.arch) } : {}),
         inventory: { ...(d.inventory as object), ...body, ...(uuid ? { smbiosUuid: uuid } : {}) },
         lastSeen: new Date().toISOString(),
       };
@@ -300,8 +301,10 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
 function archOf(buildarch: string | undefined): string | undefined {
   if (!buildarch) return undefined;
   return (
-    ({ x86_64: 'amd64', i386: '386', arm64: 'arm64', arm32: 'arm' } as Record<string, string>)[buildarch] ??
-    buildarch.slice(0, 32)
+    // iPXE's ${buildarch} (i386 for a BIOS ROM even on 64-bit hardware) or the OS's `uname -m` from discovery.
+    ({ x86_64: 'amd64', i386: 'x86', arm64: 'arm64', aarch64: 'arm64', arm32: 'arm' } as Record<string, string>)[
+      buildarch
+    ] ?? buildarch.slice(0, 32)
   );
 }
 

@@ -112,7 +112,7 @@ if [ "\$mode" = discovery ]; then
     sectors=\$(cat /sys/block/\$b/size); disks="\$disks{\"name\":\"\$b\",\"sizeBytes\":\$(( \${sectors:-0} * 512 ))},"; done
   serial=\$(cat /sys/class/dmi/id/product_serial 2>/dev/null | tr -d '"\\\\'); suuid=\$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
   vendor=\$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null | tr -d '"\\\\'); product=\$(cat /sys/class/dmi/id/product_name 2>/dev/null | tr -d '"\\\\')
-  body="{\"cpus\":\$cpus,\"memoryKiB\":\$mem,\"nics\":[\${nics%,}],\"disks\":[\${disks%,}],\"serial\":\"\$serial\",\"smbiosUuid\":\"\$suuid\",\"vendor\":\"\$vendor\",\"product\":\"\$product\",\"image\":\"\$image\"}"
+  body="{\"cpus\":\$cpus,\"memoryKiB\":\$mem,\"nics\":[\${nics%,}],\"disks\":[\${disks%,}],\"serial\":\"\$serial\",\"smbiosUuid\":\"\$suuid\",\"vendor\":\"\$vendor\",\"product\":\"\$product\",\"image\":\"\$image\",\"arch\":\"\$(uname -m)\"}"
   wget -q -O /dev/null --header "Authorization: Bearer \$token" --header "Content-Type: application/json" \
     --post-data "\$body" "\$api/machines/\$uuid/inventory" || fail "inventory report to \$api failed"
   echo "PLINTH-DISCOVERY-REPORTED mac=\$mac ip=\$ipa"

@@ -4,8 +4,8 @@
  * iPXE ROMs and OVMF) PXE-boot from it into images built from Debian packages. Needs root.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, createReadStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { copyFileSync, createReadStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsCurl } from '../../src/lab/api.js';
@@ -221,12 +221,30 @@ describe('PXE boot end to end', () => {
       mac,
       'bios',
       async (v) => {
-        await v.waitFor(/PLINTH-DISCOVERY-REPORTED.*/, BOOT_TIMEOUT, FAILED);
-        const list = api.json('GET', `/api/v1/machines?macs=${mac}`).body;
-        expect(list).toHaveLength(1);
-        const m = list[0];
+        // As an operator would: watch the inventory until the machine has reported itself.
+        let m: any;
+        for (
+          const until = Date.now() + BOOT_TIMEOUT;
+          Date.now() < until;
+          await new Promise((r) => setTimeout(r, 1000))
+        ) {
+          const list = api.json('GET', `/api/v1/machines?macs=${mac}`).body;
+          expect(list.length).toBeLessThanOrEqual(1);
+          if (list[0]?.inventory?.cpus) {
+            m = list[0];
+            break;
+          }
+          if (!v.running()) throw new Error(`discovery VM stopped: ${v.log().slice(-1500)}`);
+        }
+        expect(m, `no inventory reported; serial tail: ${v.log().slice(-1500)}`).toBeTruthy();
+        expect(v.log()).toContain('PLINTH-DISCOVERY-REPORTED');
         expect(m.bootEnv).toBe('discovery');
-        expect(m.inventory).toMatchObject({ smbiosUuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b', cpus: 1 });
+        expect(m.inventory).toMatchObject({
+          smbiosUuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b',
+          cpus: 1,
+          vendor: 'QEMU',
+        });
+        expect(m.arch).toBe('amd64');
         expect(m.inventory.memoryKiB).toBeGreaterThan(100_000);
         expect(m.inventory.nics.map((n: { mac: string }) => n.mac)).toContain(mac);
         expect(

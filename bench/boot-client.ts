@@ -1,0 +1,138 @@
+/**
+ * The boot storm's client side, run inside the client namespace by bench/boot.ts: N simulated machines, each
+ * does a relayed DHCP DORA (as a relay agent would forward it: giaddr set, answers to port 67), fetches its iPXE
+ * script over HTTP, then the kernel and initrd the script names. Prints one JSON line of results.
+ * Args: SERVER RELAY_IP COUNT CONCURRENCY [nginx-base-url]
+ */
+import dgram from 'node:dgram';
+import { ipBytes, MessageType, Opt } from '../src/dhcp/options.js';
+import { decode, emptyPacket, encode, macBytes } from '../src/dhcp/packet.js';
+
+const [server, relay, countS, concS, nginx] = process.argv.slice(2);
+const COUNT = Number(countS ?? 200);
+const CONC = Number(concS ?? 50);
+const DEADLINE = Date.now() + 300_000;
+
+const sock = dgram.createSocket('udp4');
+await new Promise<void>((r) => sock.bind(67, relay, () => r()));
+const waiting = new Map<number, (p: ReturnType<typeof decode>) => void>();
+sock.on('message', (msg) => {
+  const r = decode(msg);
+  if (r.ok) waiting.get(r.packet.xid)?.(r);
+});
+
+function ask(
+  mac: string,
+  type: number,
+  xid: number,
+  extra: [number, Buffer][] = [],
+): Promise<{ yiaddr: string; file: string; type: number }> {
+  const p = emptyPacket(1);
+  p.xid = xid;
+  p.giaddr = relay!;
+  p.hops = 1;
+  p.chaddr = Buffer.concat([macBytes(mac), Buffer.alloc(10)]);
+  p.options.set(Opt.MessageType, Buffer.from([type]));
+  p.options.set(93, Buffer.from([0, 0])); // BIOS
+  p.options.set(60, Buffer.from('PXEClient:Arch:00000:UNDI:002001'));
+  p.options.set(77, Buffer.from('iPXE'));
+  for (const [c, v] of extra) p.options.set(c, v);
+  const buf = encode(p);
+  return new Promise((resolve, reject) => {
+    let tries = 0;
+    const send = () => {
+      if (tries++ >= 4) {
+        waiting.delete(xid);
+        return reject(new Error(`no answer to ${type} for ${mac}`));
+      }
+      sock.send(buf, 67, server);
+      timer = setTimeout(send, 2000);
+    };
+    let timer: NodeJS.Timeout;
+    waiting.set(xid, (r) => {
+      if (!r.ok) return;
+      clearTimeout(timer);
+      waiting.delete(xid);
+      resolve({ yiaddr: r.packet.yiaddr, file: r.packet.file, type: r.packet.options.get(Opt.MessageType)?.[0] ?? 0 });
+    });
+    send();
+  });
+}
+
+async function drain(url: string): Promise<number> {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+  let n = 0;
+  for await (const c of r.body!) n += (c as Uint8Array).length;
+  return n;
+}
+
+const steps: Record<string, number[]> = { dora: [], script: [], kernel: [], initrd: [] };
+let errors = 0;
+let bytes = 0;
+const errorsSeen: string[] = [];
+
+async function machine(i: number) {
+  const mac = `02:be:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+  try {
+    let t = performance.now();
+    const xid = (0x5000_0000 + i) >>> 0;
+    const offer = await ask(mac, MessageType.DISCOVER, xid);
+    const ack = await ask(mac, MessageType.REQUEST, xid, [
+      [Opt.RequestedIp, ipBytes(offer.yiaddr)],
+      [Opt.ServerId, ipBytes(server!)],
+    ]);
+    if (ack.type !== MessageType.ACK) throw new Error(`no ACK for ${mac}`);
+    steps.dora!.push(performance.now() - t);
+    t = performance.now();
+    const script = await (await fetch(`http://${server}:8091/boot/ipxe/${mac.replace(/:/g, '-')}`)).text();
+    steps.script!.push(performance.now() - t);
+    const kernel = /^kernel (\S+)/m.exec(script)?.[1];
+    const initrd = /^initrd (\S+)/m.exec(script)?.[1];
+    if (!kernel || !initrd) throw new Error(`script for ${mac} names no kernel/initrd: ${script.slice(0, 200)}`);
+    t = performance.now();
+    bytes += await drain(kernel);
+    steps.kernel!.push(performance.now() - t);
+    t = performance.now();
+    bytes += await drain(initrd);
+    steps.initrd!.push(performance.now() - t);
+  } catch (err) {
+    errors++;
+    if (errorsSeen.length < 5) errorsSeen.push((err as Error).message);
+  }
+}
+
+async function pool(n: number, conc: number, fn: (i: number) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (next < n && Date.now() < DEADLINE) await fn(next++);
+    }),
+  );
+}
+
+const p99 = (a: number[]) =>
+  a.length ? [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * 0.99))]! : Number.NaN;
+const t0 = performance.now();
+await pool(COUNT, CONC, machine);
+const seconds = (performance.now() - t0) / 1000;
+const out: Record<string, unknown> = {
+  machines: COUNT,
+  seconds,
+  errors,
+  errorsSeen,
+  httpMiBps: bytes / 1048576 / seconds,
+  p99ms: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, Math.round(p99(v))])),
+};
+if (nginx) {
+  // The same downloads from nginx, same concurrency: the reference for HTTP throughput.
+  let nbytes = 0;
+  const n0 = performance.now();
+  await pool(COUNT, CONC, async () => {
+    nbytes += await drain(`${nginx}/lab/vmlinuz`);
+    nbytes += await drain(`${nginx}/lab/initrd.img`);
+  });
+  out.nginxMiBps = nbytes / 1048576 / ((performance.now() - n0) / 1000);
+}
+console.log(JSON.stringify(out));
+sock.close();

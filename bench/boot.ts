@@ -1,0 +1,180 @@
+/**
+ * npm run bench:boot — a boot storm: 200 simulated machines each do a DHCP DORA (relayed), fetch their iPXE
+ * script, then a 10 MiB kernel and a 30 MiB initrd over HTTP, against Plinth in a network namespace; then the
+ * same downloads from nginx in the same namespace. Prints completion time, p99 per step, errors, and HTTP
+ * throughput against nginx. Needs root (namespaces). Bounded: 300 s per phase; stops everything it started.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { nsCurl } from '../src/lab/api.js';
+import { createNamespace, deleteNamespace, ipn, type NsProcess, spawnIn } from '../src/lab/netns.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const SRV = 'plinth-bench-srv';
+const CLI = 'plinth-bench-cli';
+const COUNT = Number(process.env.BENCH_MACHINES ?? 200);
+const CONC = Number(process.env.BENCH_CONCURRENCY ?? 50);
+const TOKEN = 'bench-admin-token-0123456789abcdef';
+const work = mkdtempSync(path.join(tmpdir(), 'plinth-bootbench-'));
+chmodSync(work, 0o755);
+const procs: NsProcess[] = [];
+
+async function main() {
+  createNamespace(SRV);
+  createNamespace(CLI);
+  // srv: br0 10.79.0.1/24 (the served segment) + veth to cli 10.79.1.1/24; cli relays from 10.80.0.1.
+  ipn(SRV, 'link', 'add', 'br0', 'type', 'bridge');
+  ipn(SRV, 'addr', 'add', '10.79.0.1/24', 'dev', 'br0');
+  ipn(SRV, 'link', 'set', 'br0', 'up');
+  ipn(SRV, 'link', 'add', 'v-cli', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', CLI);
+  ipn(SRV, 'addr', 'add', '10.79.1.1/24', 'dev', 'v-cli');
+  ipn(SRV, 'link', 'set', 'v-cli', 'up');
+  ipn(CLI, 'addr', 'add', '10.79.1.2/24', 'dev', 'eth0');
+  ipn(CLI, 'addr', 'add', '10.80.0.1/16', 'dev', 'eth0');
+  ipn(CLI, 'link', 'set', 'eth0', 'up');
+  ipn(CLI, 'route', 'add', '10.79.0.0/24', 'via', '10.79.1.1');
+  ipn(SRV, 'route', 'add', '10.80.0.0/16', 'via', '10.79.1.2');
+
+  const files = path.join(work, 'www');
+  mkdirSync(path.join(files, 'lab'), { recursive: true });
+  const kernel = randomBytes(10 * 1024 * 1024);
+  const initrd = randomBytes(30 * 1024 * 1024);
+  writeFileSync(path.join(files, 'lab/vmlinuz'), kernel);
+  writeFileSync(path.join(files, 'lab/initrd.img'), initrd);
+  chmodSync(files, 0o755);
+
+  const plinth = spawnIn(
+    SRV,
+    [
+      'taskset',
+      '-c',
+      '0',
+      process.execPath,
+      '--import',
+      'tsx',
+      path.join(ROOT, 'src/main.ts'),
+      '--data-dir',
+      path.join(work, 'data'),
+      '--no-tftp',
+      '--dhcp-interfaces',
+      'br0,v-cli',
+    ],
+    { cwd: ROOT, env: { ...process.env, PLINTH_ADMIN_TOKEN: TOKEN, PLINTH_LOG_LEVEL: 'warn' } },
+  );
+  procs.push(plinth);
+  const api = nsCurl(SRV, 'http://10.79.0.1:8091', TOKEN);
+  for (let i = 0; i < 100; i++) {
+    try {
+      if (api.get('/api/v1/info').status === 200) break;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const ok = (r: { status: number; text: string }, what: string) => {
+    if (r.status >= 300) throw new Error(`${what}: ${r.status} ${r.text}`);
+  };
+  ok(
+    api.json('POST', '/api/v1/subnets', {
+      name: 'storm',
+      subnet: '10.80.0.0/16',
+      activeStart: '10.80.1.1',
+      activeEnd: '10.80.4.254',
+      leaseTime: 3600,
+    }),
+    'subnet',
+  );
+  ok(api.upload(path.join(files, 'lab/vmlinuz'), 'lab/vmlinuz'), 'upload kernel');
+  ok(api.upload(path.join(files, 'lab/initrd.img'), 'lab/initrd.img'), 'upload initrd');
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  ok(
+    api.json('POST', '/api/v1/bootenvs', {
+      name: 'storm',
+      kernel: 'lab/vmlinuz',
+      initrds: ['lab/initrd.img'],
+      bootParams: 'console=ttyS0',
+      artifacts: [
+        { path: 'lab/vmlinuz', sha256: sha(kernel) },
+        { path: 'lab/initrd.img', sha256: sha(initrd) },
+      ],
+    }),
+    'bootenv',
+  );
+  ok(api.json('PATCH', '/api/v1/prefs', { unknownBootEnv: 'storm' }), 'prefs');
+
+  const nginxConf = path.join(work, 'nginx.conf');
+  writeFileSync(
+    nginxConf,
+    `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${work}; proxy_temp_path ${work};
+  fastcgi_temp_path ${work}; uwsgi_temp_path ${work}; scgi_temp_path ${work};
+  server { listen 10.79.0.1:8080; root ${files}; } }\n`,
+  );
+  let nginxUrl = '';
+  try {
+    execFileSync('nginx', ['-v'], { stdio: 'ignore' });
+    procs.push(spawnIn(SRV, ['taskset', '-c', '0', 'nginx', '-c', nginxConf, '-p', work]));
+    nginxUrl = 'http://10.79.0.1:8080';
+    await new Promise((r) => setTimeout(r, 500));
+  } catch {
+    console.warn('nginx not installed (apt-get install nginx-light): no HTTP reference figure');
+  }
+
+  const client = spawnIn(
+    CLI,
+    [
+      'taskset',
+      '-c',
+      '1',
+      process.execPath,
+      '--import',
+      'tsx',
+      path.join(ROOT, 'bench/boot-client.ts'),
+      '10.79.0.1',
+      '10.80.0.1',
+      String(COUNT),
+      String(CONC),
+      nginxUrl,
+    ],
+    { cwd: ROOT },
+  );
+  procs.push(client);
+  await new Promise<void>((r) => client.child.once('exit', () => r()));
+  const line = client.output().trim().split('\n').pop() ?? '';
+  let res: any;
+  try {
+    res = JSON.parse(line);
+  } catch {
+    throw new Error(`boot client failed: ${client.output().slice(-2000)}`);
+  }
+  console.log(
+    `boot storm: ${res.machines} machines (DORA + iPXE script + 10 MiB kernel + 30 MiB initrd), ${CONC} at a time`,
+  );
+  console.log(
+    `  completed in ${res.seconds.toFixed(1)} s, errors ${res.errors}${res.errors ? ` (${res.errorsSeen.join('; ')})` : ''}`,
+  );
+  console.log(
+    `  p99 per step (ms): DORA ${res.p99ms.dora}, script ${res.p99ms.script}, kernel ${res.p99ms.kernel}, initrd ${res.p99ms.initrd}`,
+  );
+  console.log(
+    `  HTTP throughput: plinth ${res.httpMiBps.toFixed(0)} MiB/s` +
+      (res.nginxMiBps
+        ? `, nginx ${res.nginxMiBps.toFixed(0)} MiB/s, ratio ${(res.httpMiBps / res.nginxMiBps).toFixed(2)}`
+        : ''),
+  );
+  console.log('  (plinth figure includes DHCP and script time; servers pinned to core 0, clients to core 1)');
+}
+
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    for (const p of procs) await p.stop();
+    deleteNamespace(CLI);
+    deleteNamespace(SRV);
+    rmSync(work, { recursive: true, force: true });
+  });
