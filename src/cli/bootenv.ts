@@ -1,0 +1,168 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { Name } from '../model/common.js';
+import { parseCommand } from './args.js';
+import { filePath, seg } from './client.js';
+import type { Ctx } from './context.js';
+import { ApiError, UsageError } from './errors.js';
+import { counter, type FileInfo, putStream, uploadFile } from './files.js';
+import { humanBytes, print } from './output.js';
+
+export const IMPORT_HELP = [
+  'Usage: plinth bootenv import-linuxkit PREFIX [--name NAME] [--replace]',
+  '',
+  'Imports the output of `linuxkit build -format kernel+initrd`: PREFIX-kernel, PREFIX-initrd.img and',
+  'PREFIX-cmdline are uploaded under NAME/ (NAME defaults to the last part of PREFIX), then a bootenv NAME is',
+  'created that boots them, pinned by their sha256 (the daemon refuses to serve bytes that differ), with',
+  'the cmdline as bootParams plus initrd=<initrd name>. --replace re-imports over an existing bootenv NAME.',
+].join('\n');
+
+export const FETCH_HELP = [
+  'Usage: plinth bootenv fetch NAME [--force]',
+  '',
+  'Downloads each artifact of bootenv NAME that carries a url, with progress, and streams it to the daemon,',
+  'which keeps it only when its sha256 is the one the bootenv pins. Artifacts already on the daemon with the',
+  'right digest are skipped (--force downloads them again). Artifacts without a url must be uploaded with',
+  '`plinth files upload`; the command fails when one of them is missing.',
+].join('\n');
+
+const PARTS = [
+  { suffix: 'kernel', role: 'kernel' },
+  { suffix: 'initrd.img', role: 'initrd' },
+  { suffix: 'cmdline', role: 'cmdline' },
+] as const;
+
+export async function importLinuxkit(args: string[], ctx: Ctx): Promise<void> {
+  const help = IMPORT_HELP;
+  const { values, positionals } = parseCommand(
+    args,
+    { name: { type: 'string' }, replace: { type: 'boolean' } },
+    { help, min: 1, max: 1 },
+  );
+  const prefix = positionals[0]!;
+  const base = path.basename(prefix);
+  const name = (values.name as string | undefined) ?? base;
+  const valid = Name.safeParse(name);
+  if (!valid.success)
+    throw new UsageError(`bootenv name '${name}': ${valid.error.issues[0]?.message}; choose one with --name`, help);
+  const missing = PARTS.map((p) => `${prefix}-${p.suffix}`).filter((f) => !existsSync(f));
+  if (missing.length)
+    throw new UsageError(
+      `missing ${missing.join(', ')}: PREFIX is what \`linuxkit build -format kernel+initrd -name PREFIX\` wrote`,
+      help,
+    );
+  const cmdline = readFileSync(`${prefix}-cmdline`, 'utf8').replace(/\s+/g, ' ').trim();
+
+  // Before any upload: a clash found after the files went up would leave them orphaned, or worse, replace
+  // the bytes an existing bootenv pins.
+  const existing = await ctx.client.request('GET', `/bootenvs/${seg(name)}`, { allow: [404] });
+  if (existing.status === 200 && !values.replace)
+    throw new ApiError(
+      `bootenv '${name}' already exists: import under another --name, or pass --replace to re-import over it`,
+      409,
+    );
+
+  const uploaded: Record<string, FileInfo> = {};
+  for (const p of PARTS)
+    uploaded[p.role] = await uploadFile(ctx, `${prefix}-${p.suffix}`, `${name}/${base}-${p.suffix}`);
+  const initrdName = path.posix.basename(uploaded.initrd!.path);
+  const doc = {
+    name,
+    description: `LinuxKit image ${base}, imported by plinth bootenv import-linuxkit`,
+    os: { name: 'linuxkit', family: 'linux', version: '' },
+    kernel: uploaded.kernel!.path,
+    initrds: [uploaded.initrd!.path],
+    bootParams: /(^|\s)initrd=/.test(cmdline) ? cmdline : `${cmdline} initrd=${initrdName}`.trim(),
+    artifacts: PARTS.map((p) => ({ path: uploaded[p.role]!.path, sha256: uploaded[p.role]!.sha256 })),
+  };
+  const res =
+    existing.status === 200
+      ? await ctx.client.request('PUT', `/bootenvs/${seg(name)}`, { body: doc })
+      : await ctx.client.request('POST', '/bootenvs', { body: doc });
+  print(ctx.io, ctx.mode, res.body);
+}
+
+type Artifact = { path: string; sha256: string; url?: string };
+type Fetched = { path: string; status: 'present' | 'fetched' | 'missing'; sha256: string; size?: number; url?: string };
+
+/** Download one artifact and stream it to the daemon, hashing on the way; nothing touches the local disk. */
+async function fetchArtifact(ctx: Ctx, a: Artifact & { url: string }): Promise<FileInfo> {
+  let r: Response;
+  try {
+    r = await fetch(a.url, { signal: ctx.signal });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new ApiError(
+      `cannot download ${a.url}: ${cause?.code ?? cause?.message ?? (err as Error).message}; check the url of artifact ${a.path}, or upload it with plinth files upload`,
+    );
+  }
+  if (!r.ok || !r.body)
+    throw new ApiError(`${a.url} answered HTTP ${r.status}: check the url of artifact ${a.path}`, r.status);
+  // A compressed answer is decoded on the way, so its Content-Length is not the size uploaded.
+  const len = Number(r.headers.get('content-length'));
+  const size = !r.headers.get('content-encoding') && Number.isFinite(len) && len >= 0 ? len : undefined;
+  const h = createHash('sha256');
+  let got = 0;
+  const src = Readable.fromWeb(r.body as import('node:stream/web').ReadableStream);
+  const hashed = counter((c) => {
+    h.update(c);
+    got += c.length;
+  });
+  src.on('error', (err) => hashed.destroy(err));
+  src.pipe(hashed);
+  try {
+    return await putStream(ctx, a.path, hashed, { size, sha256: a.sha256, label: `fetching ${a.path}` });
+  } catch (err) {
+    const complete = src.readableEnded;
+    const digest = complete ? h.digest('hex') : undefined;
+    if (digest && digest !== a.sha256)
+      throw new ApiError(
+        `${a.url} served ${humanBytes(got)} with sha256 ${digest}, but bootenv pins ${a.path} to ${a.sha256}: ` +
+          'nothing was kept; check the url, or the digest the bootenv pins',
+      );
+    throw err;
+  }
+}
+
+export async function fetchBootenv(args: string[], ctx: Ctx): Promise<void> {
+  const help = FETCH_HELP;
+  const { values, positionals } = parseCommand(args, { force: { type: 'boolean' } }, { help, min: 1, max: 1 });
+  const name = positionals[0]!;
+  const be = (await ctx.client.request('GET', `/bootenvs/${seg(name)}`)).body as { artifacts?: Artifact[] };
+  const arts = be.artifacts ?? [];
+  if (arts.length === 0) ctx.io.err(`bootenv '${name}' pins no artifacts: nothing to fetch\n`);
+  const results: Fetched[] = [];
+  for (const a of arts) {
+    const have = await ctx.client.request('GET', `/files/${filePath(a.path)}`, { allow: [404] });
+    const present = have.status === 200 && (have.body as FileInfo).sha256 === a.sha256;
+    if (present && !values.force) {
+      results.push({
+        path: a.path,
+        status: 'present',
+        sha256: a.sha256,
+        size: (have.body as FileInfo).size,
+        url: a.url,
+      });
+      continue;
+    }
+    if (!a.url) {
+      results.push({ path: a.path, status: present ? 'present' : 'missing', sha256: a.sha256 });
+      continue;
+    }
+    const info = await fetchArtifact(ctx, a as Artifact & { url: string });
+    if (info.sha256 !== a.sha256)
+      throw new ApiError(
+        `the daemon stored ${a.path} with sha256 ${info.sha256}, not the pinned ${a.sha256}: it ignored X-Checksum-Sha256; delete it with plinth files delete ${a.path}`,
+      );
+    results.push({ path: info.path, status: 'fetched', sha256: info.sha256, size: info.size, url: a.url });
+  }
+  print(ctx.io, ctx.mode, results, { columns: ['path', 'status', 'size', 'sha256', 'url'], what: 'artifacts' });
+  const missing = results.filter((r) => r.status === 'missing');
+  if (missing.length)
+    throw new ApiError(
+      `bootenv '${name}': ${missing.map((m) => m.path).join(', ')} ${missing.length === 1 ? 'has' : 'have'} no url and ${missing.length === 1 ? 'is' : 'are'} not on the daemon: ` +
+        'upload with plinth files upload LOCAL PATH (the digest must match the pin)',
+    );
+}

@@ -1,0 +1,135 @@
+import YAML from 'yaml';
+import { parseCommand } from './args.js';
+import { networkError, problemOf, seg } from './client.js';
+import type { Ctx } from './context.js';
+import { ApiError, UsageError } from './errors.js';
+import { cell } from './output.js';
+
+export const WATCH_HELP = [
+  'Usage: plinth watch [--type PREFIX] [--machine ID] [--count N]',
+  '',
+  "Follows the daemon's live events (GET /api/v1/events) and prints one line per event until Ctrl-C:",
+  'machines.created/updated/deleted, lease.*, dhcp.*, boot.*, files.uploaded, ...',
+  '  --type PREFIX   only events whose type starts with PREFIX (comma-separate several: lease.,boot.)',
+  '  --machine ID    only events of one machine (uuid, name or MAC)',
+  '  --count N       stop after N events',
+  'With --output json each line is one event as a JSON object (NDJSON); yaml prints one document per event.',
+].join('\n');
+
+export type PlinthEvent = { type: string; key?: string; machine?: string; at: string; data?: Record<string, unknown> };
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html): lines of `field: value`,
+ * an event ends at a blank line, `data` lines join with newlines, lines starting with ':' are comments.
+ */
+export function sseParser(onData: (data: string) => void) {
+  let buf = '';
+  let data: string[] = [];
+  return (chunk: string) => {
+    buf += chunk;
+    let i = buf.search(/\r\n|\r|\n/);
+    while (i >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(buf[i] === '\r' && buf[i + 1] === '\n' ? i + 2 : i + 1);
+      if (line === '') {
+        if (data.length) onData(data.join('\n'));
+        data = [];
+      } else if (!line.startsWith(':')) {
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        const value = c < 0 ? '' : line.slice(c + 1).replace(/^ /, '');
+        if (field === 'data') data.push(value);
+      }
+      i = buf.search(/\r\n|\r|\n/);
+    }
+  };
+}
+
+export function eventLine(e: PlinthEvent): string {
+  const parts = [e.at, e.type];
+  if (e.key !== undefined) parts.push(`key=${e.key}`);
+  if (e.machine !== undefined && e.machine !== e.key) parts.push(`machine=${e.machine}`);
+  if (e.data && Object.keys(e.data).length) parts.push(cell(e.data, 400));
+  return parts.join('  ');
+}
+
+export async function runWatch(args: string[], ctx: Ctx): Promise<void> {
+  const help = WATCH_HELP;
+  const { values } = parseCommand(
+    args,
+    { type: { type: 'string' }, machine: { type: 'string' }, count: { type: 'string' } },
+    { help, max: 0 },
+  );
+  const { client, io, mode } = ctx;
+  let count: number | undefined;
+  if (values.count !== undefined) {
+    count = Number(values.count);
+    if (!Number.isInteger(count) || count < 1) throw new UsageError('--count takes a whole number from 1', help);
+  }
+  let machine = values.machine as string | undefined;
+  // The stream filters by uuid; a name or MAC is looked up once (a uuid may name a machine not created yet).
+  if (machine && !UUID.test(machine))
+    machine = ((await client.request('GET', `/machines/${seg(machine)}`)).body as { uuid: string }).uuid;
+
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  ctx.signal.addEventListener('abort', onAbort);
+  const url = client.url('/events', { type: values.type as string | undefined, machine });
+  let r: Response;
+  try {
+    r = await fetch(url, {
+      headers: { accept: 'text/event-stream', ...client.authHeaders() },
+      signal: stop.signal,
+    });
+  } catch (err) {
+    if (stop.signal.aborted) return;
+    throw networkError(err, client.base);
+  }
+  if (r.status === 404)
+    throw new ApiError(
+      'this daemon has no event stream (GET /api/v1/events answered 404): it is older than this CLI; upgrade it',
+      404,
+    );
+  if (!r.ok || !r.body) {
+    const text = await r.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {}
+    const { detail, errors } = problemOf(r.status, body, text);
+    throw new ApiError(detail, r.status, errors);
+  }
+  io.err(`watching events at ${client.base} (Ctrl-C to stop)\n`);
+
+  let seen = 0;
+  const parse = sseParser((data) => {
+    if (count !== undefined && seen >= count) return;
+    let e: PlinthEvent;
+    try {
+      e = JSON.parse(data);
+    } catch {
+      io.err(`plinth: skipped an event that is not JSON: ${data.slice(0, 200)}\n`);
+      return;
+    }
+    seen++;
+    if (mode === 'json') io.out(`${JSON.stringify(e)}\n`);
+    else if (mode === 'yaml') io.out(`---\n${YAML.stringify(e)}`);
+    else io.out(`${eventLine(e)}\n`);
+    if (count !== undefined && seen >= count) stop.abort();
+  });
+  const decoder = new TextDecoder();
+  try {
+    for await (const chunk of r.body as AsyncIterable<Uint8Array>) parse(decoder.decode(chunk, { stream: true }));
+  } catch (err) {
+    if (stop.signal.aborted) return;
+    throw networkError(err, client.base);
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+  }
+  if (stop.signal.aborted) return;
+  throw new ApiError(
+    'the daemon closed the event stream (it stopped, or dropped this consumer for reading too slowly): run plinth watch again',
+  );
+}
