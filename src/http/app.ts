@@ -14,6 +14,7 @@ import { registerMetrics, type StatsSource } from './metrics.js';
 import { registerOpenApi } from './openapi.js';
 import { HttpProblem, problemBody } from './problem.js';
 import { registerResourceRoutes } from './resources.js';
+import { registerUi } from './ui.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -178,6 +179,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   });
 
   registerInfo(app, opts.info);
+  registerUi(app);
   registerEvents(app, { bus: opts.bus, log: opts.log });
   registerMetrics(app, { store: opts.store, bus: opts.bus, stats: opts.stats ?? (() => ({})) });
   registerOpenApi(app, opts.version);
