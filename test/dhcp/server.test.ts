@@ -138,3 +138,32 @@ describe('DHCP server on loopback', () => {
     expect(ack!.options.get(Opt.DomainName)?.toString()).toBe('lab.example');
   });
 });
+
+describe('under concurrent load', () => {
+  it('500 clients, 50 at a time: every ACKed address is distinct', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'big', {
+        ...SUBNET,
+        name: 'big',
+        subnet: '10.99.0.0/16',
+        activeStart: '10.99.8.0',
+        activeEnd: '10.99.15.255',
+      });
+    });
+    const e = env;
+    const seen = new Map<string, string>();
+    let next = 0;
+    const worker = async () => {
+      while (next < 500) {
+        const i = next++;
+        const mac = `52:54:02:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+        const { ack } = await e.dora(mac);
+        expect(msgType(ack)).toBe(MessageType.ACK);
+        expect(seen.get(ack!.yiaddr), ack!.yiaddr).toBeUndefined();
+        seen.set(ack!.yiaddr, mac);
+      }
+    };
+    await Promise.all(Array.from({ length: 50 }, worker));
+    expect(seen.size).toBe(500);
+  }, 60_000);
+});
