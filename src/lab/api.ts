@@ -7,12 +7,16 @@ export type CurlResult = { status: number; body: any; text: string };
 
 export function nsCurl(ns: string, base: string, token: string) {
   const call = (args: string[], input?: string | Buffer): CurlResult => {
-    const out = execFileSync('ip', ['netns', 'exec', ns, 'curl', '-sS', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args], {
-      input,
-      encoding: 'utf8',
-      timeout: 120_000,
-      maxBuffer: 64 * 1024 * 1024,
-    });
+    const out = execFileSync(
+      'ip',
+      ['netns', 'exec', ns, 'curl', '-sS', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args],
+      {
+        input,
+        encoding: 'utf8',
+        timeout: 120_000,
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
     const cut = out.lastIndexOf('\n');
     const text = out.slice(0, cut);
     let body: unknown;

@@ -13,7 +13,8 @@ export function sh(cmd: string[], limitMs = 30_000): string {
 export const ipn = (ns: string, ...args: string[]) => sh(['ip', '-n', ns, ...args]);
 
 function ours(name: string) {
-  if (!name.startsWith(NS_PREFIX)) throw new Error(`namespace '${name}' is not Plinth's (names start with ${NS_PREFIX})`);
+  if (!name.startsWith(NS_PREFIX))
+    throw new Error(`namespace '${name}' is not Plinth's (names start with ${NS_PREFIX})`);
 }
 
 export function namespaces(): string[] {
@@ -80,8 +81,16 @@ export function addClientNamespace(seg: Segment, peerNs: string, peerCidr?: stri
 export type NsProcess = { child: ChildProcess; output: () => string; stop: (signal?: NodeJS.Signals) => Promise<void> };
 
 /** A long-running process inside a namespace; its output is kept (bounded) for diagnostics. */
-export function spawnIn(ns: string, cmd: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number } = {}): NsProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnIn(
+  ns: string,
+  cmd: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; keepBytes?: number } = {},
+): NsProcess {
+  const child = spawn('ip', ['netns', 'exec', ns, ...cmd], {
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const keep = opts.keepBytes ?? 4 * 1024 * 1024;
   let out = '';
   const add = (b: Buffer) => {
@@ -109,7 +118,12 @@ export function spawnIn(ns: string, cmd: string[], opts: { env?: NodeJS.ProcessE
 /** Run a command inside a namespace to completion (bounded), e.g. curl against the API. */
 export function runIn(ns: string, cmd: string[], limitMs = 60_000): { code: number; stdout: string; stderr: string } {
   try {
-    const stdout = execFileSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', timeout: limitMs, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+    const stdout = execFileSync('ip', ['netns', 'exec', ns, ...cmd], {
+      encoding: 'utf8',
+      timeout: limitMs,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      maxBuffer: 64 * 1024 * 1024,
+    });
     return { code: 0, stdout, stderr: '' };
   } catch (err) {
     const e = err as { status?: number; stdout?: string; stderr?: string };

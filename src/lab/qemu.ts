@@ -11,7 +11,8 @@
  * - uefi-pxe: OVMF's own PXE client (romfile= empty): DHCP -> TFTP ipxe.efi -> iPXE -> HTTP.
  * - uefi-http: OVMF's own UEFI HTTP Boot; PXE switched off through fw_cfg so it goes straight to HTTPv4.
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { type NsProcess, spawnIn } from './netns.js';
 
@@ -36,20 +37,63 @@ const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
 export function qemuArgs(o: VmOptions, varsFile?: string): string[] {
   const uefi = o.firmware !== 'bios';
-  const args = ['qemu-system-x86_64', '-accel', 'tcg', '-smp', '1', '-m', String(o.memMiB ?? 512), '-nographic', '-boot', 'n'];
+  const args = [
+    'qemu-system-x86_64',
+    '-accel',
+    'tcg',
+    '-smp',
+    '1',
+    '-m',
+    String(o.memMiB ?? 512),
+    '-nographic',
+    '-boot',
+    'n',
+  ];
   if (o.noReboot) args.push('-no-reboot');
   if (o.uuid) args.push('-uuid', o.uuid);
   if (uefi) {
-    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${varsFile}`);
+    args.push(
+      '-drive',
+      `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+      '-drive',
+      `if=pflash,format=raw,unit=1,file=${varsFile}`,
+    );
   }
   if (o.firmware === 'uefi-http') {
-    args.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n');
+    args.push(
+      '-fw_cfg',
+      'name=opt/org.tianocore/IPv4PXESupport,string=n',
+      '-fw_cfg',
+      'name=opt/org.tianocore/IPv6PXESupport,string=n',
+    );
   }
   const rom = o.firmware === 'uefi-pxe' || o.firmware === 'uefi-http' ? ',romfile=' : '';
   args.push('-netdev', `tap,id=n0,ifname=${o.tap},script=no,downscript=no`);
   args.push('-device', `${o.nic ?? 'virtio-net-pci'},netdev=n0,mac=${o.mac}${rom}`);
   args.push('-serial', `file:${o.serialLog}`, '-monitor', 'none');
   return args;
+}
+
+/**
+ * A VM that outlives the command that started it (`plinth lab up`): QEMU in the namespace, detached, its own
+ * output to `<serialLog>.qemu`. Returns its PID for `plinth lab down`.
+ */
+export function startDetachedVm(o: VmOptions): number {
+  mkdirSync(o.workDir, { recursive: true });
+  rmSync(o.serialLog, { force: true });
+  let vars: string | undefined;
+  if (o.firmware !== 'bios') {
+    vars = path.join(o.workDir, `OVMF_VARS-${o.mac.replace(/:/g, '')}.fd`);
+    copyFileSync(OVMF_VARS, vars);
+  }
+  const out = openSync(`${o.serialLog}.qemu`, 'w');
+  const child = spawn('ip', ['netns', 'exec', o.ns, ...qemuArgs(o, vars)], {
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
+  closeSync(out);
+  child.unref();
+  return child.pid!;
 }
 
 export type Vm = {
@@ -99,9 +143,16 @@ export function startVm(o: VmOptions): Vm {
           if (!running()) {
             const again = re.exec(log()); // the marker may have landed just before poweroff
             if (again) return resolve(log().slice(again.index).split('\n')[0]!);
-            return reject(new Error(`VM ${o.mac}: QEMU exited before ${re} (${proc.output().slice(-500)}); serial tail: ${text.slice(-1500)}`));
+            return reject(
+              new Error(
+                `VM ${o.mac}: QEMU exited before ${re} (${proc.output().slice(-500)}); serial tail: ${text.slice(-1500)}`,
+              ),
+            );
           }
-          if (Date.now() > until) return reject(new Error(`VM ${o.mac}: no ${re} within ${timeoutMs / 1000} s; serial tail: ${text.slice(-1500)}`));
+          if (Date.now() > until)
+            return reject(
+              new Error(`VM ${o.mac}: no ${re} within ${timeoutMs / 1000} s; serial tail: ${text.slice(-1500)}`),
+            );
           setTimeout(poll, 250);
         };
         poll();

@@ -1,0 +1,167 @@
+/**
+ * `plinth lab`: rehearse on virtual machines what later runs on metal. `up` builds a namespace with a bridge and
+ * N QEMU VMs (software emulation) whose segment is joined to the running Plinth by a veth (`plinth-lab0` on the
+ * host, with the lab's server address), registers the VMs as machines through the API, and starts them
+ * detached, each serial console streamed to a file; `status` shows them; `down` stops only what `up` started
+ * (PIDs from the state file, checked to be inside the lab namespace) and removes the namespace and the veth.
+ * The same netns and QEMU code as the end-to-end suite.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createNamespace, createSegment, deleteNamespace, ipn, namespaces, sh } from './netns.js';
+import { type Firmware, startDetachedVm } from './qemu.js';
+
+export const LAB_NS = 'plinth-lab';
+export const HOST_IF = 'plinth-lab0';
+
+export type LabVm = { name: string; mac: string; firmware: Firmware; pid: number; serialLog: string; machine?: string };
+export type LabState = { ns: string; hostIf: string; cidr: string; createdAt: string; vms: LabVm[] };
+
+export type LabApi = {
+  json(method: string, path: string, body?: unknown, contentType?: string): Promise<{ status: number; body: any }>;
+};
+
+const stateFile = (dir: string) => path.join(dir, 'state.json');
+
+export function readState(dir: string): LabState | undefined {
+  try {
+    return JSON.parse(readFileSync(stateFile(dir), 'utf8')) as LabState;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Is `pid` alive and inside the lab namespace (guards against PID reuse after a reboot)? */
+function ourPid(pid: number, ns: string): boolean {
+  if (!existsSync(`/proc/${pid}`)) return false;
+  try {
+    return sh(['ip', 'netns', 'identify', String(pid)]).trim() === ns;
+  } catch {
+    return false;
+  }
+}
+
+export async function labUp(o: {
+  vms: number;
+  uefi?: boolean;
+  cidr?: string;
+  bootEnv?: string;
+  dir: string;
+  api: LabApi;
+}): Promise<LabState> {
+  if (readState(o.dir) && namespaces().includes(LAB_NS))
+    throw new Error('a lab is already up: run `plinth lab down` first');
+  const cidr = o.cidr ?? '10.250.0.1/24';
+  const [addr, prefix] = cidr.split('/');
+  const net = addr!.split('.').slice(0, 3).join('.');
+  // The segment: namespace, bridge, taps; the host side of the veth carries Plinth's address on it.
+  createNamespace(LAB_NS);
+  createSegment(LAB_NS, { cidr: `${net}.254/${prefix}`, taps: o.vms });
+  try {
+    sh(['ip', 'link', 'del', HOST_IF]);
+  } catch {
+    // not there
+  }
+  sh(['ip', 'link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', 'uplink', 'netns', LAB_NS]);
+  sh(['ip', 'addr', 'add', cidr, 'dev', HOST_IF]);
+  sh(['ip', 'link', 'set', HOST_IF, 'up']);
+  ipn(LAB_NS, 'link', 'set', 'uplink', 'master', 'br0', 'up');
+
+  // Plinth's side, through its API: a subnet for the segment (if none covers it) and one machine per VM.
+  const subnet = await o.api.json('GET', '/api/v1/subnets?name=plinth-lab');
+  if (subnet.status !== 200)
+    throw new Error(`cannot reach the Plinth API: ${subnet.status} ${JSON.stringify(subnet.body)}`);
+  if (subnet.body.length === 0) {
+    const r = await o.api.json('POST', '/api/v1/subnets', {
+      name: 'plinth-lab',
+      subnet: `${net}.0/${prefix}`,
+      activeStart: `${net}.100`,
+      activeEnd: `${net}.199`,
+      leaseTime: 600,
+      description: 'created by plinth lab up',
+    });
+    if (r.status !== 201) throw new Error(`could not create the lab subnet: ${JSON.stringify(r.body)}`);
+  }
+  mkdirSync(o.dir, { recursive: true });
+  const state: LabState = { ns: LAB_NS, hostIf: HOST_IF, cidr, createdAt: new Date().toISOString(), vms: [] };
+  for (let i = 0; i < o.vms; i++) {
+    const name = `lab-vm-${i + 1}`;
+    const mac = `52:54:00:1a:b0:${(i + 1).toString(16).padStart(2, '0')}`;
+    const existing = await o.api.json('GET', `/api/v1/machines/${name}`);
+    let machine: string | undefined = existing.status === 200 ? existing.body.uuid : undefined;
+    if (!machine) {
+      const r = await o.api.json('POST', '/api/v1/machines', {
+        name,
+        macs: [mac],
+        description: 'plinth lab VM',
+        ...(o.bootEnv ? { bootEnv: o.bootEnv } : {}),
+      });
+      if (r.status !== 201) throw new Error(`could not register ${name}: ${JSON.stringify(r.body)}`);
+      machine = r.body.uuid;
+    } else if (o.bootEnv) {
+      await o.api.json('PATCH', `/api/v1/machines/${machine}`, { bootEnv: o.bootEnv }, 'application/merge-patch+json');
+    }
+    const firmware: Firmware = o.uefi ? 'uefi' : 'bios';
+    const serialLog = path.join(o.dir, `serial-${name}.log`);
+    const pid = startDetachedVm({
+      ns: LAB_NS,
+      tap: `tap${i}`,
+      mac,
+      firmware,
+      serialLog,
+      workDir: o.dir,
+      noReboot: false,
+    });
+    state.vms.push({ name, mac, firmware, pid, serialLog, machine });
+  }
+  writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`);
+  return state;
+}
+
+export type VmStatus = LabVm & { running: boolean; lastLine: string };
+
+export function labStatus(dir: string): (LabState & { vms: VmStatus[] }) | undefined {
+  const st = readState(dir);
+  if (!st) return undefined;
+  return {
+    ...st,
+    vms: st.vms.map((v) => {
+      const log = existsSync(v.serialLog)
+        ? readFileSync(v.serialLog, 'latin1')
+            .replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, '')
+            .replace(/\r/g, '')
+        : '';
+      const lines = log.split('\n').filter((l) => l.trim());
+      const marker = lines.filter((l) => /PLINTH-|Plinth:/.test(l)).pop();
+      return { ...v, running: ourPid(v.pid, st.ns), lastLine: (marker ?? lines.pop() ?? '').trim().slice(0, 200) };
+    }),
+  };
+}
+
+export function labDown(dir: string): string[] {
+  const st = readState(dir);
+  const said: string[] = [];
+  for (const v of st?.vms ?? []) {
+    if (ourPid(v.pid, st!.ns)) {
+      try {
+        process.kill(v.pid, 'SIGKILL');
+        said.push(`stopped ${v.name} (pid ${v.pid})`);
+      } catch {
+        // gone
+      }
+    }
+  }
+  try {
+    execFileSync('ip', ['link', 'del', HOST_IF], { stdio: 'ignore' });
+    said.push(`removed ${HOST_IF}`);
+  } catch {
+    // not there
+  }
+  if (namespaces().includes(LAB_NS)) {
+    deleteNamespace(LAB_NS);
+    said.push(`deleted namespace ${LAB_NS}`);
+  }
+  rmSync(stateFile(dir), { force: true });
+  return said;
+}
