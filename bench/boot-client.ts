@@ -124,15 +124,17 @@ const out: Record<string, unknown> = {
   httpMiBps: bytes / 1048576 / seconds,
   p99ms: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, Math.round(p99(v))])),
 };
-if (nginx) {
-  // The same downloads from nginx, same concurrency: the reference for HTTP throughput.
-  let nbytes = 0;
-  const n0 = performance.now();
+// HTTP alone, identical for both servers: the same downloads, same concurrency, nothing else in between.
+const downloads = async (base: string) => {
+  let n = 0;
+  const t = performance.now();
   await pool(COUNT, CONC, async () => {
-    nbytes += await drain(`${nginx}/lab/vmlinuz`);
-    nbytes += await drain(`${nginx}/lab/initrd.img`);
+    n += await drain(`${base}/lab/vmlinuz`);
+    n += await drain(`${base}/lab/initrd.img`);
   });
-  out.nginxMiBps = nbytes / 1048576 / ((performance.now() - n0) / 1000);
-}
+  return n / 1048576 / ((performance.now() - t) / 1000);
+};
+out.plinthFilesMiBps = await downloads(`http://${server}:8091/files`);
+if (nginx) out.nginxMiBps = await downloads(nginx);
 console.log(JSON.stringify(out));
 sock.close();

@@ -9,7 +9,7 @@ export function nsCurl(ns: string, base: string, token: string) {
   const call = (args: string[], input?: string | Buffer): CurlResult => {
     const out = execFileSync(
       'ip',
-      ['netns', 'exec', ns, 'curl', '-sS', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args],
+      ['netns', 'exec', ns, 'curl', '-s', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args],
       {
         input,
         encoding: 'utf8',
