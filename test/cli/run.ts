@@ -1,0 +1,98 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import { ROOT } from '../helpers/proc.js';
+
+/** The CLI as operators run it: `node bin/plinth.js ...` in a child process (bin registers tsx itself). */
+export const BIN = path.join(ROOT, 'bin/plinth.js');
+
+export type CliResult = { code: number | null; stdout: string; stderr: string; json(): any };
+
+/** The environment of the test runner without any PLINTH_* setting that would change what the CLI does. */
+export function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PLINTH_') && v !== undefined) env[k] = v;
+  return { ...env, ...extra };
+}
+
+export function spawnCli(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; node?: string[] } = {},
+): ChildProcess & { out: () => string; err: () => string } {
+  const child = spawn(process.execPath, [...(opts.node ?? []), BIN, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    env: cleanEnv(opts.env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b) => {
+    out += b;
+  });
+  child.stderr!.on('data', (b) => {
+    err += b;
+  });
+  return Object.assign(child, { out: () => out, err: () => err });
+}
+
+export async function cli(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string; input?: string; node?: string[]; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  const child = spawnCli(args, opts);
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(opts.input ?? '');
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`plinth ${args.join(' ')} did not exit in time; stderr: ${child.err()}`));
+    }, opts.timeoutMs ?? 20_000);
+    child.on('close', (c) => {
+      clearTimeout(t);
+      resolve(c);
+    });
+  });
+  const stdout = child.out();
+  const stderr = child.err();
+  return {
+    code,
+    stdout,
+    stderr,
+    json() {
+      try {
+        return JSON.parse(stdout);
+      } catch {
+        throw new Error(
+          `stdout of plinth ${args.join(' ')} is not JSON (exit ${code}):\n${stdout}\nstderr:\n${stderr}`,
+        );
+      }
+    },
+  };
+}
+
+/** A CLI bound to one test daemon through the environment, as an operator's shell would be. */
+export function cliFor(d: { url: string; token: string }) {
+  return (args: string[], opts: Parameters<typeof cli>[1] = {}) =>
+    cli(args, { ...opts, env: { PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token, ...opts.env } });
+}
+
+/** The CLI in this process (same code as the binary, minus the process): for wide matrices of cheap cases. */
+export async function cliInProcess(args: string[], env: Record<string, string> = {}) {
+  const { run } = await import('../../src/cli/main.js');
+  let stdout = '';
+  let stderr = '';
+  const code = await run(args, {
+    env: cleanEnv(env),
+    cwd: ROOT,
+    io: {
+      out: (s) => {
+        stdout += s;
+      },
+      err: (s) => {
+        stderr += s;
+      },
+      outTTY: false,
+      errTTY: false,
+    },
+  });
+  return { code, stdout, stderr };
+}
