@@ -101,8 +101,8 @@ async function fetchArtifact(ctx: Ctx, a: Artifact & { url: string }): Promise<F
   if (!r.ok || !r.body)
     throw new ApiError(`${a.url} answered HTTP ${r.status}: check the url of artifact ${a.path}`, r.status);
   // A compressed answer is decoded on the way, so its Content-Length is not the size uploaded.
-  const len = Number(r.headers.get('content-length'));
-  const size = !r.headers.get('content-encoding') && Number.isFinite(len) && len >= 0 ? len : undefined;
+  const len = r.headers.get('content-length');
+  const size = len !== null && /^\d+$/.test(len) && !r.headers.get('content-encoding') ? Number(len) : undefined;
   const h = createHash('sha256');
   let got = 0;
   const src = Readable.fromWeb(r.body as import('node:stream/web').ReadableStream);

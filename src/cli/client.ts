@@ -149,10 +149,13 @@ export function createClient(opts: {
 /** A key as one URL path segment (machine names, MACs with colons, bootenv names). */
 export const seg = (id: string) => encodeURIComponent(id);
 
-/** A file path under the files root, each segment encoded, slashes kept. */
-export const filePath = (rel: string) =>
-  rel
-    .replace(/^\/+/, '')
-    .split('/')
-    .map((s) => encodeURIComponent(s))
-    .join('/');
+/**
+ * A file path under the files root, each segment encoded, slashes kept. URLs resolve dot segments (even as
+ * %2e) before they are sent, so `../x` would quietly become another route: it is refused here instead.
+ */
+export const filePath = (rel: string) => {
+  const segs = rel.replace(/^\/+/, '').split('/');
+  if (segs.some((s) => s === '.' || s === '..'))
+    throw new UsageError(`file path '${rel}' has a '.' or '..' segment: give a path under the files root`);
+  return segs.map((s) => encodeURIComponent(s)).join('/');
+};
