@@ -78,6 +78,8 @@ function bindFd(fd: number): Promise<dgram.Socket> {
  * Broadcast is enabled for replies to 255.255.255.255.
  */
 export async function openUdpSocket(opts: {
+  /** SO_REUSEADDR: only for passive sockets that must coexist with a local DHCP client (rogue watch on 68). */
+  reuse?: boolean;
   port: number;
   ifname?: string;
   address?: string;
@@ -91,7 +93,7 @@ export async function openUdpSocket(opts: {
   if (addon) {
     let fd: number;
     try {
-      fd = addon.openUdp4(opts.ifname ?? null, opts.port, opts.address);
+      fd = addon.openUdp4(opts.ifname ?? null, opts.port, opts.address, opts.reuse ?? false);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'ENODEV') throw new Error(`interface ${opts.ifname} does not exist: check --dhcp-interfaces`);
@@ -108,7 +110,7 @@ export async function openUdpSocket(opts: {
     }
   }
   return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4' });
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr: opts.reuse ?? false });
     s.once('error', (err) => reject(portError(opts.port, what, err as NodeJS.ErrnoException)));
     s.bind({ port: opts.port, address: opts.address ?? '0.0.0.0' }, () => {
       s.removeAllListeners('error');

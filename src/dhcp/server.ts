@@ -164,6 +164,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const socket = await openUdpSocket({
       port: p,
       ifname,
+      // The rogue watch shares port 68 with a DHCP client the host itself may run (dhclient binds it too).
+      reuse: kind === 'rogue',
       what: kind === 'proxy' ? 'proxyDHCP' : kind === 'rogue' ? 'DHCP client (rogue watch)' : 'DHCP',
     });
     const ctx: Ctx = { ifname, socket, fd: fdOf(socket), kind };

@@ -64,13 +64,17 @@ const server = await startDhcpServer({
 // Event-loop stalls, printed at exit: what the benchmark's p99 latency is made of.
 const eld = monitorEventLoopDelay({ resolution: 1 });
 eld.enable();
+const cpuAtReady = process.cpuUsage();
 process.stdout.write('READY\n');
 const stop = async () => {
   await server.close();
   await store.close();
   const ms = (n: number) => Math.round(n / 1e4) / 100;
   const loop = { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max) };
-  process.stderr.write(`${JSON.stringify({ stats: server.stats, eventLoopDelayMs: loop })}\n`);
+  const cpu = process.cpuUsage(cpuAtReady);
+  process.stderr.write(
+    `${JSON.stringify({ stats: server.stats, eventLoopDelayMs: loop, cpuMsSinceReady: Math.round((cpu.user + cpu.system) / 1000) })}\n`,
+  );
   process.exit(0);
 };
 process.on('SIGTERM', stop);
