@@ -4,7 +4,7 @@
  * node-gyp that ships with npm and the headers installed beside node (no download). Needs g++, make, python3.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -22,6 +22,15 @@ export function ensureAddon(): boolean {
   }
   const gyp = path.join(npmDir, 'node_modules/node-gyp/bin/node-gyp.js');
   if (!existsSync(gyp) || !existsSync(path.join(nodePrefix, 'include/node/node_api.h'))) return false;
+  // Test files run in parallel workers: one builds (mkdir is the lock), the others wait for its result.
+  const lock = path.join(root, 'native/.build-lock');
+  try {
+    mkdirSync(lock);
+  } catch {
+    const end = Date.now() + 120_000;
+    while (existsSync(lock) && Date.now() < end) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+    return existsSync(ADDON_FILE);
+  }
   try {
     execFileSync(process.execPath, [gyp, 'rebuild', '-C', path.join(root, 'native'), `--nodedir=${nodePrefix}`], {
       stdio: 'ignore',
@@ -29,6 +38,8 @@ export function ensureAddon(): boolean {
     });
   } catch {
     return false;
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
   }
   return existsSync(ADDON_FILE);
 }
