@@ -4,10 +4,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/proc.js';
-import { cliFor } from './run.js';
+import { cliFor, cliInTty } from './run.js';
+
+// Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 let d: TestDaemon;
 let run: ReturnType<typeof cliFor>;
@@ -168,6 +171,19 @@ describe('plinth bootenv fetch (artifacts from a local upstream)', () => {
     const forced = await run(['bootenvs', 'fetch', 'upstream', '--force']);
     expect(forced.json().map((a: { status: string }) => a.status)).toEqual(['fetched', 'fetched']);
     expect(hits['/vmlinuz']).toBe(2);
+  });
+
+  it.skipIf(!existsSync('/usr/bin/script'))('shows download progress on a terminal', async () => {
+    await bootenv('tty', [
+      { path: 'tty/vmlinuz', sha256: sha(vmlinuz), url: `${up}/vmlinuz` },
+      { path: 'tty/initrd', sha256: sha(initrd), url: `${up}/initrd` },
+    ]);
+    const out = await cliInTty(['bootenv', 'fetch', 'tty'], { PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token });
+    expect(out.code, out.text).toBe(0);
+    expect(out.text).toMatch(/\r\x1b\[2Kfetching tty\/vmlinuz \[#{24}\] 100% 1\.0 MiB \/ 1\.0 MiB/);
+    // No length from upstream: bytes so far, no bar.
+    expect(out.text).toMatch(/\r\x1b\[2Kfetching tty\/initrd 300\.0 KiB/);
+    expect(out.text).toMatch(/PATH\s+STATUS\s+SIZE\s+SHA256\s+URL/);
   });
 
   it('follows redirects', async () => {

@@ -1,13 +1,15 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { BIN, cleanEnv, cli, cliFor } from './run.js';
+import { cli, cliFor, cliInTty } from './run.js';
+
+// Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 let d: TestDaemon;
 let run: ReturnType<typeof cliFor>;
@@ -135,20 +137,7 @@ describe('plinth files', () => {
 
   it.skipIf(!existsSync('/usr/bin/script'))('draws a progress bar when stderr is a terminal', async () => {
     const p = local('tty.bin', randomBytes(2 * 1024 * 1024));
-    const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
-    const cmd = [process.execPath, BIN, 'files', 'upload', p, 'tty.bin'].map(quote).join(' ');
-    // script(1) gives the command a pseudo-terminal, as an operator's shell would.
-    const out = await new Promise<{ code: number | null; text: string }>((resolve) => {
-      const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
-        env: cleanEnv({ PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let text = '';
-      child.stdout.on('data', (b) => {
-        text += b;
-      });
-      child.on('close', (code) => resolve({ code, text }));
-    });
+    const out = await cliInTty(['files', 'upload', p, 'tty.bin'], { PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token });
     expect(out.code, out.text).toBe(0);
     expect(out.text).toMatch(/\r\x1b\[2Khashing tty\.bin \[#{24}\] 100%/);
     expect(out.text).toMatch(/\r\x1b\[2Kuploading tty\.bin \[#{24}\] 100% 2\.0 MiB \/ 2\.0 MiB/);

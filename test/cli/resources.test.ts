@@ -1,11 +1,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import YAML from 'yaml';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/proc.js';
 import { cli, cliFor, cliInProcess } from './run.js';
+
+// Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
+vi.setConfig({ testTimeout: 90_000 });
 
 let d: TestDaemon;
 let run: ReturnType<typeof cliFor>;

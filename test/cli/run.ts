@@ -96,3 +96,20 @@ export async function cliInProcess(args: string[], env: Record<string, string> =
   });
   return { code, stdout, stderr };
 }
+
+/** The CLI under script(1): stdout and stderr are a pseudo-terminal, as in an operator's shell. */
+export function cliInTty(args: string[], env: Record<string, string>): Promise<{ code: number | null; text: string }> {
+  const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+  const cmd = [process.execPath, BIN, ...args].map(quote).join(' ');
+  return new Promise((resolve) => {
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
+      env: cleanEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let text = '';
+    child.stdout!.on('data', (b) => {
+      text += b;
+    });
+    child.on('close', (code) => resolve({ code, text }));
+  });
+}

@@ -1,0 +1,79 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { exited, freePort, ROOT, waitHttp } from '../helpers/proc.js';
+import { cli, spawnCli } from './run.js';
+
+// Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
+vi.setConfig({ testTimeout: 90_000 });
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** bin/plinth.js: the daemon as before for no arguments, `serve` or daemon flags; the CLI for anything else. */
+describe('bin/plinth.js dispatch', () => {
+  it("--help is the daemon's help; help is the CLI's", async () => {
+    const daemon = await cli(['--help']);
+    expect(daemon.code).toBe(0);
+    expect(daemon.stdout).toMatch(/^Usage: plinth \[serve\] \[options\]/);
+    const client = await cli(['help']);
+    expect(client.code).toBe(0);
+    expect(client.stdout).toMatch(/^Usage: plinth COMMAND/);
+  });
+
+  it("a wrong daemon flag is still the daemon's usage error (exit 2)", async () => {
+    const r = await cli(['--no-such-setting']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/see plinth --help/);
+  });
+
+  it('a CLI global option first means the CLI', async () => {
+    const port = await freePort();
+    const r = await cli(['--endpoint', `http://127.0.0.1:${port}`, 'info']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot reach Plinth/);
+    expect((await cli(['-o', 'json', 'nosuch'])).code).toBe(2);
+  });
+
+  it("npx plinth works from the clone (the package's own bin, no registry)", async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync('npx', ['--offline', '--no-install', 'plinth', 'help'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: plinth COMMAND/);
+  });
+
+  for (const form of [['serve'], []]) {
+    it(`plinth ${form.join(' ') || '(daemon flags only)'} runs the daemon; the CLI talks to it`, async () => {
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-bin-'));
+      dirs.push(dataDir);
+      const port = await freePort();
+      const daemon = spawnCli([
+        ...form,
+        '--no-dhcp',
+        '--no-tftp',
+        '--http-address',
+        '127.0.0.1',
+        '--http-port',
+        String(port),
+        '--data-dir',
+        dataDir,
+        '--log-level',
+        'warn',
+      ]);
+      try {
+        await waitHttp(port);
+        const r = await cli(['machines', 'list'], {
+          env: { PLINTH_ENDPOINT: `127.0.0.1:${port}`, PLINTH_DATA_DIR: dataDir },
+        });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.json()).toEqual([]);
+      } finally {
+        daemon.kill('SIGTERM');
+        expect((await exited(daemon)).code).toBe(0);
+      }
+    });
+  }
+});
