@@ -124,7 +124,10 @@ export async function runWatch(args: string[], ctx: Ctx): Promise<void> {
     for await (const chunk of r.body as AsyncIterable<Uint8Array>) parse(decoder.decode(chunk, { stream: true }));
   } catch (err) {
     if (stop.signal.aborted) return;
-    throw networkError(err, client.base);
+    const cause = (err as { cause?: { code?: string } }).cause;
+    throw new ApiError(
+      `the event stream from ${client.base} was cut (${cause?.code ?? (err as Error).message}): the daemon stopped, or dropped this consumer for reading too slowly; run plinth watch again`,
+    );
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
   }

@@ -1,7 +1,9 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { exited } from '../helpers/proc.js';
-import { cliFor, spawnCli } from './run.js';
+import { cli, cliFor, spawnCli } from './run.js';
 
 // Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
 vi.setConfig({ testTimeout: 90_000 });
@@ -92,5 +94,48 @@ describe('plinth watch', () => {
     expect((await run(['watch', '--machine', 'nobody'])).code).toBe(1);
     expect((await run(['watch', '--count', '0'])).code).toBe(2);
     expect((await run(['watch', 'extra'])).code).toBe(2);
+  });
+
+  it('parses SSE as a stream (split lines, CRLF, comments, multi-line data) and says when the stream is cut', async () => {
+    // A stand-in for the daemon's stream, so this holds whatever the daemon's version.
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': hello\r\n\r\nid: 1\r\nevent: machines.created\r\ndata: {"type":"machines.created",');
+      setTimeout(() => {
+        res.write(
+          '"key":"k1","at":"2026-01-01T00:00:00.000Z"}\r\n\r\ndata: {"type":"lease.acked",\ndata: "key":"10.0.0.9",',
+        );
+        res.write('"at":"2026-01-01T00:00:01.000Z","data":{"mac":"52:54:00:00:00:01"}}\n\n');
+        if (req.url?.includes('type=cut')) setTimeout(() => res.socket?.destroy(), 50);
+        else setTimeout(() => res.end(), 50);
+      }, 50);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const ended = await cli(['watch', '--endpoint', url, '--token', 't']);
+      expect(ended.code).toBe(1);
+      expect(
+        ended.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l)),
+      ).toEqual([
+        { type: 'machines.created', key: 'k1', at: '2026-01-01T00:00:00.000Z' },
+        { type: 'lease.acked', key: '10.0.0.9', at: '2026-01-01T00:00:01.000Z', data: { mac: '52:54:00:00:00:01' } },
+      ]);
+      expect(ended.stderr).toMatch(/the daemon closed the event stream/);
+      const cut = await cli(['watch', '--type', 'cut', '-o', 'table', '--endpoint', url, '--token', 't']);
+      expect(cut.code).toBe(1);
+      expect(cut.stdout).toBe(
+        '2026-01-01T00:00:00.000Z  machines.created  key=k1\n' +
+          '2026-01-01T00:00:01.000Z  lease.acked  key=10.0.0.9  {"mac":"52:54:00:00:00:01"}\n',
+      );
+      expect(cut.stderr).toMatch(
+        /plinth: the event stream from http:\/\/127\.0\.0\.1:\d+ was cut .*run plinth watch again/,
+      );
+    } finally {
+      server.close();
+    }
   });
 });
