@@ -4,9 +4,9 @@ FROM node:20-bookworm AS build
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-COPY binding.gyp* ./
 COPY native ./native
-RUN npm ci
+# npm ci's postinstall builds the socket helper (native/) against the image's Node headers.
+RUN npm ci && test -f native/build/Release/plinth_net.node
 COPY . .
 RUN npm run typecheck && npm prune --omit=dev
 
@@ -17,7 +17,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin ipx
     && apt-get purge -y libcap2-bin && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/build ./build
+COPY --from=build /app/native/build/Release/plinth_net.node ./native/build/Release/plinth_net.node
 COPY --from=build /app/package.json ./
 COPY src ./src
 COPY bin ./bin
