@@ -1,7 +1,9 @@
 import { pathToFileURL } from 'node:url';
+import { LAB_USAGE, runLab } from '../lab/cli.js';
+import type { LabApi } from '../lab/lab.js';
 import { VERSION } from '../version.js';
 import { FETCH_HELP, fetchBootenv, IMPORT_HELP, importLinuxkit } from './bootenv.js';
-import { createClient } from './client.js';
+import { type Client, createClient } from './client.js';
 import type { Ctx } from './context.js';
 import { ApiError, EXIT_API, EXIT_OK, EXIT_USAGE, UsageError } from './errors.js';
 import { FILES_HELP, runFiles } from './files.js';
@@ -27,6 +29,7 @@ export const HELP = [
   "  bootenv fetch NAME                            download a bootenv's artifacts from their urls",
   '  watch [--type PREFIX] [--machine ID]          live events, one line each',
   "  info                                          the daemon's version, listeners and features (no token)",
+  '  lab up --vms N [--uefi] | lab status | lab down   rehearse on QEMU VMs that PXE-boot from this Plinth (root)',
   "  help [COMMAND]                                this help, or a command's",
   '',
   'Options (anywhere on the line):',
@@ -96,6 +99,7 @@ function helpFor(cmd: string | undefined, verb: string | undefined): string {
   if (cmd === 'files') return FILES_HELP;
   if (cmd === 'watch') return WATCH_HELP;
   if (cmd === 'info') return INFO_HELP;
+  if (cmd === 'lab') return LAB_USAGE;
   throw new UsageError(`unknown command '${cmd}'`, HELP);
 }
 
@@ -118,6 +122,20 @@ async function dispatch(cmd: string, verb: string | undefined, args: string[], c
   if (cmd === 'serve')
     throw new UsageError('serve runs the daemon: start it with bin/plinth.js serve (npx plinth serve)');
   throw new UsageError(`unknown command '${cmd}'`, HELP);
+}
+
+/** The lab drives the API with the CLI's client (endpoint and token as for every command). */
+function labApi(client: Client): LabApi {
+  return {
+    json: async (method, path, body, contentType) => {
+      const r = await client.request(method, path.replace(/^\/api\/v1/, ''), {
+        body,
+        contentType,
+        allow: [400, 401, 403, 404, 409, 412, 500, 503],
+      });
+      return { status: r.status, body: r.body };
+    },
+  };
 }
 
 /** The part of a help text up to its first blank line: the usage lines. */
@@ -147,6 +165,13 @@ export async function run(argv: string[], o: RunOptions = {}): Promise<number> {
     }
     const mode = outputMode(g.output, env, io.outTTY);
     const client = createClient({ endpoint: g.endpoint, token: g.token, env, cwd: o.cwd ?? process.cwd(), signal });
+    if (cmd === 'lab')
+      return await runLab(
+        verb === undefined ? args : [verb, ...args],
+        labApi(client),
+        { write: io.out },
+        { write: io.err },
+      );
     await dispatch(cmd, verb, args, { io, mode, client, env, cwd: o.cwd ?? process.cwd(), signal });
     return EXIT_OK;
   } catch (err) {

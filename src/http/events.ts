@@ -12,6 +12,11 @@ const MAX_BACKLOG = 1024 * 1024;
  * separated for several), `?machine=UUID` one machine's. A comment every 15 s keeps proxies from closing it.
  */
 export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logger }) {
+  // Open streams never end on their own: a stopping daemon ends them, or it would wait for every watcher.
+  const open = new Set<import('node:http').ServerResponse>();
+  app.addHook('preClose', async () => {
+    for (const res of open) res.end();
+  });
   app.get<{ Querystring: { type?: string; machine?: string } }>(`${API}/events`, (req, reply) => {
     const types = (req.query.type ?? '').split(',').filter(Boolean);
     const machine = req.query.machine;
@@ -40,7 +45,9 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
     });
     const beat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     beat.unref();
+    open.add(res);
     res.on('close', () => {
+      open.delete(res);
       off();
       clearInterval(beat);
     });

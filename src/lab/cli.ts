@@ -13,7 +13,12 @@ PXE-boot from the running Plinth; their serial consoles stream to DIR/serial-lab
 'down' stops only the VMs 'up' started and removes the namespace and the veth.`;
 
 /** `plinth lab ...`; returns the exit code (0 ok, 1 failure, 2 usage). */
-export async function runLab(argv: string[], api: LabApi, out = process.stdout, err = process.stderr): Promise<number> {
+export async function runLab(
+  argv: string[],
+  api: LabApi,
+  out: { write(s: string): unknown } = process.stdout,
+  err: { write(s: string): unknown } = process.stderr,
+): Promise<number> {
   const [verb, ...rest] = argv;
   let v: Record<string, string | boolean | undefined>;
   try {

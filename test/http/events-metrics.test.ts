@@ -79,3 +79,20 @@ describe('GET /metrics', () => {
     expect(after).toMatch(/plinth_events_total\{type="machines.created"\} [1-9]/);
   });
 });
+
+describe('stopping with watchers connected', () => {
+  it('ends open event streams instead of waiting for them', async () => {
+    const other = await startTestDaemon();
+    const r = await fetch(`${other.url}/api/v1/events`, { headers: { authorization: `Bearer ${other.token}` } });
+    expect(r.status).toBe(200);
+    const ended = (async () => {
+      for await (const _ of r.body!) {
+        // drain until the daemon ends the stream
+      }
+    })();
+    const t0 = Date.now();
+    await other.stop();
+    await ended;
+    expect(Date.now() - t0).toBeLessThan(3000);
+  });
+});
