@@ -7,16 +7,17 @@ export type CurlResult = { status: number; body: any; text: string };
 
 export function nsCurl(ns: string, base: string, token: string) {
   const call = (args: string[], input?: string | Buffer): CurlResult => {
-    const out = execFileSync(
-      'ip',
-      ['netns', 'exec', ns, 'curl', '-s', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args],
-      {
-        input,
-        encoding: 'utf8',
-        timeout: 120_000,
-        maxBuffer: 64 * 1024 * 1024,
-      },
-    );
+    let out: string;
+    try {
+      out = execFileSync(
+        'ip',
+        ['netns', 'exec', ns, 'curl', '-s', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args],
+        { input, encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
+      );
+    } catch (err) {
+      // curl could not connect (not up yet, or down): status 0, as a script checking `%{http_code}` sees it.
+      return { status: 0, body: undefined, text: String((err as { stderr?: string }).stderr ?? err) };
+    }
     const cut = out.lastIndexOf('\n');
     const text = out.slice(0, cut);
     let body: unknown;

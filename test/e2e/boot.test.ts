@@ -4,10 +4,10 @@
  * iPXE ROMs and OVMF) PXE-boot from it into images built from Debian packages. Needs root.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256File } from '../../src/files/store-files.js';
 import { nsCurl } from '../../src/lab/api.js';
 import { createNamespace, createSegment, deleteNamespace, type NsProcess, spawnIn } from '../../src/lab/netns.js';
 import { startVm, type Vm } from '../../src/lab/qemu.js';
@@ -27,11 +27,7 @@ const BOOT_TIMEOUT = 240_000;
 const api = nsCurl(NS, BASE, TOKEN);
 let plinth: NsProcess;
 const vms: Vm[] = [];
-const sha = async (f: string) => {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(f)) h.update(c);
-  return h.digest('hex');
-};
+const sha = sha256File;
 
 /** One VM for the duration of `fn`; stopped (its tap freed) whatever happens. */
 async function withVm(
