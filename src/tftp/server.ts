@@ -34,7 +34,10 @@ export type TftpServerOptions = {
   timeoutMs?: number;
   /** Lower bound of the adaptive retransmission timeout, ms (default 20). */
   minTimeoutMs?: number;
-  /** A transfer fails after this many maximum timeouts without progress (default 5). */
+  /**
+   * A transfer fails after (maximum timeout x maxRetries) ms without progress (default 5: 5 s, or 5x the client's
+   * RFC 2349 timeout). Retransmissions back off from the adaptive timeout up to the maximum, so their number is bounded.
+   */
   maxRetries?: number;
   /** WRQ is refused (ERROR 2) unless set; uploads are then confined to this directory and never overwrite. */
   uploadDir?: string;
@@ -44,6 +47,7 @@ export type TftpServerOptions = {
   netasciiMaxBytes?: number;
 };
 
+/** transfersStarted = transfersCompleted + transfersFailed + sizeProbes + active transfers. */
 export type TftpStats = {
   transfersStarted: number;
   transfersCompleted: number;
@@ -197,13 +201,28 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   const listener = dgram.createSocket({ type: 'udp4' });
   sockets.add(listener);
   listener.on('close', () => sockets.delete(listener));
-  await new Promise<void>((resolve, reject) => {
-    listener.once('error', reject);
-    listener.bind(opts.port ?? 69, bindAddress, () => {
-      listener.off('error', reject);
-      resolve();
+  const wantPort = opts.port ?? 69;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.bind(wantPort, bindAddress, () => {
+        listener.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    listener.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    const hint =
+      code === 'EACCES'
+        ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
+        : code === 'EADDRINUSE'
+          ? 'another TFTP server (tftpd-hpa, dnsmasq --enable-tftp, atftpd) already holds it; stop it or pick another port'
+          : code === 'EADDRNOTAVAIL'
+            ? 'that address is not configured on any interface of this host'
+            : 'check the tftp address and port settings';
+    throw new Error(`tftp: cannot listen on ${bindAddress}:${wantPort}: ${code ?? String(err)} (${hint})`);
+  }
   listener.on('error', (err) => log.error({ err }, 'tftp listening socket error'));
   const bound = listener.address();
 
@@ -614,7 +633,15 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     mode: string,
     options: Array<[string, string]>,
   ): Promise<void> {
-    const opened = await opts.source.open(filename, client);
+    let opened: Awaited<ReturnType<TftpSource['open']>>;
+    try {
+      opened = await opts.source.open(filename, client);
+    } catch (err) {
+      // A source that throws (a rendering bug, a broken store) is answered, not left to the client's timeout.
+      log.error({ err, client: key, file: filename }, 'tftp source failed');
+      refuse(client, ERR.NOT_DEFINED, 'Internal error', 'source threw', filename);
+      return;
+    }
     if (opened.status !== 'ok') {
       if (opened.status === 'not-found') refuse(client, ERR.FILE_NOT_FOUND, 'File not found', opened.reason, filename);
       else refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', opened.reason, filename);

@@ -199,7 +199,14 @@ export function fileRootSource(root: string, opts: FileRootOptions = {}): TftpSo
   return {
     openFiles: () => shared.size,
     async open(requested) {
-      const c = await confine(root, requested);
+      let c: Awaited<ReturnType<typeof confine>>;
+      try {
+        c = await confine(root, requested);
+      } catch (err) {
+        // The root itself is missing or unreadable (e.g. assets not fetched yet): a clear log line, "not found" out.
+        const code = (err as NodeJS.ErrnoException).code ?? String(err);
+        return { status: 'not-found', reason: `TFTP root ${root} cannot be resolved (${code})` };
+      }
       if (!c.ok) return { status: 'refused', reason: c.reason };
       let s: Shared | 'not-file';
       try {

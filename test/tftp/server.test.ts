@@ -156,6 +156,19 @@ describe('downloads', () => {
     expect(sha((await tftpGet(s.port, 'f513.bin')).data)).toBe(sha(files['f513.bin']));
   });
 
+  it('a source that throws gets an ERROR 0 answer, not silence', async () => {
+    const s = await startTftpServer({
+      source: functionSource(() => {
+        throw new Error('template bug at /srv/secret/path');
+      }),
+      address: '127.0.0.1',
+      port: 0,
+    });
+    servers.push(s);
+    const r = await tftpGet(s.port, 'x');
+    expect(r.error).toEqual({ code: 0, message: 'Internal error' });
+  });
+
   it('caps blksize per client through maxBlksizeFor', async () => {
     const { s } = await server({ maxBlksizeFor: (a) => (a === '127.0.0.1' ? 1024 : undefined) });
     const r = await tftpGet(s.port, 'n1468.bin', { options: [['blksize', '1468']] });
@@ -509,6 +522,16 @@ describe('resources', () => {
     expect(after.udp).toBe(before.udp);
     expect(after.files).toBe(before.files);
     expect(after.timers).toBeLessThanOrEqual(before.timers);
+  });
+
+  it('a port already in use is reported with what to do, and nothing is left open', async () => {
+    const { s } = await server();
+    const before = process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
+    await expect(startTftpServer({ source: fileRootSource(root), address: '127.0.0.1', port: s.port })).rejects.toThrow(
+      /EADDRINUSE.*another TFTP server/,
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    expect(process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length).toBe(before);
   });
 
   it('shares one file handle between concurrent readers of the same file', async () => {

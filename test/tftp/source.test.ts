@@ -58,6 +58,11 @@ describe('fileRootSource', () => {
     expect(r.status).toBe(status);
   });
 
+  it('a missing root is "not found" with the reason, not an exception', async () => {
+    const r = await fileRootSource(path.join(dir, 'no-such-root')).open('ipxe.efi', client);
+    expect(r).toMatchObject({ status: 'not-found', reason: expect.stringContaining('no-such-root') });
+  });
+
   it('a 1 GiB file: size from fstat, positional reads, memory stays flat', async () => {
     const src = fileRootSource(root, { chunkBytes: 64 * 1024, chunksPerFile: 4 });
     const before = process.memoryUsage().rss;
