@@ -1,27 +1,18 @@
-/**
- * `plinth lab up --vms 2`: the rehearsal lab boots both VMs from a running Plinth. Plinth runs in a namespace of
- * its own (so its DHCP server never sees this host's interfaces), and the CLI runs there too, exactly as an
- * operator runs it next to the daemon.
- */
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sha256File } from '../../src/files/store-files.js';
 import { nsCurl } from '../../src/lab/api.js';
 import { labDown } from '../../src/lab/lab.js';
-import { createNamespace, deleteNamespace, type NsProcess, namespaces, runIn, spawnIn } from '../../src/lab/netns.js';
+import { createNamespace, deleteNamespace, type NsProcess, namespaces, runIn } from '../../src/lab/netns.js';
+import { buildImages, labBootenv, ROOT, startPlinth } from './setup.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
 const SRV = 'plinth-e2e-labsrv';
 const TOKEN = 'e2e-lab-token-0123456789abcdefghijkl';
 const WORK = path.join(ROOT, '.lab/e2e-lab');
-const IMAGES = path.join(ROOT, '.lab/images');
 const LABDIR = path.join(WORK, 'lab');
 const api = nsCurl(SRV, 'http://127.0.0.1:8091', TOKEN);
 let plinth: NsProcess;
 
-const sha = sha256File;
 const cli = (...args: string[]) =>
   runIn(
     SRV,
@@ -41,48 +32,12 @@ const cli = (...args: string[]) =>
 beforeAll(async () => {
   rmSync(WORK, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
-  execFileSync('bash', [path.join(ROOT, 'src/lab/build-images.sh'), IMAGES, path.join(ROOT, '.lab/cache')], {
-    stdio: 'ignore',
-    timeout: 900_000,
-  });
-  const assets = path.join(WORK, 'assets');
-  mkdirSync(assets, { recursive: true });
-  for (const f of ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'])
-    copyFileSync(path.join(IMAGES, f), path.join(assets, f));
+  buildImages();
   createNamespace(SRV);
-  plinth = spawnIn(
-    SRV,
-    [
-      process.execPath,
-      '--import',
-      'tsx',
-      path.join(ROOT, 'src/main.ts'),
-      '--data-dir',
-      path.join(WORK, 'data'),
-      '--assets-dir',
-      assets,
-    ],
-    {
-      cwd: ROOT,
-      env: { ...process.env, PLINTH_ADMIN_TOKEN: TOKEN, PLINTH_LOG_LEVEL: 'info' },
-    },
-  );
-  for (let i = 0; i < 100 && api.get('/api/v1/info').status !== 200; i++) await new Promise((r) => setTimeout(r, 200));
-  expect(api.get('/api/v1/info').status, plinth.output()).toBe(200);
-  expect(api.upload(path.join(IMAGES, 'vmlinuz'), 'lab/vmlinuz').status).toBeLessThan(300);
-  expect(api.upload(path.join(IMAGES, 'lab-a.img'), 'lab/lab-a.img').status).toBeLessThan(300);
-  const r = api.json('POST', '/api/v1/bootenvs', {
-    name: 'lab-a',
-    kernel: 'lab/vmlinuz',
-    initrds: ['lab/lab-a.img'],
-    bootParams:
-      'console=ttyS0 quiet panic=-1 BOOTIF=01-${netX/mac:hexhyp} plinth.callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}',
-    artifacts: [
-      { path: 'lab/vmlinuz', sha256: await sha(path.join(IMAGES, 'vmlinuz')) },
-      { path: 'lab/lab-a.img', sha256: await sha(path.join(IMAGES, 'lab-a.img')) },
-    ],
-  });
-  expect(r.status).toBe(201);
+  // No --dhcp-interfaces: Plinth serves each interface whose address is in an enabled subnet, so the lab's
+  // veth (created later by `lab up`) is picked up when it appears.
+  ({ plinth } = await startPlinth(SRV, WORK, TOKEN, 'http://127.0.0.1:8091'));
+  await labBootenv(api, 'lab-a', 'vmlinuz', 'lab-a.img');
 }, 900_000);
 
 afterAll(async () => {
