@@ -191,7 +191,7 @@ describe('iPXE boot over HTTP', () => {
       body: JSON.stringify({ event: 'booted' }),
     });
     expect(cb.status).toBe(200);
-    expect((await cb.json()).bootEnv).toBe('local');
+    expect(((await cb.json()) as { bootEnv: string }).bootEnv).toBe('local');
     expect((await d.api('GET', `/api/v1/machines/${m.body.uuid}`)).body.bootEnv).toBe('local');
   });
 

@@ -26,8 +26,7 @@ async function collect(url: string, n: number, during: () => Promise<void>, ms =
         const { value, done } = await reader.read();
         if (done) break;
         buf += dec.decode(value, { stream: true });
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
+        for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
           const block = buf.slice(0, i);
           buf = buf.slice(i + 2);
           const data = block.split('\n').find((l) => l.startsWith('data: '));
