@@ -39,7 +39,7 @@ afterAll(async () => {
 describe('/ui', () => {
   it('signs in with the token, shows a PXE-booting machine live, assigns a bootenv by clicking', async () => {
     expect(
-      (await d.api('POST', '/api/v1/bootenvs', { name: 'linuxkit', kernel: 'lk/kernel', initrds: ['lk/initrd.img'] }))
+      (await d.api('POST', '/api/v1/bootenvs', { name: 'lk-sshd', kernel: 'lk/kernel', initrds: ['lk/initrd.img'] }))
         .status,
     ).toBe(201);
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -62,12 +62,12 @@ describe('/ui', () => {
     await row.click();
     await page.waitForSelector('#detail-body:not([hidden])');
     await expect.poll(() => page.locator('#boots tbody tr').count()).toBeGreaterThan(0);
-    await page.selectOption('#assign-bootenv', 'linuxkit');
+    await page.selectOption('#assign-bootenv', 'lk-sshd');
     await page.click('#assign-button');
     await expect.poll(() => page.textContent('#assign-result')).toBe('assigned');
-    await expect.poll(() => row.locator('td.bootenv').textContent()).toBe('linuxkit');
+    await expect.poll(() => row.locator('td.bootenv').textContent()).toBe('lk-sshd');
     const m = await d.api('GET', '/api/v1/machines/d-5254000a0b0c');
-    expect(m.body.bootEnv).toBe('linuxkit');
+    expect(m.body.bootEnv).toBe('lk-sshd');
 
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: path.join(ARTIFACTS, 'ui.png'), fullPage: true });
