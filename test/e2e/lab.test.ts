@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsCurl } from '../../src/lab/api.js';
 import { labDown } from '../../src/lab/lab.js';
@@ -12,6 +13,7 @@ const WORK = path.join(ROOT, '.lab/e2e-lab');
 const LABDIR = path.join(WORK, 'lab');
 const api = nsCurl(SRV, 'http://127.0.0.1:8091', TOKEN);
 let plinth: NsProcess;
+let browser: Browser | undefined;
 
 const cli = (...args: string[]) =>
   runIn(
@@ -41,6 +43,7 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
+  await browser?.close();
   labDown(LABDIR);
   if (plinth) {
     await plinth.stop();
@@ -51,6 +54,28 @@ afterAll(async () => {
 
 describe('plinth lab', () => {
   it('up --vms 2 boots both VMs from the running Plinth; status shows them; down removes only what it made', async () => {
+    // The operator's browser, next to Plinth (chromium runs inside the server's namespace), signed in before the lab.
+    const wrapper = path.join(WORK, 'chromium-in-ns.sh');
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${SRV} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
+    browser = await chromium.launch({
+      executablePath: wrapper,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto('http://127.0.0.1:8091/ui');
+    await page.fill('#token', TOKEN);
+    await page.click('#login-form button');
+    await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toBe('live');
+
     const up = cli('lab', 'up', '--vms', '2', '--bootenv', 'lab-a', '--dir', LABDIR);
     expect(up.code, up.stderr + up.stdout).toBe(0);
     expect(up.stdout).toContain('lab-vm-1');
@@ -69,6 +94,25 @@ describe('plinth lab', () => {
       expect(b[0].result, name).toBe('booted');
       expect(b[0].bootEnv).toBe('lab-a');
     }
+    // The page followed the boots live: both machines with the address DHCP gave them and their last boot.
+    for (const name of ['lab-vm-1', 'lab-vm-2']) {
+      const row = page.locator(`#machines tr[data-name="${name}"]`);
+      await expect
+        .poll(() => row.locator('td').nth(2).textContent(), { timeout: 20_000 })
+        .toMatch(/^10\.250\.0\.1\d\d$/);
+      await expect.poll(() => row.locator('td').nth(4).textContent(), { timeout: 20_000 }).toContain('lab-a');
+    }
+    await page.locator('#machines tr[data-name="lab-vm-1"]').click();
+    await expect
+      .poll(() => page.locator('#boots tbody tr').first().textContent(), { timeout: 10_000 })
+      .toContain('booted');
+    await page.selectOption('#assign-bootenv', 'local');
+    await page.click('#assign-button');
+    await expect.poll(() => page.textContent('#assign-result')).toBe('assigned');
+    expect(api.json('GET', '/api/v1/machines/lab-vm-1').body.bootEnv).toBe('local');
+    mkdirSync(path.join(ROOT, 'test/artifacts'), { recursive: true });
+    await page.screenshot({ path: path.join(ROOT, 'test/artifacts/lab-ui.png'), fullPage: true });
+
     const status = cli('lab', 'status', '--dir', LABDIR);
     expect(status.code).toBe(0);
     expect(status.stdout).toMatch(/lab-vm-1 .*PLINTH-LAB-BOOTED/);
