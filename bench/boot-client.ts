@@ -91,10 +91,12 @@ async function machine(i: number) {
     const initrd = /^initrd (\S+)/m.exec(script)?.[1];
     if (!kernel || !initrd) throw new Error(`script for ${mac} names no kernel/initrd: ${script.slice(0, 200)}`);
     t = performance.now();
-    bytes += await drain(kernel);
+    const kb = await drain(kernel);
+    bytes += kb;
     steps.kernel!.push(performance.now() - t);
     t = performance.now();
-    bytes += await drain(initrd);
+    const ib = await drain(initrd);
+    bytes += ib;
     steps.initrd!.push(performance.now() - t);
   } catch (err) {
     errors++;
@@ -129,8 +131,10 @@ const downloads = async (base: string) => {
   let n = 0;
   const t = performance.now();
   await pool(COUNT, CONC, async () => {
-    n += await drain(`${base}/lab/vmlinuz`);
-    n += await drain(`${base}/lab/initrd.img`);
+    // Not `n += await ...`: that reads n before the await and loses the other workers' bytes.
+    const k = await drain(`${base}/lab/vmlinuz`);
+    const i = await drain(`${base}/lab/initrd.img`);
+    n += k + i;
   });
   return n / 1048576 / ((performance.now() - t) / 1000);
 };
