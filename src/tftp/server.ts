@@ -221,7 +221,11 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
           : code === 'EADDRNOTAVAIL'
             ? 'that address is not configured on any interface of this host'
             : 'check the tftp address and port settings';
-    throw new Error(`tftp: cannot listen on ${bindAddress}:${wantPort}: ${code ?? String(err)} (${hint})`);
+    // Keep `code` (EADDRINUSE, EACCES, ...) so callers can still branch on it.
+    throw Object.assign(
+      new Error(`tftp: cannot listen on ${bindAddress}:${wantPort}: ${code ?? String(err)} (${hint})`, { cause: err }),
+      { code },
+    );
   }
   listener.on('error', (err) => log.error({ err }, 'tftp listening socket error'));
   const bound = listener.address();

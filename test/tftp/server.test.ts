@@ -527,9 +527,9 @@ describe('resources', () => {
   it('a port already in use is reported with what to do, and nothing is left open', async () => {
     const { s } = await server();
     const before = process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
-    await expect(startTftpServer({ source: fileRootSource(root), address: '127.0.0.1', port: s.port })).rejects.toThrow(
-      /EADDRINUSE.*another TFTP server/,
-    );
+    const attempt = startTftpServer({ source: fileRootSource(root), address: '127.0.0.1', port: s.port });
+    await expect(attempt).rejects.toThrow(/EADDRINUSE.*another TFTP server/);
+    await expect(attempt).rejects.toMatchObject({ code: 'EADDRINUSE' });
     await new Promise((r) => setTimeout(r, 20));
     expect(process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length).toBe(before);
   });
