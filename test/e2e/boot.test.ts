@@ -2,7 +2,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsCurl } from '../../src/lab/api.js';
-import { createNamespace, createSegment, deleteNamespace, type NsProcess } from '../../src/lab/netns.js';
+import { createNamespace, createSegment, deleteNamespace, type NsProcess, spawnIn } from '../../src/lab/netns.js';
 import { BOOTED, buildImages, FAILED, IMAGES, labBootenv, ROOT, startPlinth, vmRunner } from './setup.js';
 
 const NS = 'plinth-e2e-boot';
@@ -69,6 +69,14 @@ describe('PXE boot end to end', () => {
   it('1. BIOS, virtio-net, iPXE ROM: a known machine boots lab-a and calls back with its token', async () => {
     const m = api.json('POST', '/api/v1/machines', { name: 'bios-1', macs: ['52:54:00:e2:00:01'], bootEnv: 'lab-a' });
     expect(m.status).toBe(201);
+    // An operator watching the event stream while the machine boots.
+    const watch = spawnIn(NS, [
+      'curl',
+      '-sN',
+      '-H',
+      `Authorization: Bearer ${TOKEN}`,
+      `${BASE}/api/v1/events?type=lease.,dhcp.boot,boot.,machine.`,
+    ]);
     await withVm('bios-1', '52:54:00:e2:00:01', 'bios', async (v) => {
       const line = await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED);
       expect(line).toMatch(/image=lab-a mac=52:54:00:e2:00:01 ip=10\.78\.0\.1\d\d/);
@@ -79,6 +87,23 @@ describe('PXE boot end to end', () => {
       for (const k of ['dhcp', 'render', 'http', 'callback']) expect(kinds).toContain(k);
       expect(b.events.find((e) => e.kind === 'dhcp')!.detail).toMatch(/iPXE/);
       expect(b.artifacts.map((a) => a.path)).toEqual(['lab/vmlinuz', 'lab/lab-a.img']);
+      await watch.stop();
+      const seen = watch
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => JSON.parse(l.slice(6)) as { type: string; key?: string; machine?: string; data?: { mac?: string } })
+        .filter(
+          (e) => e.machine === m.body.uuid || e.data?.mac === '52:54:00:e2:00:01' || e.key === '52:54:00:e2:00:01',
+        )
+        .map((e) => e.type);
+      const at = (t: string) => seen.indexOf(t);
+      for (const t of ['dhcp.boot', 'lease.offered', 'lease.acked', 'boot.rendered', 'machine.booted'])
+        expect(seen, t).toContain(t);
+      expect(at('lease.offered')).toBeLessThan(at('lease.acked'));
+      expect(at('dhcp.boot')).toBeLessThan(at('boot.rendered'));
+      expect(at('lease.acked')).toBeLessThan(at('boot.rendered'));
+      expect(at('boot.rendered')).toBeLessThan(at('machine.booted'));
       const machine = api.json('GET', `/api/v1/machines/${m.body.uuid}`).body;
       expect(machine.address).toMatch(/^10\.78\.0\.1\d\d$/);
     });
