@@ -1,10 +1,11 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsCurl } from '../../src/lab/api.js';
 import { labDown } from '../../src/lab/lab.js';
 import { createNamespace, deleteNamespace, type NsProcess, namespaces, runIn } from '../../src/lab/netns.js';
+import { launchChromium } from '../helpers/browser.js';
 import { buildImages, labBootenv, ROOT, startPlinth } from './setup.js';
 
 const SRV = 'plinth-e2e-labsrv';
@@ -57,19 +58,7 @@ describe('plinth lab', () => {
     // The operator's browser, next to Plinth (chromium runs inside the server's namespace), signed in before the lab.
     const wrapper = path.join(WORK, 'chromium-in-ns.sh');
     writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${SRV} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
-    browser = await chromium.launch({
-      executablePath: wrapper,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium(wrapper);
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     await page.goto('http://127.0.0.1:8091/ui');
     await page.fill('#token', TOKEN);
