@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { freePort, waitHttp } from '../test/helpers/proc.js';
+import { nginxCommand } from './nginx.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -133,22 +134,18 @@ async function main() {
   const big = path.join(filesDir, 'big.img');
   writeFileSync(big, randomBytes(64 * 1024 * 1024));
   const nginxPort = await freePort();
-  const nginxDir = path.join(work, 'nginx');
-  mkdirSync(nginxDir, { recursive: true });
   chmodSync(dataDir, 0o755);
   chmodSync(path.join(dataDir, 'files'), 0o755);
-  writeFileSync(
-    path.join(nginxDir, 'nginx.conf'),
-    `worker_processes 1; daemon off; pid ${nginxDir}/nginx.pid; error_log ${nginxDir}/error.log;
-events { worker_connections 64; }
-http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${nginxDir}; proxy_temp_path ${nginxDir};
-  fastcgi_temp_path ${nginxDir}; uwsgi_temp_path ${nginxDir}; scgi_temp_path ${nginxDir};
-  server { listen 127.0.0.1:${nginxPort}; root ${path.join(dataDir, 'files')}; } }\n`,
+  const [nginxBinName, ...nginxArgs] = nginxCommand(
+    path.join(work, 'nginx'),
+    `127.0.0.1:${nginxPort}`,
+    path.join(dataDir, 'files'),
+    64,
   );
   let nginxOk = false;
-  const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((b) => spawnSync(b, ['-v']).status === 0);
+  const nginxBin = ['/usr/sbin/nginx', nginxBinName!].find((b) => spawnSync(b, ['-v']).status === 0);
   if (nginxBin) {
-    const ng = spawn('taskset', ['-c', '0', nginxBin, '-c', path.join(nginxDir, 'nginx.conf'), '-p', nginxDir], {
+    const ng = spawn('taskset', ['-c', '0', nginxBin, ...nginxArgs], {
       stdio: 'ignore',
     });
     children.push(ng.pid!);

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { nsCurl } from '../src/lab/api.js';
 import { createNamespace, deleteNamespace, ipn, type NsProcess, spawnIn } from '../src/lab/netns.js';
+import { nginxCommand } from './nginx.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SRV = 'plinth-bench-srv';
@@ -103,19 +104,12 @@ async function main() {
   );
   ok(api.json('PATCH', '/api/v1/prefs', { unknownBootEnv: 'storm' }), 'prefs');
 
-  const nginxConf = path.join(work, 'nginx.conf');
-  writeFileSync(
-    nginxConf,
-    `worker_processes 1; daemon off; pid ${work}/nginx.pid; error_log ${work}/nginx.err;
-events { worker_connections 1024; }
-http { access_log off; sendfile on; tcp_nopush on; client_body_temp_path ${work}; proxy_temp_path ${work};
-  fastcgi_temp_path ${work}; uwsgi_temp_path ${work}; scgi_temp_path ${work};
-  server { listen 10.79.0.1:8080; root ${files}; } }\n`,
-  );
   let nginxUrl = '';
   try {
     execFileSync('nginx', ['-v'], { stdio: 'ignore' });
-    procs.push(spawnIn(SRV, ['taskset', '-c', '0', 'nginx', '-c', nginxConf, '-p', work]));
+    procs.push(
+      spawnIn(SRV, ['taskset', '-c', '0', ...nginxCommand(path.join(work, 'nginx'), '10.79.0.1:8080', files)]),
+    );
     nginxUrl = 'http://10.79.0.1:8080';
     await new Promise((r) => setTimeout(r, 500));
   } catch {
