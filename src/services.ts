@@ -87,16 +87,43 @@ export async function startTftp(d: Deps) {
       return r;
     },
   };
+  // A firmware quirk's blksize cap (chosen with the DHCP boot decision, by MAC) applies to the address that
+  // MAC's lease then gets: some UEFI TFTP clients mis-negotiate large blocks.
+  const pendingCap = new Map<string, number>();
+  const capByAddress = new Map<string, number>();
+  const off = d.bus.on((e) => {
+    const mac = e.data?.mac as string | undefined;
+    if (!mac) return;
+    if (e.type === 'dhcp.boot') {
+      const cap = e.data?.blksize as number | undefined;
+      if (cap) pendingCap.set(mac, cap);
+      else pendingCap.delete(mac);
+    } else if (e.type === 'lease.acked' && e.key) {
+      const cap = pendingCap.get(mac);
+      if (cap) capByAddress.set(e.key, cap);
+      else capByAddress.delete(e.key);
+    }
+  });
   try {
-    return await startTftpServer({
+    const srv = await startTftpServer({
       source,
+      maxBlksizeFor: (address) => capByAddress.get(address),
       address: cfg.tftpAddress,
       port: cfg.tftpPort,
       logger: log,
       maxBlksize: cfg.tftpMaxBlksize,
       uploadDir: cfg.tftpUploadDir,
     });
+    return {
+      ...srv,
+      stats: srv.stats,
+      close: async () => {
+        off();
+        await srv.close();
+      },
+    };
   } catch (err) {
+    off();
     if (isBindError(err)) {
       throw new ServiceBindError(
         bindErrorLine('TFTP', 'udp', cfg.tftpPort, err as NodeJS.ErrnoException, {
