@@ -127,6 +127,20 @@ describe('PXE boot end to end', () => {
     });
   });
 
+  it('3c. UEFI HTTP Boot (OVMF, PXE off): option 60 HTTPClient and ipxe.efi over HTTP, then iPXE', async () => {
+    const m = api.json('POST', '/api/v1/machines', {
+      name: 'uefi-http',
+      macs: ['52:54:00:e2:00:05'],
+      bootEnv: 'lab-a',
+    });
+    await withVm('uefi-http', '52:54:00:e2:00:05', 'uefi-http', async (v) => {
+      expect(await v.waitFor(BOOTED, BOOT_TIMEOUT, FAILED)).toContain('image=lab-a');
+    });
+    const b = (await bootsOf(m.body.uuid))[0]!;
+    expect(b.events.find((e) => e.kind === 'dhcp')!.detail).toMatch(/UEFI HTTP Boot \(vendor class HTTPClient\)/);
+    expect(b.events.some((e) => e.kind === 'http' && e.detail.includes('/files/ipxe.efi'))).toBe(true);
+  });
+
   it('3b. BIOS with an e1000 NIC boots the generic kernel', async () => {
     api.json('POST', '/api/v1/machines', { name: 'bios-e1000', macs: ['52:54:00:e2:00:04'], bootEnv: 'lab-generic' });
     await withVm(

@@ -3,33 +3,23 @@
  * only inside them, with no route out, so nothing here reaches a real network. Every process is started by
  * us, tracked by PID, bounded in time, and killed by PID. Needs root and iproute2.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createNamespace, deleteNamespace, ipn, namespaces, sh } from '../../src/lab/netns.js';
 
-export function sh(cmd: string[], limitMs = 20_000): string {
-  return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: limitMs, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-export const ipn = (ns: string, ...args: string[]) => sh(['ip', '-n', ns, ...args]);
-
-export function netnsList(): string[] {
-  return sh(['ip', 'netns', 'list'])
-    .split('\n')
-    .map((l) => l.split(' ')[0]!)
-    .filter(Boolean);
-}
+// The generic parts are the lab's (src/lab/netns.ts); this suite only adds its own name guard.
+export { ipn, sh };
+export const netnsList = namespaces;
 
 export function deleteNamespaces(names: string[]): void {
-  const have = new Set(netnsList());
   for (const n of names) {
     if (!n.startsWith('plinth-dhcp-')) throw new Error(`refusing to delete namespace ${n}: not ours`);
-    if (have.has(n)) sh(['ip', 'netns', 'del', n]);
+    deleteNamespace(n);
   }
 }
 
 export function addNamespace(name: string): void {
   if (!name.startsWith('plinth-dhcp-')) throw new Error(`namespace names start with plinth-dhcp-: ${name}`);
-  if (netnsList().includes(name)) sh(['ip', 'netns', 'del', name]);
-  sh(['ip', 'netns', 'add', name]);
-  ipn(name, 'link', 'set', 'lo', 'up');
+  createNamespace(name);
 }
 
 export function addBridge(ns: string, br: string, cidr?: string): void {

@@ -3,6 +3,7 @@
  * them (no route out), so nothing here can reach a real network. Needs root and iproute2.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createNamespace, deleteNamespace, namespaces } from '../../src/lab/netns.js';
 
 export type Netns = { srv: string; cli: string; srvIp: string; cliIp: string };
 
@@ -11,13 +12,11 @@ function ip(...args: string[]): void {
 }
 
 export function netnsExists(name: string): boolean {
-  return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
-    .split('\n')
-    .some((l) => l.split(' ')[0] === name);
+  return namespaces().includes(name);
 }
 
 export function deleteNetns(n: Netns): void {
-  for (const name of [n.srv, n.cli]) if (netnsExists(name)) ip('netns', 'del', name);
+  for (const name of [n.srv, n.cli]) deleteNamespace(name);
 }
 
 /** `subnet` is the third octet of 10.99.x.0/24. Any namespaces of the same names left by a crashed run are replaced. */
@@ -28,21 +27,15 @@ export function createNetns(prefix: string, subnet: number): Netns {
     srvIp: `10.99.${subnet}.1`,
     cliIp: `10.99.${subnet}.2`,
   };
-  deleteNetns(n);
-  ip('netns', 'add', n.srv);
-  ip('netns', 'add', n.cli);
+  createNamespace(n.srv);
+  createNamespace(n.cli);
   const a = `pt${subnet}s`;
   const b = `pt${subnet}c`;
   ip('-n', n.srv, 'link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', n.cli);
   ip('-n', n.srv, 'addr', 'add', `${n.srvIp}/24`, 'dev', a);
   ip('-n', n.cli, 'addr', 'add', `${n.cliIp}/24`, 'dev', b);
-  for (const [ns, dev] of [
-    [n.srv, a],
-    [n.cli, b],
-  ]) {
-    ip('-n', ns, 'link', 'set', 'lo', 'up');
-    ip('-n', ns, 'link', 'set', dev, 'up');
-  }
+  ip('-n', n.srv, 'link', 'set', a, 'up');
+  ip('-n', n.cli, 'link', 'set', b, 'up');
   return n;
 }
 
