@@ -7,7 +7,7 @@ import type { Config } from './config.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
 import { bootRecorder } from './inventory/boots.js';
-import { bootstrapAdminToken } from './inventory/tokens.js';
+import { bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { seedStore } from './seed.js';
 import { checkAssets, ServiceBindError, startDhcp, startTftp } from './services.js';
@@ -56,6 +56,15 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
   if (tok.fromEnv) log.info('admin token taken from PLINTH_ADMIN_TOKEN');
   else if (tok.created) log.info({ file: tok.file }, 'admin token created: read it from this file (mode 0600)');
   else log.info({ file: tok.file }, 'admin token exists (created at first start)');
+
+  // Expired machine tokens: swept at start and hourly, so a busy lab does not grow the table without bound.
+  const sweepTokens = () =>
+    pruneExpiredTokens(store)
+      .then((n) => n && log.info({ removed: n }, 'expired machine tokens removed'))
+      .catch((err) => log.warn({ err }, 'token sweep failed; retried in an hour'));
+  void sweepTokens();
+  const sweeper = setInterval(sweepTokens, 3_600_000).unref();
+  closers.push(async () => clearInterval(sweeper));
 
   const listeners: Record<string, unknown> = {};
   const stats: Record<string, () => unknown> = {};

@@ -63,3 +63,30 @@ export function tokenChecker(store: Store, ttlMs = 5000) {
     return p;
   };
 }
+
+/**
+ * Machine tokens are issued per render of a template that carries one, so they pile up: delete the expired
+ * ones. Admin tokens (no expiry) are never touched. Pages through the list so one sweep stays bounded in memory.
+ */
+export async function pruneExpiredTokens(store: Store, now = Date.now()): Promise<number> {
+  let removed = 0;
+  let offset = 0;
+  const page = 500;
+  for (;;) {
+    const { items } = await store.list('tokens', {
+      filters: [{ field: 'role', value: 'machine' }],
+      limit: page,
+      offset,
+    });
+    let kept = 0;
+    for (const i of items) {
+      const exp = (i.doc as TokenDoc).expiresAt;
+      if (exp && Date.parse(exp) <= now) {
+        await store.remove('tokens', i.key).catch(() => undefined); // gone already: another sweep won
+        removed++;
+      } else kept++;
+    }
+    if (items.length < page) return removed;
+    offset += kept;
+  }
+}
