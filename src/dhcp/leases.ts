@@ -18,21 +18,51 @@ export type LeaseRec = Lease & { ip: number; exp: number };
 
 export type Allocation = { address: string; why: string } | { address?: undefined; why: string };
 
+/**
+ * Who a request comes from. RFC 2131 4.2: the client identifier (option 61, hex here), when sent, identifies
+ * the client; chaddr otherwise. A bare string is a MAC (a client without option 61).
+ */
+export type Client = { mac: string; id?: string };
+export type ClientRef = string | Client;
+const who = (c: ClientRef): Client => (typeof c === 'string' ? { mac: c } : c);
+
+/**
+ * Whether a lease is this client's (kea's Lease4::belongsToClient): the client identifiers decide when both
+ * sides have one; otherwise the hardware address does. So a PXE ROM without option 61 and the OS that boots
+ * after it with one keep one address, while two clients with different identifiers behind one MAC (two OSes
+ * of a dual-boot, a VM host's bridge) are different clients.
+ */
+export const belongsTo = (r: Pick<Lease, 'mac' | 'clientId'>, c: Client): boolean =>
+  r.clientId && c.id ? r.clientId === c.id : r.mac === c.mac;
+
 export type LeaseTable = {
   get(address: string): LeaseRec | undefined;
-  forMac(subnet: string, mac: string): LeaseRec | undefined;
+  /** The client's lease in a subnet (by client identifier, else by MAC; see belongsTo). */
+  forMac(subnet: string, client: ClientRef): LeaseRec | undefined;
   /** Chooses an address: reservation, existing lease, hint, next free, most expired (subnet.pickers order). */
-  allocate(subnet: SubnetInfo, mac: string, hint: string | undefined, reservation: Reservation | undefined): Allocation;
-  /** Whether `mac` may hold `address` now (free, expired, or already its own; not reserved for another). */
-  usable(subnet: SubnetInfo, mac: string, address: string, reservation: Reservation | undefined): boolean;
-  offer(subnet: SubnetInfo, mac: string, address: string, seconds: number, extra?: Partial<Lease>): LeaseRec;
+  allocate(
+    subnet: SubnetInfo,
+    client: ClientRef,
+    hint: string | undefined,
+    reservation: Reservation | undefined,
+  ): Allocation;
+  /** Whether the client may hold `address` now (free, expired, or already its own; not reserved for another). */
+  usable(subnet: SubnetInfo, client: ClientRef, address: string, reservation: Reservation | undefined): boolean;
+  offer(subnet: SubnetInfo, client: ClientRef, address: string, seconds: number, extra?: Partial<Lease>): LeaseRec;
   /** Binds and resolves when durable. */
-  bind(subnet: SubnetInfo, mac: string, address: string, seconds: number, extra?: Partial<Lease>): Promise<LeaseRec>;
-  release(address: string, mac: string): Promise<boolean>;
+  bind(
+    subnet: SubnetInfo,
+    client: ClientRef,
+    address: string,
+    seconds: number,
+    extra?: Partial<Lease>,
+  ): Promise<LeaseRec>;
+  /** RELEASE: only the lease's own client may release it. */
+  release(address: string, client: ClientRef): Promise<boolean>;
   /** DECLINE (RFC 2131 4.3.3): someone else uses the address; keep it out of the pool for `seconds`. */
-  decline(subnet: SubnetInfo, address: string, mac: string, seconds: number): Promise<void>;
+  decline(subnet: SubnetInfo, address: string, client: ClientRef, seconds: number): Promise<void>;
   /** Drops an offer the client turned down (it chose another server). */
-  forgetOffer(subnet: string, mac: string): void;
+  forgetOffer(subnet: string, client: ClientRef): void;
   /** Marks leases past their end as expired; returns how many. */
   reclaim(): number;
   /** The API deleted a lease: forget it. */
@@ -55,15 +85,42 @@ export async function loadLeaseTable(deps: {
   const { store, bus, log } = deps;
   const now = deps.now ?? Date.now;
   const byIp = new Map<number, LeaseRec>();
-  const byMac = new Map<string, number>(); // `${subnet}|${mac}` -> ip
+  // Two indexes to a client's lease, per subnet: by client identifier (`${subnet}|${id}`) and by MAC
+  // (`${subnet}|${mac}`, the MAC's latest lease). A lookup tries the identifier, then the MAC, and keeps the
+  // MAC's lease only if it belongs to the client (belongsTo).
+  const byId = new Map<string, number>();
+  const byMac = new Map<string, number>();
   const cursors = new Map<string, number>(); // next-free scan position per subnet
+
+  const index = (r: LeaseRec) => {
+    byMac.set(`${r.subnet}|${r.mac}`, r.ip);
+    if (r.clientId) byId.set(`${r.subnet}|${r.clientId}`, r.ip);
+  };
+  const unindex = (r: LeaseRec) => {
+    const km = `${r.subnet}|${r.mac}`;
+    if (byMac.get(km) === r.ip) byMac.delete(km);
+    if (r.clientId) {
+      const ki = `${r.subnet}|${r.clientId}`;
+      if (byId.get(ki) === r.ip) byId.delete(ki);
+    }
+  };
+  const lookup = (subnet: string, c: Client): LeaseRec | undefined => {
+    if (c.id) {
+      const ip = byId.get(`${subnet}|${c.id}`);
+      const r = ip === undefined ? undefined : byIp.get(ip);
+      if (r && r.state !== 'declined' && belongsTo(r, c)) return r;
+    }
+    const ip = byMac.get(`${subnet}|${c.mac}`);
+    const r = ip === undefined ? undefined : byIp.get(ip);
+    return r && r.state !== 'declined' && belongsTo(r, c) ? r : undefined;
+  };
 
   for (const it of (await store.list('leases')).items) {
     const d = it.doc as Lease;
     if (typeof d.address !== 'string' || typeof d.mac !== 'string' || typeof d.expiresAt !== 'string') continue;
     const rec: LeaseRec = { ...d, ip: ipToInt(d.address), exp: Date.parse(d.expiresAt) || 0 };
     byIp.set(rec.ip, rec);
-    if (rec.state !== 'declined') byMac.set(`${rec.subnet}|${rec.mac}`, rec.ip);
+    if (rec.state !== 'declined') index(rec);
   }
 
   // Group commit: the store commits (and fsyncs) once per event-loop turn; under load a turn holds only a few
@@ -97,11 +154,11 @@ export async function loadLeaseTable(deps: {
 
   const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
 
-  const freeFor = (ip: number, mac: string, t: number): boolean => {
+  const freeFor = (ip: number, c: Client, t: number): boolean => {
     const r = byIp.get(ip);
     if (!r) return true;
     if (r.state === 'declined') return r.exp <= t;
-    if (r.mac === mac) return true;
+    if (belongsTo(r, c)) return true;
     return !live(r, t);
   };
   const reservedForOther = (ip: number, mac: string, reservation: Reservation | undefined) => {
@@ -114,31 +171,30 @@ export async function loadLeaseTable(deps: {
 
   const table: LeaseTable = {
     get: (a) => byIp.get(ipToInt(a)),
-    forMac: (subnet, mac) => {
-      const ip = byMac.get(`${subnet}|${mac}`);
-      return ip === undefined ? undefined : byIp.get(ip);
-    },
-    usable(s, mac, address, reservation) {
+    forMac: (subnet, client) => lookup(subnet, who(client)),
+    usable(s, client, address, reservation) {
+      const c = who(client);
       const ip = ipToInt(address);
-      if (reservation && reservation.address === address) return freeFor(ip, mac, now());
+      if (reservation && reservation.address === address) return freeFor(ip, c, now());
       if (!inRange(s, ip) || excludedSet().has(address)) return false;
-      if (reservedForOther(ip, mac, reservation)) return false;
+      if (reservedForOther(ip, c.mac, reservation)) return false;
       // A MAC with a reservation gets that address only.
       if (reservation) return false;
-      return freeFor(ip, mac, now());
+      return freeFor(ip, c, now());
     },
-    allocate(s, mac, hint, reservation) {
+    allocate(s, client, hint, reservation) {
+      const c = who(client);
       const t = now();
       if (reservation) {
         const ip = ipToInt(reservation.address);
-        if (freeFor(ip, mac, t)) return { address: reservation.address, why: 'reservation' };
+        if (freeFor(ip, c, t)) return { address: reservation.address, why: 'reservation' };
         return { why: `reserved address ${reservation.address} is leased to ${byIp.get(ip)?.mac}; delete that lease` };
       }
       const excluded = excludedSet();
       const ok = (ip: number) =>
-        inRange(s, ip) && !excluded.has(intToIp(ip)) && !reservedForOther(ip, mac, undefined) && freeFor(ip, mac, t);
-      const existing = byMac.get(`${s.name}|${mac}`);
-      if (existing !== undefined && ok(existing)) return { address: intToIp(existing), why: 'existing lease' };
+        inRange(s, ip) && !excluded.has(intToIp(ip)) && !reservedForOther(ip, c.mac, undefined) && freeFor(ip, c, t);
+      const existing = lookup(s.name, c);
+      if (existing !== undefined && ok(existing.ip)) return { address: existing.address, why: 'existing lease' };
       for (const picker of s.pickers) {
         if (picker === 'none') break;
         if (picker === 'hint' && hint && hint !== '0.0.0.0') {
@@ -170,51 +226,58 @@ export async function loadLeaseTable(deps: {
       }
       return { why: `no free address in ${s.name} (${intToIp(s.start)}-${intToIp(s.end)})` };
     },
-    offer(s, mac, address, seconds, extra = {}) {
+    offer(s, client, address, seconds, extra = {}) {
       // Offers live in memory only: losing one in a crash costs nothing (the client DISCOVERs again), and
       // not writing them halves the store's work per DORA. The lease.offered event still shows them.
-      const rec = upsert(s, mac, address, 'offered', seconds, extra);
-      bus.emit({ type: 'lease.offered', key: address, data: { mac, subnet: s.name } });
+      const c = who(client);
+      const rec = upsert(s, c, address, 'offered', seconds, extra);
+      bus.emit({ type: 'lease.offered', key: address, data: { mac: c.mac, subnet: s.name } });
       return rec;
     },
-    async bind(s, mac, address, seconds, extra = {}) {
-      const rec = upsert(s, mac, address, 'bound', seconds, extra);
+    async bind(s, client, address, seconds, extra = {}) {
+      const c = who(client);
+      const rec = upsert(s, c, address, 'bound', seconds, extra);
       await persist(rec);
-      bus.emit({ type: 'lease.acked', key: address, data: { mac, subnet: s.name, expiresAt: rec.expiresAt } });
+      bus.emit({ type: 'lease.acked', key: address, data: { mac: c.mac, subnet: s.name, expiresAt: rec.expiresAt } });
       return rec;
     },
-    async release(address, mac) {
+    async release(address, client) {
       const r = byIp.get(ipToInt(address));
-      if (!r || r.mac !== mac || r.state === 'declined') return false;
+      if (!r || !belongsTo(r, who(client)) || r.state === 'declined') return false;
       r.state = 'released';
       r.exp = now();
       r.expiresAt = new Date(r.exp).toISOString();
       r.updatedAt = r.expiresAt;
       await persist(r);
-      bus.emit({ type: 'lease.released', key: address, data: { mac, subnet: r.subnet } });
+      bus.emit({ type: 'lease.released', key: address, data: { mac: r.mac, subnet: r.subnet } });
       return true;
     },
-    async decline(s, address, mac, seconds) {
+    async decline(s, address, client, seconds) {
+      const c = who(client);
       const t = now();
       const rec: LeaseRec = {
         address,
-        mac,
+        mac: c.mac,
         subnet: s.name,
         state: 'declined',
         ip: ipToInt(address),
         exp: t + seconds * 1000,
         expiresAt: new Date(t + seconds * 1000).toISOString(),
         updatedAt: new Date(t).toISOString(),
+        ...(c.id ? { clientId: c.id } : {}),
       };
       const old = byIp.get(rec.ip);
-      if (old && byMac.get(`${old.subnet}|${old.mac}`) === rec.ip) byMac.delete(`${old.subnet}|${old.mac}`);
+      if (old) unindex(old);
       byIp.set(rec.ip, rec);
       await persist(rec);
-      bus.emit({ type: 'lease.declined', key: address, data: { mac, subnet: s.name, quarantineSeconds: seconds } });
+      bus.emit({
+        type: 'lease.declined',
+        key: address,
+        data: { mac: c.mac, subnet: s.name, quarantineSeconds: seconds },
+      });
     },
-    forgetOffer(subnet, mac) {
-      const ip = byMac.get(`${subnet}|${mac}`);
-      const r = ip === undefined ? undefined : byIp.get(ip);
+    forgetOffer(subnet, client) {
+      const r = lookup(subnet, who(client));
       if (r && r.state === 'offered') {
         r.state = 'expired';
         r.exp = now();
@@ -242,14 +305,14 @@ export async function loadLeaseTable(deps: {
       const r = byIp.get(ip);
       if (!r) return;
       byIp.delete(ip);
-      if (byMac.get(`${r.subnet}|${r.mac}`) === ip) byMac.delete(`${r.subnet}|${r.mac}`);
+      unindex(r);
     },
     size: () => byIp.size,
   };
 
   function upsert(
     s: SubnetInfo,
-    mac: string,
+    c: Client,
     address: string,
     state: LeaseState,
     seconds: number,
@@ -257,44 +320,35 @@ export async function loadLeaseTable(deps: {
   ): LeaseRec {
     const t = now();
     const ip = ipToInt(address);
-    const key = `${s.name}|${mac}`;
     // The client moves to another address: its old one becomes reusable at once.
-    const prevIp = byMac.get(key);
-    if (prevIp !== undefined && prevIp !== ip) {
-      const prev = byIp.get(prevIp);
-      if (prev && prev.mac === mac && live(prev, t)) {
-        prev.state = 'released';
-        prev.exp = t;
-        prev.expiresAt = new Date(t).toISOString();
-        persistLater(prev);
-      }
+    const prev = lookup(s.name, c);
+    if (prev && prev.ip !== ip && live(prev, t)) {
+      prev.state = 'released';
+      prev.exp = t;
+      prev.expiresAt = new Date(t).toISOString();
+      persistLater(prev);
     }
     // Whoever held this address before (expired/released) loses its stickiness to it.
     const old = byIp.get(ip);
-    if (old && old.mac !== mac && byMac.get(`${old.subnet}|${old.mac}`) === ip)
-      byMac.delete(`${old.subnet}|${old.mac}`);
+    const same = old !== undefined && old.state !== 'declined' && belongsTo(old, c);
+    if (old) unindex(old);
+    // A client that sent no identifier this time (a PXE ROM before its OS) keeps the one its lease has.
+    const clientId = c.id ?? (same ? old.clientId : undefined);
+    const hostname = extra.hostname ?? (same ? old.hostname : undefined);
     const rec: LeaseRec = {
       address,
-      mac,
+      mac: c.mac,
       subnet: s.name,
       state,
       ip,
       exp: t + seconds * 1000,
       expiresAt: new Date(t + seconds * 1000).toISOString(),
       updatedAt: new Date(t).toISOString(),
-      ...(extra.clientId
-        ? { clientId: extra.clientId }
-        : old?.mac === mac && old.clientId
-          ? { clientId: old.clientId }
-          : {}),
-      ...(extra.hostname
-        ? { hostname: extra.hostname }
-        : old?.mac === mac && old.hostname
-          ? { hostname: old.hostname }
-          : {}),
+      ...(clientId ? { clientId } : {}),
+      ...(hostname ? { hostname } : {}),
     };
     byIp.set(ip, rec);
-    byMac.set(key, ip);
+    index(rec);
     return rec;
   }
 

@@ -15,7 +15,7 @@ import type { Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ADDON_HINT, fdOf, loadNetAddon, openUdpSocket } from './bind.js';
 import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
-import { loadLeaseTable } from './leases.js';
+import { belongsTo, type Client, loadLeaseTable } from './leases.js';
 import {
   decodeUserClass,
   encodeOptionValue,
@@ -487,6 +487,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     // RFC 3046 2.2: relay agent information is echoed in replies to the relay.
     const o82 = pkt.options.get(Opt.RelayAgentInfo);
     if (o82 && pkt.giaddr !== '0.0.0.0') r.options.set(Opt.RelayAgentInfo, o82);
+    // RFC 6842: the client identifier is echoed in OFFER, ACK and NAK (clients match replies by it).
+    const cid = pkt.options.get(Opt.ClientId);
+    if (cid && ctx.kind === 'dhcp') r.options.set(Opt.ClientId, cid);
+    const prl = pkt.options.get(Opt.ParamRequestList);
+    if (prl?.length) r.options = inRequestedOrder(r.options, prl);
     const mms = pkt.options.get(Opt.MaxMessageSize);
     const { buf, dropped } = encodeWithReport(r, mms?.length === 2 ? mms.readUInt16BE(0) : 576);
     if (dropped.length)
@@ -546,16 +551,21 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       stats.ignored++;
       return;
     }
-    const leaseSeconds = reservation ? subnet.reservedLeaseTime : subnet.leaseTime;
+    const leaseSeconds = leaseTimeFor(pkt, reservation ? subnet.reservedLeaseTime : subnet.leaseTime);
     const reqIp = pkt.options.get(Opt.RequestedIp);
     const requested = reqIp?.length === 4 ? intToIp(reqIp.readUInt32BE(0)) : undefined;
-    const cid = pkt.options.get(Opt.ClientId)?.toString('hex');
+    // RFC 2131 4.2: option 61, when present, identifies the client; RFC 2132 9.14: at least 2 bytes (type + id).
+    const cidOpt = pkt.options.get(Opt.ClientId);
+    const client: Client = cidOpt && cidOpt.length >= 2 ? { mac, id: cidOpt.toString('hex') } : { mac };
     const hostname = pkt.options.get(Opt.Hostname)?.toString('latin1');
-    const extra = { ...(cid ? { clientId: cid } : {}), ...(hostname ? { hostname } : {}) };
+    const extra = hostname ? { hostname } : {};
+    const sid = pkt.options.get(Opt.ServerId);
+    const serverId = sid?.length === 4 ? intToIp(sid.readUInt32BE(0)) : undefined;
+    const ours = (a: string) => a === server || localAddrs().all.has(a);
 
     switch (type) {
       case MessageType.DISCOVER: {
-        const alloc = leases.allocate(subnet, mac, requested, reservation);
+        const alloc = leases.allocate(subnet, client, requested, reservation);
         if (!alloc.address) {
           warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
           stats.ignored++;
@@ -563,8 +573,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         }
         const machine = await machineOf(mac);
         // Re-check after the await: another request may have taken the address meanwhile.
-        if (!leases.usable(subnet, mac, alloc.address, reservation)) return handle(ctx, pkt, rinfo);
-        leases.offer(subnet, mac, alloc.address, offerSeconds, extra);
+        if (!leases.usable(subnet, client, alloc.address, reservation)) return handle(ctx, pkt, rinfo);
+        leases.offer(subnet, client, alloc.address, offerSeconds, extra);
         const r = baseReply(pkt, MessageType.OFFER, server);
         r.yiaddr = alloc.address;
         fillOptions(r, pkt, subnet, reservation, machine, alloc.address, leaseSeconds, server);
@@ -573,14 +583,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         return send(ctx, r, pkt, destination(ctx, pkt, r, false));
       }
       case MessageType.REQUEST: {
-        const sid = pkt.options.get(Opt.ServerId);
-        const serverId = sid?.length === 4 ? intToIp(sid.readUInt32BE(0)) : undefined;
-        const ours = (a: string) => a === server || localAddrs().all.has(a);
         let address: string | undefined;
         if (serverId !== undefined) {
           // SELECTING (RFC 2131 4.3.2): the client answers an OFFER; not ours -> it chose another server.
           if (!ours(serverId)) {
-            leases.forgetOffer(subnet.name, mac);
+            leases.forgetOffer(subnet.name, client);
             stats.ignored++;
             return;
           }
@@ -599,9 +606,9 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const mine = leases.get(address);
         const ok =
           inSubnet &&
-          leases.usable(subnet, mac, address, reservation) &&
+          leases.usable(subnet, client, address, reservation) &&
           // SELECTING must match what we offered (or a lease it holds); other states: authoritative for the range.
-          (serverId === undefined || (mine !== undefined && mine.mac === mac) || !mine);
+          (serverId === undefined || mine === undefined || belongsTo(mine, client));
         if (!ok) {
           const nak = baseReply(pkt, MessageType.NAK, server);
           nak.options.set(
@@ -614,7 +621,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           return send(ctx, nak, pkt, destination(ctx, pkt, nak, true));
         }
         // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
-        await leases.bind(subnet, mac, address, leaseSeconds, extra);
+        await leases.bind(subnet, client, address, leaseSeconds, extra);
         const r = baseReply(pkt, MessageType.ACK, server);
         r.yiaddr = address;
         r.ciaddr = pkt.ciaddr;
@@ -624,10 +631,14 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         return send(ctx, r, pkt, destination(ctx, pkt, r, false));
       }
       case MessageType.DECLINE: {
-        if (!requested) return;
+        // RFC 2131 4.3.3: only the lease's own client, and only a DECLINE meant for this server (54 MUST be sent).
+        if (!requested || (serverId !== undefined && !ours(serverId))) {
+          stats.ignored++;
+          return;
+        }
         const l = leases.get(requested);
-        if (l && l.mac === mac) {
-          await leases.decline(subnet, requested, mac, declineSeconds);
+        if (l && l.state !== 'declined' && belongsTo(l, client)) {
+          await leases.decline(subnet, requested, client, declineSeconds);
           stats.declines++;
           log.warn(
             { mac, address: requested },
@@ -637,7 +648,12 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         return;
       }
       case MessageType.RELEASE: {
-        if (pkt.ciaddr !== '0.0.0.0' && (await leases.release(pkt.ciaddr, mac))) {
+        // RFC 2131 4.3.4: identified by ciaddr and the client (identifier or chaddr); 54 names the server.
+        if (serverId !== undefined && !ours(serverId)) {
+          stats.ignored++;
+          return;
+        }
+        if (pkt.ciaddr !== '0.0.0.0' && (await leases.release(pkt.ciaddr, client))) {
           stats.releases++;
           log.info({ mac, address: pkt.ciaddr }, 'dhcp: released');
         }
@@ -649,6 +665,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const r = baseReply(pkt, MessageType.ACK, server);
         r.ciaddr = pkt.ciaddr;
         fillOptions(r, pkt, subnet, reservation, machine, pkt.ciaddr, undefined, server);
+        // RFC 2131 4.3.5: no lease time parameters, even if an operator configured them as plain options.
+        for (const c of [Opt.LeaseTime, Opt.RenewalTime, Opt.RebindingTime]) r.options.delete(c);
         stats.informs++;
         const dest =
           pkt.giaddr !== '0.0.0.0'
@@ -723,6 +741,37 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       await Promise.all(ctxs.map(closeCtx));
     },
   };
+}
+
+/**
+ * RFC 2132 9.8: the server MUST try to insert the requested options in the order the client listed them
+ * (option 55). 53 and 54 first (some PXE ROMs look only at the start), then the requested ones in order, then
+ * the rest; so when a reply is too large the encoder drops unrequested options first.
+ */
+function inRequestedOrder(o: Map<number, Buffer>, prl: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (const c of [Opt.MessageType, Opt.ServerId]) {
+    const v = o.get(c);
+    if (v) out.set(c, v);
+  }
+  for (const c of prl) {
+    const v = o.get(c);
+    if (v && !out.has(c)) out.set(c, v);
+  }
+  if (out.size === o.size) return out;
+  for (const [c, v] of o) if (!out.has(c)) out.set(c, v);
+  return out;
+}
+
+/**
+ * The lease time to give: the client's option 51 when it asks for less than the subnet's (RFC 2131 4.3.1:
+ * the server MAY honour it; ISC dhcpd does, up to max-lease-time), never more, never under 60 s (the
+ * smallest lease time a subnet can have).
+ */
+export function leaseTimeFor(pkt: DhcpPacket, max: number): number {
+  const o = pkt.options.get(Opt.LeaseTime);
+  if (o?.length !== 4) return max;
+  return Math.min(max, Math.max(60, o.readUInt32BE(0)));
 }
 
 const u32 = (n: number) => {
