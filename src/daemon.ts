@@ -4,13 +4,14 @@ import path from 'node:path';
 import { bindErrorLine } from './bind-error.js';
 import { bootService } from './boot/service.js';
 import type { Config } from './config.js';
+import type { DhcpServerOptions } from './dhcp/server.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
 import { bootRecorder } from './inventory/boots.js';
 import { bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { seedStore } from './seed.js';
-import { checkAssets, ServiceBindError, startDhcp, startTftp } from './services.js';
+import { checkAssets, liveQuirks, ServiceBindError, startDhcp, startTftp } from './services.js';
 import { openSqliteStore } from './store/sqlite.js';
 import type { Store } from './store/store.js';
 import { VERSION } from './version.js';
@@ -25,8 +26,18 @@ export type Daemon = {
 /** A start-up failure an operator can act on: main prints its message as one line and exits 1. */
 export class StartupError extends Error {}
 
+export type DaemonOptions = {
+  /** Extra DHCP server options; tests use them to answer on loopback (`wildcard`, `replyTo`, `clientPort`). */
+  dhcp?: Partial<DhcpServerOptions>;
+};
+
 /** Wires store, bus, HTTP (and DHCP/TFTP when enabled) together. main.ts only parses config and handles signals. */
-export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Daemon> {
+export async function startDaemon(
+  cfg: Config,
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+  opts: DaemonOptions = {},
+): Promise<Daemon> {
   const started = new Date();
   const dataDir = path.resolve(cfg.dataDir);
   const filesDir = path.join(dataDir, 'files');
@@ -104,6 +115,8 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
     'http listening',
   );
 
+  const quirks = await liveQuirks(store, bus, log);
+  closers.push(async () => quirks.close());
   const deps = {
     cfg,
     store,
@@ -113,6 +126,8 @@ export async function startDaemon(cfg: Config, log: Logger, env: NodeJS.ProcessE
     boot: bootService({ store, bus, log, filesDir, boots }),
     filesDir,
     httpPort,
+    quirks,
+    dhcpOptions: opts.dhcp,
   };
   checkAssets(path.resolve(cfg.assetsDir), log);
   if (cfg.tftp) {

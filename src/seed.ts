@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
+import { BLKSIZE_PARAM, BLKSIZE_PARAM_DEF } from './boot/tftp-caps.js';
 import type { Bus } from './events.js';
 import { createDoc } from './inventory/crud.js';
 import { GLOBAL_PROFILE } from './inventory/params.js';
@@ -10,8 +11,8 @@ import { Prefs } from './model/profile.js';
 import type { Store } from './store/store.js';
 
 /**
- * What a fresh store needs to work at once: the global profile, default prefs, and the bootenvs shipped in
- * bootenvs/*.yaml. Shipped bootenvs are only created when missing, so an operator's edits survive restarts.
+ * What a fresh store needs to work at once: the global profile, default prefs, the params Plinth itself reads
+ * (`tftp/max-blksize`, so values set anywhere are checked), and the bootenvs shipped in bootenvs/*.yaml. Shipped bootenvs are only created when missing, so an operator's edits survive restarts.
  */
 export async function seedStore(store: Store, bus: Bus, log: Logger, bootenvsDir: string): Promise<void> {
   const inv = { store, bus };
@@ -20,6 +21,9 @@ export async function seedStore(store: Store, bus: Bus, log: Logger, bootenvsDir
       name: GLOBAL_PROFILE,
       description: 'Params every machine inherits, after its own profiles',
     });
+  }
+  if (!(await store.get('params', BLKSIZE_PARAM))) {
+    await createDoc(inv, RESOURCES.find((r) => r.kind === 'params')!, BLKSIZE_PARAM_DEF);
   }
   const bootenvs = RESOURCES.find((r) => r.kind === 'bootenvs')!;
   const names = await readdir(bootenvsDir).catch(() => [] as string[]);

@@ -1,13 +1,15 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { bindErrorLine } from './bind-error.js';
+import { DEFAULT_QUIRKS, findQuirks, type Quirk, quirkTable } from './boot/quirks.js';
 import { type BootService, localAddressFor } from './boot/service.js';
+import { type BlksizeCap, blksizeCapFor } from './boot/tftp-caps.js';
 import type { Config } from './config.js';
-import { startDhcpServer } from './dhcp/server.js';
+import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
 import type { BootRecorder } from './inventory/boots.js';
 import { modifyDoc } from './inventory/crud.js';
-import { RESOURCES } from './inventory/resources.js';
+import { getPrefs, RESOURCES } from './inventory/resources.js';
 import type { Logger } from './log.js';
 import type { Machine } from './model/machine.js';
 import type { Store } from './store/store.js';
@@ -26,7 +28,63 @@ type Deps = {
   boot: BootService;
   filesDir: string;
   httpPort: number;
+  /** The firmware quirk table (operator entries, then built-in ones); see `liveQuirks`. Default: built-in only. */
+  quirks?: LiveQuirks;
+  /** Extra DHCP server options: tests reply to loopback (`wildcard`, `replyTo`, `clientPort`). */
+  dhcpOptions?: Partial<DhcpServerOptions>;
 };
+
+export type LiveQuirks = { table: readonly Quirk[]; reload(): Promise<void>; close(): void };
+
+/**
+ * The firmware quirk table the DHCP server consults: the `firmwareQuirks` pref, then DEFAULT_QUIRKS. It is one
+ * array, updated in place when the prefs change (`prefs.updated` on the bus), so a server holding it sees an
+ * operator's new entry from the next request on, without a restart.
+ */
+export async function liveQuirks(store: Store, bus: Bus, log: Logger): Promise<LiveQuirks> {
+  const table: Quirk[] = [...DEFAULT_QUIRKS];
+  const reload = async () => {
+    const prefs = await getPrefs(store);
+    table.splice(0, table.length, ...quirkTable(prefs.firmwareQuirks));
+  };
+  await reload().catch((err) =>
+    log.error({ err: (err as Error).message }, 'firmware quirks: prefs are unreadable; only the built-in quirks apply'),
+  );
+  // Coalesce bursts of prefs writes into one reload, in order.
+  let pending: Promise<void> | undefined;
+  let again = false;
+  const schedule = () => {
+    if (pending) {
+      again = true;
+      return;
+    }
+    pending = reload()
+      .catch((err) =>
+        log.error(
+          { err: (err as Error).message },
+          'firmware quirks: reloading prefs failed; keeping the previous table',
+        ),
+      )
+      .finally(() => {
+        pending = undefined;
+        if (again) {
+          again = false;
+          schedule();
+        }
+      });
+  };
+  const off = bus.on((e) => {
+    if (e.type === 'prefs.updated') schedule();
+  });
+  return {
+    table,
+    reload: async () => {
+      await pending;
+      await reload();
+    },
+    close: off,
+  };
+}
 
 /** Thrown when a service port cannot be bound: main prints the one-line message and exits 1. */
 export class ServiceBindError extends Error {}
@@ -53,10 +111,7 @@ export function checkAssets(assetsDir: string, log: Logger) {
 export async function startTftp(d: Deps) {
   const { cfg, store, boots, log } = d;
   const assetsDir = path.resolve(cfg.assetsDir);
-  const machineAt = async (ip: string) =>
-    (await store.list('machines', { filters: [{ field: 'address', value: ip }], limit: 1 })).items[0]?.doc as
-      | Machine
-      | undefined;
+  const quirks = d.quirks?.table ?? DEFAULT_QUIRKS;
   const rendered = functionSource(async (p, client) => {
     const m = /^\/?machines\/([0-9a-f-]{36})\/(.+)$/.exec(p);
     if (!m) return undefined;
@@ -71,43 +126,76 @@ export async function startTftp(d: Deps) {
     return r.ok ? r.text : undefined;
   });
   const inner = chainSources([fileRootSource(assetsDir), fileRootSource(d.filesDir), rendered]);
-  const source: TftpSource = {
-    async open(p, client) {
-      const r = await inner.open(p, client);
-      machineAt(client.address)
-        .then((m) => {
-          if (m)
-            return boots.record(m.uuid, {
-              kind: 'tftp',
-              detail: `RRQ ${p} -> ${r.status === 'ok' ? `${r.size} bytes` : r.status}`,
-              data: { path: p },
-            });
-        })
-        .catch(() => {});
-      return r;
-    },
-  };
+
   // A firmware quirk's blksize cap (chosen with the DHCP boot decision, by MAC) applies to the address that
   // MAC's lease then gets: some UEFI TFTP clients mis-negotiate large blocks.
-  const pendingCap = new Map<string, number>();
-  const capByAddress = new Map<string, number>();
+  const pendingCap = new Map<string, BlksizeCap>();
+  const quirkCapByAddress = new Map<string, BlksizeCap>();
   const off = d.bus.on((e) => {
     const mac = e.data?.mac as string | undefined;
     if (!mac) return;
     if (e.type === 'dhcp.boot') {
-      const cap = e.data?.blksize as number | undefined;
-      if (cap) pendingCap.set(mac, cap);
-      else pendingCap.delete(mac);
+      const value = e.data?.blksize as number | undefined;
+      if (!value) {
+        pendingCap.delete(mac);
+        return;
+      }
+      const q = findQuirks(quirks, {
+        mac,
+        arch: e.data?.arch as number | undefined,
+        vendorClass: e.data?.vendorClass as string | undefined,
+      }).blksize;
+      const why = q?.value === value ? `${q.why}${q.from ? ` [${q.from}]` : ''}` : `chosen at DHCP time for ${mac}`;
+      pendingCap.set(mac, { value, source: 'quirk', why: `firmware quirk: ${why}` });
     } else if (e.type === 'lease.acked' && e.key) {
       const cap = pendingCap.get(mac);
-      if (cap) capByAddress.set(e.key, cap);
-      else capByAddress.delete(e.key);
+      if (cap) quirkCapByAddress.set(e.key, cap);
+      else quirkCapByAddress.delete(e.key);
     }
   });
+
+  // The cap of each client, worked out when its request opens a file. The TFTP server asks maxBlksizeFor
+  // (synchronous) right after that open, to negotiate: it must open first anyway, tsize needs the file's size.
+  const capNow = new Map<string, BlksizeCap | undefined>();
+  const source: TftpSource = {
+    async open(p, client) {
+      const [r, who] = await Promise.all([
+        inner.open(p, client),
+        blksizeCapFor(store, client.address, quirkCapByAddress.get(client.address)).catch((err) => {
+          log.warn(
+            { err: (err as Error).message, client: client.address },
+            'tftp: cannot work out the blksize cap of this client; the global maximum applies',
+          );
+          return undefined;
+        }),
+      ]);
+      for (const problem of who?.problems ?? []) log.warn({ client: client.address, file: p }, `tftp: ${problem}`);
+      const cap = who?.cap && who.cap.value < cfg.tftpMaxBlksize ? who.cap : undefined;
+      if (capNow.size > 10_000) capNow.clear();
+      capNow.set(client.address, cap);
+      if (cap && r.status === 'ok') {
+        log.info(
+          { client: client.address, file: p, blksize: cap.value, cap: cap.source, why: cap.why },
+          `tftp: blksize at most ${cap.value} for ${client.address}: ${cap.why}`,
+        );
+      }
+      const m = who?.machine;
+      if (m) {
+        boots
+          .record(m.uuid, {
+            kind: 'tftp',
+            detail: `RRQ ${p} -> ${r.status === 'ok' ? `${r.size} bytes` : r.status}${cap && r.status === 'ok' ? `; blksize at most ${cap.value} (${cap.why})` : ''}`,
+            data: { path: p, ...(cap ? { blksizeCap: cap.value, blksizeCapWhy: cap.why } : {}) },
+          })
+          .catch(() => {});
+      }
+      return r;
+    },
+  };
   try {
     const srv = await startTftpServer({
       source,
-      maxBlksizeFor: (address) => capByAddress.get(address),
+      maxBlksizeFor: (address) => (capNow.has(address) ? capNow.get(address) : quirkCapByAddress.get(address))?.value,
       address: cfg.tftpAddress,
       port: cfg.tftpPort,
       logger: log,
@@ -178,6 +266,8 @@ export async function startDhcp(d: Deps) {
       httpPort: d.httpPort,
       serverAddress: cfg.advertiseAddress,
       hasLoader: (name) => existsSync(path.join(assetsDir, name)) || existsSync(path.join(d.filesDir, name)),
+      quirks: d.quirks?.table ?? DEFAULT_QUIRKS,
+      ...d.dhcpOptions,
     });
     return {
       ...srv,

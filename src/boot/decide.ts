@@ -74,7 +74,10 @@ export function decideBoot(f: BootFacts): BootDecision {
   const base = `http://${f.server.address}:${f.server.httpPort}`;
   const quirks = findQuirks(f.quirks ?? DEFAULT_QUIRKS, { vendorClass: vc, arch: f.arch, mac: f.mac });
   const blksize = quirks.blksize?.value;
-  const blkWhy = quirks.blksize ? `; blksize capped at ${quirks.blksize.value} (${quirks.blksize.why})` : '';
+  const from = (q: { from?: string } | undefined) => (q?.from ? ` [${q.from}]` : '');
+  const blkWhy = quirks.blksize
+    ? `; blksize capped at ${quirks.blksize.value} (${quirks.blksize.why})${from(quirks.blksize)}`
+    : '';
   const common = { nextServer: f.server.address, bootEnv, ...(blksize ? { blksize } : {}) };
 
   if (isIpxe) {
@@ -107,7 +110,7 @@ export function decideBoot(f: BootFacts): BootDecision {
   const picked = loaderFor(f.arch);
   if ('error' in picked) return { boot: false, reason: `${who}: ${picked.error}` };
   const loader = quirks.loader ? quirks.loader.name : picked.name;
-  const quirkWhy = quirks.loader ? `; quirk: ${loader} instead (${quirks.loader.why})` : '';
+  const quirkWhy = quirks.loader ? `; quirk: ${loader} instead (${quirks.loader.why})${from(quirks.loader)}` : '';
 
   if (isHttpClient) {
     // UEFI HTTP Boot: the reply must echo option 60 "HTTPClient" and carry a URL, or the firmware ignores it.

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Name, Params } from './common.js';
+import { FirmwareQuirk } from './quirk.js';
 
 export const Profile = z.strictObject({
   name: Name,
@@ -30,5 +31,12 @@ export const Prefs = z.strictObject({
     .boolean()
     .default(false)
     .describe('Answer IPv6 router solicitations with lifetime-0 RAs (speeds up iPXE on IPv4-only segments)'),
+  firmwareQuirks: z
+    .array(FirmwareQuirk)
+    .max(256)
+    .default([])
+    .describe(
+      'Operator firmware quirks, checked before the built-in ones (first match wins per field): a loader or a TFTP blksize cap by vendor class, arch or MAC prefix',
+    ),
 });
 export type Prefs = z.infer<typeof Prefs>;

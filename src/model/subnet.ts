@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Cidr, cidrContains, IPv4, ipToInt, Mac, Name, parseCidr } from './common.js';
+import { Blksize } from './quirk.js';
 
 /** A DHCP option as operators write it: the value is a string (a template for text options) or a number/array. */
 export const DhcpOption = z.strictObject({
@@ -24,6 +25,9 @@ export const Subnet = z
     unmanaged: z.boolean().default(false).describe('Give addresses, never PXE boot options'),
     onlyReservations: z.boolean().default(false).describe('Answer only MACs that have a reservation'),
     pickers: z.array(Picker).default(['hint', 'nextFree', 'mostExpired']),
+    tftpMaxBlksize: Blksize.optional().describe(
+      'Largest TFTP blksize granted to clients with an address in this subnet (8..65464); the smallest applicable cap wins',
+    ),
     description: z.string().max(4096).default(''),
   })
   .superRefine((s, ctx) => {
