@@ -32,6 +32,9 @@ const { values } = parseArgs({
     servers: { type: 'string', default: 'plinth,kea,dnsmasq' },
     rates: { type: 'string', default: '500,1000,2000,3000,4000,5000,6000,8000,10000' },
     seconds: { type: 'string', default: '5' },
+    // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
+    // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
+    profile: { type: 'string' },
   },
 });
 const SRV = 'plinth-dhcp-bsrv';
@@ -60,19 +63,34 @@ const plinth: Server = {
     };
     const file = path.join(tmp, `plinth-${step}.json`);
     writeFileSync(file, JSON.stringify(cfg));
+    const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [];
     return startIn(
       SRV,
-      ['taskset', '-c', '1', process.execPath, '--import', 'tsx', path.join(root, 'test/e2e/dhcp-run.ts'), file],
+      [
+        'taskset',
+        '-c',
+        '1',
+        process.execPath,
+        ...prof,
+        '--import',
+        'tsx',
+        path.join(root, 'test/e2e/dhcp-run.ts'),
+        file,
+      ],
       (o) => o.includes('READY'),
       30_000,
     );
   },
   // kill -9 right after the run, then every address perfdhcp saw ACKed must be a bound lease in the store.
   async after(proc, step, acked) {
-    proc.child.kill('SIGKILL');
+    if (values.profile) await proc.stop();
+    else proc.child.kill('SIGKILL');
     await new Promise<void>((r) =>
       proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
     );
+    // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
+    const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
+    if (exit) console.log(`    plinth exit: ${exit}`);
     const store = openSqliteStore(path.join(tmp, `plinth-${step}.db`));
     try {
       const bound = new Set(

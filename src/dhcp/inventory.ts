@@ -9,6 +9,7 @@ import { ipToInt, parseCidr } from '../model/common.js';
 import { Prefs } from '../model/profile.js';
 import { Reservation, Subnet } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
+import { ipInt } from './ip.js';
 
 /** The prefs document's key in kind 'prefs' (one document of global settings). */
 export const PREFS_KEY = 'global';
@@ -107,7 +108,7 @@ export async function loadInventory(store: Store, bus: Bus, log: Logger): Promis
     subnets: () => subnets,
     subnetByName: (n) => byName.get(n),
     subnetFor: (ip) => {
-      const n = ipToInt(ip);
+      const n = ipInt(ip);
       return subnets.find((s) => (n & s.net.mask) >>> 0 === s.net.network);
     },
     reservationFor: (subnet, mac) => resByMac.get(`${subnet}|${mac}`),

@@ -8,10 +8,10 @@
  */
 import type { Bus } from '../events.js';
 import type { Logger } from '../log.js';
-import { intToIp, ipToInt } from '../model/common.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import type { SubnetInfo } from './inventory.js';
+import { ipStr as intToIp, ipInt as ipToInt } from './ip.js';
 
 export type LeaseState = Lease['state'];
 export type LeaseRec = Lease & { ip: number; exp: number };
@@ -77,8 +77,6 @@ export async function loadLeaseTable(deps: {
   now?: () => number;
   /** Addresses never handed out (the server's own). */
   excluded?: () => Set<string>;
-  /** At most one lease commit per this many ms under load (default 4). */
-  groupCommitMs?: number;
   /** The MAC an address is reserved for, if any (from the inventory's reservations). */
   reservedMacAt?: (address: string) => string | undefined;
 }): Promise<LeaseTable> {
@@ -123,30 +121,11 @@ export async function loadLeaseTable(deps: {
     if (rec.state !== 'declined') index(rec);
   }
 
-  // Group commit: the store commits (and fsyncs) once per event-loop turn; under load a turn holds only a few
-  // requests, so at most one commit per GROUP_MS is started and the writes that arrive meanwhile share it.
-  // At low load nothing waits (the first write of a quiet period goes out in the current turn).
-  const GROUP_MS = deps.groupCommitMs ?? 4;
-  let queued: { key: string; doc: Record<string, unknown>; resolve: () => void; reject: (e: Error) => void }[] = [];
-  let scheduled = false;
-  let lastFlush = 0;
-  const flush = () => {
-    scheduled = false;
-    lastFlush = performance.now();
-    const items = queued;
-    queued = [];
-    for (const it of items) store.putBatched('leases', it.key, it.doc).then(it.resolve, it.reject);
-  };
+  // Group commit is the store's: a write waits at most for the batch in progress (writer thread) or for the
+  // next paced inline commit; persist resolves once the lease is on disk.
   const persist = (rec: LeaseRec): Promise<void> => {
     const { ip: _ip, exp: _exp, ...doc } = rec;
-    return new Promise<void>((resolve, reject) => {
-      queued.push({ key: rec.address, doc, resolve, reject });
-      if (scheduled) return;
-      scheduled = true;
-      const wait = lastFlush + GROUP_MS - performance.now();
-      if (wait <= 0) setImmediate(flush);
-      else setTimeout(flush, wait);
-    });
+    return store.putBatched('leases', rec.address, doc);
   };
   const persistLater = (rec: LeaseRec) => {
     persist(rec).catch((err) => log.error({ err, address: rec.address }, 'dhcp: lease write failed'));

@@ -272,8 +272,13 @@ function writeIp(b: Buffer, off: number, ip: string): void {
 }
 
 /** The client's MAC as Plinth writes it (lower-case, colons), from chaddr/hlen. */
-export const macOf = (p: DhcpPacket): string =>
-  [...p.chaddr.subarray(0, Math.min(p.hlen || 6, 16))].map((b) => b.toString(16).padStart(2, '0')).join(':');
+export function macOf(p: DhcpPacket): string {
+  const n = Math.min(p.hlen || 6, 16, p.chaddr.length);
+  let out = n > 0 ? HEX[p.chaddr[0]!]! : '';
+  for (let i = 1; i < n; i++) out += `:${HEX[p.chaddr[i]!]!}`;
+  return out;
+}
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 export const isBroadcast = (p: DhcpPacket): boolean => (p.flags & 0x8000) !== 0;
 

@@ -15,6 +15,7 @@ import type { Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ADDON_HINT, fdOf, loadNetAddon, openUdpSocket } from './bind.js';
 import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
+import { inNet, ipInt } from './ip.js';
 import { belongsTo, type Client, loadLeaseTable } from './leases.js';
 import {
   decodeUserClass,
@@ -330,11 +331,12 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const mine = ctx.ifname ? (addrs.byIf.get(ctx.ifname) ?? []) : [...addrs.all];
     // A socket bound to an interface serves only the subnets of that interface's own addresses: serverAddress
     // must never make a broadcast on some other segment look like ours.
-    const serverIn = (s: SubnetInfo) =>
-      mine.find((a) => cidrContains(s.subnet, a)) ??
-      (!ctx.ifname && opts.serverAddress && cidrContains(s.subnet, opts.serverAddress)
+    const serverIn = (s: SubnetInfo) => {
+      for (const a of mine) if (inNet(s.net, ipInt(a))) return a;
+      return !ctx.ifname && opts.serverAddress && inNet(s.net, ipInt(opts.serverAddress))
         ? opts.serverAddress
-        : undefined);
+        : undefined;
+    };
     const anyServer = () => opts.serverAddress ?? mine.find((a) => !a.startsWith('127.')) ?? mine[0] ?? '0.0.0.0';
     if (pkt.giaddr !== '0.0.0.0') {
       // RFC 2131 4.3.1: a relayed request belongs to the subnet of giaddr.
@@ -345,7 +347,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const candidates = inventory.subnets().filter((s) => serverIn(s) !== undefined);
     if (candidates.length === 0) return undefined;
     let subnet = candidates[0]!;
-    if (pkt.ciaddr !== '0.0.0.0') subnet = candidates.find((s) => cidrContains(s.subnet, pkt.ciaddr)) ?? subnet;
+    if (pkt.ciaddr !== '0.0.0.0') subnet = candidates.find((s) => inNet(s.net, ipInt(pkt.ciaddr))) ?? subnet;
     else if (candidates.length > 1 && !ctx.ifname) {
       warnOnce(
         'ambiguous',
@@ -432,14 +434,25 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     r.giaddr = pkt.giaddr;
     r.chaddr = pkt.chaddr;
     r.options.set(Opt.MessageType, Buffer.from([type]));
-    r.options.set(Opt.ServerId, ipBytes(server));
+    r.options.set(Opt.ServerId, serverIdBytes(server));
     return r;
+  }
+  const sidCache = new Map<string, Buffer>();
+  function serverIdBytes(server: string): Buffer {
+    let b = sidCache.get(server);
+    if (!b) {
+      b = ipBytes(server);
+      if (sidCache.size > 1000) sidCache.clear();
+      sidCache.set(server, b);
+    }
+    return b;
   }
 
   /** Options for an OFFER/ACK/INFORM reply: subnet defaults, operator options (templates), reservation, boot. */
   function fillOptions(
     r: DhcpPacket,
     pkt: DhcpPacket,
+    mac: string,
     subnet: SubnetInfo,
     reservation: Reservation | undefined,
     machine: Machine | undefined,
@@ -455,11 +468,14 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     }
     o.set(Opt.SubnetMask, u32(subnet.net.mask));
     o.set(Opt.BroadcastAddress, u32(subnet.net.broadcast));
-    const ctx = renderCtx(pkt, macOf(pkt), address, subnet, machine);
-    for (const opt of [...subnet.options, ...(reservation?.options ?? [])]) {
+    let ctx: ReturnType<typeof renderCtx> | undefined;
+    const operator = reservation?.options.length ? [...subnet.options, ...reservation.options] : subnet.options;
+    for (const opt of operator) {
       try {
         const v =
-          typeof opt.value === 'string' && opt.value.includes('{{') ? renderTemplate(opt.value, ctx) : opt.value;
+          typeof opt.value === 'string' && opt.value.includes('{{')
+            ? renderTemplate(opt.value, (ctx ??= renderCtx(pkt, mac, address, subnet, machine)))
+            : opt.value;
         if (v === '') {
           o.delete(opt.code);
           continue;
@@ -475,7 +491,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     }
     if (!o.has(Opt.Hostname) && machine?.name) o.set(Opt.Hostname, Buffer.from(machine.name));
     if (subnet.unmanaged) return;
-    const d = decide(pkt, macOf(pkt), machine, reservation?.nextServer ?? subnet.nextServer ?? server, 'full');
+    const d = decide(pkt, mac, machine, reservation?.nextServer ?? subnet.nextServer ?? server, 'full');
     if (!d.boot) return;
     r.siaddr = d.nextServer;
     r.file = d.filename.length <= 127 ? d.filename : '';
@@ -483,7 +499,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     for (const bo of d.options) o.set(bo.code, bo.value);
   }
 
-  async function send(ctx: Ctx, r: DhcpPacket, pkt: DhcpPacket, dest: { address: string; port: number }) {
+  function send(ctx: Ctx, r: DhcpPacket, pkt: DhcpPacket, dest: { address: string; port: number }): void {
     // RFC 3046 2.2: relay agent information is echoed in replies to the relay.
     const o82 = pkt.options.get(Opt.RelayAgentInfo);
     if (o82 && pkt.giaddr !== '0.0.0.0') r.options.set(Opt.RelayAgentInfo, o82);
@@ -501,14 +517,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         'dhcp: reply too large for the client: options dropped',
       );
     const to = opts.replyTo ? opts.replyTo(dest, ctx.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
-    await new Promise<void>((resolve) => {
-      ctx.socket.send(buf, to.port, to.address, (err) => {
-        if (err) {
-          stats.errors++;
-          log.warn({ err, dest }, 'dhcp: sending a reply failed');
-        }
-        resolve();
-      });
+    ctx.socket.send(buf, to.port, to.address, (err) => {
+      if (err) {
+        stats.errors++;
+        log.warn({ err, dest }, 'dhcp: sending a reply failed');
+      }
     });
   }
 
@@ -577,7 +590,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         leases.offer(subnet, client, alloc.address, offerSeconds, extra);
         const r = baseReply(pkt, MessageType.OFFER, server);
         r.yiaddr = alloc.address;
-        fillOptions(r, pkt, subnet, reservation, machine, alloc.address, leaseSeconds, server);
+        fillOptions(r, pkt, mac, subnet, reservation, machine, alloc.address, leaseSeconds, server);
         stats.offers++;
         log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
         return send(ctx, r, pkt, destination(ctx, pkt, r, false));
@@ -602,7 +615,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           return;
         }
         const machine = await machineOf(mac);
-        const inSubnet = cidrContains(subnet.subnet, address);
+        const inSubnet = inNet(subnet.net, ipInt(address));
         const mine = leases.get(address);
         const ok =
           inSubnet &&
@@ -625,7 +638,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const r = baseReply(pkt, MessageType.ACK, server);
         r.yiaddr = address;
         r.ciaddr = pkt.ciaddr;
-        fillOptions(r, pkt, subnet, reservation, machine, address, leaseSeconds, server);
+        fillOptions(r, pkt, mac, subnet, reservation, machine, address, leaseSeconds, server);
         stats.acks++;
         log.info({ mac, address, subnet: subnet.name }, 'dhcp: ACK');
         return send(ctx, r, pkt, destination(ctx, pkt, r, false));
@@ -664,7 +677,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const machine = await machineOf(mac);
         const r = baseReply(pkt, MessageType.ACK, server);
         r.ciaddr = pkt.ciaddr;
-        fillOptions(r, pkt, subnet, reservation, machine, pkt.ciaddr, undefined, server);
+        fillOptions(r, pkt, mac, subnet, reservation, machine, pkt.ciaddr, undefined, server);
         // RFC 2131 4.3.5: no lease time parameters, even if an operator configured them as plain options.
         for (const c of [Opt.LeaseTime, Opt.RenewalTime, Opt.RebindingTime]) r.options.delete(c);
         stats.informs++;

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
 import {
@@ -27,11 +29,78 @@ export function etagOf(json: string): string {
 
 type Row = { key: string; doc: string; etag: string };
 
+export type SqliteOptions = {
+  /**
+   * Where putBatched's transactions run. 'thread' (default for a file): a worker thread with its own
+   * connection commits them, so the commit and its fsync (and WAL checkpoints) never block the event loop:
+   * DHCP keeps reading packets while a batch is made durable. 'inline' (':memory:', which one connection
+   * only can see): on the main thread, at most one commit per `groupCommitMs`.
+   */
+  writer?: 'thread' | 'inline';
+  /** Inline writer only: at most one commit per this many ms under load (default 4; 0 = every turn). */
+  groupCommitMs?: number;
+};
+
+/**
+ * The writer thread's code (CommonJS, run with eval so it loads the same way under tsx, vitest and plain node).
+ * Messages: { id, flat: [kind, key, json | null, ...] } -> { ids, error? } once committed; { close } -> { closed }.
+ * Every message that arrives while a transaction runs joins the next one (group commit).
+ */
+const WRITER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file);
+db.pragma('journal_mode = WAL');
+db.pragma('synchronous = FULL');
+db.pragma('busy_timeout = 5000');
+const stmts = new Map();
+const prep = (sql) => { let s = stmts.get(sql); if (!s) { s = db.prepare(sql); stmts.set(sql, s); } return s; };
+const tx = db.transaction((items) => {
+  for (const it of items) {
+    if (it.json === null) prep('DELETE FROM ' + it.kind + ' WHERE key = ?').run(it.key);
+    else prep('INSERT INTO ' + it.kind + ' (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag')
+      .run(it.key, it.json, createHash('sha256').update(it.json).digest('base64url').slice(0, 22));
+  }
+});
+let items = [];
+let ids = [];
+let scheduled = false;
+const flush = () => {
+  scheduled = false;
+  const batch = items;
+  const done = ids;
+  items = [];
+  ids = [];
+  try {
+    tx(batch);
+    parentPort.postMessage({ ids: done });
+  } catch (err) {
+    parentPort.postMessage({ ids: done, error: String((err && err.message) || err) });
+  }
+};
+parentPort.on('message', (m) => {
+  if (m.close) {
+    if (items.length) flush();
+    db.close();
+    parentPort.postMessage({ closed: true });
+    return;
+  }
+  const f = m.flat;
+  for (let i = 0; i < f.length; i += 3) items.push({ kind: f[i], key: f[i + 1], json: f[i + 2] });
+  ids.push(m.id);
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(flush);
+  }
+});
+`;
+
 /**
  * SQLite backend: WAL mode, synchronous=FULL (an acknowledged write survives kill -9 and power loss),
  * foreign keys on, migrations applied at open.
  */
-export function openSqliteStore(file: string): Store & { schemaVersion: number } {
+export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store & { schemaVersion: number } {
   if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
@@ -124,29 +193,25 @@ export function openSqliteStore(file: string): Store & { schemaVersion: number }
     prep('DELETE FROM uniq WHERE kind = ? AND key = ?').run(kind, key);
   });
 
-  // Packet-rate writes: everything queued during one event-loop turn is committed in one transaction.
-  type Pending = { kind: Kind; key: string; doc: Doc | null };
+  // Packet-rate writes: everything queued during one event-loop turn is committed in one transaction, by the
+  // writer thread (which also joins the batches that arrive while it commits) or inline.
+  type Pending = { kind: Kind; key: string; json: string | null };
+  type Waiter = { resolve: () => void; reject: (e: Error) => void };
   let queue: Pending[] = [];
-  let waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  let waiters: Waiter[] = [];
   let scheduled = false;
   const flushTx = db.transaction((items: Pending[]) => {
     for (const it of items) {
-      if (it.doc === null) {
-        prep(`DELETE FROM ${kindOk(it.kind)} WHERE key = ?`).run(it.key);
+      if (it.json === null) {
+        prep(`DELETE FROM ${it.kind} WHERE key = ?`).run(it.key);
       } else {
-        const json = JSON.stringify(it.doc);
         prep(
-          `INSERT INTO ${kindOk(it.kind)} (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag`,
-        ).run(it.key, json, etagOf(json));
+          `INSERT INTO ${it.kind} (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag`,
+        ).run(it.key, it.json, etagOf(it.json));
       }
     }
   });
-  const flush = () => {
-    scheduled = false;
-    const items = queue;
-    const ws = waiters;
-    queue = [];
-    waiters = [];
+  const commitInline = (items: Pending[], ws: Waiter[]) => {
     try {
       flushTx(items);
       for (const w of ws) w.resolve();
@@ -154,6 +219,86 @@ export function openSqliteStore(file: string): Store & { schemaVersion: number }
       const e = new BackendError(`storage failed: ${(err as Error).message}`);
       for (const w of ws) w.reject(e);
     }
+  };
+
+  let worker: Worker | undefined;
+  let nextId = 1;
+  // Sent to the writer, not yet confirmed: kept so that a writer that dies can be replayed inline (the writes
+  // are idempotent upserts and deletes, replayed in order).
+  const inFlight = new Map<number, { items: Pending[]; ws: Waiter[] }>();
+  let onWriterClosed: (() => void) | undefined;
+  const writerDown = (why: string) => {
+    if (!worker) return;
+    worker = undefined;
+    const left = [...inFlight.values()];
+    inFlight.clear();
+    for (const b of left) commitInline(b.items, b.ws);
+    if (queue.length) schedule();
+    onWriterClosed?.();
+    if (!closed) process.emitWarning(`plinth store: the writer thread stopped (${why}); writing on the main thread`);
+  };
+  if ((opts.writer ?? (file === ':memory:' ? 'inline' : 'thread')) === 'thread' && file !== ':memory:') {
+    const w = new Worker(WRITER_SOURCE, {
+      eval: true,
+      workerData: { file, driver: createRequire(import.meta.url).resolve('better-sqlite3') },
+      // Not the daemon's loader flags (tsx): the writer is plain CommonJS.
+      execArgv: [],
+    });
+    w.unref(); // referenced only while a batch is in flight, so an idle store never keeps a process alive
+    w.on('message', (m: { ids?: number[]; error?: string; closed?: boolean }) => {
+      if (m.closed) {
+        onWriterClosed?.();
+        return;
+      }
+      const e = m.error === undefined ? undefined : new BackendError(`storage failed: ${m.error}`);
+      for (const id of m.ids ?? []) {
+        const b = inFlight.get(id);
+        inFlight.delete(id);
+        for (const x of b?.ws ?? []) e ? x.reject(e) : x.resolve();
+      }
+      if (inFlight.size === 0) {
+        // The batch that gathered while this one committed goes now.
+        if (queue.length) flush();
+        else w.unref();
+      }
+    });
+    w.on('error', (err) => writerDown(err.message));
+    w.on('exit', (code) => writerDown(`exit code ${code}`));
+    worker = w;
+  }
+
+  // Inline pacing: the first write of a quiet period commits in the current turn; under load at most one
+  // commit per groupCommitMs, the writes that arrive meanwhile sharing it.
+  const GROUP_MS = opts.groupCommitMs ?? 4;
+  let lastFlush = 0;
+  const flush = () => {
+    scheduled = false;
+    const items = queue;
+    const ws = waiters;
+    queue = [];
+    waiters = [];
+    if (items.length === 0) return;
+    if (worker) {
+      const id = nextId++;
+      inFlight.set(id, { items, ws });
+      worker.ref();
+      // Flat strings: far cheaper to clone than one object per write.
+      const flat: (string | null)[] = [];
+      for (const it of items) flat.push(it.kind, it.key, it.json);
+      worker.postMessage({ id, flat });
+      return;
+    }
+    lastFlush = performance.now();
+    commitInline(items, ws);
+  };
+  const schedule = () => {
+    // One batch at the writer at a time (a message per event-loop turn costs more than the writes): the next
+    // one is sent when the writer confirms the current one.
+    if (scheduled || (worker && inFlight.size > 0)) return;
+    scheduled = true;
+    const wait = worker ? 0 : lastFlush + GROUP_MS - performance.now();
+    if (wait <= 0) setImmediate(flush);
+    else setTimeout(flush, wait);
   };
   let closed = false;
 
@@ -213,18 +358,36 @@ export function openSqliteStore(file: string): Store & { schemaVersion: number }
     putBatched: (kind, key, doc) =>
       new Promise<void>((resolve, reject) => {
         if (closed) return reject(new BackendError('store is closed'));
-        queue.push({ kind, key, doc });
-        waiters.push({ resolve, reject });
-        if (!scheduled) {
-          scheduled = true;
-          setImmediate(flush);
+        try {
+          queue.push({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) });
+        } catch (err) {
+          return reject(
+            err instanceof StoreError ? err : new BackendError(`storage failed: ${(err as Error).message}`),
+          );
         }
+        waiters.push({ resolve, reject });
+        schedule();
       }),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),
     close: async () => {
       if (closed) return;
-      if (scheduled) flush();
+      if (queue.length) flush();
       closed = true;
+      const w = worker;
+      if (w) {
+        // The writer answers every batch before { closed }: all confirmed (or replayed inline) after this.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 10_000);
+          onWriterClosed = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          w.ref();
+          w.postMessage({ close: true });
+        });
+        worker = undefined;
+        await w.terminate();
+      }
       db.close();
     },
   };

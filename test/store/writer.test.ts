@@ -1,0 +1,84 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import { etagOf, openSqliteStore } from '../../src/store/sqlite.js';
+
+const dbFile = () => path.join(mkdtempSync(path.join(tmpdir(), 'plinth-writer-')), 'plinth.db');
+/** What another process sees in the file: only what is committed. */
+const onDisk = (file: string, key: string) => {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT doc, etag FROM leases WHERE key = ?').get(key) as
+      | { doc: string; etag: string }
+      | undefined;
+  } finally {
+    db.close();
+  }
+};
+
+describe('putBatched on a file store (writer thread)', () => {
+  it('resolves only once the write is committed, with the etag the main connection would compute', async () => {
+    const file = dbFile();
+    const store = openSqliteStore(file);
+    const writes = Array.from({ length: 200 }, (_, i) =>
+      store
+        .putBatched('leases', `10.0.${i >> 8}.${i & 255}`, { address: `10.0.${i >> 8}.${i & 255}`, n: i })
+        .then(() => onDisk(file, `10.0.${i >> 8}.${i & 255}`)),
+    );
+    const seen = await Promise.all(writes);
+    for (const [i, row] of seen.entries()) {
+      expect(row, `write ${i}`).toBeDefined();
+      expect(JSON.parse(row!.doc)).toEqual({ address: `10.0.${i >> 8}.${i & 255}`, n: i });
+      expect(row!.etag).toBe(etagOf(row!.doc));
+    }
+    // The main connection reads what the writer committed; null deletes.
+    expect((await store.get('leases', '10.0.0.7'))?.doc).toEqual({ address: '10.0.0.7', n: 7 });
+    await store.putBatched('leases', '10.0.0.7', null);
+    expect(await store.get('leases', '10.0.0.7')).toBeUndefined();
+    await store.close();
+  });
+
+  it('close() waits for the writes in flight; all of them are there after reopening', async () => {
+    const file = dbFile();
+    const store = openSqliteStore(file);
+    const pending = Array.from({ length: 500 }, (_, i) => store.putBatched('leases', `k${i}`, { i }));
+    await store.close();
+    await Promise.all(pending);
+    await expect(store.putBatched('leases', 'late', {})).rejects.toThrow(/closed/);
+    const again = openSqliteStore(file);
+    expect((await again.list('leases')).total).toBe(500);
+    await again.close();
+  });
+
+  it('an unknown kind is refused, not sent to the writer', async () => {
+    const store = openSqliteStore(dbFile());
+    await expect(store.putBatched('nope' as any, 'k', {})).rejects.toThrow(/unknown kind/);
+    await store.close();
+  });
+
+  it('inline and thread writers store the same rows', async () => {
+    for (const writer of ['inline', 'thread'] as const) {
+      const store = openSqliteStore(dbFile(), { writer });
+      await Promise.all([store.putBatched('leases', 'a', { x: 1 }), store.putBatched('leases', 'b', { x: 2 })]);
+      await store.putBatched('leases', 'a', { x: 3 });
+      expect((await store.list('leases')).items.map((i) => [i.key, i.doc])).toEqual([
+        ['a', { x: 3 }],
+        ['b', { x: 2 }],
+      ]);
+      await store.close();
+    }
+  });
+
+  it('an idle writer never keeps a process alive', () => {
+    const file = dbFile();
+    const child = fileURLToPath(new URL('./writer-child.ts', import.meta.url));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child, file], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.stdout).toContain('WRITTEN');
+    expect(r.status).toBe(0);
+    expect(onDisk(file, '10.0.0.49')).toBeDefined();
+  });
+});
