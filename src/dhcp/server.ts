@@ -472,10 +472,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const operator = reservation?.options.length ? [...subnet.options, ...reservation.options] : subnet.options;
     for (const opt of operator) {
       try {
-        const v =
-          typeof opt.value === 'string' && opt.value.includes('{{')
-            ? renderTemplate(opt.value, (ctx ??= renderCtx(pkt, mac, address, subnet, machine)))
-            : opt.value;
+        let v = opt.value;
+        if (typeof v === 'string' && v.includes('{{')) {
+          ctx ??= renderCtx(pkt, mac, address, subnet, machine);
+          v = renderTemplate(v, ctx);
+        }
         if (v === '') {
           o.delete(opt.code);
           continue;
