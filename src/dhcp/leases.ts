@@ -141,11 +141,16 @@ export async function loadLeaseTable(deps: {
     return !live(r, t);
   };
   const reservedForOther = (ip: number, mac: string, reservation: Reservation | undefined) => {
-    const owner = deps.reservedMacAt?.(intToIp(ip));
-    return owner !== undefined && owner !== mac && reservation?.address !== intToIp(ip);
+    if (!deps.reservedMacAt) return false;
+    const address = intToIp(ip);
+    const owner = deps.reservedMacAt(address);
+    return owner !== undefined && owner !== mac && reservation?.address !== address;
   };
 
   const inRange = (s: SubnetInfo, ip: number) => ip >= s.start && ip <= s.end;
+  /** Whether the allocator may hand `ip` to the client: in range, not the server's, not reserved, free. */
+  const okFor = (s: SubnetInfo, ip: number, c: Client, t: number, excluded: Set<string>) =>
+    inRange(s, ip) && !excluded.has(intToIp(ip)) && !reservedForOther(ip, c.mac, undefined) && freeFor(ip, c, t);
   const excludedSet = () => deps.excluded?.() ?? new Set<string>();
 
   const table: LeaseTable = {
@@ -170,15 +175,14 @@ export async function loadLeaseTable(deps: {
         return { why: `reserved address ${reservation.address} is leased to ${byIp.get(ip)?.mac}; delete that lease` };
       }
       const excluded = excludedSet();
-      const ok = (ip: number) =>
-        inRange(s, ip) && !excluded.has(intToIp(ip)) && !reservedForOther(ip, c.mac, undefined) && freeFor(ip, c, t);
       const existing = lookup(s.name, c);
-      if (existing !== undefined && ok(existing.ip)) return { address: existing.address, why: 'existing lease' };
+      if (existing !== undefined && okFor(s, existing.ip, c, t, excluded))
+        return { address: existing.address, why: 'existing lease' };
       for (const picker of s.pickers) {
         if (picker === 'none') break;
         if (picker === 'hint' && hint && hint !== '0.0.0.0') {
           const ip = ipToInt(hint);
-          if (ok(ip)) return { address: hint, why: 'requested address (hint)' };
+          if (okFor(s, ip, c, t, excluded)) return { address: hint, why: 'requested address (hint)' };
         }
         if (picker === 'nextFree') {
           const size = s.end - s.start + 1;
@@ -187,7 +191,7 @@ export async function loadLeaseTable(deps: {
           for (let n = 0; n < size; n++) {
             const ip = pos;
             pos = pos >= s.end ? s.start : pos + 1;
-            if (!byIp.has(ip) && ok(ip)) {
+            if (!byIp.has(ip) && okFor(s, ip, c, t, excluded)) {
               cursors.set(s.name, pos);
               return { address: intToIp(ip), why: 'next free address' };
             }
@@ -197,7 +201,7 @@ export async function loadLeaseTable(deps: {
         if (picker === 'mostExpired') {
           let best: LeaseRec | undefined;
           for (const r of byIp.values()) {
-            if (!inRange(s, r.ip) || live(r, t) || !ok(r.ip)) continue;
+            if (!inRange(s, r.ip) || live(r, t) || !okFor(s, r.ip, c, t, excluded)) continue;
             if (!best || r.exp < best.exp) best = r;
           }
           if (best) return { address: best.address, why: `most expired address (was ${best.mac}, ${best.state})` };

@@ -117,7 +117,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   };
 
   // Local IPv4 addresses per interface, refreshed at most every few seconds (addresses can change at run time).
-  let addrCache: { at: number; byIf: Map<string, string[]>; all: Set<string> } | undefined;
+  let addrCache: { at: number; byIf: Map<string, string[]>; all: Set<string>; allList: string[] } | undefined;
   const localAddrs = () => {
     const t = Date.now();
     if (!addrCache || t - addrCache.at > 5000) {
@@ -129,7 +129,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         for (const a of v4) all.add(a);
       }
       if (opts.serverAddress) all.add(opts.serverAddress);
-      addrCache = { at: t, byIf, all };
+      addrCache = { at: t, byIf, all, allList: [...all] };
     }
     return addrCache;
   };
@@ -147,8 +147,38 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   const machines = new Map<string, Machine | null>();
   const offBus = bus.on((e) => {
     if (e.type === 'leases.deleted' && e.key) leases.drop(e.key);
-    if (e.type.startsWith('machines.')) machines.clear();
+    if (e.type.startsWith('machines.')) {
+      machines.clear();
+      loadKnownMacs();
+    }
   });
+  // Every MAC that belongs to a machine, in memory: a request from an unknown MAC (most of a boot storm) costs
+  // no query. Rebuilt after any machine change; while it is being rebuilt, lookups go to the store.
+  let knownMacs: Set<string> | undefined;
+  let macsGen = 0;
+  function loadKnownMacs() {
+    knownMacs = undefined;
+    const gen = ++macsGen;
+    store.list('machines').then(
+      (r) => {
+        if (gen !== macsGen) return;
+        const set = new Set<string>();
+        for (const it of r.items) {
+          const macs = (it.doc as { macs?: unknown }).macs;
+          if (Array.isArray(macs)) for (const m of macs) if (typeof m === 'string') set.add(m);
+        }
+        knownMacs = set;
+      },
+      (err) => log.warn({ err }, 'dhcp: cannot list machines; looking MACs up one by one'),
+    );
+  }
+  loadKnownMacs();
+  /** The machine of a MAC if known without a query: a machine, null (none), undefined (ask machineOf). */
+  const cachedMachine = (mac: string): Machine | null | undefined => {
+    const hit = machines.get(mac);
+    if (hit !== undefined) return hit;
+    return knownMacs && !knownMacs.has(mac) ? null : undefined;
+  };
 
   // ---- sockets ----
   // explicit `interfaces`: exactly those. None given and the native helper built ("auto"): every interface
@@ -325,41 +355,56 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     });
   }
 
+  // A socket bound to an interface serves only the subnets of that interface's own addresses: serverAddress
+  // must never make a broadcast on some other segment look like ours. (Plain functions, not closures per
+  // packet: this runs for every request.)
+  function serverIn(ctx: Ctx, mine: readonly string[], s: SubnetInfo): string | undefined {
+    for (const a of mine) if (inNet(s.net, ipInt(a))) return a;
+    return !ctx.ifname && opts.serverAddress && inNet(s.net, ipInt(opts.serverAddress))
+      ? opts.serverAddress
+      : undefined;
+  }
+  function anyServer(mine: readonly string[]): string {
+    if (opts.serverAddress) return opts.serverAddress;
+    for (const a of mine) if (!a.startsWith('127.')) return a;
+    return mine[0] ?? '0.0.0.0';
+  }
+  const noAddrs: readonly string[] = [];
+
   /** The subnet a request belongs to, and this server's address on it. */
   function locate(ctx: Ctx, pkt: DhcpPacket): { subnet: SubnetInfo; server: string } | undefined {
     const addrs = localAddrs();
-    const mine = ctx.ifname ? (addrs.byIf.get(ctx.ifname) ?? []) : [...addrs.all];
-    // A socket bound to an interface serves only the subnets of that interface's own addresses: serverAddress
-    // must never make a broadcast on some other segment look like ours.
-    const serverIn = (s: SubnetInfo) => {
-      for (const a of mine) if (inNet(s.net, ipInt(a))) return a;
-      return !ctx.ifname && opts.serverAddress && inNet(s.net, ipInt(opts.serverAddress))
-        ? opts.serverAddress
-        : undefined;
-    };
-    const anyServer = () => opts.serverAddress ?? mine.find((a) => !a.startsWith('127.')) ?? mine[0] ?? '0.0.0.0';
+    const mine = ctx.ifname ? (addrs.byIf.get(ctx.ifname) ?? noAddrs) : addrs.allList;
     if (pkt.giaddr !== '0.0.0.0') {
       // RFC 2131 4.3.1: a relayed request belongs to the subnet of giaddr.
       const subnet = inventory.subnetFor(pkt.giaddr);
-      return subnet ? { subnet, server: serverIn(subnet) ?? anyServer() } : undefined;
+      return subnet ? { subnet, server: serverIn(ctx, mine, subnet) ?? anyServer(mine) } : undefined;
     }
     // Directly attached clients: the subnets of this interface's addresses (or serverAddress).
-    const candidates = inventory.subnets().filter((s) => serverIn(s) !== undefined);
+    const candidates: SubnetInfo[] = [];
+    for (const s of inventory.subnets()) if (serverIn(ctx, mine, s) !== undefined) candidates.push(s);
     if (candidates.length === 0) return undefined;
     let subnet = candidates[0]!;
-    if (pkt.ciaddr !== '0.0.0.0') subnet = candidates.find((s) => inNet(s.net, ipInt(pkt.ciaddr))) ?? subnet;
-    else if (candidates.length > 1 && !ctx.ifname) {
+    if (pkt.ciaddr !== '0.0.0.0') {
+      const ci = ipInt(pkt.ciaddr);
+      subnet = candidates.find((s) => inNet(s.net, ci)) ?? subnet;
+    } else if (candidates.length > 1 && !ctx.ifname) {
       warnOnce(
         'ambiguous',
         { subnets: candidates.map((s) => s.name) },
         'dhcp: a broadcast request could belong to several subnets; answering from the first: set --dhcp-interfaces',
       );
     }
-    return { subnet, server: serverIn(subnet)! };
+    return { subnet, server: serverIn(ctx, mine, subnet)! };
+  }
+
+  /** Whether an option 54 names this server. */
+  function isOurs(serverId: string, server: string): boolean {
+    return serverId === server || localAddrs().all.has(serverId);
   }
 
   async function machineOf(mac: string): Promise<Machine | undefined> {
-    const hit = machines.get(mac);
+    const hit = cachedMachine(mac);
     if (hit !== undefined) return hit ?? undefined;
     const uuid = await store.keyOf('machines', 'macs', mac);
     const m = uuid ? await store.get('machines', uuid) : undefined;
@@ -575,7 +620,6 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const extra = hostname ? { hostname } : {};
     const sid = pkt.options.get(Opt.ServerId);
     const serverId = sid?.length === 4 ? intToIp(sid.readUInt32BE(0)) : undefined;
-    const ours = (a: string) => a === server || localAddrs().all.has(a);
 
     switch (type) {
       case MessageType.DISCOVER: {
@@ -585,9 +629,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           stats.ignored++;
           return;
         }
-        const machine = await machineOf(mac);
-        // Re-check after the await: another request may have taken the address meanwhile.
-        if (!leases.usable(subnet, client, alloc.address, reservation)) return handle(ctx, pkt, rinfo);
+        const known = cachedMachine(mac);
+        const machine = known !== undefined ? (known ?? undefined) : await machineOf(mac);
+        // Re-check after an await: another request may have taken the address meanwhile.
+        if (known === undefined && !leases.usable(subnet, client, alloc.address, reservation))
+          return handle(ctx, pkt, rinfo);
         leases.offer(subnet, client, alloc.address, offerSeconds, extra);
         const r = baseReply(pkt, MessageType.OFFER, server);
         r.yiaddr = alloc.address;
@@ -600,7 +646,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         let address: string | undefined;
         if (serverId !== undefined) {
           // SELECTING (RFC 2131 4.3.2): the client answers an OFFER; not ours -> it chose another server.
-          if (!ours(serverId)) {
+          if (!isOurs(serverId, server)) {
             leases.forgetOffer(subnet.name, client);
             stats.ignored++;
             return;
@@ -615,7 +661,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           stats.ignored++;
           return;
         }
-        const machine = await machineOf(mac);
+        const known = cachedMachine(mac);
+        const machine = known !== undefined ? (known ?? undefined) : await machineOf(mac);
         const inSubnet = inNet(subnet.net, ipInt(address));
         const mine = leases.get(address);
         const ok =
@@ -646,7 +693,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       }
       case MessageType.DECLINE: {
         // RFC 2131 4.3.3: only the lease's own client, and only a DECLINE meant for this server (54 MUST be sent).
-        if (!requested || (serverId !== undefined && !ours(serverId))) {
+        if (!requested || (serverId !== undefined && !isOurs(serverId, server))) {
           stats.ignored++;
           return;
         }
@@ -663,7 +710,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       }
       case MessageType.RELEASE: {
         // RFC 2131 4.3.4: identified by ciaddr and the client (identifier or chaddr); 54 names the server.
-        if (serverId !== undefined && !ours(serverId)) {
+        if (serverId !== undefined && !isOurs(serverId, server)) {
           stats.ignored++;
           return;
         }

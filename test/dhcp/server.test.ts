@@ -137,6 +137,26 @@ describe('DHCP server on loopback', () => {
     expect(ack!.options.get(Opt.Hostname)?.toString()).toBe('n-web1');
     expect(ack!.options.get(Opt.DomainName)?.toString()).toBe('lab.example');
   });
+
+  it('finds a machine created or given a new MAC after the server started (in-memory MAC index follows the bus)', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', { ...SUBNET, options: [{ code: 12, value: 'n-{{machine.name}}' }] });
+    });
+    const before = await env.dora('52:54:00:00:00:78');
+    expect(before.ack!.options.get(Opt.Hostname)?.toString()).not.toBe('n-web2');
+    await env.store.create('machines', 'u-2', { uuid: 'u-2', name: 'web2', macs: ['52:54:00:00:00:78'] }, [
+      { field: 'macs', value: '52:54:00:00:00:78' },
+    ]);
+    env.bus.emit({ type: 'machines.created', key: 'u-2' });
+    const after = await env.dora('52:54:00:00:00:78');
+    expect(after.ack!.options.get(Opt.Hostname)?.toString()).toBe('n-web2');
+    await env.store.replace('machines', 'u-2', { uuid: 'u-2', name: 'web2', macs: ['52:54:00:00:00:79'] }, [
+      { field: 'macs', value: '52:54:00:00:00:79' },
+    ]);
+    env.bus.emit({ type: 'machines.updated', key: 'u-2' });
+    const moved = await env.dora('52:54:00:00:00:79');
+    expect(moved.ack!.options.get(Opt.Hostname)?.toString()).toBe('n-web2');
+  });
 });
 
 describe('under concurrent load', () => {
