@@ -5,6 +5,12 @@
  * interface a broadcast DISCOVER arrived. Each function here only opens and configures a socket and returns its
  * file descriptor; Node then drives it with dgram (`socket.bind({ fd })`), so no thread, no event loop and no
  * buffer handling lives in C. Linux only.
+ *
+ * The exception is the TFTP transfer socket at the end of this file (udpOpen...): there dgram itself is the cost.
+ * A lock-step TFTP transfer sends one 4-byte ACK and gets one DATA back per block, and dgram spends more time around
+ * each datagram (a 64 KiB receive allocation, the peer address formatted as a string, an rinfo object, a send
+ * request object) than the kernel spends moving it. So a transfer socket is watched here with a uv_poll_t on Node's
+ * own loop (no thread), ACKs reach JavaScript as a plain number, and a whole window leaves in one system call.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -13,7 +19,9 @@
 #include <net/if_arp.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <node_api.h>
+#include <uv.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -279,6 +287,340 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return ret_int(env, 0);
 }
 
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * TFTP transfer sockets.
+ *
+ * udpOpen(bindAddress, peerAddress, peerPort, onPacket, gso = true): handle. A UDP socket bound to an ephemeral port (the
+ * transfer's TID, RFC 1350) and connected to the client, so the kernel drops datagrams from any other source. Each
+ * datagram calls onPacket(ack, msg, err): a bare ACK as onPacket(block) with no allocation; anything else as
+ * onPacket(-1, Buffer); a socket error (ECONNREFUSED after an ICMP port unreachable) as onPacket(-2, undefined, code).
+ * udpSend(h, buf, offset, length): 1 when queued, or -errno.
+ * udpSendBatch(h, buf, offset, slot, count, lastLength): packets laid out back to back, `slot` bytes apart, the last
+ * one `lastLength` long. One sendmsg with UDP_SEGMENT (GSO: the stack is walked once for the whole window; on the
+ * wire they are ordinary datagrams) when the kernel and route allow it, else one sendmmsg. Returns how many packets
+ * were queued (possibly fewer, e.g. on ENOBUFS: the caller's retransmission timer covers the rest), or -errno when
+ * none was.
+ * udpLocalPort(h); udpClose(h): stops watching and closes the socket (idempotent). */
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+/* Linux accepts up to 64 segments per GSO send (128 since 6.x); stay at the older bound. */
+#define GSO_MAX_SEGS 64
+#define BATCH_MAX 64
+/* Datagrams read per readiness event: fairness between transfers, the loop comes back for the rest. */
+#define RECV_PER_EVENT 32
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref cb;
+  napi_async_context ctx;
+  int fd;
+  int port;
+  bool closed;     /* udpClose called: no more callbacks, no more sends */
+  bool uv_closed;  /* the poll handle's close callback ran */
+  bool finalized;  /* the JS handle was collected */
+  bool gso;        /* UDP_SEGMENT still believed to work on this socket */
+} xfer;
+
+static bool gso_broken; /* the kernel refused UDP_SEGMENT outright (ENOPROTOOPT, EIO): stop trying anywhere */
+static __thread unsigned char rbuf[65536];
+
+static void xfer_maybe_free(xfer *x) {
+  if (x->uv_closed && x->finalized) free(x);
+}
+
+static void xfer_on_uv_close(uv_handle_t *h) {
+  xfer *x = (xfer *)h->data;
+  x->uv_closed = true;
+  xfer_maybe_free(x);
+}
+
+static void xfer_shutdown(xfer *x) {
+  if (x->closed) return;
+  x->closed = true;
+  uv_poll_stop(&x->poll);
+  uv_close((uv_handle_t *)&x->poll, xfer_on_uv_close);
+  close(x->fd);
+  x->fd = -1;
+  if (x->cb) {
+    napi_delete_reference(x->env, x->cb);
+    x->cb = NULL;
+  }
+  if (x->ctx) {
+    napi_async_destroy(x->env, x->ctx);
+    x->ctx = NULL;
+  }
+}
+
+static void xfer_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  xfer *x = (xfer *)data;
+  x->finalized = true;
+  if (!x->closed) xfer_shutdown(x); /* a handle dropped without udpClose: do not leak the socket */
+  xfer_maybe_free(x);
+}
+
+/* Calls onPacket inside a callback scope (napi_make_callback), so promise jobs and nextTicks queued by it run
+ * before the loop goes on, as after any other I/O callback. Returns false when the handle got closed meanwhile. */
+static bool xfer_emit(xfer *x, int32_t ack, const unsigned char *data, size_t len, const char *err) {
+  napi_env env = x->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[3];
+  napi_get_reference_value(env, x->cb, &cb);
+  napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
+  napi_create_int32(env, ack, &argv[0]);
+  if (data != NULL) napi_create_buffer_copy(env, len, data, NULL, &argv[1]);
+  else napi_get_undefined(env, &argv[1]);
+  if (err != NULL) napi_create_string_utf8(env, err, NAPI_AUTO_LENGTH, &argv[2]);
+  else napi_get_undefined(env, &argv[2]);
+  napi_value result;
+  if (napi_make_callback(env, x->ctx, recv, cb, 3, argv, &result) == napi_pending_exception) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    napi_fatal_exception(env, e);
+  }
+  napi_close_handle_scope(env, scope);
+  return !x->closed;
+}
+
+static const char *errno_name(int e) {
+  switch (e) {
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    case ENETUNREACH: return "ENETUNREACH";
+    case ENOBUFS: return "ENOBUFS";
+    case EMSGSIZE: return "EMSGSIZE";
+    default: return "EIO";
+  }
+}
+
+static void xfer_on_poll(uv_poll_t *h, int status, int events) {
+  xfer *x = (xfer *)h->data;
+  (void)events;
+  if (x->closed) return;
+  if (status < 0) {
+    /* POLLERR (an ICMP error on the connected socket): libuv has stopped this watcher. Take the pending error, report
+     * it, and watch again unless the callback closed the socket. */
+    int err = 0;
+    socklen_t el = sizeof err;
+    getsockopt(x->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    if (err != 0 && !xfer_emit(x, -2, NULL, 0, errno_name(err))) return;
+    uv_poll_start(&x->poll, UV_READABLE, xfer_on_poll);
+  }
+  for (int i = 0; i < RECV_PER_EVENT && !x->closed; i++) {
+    ssize_t n = recv(x->fd, rbuf, sizeof rbuf, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+      xfer_emit(x, -2, NULL, 0, errno_name(errno));
+      return;
+    }
+    if (n == 4 && rbuf[0] == 0 && rbuf[1] == 4) {
+      if (!xfer_emit(x, (rbuf[2] << 8) | rbuf[3], NULL, 0, NULL)) return;
+    } else if (!xfer_emit(x, -1, rbuf, (size_t)n, NULL)) {
+      return;
+    }
+  }
+}
+
+static xfer *xfer_arg(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL) {
+    napi_throw_type_error(env, NULL, "not a transfer socket handle");
+    return NULL;
+  }
+  return (xfer *)p;
+}
+
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char local[64] = {0}, peer[64] = {0};
+  bool want_gso = true;
+  if (argc > 4) napi_get_value_bool(env, argv[4], &want_gso);
+  int32_t peer_port = 0;
+  napi_valuetype cbt = napi_undefined;
+  if (argc >= 4) napi_typeof(env, argv[3], &cbt);
+  if (argc < 4 || get_string(env, argv[0], local, sizeof local) <= 0 || get_string(env, argv[1], peer, sizeof peer) <= 0 ||
+      napi_get_value_int32(env, argv[2], &peer_port) != napi_ok || cbt != napi_function) {
+    napi_throw_type_error(env, NULL, "udpOpen(bindAddress, peerAddress, peerPort, onPacket)");
+    return NULL;
+  }
+  struct sockaddr_in la = {0}, pa = {0};
+  la.sin_family = pa.sin_family = AF_INET;
+  pa.sin_port = htons((uint16_t)peer_port);
+  if (inet_pton(AF_INET, local, &la.sin_addr) != 1 || inet_pton(AF_INET, peer, &pa.sin_addr) != 1) {
+    napi_throw_type_error(env, NULL, "udpOpen: addresses must be IPv4");
+    return NULL;
+  }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (bind(fd, (struct sockaddr *)&la, sizeof la) < 0 || connect(fd, (struct sockaddr *)&pa, sizeof pa) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "bind/connect", e);
+  }
+  struct sockaddr_in bound = {0};
+  socklen_t bl = sizeof bound;
+  getsockname(fd, (struct sockaddr *)&bound, &bl);
+  uv_loop_t *loop = NULL;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == NULL) {
+    close(fd);
+    napi_throw_error(env, NULL, "udpOpen: no event loop");
+    return NULL;
+  }
+  xfer *x = calloc(1, sizeof *x);
+  x->env = env;
+  x->fd = fd;
+  x->port = ntohs(bound.sin_port);
+  x->gso = want_gso && !gso_broken;
+  if (uv_poll_init(loop, &x->poll, fd) != 0) {
+    close(fd);
+    free(x);
+    napi_throw_error(env, NULL, "udpOpen: uv_poll_init failed");
+    return NULL;
+  }
+  x->poll.data = x;
+  napi_create_reference(env, argv[3], 1, &x->cb);
+  napi_value name;
+  napi_create_string_utf8(env, "plinth:tftp-transfer", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &x->ctx);
+  uv_poll_start(&x->poll, UV_READABLE, xfer_on_poll);
+  napi_value out;
+  napi_create_external(env, x, xfer_finalize, NULL, &out);
+  return out;
+}
+
+static napi_value udp_local_port(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  xfer *x = argc > 0 ? xfer_arg(env, argv[0]) : NULL;
+  return x ? ret_int(env, x->port) : NULL;
+}
+
+static napi_value udp_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  xfer *x = argc > 0 ? xfer_arg(env, argv[0]) : NULL;
+  if (x) xfer_shutdown(x);
+  return ret_int(env, 0);
+}
+
+/* Buffer and byte range from (buf, offset, length) arguments, checked against the buffer's bounds. */
+static unsigned char *buf_range(napi_env env, napi_value b, napi_value o, size_t need_from_off, int64_t *off_out) {
+  void *data = NULL;
+  size_t len = 0;
+  int64_t off = -1;
+  if (napi_get_buffer_info(env, b, &data, &len) != napi_ok || napi_get_value_int64(env, o, &off) != napi_ok || off < 0 ||
+      (uint64_t)off + need_from_off > len) {
+    napi_throw_range_error(env, NULL, "buffer range out of bounds");
+    return NULL;
+  }
+  *off_out = off;
+  return (unsigned char *)data;
+}
+
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t len = -1;
+  if (argc < 4 || napi_get_value_int32(env, argv[3], &len) != napi_ok || len < 0) {
+    napi_throw_type_error(env, NULL, "udpSend(h, buf, offset, length)");
+    return NULL;
+  }
+  xfer *x = xfer_arg(env, argv[0]);
+  if (!x) return NULL;
+  int64_t off;
+  unsigned char *data = buf_range(env, argv[1], argv[2], (size_t)len, &off);
+  if (!data) return NULL;
+  if (x->closed) return ret_int(env, -EBADF);
+  ssize_t n = send(x->fd, data + off, (size_t)len, MSG_DONTWAIT);
+  return ret_int(env, n < 0 ? -errno : 1);
+}
+
+static int send_gso(xfer *x, unsigned char *base, int32_t slot, int32_t count, int32_t last) {
+  struct iovec iov = {base, (size_t)slot * (size_t)(count - 1) + (size_t)last};
+  char ctrl[CMSG_SPACE(sizeof(uint16_t))];
+  memset(ctrl, 0, sizeof ctrl);
+  struct msghdr m = {0};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctrl;
+  m.msg_controllen = sizeof ctrl;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t seg = (uint16_t)slot;
+  memcpy(CMSG_DATA(c), &seg, sizeof seg);
+  ssize_t n = sendmsg(x->fd, &m, MSG_DONTWAIT);
+  return n < 0 ? -errno : count;
+}
+
+static int send_mmsg(xfer *x, unsigned char *base, int32_t slot, int32_t count, int32_t last) {
+  struct mmsghdr msgs[BATCH_MAX];
+  struct iovec iov[BATCH_MAX];
+  int sent = 0;
+  while (sent < count) {
+    int k = count - sent < BATCH_MAX ? count - sent : BATCH_MAX;
+    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)k);
+    for (int i = 0; i < k; i++) {
+      int idx = sent + i;
+      iov[i].iov_base = base + (size_t)slot * (size_t)idx;
+      iov[i].iov_len = (size_t)(idx == count - 1 ? last : slot);
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n = sendmmsg(x->fd, msgs, (unsigned)k, MSG_DONTWAIT);
+    if (n < 0) return sent > 0 ? sent : -errno;
+    sent += n;
+    if (n < k) break;
+  }
+  return sent;
+}
+
+static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t slot = 0, count = 0, last = -1;
+  if (argc < 6 || napi_get_value_int32(env, argv[3], &slot) != napi_ok || napi_get_value_int32(env, argv[4], &count) != napi_ok ||
+      napi_get_value_int32(env, argv[5], &last) != napi_ok || slot <= 0 || slot > 65535 || count < 0 || last < 0 || last > slot) {
+    napi_throw_type_error(env, NULL, "udpSendBatch(h, buf, offset, slot, count, lastLength)");
+    return NULL;
+  }
+  xfer *x = xfer_arg(env, argv[0]);
+  if (!x) return NULL;
+  if (count == 0) return ret_int(env, 0);
+  int64_t off;
+  unsigned char *data = buf_range(env, argv[1], argv[2], (size_t)slot * (size_t)(count - 1) + (size_t)last, &off);
+  if (!data) return NULL;
+  if (x->closed) return ret_int(env, -EBADF);
+  unsigned char *base = data + off;
+  if (count == 1) {
+    ssize_t n = send(x->fd, base, (size_t)last, MSG_DONTWAIT);
+    return ret_int(env, n < 0 ? -errno : 1);
+  }
+  /* GSO needs equal segments except a shorter last one, at most 64 of them, in one IP datagram (64 KiB), each small
+   * enough for the route's MTU; the kernel checks the last and answers EINVAL. */
+  if (x->gso && count <= GSO_MAX_SEGS && (size_t)slot * (size_t)(count - 1) + (size_t)last <= 65000) {
+    int r = send_gso(x, base, slot, count, last);
+    if (r > 0) return ret_int(env, r);
+    if (r == -ENOPROTOOPT || r == -EIO || r == -EOPNOTSUPP) gso_broken = true;
+    if (r == -EINVAL || r == -EMSGSIZE || gso_broken) x->gso = false; /* e.g. segments above the MTU: not again */
+    else return ret_int(env, r);                                       /* EAGAIN, ENOBUFS, ECONNREFUSED... */
+  }
+  return ret_int(env, send_mmsg(x, base, slot, count, last));
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openUdp4", NULL, open_udp4, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -288,6 +630,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"raStart", NULL, ra_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"raStop", NULL, ra_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"raAnswered", NULL, ra_answered, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -16,6 +16,7 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { decodePacket, ERR, encodeAck, encodeError, encodeOack, type Negotiated, negotiate, OP } from './packet.js';
 import { bufferFile, type TftpClient, type TftpFile, type TftpSource } from './source.js';
+import { openTransferSocket, type TransferHandlers, type TransferSocket } from './transport.js';
 
 export type TftpServerOptions = {
   source: TftpSource;
@@ -45,6 +46,12 @@ export type TftpServerOptions = {
   maxUploadBytes?: number;
   /** netascii is converted in memory: files larger than this are refused in that mode (default 16 MiB). */
   netasciiMaxBytes?: number;
+  /**
+   * Transfer sockets through the native helper when it is built (default true; see transport.ts), and with it a
+   * window sent as one UDP GSO datagram (`gso`, default true) rather than one sendmmsg. For tests and A/B figures.
+   */
+  nativeSockets?: boolean;
+  gso?: boolean;
 };
 
 /** transfersStarted = transfersCompleted + transfersFailed + sizeProbes + active transfers. */
@@ -78,7 +85,7 @@ export type TftpServer = {
 type Result = 'ok' | 'timeout' | 'client-error' | 'probe' | 'read-error' | 'write-error' | 'cancelled' | 'refused';
 
 type Common = {
-  sock: dgram.Socket;
+  sock: TransferSocket;
   key: string;
   client: TftpClient;
   filename: string;
@@ -193,14 +200,15 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
    */
   type Entry = { raw: Buffer; transfer?: Transfer };
   const byClient = new Map<string, Entry>();
-  const sockets = new Set<dgram.Socket>();
+  const transferSockets = new Set<TransferSocket>();
+  const socketsClosing = new Set<Promise<void>>();
+  const dallying = new Set<NodeJS.Timeout>();
   const pending = new Set<Promise<void>>();
   let tick: NodeJS.Timeout | undefined;
   let closing = false;
 
   const listener = dgram.createSocket({ type: 'udp4' });
-  sockets.add(listener);
-  listener.on('close', () => sockets.delete(listener));
+  const listenerClosed = new Promise<void>((resolve) => listener.once('close', resolve));
   const wantPort = opts.port ?? 69;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -298,6 +306,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     t.sock.send(buf);
   }
 
+  function closeSocket(sock: TransferSocket): void {
+    if (!transferSockets.delete(sock)) return;
+    const p = sock.close().catch(() => {});
+    socketsClosing.add(p);
+    void p.finally(() => socketsClosing.delete(p));
+  }
+
   // ------------------------------------------------------------------------------------------------------------
   // Reads.
 
@@ -340,7 +355,11 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     );
   }
 
-  /** Sends what the window allows from `next`; stops (to be called again) when a chunk is not loaded yet. */
+  /**
+   * Sends what the window allows from `next`; stops (to be called again) when a chunk is not loaded yet. The blocks of
+   * a window that sit in one chunk are contiguous packets there, so they leave in one batch (one system call with the
+   * native socket).
+   */
   function pump(t: ReadTransfer): void {
     // RFC 2347: the OACK stands alone until the client acknowledges it with ACK 0.
     const limit = t.base === 0 ? 0 : Math.min(t.base + t.window - 1, t.last);
@@ -350,29 +369,40 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       const b = t.next;
       if (b === 0) {
         sendRaw(t, t.oack!);
-      } else {
-        const idx = chunkOf(t, b);
-        const pkt = t.chunks.get(idx);
-        if (pkt === undefined) {
-          load(t, idx);
-          break;
-        }
-        const i = b - 1 - idx * t.chunkBlocks;
-        // Read ahead one chunk as soon as the transfer enters this one.
-        if (i === 0) load(t, idx + 1);
-        const len = Math.min(t.blksize, t.size - (b - 1) * t.blksize);
-        stats.packetsSent++;
-        t.sock.send(pkt, i * slot, 4 + len);
-        if (b > t.hi) {
-          t.bytes += len;
-          stats.bytesSent += len;
-        }
+        if (t.hi >= 0) {
+          t.retransmits++;
+          stats.retransmits++;
+        } else t.hi = 0;
+        t.next = 1;
+        sent = true;
+        continue;
       }
-      if (b <= t.hi) {
-        t.retransmits++;
-        stats.retransmits++;
-      } else t.hi = b;
-      t.next = b + 1;
+      const idx = chunkOf(t, b);
+      const pkt = t.chunks.get(idx);
+      if (pkt === undefined) {
+        load(t, idx);
+        break;
+      }
+      const i = b - 1 - idx * t.chunkBlocks;
+      // Read ahead one chunk as soon as the transfer enters this one.
+      if (i === 0) load(t, idx + 1);
+      const end = Math.min(limit, (idx + 1) * t.chunkBlocks);
+      const count = end - b + 1;
+      // Only the file's final block is short, and it can only be the last of a run.
+      const lastLen = 4 + Math.min(t.blksize, t.size - (end - 1) * t.blksize);
+      stats.packetsSent += count;
+      t.sock.sendBatch(pkt, i * slot, slot, count, lastLen);
+      const fresh = end - Math.max(b - 1, t.hi);
+      if (fresh > 0) {
+        const bytes = (fresh - 1) * t.blksize + lastLen - 4;
+        t.bytes += bytes;
+        stats.bytesSent += bytes;
+        t.hi = end;
+      }
+      const again = count - Math.max(0, fresh);
+      t.retransmits += again;
+      stats.retransmits += again;
+      t.next = end + 1;
       sent = true;
     }
     if (sent) t.lastTxAt = performance.now();
@@ -494,9 +524,17 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     }
     if (t.kind === 'write' && result === 'ok') {
       // RFC 1350 section 6: dally so a lost final ACK can be repeated when the client resends its last block.
-      t.dallyTimer = setTimeout(() => t.sock.close(), Math.min(t.maxRto, 2000));
+      const timer = setTimeout(
+        () => {
+          dallying.delete(timer);
+          closeSocket(t.sock);
+        },
+        Math.min(t.maxRto, 2000),
+      );
+      dallying.add(timer);
+      t.dallyTimer = timer;
     } else {
-      t.sock.close();
+      closeSocket(t.sock);
     }
     const options: Record<string, number> = { blksize: t.blksize };
     if (t.kind === 'read') options.windowsize = t.window;
@@ -523,12 +561,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     log.info(line, 'tftp transfer');
   }
 
+  /** Anything but a bare ACK (those go straight to onAck). */
   function onTransferMessage(t: Transfer, msg: Buffer): void {
-    // Hot path: a bare ACK, without allocating a decoded packet.
-    if (t.kind === 'read' && msg.length === 4 && msg[0] === 0 && msg[1] === OP.ACK) {
-      onAck(t, (msg[2] << 8) | msg[3]);
-      return;
-    }
     const d = decodePacket(msg);
     if (!d.ok) {
       stats.malformed++;
@@ -551,37 +585,40 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     stats.unexpected++;
   }
 
-  function onSocketError(t: Transfer, err: NodeJS.ErrnoException): void {
-    log.debug({ err, client: t.key }, 'tftp transfer socket error');
+  function onSocketError(t: Transfer, code: string): void {
+    log.debug({ code, client: t.key }, 'tftp transfer socket error');
     // ICMP port unreachable on a connected socket: the client has gone, stop now rather than retransmit into the void.
     // Anything else (ENOBUFS under load, ...) is left to the retransmission timer.
-    if (err.code === 'ECONNREFUSED') finish(t, 'client-error');
+    if (code === 'ECONNREFUSED' && !t.done) finish(t, 'client-error');
   }
 
-  /** A connected socket per transfer: source port = our TID, and only the client's TID gets through. */
-  async function transferSocket(client: TftpClient): Promise<dgram.Socket> {
-    const sock = dgram.createSocket({ type: 'udp4' });
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    try {
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.bind(0, bindAddress, () => {
-          sock.connect(client.port, client.address, () => {
-            sock.off('error', reject);
-            resolve();
-          });
-        });
-      });
-    } catch (err) {
-      sock.close();
-      throw err;
-    }
-    return sock;
+  /**
+   * A connected socket per transfer: source port = our TID, and only the client's TID gets through. Packets go to
+   * the transfer `bind` later sets (none can arrive before our first packet, sent after that).
+   */
+  async function transferSocket(client: TftpClient): Promise<{ sock: TransferSocket; bind(t: Transfer): void }> {
+    let t: Transfer | undefined;
+    const handlers: TransferHandlers = {
+      onAck: (block) => {
+        if (t === undefined) return;
+        if (t.kind === 'read') onAck(t, block);
+        else stats.unexpected++;
+      },
+      onMessage: (msg) => t !== undefined && onTransferMessage(t, msg),
+      onError: (code) => t !== undefined && onSocketError(t, code),
+    };
+    const sock = await openTransferSocket(bindAddress, client, handlers, { native: opts.nativeSockets, gso: opts.gso });
+    transferSockets.add(sock);
+    return {
+      sock,
+      bind: (x) => {
+        t = x;
+      },
+    };
   }
 
   function common(
-    sock: dgram.Socket,
+    sock: TransferSocket,
     key: string,
     client: TftpClient,
     filename: string,
@@ -670,17 +707,18 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       return;
     }
     const neg = negotiate(options, await limitsFor(client.address), file.size);
-    let sock: dgram.Socket;
+    let opened2: Awaited<ReturnType<typeof transferSocket>>;
     try {
-      sock = await transferSocket(client);
+      opened2 = await transferSocket(client);
     } catch (err) {
       file.close();
       log.warn({ err, client: key }, 'tftp: cannot open a transfer socket');
       return;
     }
+    const sock = opened2.sock;
     if (closing) {
       file.close();
-      sock.close();
+      closeSocket(sock);
       return;
     }
     const blksize = neg.blksize;
@@ -703,8 +741,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       chunks: new Map(),
       loading: new Set(),
     };
-    sock.on('message', (msg) => onTransferMessage(t, msg));
-    sock.on('error', (err) => onSocketError(t, err));
+    opened2.bind(t);
     const entry = byClient.get(key);
     if (entry !== undefined) entry.transfer = t;
     active.add(t);
@@ -760,15 +797,16 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', `cannot create: ${String(err)}`, filename);
       return;
     }
-    let sock: dgram.Socket;
+    let opened: Awaited<ReturnType<typeof transferSocket>>;
     try {
       if (closing) throw new Error('closing');
-      sock = await transferSocket(client);
+      opened = await transferSocket(client);
     } catch {
       await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
       return;
     }
+    const sock = opened.sock;
     const first = neg.oack.length > 0 ? encodeOack(neg.oack) : encodeAck(0);
     const t: WriteTransfer = {
       ...common(sock, key, client, filename, mode, neg),
@@ -782,11 +820,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       writing: false,
       maxBytes: maxUploadBytes,
     };
-    sock.on('message', (msg) => onTransferMessage(t, msg));
-    sock.on('error', (err) => onSocketError(t, err));
-    sock.on('close', () => {
-      if (t.dallyTimer !== undefined) clearTimeout(t.dallyTimer);
-    });
+    opened.bind(t);
     if (closing) {
       finish(t, 'cancelled');
       return;
@@ -859,21 +893,14 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       listener.close();
       await Promise.allSettled([...pending]);
       for (const t of [...active]) {
-        t.sock.send(encodeError(ERR.NOT_DEFINED, 'server shutting down'), () => {});
+        t.sock.send(encodeError(ERR.NOT_DEFINED, 'server shutting down'));
         finish(t, 'cancelled');
       }
-      // Dallying upload sockets and the send above: close whatever is still open, then wait for the close events.
-      await new Promise<void>((resolve) => {
-        const check = () => (sockets.size === 0 ? resolve() : setTimeout(check, 5));
-        for (const s of sockets) {
-          try {
-            s.close();
-          } catch {
-            // already closing
-          }
-        }
-        check();
-      });
+      // Dallying upload sockets: close them now rather than when their timers fire.
+      for (const timer of dallying) clearTimeout(timer);
+      dallying.clear();
+      for (const sock of [...transferSockets]) closeSocket(sock);
+      await Promise.all([listenerClosed, ...socketsClosing]);
       stopTickIfIdle();
     },
   };

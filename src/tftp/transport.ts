@@ -1,0 +1,172 @@
+/**
+ * The socket of one TFTP transfer (its TID, RFC 1350): bound to an ephemeral port and connected to the client, so the
+ * kernel drops datagrams from any other address or port.
+ *
+ * Two implementations behind one shape. With the native helper (native/plinth_net.c, `udpOpen`...) the socket is
+ * watched on Node's own loop from C: a bare ACK reaches the server as a number, and a window of DATA packets leaves
+ * in one system call (UDP GSO, else sendmmsg). Profiles of 16 lock-step clients showed dgram's own work around each
+ * datagram (a 64 KiB receive allocation, the peer address formatted as text, an rinfo object, a send request)
+ * costing more user time than the protocol. Without the helper, plain dgram does the same job, one packet per call.
+ */
+import dgram from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { TftpClient } from './source.js';
+
+export type TransferHandlers = {
+  /** A bare 4-byte ACK (the hot path of every read). */
+  onAck(block: number): void;
+  /** Any other datagram from the client. */
+  onMessage(msg: Buffer): void;
+  /** A socket error; ECONNREFUSED means an ICMP port unreachable came back: the client has gone. */
+  onError(code: string): void;
+};
+
+export type TransferSocket = {
+  /** Our TID. */
+  readonly port: number;
+  readonly native: boolean;
+  send(buf: Buffer, offset?: number, length?: number): void;
+  /**
+   * `count` packets stored back to back from `offset`, `slot` bytes apart, the last one `lastLength` bytes long.
+   * Packets the kernel does not take (ENOBUFS) count as lost: the retransmission timer resends them.
+   */
+  sendBatch(buf: Buffer, offset: number, slot: number, count: number, lastLength: number): void;
+  /** Idempotent; the port is free again when it resolves. */
+  close(): Promise<void>;
+};
+
+type Handle = object;
+type TransferAddon = {
+  udpOpen(
+    bindAddress: string,
+    peerAddress: string,
+    peerPort: number,
+    onPacket: (ack: number, msg: Buffer | undefined, err: string | undefined) => void,
+    gso?: boolean,
+  ): Handle;
+  udpLocalPort(h: Handle): number;
+  udpSend(h: Handle, buf: Buffer, offset: number, length: number): number;
+  udpSendBatch(h: Handle, buf: Buffer, offset: number, slot: number, count: number, lastLength: number): number;
+  udpClose(h: Handle): number;
+};
+
+let cached: TransferAddon | null | undefined;
+
+/**
+ * The native helper if it is built and new enough to have transfer sockets (PLINTH_NET_ADDON overrides the path, as
+ * for DHCP). A missing or stale build is not an error: transfers then run on dgram, correct and somewhat slower.
+ */
+export function transferAddon(): TransferAddon | undefined {
+  if (cached !== undefined) return cached ?? undefined;
+  cached = null;
+  const candidates = [
+    process.env.PLINTH_NET_ADDON,
+    fileURLToPath(new URL('../../native/build/Release/plinth_net.node', import.meta.url)),
+  ].filter((p): p is string => !!p);
+  const require = createRequire(import.meta.url);
+  for (const p of candidates) {
+    if (!existsSync(p)) continue;
+    try {
+      const mod = require(p) as Partial<TransferAddon>;
+      if (typeof mod.udpOpen === 'function' && typeof mod.udpSendBatch === 'function') cached = mod as TransferAddon;
+    } catch {
+      // Built for another Node ABI: use dgram.
+    }
+    break;
+  }
+  return cached ?? undefined;
+}
+
+const ECONNREFUSED = constants.errno.ECONNREFUSED;
+
+function nativeSocket(
+  addon: TransferAddon,
+  bindAddress: string,
+  client: TftpClient,
+  h: TransferHandlers,
+  gso: boolean,
+): TransferSocket {
+  const handle = addon.udpOpen(
+    bindAddress,
+    client.address,
+    client.port,
+    (ack, msg, err) => {
+      if (ack >= 0) h.onAck(ack);
+      else if (msg !== undefined) h.onMessage(msg);
+      else h.onError(err ?? 'EIO');
+    },
+    gso,
+  );
+  const port = addon.udpLocalPort(handle);
+  // A send that fails because the client's port is closed reports it like a received ICMP error would.
+  const check = (r: number) => {
+    if (r === -ECONNREFUSED) h.onError('ECONNREFUSED');
+  };
+  return {
+    port,
+    native: true,
+    send: (buf, offset = 0, length = buf.length - offset) => check(addon.udpSend(handle, buf, offset, length)),
+    sendBatch: (buf, offset, slot, count, lastLength) =>
+      check(addon.udpSendBatch(handle, buf, offset, slot, count, lastLength)),
+    close: async () => {
+      addon.udpClose(handle);
+    },
+  };
+}
+
+async function dgramSocket(bindAddress: string, client: TftpClient, h: TransferHandlers): Promise<TransferSocket> {
+  const sock = dgram.createSocket({ type: 'udp4' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(0, bindAddress, () => {
+        sock.connect(client.port, client.address, () => {
+          sock.off('error', reject);
+          resolve();
+        });
+      });
+    });
+  } catch (err) {
+    sock.close();
+    throw err;
+  }
+  sock.on('message', (msg) => {
+    if (msg.length === 4 && msg[0] === 0 && msg[1] === 4) h.onAck((msg[2] << 8) | msg[3]);
+    else h.onMessage(msg);
+  });
+  sock.on('error', (err: NodeJS.ErrnoException) => h.onError(err.code ?? 'EIO'));
+  let closed: Promise<void> | undefined;
+  return {
+    port: sock.address().port,
+    native: false,
+    send: (buf, offset = 0, length = buf.length - offset) => sock.send(buf, offset, length),
+    sendBatch: (buf, offset, slot, count, lastLength) => {
+      for (let i = 0; i < count; i++) sock.send(buf, offset + i * slot, i === count - 1 ? lastLength : slot);
+    },
+    close: () => {
+      closed ??= new Promise<void>((resolve) => {
+        sock.once('close', resolve);
+        sock.close();
+      });
+      return closed;
+    },
+  };
+}
+
+/**
+ * `native: false` forces dgram (tests of the fallback, A/B measurements); `gso: false` keeps the native socket but
+ * sends windows with sendmmsg instead of UDP GSO.
+ */
+export async function openTransferSocket(
+  bindAddress: string,
+  client: TftpClient,
+  handlers: TransferHandlers,
+  opts: { native?: boolean; gso?: boolean } = {},
+): Promise<TransferSocket> {
+  const addon = opts.native === false ? undefined : transferAddon();
+  if (addon !== undefined) return nativeSocket(addon, bindAddress, client, handlers, opts.gso ?? true);
+  return dgramSocket(bindAddress, client, handlers);
+}
