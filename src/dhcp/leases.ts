@@ -1,7 +1,7 @@
 /**
- * Lease allocation and state. An in-memory index (by address, by subnet+MAC) loaded from the store at start
- * and written through with putBatched: every change is queued in the current event-loop turn's transaction,
- * and bind() resolves only once it is durable, so an ACK never leaves before its lease is on disk.
+ * Lease allocation and state. An in-memory index (by address; by subnet + client identifier and subnet + MAC)
+ * loaded from the store at start and written through with putBatched (the store's group commit), and bind()
+ * resolves only once the lease is durable, so an ACK never leaves before its lease is on disk.
  *
  * Everything that decides who gets which address is synchronous: two requests handled in the same turn
  * cannot both take one address.
