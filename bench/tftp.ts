@@ -1,10 +1,13 @@
 /**
  * TFTP throughput: Plinth vs tftpd-hpa, dnsmasq and atftpd, side by side in one run (`npm run bench:tftp`, as root).
  *
- * Servers run one at a time in namespace plinth-bench-srv, pinned to CPU 0; atftp clients run in plinth-bench-cli,
- * pinned to the other CPUs (unpinned lock-step figures are bimodal). Cases: a 64 MiB file to one client and a 30 MiB
- * file to 16 concurrent clients, blksize 512 and 1468, windowsize 1 and 16 (servers that do not speak RFC 7440 fall
- * back to lock-step). Prints MiB/s (median of --runs) and the ratio against atftpd.
+ * All servers run at once in namespace plinth-bench-srv, each on its own address (port 69), pinned to CPU 0; atftp
+ * clients run in plinth-bench-cli, pinned to the other CPUs (unpinned lock-step figures are bimodal). Cases: a 64 MiB
+ * file to one client and a 30 MiB file to 16 concurrent clients, blksize 512 and 1468, windowsize 1 and 16 (servers
+ * that do not speak RFC 7440 fall back to lock-step). Runs go round-robin (server A, B, C, D, then again in another
+ * order), so on a shared machine a burst of load from elsewhere hits every server of a round alike rather than one
+ * server's whole series. Prints MiB/s (median of --runs, with the spread) and the ratio against atftpd: the median of
+ * the per-round ratios, each taken from runs minutes apart at most.
  *
  * Needs: iproute2, util-linux (taskset), atftp, tftpd-hpa, dnsmasq, and atftpd unpacked under .lab/atftpd (done here
  * with `apt-get download atftpd` + `dpkg -x` if missing, because the atftpd package conflicts with tftpd-hpa).
@@ -15,7 +18,7 @@ import { chmod, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createNetns, deleteNetns, runIn, startServer, udpListening } from '../test/e2e/tftp-netns.js';
+import { createNetns, deleteNetns, runIn, startServer } from '../test/e2e/tftp-netns.js';
 
 const { values } = parseArgs({
   options: {
@@ -139,7 +142,7 @@ function cases(): Case[] {
 const label = (c: Case) =>
   `${c.clients === 1 ? '1 client ' : `${c.clients} clients`} ${c.size / MiB} MiB blksize ${String(c.blksize).padEnd(4)} window ${String(c.windowsize).padEnd(2)}`;
 
-async function runCase(ns: { cli: string; srvIp: string }, c: Case, outDir: string): Promise<number> {
+async function runCase(ns: { cli: string }, srvIp: string, c: Case, outDir: string): Promise<number> {
   const started = performance.now();
   const runs = await Promise.all(
     Array.from({ length: c.clients }, (_, i) =>
@@ -158,7 +161,7 @@ async function runCase(ns: { cli: string; srvIp: string }, c: Case, outDir: stri
           c.file,
           '-l',
           path.join(outDir, `out-${i}`),
-          ns.srvIp,
+          srvIp,
           '69',
         ],
         { cpus: CLIENT_CPUS, limitMs: 300_000 },
@@ -178,6 +181,23 @@ async function runCase(ns: { cli: string; srvIp: string }, c: Case, outDir: stri
   return (c.size * c.clients) / MiB / seconds;
 }
 
+/** True once something listens on UDP `ip`:69 inside `ns`. */
+function listeningOn(ns: string, ip: string): boolean {
+  try {
+    const out = execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Huln', `src ${ip} and sport = :69`], {
+      encoding: 'utf8',
+    });
+    return out.trim().length > 0;
+  } catch {
+    return false;
+  }
+}
+
+const median = (xs: number[]) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 === 1 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root: it creates network namespaces');
   const work = await mkdtemp(path.join(tmpdir(), 'tftpbench-'));
@@ -189,57 +209,74 @@ async function main(): Promise<void> {
   await makeFile(path.join(root, 'f64'), 64 * MiB);
   await makeFile(path.join(root, 'f30'), 30 * MiB);
   const ns = createNetns('plinth-bench', 5);
-  const results = new Map<string, Map<string, number>>();
+  // One address per server on the server side of the veth pair (10.99.5.11, .12, ...): all listen on port 69 at once.
+  const ipOf = new Map(servers.map((s, i) => [s.name, `10.99.5.${11 + i}`]));
+  for (const a of ipOf.values()) execFileSync('ip', ['-n', ns.srv, 'addr', 'add', `${a}/24`, 'dev', 'pt5s']);
+  const running: Array<Awaited<ReturnType<typeof startServer>>> = [];
+  // Per case: each server's figures, and the per-round ratio against atftpd.
+  const results = new Map<string, { figures: Map<string, number[]>; ratios: Map<string, number[]> }>();
   try {
-    console.log(`cpus: ${ncpu}, server on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, median of ${RUNS} run(s)`);
-    // Case by case, every server in turn: on a shared machine the load drifts, so the figures compared side by side
-    // are taken minutes apart at most, not a whole run apart.
+    console.log(`cpus: ${ncpu}, servers on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, ${RUNS} round(s) per case`);
+    for (const s of servers) {
+      const ip = ipOf.get(s.name)!;
+      running.push(
+        await startServer(ns.srv, s.cmd(root, ip), () => listeningOn(ns.srv, ip), { cpus: SERVER_CPU, cwd: repo }),
+      );
+      // Warm-up (JIT, page cache, thread pools), the same for every server; not measured.
+      await runCase(ns, ip, { file: 'f30', size: 30 * MiB, clients: 2, blksize: 1468, windowsize: 16 }, outDir);
+    }
     for (const c of cases()) {
-      for (const s of servers) {
-        const srv = await startServer(ns.srv, s.cmd(root, ns.srvIp), () => udpListening(ns.srv, 69), {
-          cpus: SERVER_CPU,
-          cwd: repo,
-        });
-        try {
-          // Warm-up (JIT, page cache, thread pools), the same for every server; not measured.
-          await runCase(ns, { file: 'f30', size: 30 * MiB, clients: 2, blksize: 1468, windowsize: 16 }, outDir);
-          const figures: number[] = [];
-          for (let r = 0, failures = 0; r < RUNS; ) {
+      const row = { figures: new Map<string, number[]>(), ratios: new Map<string, number[]>() };
+      results.set(label(c), row);
+      for (let r = 0; r < RUNS; r++) {
+        // Rotate the order each round: no server always runs right after another one.
+        const order = servers.map((_, i) => servers[(i + r) % servers.length]);
+        const round = new Map<string, number>();
+        for (const s of order) {
+          for (let failures = 0; ; ) {
             try {
-              figures.push(await runCase(ns, c, outDir));
-              r++;
+              round.set(s.name, await runCase(ns, ipOf.get(s.name)!, c, outDir));
+              break;
             } catch (err) {
               // This machine is shared: a run can be disturbed (a client killed from outside). Retry, but not forever.
               if (++failures > 2) throw err;
               console.log(`${s.name}: ${label(c)}: run failed, retrying: ${String(err).slice(0, 200)}`);
             }
           }
-          figures.sort((a, b) => a - b);
-          const mibs = figures[Math.floor(figures.length / 2)];
-          if (!results.has(label(c))) results.set(label(c), new Map());
-          results.get(label(c))!.set(s.name, mibs);
-          console.log(
-            `${s.name.padEnd(10)} ${label(c)}  ${mibs.toFixed(1).padStart(6)} MiB/s  [${figures.map((f) => f.toFixed(1)).join(' ')}]  load ${loadavg()[0].toFixed(1)}`,
-          );
-        } finally {
-          await srv.stop();
         }
+        const ref = round.get('atftpd');
+        for (const [name, v] of round) {
+          if (!row.figures.has(name)) row.figures.set(name, []);
+          row.figures.get(name)!.push(v);
+          if (ref !== undefined) {
+            if (!row.ratios.has(name)) row.ratios.set(name, []);
+            row.ratios.get(name)!.push(v / ref);
+          }
+        }
+      }
+      for (const s of servers) {
+        const f = row.figures.get(s.name)!;
+        const q = row.ratios.get(s.name);
+        console.log(
+          `${s.name.padEnd(10)} ${label(c)}  ${median(f).toFixed(1).padStart(6)} MiB/s  [${f.map((x) => x.toFixed(1)).join(' ')}]${q ? `  ratio ${median(q).toFixed(2)}x [${q.map((x) => x.toFixed(2)).join(' ')}]` : ''}  load ${loadavg()[0].toFixed(1)}`,
+        );
       }
     }
   } finally {
+    await Promise.all(running.map((r) => r.stop()));
     deleteNetns(ns);
     await rm(work, { recursive: true, force: true });
     await rm(outDir, { recursive: true, force: true });
   }
-  console.log('\nMiB/s (ratio vs atftpd)');
+  console.log('\nMiB/s, median of the runs (ratio vs atftpd: median of the per-round ratios)');
   const names = servers.map((s) => s.name);
   console.log(`${'case'.padEnd(44)}${names.map((n) => n.padStart(16)).join('')}`);
   for (const [caseLabel, row] of results) {
-    const ref = row.get('atftpd');
     const cells = names.map((n) => {
-      const v = row.get(n);
-      if (v === undefined) return '-'.padStart(16);
-      return `${v.toFixed(1)}${ref ? ` (${(v / ref).toFixed(2)}x)` : ''}`.padStart(16);
+      const f = row.figures.get(n);
+      if (f === undefined) return '-'.padStart(16);
+      const q = row.ratios.get(n);
+      return `${median(f).toFixed(1)}${q ? ` (${median(q).toFixed(2)}x)` : ''}`.padStart(16);
     });
     console.log(`${caseLabel.padEnd(44)}${cells.join('')}`);
   }

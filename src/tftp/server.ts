@@ -14,7 +14,8 @@ import { performance } from 'node:perf_hooks';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { decodePacket, ERR, encodeAck, encodeError, encodeOack, type Negotiated, negotiate, OP } from './packet.js';
+import { decodePacket, ERR, encodeAck, encodeError, encodeOack, type Negotiated, negotiate } from './packet.js';
+import { layoutPackets, packetCache } from './packets.js';
 import { bufferFile, type TftpClient, type TftpFile, type TftpSource } from './source.js';
 import { openTransferSocket, type TransferHandlers, type TransferSocket } from './transport.js';
 
@@ -46,6 +47,8 @@ export type TftpServerOptions = {
   maxUploadBytes?: number;
   /** netascii is converted in memory: files larger than this are refused in that mode (default 16 MiB). */
   netasciiMaxBytes?: number;
+  /** Bytes of ready-to-send DATA packets shared between transfers of the same file (default 32 MiB). */
+  packetCacheBytes?: number;
   /**
    * Transfer sockets through the native helper when it is built (default true; see transport.ts), and with it a
    * window sent as one UDP GSO datagram (`gso`, default true) rather than one sendmmsg. For tests and A/B figures.
@@ -193,6 +196,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     duplicateRequests: 0,
   };
   const active = new Set<Transfer>();
+  const packets = packetCache(opts.packetCacheBytes ?? 32 * 1024 * 1024);
   /**
    * Requests being set up or transferred, by client "addr:port": a retransmitted request must not fork a second
    * transfer, while a different request from the same port (a firmware that re-asks right after its ERROR 8 probe,
@@ -327,21 +331,16 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     const n = Math.min(t.chunkBlocks, t.last - first + 1);
     const pos = (first - 1) * t.blksize;
     t.loading.add(idx);
-    t.file.read(pos, n * t.blksize).then(
-      (data) => {
+    const make = () => t.file.read(pos, n * t.blksize).then((data) => layoutPackets(data, first, n, t.blksize));
+    // Same content, same blksize: the same packets, whoever asks (see packets.ts).
+    const loaded =
+      t.file.id === undefined
+        ? make()
+        : packets.get(`${t.file.id}|${t.blksize}|${t.chunkBlocks}|${idx}`, n * (4 + t.blksize), make);
+    loaded.then(
+      (pkt) => {
         t.loading.delete(idx);
         if (t.done) return;
-        // Lay the chunk out as ready-to-send packets once, so each send is one contiguous buffer, no per-packet copy.
-        const slot = 4 + t.blksize;
-        const pkt = Buffer.allocUnsafe(n * slot);
-        for (let i = 0; i < n; i++) {
-          const off = i * slot;
-          pkt[off] = 0;
-          pkt[off + 1] = OP.DATA;
-          pkt.writeUInt16BE((first + i) & 0xffff, off + 2);
-          const from = i * t.blksize;
-          if (from < data.length) data.copy(pkt, off + 4, from, Math.min(data.length, from + t.blksize));
-        }
         t.chunks.set(idx, pkt);
         pump(t);
       },

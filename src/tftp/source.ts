@@ -11,6 +11,11 @@ export type TftpClient = { address: string; port: number };
 
 export type TftpFile = {
   status: 'ok';
+  /**
+   * Identity of the content, when the source knows one: transfers of files with the same id share their DATA packets
+   * (packets.ts). Files whose bytes may differ must never share an id.
+   */
+  id?: string;
   /** Exact byte size: RFC 2349 tsize and the number of blocks come from it. */
   size: number;
   /** Bytes [position, position+length) clamped to the size. The returned Buffer must not be modified by callers. */
@@ -221,6 +226,7 @@ export function fileRootSource(root: string, opts: FileRootOptions = {}): TftpSo
       let closed = false;
       return {
         status: 'ok',
+        id: `${root}\0${file.key}`,
         size: file.size,
         read: (position, length) => read(file, position, length),
         close: () => {

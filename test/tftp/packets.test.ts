@@ -1,0 +1,93 @@
+/** Ready-to-send DATA packets and their cache shared between transfers of the same file (src/tftp/packets.ts). */
+import { createHash, randomBytes } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { decodePacket } from '../../src/tftp/packet.js';
+import { layoutPackets, packetCache } from '../../src/tftp/packets.js';
+import { startTftpServer, type TftpServer } from '../../src/tftp/server.js';
+import type { TftpFile, TftpSource } from '../../src/tftp/source.js';
+import { tftpGet } from './client.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('layoutPackets', () => {
+  it('lays blocks out back to back with their (wrapped) numbers, the last one short', () => {
+    const data = randomBytes(2 * 8 + 3);
+    const out = layoutPackets(data, 65535, 3, 8);
+    expect(out.length).toBe(3 * 12);
+    const blocks = [0, 1, 2].map((i) => decodePacket(out.subarray(i * 12, i === 2 ? i * 12 + 4 + 3 : (i + 1) * 12)));
+    expect(blocks.map((d) => (d.ok && d.packet.op === 'DATA' ? d.packet.block : -1))).toEqual([65535, 0, 1]);
+    const payload = Buffer.concat(
+      blocks.map((d) => (d.ok && d.packet.op === 'DATA' ? d.packet.data : Buffer.alloc(0))),
+    );
+    expect(payload.equals(data)).toBe(true);
+  });
+});
+
+describe('packetCache', () => {
+  it('makes each key once, evicts the least recently used past its byte bound, forgets failures', async () => {
+    const c = packetCache(300);
+    let made = 0;
+    const make = (n: number) => async () => {
+      made++;
+      return Buffer.alloc(n);
+    };
+    await c.get('a', 100, make(100));
+    await c.get('a', 100, make(100));
+    expect(made).toBe(1);
+    await c.get('b', 100, make(100));
+    await c.get('c', 100, make(100));
+    await c.get('a', 100, make(100)); // refresh a: b is now the oldest
+    await c.get('d', 100, make(100));
+    expect(c.bytes).toBe(300);
+    expect(made).toBe(4);
+    await c.get('a', 100, make(100));
+    expect(made).toBe(4);
+    await c.get('b', 100, make(100));
+    expect(made).toBe(5);
+    await expect(c.get('x', 10, () => Promise.reject(new Error('disk')))).rejects.toThrow('disk');
+    await new Promise((r) => setImmediate(r));
+    await c.get('x', 10, make(10));
+    expect(made).toBe(6);
+  });
+});
+
+describe('shared between transfers', () => {
+  const servers: TftpServer[] = [];
+  afterAll(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  it('clients fetching the same file at the same blksize read each chunk once', async () => {
+    const content = randomBytes(1024 * 1024 + 99);
+    let reads = 0;
+    const file = (id: string | undefined): TftpFile => ({
+      status: 'ok',
+      id,
+      size: content.length,
+      read: async (pos, len) => {
+        reads++;
+        return content.subarray(pos, Math.min(content.length, pos + len));
+      },
+      close: () => {},
+    });
+    const source: TftpSource = { open: async (p) => file(p === 'shared.bin' ? 'same-content' : undefined) };
+    const s = await startTftpServer({ source, address: '127.0.0.1', port: 0 });
+    servers.push(s);
+    const get = (name: string) =>
+      tftpGet(s.port, name, {
+        options: [
+          ['blksize', '1468'],
+          ['windowsize', '16'],
+        ],
+        limitMs: 20_000,
+      });
+    const shared = await Promise.all([get('shared.bin'), get('shared.bin'), get('shared.bin')]);
+    for (const r of shared) expect(sha(r.data)).toBe(sha(content));
+    const sharedReads = reads;
+    reads = 0;
+    const unshared = await Promise.all([get('a.bin'), get('b.bin'), get('c.bin')]);
+    for (const r of unshared) expect(sha(r.data)).toBe(sha(content));
+    // Without an id every transfer reads for itself.
+    expect(reads).toBe(3 * sharedReads);
+  });
+});
