@@ -352,9 +352,12 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
           | undefined;
         return r?.key;
       }),
-    create: (kind, key, doc, uniques = []) => guard(() => create(kind, key, doc, uniques)),
-    replace: (kind, key, doc, uniques = [], opts = {}) => guard(() => replace(kind, key, doc, uniques, opts)),
-    remove: (kind, key, opts = {}) => guard(() => remove(kind, key, opts)),
+    // BEGIN IMMEDIATE: these read, then write. A deferred transaction would start as a reader, and with the
+    // writer thread committing meanwhile its upgrade to a writer fails at once with SQLITE_BUSY (WAL snapshot),
+    // whatever busy_timeout says; taking the write lock first waits for the writer's commit instead.
+    create: (kind, key, doc, uniques = []) => guard(() => create.immediate(kind, key, doc, uniques)),
+    replace: (kind, key, doc, uniques = [], opts = {}) => guard(() => replace.immediate(kind, key, doc, uniques, opts)),
+    remove: (kind, key, opts = {}) => guard(() => remove.immediate(kind, key, opts)),
     putBatched: (kind, key, doc) =>
       new Promise<void>((resolve, reject) => {
         if (closed) return reject(new BackendError('store is closed'));

@@ -73,6 +73,33 @@ describe('putBatched on a file store (writer thread)', () => {
     }
   });
 
+  it('API writes (read, then write) never fail while the writer thread commits', async () => {
+    const store = openSqliteStore(dbFile());
+    await store.create('subnets', 's', { n: 0 });
+    let stop = false;
+    let committed = 0;
+    const storm = (async () => {
+      for (let i = 0; !stop && i < 100_000; i++) {
+        await store.putBatched('leases', `10.1.${(i >> 8) & 255}.${i & 255}`, { i });
+        committed++;
+      }
+    })();
+    try {
+      for (let n = 1; n <= 300; n++) {
+        await store.replace('subnets', 's', { n });
+        await store.create('machines', `m${n}`, { n }, [{ field: 'name', value: `m${n}` }]);
+        await store.remove('machines', `m${n}`);
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      stop = true;
+      await storm;
+    }
+    expect(committed).toBeGreaterThan(0);
+    expect((await store.get('subnets', 's'))?.doc).toEqual({ n: 300 });
+    await store.close();
+  }, 60_000);
+
   it('an idle writer never keeps a process alive', () => {
     const file = dbFile();
     const child = fileURLToPath(new URL('./writer-child.ts', import.meta.url));
