@@ -398,6 +398,23 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     return { subnet, server: serverIn(ctx, mine, subnet)! };
   }
 
+  function sendNak(
+    ctx: Ctx,
+    pkt: DhcpPacket,
+    server: string,
+    subnet: SubnetInfo,
+    mac: string,
+    why: string,
+    at?: string,
+  ) {
+    const n = baseReply(pkt, MessageType.NAK, server);
+    n.options.set(Opt.Message, Buffer.from(why));
+    stats.naks++;
+    bus.emit({ type: 'lease.nak', key: at, data: { mac, subnet: subnet.name, reason: why } });
+    log.info({ mac, address: at, subnet: subnet.name, reason: why }, 'dhcp: NAK');
+    send(ctx, n, pkt, destination(ctx, pkt, n, true));
+  }
+
   /** Whether an option 54 names this server. */
   function isOurs(serverId: string, server: string): boolean {
     return serverId === server || localAddrs().all.has(serverId);
@@ -536,6 +553,9 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       }
     }
     if (!o.has(Opt.Hostname) && machine?.name) o.set(Opt.Hostname, Buffer.from(machine.name));
+    // RFC 2131 table 3: siaddr is the next server to use; a configured one is sent to every client, PXE or not.
+    const next = reservation?.nextServer ?? subnet.nextServer;
+    if (next) r.siaddr = next;
     if (subnet.unmanaged) return;
     const d = decide(pkt, mac, machine, reservation?.nextServer ?? subnet.nextServer ?? server, 'full');
     if (!d.boot) return;
@@ -643,43 +663,45 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         return send(ctx, r, pkt, destination(ctx, pkt, r, false));
       }
       case MessageType.REQUEST: {
-        let address: string | undefined;
-        if (serverId !== undefined) {
-          // SELECTING (RFC 2131 4.3.2): the client answers an OFFER; not ours -> it chose another server.
-          if (!isOurs(serverId, server)) {
-            leases.forgetOffer(subnet.name, client);
-            stats.ignored++;
-            return;
-          }
-          address = requested ?? (pkt.ciaddr !== '0.0.0.0' ? pkt.ciaddr : undefined);
-        } else if (pkt.ciaddr === '0.0.0.0') {
-          address = requested; // INIT-REBOOT
-        } else {
-          address = pkt.ciaddr; // RENEWING (unicast) or REBINDING (broadcast)
+        // RFC 2131 4.3.2: the client's state follows from 54, ciaddr and 50.
+        const state = serverId !== undefined ? 'selecting' : pkt.ciaddr !== '0.0.0.0' ? 'renewing' : 'init-reboot';
+        if (serverId !== undefined && !isOurs(serverId, server)) {
+          // SELECTING for another server's OFFER: it chose that one; ours is free again.
+          leases.forgetOffer(subnet.name, client);
+          stats.ignored++;
+          return;
         }
+        const own = leases.forMac(subnet.name, client);
+        let address = state === 'renewing' ? pkt.ciaddr : requested;
+        // SELECTING without 50 (a MUST that some clients, and Forge's reservation scenarios, leave out): the
+        // address this client was offered.
+        if (!address && state === 'selecting')
+          address = pkt.ciaddr !== '0.0.0.0' ? pkt.ciaddr : (own?.address ?? reservation?.address);
+        const nak = (why: string, at?: string) => sendNak(ctx, pkt, server, subnet, mac, why, at);
         if (!address) {
+          // Nothing to confirm. Relayed: NAK, as kea answers (Forge v4.request.initreboot-no-requested-address,
+          // kea #1608); direct: silence (Forge v4.request.initreboot-no-leases).
+          if (pkt.giaddr !== '0.0.0.0') return nak('no requested address');
           stats.ignored++;
           return;
         }
         const known = cachedMachine(mac);
         const machine = known !== undefined ? (known ?? undefined) : await machineOf(mac);
-        const inSubnet = inNet(subnet.net, ipInt(address));
+        if (!inNet(subnet.net, ipInt(address))) return nak(`${address} is not on this network`, address);
+        if (!leases.usable(subnet, client, address, reservation)) return nak(`${address} is not available`, address);
         const mine = leases.get(address);
-        const ok =
-          inSubnet &&
-          leases.usable(subnet, client, address, reservation) &&
-          // SELECTING must match what we offered (or a lease it holds); other states: authoritative for the range.
-          (serverId === undefined || mine === undefined || belongsTo(mine, client));
-        if (!ok) {
-          const nak = baseReply(pkt, MessageType.NAK, server);
-          nak.options.set(
-            Opt.Message,
-            Buffer.from(inSubnet ? `${address} is not available` : `${address} is not on this network`),
-          );
-          stats.naks++;
-          bus.emit({ type: 'lease.nak', key: address, data: { mac, subnet: subnet.name } });
-          log.info({ mac, address, subnet: subnet.name }, 'dhcp: NAK');
-          return send(ctx, nak, pkt, destination(ctx, pkt, nak, true));
+        const its = mine !== undefined && belongsTo(mine, client);
+        if (state === 'selecting' && mine && !its) return nak(`${address} is not available`, address);
+        if (state === 'renewing' && !(its && mine.state === 'bound' && mine.exp > now())) {
+          // RENEWING/REBINDING a lease that ended (or that this server never gave): the client must start over.
+          return nak(`no lease of ${address} to extend`, address);
+        }
+        if (state === 'init-reboot' && !its && !reservation) {
+          // The client has another address here: its idea is wrong. No record of it at all: RFC 2131 4.3.2
+          // says the server MUST remain silent (another server may know it).
+          if (own) return nak(`${address} is not this client's address`, address);
+          stats.ignored++;
+          return;
         }
         // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
         await leases.bind(subnet, client, address, leaseSeconds, extra);
@@ -693,7 +715,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       }
       case MessageType.DECLINE: {
         // RFC 2131 4.3.3: only the lease's own client, and only a DECLINE meant for this server (54 MUST be sent).
-        if (!requested || (serverId !== undefined && !isOurs(serverId, server))) {
+        if (!requested || serverId === undefined || !isOurs(serverId, server)) {
           stats.ignored++;
           return;
         }

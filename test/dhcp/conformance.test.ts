@@ -10,7 +10,7 @@ import { decode, encode } from '../../src/dhcp/packet.js';
 import { createBus } from '../../src/events.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import { ip4, msgType, request, type TestEnv, testEnv } from './helpers.js';
+import { ip4, listener, msgType, request, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -298,6 +298,73 @@ describe('RFC 2131 4.3 server rules', () => {
     ]);
     expect(env.server.stats.releases).toBe(1);
     expect(await state()).toBe('released');
+  });
+
+  it('INIT-REBOOT: silent without any record of the client, NAK when it holds another address, ACK for its own', async () => {
+    env = await testEnv();
+    const silent = await send(env, MessageType.REQUEST, MAC, {}, [[Opt.RequestedIp, ip4('10.99.1.150')]]);
+    expect(silent.reply).toBeUndefined();
+    const a = await env.dora(MAC);
+    const wrong = await send(env, MessageType.REQUEST, MAC, {}, [[Opt.RequestedIp, ip4('10.99.1.150')]]);
+    expect(msgType(wrong.reply)).toBe(MessageType.NAK);
+    const own = await send(env, MessageType.REQUEST, MAC, {}, [[Opt.RequestedIp, ip4(a.ack!.yiaddr)]]);
+    expect(msgType(own.reply)).toBe(MessageType.ACK);
+  });
+
+  it('RENEWING/REBINDING a lease that has ended is NAKed (the client starts over)', async () => {
+    let t = Date.now();
+    env = await testEnv(undefined, { now: () => t });
+    const a = await env.dora(MAC, [[Opt.LeaseTime, u32(60)]]);
+    t += 61_000;
+    const late = await send(env, MessageType.REQUEST, MAC, { ciaddr: a.ack!.yiaddr, flags: 0x8000 });
+    expect(msgType(late.reply)).toBe(MessageType.NAK);
+  });
+
+  it('SELECTING without option 50 confirms the address offered; a relayed REQUEST with nothing to confirm is NAKed', async () => {
+    env = await testEnv();
+    const d = await send(env, MessageType.DISCOVER, MAC);
+    const r = await send(env, MessageType.REQUEST, MAC, { xid: d.xid }, [[Opt.ServerId, ip4('10.99.1.1')]]);
+    expect(msgType(r.reply)).toBe(MessageType.ACK);
+    expect(r.reply!.yiaddr).toBe(d.reply!.yiaddr);
+    // Direct with neither 50, 54 nor ciaddr: silence; relayed: NAK (kea, Forge).
+    expect((await send(env, MessageType.REQUEST, '52:54:00:00:01:02')).reply).toBeUndefined();
+    const relayed = request(MessageType.REQUEST, '52:54:00:00:01:02', { giaddr: '10.99.1.2' });
+    const relay = await listener(env.p.relayPort);
+    try {
+      await relay.send(relayed, env.p.port);
+      expect(msgType(await relay.wait(relayed.xid))).toBe(MessageType.NAK);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a DECLINE without option 54 is ignored (RFC 2131 table 5: 54 MUST)', async () => {
+    env = await testEnv();
+    const a = await env.dora(MAC);
+    await send(env, MessageType.DECLINE, MAC, {}, [[Opt.RequestedIp, ip4(a.ack!.yiaddr)]]);
+    expect(env.server.stats.declines).toBe(0);
+    expect((await env.store.get('leases', a.ack!.yiaddr))?.doc).toMatchObject({ state: 'bound' });
+  });
+
+  it("siaddr is the subnet's next server for every client (RFC 2131 table 3), 0 in a NAK", async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', {
+        name: 'lab',
+        subnet: '10.99.1.0/24',
+        activeStart: '10.99.1.100',
+        activeEnd: '10.99.1.199',
+        nextServer: '10.99.1.9',
+      });
+    });
+    const { offer, ack } = await env.dora(MAC);
+    expect(offer!.siaddr).toBe('10.99.1.9');
+    expect(ack!.siaddr).toBe('10.99.1.9');
+    const nak = await send(env, MessageType.REQUEST, '52:54:00:00:01:02', {}, [
+      [Opt.ServerId, ip4('10.99.1.1')],
+      [Opt.RequestedIp, ip4(ack!.yiaddr)],
+    ]);
+    expect(msgType(nak.reply)).toBe(MessageType.NAK);
+    expect(nak.reply!.siaddr).toBe('0.0.0.0');
   });
 
   it('an OFFER is a BOOTREPLY with ciaddr 0, xid/chaddr/flags/giaddr copied, at least 300 bytes', async () => {

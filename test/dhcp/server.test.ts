@@ -97,10 +97,13 @@ describe('DHCP server on loopback', () => {
     await env.client.send(request(MessageType.RELEASE, mac, { ciaddr: addr }), env.p.port);
     await new Promise((res) => setTimeout(res, 100));
     expect((await env.store.get('leases', addr))?.doc).toMatchObject({ state: 'released' });
-    // DECLINE: the next client does not get that address.
+    // DECLINE (with 50 and 54, both MUST, RFC 2131 table 5): the next client does not get that address.
     const again = await env.dora(mac);
     await env.client.send(
-      request(MessageType.DECLINE, mac, {}, [[Opt.RequestedIp, ip4(again.ack!.yiaddr)]]),
+      request(MessageType.DECLINE, mac, {}, [
+        [Opt.RequestedIp, ip4(again.ack!.yiaddr)],
+        [Opt.ServerId, ip4('10.99.1.1')],
+      ]),
       env.p.port,
     );
     await new Promise((res) => setTimeout(res, 100));
