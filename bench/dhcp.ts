@@ -30,7 +30,7 @@ import { addNamespace, deleteNamespaces, ipn, type Proc, runIn, startIn } from '
 const { values } = parseArgs({
   options: {
     servers: { type: 'string', default: 'plinth,kea,dnsmasq' },
-    rates: { type: 'string', default: '500,1000,2000,3000,4000,5000,6000,8000,10000' },
+    rates: { type: 'string', default: '500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000' },
     seconds: { type: 'string', default: '5' },
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.

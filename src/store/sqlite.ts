@@ -230,6 +230,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
   const writerDown = (why: string) => {
     if (!worker) return;
     worker = undefined;
+    writerFailed = true;
     const left = [...inFlight.values()];
     inFlight.clear();
     for (const b of left) commitInline(b.items, b.ws);
@@ -237,7 +238,9 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     onWriterClosed?.();
     if (!closed) process.emitWarning(`plinth store: the writer thread stopped (${why}); writing on the main thread`);
   };
-  if ((opts.writer ?? (file === ':memory:' ? 'inline' : 'thread')) === 'thread' && file !== ':memory:') {
+  // Started with the first batch: a store opened only to read (a CLI, a test, the benchmark's check) has no thread.
+  let writerFailed = (opts.writer ?? 'thread') === 'inline' || file === ':memory:';
+  const startWriter = () => {
     const w = new Worker(WRITER_SOURCE, {
       eval: true,
       workerData: { file, driver: createRequire(import.meta.url).resolve('better-sqlite3') },
@@ -265,7 +268,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     w.on('error', (err) => writerDown(err.message));
     w.on('exit', (code) => writerDown(`exit code ${code}`));
     worker = w;
-  }
+  };
 
   // Inline pacing: the first write of a quiet period commits in the current turn; under load at most one
   // commit per groupCommitMs, the writes that arrive meanwhile sharing it.
@@ -278,6 +281,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     queue = [];
     waiters = [];
     if (items.length === 0) return;
+    if (!worker && !writerFailed && !closed) startWriter();
     if (worker) {
       const id = nextId++;
       inFlight.set(id, { items, ws });
@@ -296,7 +300,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     // one is sent when the writer confirms the current one.
     if (scheduled || (worker && inFlight.size > 0)) return;
     scheduled = true;
-    const wait = worker ? 0 : lastFlush + GROUP_MS - performance.now();
+    const wait = !writerFailed ? 0 : lastFlush + GROUP_MS - performance.now();
     if (wait <= 0) setImmediate(flush);
     else setTimeout(flush, wait);
   };
