@@ -264,6 +264,9 @@ async function main(): Promise<void> {
     }
   } finally {
     await Promise.all(running.map((r) => r.stop()));
+    // Plinth prints its counters when stopped: retransmissions explain a slow figure.
+    const stats = running.flatMap((r) => r.output().split('\n')).filter((l) => l.startsWith('STATS '));
+    for (const line of stats) console.log(line);
     deleteNetns(ns);
     await rm(work, { recursive: true, force: true });
     await rm(outDir, { recursive: true, force: true });

@@ -20,6 +20,7 @@
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <linux/errqueue.h>
 #include <node_api.h>
 #include <uv.h>
 #include <poll.h>
@@ -291,10 +292,13 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 /* ---------------------------------------------------------------------------------------------------------------
  * TFTP transfer sockets.
  *
- * udpOpen(bindAddress, peerAddress, peerPort, onPacket, gso = true): handle. A UDP socket bound to an ephemeral port (the
- * transfer's TID, RFC 1350) and connected to the client, so the kernel drops datagrams from any other source. Each
- * datagram calls onPacket(ack, msg, err): a bare ACK as onPacket(block) with no allocation; anything else as
- * onPacket(-1, Buffer); a socket error (ECONNREFUSED after an ICMP port unreachable) as onPacket(-2, undefined, code).
+ * udpOpen(bindAddress, peerAddress, peerPort, onPacket, gso = true): handle. A UDP socket bound to an ephemeral port
+ * (the transfer's TID, RFC 1350) that talks only to the client's address and port. Each datagram from the client calls
+ * onPacket(ack, msg, err): a bare ACK as onPacket(block) with no allocation; anything else as onPacket(-1, Buffer);
+ * an ICMP port unreachable for the client (it has gone) as onPacket(-2, undefined, "ECONNREFUSED"). A DATA or ACK
+ * from any other source gets ERROR 5 "Unknown transfer ID" and leaves the transfer alone (RFC 1350 section 4), which
+ * is why the socket is not connect()ed (the kernel would drop those, answering ICMP instead) and ICMP errors are read
+ * from the error queue (IP_RECVERR), where each names the address it is about.
  * udpSend(h, buf, offset, length): 1 when queued, or -errno.
  * udpSendBatch(h, buf, offset, slot, count, lastLength): packets laid out back to back, `slot` bytes apart, the last
  * one `lastLength` long. One sendmsg with UDP_SEGMENT (GSO: the stack is walked once for the whole window; on the
@@ -314,6 +318,7 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 
 typedef struct {
   uv_poll_t poll;
+  struct sockaddr_in peer;
   napi_env env;
   napi_ref cb;
   napi_async_context ctx;
@@ -388,6 +393,45 @@ static bool xfer_emit(xfer *x, int32_t ack, const unsigned char *data, size_t le
   return !x->closed;
 }
 
+static bool is_peer(const xfer *x, const struct sockaddr_in *a) {
+  return a->sin_family == AF_INET && a->sin_port == x->peer.sin_port && a->sin_addr.s_addr == x->peer.sin_addr.s_addr;
+}
+
+/* ICMP errors queued by IP_RECVERR. Only one about the client's own address and port ends the transfer: an error
+ * about a stray sender we answered with ERROR 5 must not. Returns false when the handle got closed. */
+static bool xfer_drain_errors(xfer *x) {
+  for (int i = 0; i < 64 && !x->closed; i++) {
+    struct sockaddr_in about;
+    char ctrl[512];
+    unsigned char one;
+    struct iovec iov = {&one, sizeof one};
+    struct msghdr m = {0};
+    m.msg_name = &about;
+    m.msg_namelen = sizeof about;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctrl;
+    m.msg_controllen = sizeof ctrl;
+    if (recvmsg(x->fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level != SOL_IP || c->cmsg_type != IP_RECVERR) continue;
+      struct sock_extended_err ee;
+      memcpy(&ee, CMSG_DATA(c), sizeof ee);
+      if (ee.ee_origin == SO_EE_ORIGIN_ICMP && ee.ee_errno == ECONNREFUSED && is_peer(x, &about) &&
+          !xfer_emit(x, -2, NULL, 0, "ECONNREFUSED"))
+        return false;
+    }
+  }
+  /* IP_RECVERR also sets the socket error; it was about a datagram already gone, so clear it. */
+  int err = 0;
+  socklen_t el = sizeof err;
+  getsockopt(x->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+  return !x->closed;
+}
+
+/* ERROR 5 (RFC 1350 section 4); the string literal brings the final NUL. */
+static const unsigned char unknown_tid[] = "\0\5\0\5Unknown transfer ID";
+
 static const char *errno_name(int e) {
   switch (e) {
     case ECONNREFUSED: return "ECONNREFUSED";
@@ -404,20 +448,27 @@ static void xfer_on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   if (x->closed) return;
   if (status < 0) {
-    /* POLLERR (an ICMP error on the connected socket): libuv has stopped this watcher. Take the pending error, report
-     * it, and watch again unless the callback closed the socket. */
-    int err = 0;
-    socklen_t el = sizeof err;
-    getsockopt(x->fd, SOL_SOCKET, SO_ERROR, &err, &el);
-    if (err != 0 && !xfer_emit(x, -2, NULL, 0, errno_name(err))) return;
+    /* POLLERR (a queued ICMP error): libuv has stopped this watcher. Read the errors, then watch again unless the
+     * callback closed the socket. */
+    if (!xfer_drain_errors(x)) return;
     uv_poll_start(&x->poll, UV_READABLE, xfer_on_poll);
   }
   for (int i = 0; i < RECV_PER_EVENT && !x->closed; i++) {
-    ssize_t n = recv(x->fd, rbuf, sizeof rbuf, MSG_DONTWAIT);
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(x->fd, rbuf, sizeof rbuf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+      if (errno == ECONNREFUSED) continue; /* the socket error IP_RECVERR sets: the error queue says about whom */
       xfer_emit(x, -2, NULL, 0, errno_name(errno));
       return;
+    }
+    if (!is_peer(x, &from)) {
+      /* Only to what looks like a misdirected transfer (DATA, ACK), never to an ERROR: two servers must not
+       * answer each other's errors for ever, and garbage gets no reply (no reflection). */
+      if (n >= 4 && rbuf[0] == 0 && (rbuf[1] == 3 || rbuf[1] == 4))
+        sendto(x->fd, unknown_tid, sizeof unknown_tid, MSG_DONTWAIT, (struct sockaddr *)&from, sizeof from);
+      continue;
     }
     if (n == 4 && rbuf[0] == 0 && rbuf[1] == 4) {
       if (!xfer_emit(x, (rbuf[2] << 8) | rbuf[3], NULL, 0, NULL)) return;
@@ -446,7 +497,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   int32_t peer_port = 0;
   napi_valuetype cbt = napi_undefined;
   if (argc >= 4) napi_typeof(env, argv[3], &cbt);
-  if (argc < 4 || get_string(env, argv[0], local, sizeof local) <= 0 || get_string(env, argv[1], peer, sizeof peer) <= 0 ||
+  if (argc < 4 || get_string(env, argv[0], local, sizeof local) <= 0 ||
+      get_string(env, argv[1], peer, sizeof peer) <= 0 ||
       napi_get_value_int32(env, argv[2], &peer_port) != napi_ok || cbt != napi_function) {
     napi_throw_type_error(env, NULL, "udpOpen(bindAddress, peerAddress, peerPort, onPacket)");
     return NULL;
@@ -460,10 +512,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   }
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  if (bind(fd, (struct sockaddr *)&la, sizeof la) < 0 || connect(fd, (struct sockaddr *)&pa, sizeof pa) < 0) {
+  int one = 1;
+  setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&la, sizeof la) < 0) {
     int e = errno;
     close(fd);
-    return throw_errno(env, "bind/connect", e);
+    return throw_errno(env, "bind", e);
   }
   struct sockaddr_in bound = {0};
   socklen_t bl = sizeof bound;
@@ -477,6 +531,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   xfer *x = calloc(1, sizeof *x);
   x->env = env;
   x->fd = fd;
+  x->peer = pa;
   x->port = ntohs(bound.sin_port);
   x->gso = want_gso && !gso_broken;
   if (uv_poll_init(loop, &x->poll, fd) != 0) {
@@ -518,13 +573,24 @@ static unsigned char *buf_range(napi_env env, napi_value b, napi_value o, size_t
   void *data = NULL;
   size_t len = 0;
   int64_t off = -1;
-  if (napi_get_buffer_info(env, b, &data, &len) != napi_ok || napi_get_value_int64(env, o, &off) != napi_ok || off < 0 ||
+  if (napi_get_buffer_info(env, b, &data, &len) != napi_ok || napi_get_value_int64(env, o, &off) != napi_ok ||
+      off < 0 ||
       (uint64_t)off + need_from_off > len) {
     napi_throw_range_error(env, NULL, "buffer range out of bounds");
     return NULL;
   }
   *off_out = off;
   return (unsigned char *)data;
+}
+
+/* A send can fail once with the socket error an ICMP left (IP_RECVERR sets it whoever the ICMP was about): that
+ * error is consumed by the failure, so one retry sends the packet. */
+static int send_one(xfer *x, const unsigned char *p, size_t len) {
+  for (int attempt = 0;; attempt++) {
+    ssize_t n = sendto(x->fd, p, len, MSG_DONTWAIT, (struct sockaddr *)&x->peer, sizeof x->peer);
+    if (n >= 0) return 1;
+    if (errno != ECONNREFUSED || attempt > 0) return -errno;
+  }
 }
 
 static napi_value udp_send(napi_env env, napi_callback_info info) {
@@ -542,8 +608,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   unsigned char *data = buf_range(env, argv[1], argv[2], (size_t)len, &off);
   if (!data) return NULL;
   if (x->closed) return ret_int(env, -EBADF);
-  ssize_t n = send(x->fd, data + off, (size_t)len, MSG_DONTWAIT);
-  return ret_int(env, n < 0 ? -errno : 1);
+  return ret_int(env, send_one(x, data + off, (size_t)len));
 }
 
 static int send_gso(xfer *x, unsigned char *base, int32_t slot, int32_t count, int32_t last) {
@@ -551,6 +616,8 @@ static int send_gso(xfer *x, unsigned char *base, int32_t slot, int32_t count, i
   char ctrl[CMSG_SPACE(sizeof(uint16_t))];
   memset(ctrl, 0, sizeof ctrl);
   struct msghdr m = {0};
+  m.msg_name = &x->peer;
+  m.msg_namelen = sizeof x->peer;
   m.msg_iov = &iov;
   m.msg_iovlen = 1;
   m.msg_control = ctrl;
@@ -562,6 +629,7 @@ static int send_gso(xfer *x, unsigned char *base, int32_t slot, int32_t count, i
   uint16_t seg = (uint16_t)slot;
   memcpy(CMSG_DATA(c), &seg, sizeof seg);
   ssize_t n = sendmsg(x->fd, &m, MSG_DONTWAIT);
+  if (n < 0 && errno == ECONNREFUSED) n = sendmsg(x->fd, &m, MSG_DONTWAIT);
   return n < 0 ? -errno : count;
 }
 
@@ -576,10 +644,13 @@ static int send_mmsg(xfer *x, unsigned char *base, int32_t slot, int32_t count, 
       int idx = sent + i;
       iov[i].iov_base = base + (size_t)slot * (size_t)idx;
       iov[i].iov_len = (size_t)(idx == count - 1 ? last : slot);
+      msgs[i].msg_hdr.msg_name = &x->peer;
+      msgs[i].msg_hdr.msg_namelen = sizeof x->peer;
       msgs[i].msg_hdr.msg_iov = &iov[i];
       msgs[i].msg_hdr.msg_iovlen = 1;
     }
     int n = sendmmsg(x->fd, msgs, (unsigned)k, MSG_DONTWAIT);
+    if (n < 0 && errno == ECONNREFUSED) n = sendmmsg(x->fd, msgs, (unsigned)k, MSG_DONTWAIT);
     if (n < 0) return sent > 0 ? sent : -errno;
     sent += n;
     if (n < k) break;
@@ -592,8 +663,9 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t slot = 0, count = 0, last = -1;
-  if (argc < 6 || napi_get_value_int32(env, argv[3], &slot) != napi_ok || napi_get_value_int32(env, argv[4], &count) != napi_ok ||
-      napi_get_value_int32(env, argv[5], &last) != napi_ok || slot <= 0 || slot > 65535 || count < 0 || last < 0 || last > slot) {
+  if (argc < 6 || napi_get_value_int32(env, argv[3], &slot) != napi_ok ||
+      napi_get_value_int32(env, argv[4], &count) != napi_ok || napi_get_value_int32(env, argv[5], &last) != napi_ok ||
+      slot <= 0 || slot > 65535 || count < 0 || last < 0 || last > slot) {
     napi_throw_type_error(env, NULL, "udpSendBatch(h, buf, offset, slot, count, lastLength)");
     return NULL;
   }
@@ -605,10 +677,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   if (!data) return NULL;
   if (x->closed) return ret_int(env, -EBADF);
   unsigned char *base = data + off;
-  if (count == 1) {
-    ssize_t n = send(x->fd, base, (size_t)last, MSG_DONTWAIT);
-    return ret_int(env, n < 0 ? -errno : 1);
-  }
+  if (count == 1) return ret_int(env, send_one(x, base, (size_t)last));
   /* GSO needs equal segments except a shorter last one, at most 64 of them, in one IP datagram (64 KiB), each small
    * enough for the route's MTU; the kernel checks the last and answers EINVAL. */
   if (x->gso && count <= GSO_MAX_SEGS && (size_t)slot * (size_t)(count - 1) + (size_t)last <= 65000) {

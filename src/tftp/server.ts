@@ -1,11 +1,12 @@
 /**
  * TFTP server loop (RFC 1350 + 2347/2348/2349/7440). Knows nothing about what to boot: paths go to a `TftpSource`.
  *
- * One ephemeral UDP socket per transfer, connected to the client (RFC 1350 TID: the kernel then drops datagrams
- * from any other address/port for us). Reads are go-back-N windows (windowsize 1 is lock-step); block numbers wrap
- * 65535 -> 0 so files past 32 MiB at blksize 512 transfer whole. Retransmission uses an adaptive timeout (RFC 6298
- * style estimate, bounded by the negotiated RFC 2349 timeout) driven by one shared timer, so timers keep firing under
- * load: sends happen only in response to ACKs, timer ticks and finished disk reads, never in a self-feeding loop.
+ * One ephemeral UDP socket per transfer (RFC 1350 TID), talking only to its client: a DATA or ACK from anyone else
+ * gets ERROR 5 and leaves the transfer alone (transport.ts). Reads are go-back-N windows (windowsize 1 is lock-step),
+ * a window's packets sent from shared ready-made buffers (packets.ts) in one batch; block numbers wrap 65535 -> 0 so
+ * files past 32 MiB at blksize 512 transfer whole. Retransmission uses an adaptive timeout (RFC 6298 style estimate,
+ * bounded by the negotiated RFC 2349 timeout) driven by one shared timer, so timers keep firing under load: sends
+ * happen only in response to ACKs, timer ticks and finished disk reads, never in a self-feeding loop.
  */
 import dgram from 'node:dgram';
 import { link, open, stat, unlink } from 'node:fs/promises';
@@ -592,8 +593,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   }
 
   /**
-   * A connected socket per transfer: source port = our TID, and only the client's TID gets through. Packets go to
-   * the transfer `bind` later sets (none can arrive before our first packet, sent after that).
+   * A socket per transfer: source port = our TID, and only the client's TID gets through. Packets go to the transfer
+   * `bind` later sets (none can arrive before our first packet, sent after that).
    */
   async function transferSocket(client: TftpClient): Promise<{ sock: TransferSocket; bind(t: Transfer): void }> {
     let t: Transfer | undefined;

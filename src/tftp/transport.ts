@@ -1,17 +1,22 @@
 /**
- * The socket of one TFTP transfer (its TID, RFC 1350): bound to an ephemeral port and connected to the client, so the
- * kernel drops datagrams from any other address or port.
+ * The socket of one TFTP transfer (its TID, RFC 1350): bound to an ephemeral port, talking only to the client's
+ * address and port.
  *
  * Two implementations behind one shape. With the native helper (native/plinth_net.c, `udpOpen`...) the socket is
  * watched on Node's own loop from C: a bare ACK reaches the server as a number, and a window of DATA packets leaves
  * in one system call (UDP GSO, else sendmmsg). Profiles of 16 lock-step clients showed dgram's own work around each
  * datagram (a 64 KiB receive allocation, the peer address formatted as text, an rinfo object, a send request)
- * costing more user time than the protocol. Without the helper, plain dgram does the same job, one packet per call.
+ * costing more user time than the protocol. That socket is not connect()ed: a DATA or ACK from any other source is
+ * answered with ERROR 5 "Unknown transfer ID" without disturbing the transfer (RFC 1350 section 4), and an ICMP port
+ * unreachable is recognised as the client's from the error queue (IP_RECVERR).
+ *
+ * Without the helper, plain dgram does the same job one packet per call, on a connected socket: the kernel then
+ * drops a stranger's datagrams (answering ICMP, not ERROR 5), but reports the client's ICMP port unreachable, which
+ * an unconnected dgram socket cannot see.
  */
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { TftpClient } from './source.js';
 
@@ -20,7 +25,7 @@ export type TransferHandlers = {
   onAck(block: number): void;
   /** Any other datagram from the client. */
   onMessage(msg: Buffer): void;
-  /** A socket error; ECONNREFUSED means an ICMP port unreachable came back: the client has gone. */
+  /** A socket error; ECONNREFUSED means an ICMP port unreachable about the client came back: it has gone. */
   onError(code: string): void;
 };
 
@@ -80,8 +85,6 @@ export function transferAddon(): TransferAddon | undefined {
   return cached ?? undefined;
 }
 
-const ECONNREFUSED = constants.errno.ECONNREFUSED;
-
 function nativeSocket(
   addon: TransferAddon,
   bindAddress: string,
@@ -101,16 +104,16 @@ function nativeSocket(
     gso,
   );
   const port = addon.udpLocalPort(handle);
-  // A send that fails because the client's port is closed reports it like a received ICMP error would.
-  const check = (r: number) => {
-    if (r === -ECONNREFUSED) h.onError('ECONNREFUSED');
-  };
+  // Send errors (ENOBUFS...) count as losses; a vanished client is reported through onPacket from the error queue.
   return {
     port,
     native: true,
-    send: (buf, offset = 0, length = buf.length - offset) => check(addon.udpSend(handle, buf, offset, length)),
-    sendBatch: (buf, offset, slot, count, lastLength) =>
-      check(addon.udpSendBatch(handle, buf, offset, slot, count, lastLength)),
+    send: (buf, offset = 0, length = buf.length - offset) => {
+      addon.udpSend(handle, buf, offset, length);
+    },
+    sendBatch: (buf, offset, slot, count, lastLength) => {
+      addon.udpSendBatch(handle, buf, offset, slot, count, lastLength);
+    },
     close: async () => {
       addon.udpClose(handle);
     },
