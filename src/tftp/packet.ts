@@ -202,7 +202,12 @@ export type Negotiated = {
   tsize?: number;
   /** What goes into the OACK, in the client's order; empty means no OACK (RFC 2347: plain RFC 1350 transfer). */
   oack: OptionList;
+  /** Set when a value is outside its RFC range: the request is answered with ERROR 8 (the reason is for the log). */
+  refused?: string;
 };
+
+/** The ERROR 8 text atftpd sends, which atftp's conformance script (and its users' scripts) look for. */
+export const NEGOTIATION_FAILED = 'Failure to negotiate RFC2347 options';
 
 /** Strict decimal: RFC 2347 values are ASCII digits; no signs, spaces, hex or exponents. */
 function decimal(v: string): number | undefined {
@@ -211,9 +216,12 @@ function decimal(v: string): number | undefined {
 }
 
 /**
- * Decides which requested options are granted. Invalid values are not an error: RFC 2347 lets the server decline an
- * option by leaving it out of the OACK, and a client that gets no OACK falls back to RFC 1350 defaults — friendlier to
- * odd firmware than ERROR 8. `tsizeValue` is filled in by the caller (RRQ: the file size).
+ * Decides which requested options are granted. A number outside its RFC range (blksize 8..65464, timeout 1..255,
+ * windowsize 1..65535) refuses the request with ERROR 8, as atftpd does and atftp's conformance script expects; a
+ * value that is not a number at all is only left out of the OACK (RFC 2347 lets the server decline an option, and
+ * the client then falls back to RFC 1350 defaults). Below the range maximum, blksize and windowsize are lowered to
+ * this server's limits (RFC 2348 and 7440 allow a smaller answer). `tsizeValue` is filled in by the caller (RRQ: the
+ * file size).
  */
 export function negotiate(options: OptionList, limits: Limits, tsizeValue?: number): Negotiated {
   const out: Negotiated = { blksize: DEFAULT_BLKSIZE, windowsize: 1, oack: [] };
@@ -225,22 +233,22 @@ export function negotiate(options: OptionList, limits: Limits, tsizeValue?: numb
     if (v === undefined) continue;
     switch (name) {
       case 'blksize': {
-        if (v < BLKSIZE_MIN) break;
-        // RFC 2348: the server may answer with a smaller size than asked; values above 65464 are clamped too.
+        if (v < BLKSIZE_MIN || v > BLKSIZE_MAX) return { ...out, refused: `blksize ${v} is outside 8..65464` };
+        // RFC 2348: the server may answer with a smaller size than asked.
         const cap = Math.max(BLKSIZE_MIN, Math.min(limits.maxBlksize, BLKSIZE_MAX));
         out.blksize = Math.min(v, cap);
         out.oack.push(['blksize', String(out.blksize)]);
         break;
       }
       case 'windowsize': {
-        if (v < 1 || v > 65535) break;
+        if (v < 1 || v > 65535) return { ...out, refused: `windowsize ${v} is outside 1..65535` };
         out.windowsize = Math.min(v, Math.max(1, limits.maxWindowsize));
         out.oack.push(['windowsize', String(out.windowsize)]);
         break;
       }
       case 'timeout': {
         // RFC 2349: 1..255 seconds, and the server must echo exactly the value asked.
-        if (v < 1 || v > 255) break;
+        if (v < 1 || v > 255) return { ...out, refused: `timeout ${v} is outside 1..255` };
         out.timeout = v;
         out.oack.push(['timeout', String(v)]);
         break;

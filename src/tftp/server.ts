@@ -9,13 +9,22 @@
  * happen only in response to ACKs, timer ticks and finished disk reads, never in a self-feeding loop.
  */
 import dgram from 'node:dgram';
-import { link, open, stat, unlink } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { decodePacket, ERR, encodeAck, encodeError, encodeOack, type Negotiated, negotiate } from './packet.js';
+import {
+  decodePacket,
+  ERR,
+  encodeAck,
+  encodeError,
+  encodeOack,
+  NEGOTIATION_FAILED,
+  type Negotiated,
+  negotiate,
+} from './packet.js';
 import { layoutPackets, packetCache } from './packets.js';
 import { bufferFile, type TftpClient, type TftpFile, type TftpSource } from './source.js';
 import { openTransferSocket, type TransferHandlers, type TransferSocket } from './transport.js';
@@ -35,14 +44,21 @@ export type TftpServerOptions = {
   maxWindowsize?: number;
   /** Retransmission timeout when the client asked none (RFC 2349 default), ms; upper bound of the adaptive one. */
   timeoutMs?: number;
-  /** Lower bound of the adaptive retransmission timeout, ms (default 20). */
+  /**
+   * Lower bound of the adaptive retransmission timeout, ms (default 200, Linux TCP's minimum RTO). It rises with
+   * the number of transfers in flight (see rtoFloor), up to the maximum.
+   */
   minTimeoutMs?: number;
   /**
    * A transfer fails after (maximum timeout x maxRetries) ms without progress (default 5: 5 s, or 5x the client's
    * RFC 2349 timeout). Retransmissions back off from the adaptive timeout up to the maximum, so their number is bounded.
    */
   maxRetries?: number;
-  /** WRQ is refused (ERROR 2) unless set; uploads are then confined to this directory and never overwrite. */
+  /**
+   * WRQ is refused (ERROR 2) unless set; uploads are then confined to this directory. An upload is written to a
+   * temporary file and renamed over the target only once complete (as atftpd and tftp-hpa replace files): a failed
+   * upload never leaves a half-written file under the real name.
+   */
   uploadDir?: string;
   /** Upload size limit in bytes (default 256 MiB); larger ones get ERROR 3. */
   maxUploadBytes?: number;
@@ -148,6 +164,8 @@ type WriteTransfer = Common & {
 type Transfer = ReadTransfer | WriteTransfer;
 
 const TICK_MS = 10;
+/** Added to the retransmission floor per transfer in flight (see rtoFloor). */
+const LOAD_FLOOR_MS_PER_TRANSFER = 5;
 /** Bytes of file data per chunk read from the source. */
 const CHUNK_TARGET = 128 * 1024;
 
@@ -177,7 +195,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   const defaultMaxBlksize = opts.maxBlksize ?? 1468;
   const maxWindowsize = opts.maxWindowsize ?? 64;
   const timeoutMs = opts.timeoutMs ?? 1000;
-  const minTimeoutMs = Math.min(opts.minTimeoutMs ?? 20, timeoutMs);
+  const minTimeoutMs = Math.min(opts.minTimeoutMs ?? 200, timeoutMs);
   const maxRetries = opts.maxRetries ?? 5;
   const maxUploadBytes = opts.maxUploadBytes ?? 256 * 1024 * 1024;
   const netasciiMax = opts.netasciiMaxBytes ?? 16 * 1024 * 1024;
@@ -284,7 +302,18 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       t.rttvar = 0.75 * t.rttvar + 0.25 * Math.abs(t.srtt - sample);
       t.srtt = 0.875 * t.srtt + 0.125 * sample;
     }
-    t.rto = Math.min(t.maxRto, Math.max(minTimeoutMs, t.srtt + Math.max(TICK_MS, 4 * t.rttvar)));
+    t.rto = Math.min(t.maxRto, Math.max(rtoFloor(), t.srtt + Math.max(TICK_MS, 4 * t.rttvar)));
+  }
+
+  /**
+   * Why the floor is not a few ms: with many clients on one host (atftp's own conformance script starts 200 at
+   * once) round trips jump by hundreds of ms when the CPUs are shared, and every early retransmission is a
+   * duplicate block the client reports and answers, adding load exactly when there is least to spare. The floor
+   * grows by 5 ms per transfer in flight (200 transfers: 1 s, tftp-hpa's fixed timeout); one client on a lossy
+   * link keeps the quick 200 ms.
+   */
+  function rtoFloor(): number {
+    return Math.min(timeoutMs, Math.max(minTimeoutMs, LOAD_FLOOR_MS_PER_TRANSFER * active.size));
   }
 
   function onTimeout(t: Transfer, now: number): void {
@@ -483,13 +512,12 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       try {
         await t.fh!.close();
         t.fh = undefined;
-        // link() refuses to overwrite: an upload never replaces an existing file, even one created meanwhile.
-        await link(t.tmp, t.final);
-        await unlink(t.tmp);
+        // Complete: replace the target in one step (readers see the old file or the new one, never a part).
+        await rename(t.tmp, t.final);
       } catch (err) {
         if (t.done) return;
-        const exists = (err as NodeJS.ErrnoException).code === 'EEXIST';
-        sendRaw(t, encodeError(exists ? ERR.FILE_EXISTS : ERR.DISK_FULL, exists ? 'file exists' : 'write failed'));
+        log.warn({ err, file: t.final }, 'tftp upload could not be put in place');
+        sendRaw(t, encodeError(ERR.DISK_FULL, 'write failed'));
         finish(t, 'write-error');
         return;
       }
@@ -707,6 +735,11 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       return;
     }
     const neg = negotiate(options, await limitsFor(client.address), file.size);
+    if (neg.refused) {
+      file.close();
+      refuse(client, ERR.OPTION_NEGOTIATION, NEGOTIATION_FAILED, neg.refused, filename);
+      return;
+    }
     let opened2: Awaited<ReturnType<typeof transferSocket>>;
     try {
       opened2 = await transferSocket(client);
@@ -770,18 +803,19 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', c.reason, filename);
       return;
     }
-    const exists = await stat(c.abs).then(
-      () => true,
-      () => false,
-    );
-    if (exists) {
-      refuse(client, ERR.FILE_EXISTS, 'File already exists', c.abs, filename);
+    const target = await stat(c.abs).catch(() => undefined);
+    if (target && !target.isFile()) {
+      refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', `${c.abs} is not a regular file`, filename);
       return;
     }
     const neg = negotiate(
       options.filter(([n]) => n !== 'windowsize'),
       await limitsFor(client.address),
     );
+    if (neg.refused) {
+      refuse(client, ERR.OPTION_NEGOTIATION, NEGOTIATION_FAILED, neg.refused, filename);
+      return;
+    }
     if (neg.tsize !== undefined && neg.tsize > maxUploadBytes) {
       refuse(client, ERR.DISK_FULL, 'Upload too large', `tsize ${neg.tsize}`, filename);
       return;

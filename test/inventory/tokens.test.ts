@@ -14,7 +14,8 @@ describe('pruneExpiredTokens', () => {
   afterAll(() => store.close());
 
   it('deletes expired machine tokens only, across pages, and keeps live and admin tokens', async () => {
-    const now = Date.parse('2026-11-26T04:00:00Z');
+    // tokenChecker compares with the real clock: the test's 'now' must be the real one too.
+    const now = Date.now();
     const at = (s: number) => new Date(now + s * 1000).toISOString();
     await issueToken(store, 'admin', { name: 'admin', role: 'admin', createdAt: at(-9999) });
     for (let i = 0; i < 1203; i++)

@@ -7,6 +7,7 @@ import {
   encodeOack,
   encodePacket,
   encodeRequest,
+  NEGOTIATION_FAILED,
   negotiate,
   type TftpPacket,
 } from '../../src/tftp/packet.js';
@@ -155,23 +156,36 @@ describe('option negotiation', () => {
     expect(n).toMatchObject({ blksize: 1468, windowsize: 4, tsize: 0 });
   });
 
-  it('clamps blksize to the per-client maximum and to 65464', () => {
+  it('lowers blksize to the per-client maximum', () => {
     expect(negotiate([['blksize', '65464']], { maxBlksize: 1024, maxWindowsize: 1 }).blksize).toBe(1024);
-    expect(negotiate([['blksize', '99999']], { maxBlksize: 100000, maxWindowsize: 1 }).blksize).toBe(65464);
+    expect(negotiate([['blksize', '65464']], { maxBlksize: 100000, maxWindowsize: 1 }).blksize).toBe(65464);
     expect(negotiate([['blksize', '8']], limits).blksize).toBe(8);
   });
 
-  it('declines invalid values by leaving them out of the OACK', () => {
-    const bad: Array<[string, string]> = [
+  it('refuses numbers outside the RFC ranges (ERROR 8, as atftpd)', () => {
+    const outside: Array<[string, string]> = [
       ['blksize', '7'],
-      ['blksize', '-1'],
-      ['blksize', '0x200'],
-      ['blksize', ''],
-      ['blksize', '1e3'],
+      ['blksize', '65465'],
+      ['blksize', '99999'],
       ['windowsize', '0'],
       ['windowsize', '65536'],
       ['timeout', '0'],
       ['timeout', '256'],
+    ];
+    for (const o of outside) {
+      const n = negotiate([['tsize', '0'], o], limits, 5);
+      expect(n.refused, o.join(' ')).toMatch(new RegExp(`^${o[0]} ${o[1]} is outside`));
+    }
+    expect(NEGOTIATION_FAILED).toBe('Failure to negotiate RFC2347 options');
+  });
+
+  it('leaves values that are not numbers, and unknown options, out of the OACK', () => {
+    const bad: Array<[string, string]> = [
+      ['blksize', '-1'],
+      ['blksize', '0x200'],
+      ['blksize', ''],
+      ['blksize', '1e3'],
+      ['timeout', ' 5'],
       ['tsize', 'abc'],
       ['multicast', ''],
       ['rollover', '0'],

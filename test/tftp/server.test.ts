@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -467,7 +467,7 @@ describe('WRQ', () => {
     expect(r).toMatchObject({ ok: true, packet: { op: 'ERROR', code: 2 } });
   });
 
-  it('stores an upload inside uploadDir, never overwrites, refuses traversal', async () => {
+  it('stores an upload inside uploadDir, replaces an existing file whole, refuses traversal', async () => {
     const uploadDir = path.join(dir, 'uploads');
     const { s } = await server({ uploadDir });
     const data = randomBytes(5000);
@@ -475,9 +475,15 @@ describe('WRQ', () => {
     expect(r).toMatchObject({ ok: true, packet: { op: 'ACK', block: 5 } });
     await new Promise((res) => setTimeout(res, 20));
     expect(sha(await readFile(path.join(uploadDir, 'new.bin')))).toBe(sha(data));
-    expect(await put(s.port, 'new.bin', data)).toMatchObject({ ok: true, packet: { op: 'ERROR', code: 6 } });
+    // A second upload to the same name replaces it (atftpd and tftp-hpa do; atftp's conformance script relies on it).
+    const again = randomBytes(700);
+    expect(await put(s.port, 'new.bin', again)).toMatchObject({ ok: true, packet: { op: 'ACK', block: 2 } });
+    await new Promise((res) => setTimeout(res, 20));
+    expect(sha(await readFile(path.join(uploadDir, 'new.bin')))).toBe(sha(again));
     expect(await put(s.port, '../escape.bin', data)).toMatchObject({ ok: true, packet: { op: 'ERROR', code: 2 } });
-    expect(s.stats.transfersCompleted).toBe(1);
+    expect(s.stats.transfersCompleted).toBe(2);
+    // No temporary files are left beside the uploads.
+    expect((await readdir(uploadDir)).sort()).toEqual(['new.bin']);
   });
 });
 
