@@ -4,6 +4,7 @@ import { bindErrorLine } from './bind-error.js';
 import { DEFAULT_QUIRKS, findQuirks, type Quirk, quirkTable } from './boot/quirks.js';
 import { type BootService, localAddressFor } from './boot/service.js';
 import { type BlksizeCap, blksizeCapFor } from './boot/tftp-caps.js';
+import { coalesced } from './coalesce.js';
 import type { Config } from './config.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
@@ -51,35 +52,16 @@ export async function liveQuirks(store: Store, bus: Bus, log: Logger): Promise<L
     log.error({ err: (err as Error).message }, 'firmware quirks: prefs are unreadable; only the built-in quirks apply'),
   );
   // Coalesce bursts of prefs writes into one reload, in order.
-  let pending: Promise<void> | undefined;
-  let again = false;
-  const schedule = () => {
-    if (pending) {
-      again = true;
-      return;
-    }
-    pending = reload()
-      .catch((err) =>
-        log.error(
-          { err: (err as Error).message },
-          'firmware quirks: reloading prefs failed; keeping the previous table',
-        ),
-      )
-      .finally(() => {
-        pending = undefined;
-        if (again) {
-          again = false;
-          schedule();
-        }
-      });
-  };
+  const reloads = coalesced(reload, (err) =>
+    log.error({ err: (err as Error).message }, 'firmware quirks: reloading prefs failed; keeping the previous table'),
+  );
   const off = bus.on((e) => {
-    if (e.type === 'prefs.updated') schedule();
+    if (e.type === 'prefs.updated') reloads.trigger();
   });
   return {
     table,
     reload: async () => {
-      await pending;
+      await reloads.settled();
       await reload();
     },
     close: off,

@@ -4,9 +4,7 @@
  * addon only a single wildcard socket is possible, which is correct for one segment (plus relays) only.
  */
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { nativeAddon } from '../native.js';
 
 export type NetAddon = {
   openUdp4(ifname: string | null, port: number, address?: string, reuse?: boolean): number;
@@ -19,27 +17,9 @@ export type NetAddon = {
   raAnswered(id: number): number;
 };
 
-let cached: NetAddon | null | undefined;
-
 /** The addon from native/build/Release (node-gyp's output), or PLINTH_NET_ADDON; undefined when it was not built. */
 export function loadNetAddon(): NetAddon | undefined {
-  if (cached !== undefined) return cached ?? undefined;
-  const candidates = [
-    process.env.PLINTH_NET_ADDON,
-    fileURLToPath(new URL('../../native/build/Release/plinth_net.node', import.meta.url)),
-  ].filter((p): p is string => !!p);
-  const require = createRequire(import.meta.url);
-  for (const p of candidates) {
-    if (!existsSync(p)) continue;
-    try {
-      cached = require(p) as NetAddon;
-      return cached;
-    } catch {
-      // A stale build for another Node ABI: treat as absent, the caller says how to rebuild.
-    }
-  }
-  cached = null;
-  return undefined;
+  return nativeAddon() as NetAddon | undefined;
 }
 
 export const ADDON_HINT =

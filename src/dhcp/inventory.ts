@@ -3,6 +3,8 @@
  * Reloaded when the API publishes a change on the bus (subnets.*, reservations.*, prefs.updated), so the
  * packet path never waits for a list query.
  */
+
+import { coalesced } from '../coalesce.js';
 import type { Bus } from '../events.js';
 import type { Logger } from '../log.js';
 import { ipToInt, parseCidr } from '../model/common.js';
@@ -83,25 +85,12 @@ export async function loadInventory(store: Store, bus: Bus, log: Logger): Promis
   await reload();
 
   // Coalesce bursts of API changes into one reload.
-  let pending: Promise<void> | undefined;
-  let again = false;
-  const schedule = () => {
-    if (pending) {
-      again = true;
-      return;
-    }
-    pending = reload()
-      .catch((err) => log.error({ err }, 'dhcp: reloading subnets/reservations failed; serving the previous ones'))
-      .finally(() => {
-        pending = undefined;
-        if (again) {
-          again = false;
-          schedule();
-        }
-      });
-  };
+  const reloads = coalesced(reload, (err) =>
+    log.error({ err }, 'dhcp: reloading subnets/reservations failed; serving the previous ones'),
+  );
   const off = bus.on((e) => {
-    if (e.type.startsWith('subnets.') || e.type.startsWith('reservations.') || e.type === 'prefs.updated') schedule();
+    if (e.type.startsWith('subnets.') || e.type.startsWith('reservations.') || e.type === 'prefs.updated')
+      reloads.trigger();
   });
 
   return {
@@ -115,7 +104,7 @@ export async function loadInventory(store: Store, bus: Bus, log: Logger): Promis
     reservationAt: (a) => resByAddr.get(a),
     prefs: () => prefs,
     reload: async () => {
-      await pending;
+      await reloads.settled();
       await reload();
     },
     close: off,

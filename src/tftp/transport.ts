@@ -15,9 +15,7 @@
  * an unconnected dgram socket cannot see.
  */
 import dgram from 'node:dgram';
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { nativeAddon } from '../native.js';
 import type { TftpClient } from './source.js';
 
 export type TransferHandlers = {
@@ -58,31 +56,15 @@ type TransferAddon = {
   udpClose(h: Handle): number;
 };
 
-let cached: TransferAddon | null | undefined;
-
 /**
  * The native helper if it is built and new enough to have transfer sockets (PLINTH_NET_ADDON overrides the path, as
  * for DHCP). A missing or stale build is not an error: transfers then run on dgram, correct and somewhat slower.
  */
 export function transferAddon(): TransferAddon | undefined {
-  if (cached !== undefined) return cached ?? undefined;
-  cached = null;
-  const candidates = [
-    process.env.PLINTH_NET_ADDON,
-    fileURLToPath(new URL('../../native/build/Release/plinth_net.node', import.meta.url)),
-  ].filter((p): p is string => !!p);
-  const require = createRequire(import.meta.url);
-  for (const p of candidates) {
-    if (!existsSync(p)) continue;
-    try {
-      const mod = require(p) as Partial<TransferAddon>;
-      if (typeof mod.udpOpen === 'function' && typeof mod.udpSendBatch === 'function') cached = mod as TransferAddon;
-    } catch {
-      // Built for another Node ABI: use dgram.
-    }
-    break;
-  }
-  return cached ?? undefined;
+  const mod = nativeAddon() as Partial<TransferAddon> | undefined;
+  return typeof mod?.udpOpen === 'function' && typeof mod.udpSendBatch === 'function'
+    ? (mod as TransferAddon)
+    : undefined;
 }
 
 function nativeSocket(
