@@ -1,28 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/proc.js';
-import { cliFor, cliInTty } from './run.js';
-
-// Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
-vi.setConfig({ testTimeout: 90_000 });
+import { type CliSuite, cliInTty, useCliDaemon } from './run.js';
 
 let d: TestDaemon;
-let run: ReturnType<typeof cliFor>;
+let run: CliSuite['run'];
 let tmp: string;
-beforeAll(async () => {
-  d = await startTestDaemon();
-  run = cliFor(d);
-  tmp = mkdtempSync(path.join(tmpdir(), 'plinth-cli-be-'));
-});
-afterAll(async () => {
-  await d.stop();
-  rmSync(tmp, { recursive: true, force: true });
+useCliDaemon('plinth-cli-be-', (s) => {
+  ({ d, run, tmp } = s);
 });
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

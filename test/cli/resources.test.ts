@@ -1,26 +1,17 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import type { TestDaemon } from '../helpers/daemon.js';
 import { freePort } from '../helpers/proc.js';
-import { cli, cliFor, cliInProcess } from './run.js';
-
-// Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
-vi.setConfig({ testTimeout: 90_000 });
+import { type CliSuite, cli, cliInProcess, useCliDaemon } from './run.js';
 
 let d: TestDaemon;
-let run: ReturnType<typeof cliFor>;
+let run: CliSuite['run'];
 let tmp: string;
-beforeAll(async () => {
-  d = await startTestDaemon();
-  run = cliFor(d);
-  tmp = mkdtempSync(path.join(tmpdir(), 'plinth-cli-'));
-});
-afterAll(async () => {
-  await d.stop();
-  rmSync(tmp, { recursive: true, force: true });
+useCliDaemon('plinth-cli-', (s) => {
+  ({ d, run, tmp } = s);
 });
 
 const file = (name: string, text: string) => {

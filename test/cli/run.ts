@@ -1,5 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll, vi } from 'vitest';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { ROOT } from '../helpers/proc.js';
 
 /** The CLI as operators run it: `node bin/plinth.js ...` in a child process (bin registers tsx itself). */
@@ -73,6 +77,27 @@ export async function cli(
 export function cliFor(d: { url: string; token: string }) {
   return (args: string[], opts: Parameters<typeof cli>[1] = {}) =>
     cli(args, { ...opts, env: { PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token, ...opts.env } });
+}
+
+export type CliSuite = { d: TestDaemon; run: ReturnType<typeof cliFor>; tmp: string };
+
+/**
+ * One live daemon, a CLI bound to it and a scratch directory for a test file, torn down after it. `use` receives
+ * them once they exist (e.g. `useCliDaemon('plinth-cli-x-', (s) => ({ d, run, tmp } = s))`).
+ */
+export function useCliDaemon(tmpPrefix: string, use: (s: CliSuite) => void): void {
+  // Each case runs the CLI as a process, often several times (~1 s each under tsx): room for a loaded machine.
+  vi.setConfig({ testTimeout: 90_000 });
+  let s: CliSuite | undefined;
+  beforeAll(async () => {
+    const d = await startTestDaemon();
+    s = { d, run: cliFor(d), tmp: mkdtempSync(path.join(tmpdir(), tmpPrefix)) };
+    use(s);
+  });
+  afterAll(async () => {
+    await s?.d.stop();
+    if (s) rmSync(s.tmp, { recursive: true, force: true });
+  });
 }
 
 /** The CLI in this process (same code as the binary, minus the process): for wide matrices of cheap cases. */
