@@ -328,6 +328,15 @@ typedef struct {
   bool uv_closed;  /* the poll handle's close callback ran */
   bool finalized;  /* the JS handle was collected */
   bool gso;        /* UDP_SEGMENT still believed to work on this socket */
+  /* The next window, handed over in advance (udpArm): sent from here the moment the ACK `arm_ack` arrives. */
+  bool armed;
+  uint16_t arm_ack;
+  int32_t arm_slot;
+  int arm_nruns;
+  struct {
+    unsigned char *base;
+    int32_t count, last;
+  } arm_runs[2];
 } xfer;
 
 static bool gso_broken; /* the kernel refused UDP_SEGMENT outright (ENOPROTOOPT, EIO): stop trying anywhere */
@@ -346,6 +355,7 @@ static void xfer_on_uv_close(uv_handle_t *h) {
 static void xfer_shutdown(xfer *x) {
   if (x->closed) return;
   x->closed = true;
+  x->armed = false;
   uv_poll_stop(&x->poll);
   uv_close((uv_handle_t *)&x->poll, xfer_on_uv_close);
   close(x->fd);
@@ -371,11 +381,11 @@ static void xfer_finalize(napi_env env, void *data, void *hint) {
 
 /* Calls onPacket inside a callback scope (napi_make_callback), so promise jobs and nextTicks queued by it run
  * before the loop goes on, as after any other I/O callback. Returns false when the handle got closed meanwhile. */
-static bool xfer_emit(xfer *x, int32_t ack, const unsigned char *data, size_t len, const char *err) {
+static bool xfer_emit(xfer *x, int32_t ack, const unsigned char *data, size_t len, const char *err, bool fired) {
   napi_env env = x->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value cb, recv, argv[3];
+  napi_value cb, recv, argv[4];
   napi_get_reference_value(env, x->cb, &cb);
   napi_get_global(env, &recv); /* napi_make_callback wants an object as `this` */
   napi_create_int32(env, ack, &argv[0]);
@@ -383,8 +393,9 @@ static bool xfer_emit(xfer *x, int32_t ack, const unsigned char *data, size_t le
   else napi_get_undefined(env, &argv[1]);
   if (err != NULL) napi_create_string_utf8(env, err, NAPI_AUTO_LENGTH, &argv[2]);
   else napi_get_undefined(env, &argv[2]);
+  napi_get_boolean(env, fired, &argv[3]);
   napi_value result;
-  if (napi_make_callback(env, x->ctx, recv, cb, 3, argv, &result) == napi_pending_exception) {
+  if (napi_make_callback(env, x->ctx, recv, cb, 4, argv, &result) == napi_pending_exception) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     napi_fatal_exception(env, e);
@@ -418,7 +429,7 @@ static bool xfer_drain_errors(xfer *x) {
       struct sock_extended_err ee;
       memcpy(&ee, CMSG_DATA(c), sizeof ee);
       if (ee.ee_origin == SO_EE_ORIGIN_ICMP && ee.ee_errno == ECONNREFUSED && is_peer(x, &about) &&
-          !xfer_emit(x, -2, NULL, 0, "ECONNREFUSED"))
+          !xfer_emit(x, -2, NULL, 0, "ECONNREFUSED", false))
         return false;
     }
   }
@@ -443,6 +454,8 @@ static const char *errno_name(int e) {
   }
 }
 
+static int send_batch(xfer *x, unsigned char *base, int32_t slot, int32_t count, int32_t last);
+
 static void xfer_on_poll(uv_poll_t *h, int status, int events) {
   xfer *x = (xfer *)h->data;
   (void)events;
@@ -460,7 +473,7 @@ static void xfer_on_poll(uv_poll_t *h, int status, int events) {
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
       if (errno == ECONNREFUSED) continue; /* the socket error IP_RECVERR sets: the error queue says about whom */
-      xfer_emit(x, -2, NULL, 0, errno_name(errno));
+      xfer_emit(x, -2, NULL, 0, errno_name(errno), false);
       return;
     }
     if (!is_peer(x, &from)) {
@@ -470,9 +483,18 @@ static void xfer_on_poll(uv_poll_t *h, int status, int events) {
         sendto(x->fd, unknown_tid, sizeof unknown_tid, MSG_DONTWAIT, (struct sockaddr *)&from, sizeof from);
       continue;
     }
+    /* Whatever the client sent, an armed window is either sent now or dropped: JavaScript decides afresh. */
+    bool armed = x->armed;
+    x->armed = false;
     if (n == 4 && rbuf[0] == 0 && rbuf[1] == 4) {
-      if (!xfer_emit(x, (rbuf[2] << 8) | rbuf[3], NULL, 0, NULL)) return;
-    } else if (!xfer_emit(x, -1, rbuf, (size_t)n, NULL)) {
+      int32_t block = (rbuf[2] << 8) | rbuf[3];
+      bool fired = armed && block == x->arm_ack;
+      /* The hot path of a windowed read: the next window leaves before any JavaScript runs, so the client starts on
+       * it while the server does its bookkeeping. Losses (ENOBUFS...) are left to the retransmission timer. */
+      for (int r = 0; fired && r < x->arm_nruns; r++)
+        send_batch(x, x->arm_runs[r].base, x->arm_slot, x->arm_runs[r].count, x->arm_runs[r].last);
+      if (!xfer_emit(x, block, NULL, 0, NULL, fired)) return;
+    } else if (!xfer_emit(x, -1, rbuf, (size_t)n, NULL, false)) {
       return;
     }
   }
@@ -658,6 +680,20 @@ static int send_mmsg(xfer *x, unsigned char *base, int32_t slot, int32_t count, 
   return sent;
 }
 
+static int send_batch(xfer *x, unsigned char *base, int32_t slot, int32_t count, int32_t last) {
+  if (count == 1) return send_one(x, base, (size_t)last);
+  /* GSO needs equal segments except a shorter last one, at most 64 of them, in one IP datagram (64 KiB), each small
+   * enough for the route's MTU; the kernel checks the last and answers EINVAL. */
+  if (x->gso && count <= GSO_MAX_SEGS && (size_t)slot * (size_t)(count - 1) + (size_t)last <= 65000) {
+    int r = send_gso(x, base, slot, count, last);
+    if (r > 0) return r;
+    if (r == -ENOPROTOOPT || r == -EIO || r == -EOPNOTSUPP) gso_broken = true;
+    if (r == -EINVAL || r == -EMSGSIZE || gso_broken) x->gso = false; /* e.g. segments above the MTU: not again */
+    else return r;                                                     /* EAGAIN, ENOBUFS, ECONNREFUSED... */
+  }
+  return send_mmsg(x, base, slot, count, last);
+}
+
 static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -676,18 +712,57 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
   unsigned char *data = buf_range(env, argv[1], argv[2], (size_t)slot * (size_t)(count - 1) + (size_t)last, &off);
   if (!data) return NULL;
   if (x->closed) return ret_int(env, -EBADF);
-  unsigned char *base = data + off;
-  if (count == 1) return ret_int(env, send_one(x, base, (size_t)last));
-  /* GSO needs equal segments except a shorter last one, at most 64 of them, in one IP datagram (64 KiB), each small
-   * enough for the route's MTU; the kernel checks the last and answers EINVAL. */
-  if (x->gso && count <= GSO_MAX_SEGS && (size_t)slot * (size_t)(count - 1) + (size_t)last <= 65000) {
-    int r = send_gso(x, base, slot, count, last);
-    if (r > 0) return ret_int(env, r);
-    if (r == -ENOPROTOOPT || r == -EIO || r == -EOPNOTSUPP) gso_broken = true;
-    if (r == -EINVAL || r == -EMSGSIZE || gso_broken) x->gso = false; /* e.g. segments above the MTU: not again */
-    else return ret_int(env, r);                                       /* EAGAIN, ENOBUFS, ECONNREFUSED... */
+  return ret_int(env, send_batch(x, data + off, slot, count, last));
+}
+
+/* udpArm(h, ack, slot, buf, offset, count, lastLength[, buf2, offset2, count2, lastLength2]): when a bare ACK
+ * `ack` (16-bit) is the next datagram from the client, send these one or two runs of packets (laid out as for
+ * udpSendBatch) at once, before calling onPacket(ack, undefined, undefined, true). Any other datagram cancels it, so
+ * does udpDisarm(h). The caller keeps the buffers alive and unchanged until then. */
+static napi_value udp_arm(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t ack = -1, slot = 0;
+  if ((argc != 7 && argc != 11) || napi_get_value_int32(env, argv[1], &ack) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &slot) != napi_ok || ack < 0 || ack > 65535 || slot <= 0 || slot > 65535) {
+    napi_throw_type_error(env, NULL, "udpArm(h, ack, slot, buf, offset, count, lastLength[, buf2, offset2, count2, lastLength2])");
+    return NULL;
   }
-  return ret_int(env, send_mmsg(x, base, slot, count, last));
+  xfer *x = xfer_arg(env, argv[0]);
+  if (!x) return NULL;
+  x->armed = false;
+  int nruns = argc == 11 ? 2 : 1;
+  for (int r = 0; r < nruns; r++) {
+    napi_value *a = argv + 3 + 4 * r;
+    int32_t count = 0, last = -1;
+    if (napi_get_value_int32(env, a[2], &count) != napi_ok || napi_get_value_int32(env, a[3], &last) != napi_ok ||
+        count <= 0 || last < 0 || last > slot) {
+      napi_throw_type_error(env, NULL, "udpArm: count must be > 0 and 0 <= lastLength <= slot");
+      return NULL;
+    }
+    int64_t off;
+    unsigned char *data = buf_range(env, a[0], a[1], (size_t)slot * (size_t)(count - 1) + (size_t)last, &off);
+    if (!data) return NULL;
+    x->arm_runs[r].base = data + off;
+    x->arm_runs[r].count = count;
+    x->arm_runs[r].last = last;
+  }
+  if (x->closed) return ret_int(env, -EBADF);
+  x->arm_ack = (uint16_t)ack;
+  x->arm_slot = slot;
+  x->arm_nruns = nruns;
+  x->armed = true;
+  return ret_int(env, 1);
+}
+
+static napi_value udp_disarm(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  xfer *x = argc > 0 ? xfer_arg(env, argv[0]) : NULL;
+  if (x) x->armed = false;
+  return ret_int(env, 0);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -704,6 +779,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSendBatch", NULL, udp_send_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpArm", NULL, udp_arm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpDisarm", NULL, udp_disarm, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

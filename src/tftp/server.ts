@@ -68,10 +68,12 @@ export type TftpServerOptions = {
   packetCacheBytes?: number;
   /**
    * Transfer sockets through the native helper when it is built (default true; see transport.ts), and with it a
-   * window sent as one UDP GSO datagram (`gso`, default true) rather than one sendmmsg. For tests and A/B figures.
+   * window sent as one UDP GSO datagram (`gso`, default true) rather than one sendmmsg, and the next window handed to
+   * the socket before its ACK arrives (`armWindows`, default true; see arm). For tests and A/B figures.
    */
   nativeSockets?: boolean;
   gso?: boolean;
+  armWindows?: boolean;
 };
 
 /** transfersStarted = transfersCompleted + transfersFailed + sizeProbes + active transfers. */
@@ -86,6 +88,8 @@ export type TftpStats = {
   bytesReceived: number;
   packetsSent: number;
   retransmits: number;
+  /** Windows the transfer socket sent by itself the moment their ACK arrived (native sockets; see arm). */
+  windowsOnAck: number;
   malformed: number;
   /** Well-formed packets that make no sense where they arrived (e.g. an ACK on the listening port). */
   unexpected: number;
@@ -144,6 +148,8 @@ type ReadTransfer = Common & {
   chunkBlocks: number;
   /** Packet-ready chunks (header + payload per block, back to back), by chunk index. */
   chunks: Map<number, Buffer>;
+  /** The socket holds the next window, to send when ACK `hi` arrives (see arm). */
+  armed: boolean;
   loading: Set<number>;
 };
 
@@ -210,6 +216,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     bytesReceived: 0,
     packetsSent: 0,
     retransmits: 0,
+    windowsOnAck: 0,
     malformed: 0,
     unexpected: 0,
     duplicateRequests: 0,
@@ -418,27 +425,86 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       const end = Math.min(limit, (idx + 1) * t.chunkBlocks);
       const count = end - b + 1;
       // Only the file's final block is short, and it can only be the last of a run.
-      const lastLen = 4 + Math.min(t.blksize, t.size - (end - 1) * t.blksize);
-      stats.packetsSent += count;
+      const lastLen = packetLength(t, end);
       t.sock.sendBatch(pkt, i * slot, slot, count, lastLen);
-      const fresh = end - Math.max(b - 1, t.hi);
-      if (fresh > 0) {
-        const bytes = (fresh - 1) * t.blksize + lastLen - 4;
-        t.bytes += bytes;
-        stats.bytesSent += bytes;
-        t.hi = end;
-      }
-      const again = count - Math.max(0, fresh);
-      t.retransmits += again;
-      stats.retransmits += again;
-      t.next = end + 1;
+      sentRun(t, b, end, lastLen);
       sent = true;
     }
     if (sent) t.lastTxAt = performance.now();
+    arm(t);
   }
 
-  function onAck(t: ReadTransfer, block: number): void {
+  /** Bookkeeping for blocks b..end just sent (`lastLen`: bytes of the packet of `end`). */
+  function sentRun(t: ReadTransfer, b: number, end: number, lastLen: number): void {
+    const count = end - b + 1;
+    stats.packetsSent += count;
+    const fresh = end - Math.max(b - 1, t.hi);
+    if (fresh > 0) {
+      const bytes = (fresh - 1) * t.blksize + lastLen - 4;
+      t.bytes += bytes;
+      stats.bytesSent += bytes;
+      t.hi = end;
+    }
+    const again = count - Math.max(0, fresh);
+    t.retransmits += again;
+    stats.retransmits += again;
+    t.next = end + 1;
+  }
+
+  /** Length of the packet of block `end` (only the file's final block is short). */
+  function packetLength(t: ReadTransfer, end: number): number {
+    return 4 + Math.min(t.blksize, t.size - (end - 1) * t.blksize);
+  }
+
+  /**
+   * Where the window is fully sent and the next one is already laid out, hand it to the socket now: the native socket
+   * sends it the moment the ACK of this window arrives, before any JavaScript runs (onAck then only does the
+   * bookkeeping, while the client is busy with the new window). Without it, the round trip of every window carries
+   * the event loop's turn and this file's work, which is what kept one windowed client below atftpd.
+   */
+  function arm(t: ReadTransfer): void {
+    if (t.sock.arm === undefined || opts.armWindows === false) return;
+    const from = t.hi + 1;
+    const to = Math.min(t.hi + t.window, t.last);
+    const steady = t.base > 0 && t.next === from && t.hi === Math.min(t.base + t.window - 1, t.last) && from <= to;
+    const a = steady ? t.chunks.get(chunkOf(t, from)) : undefined;
+    const idxB = chunkOf(t, to);
+    const b = steady && idxB !== chunkOf(t, from) ? t.chunks.get(idxB) : undefined;
+    if (a === undefined || (b === undefined && idxB !== chunkOf(t, from))) {
+      if (t.armed) {
+        t.armed = false;
+        t.sock.disarm?.();
+      }
+      return;
+    }
+    const slot = 4 + t.blksize;
+    const idxA = chunkOf(t, from);
+    const endA = Math.min(to, (idxA + 1) * t.chunkBlocks);
+    const offA = (from - 1 - idxA * t.chunkBlocks) * slot;
+    if (b === undefined) t.sock.arm(t.hi & 0xffff, slot, a, offA, endA - from + 1, packetLength(t, endA));
+    else t.sock.arm(t.hi & 0xffff, slot, a, offA, endA - from + 1, slot, b, 0, to - endA, packetLength(t, to));
+    t.armed = true;
+  }
+
+  /** The socket sent the armed window (blocks hi+1..) when this ACK came in: account for it as pump would have. */
+  function armedSent(t: ReadTransfer): void {
+    stats.windowsOnAck++;
+    const from = t.next;
+    const to = Math.min(t.hi + t.window, t.last);
+    const idxA = chunkOf(t, from);
+    const endA = Math.min(to, (idxA + 1) * t.chunkBlocks);
+    sentRun(t, from, endA, packetLength(t, endA));
+    if (endA < to) sentRun(t, endA + 1, to, packetLength(t, to));
+    // Read ahead as pump does when a run starts a chunk.
+    if (from - 1 === idxA * t.chunkBlocks) load(t, idxA + 1);
+    if (endA < to) load(t, idxA + 2);
+    t.lastTxAt = performance.now();
+  }
+
+  function onAck(t: ReadTransfer, block: number, fired: boolean): void {
     if (t.done) return;
+    // Whatever came in, the socket is no longer armed (it sent the window, or dropped it).
+    t.armed = false;
     // Map the 16-bit number onto [base-1, hi]: block numbers wrap past 65535 (rollover to 0).
     const delta = (block - (t.base - 1)) & 0xffff;
     const abs = t.base - 1 + delta;
@@ -454,8 +520,10 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       finish(t, 'ok');
       return;
     }
+    // Armed only for ACK hi with everything up to hi sent, so the window sent is exactly hi+1.. (see arm).
+    if (fired) armedSent(t);
     // RFC 7440: an ACK inside the window means the receiver lost the next block: resend from there.
-    if (abs < t.next - 1) t.next = t.base;
+    else if (abs < t.next - 1) t.next = t.base;
     const baseChunk = chunkOf(t, t.base);
     if (baseChunk !== oldChunk) for (const k of t.chunks.keys()) if (k < baseChunk) t.chunks.delete(k);
     pump(t);
@@ -591,6 +659,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
   /** Anything but a bare ACK (those go straight to onAck). */
   function onTransferMessage(t: Transfer, msg: Buffer): void {
+    if (t.kind === 'read') t.armed = false; // any datagram disarms the socket
     const d = decodePacket(msg);
     if (!d.ok) {
       stats.malformed++;
@@ -627,9 +696,9 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   async function transferSocket(client: TftpClient): Promise<{ sock: TransferSocket; bind(t: Transfer): void }> {
     let t: Transfer | undefined;
     const handlers: TransferHandlers = {
-      onAck: (block) => {
+      onAck: (block, fired) => {
         if (t === undefined) return;
-        if (t.kind === 'read') onAck(t, block);
+        if (t.kind === 'read') onAck(t, block, fired);
         else stats.unexpected++;
       },
       onMessage: (msg) => t !== undefined && onTransferMessage(t, msg),
@@ -770,8 +839,10 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       hi: neg.oack.length > 0 ? -1 : 0,
       rtx: false,
       lastTxAt: 0,
-      chunkBlocks: Math.max(window, Math.ceil(CHUNK_TARGET / blksize)),
+      // A whole number of windows per chunk: a window then lies in one chunk (one send) unless a loss shifted it.
+      chunkBlocks: window * Math.ceil(Math.ceil(CHUNK_TARGET / blksize) / window),
       chunks: new Map(),
+      armed: false,
       loading: new Set(),
     };
     opened2.bind(t);

@@ -19,8 +19,11 @@ import { nativeAddon } from '../native.js';
 import type { TftpClient } from './source.js';
 
 export type TransferHandlers = {
-  /** A bare 4-byte ACK (the hot path of every read). */
-  onAck(block: number): void;
+  /**
+   * A bare 4-byte ACK (the hot path of every read). `fired`: it was the ACK the socket was armed for, and the armed
+   * window has already been sent.
+   */
+  onAck(block: number, fired: boolean): void;
   /** Any other datagram from the client. */
   onMessage(msg: Buffer): void;
   /** A socket error; ECONNREFUSED means an ICMP port unreachable about the client came back: it has gone. */
@@ -37,6 +40,25 @@ export type TransferSocket = {
    * Packets the kernel does not take (ENOBUFS) count as lost: the retransmission timer resends them.
    */
   sendBatch(buf: Buffer, offset: number, slot: number, count: number, lastLength: number): void;
+  /**
+   * Native sockets only (undefined on dgram): hands over the next window in advance, one or two runs of packets laid
+   * out as for sendBatch, to be sent the moment a bare ACK `ack` (16-bit) is the next datagram from the client; it
+   * then reaches onAck with `fired` true. Any other datagram, a new arm or disarm() cancels it. The caller keeps the
+   * buffers alive and unchanged while armed.
+   */
+  arm?(
+    ack: number,
+    slot: number,
+    buf: Buffer,
+    offset: number,
+    count: number,
+    lastLength: number,
+    buf2?: Buffer,
+    offset2?: number,
+    count2?: number,
+    lastLength2?: number,
+  ): void;
+  disarm?(): void;
   /** Idempotent; the port is free again when it resolves. */
   close(): Promise<void>;
 };
@@ -47,13 +69,15 @@ type TransferAddon = {
     bindAddress: string,
     peerAddress: string,
     peerPort: number,
-    onPacket: (ack: number, msg: Buffer | undefined, err: string | undefined) => void,
+    onPacket: (ack: number, msg: Buffer | undefined, err: string | undefined, fired: boolean) => void,
     gso?: boolean,
   ): Handle;
   udpLocalPort(h: Handle): number;
   udpSend(h: Handle, buf: Buffer, offset: number, length: number): number;
   udpSendBatch(h: Handle, buf: Buffer, offset: number, slot: number, count: number, lastLength: number): number;
   udpClose(h: Handle): number;
+  udpArm?(h: Handle, ack: number, slot: number, ...runs: Array<Buffer | number>): number;
+  udpDisarm?(h: Handle): number;
 };
 
 /**
@@ -78,8 +102,8 @@ function nativeSocket(
     bindAddress,
     client.address,
     client.port,
-    (ack, msg, err) => {
-      if (ack >= 0) h.onAck(ack);
+    (ack, msg, err, fired) => {
+      if (ack >= 0) h.onAck(ack, fired === true);
       else if (msg !== undefined) h.onMessage(msg);
       else h.onError(err ?? 'EIO');
     },
@@ -96,6 +120,14 @@ function nativeSocket(
     sendBatch: (buf, offset, slot, count, lastLength) => {
       addon.udpSendBatch(handle, buf, offset, slot, count, lastLength);
     },
+    arm:
+      addon.udpArm === undefined
+        ? undefined
+        : (ack, slot, buf, offset, count, lastLength, buf2, offset2, count2, lastLength2) => {
+            if (buf2 === undefined) addon.udpArm!(handle, ack, slot, buf, offset, count, lastLength);
+            else addon.udpArm!(handle, ack, slot, buf, offset, count, lastLength, buf2, offset2!, count2!, lastLength2!);
+          },
+    disarm: addon.udpDisarm === undefined ? undefined : () => void addon.udpDisarm!(handle),
     close: async () => {
       addon.udpClose(handle);
     },
@@ -119,7 +151,7 @@ async function dgramSocket(bindAddress: string, client: TftpClient, h: TransferH
     throw err;
   }
   sock.on('message', (msg) => {
-    if (msg.length === 4 && msg[0] === 0 && msg[1] === 4) h.onAck((msg[2] << 8) | msg[3]);
+    if (msg.length === 4 && msg[0] === 0 && msg[1] === 4) h.onAck((msg[2] << 8) | msg[3], false);
     else h.onMessage(msg);
   });
   sock.on('error', (err: NodeJS.ErrnoException) => h.onError(err.code ?? 'EIO'));

@@ -16,6 +16,10 @@ const { values } = parseArgs({
     'max-blksize': { type: 'string', default: '65464' },
     'max-windowsize': { type: 'string', default: '64' },
     'log-level': { type: 'string', default: 'silent' },
+    /** A/B measurements: send windows with sendmmsg instead of UDP GSO. */
+    'no-gso': { type: 'boolean', default: false },
+    /** A/B measurements: no window handed to the socket ahead of its ACK. */
+    'no-arm': { type: 'boolean', default: false },
   },
 });
 if (values.root === undefined) {
@@ -29,6 +33,8 @@ const server = await startTftpServer({
   port: Number(values.port),
   maxBlksize: Number(values['max-blksize']),
   maxWindowsize: Number(values['max-windowsize']),
+  gso: !values['no-gso'],
+  armWindows: !values['no-arm'],
   logger: pino({ level: values['log-level'] ?? 'silent' }, pino.destination(2)),
 });
 process.stdout.write(`READY ${server.port}\n`);

@@ -115,6 +115,26 @@ describe('downloads', () => {
     expect(r.dataPackets).toBe(Math.floor((1 << 20) / 1468) + 1);
   });
 
+  it('windows leave from the socket the moment their ACK arrives (native), and the same bytes without it', async () => {
+    const { transferAddon } = await import('../../src/tftp/transport.js');
+    for (const armWindows of [true, false]) {
+      const { s } = await server({ armWindows });
+      const r = await tftpGet(s.port, 'one-mib.bin', {
+        options: [
+          ['blksize', '1468'],
+          ['windowsize', '16'],
+        ],
+      });
+      expect(sha(r.data)).toBe(sha(files['one-mib.bin']));
+      expect(r.duplicates).toBe(0);
+      // 715 blocks in windows of 16: the first window follows ACK 0 from JavaScript, nearly all others from the socket.
+      const native = transferAddon()?.udpArm !== undefined;
+      if (armWindows && native) expect(s.stats.windowsOnAck).toBeGreaterThan(35);
+      else expect(s.stats.windowsOnAck).toBe(0);
+      expect(s.stats.packetsSent).toBe(Math.floor((1 << 20) / 1468) + 2); // + the OACK
+    }
+  });
+
   it('rolls block numbers over past 65535 (lock-step, blksize 8)', async () => {
     const { s } = await server();
     const r = await tftpGet(s.port, 'rollover.bin', { options: [['blksize', '8']], limitMs: 60_000 });
