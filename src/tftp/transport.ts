@@ -125,7 +125,8 @@ function nativeSocket(
         ? undefined
         : (ack, slot, buf, offset, count, lastLength, buf2, offset2, count2, lastLength2) => {
             if (buf2 === undefined) addon.udpArm!(handle, ack, slot, buf, offset, count, lastLength);
-            else addon.udpArm!(handle, ack, slot, buf, offset, count, lastLength, buf2, offset2!, count2!, lastLength2!);
+            else
+              addon.udpArm!(handle, ack, slot, buf, offset, count, lastLength, buf2, offset2!, count2!, lastLength2!);
           },
     disarm: addon.udpDisarm === undefined ? undefined : () => void addon.udpDisarm!(handle),
     close: async () => {
