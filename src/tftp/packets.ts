@@ -8,6 +8,7 @@
  * bounded in bytes; a transfer keeps its own references to the chunks it is sending, so eviction never pulls a buffer
  * from under a window.
  */
+import { nativeAddon } from '../native.js';
 import { OP } from './packet.js';
 
 /** `count` packets for blocks `first`.. from `data` (file bytes starting at block `first`); the last may be short. */
@@ -22,6 +23,45 @@ export function layoutPackets(data: Buffer, first: number, count: number, blksiz
     const from = i * blksize;
     if (from < data.length) data.copy(out, off + 4, from, Math.min(data.length, from + blksize));
   }
+  return out;
+}
+
+type ReadPackets = (
+  fd: number,
+  position: number,
+  blksize: number,
+  first: number,
+  count: number,
+  out: Buffer,
+  outOffset: number,
+  expect: number,
+) => number;
+let readPackets: ReadPackets | null | undefined;
+
+/**
+ * The same layout read straight from a file descriptor when its bytes are all in the page cache (one preadv2 with
+ * RWF_NOWAIT into the packet slots, native helper): no thread-pool round trip, no intermediate buffer, no copy loop.
+ * `bytes` is how many file bytes the `count` blocks hold (less than count * blksize at the end of the file).
+ * Undefined when that cannot be done now (not cached, no helper, an old kernel): read asynchronously instead.
+ */
+export function layoutPacketsNow(
+  fd: number,
+  position: number,
+  bytes: number,
+  first: number,
+  count: number,
+  blksize: number,
+): Buffer | undefined {
+  if (readPackets === undefined) {
+    const fn = nativeAddon()?.readPackets;
+    readPackets = typeof fn === 'function' ? (fn as ReadPackets) : null;
+  }
+  if (readPackets === null) return undefined;
+  const out = Buffer.allocUnsafe(count * (4 + blksize));
+  const n = readPackets(fd, position, blksize, first, count, out, 0, bytes);
+  if (n !== bytes) return undefined;
+  // The last packet's unused tail is never sent; zero it anyway so no stale heap bytes sit in the buffer.
+  out.fill(0, (count - 1) * (4 + blksize) + 4 + (bytes - (count - 1) * blksize));
   return out;
 }
 

@@ -20,6 +20,11 @@ export type TftpFile = {
   size: number;
   /** Bytes [position, position+length) clamped to the size. The returned Buffer must not be modified by callers. */
   read(position: number, length: number): Promise<Buffer>;
+  /**
+   * An open descriptor of the same bytes, valid until close(), when the source has one: the server may then read
+   * positionally by itself (packets.ts layoutPacketsNow) and uses read() only for what is not in the page cache.
+   */
+  fd?: number;
   /** Releases the file; called exactly once per successful open. */
   close(): void;
 };
@@ -228,6 +233,7 @@ export function fileRootSource(root: string, opts: FileRootOptions = {}): TftpSo
         status: 'ok',
         id: `${root}\0${file.key}`,
         size: file.size,
+        fd: file.fh.fd,
         read: (position, length) => read(file, position, length),
         close: () => {
           if (closed) return;

@@ -71,6 +71,7 @@ type TransferAddon = {
     peerPort: number,
     onPacket: (ack: number, msg: Buffer | undefined, err: string | undefined, fired: boolean) => void,
     gso?: boolean,
+    busyPollUs?: number,
   ): Handle;
   udpLocalPort(h: Handle): number;
   udpSend(h: Handle, buf: Buffer, offset: number, length: number): number;
@@ -97,6 +98,7 @@ function nativeSocket(
   client: TftpClient,
   h: TransferHandlers,
   gso: boolean,
+  busyPollUs: number,
 ): TransferSocket {
   const handle = addon.udpOpen(
     bindAddress,
@@ -108,6 +110,7 @@ function nativeSocket(
       else h.onError(err ?? 'EIO');
     },
     gso,
+    busyPollUs,
   );
   const port = addon.udpLocalPort(handle);
   // Send errors (ENOBUFS...) count as losses; a vanished client is reported through onPacket from the error queue.
@@ -176,15 +179,17 @@ async function dgramSocket(bindAddress: string, client: TftpClient, h: TransferH
 
 /**
  * `native: false` forces dgram (tests of the fallback, A/B measurements); `gso: false` keeps the native socket but
- * sends windows with sendmmsg instead of UDP GSO.
+ * sends windows with sendmmsg instead of UDP GSO; `busyPollUs`: after a send, wait for a client that answers within
+ * that many microseconds by polling instead of sleeping (native only; 0 = never; see xfer_spin in the helper).
  */
 export async function openTransferSocket(
   bindAddress: string,
   client: TftpClient,
   handlers: TransferHandlers,
-  opts: { native?: boolean; gso?: boolean } = {},
+  opts: { native?: boolean; gso?: boolean; busyPollUs?: number } = {},
 ): Promise<TransferSocket> {
   const addon = opts.native === false ? undefined : transferAddon();
-  if (addon !== undefined) return nativeSocket(addon, bindAddress, client, handlers, opts.gso ?? true);
+  if (addon !== undefined)
+    return nativeSocket(addon, bindAddress, client, handlers, opts.gso ?? true, opts.busyPollUs ?? 0);
   return dgramSocket(bindAddress, client, handlers);
 }

@@ -20,6 +20,8 @@ const { values } = parseArgs({
     'no-gso': { type: 'boolean', default: false },
     /** A/B measurements: no window handed to the socket ahead of its ACK. */
     'no-arm': { type: 'boolean', default: false },
+    /** A/B measurements: busy polling bound in microseconds (0 = off). */
+    'busy-poll-us': { type: 'string', default: '200' },
   },
 });
 if (values.root === undefined) {
@@ -35,6 +37,7 @@ const server = await startTftpServer({
   maxWindowsize: Number(values['max-windowsize']),
   gso: !values['no-gso'],
   armWindows: !values['no-arm'],
+  busyPollUs: Number(values['busy-poll-us']),
   logger: pino({ level: values['log-level'] ?? 'silent' }, pino.destination(2)),
 });
 process.stdout.write(`READY ${server.port}\n`);

@@ -1,8 +1,9 @@
 /** Ready-to-send DATA packets and their cache shared between transfers of the same file (src/tftp/packets.ts). */
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { nativeAddon } from '../../src/native.js';
 import { decodePacket } from '../../src/tftp/packet.js';
-import { layoutPackets, packetCache } from '../../src/tftp/packets.js';
+import { layoutPackets, layoutPacketsNow, packetCache } from '../../src/tftp/packets.js';
 import { startTftpServer, type TftpServer } from '../../src/tftp/server.js';
 import type { TftpFile, TftpSource } from '../../src/tftp/source.js';
 import { tftpGet } from './client.js';
@@ -21,6 +22,41 @@ describe('layoutPackets', () => {
     );
     expect(payload.equals(data)).toBe(true);
   });
+});
+
+describe('layoutPacketsNow (native preadv2 from the page cache)', () => {
+  it.skipIf(typeof nativeAddon()?.readPackets !== 'function')(
+    'gives the same packets as layoutPackets, at the end of a file too, and declines what is not there',
+    async () => {
+      const { mkdtemp, open, rm, writeFile } = await import('node:fs/promises');
+      const { tmpdir } = await import('node:os');
+      const path = await import('node:path');
+      const dir = await mkdtemp(path.join(tmpdir(), 'plinth-packets-'));
+      try {
+        const blksize = 512;
+        const data = randomBytes(blksize * 2500 + 77); // > 1024 blocks: more than one preadv2
+        await writeFile(path.join(dir, 'f'), data);
+        const fh = await open(path.join(dir, 'f'), 'r');
+        try {
+          // Whole chunks in the middle, with block numbers wrapping past 65535.
+          const mid = layoutPacketsNow(fh.fd, 100 * blksize, 2048 * blksize, 65500, 2048, blksize);
+          expect(mid?.equals(layoutPackets(data.subarray(100 * blksize), 65500, 2048, blksize))).toBe(true);
+          // The final chunk: a short last block.
+          const tail = layoutPacketsNow(fh.fd, 2490 * blksize, 10 * blksize + 77, 2491, 11, blksize);
+          expect(tail).toBeDefined();
+          const want = layoutPackets(data.subarray(2490 * blksize), 2491, 11, blksize);
+          const used = 10 * (4 + blksize) + 4 + 77;
+          expect(tail!.subarray(0, used).equals(want.subarray(0, used))).toBe(true);
+          // More bytes expected than the file holds (it shrank): declined, the caller reads asynchronously.
+          expect(layoutPacketsNow(fh.fd, 2490 * blksize, 11 * blksize, 2491, 11, blksize)).toBeUndefined();
+        } finally {
+          await fh.close();
+        }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('packetCache', () => {
