@@ -126,6 +126,13 @@ export const SETTINGS: Setting[] = [
     help: 'Largest TFTP block size granted (default 1468: fits a 1500-byte MTU)',
   },
   {
+    key: 'tftpBusyPollUs',
+    flag: 'tftp-busy-poll-us',
+    env: 'PLINTH_TFTP_BUSY_POLL_US',
+    schema: z.coerce.number().int().min(0).max(10000).default(200),
+    help: 'After a TFTP send, wait this many microseconds at most by polling (not sleeping) for a client that answers that fast (default 200; 0 = off)',
+  },
+  {
     key: 'tftpUploadDir',
     flag: 'tftp-upload-dir',
     env: 'PLINTH_TFTP_UPLOAD_DIR',
@@ -169,6 +176,7 @@ export type Config = {
   tftpPort: number;
   tftpAddress: string;
   tftpMaxBlksize: number;
+  tftpBusyPollUs: number;
   tftpUploadDir?: string;
   assetsDir: string;
   bootenvsDir: string;

@@ -182,6 +182,7 @@ export async function startTftp(d: Deps) {
       port: cfg.tftpPort,
       logger: log,
       maxBlksize: cfg.tftpMaxBlksize,
+      busyPollUs: cfg.tftpBusyPollUs,
       uploadDir: cfg.tftpUploadDir,
     });
     return {

@@ -28,6 +28,7 @@ export function testConfig(dataDir: string, over: Partial<Config> = {}): Config 
     tftpPort: 0,
     tftpAddress: '127.0.0.1',
     tftpMaxBlksize: 1468,
+    tftpBusyPollUs: 200,
     assetsDir: path.resolve('assets'),
     bootenvsDir: path.resolve('bootenvs'),
     logLevel: 'silent',
