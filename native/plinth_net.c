@@ -316,6 +316,8 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 #define BATCH_MAX 64
 /* Datagrams read per readiness event: fairness between transfers, the loop comes back for the rest. */
 #define RECV_PER_EVENT 32
+/* Longest run of busy polling in one readiness event (see xfer_spin). */
+#define SPIN_SLICE_NS 2000000
 
 typedef struct {
   uv_poll_t poll;
@@ -476,8 +478,10 @@ static int64_t realtime_ns(void) {
  * epoll descriptor is readable: go back and serve it), or the expected moment has passed by half again (false).
  * Linux offers the same trade for NIC queues (SO_BUSY_POLL, net.core.busy_read); nothing there covers a veth or a
  * halted vCPU, hence here. */
-static bool xfer_spin(xfer *x) {
+static bool xfer_spin(xfer *x, int64_t entered_ns) {
   if (x->busy_max_us <= 0 || x->turn_us <= 0 || x->turn_us > x->busy_max_us || x->sent_at_ns == 0) return false;
+  /* Timers and immediates are not descriptors the poll can see: hand the thread back to the loop every 2 ms. */
+  if (realtime_ns() - entered_ns > SPIN_SLICE_NS) return false;
   int64_t budget = (int64_t)x->turn_us * 3 / 2 + 10;
   if (budget > x->busy_max_us) budget = x->busy_max_us;
   int64_t until = x->sent_at_ns + budget * 1000;
@@ -507,6 +511,7 @@ static void xfer_on_poll(uv_poll_t *h, int status, int events) {
     if (!xfer_drain_errors(x)) return;
     uv_poll_start(&x->poll, UV_READABLE, xfer_on_poll);
   }
+  int64_t entered_ns = x->busy_max_us > 0 ? realtime_ns() : 0;
   for (int i = 0; i < RECV_PER_EVENT && !x->closed; i++) {
     struct sockaddr_in from;
     struct iovec iov = {rbuf, sizeof rbuf};
@@ -521,7 +526,7 @@ static void xfer_on_poll(uv_poll_t *h, int status, int events) {
     ssize_t n = recvmsg(x->fd, &m, MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (i > 0 && xfer_spin(x)) continue;
+        if (i > 0 && xfer_spin(x, entered_ns)) continue;
         return;
       }
       if (errno == EINTR) return;
