@@ -13,7 +13,7 @@
  * with `apt-get download atftpd` + `dpkg -x` if missing, because the atftpd package conflicts with tftpd-hpa).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -193,6 +193,25 @@ function listeningOn(ns: string, ip: string): boolean {
   }
 }
 
+/**
+ * CPU time of a server process in ms, its reaped children included (in.tftpd forks per transfer): utime, stime,
+ * cutime, cstime of /proc/PID/stat. Printed per MiB next to the throughput, because the servers do not spend the
+ * same CPU to get it (Plinth busy-polls for fast clients: see --tftp-busy-poll-us).
+ */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14-17 of proc(5); f[0] is field 3.
+    const ticks = [11, 12, 13, 14].reduce((a, i) => a + Number(f[i]), 0);
+    return (ticks * 1000) / CLK_TCK;
+  } catch {
+    return Number.NaN;
+  }
+}
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
 const median = (xs: number[]) => {
   const v = [...xs].sort((a, b) => a - b);
   return v.length % 2 === 1 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
@@ -214,19 +233,31 @@ async function main(): Promise<void> {
   for (const a of ipOf.values()) execFileSync('ip', ['-n', ns.srv, 'addr', 'add', `${a}/24`, 'dev', 'pt5s']);
   const running: Array<Awaited<ReturnType<typeof startServer>>> = [];
   // Per case: each server's figures, and the per-round ratio against atftpd.
-  const results = new Map<string, { figures: Map<string, number[]>; ratios: Map<string, number[]> }>();
+  const results = new Map<
+    string,
+    { figures: Map<string, number[]>; ratios: Map<string, number[]>; cpu: Map<string, number[]> }
+  >();
+  const pidOf = new Map<string, number | undefined>();
   try {
     console.log(`cpus: ${ncpu}, servers on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, ${RUNS} round(s) per case`);
     for (const s of servers) {
       const ip = ipOf.get(s.name)!;
-      running.push(
-        await startServer(ns.srv, s.cmd(root, ip), () => listeningOn(ns.srv, ip), { cpus: SERVER_CPU, cwd: repo }),
-      );
+      const started = await startServer(ns.srv, s.cmd(root, ip), () => listeningOn(ns.srv, ip), {
+        cpus: SERVER_CPU,
+        cwd: repo,
+      });
+      running.push(started);
+      // `ip netns exec` and taskset exec the server: the child's PID is the server's.
+      pidOf.set(s.name, started.child.pid);
       // Warm-up (JIT, page cache, thread pools), the same for every server; not measured.
       await runCase(ns, ip, { file: 'f30', size: 30 * MiB, clients: 2, blksize: 1468, windowsize: 16 }, outDir);
     }
     for (const c of cases()) {
-      const row = { figures: new Map<string, number[]>(), ratios: new Map<string, number[]>() };
+      const row = {
+        figures: new Map<string, number[]>(),
+        ratios: new Map<string, number[]>(),
+        cpu: new Map<string, number[]>(),
+      };
       results.set(label(c), row);
       for (let r = 0; r < RUNS; r++) {
         // Rotate the order each round: no server always runs right after another one.
@@ -235,7 +266,11 @@ async function main(): Promise<void> {
         for (const s of order) {
           for (let failures = 0; ; ) {
             try {
+              const cpu0 = cpuMs(pidOf.get(s.name));
               round.set(s.name, await runCase(ns, ipOf.get(s.name)!, c, outDir));
+              const perMiB = (cpuMs(pidOf.get(s.name)) - cpu0) / ((c.size * c.clients) / MiB);
+              if (!row.cpu.has(s.name)) row.cpu.set(s.name, []);
+              row.cpu.get(s.name)!.push(perMiB);
               break;
             } catch (err) {
               // This machine is shared: a run can be disturbed (a client killed from outside). Retry, but not forever.
@@ -257,8 +292,9 @@ async function main(): Promise<void> {
       for (const s of servers) {
         const f = row.figures.get(s.name)!;
         const q = row.ratios.get(s.name);
+        const cpu = median(row.cpu.get(s.name) ?? [Number.NaN]);
         console.log(
-          `${s.name.padEnd(10)} ${label(c)}  ${median(f).toFixed(1).padStart(6)} MiB/s  [${f.map((x) => x.toFixed(1)).join(' ')}]${q ? `  ratio ${median(q).toFixed(2)}x [${q.map((x) => x.toFixed(2)).join(' ')}]` : ''}  load ${loadavg()[0].toFixed(1)}`,
+          `${s.name.padEnd(10)} ${label(c)}  ${median(f).toFixed(1).padStart(6)} MiB/s  [${f.map((x) => x.toFixed(1)).join(' ')}]${q ? `  ratio ${median(q).toFixed(2)}x [${q.map((x) => x.toFixed(2)).join(' ')}]` : ''}  cpu ${cpu.toFixed(1)} ms/MiB  load ${loadavg()[0].toFixed(1)}`,
         );
       }
     }
@@ -280,6 +316,15 @@ async function main(): Promise<void> {
       if (f === undefined) return '-'.padStart(16);
       const q = row.ratios.get(n);
       return `${median(f).toFixed(1)}${q ? ` (${median(q).toFixed(2)}x)` : ''}`.padStart(16);
+    });
+    console.log(`${caseLabel.padEnd(44)}${cells.join('')}`);
+  }
+  console.log('\nServer CPU time (its threads and reaped children), ms per MiB delivered, median of the runs');
+  console.log(`${'case'.padEnd(44)}${names.map((n) => n.padStart(16)).join('')}`);
+  for (const [caseLabel, row] of results) {
+    const cells = names.map((n) => {
+      const c = row.cpu.get(n);
+      return (c === undefined ? '-' : median(c).toFixed(1)).padStart(16);
     });
     console.log(`${caseLabel.padEnd(44)}${cells.join('')}`);
   }
