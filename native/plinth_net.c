@@ -603,7 +603,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   int one = 1;
   setsockopt(fd, SOL_IP, IP_RECVERR, &one, sizeof one);
   /* Kernel arrival times of the client's datagrams: how soon it answers (busy polling, xfer_spin). */
-  setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+  if (busy_max_us > 0) setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
   if (bind(fd, (struct sockaddr *)&la, sizeof la) < 0) {
     int e = errno;
     close(fd);
@@ -678,7 +678,7 @@ static unsigned char *buf_range(napi_env env, napi_value b, napi_value o, size_t
 /* A send can fail once with the socket error an ICMP left (IP_RECVERR sets it whoever the ICMP was about): that
  * error is consumed by the failure, so one retry sends the packet. */
 static int send_one(xfer *x, const unsigned char *p, size_t len) {
-  x->sent_at_ns = realtime_ns();
+  if (x->busy_max_us > 0) x->sent_at_ns = realtime_ns();
   for (int attempt = 0;; attempt++) {
     ssize_t n = sendto(x->fd, p, len, MSG_DONTWAIT, (struct sockaddr *)&x->peer, sizeof x->peer);
     if (n >= 0) return 1;
@@ -752,7 +752,7 @@ static int send_mmsg(xfer *x, unsigned char *base, int32_t slot, int32_t count, 
 }
 
 static int send_batch(xfer *x, unsigned char *base, int32_t slot, int32_t count, int32_t last) {
-  x->sent_at_ns = realtime_ns();
+  if (x->busy_max_us > 0) x->sent_at_ns = realtime_ns();
   if (count == 1) return send_one(x, base, (size_t)last);
   /* GSO needs equal segments except a shorter last one, at most 64 of them, in one IP datagram (64 KiB), each small
    * enough for the route's MTU; the kernel checks the last and answers EINVAL. */

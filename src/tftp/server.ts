@@ -482,10 +482,11 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     const from = t.hi + 1;
     const to = Math.min(t.hi + t.window, t.last);
     const steady = t.base > 0 && t.next === from && t.hi === Math.min(t.base + t.window - 1, t.last) && from <= to;
-    const a = steady ? t.chunks.get(chunkOf(t, from)) : undefined;
+    const idxA = chunkOf(t, from);
     const idxB = chunkOf(t, to);
-    const b = steady && idxB !== chunkOf(t, from) ? t.chunks.get(idxB) : undefined;
-    if (a === undefined || (b === undefined && idxB !== chunkOf(t, from))) {
+    const a = steady ? t.chunks.get(idxA) : undefined;
+    const b = idxB === idxA ? a : t.chunks.get(idxB);
+    if (a === undefined || b === undefined) {
       if (t.armed) {
         t.armed = false;
         t.sock.disarm?.();
@@ -493,10 +494,9 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       return;
     }
     const slot = 4 + t.blksize;
-    const idxA = chunkOf(t, from);
     const endA = Math.min(to, (idxA + 1) * t.chunkBlocks);
     const offA = (from - 1 - idxA * t.chunkBlocks) * slot;
-    if (b === undefined) t.sock.arm(t.hi & 0xffff, slot, a, offA, endA - from + 1, packetLength(t, endA));
+    if (idxB === idxA) t.sock.arm(t.hi & 0xffff, slot, a, offA, endA - from + 1, packetLength(t, endA));
     else t.sock.arm(t.hi & 0xffff, slot, a, offA, endA - from + 1, slot, b, 0, to - endA, packetLength(t, to));
     t.armed = true;
   }
