@@ -1,10 +1,11 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Bus } from '../events.js';
 import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
-import { type Principal, tokenChecker } from '../inventory/tokens.js';
+import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
 import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
+import { type AuditOptions, auditHook, auditLog, registerAuditRoutes } from './audit.js';
 import { fileHooks, registerBootRoutes } from './boot.js';
 import { registerEvents } from './events.js';
 import { registerFileRoutes } from './files-api.js';
@@ -14,13 +15,8 @@ import { registerMetrics, type StatsSource } from './metrics.js';
 import { registerOpenApi } from './openapi.js';
 import { HttpProblem, problemBody } from './problem.js';
 import { registerResourceRoutes } from './resources.js';
+import { authenticate, registerTokenRoutes } from './tokens.js';
 import { registerUi } from './ui.js';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    principal?: Principal;
-  }
-}
 
 export type AppOptions = {
   store: Store;
@@ -34,31 +30,50 @@ export type AppOptions = {
   advertiseAddress?: string;
   boots?: BootRecorder;
   stats?: StatsSource;
+  /** /metrics without a token (for a scraper that cannot send one); by default it needs a viewer token. */
+  metricsPublic?: boolean;
+  audit?: AuditOptions;
 };
 
 export const API = '/api/v1';
+/** Matched route patterns (never the raw URL) under the API prefix that need no token. */
 const PUBLIC_API = new Set([`${API}/info`, `${API}/openapi.json`]);
-
-/** The machine uuid of the routes a machine's own token may use, else undefined. */
-function machineRoute(req: FastifyRequest): string | undefined {
-  const url = req.url.split('?')[0]!;
-  const m = /^\/api\/v1\/machines\/([0-9a-f-]{36})(\/callback|\/inventory)?$/.exec(url);
-  if (!m) return undefined;
-  if (!m[2] && req.method !== 'GET') return undefined;
-  return m[1];
-}
+/**
+ * Routes under the API prefix registered outside the authenticated scope (boot.ts's callback and inventory,
+ * until they move to registerMachineApiRoutes in that scope): a machine's own token may use them.
+ */
+const MACHINE_ROUTES = new Set([`${API}/machines/:id/callback`, `${API}/machines/:id/inventory`]);
+/** JSON nested deeper than this is refused at parse time (nothing Plinth stores comes near it). */
+export const MAX_JSON_DEPTH = 64;
 
 /** Tokens never reach a log line, not even in a query string. */
 export function logUrl(url: string): string {
   return url.replace(/([?&]token=)[^&]*/g, '$1[secure]');
 }
 
-/** Everything under the API needs a bearer token, except the few public routes; boot files never do. */
-function needsToken(req: FastifyRequest): boolean {
-  const url = req.url.split('?')[0]!;
-  if (!url.startsWith(`${API}/`) && url !== API) return false;
-  return !PUBLIC_API.has(url);
+/** Whether JSON text nests arrays/objects deeper than `max`: one pass over the text, strings skipped. */
+export function jsonTooDeep(s: string, max = MAX_JSON_DEPTH): boolean {
+  let depth = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 34) {
+      // a string: skip to its closing quote
+      for (i++; i < s.length; i++) {
+        const d = s.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 34) break;
+      }
+    } else if (c === 123 || c === 91) {
+      if (++depth > max) return true;
+    } else if (c === 125 || c === 93) depth--;
+  }
+  return false;
 }
+
+const tooDeep = () =>
+  new HttpProblem(400, `the body nests JSON deeper than ${MAX_JSON_DEPTH} levels`, [
+    { path: '(body)', message: 'too deeply nested' },
+  ]);
 
 export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -85,45 +100,41 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     );
   });
 
+  // JSON parsers: fastify's own (which refuses __proto__ and constructor.prototype keys) after a depth check,
+  // since a 5,000-deep document parses fine but then fails in the store (SQLite's JSON functions stop at 1,000).
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (jsonTooDeep(body as string)) return done(tooDeep(), undefined);
+    defaultJson(req, body as string, done);
+  });
   // JSON bodies under any +json media type (merge-patch, json-patch) parse like application/json.
-  app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json$/, { parseAs: 'string' }, (_req, body, done) => {
-    try {
-      done(null, body === '' ? undefined : JSON.parse(body as string));
-    } catch (err) {
-      done(new HttpProblem(400, `the body is not valid JSON: ${(err as Error).message}`), undefined);
-    }
+  app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json$/, { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') return done(null, undefined);
+    if (jsonTooDeep(body as string)) return done(tooDeep(), undefined);
+    defaultJson(req, body as string, done);
   });
 
+  // Authentication is decided by the route a request matched, never by the URL's text: the router decodes
+  // (`/%61pi/v1/machines` is `/api/v1/machines`), so a string test on req.url can be walked around. The API's
+  // routes live in one scope whose onRequest hook authenticates; this net catches a route under the API prefix
+  // registered anywhere else, which then needs a token too (fails closed).
   const check = tokenChecker(opts.store);
-  app.addHook('onRequest', async (req) => {
-    if (!needsToken(req)) return;
-    const h = req.headers.authorization;
-    const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-    // A booted machine's initrd may only manage a GET with the token in the query (busybox wget).
-    const token = m?.[1] ?? (machineRoute(req) ? (req.query as { token?: string })?.token : undefined);
-    if (!token) {
-      throw new HttpProblem(
-        401,
-        'this route needs "Authorization: Bearer <token>"; the admin token is in <data-dir>/admin.token',
-        undefined,
-        {
-          'www-authenticate': 'Bearer realm="plinth"',
-        },
-      );
-    }
-    const p = await check(token);
-    if (!p) {
-      throw new HttpProblem(401, 'the bearer token is not valid (or has expired)', undefined, {
-        'www-authenticate': 'Bearer realm="plinth", error="invalid_token"',
-      });
-    }
-    // A machine token reaches only its own machine's record, callback and inventory; the rest is admin-only.
-    if (p.role !== 'admin') {
-      const own = machineRoute(req);
-      if (!own || own !== p.machine) throw new HttpProblem(403, 'a machine token may only reach its own machine');
-    }
-    req.principal = p;
+  const auth = authenticate(check);
+  app.addHook('onRoute', (r) => {
+    if (MACHINE_ROUTES.has(r.url) && r.config?.machineToken === undefined)
+      r.config = { ...(r.config ?? {}), machineToken: true };
   });
+  app.addHook('onRequest', async (req) => {
+    const url = req.routeOptions.url;
+    if (!url || (url !== API && !url.startsWith(`${API}/`))) return;
+    if (req.routeOptions.config?.apiScope || PUBLIC_API.has(url)) return;
+    await auth(req);
+  });
+  const audit = auditLog(opts.store, opts.log, opts.audit);
+  void audit.prune();
+  // Writes made with a valid token, in the scope or through the net above.
+  app.addHook('onResponse', auditHook(audit));
 
   app.setErrorHandler((err, req, reply) => {
     let status = 500;
@@ -178,13 +189,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
       .send(problemBody(404, `no route ${req.method} ${req.url.split('?')[0]}: see ${API}/openapi.json`));
   });
 
+  // Public: no token.
   registerInfo(app, opts.info);
   registerUi(app);
-  registerEvents(app, { bus: opts.bus, log: opts.log });
-  registerMetrics(app, { store: opts.store, bus: opts.bus, stats: opts.stats ?? (() => ({})) });
   registerOpenApi(app, opts.version);
-  registerResourceRoutes(app, { store: opts.store, bus: opts.bus });
-  registerFileRoutes(app, { store: opts.store, bus: opts.bus, filesDir: opts.filesDir, log: opts.log });
+  const metricsDeps = { store: opts.store, bus: opts.bus, stats: opts.stats ?? (() => ({})) };
+  if (opts.metricsPublic) registerMetrics(app, metricsDeps);
   const boots = opts.boots ?? bootRecorder(opts.store);
   const bootDeps = {
     store: opts.store,
@@ -200,6 +210,20 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     assetsDir: opts.assetsDir,
     log: opts.log,
     hooks: fileHooks(bootDeps),
+  });
+
+  // The API: every route in here needs a token, and the token's role must allow the route (tokens.ts).
+  await app.register(async (api) => {
+    api.addHook('onRoute', (r) => {
+      r.config = { ...(r.config ?? {}), apiScope: true };
+    });
+    api.addHook('onRequest', auth);
+    registerResourceRoutes(api, { store: opts.store, bus: opts.bus });
+    registerEvents(api, { bus: opts.bus, log: opts.log });
+    registerFileRoutes(api, { store: opts.store, bus: opts.bus, filesDir: opts.filesDir, log: opts.log });
+    registerTokenRoutes(api, { store: opts.store });
+    registerAuditRoutes(api, { store: opts.store });
+    if (!opts.metricsPublic) registerMetrics(api, metricsDeps);
   });
   return app;
 }

@@ -2,13 +2,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { Bus } from '../events.js';
 import { createDoc, deleteDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
-import { resolveParams, secureParamNames } from '../inventory/params.js';
+import { redactParams, resolveParams, secureParamNames } from '../inventory/params.js';
 import { getPrefs, PREFS_KEY, RESOURCES, type Resource } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import type { Filter, Store, Stored } from '../store/store.js';
 import { API } from './app.js';
 import { jsonPatch, mergePatch } from './patch.js';
 import { HttpProblem, validationProblem } from './problem.js';
+import { seesSecrets } from './tokens.js';
 
 type Deps = { store: Store; bus: Bus };
 
@@ -22,6 +23,9 @@ export function baseType(t: z.ZodType): string {
 }
 
 const reserved = new Set(['limit', 'offset', 'sort']);
+
+/** Kinds an operator token may write (tokens.ts has the whole role table). */
+const OPERATOR_KINDS = new Set(['machines', 'reservations', 'leases']);
 
 function parseList(res: Resource, query: Record<string, string | string[]>) {
   const shape = res.schema.shape as Record<string, z.ZodType>;
@@ -122,6 +126,17 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   for (const res of RESOURCES) {
     const base = `${API}/${res.kind}`;
     const keyOf = (id: string) => resolveKey(inv, res, id);
+    const write = { config: { operator: OPERATOR_KINDS.has(res.kind) } };
+    // Secure param values only for admin and the machine itself; operator and viewer tokens see them masked.
+    const send = async (req: FastifyRequest, reply: FastifyReply, s: Stored) => {
+      if (!res.redact || seesSecrets(req.principal)) return sendDoc(reply, s);
+      const secure = await secureNames();
+      if (secure.size === 0) return sendDoc(reply, s);
+      return reply
+        .header('etag', quoted(s.etag))
+        .type('application/json; charset=utf-8')
+        .send(JSON.stringify(res.redact(s.doc, secure)));
+    };
 
     app.get(base, async (req, reply) => {
       const q = parseList(res, req.query as Record<string, string>);
@@ -132,7 +147,9 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
       return JSON.stringify(items.map((i) => (res.redact ? res.redact(i.doc, secure) : i.doc)));
     });
 
-    app.get<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+    // A machine's own token may read its record (by uuid).
+    const readOne = { config: { machineToken: res.kind === 'machines' } };
+    app.get<{ Params: { id: string } }>(`${base}/:id`, readOne, async (req, reply) => {
       const key = await keyOf(req.params.id);
       const s = await deps.store.get(res.kind, key);
       if (!s) throw new HttpProblem(404, `${res.kind.replace(/s$/, '')} '${req.params.id}' does not exist`);
@@ -145,10 +162,10 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
       ) {
         return reply.code(304).header('etag', quoted(s.etag)).send();
       }
-      return sendDoc(reply, s);
+      return send(req, reply, s);
     });
 
-    app.delete<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+    app.delete<{ Params: { id: string } }>(`${base}/:id`, write, async (req, reply) => {
       const key = await keyOf(req.params.id);
       const ifMatch = await ifMatchOf(req, () => deps.store.get(res.kind, key));
       await deleteDoc(inv, res, key, ifMatch);
@@ -157,18 +174,18 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
 
     if (res.readOnly) continue;
 
-    app.post(base, async (req, reply) => {
+    app.post(base, write, async (req, reply) => {
       const s = await createDoc(inv, res, req.body ?? {});
-      return sendDoc(reply.code(201).header('location', `${base}/${encodeURIComponent(s.key)}`), s);
+      return send(req, reply.code(201).header('location', `${base}/${encodeURIComponent(s.key)}`), s);
     });
 
-    app.put<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+    app.put<{ Params: { id: string } }>(`${base}/:id`, write, async (req, reply) => {
       const key = await keyOf(req.params.id);
       const ifMatch = await ifMatchOf(req, () => deps.store.get(res.kind, key));
-      return sendDoc(reply, await replaceDoc(inv, res, key, req.body ?? {}, ifMatch));
+      return send(req, reply, await replaceDoc(inv, res, key, req.body ?? {}, ifMatch));
     });
 
-    app.patch<{ Params: { id: string } }>(`${base}/:id`, async (req, reply) => {
+    app.patch<{ Params: { id: string } }>(`${base}/:id`, write, async (req, reply) => {
       const key = await keyOf(req.params.id);
       const ifMatch = await ifMatchOf(req, () => deps.store.get(res.kind, key));
       const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
@@ -189,7 +206,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
           `PATCH takes application/merge-patch+json, application/json or application/json-patch+json, not '${ct}'`,
         );
       }
-      return sendDoc(reply, await modifyDoc(inv, res, key, change, ifMatch));
+      return send(req, reply, await modifyDoc(inv, res, key, change, ifMatch));
     });
   }
 
@@ -200,6 +217,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
     const m = await deps.store.get('machines', key);
     if (!m) throw new HttpProblem(404, `machine '${req.params.id}' does not exist`);
     const r = await resolveParams(deps.store, m.doc as { params: Record<string, unknown>; profiles: string[] });
+    if (!seesSecrets(req.principal)) r.values = redactParams(r.values, await secureNames()) ?? {};
     const q = req.query as { sources?: string };
     return q.sources === 'true' ? r : r.values;
   });

@@ -1,4 +1,4 @@
-import { KINDS } from './store.js';
+import type { KINDS } from './store.js';
 
 /**
  * Versioned schema migrations, applied in order at start (PRAGMA user_version holds the last applied one).
@@ -14,9 +14,25 @@ const indexed: Partial<Record<(typeof KINDS)[number], string[]>> = {
   boots: ['machine'],
 };
 
+// The kinds v1 created: frozen here, since KINDS grows and a released migration must not change.
+const V1_KINDS = [
+  'machines',
+  'bootenvs',
+  'templates',
+  'subnets',
+  'reservations',
+  'leases',
+  'profiles',
+  'params',
+  'prefs',
+  'tokens',
+  'boots',
+  'files',
+] as const;
+
 function v1(): string {
   const parts: string[] = [];
-  for (const kind of KINDS) {
+  for (const kind of V1_KINDS) {
     parts.push(`CREATE TABLE ${kind} (key TEXT PRIMARY KEY, doc TEXT NOT NULL, etag TEXT NOT NULL) STRICT;`);
     for (const f of indexed[kind] ?? []) {
       // With the key as second column a filtered list ordered by key walks the index, no sort step.
@@ -36,7 +52,16 @@ function v1(): string {
 // index. The API's lease filters (`?mac=`, `?state=`) still work, by scanning: tens of ms for 50,000 leases.
 const v2 = ['mac', 'state', 'subnet', 'expiresAt'].map((f) => `DROP INDEX IF EXISTS leases_${f};`).join('\n');
 
+// v3: the audit log (who wrote what, when, from where). Listed newest first and filtered by who; the key is
+// time-ordered too. Bounded by the API, which prunes the oldest entries beyond its cap.
+const v3 = [
+  'CREATE TABLE audit (key TEXT PRIMARY KEY, doc TEXT NOT NULL, etag TEXT NOT NULL) STRICT;',
+  "CREATE INDEX audit_at ON audit (json_extract(doc, '$.at'), key);",
+  "CREATE INDEX audit_who ON audit (json_extract(doc, '$.who'), key);",
+].join('\n');
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind, unique values', sql: v1() },
   { version: 2, description: 'no JSON indexes on leases (written at packet rate, never filtered by DHCP)', sql: v2 },
+  { version: 3, description: 'audit log of API writes', sql: v3 },
 ];

@@ -18,6 +18,7 @@ export const KINDS = [
   'tokens',
   'boots',
   'files',
+  'audit',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
