@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { RESOURCES } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import { API } from './app.js';
+import { NewToken } from './tokens.js';
 
 const json = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -12,7 +13,7 @@ const problem = {
   description: 'Problem details (RFC 9457)',
   content: { 'application/problem+json': { schema: ref('Problem') } },
 };
-const errors = { 400: problem, 401: problem, 404: problem, 409: problem, 412: problem, 503: problem };
+const errors = { 400: problem, 401: problem, 403: problem, 404: problem, 409: problem, 412: problem, 503: problem };
 
 /** The OpenAPI 3 document, built from the same zod schemas that validate requests. */
 export function openApiDocument(version: string): Record<string, unknown> {
@@ -176,6 +177,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
     },
     delete: { tags: ['files'], responses: { 204: { description: 'Deleted' }, ...errors } },
   };
+  tokenAndAuditPaths(schemas, paths);
   paths[`${API}/info`] = {
     get: {
       tags: ['info'],
@@ -195,6 +197,81 @@ export function openApiDocument(version: string): Record<string, unknown> {
     components: { schemas, securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     security: [{ bearer: [] }],
     paths,
+  };
+}
+
+function tokenAndAuditPaths(schemas: Record<string, unknown>, paths: Record<string, unknown>) {
+  const str = { type: 'string' };
+  schemas.NewToken = json(NewToken);
+  schemas.Token = {
+    type: 'object',
+    properties: {
+      id: { type: 'string', description: 'first 16 hex digits of the sha256 of the secret' },
+      name: str,
+      role: { type: 'string', enum: ['admin', 'operator', 'viewer', 'machine'] },
+      machine: str,
+      createdAt: str,
+      expiresAt: str,
+      lastUsedAt: str,
+      source: { type: 'string', enum: ['env', 'file', 'api', 'render'] },
+    },
+  };
+  schemas.AuditEntry = {
+    type: 'object',
+    properties: {
+      at: str,
+      who: { type: 'string', description: 'token name' },
+      tokenId: str,
+      role: str,
+      method: str,
+      route: { type: 'string', description: 'route pattern, e.g. /api/v1/machines/:id' },
+      id: { type: 'string', description: 'resource id from the path' },
+      status: { type: 'integer' },
+      ip: str,
+    },
+  };
+  const q = (name: string, description: string, type = 'string') => ({
+    name,
+    in: 'query',
+    required: false,
+    schema: { type },
+    description,
+  });
+  const list = (name: string) => ({
+    description: 'OK (X-Total-Count header)',
+    content: { 'application/json': { schema: { type: 'array', items: ref(name) } } },
+  });
+  paths[`${API}/tokens`] = {
+    get: {
+      tags: ['tokens'],
+      summary: 'List tokens (admin): never the secret',
+      parameters: [q('role', 'filter by role'), q('limit', 'page size', 'integer'), q('offset', 'skip', 'integer')],
+      responses: { 200: list('Token'), ...errors },
+    },
+    post: {
+      tags: ['tokens'],
+      summary: 'Create a token (admin); the answer carries the secret, shown this once',
+      requestBody: { required: true, content: { 'application/json': { schema: ref('NewToken') } } },
+      responses: { 201: { description: 'Created: the Token plus "token", the secret' }, ...errors },
+    },
+  };
+  paths[`${API}/tokens/{id}`] = {
+    parameters: [{ name: 'id', in: 'path', required: true, schema: str }],
+    get: { tags: ['tokens'], responses: { 200: { description: 'OK' }, ...errors } },
+    delete: { tags: ['tokens'], summary: 'Revoke at once', responses: { 204: { description: 'Revoked' }, ...errors } },
+  };
+  paths[`${API}/audit`] = {
+    get: {
+      tags: ['audit'],
+      summary: 'Writes through the API, newest first (admin)',
+      parameters: [
+        q('who', 'token name'),
+        q('since', 'ISO time: entries at or after it'),
+        q('limit', 'page size, up to 1000 (default 100)', 'integer'),
+        q('offset', 'skip', 'integer'),
+      ],
+      responses: { 200: list('AuditEntry'), ...errors },
+    },
   };
 }
 

@@ -1,8 +1,17 @@
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashToken, issueToken, pruneExpiredTokens, tokenChecker } from '../../src/inventory/tokens.js';
+import {
+  AdminTokenError,
+  bootstrapAdminToken,
+  hashToken,
+  issueToken,
+  LAST_USED_EVERY_MS,
+  pruneExpiredTokens,
+  revokeToken,
+  tokenChecker,
+} from '../../src/inventory/tokens.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 
@@ -42,5 +51,101 @@ describe('pruneExpiredTokens', () => {
     expect(await tokenChecker(store)('live-3')).toMatchObject({ role: 'machine' });
     expect(await tokenChecker(store)('admin')).toMatchObject({ role: 'admin' });
     expect(await pruneExpiredTokens(store, now)).toBe(0);
+  });
+});
+
+describe('bootstrapAdminToken', () => {
+  const A = 'a'.repeat(32);
+  const B = 'b'.repeat(40);
+  let store: Store;
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'plinth-tok-'));
+    store = openSqliteStore(path.join(dir, 'plinth.db'));
+  });
+  afterAll(() => store.close());
+
+  it('a new PLINTH_ADMIN_TOKEN replaces the previous one (which a restart used to leave valid)', async () => {
+    const check = tokenChecker(store);
+    expect(await bootstrapAdminToken(store, dir, A)).toEqual({ created: false, fromEnv: true });
+    expect(await check(A)).toMatchObject({ role: 'admin' });
+    await bootstrapAdminToken(store, dir, B);
+    expect(await check(A)).toBeNull(); // at once, although the checker had it cached
+    expect(await tokenChecker(store)(A)).toBeNull();
+    expect(await check(B)).toMatchObject({ role: 'admin' });
+    expect(existsSync(path.join(dir, 'admin.token'))).toBe(false);
+  });
+
+  it('an environment token from before this change (no source mark) is replaced too', async () => {
+    const legacy = 'legacy-env-token-0123456789abcdefghij';
+    await issueToken(store, legacy, { name: 'admin (PLINTH_ADMIN_TOKEN)', role: 'admin', createdAt: 'x' });
+    await bootstrapAdminToken(store, dir, B);
+    expect(await tokenChecker(store)(legacy)).toBeNull();
+    expect(await tokenChecker(store)(B)).toMatchObject({ role: 'admin' });
+  });
+
+  it('unset, the environment token goes and admin.token is created', async () => {
+    const r = await bootstrapAdminToken(store, dir, undefined);
+    expect(r).toMatchObject({ created: true, fromEnv: false });
+    expect(await tokenChecker(store)(B)).toBeNull();
+    expect(existsSync(path.join(dir, 'admin.token'))).toBe(true);
+  });
+
+  it('refuses a PLINTH_ADMIN_TOKEN shorter than 32 characters, saying what to do', async () => {
+    const err = await bootstrapAdminToken(store, dir, 'short-token').catch((e) => e);
+    expect(err).toBeInstanceOf(AdminTokenError);
+    expect(err.message).toMatch(/PLINTH_ADMIN_TOKEN is 11 characters long; it needs at least 32/);
+  });
+
+  it("the e2e suites' admin tokens are long enough", async () => {
+    for (const t of [
+      'e2e-admin-token-0123456789abcdefghijkl',
+      'e2e-proxy-token-0123456789abcdefghijkl',
+      'e2e-lab-token-0123456789abcdefghijkl',
+    ]) {
+      await expect(bootstrapAdminToken(store, dir, t)).resolves.toMatchObject({ fromEnv: true });
+    }
+  });
+});
+
+describe('tokenChecker', () => {
+  let store: Store;
+  let writes = 0;
+  beforeAll(() => {
+    const real = openSqliteStore(':memory:');
+    store = {
+      ...real,
+      putBatched: (kind, key, doc) => {
+        if (kind === 'tokens' && doc) writes++;
+        return real.putBatched(kind, key, doc);
+      },
+    };
+  });
+  afterAll(() => store.close());
+
+  it('writes lastUsedAt once a minute per token at most, through the batched queue', async () => {
+    await issueToken(store, 'tok-1', { name: 't', role: 'viewer', createdAt: new Date().toISOString() });
+    writes = 0;
+    const check = tokenChecker(store, 0); // no cache: every call reads the store
+    for (let i = 0; i < 200; i++) expect(await check('tok-1')).toMatchObject({ role: 'viewer', name: 't' });
+    expect(writes).toBe(1);
+    await new Promise((r) => setTimeout(r, 20));
+    const d = (await store.get('tokens', hashToken('tok-1')))!.doc as { lastUsedAt: string };
+    expect(Date.now() - Date.parse(d.lastUsedAt)).toBeLessThan(LAST_USED_EVERY_MS);
+    // a second checker (the boot routes have their own) shares the throttle
+    await tokenChecker(store)('tok-1');
+    expect(writes).toBe(1);
+  });
+
+  it('forgets a revoked token at once, in every checker on the store', async () => {
+    await issueToken(store, 'tok-2', { name: 't2', role: 'operator', createdAt: new Date().toISOString() });
+    const one = tokenChecker(store, 60_000);
+    const two = tokenChecker(store, 60_000);
+    expect(await one('tok-2')).not.toBeNull();
+    expect(await two('tok-2')).not.toBeNull();
+    await revokeToken(store, hashToken('tok-2'));
+    expect(await one('tok-2')).toBeNull();
+    expect(await two('tok-2')).toBeNull();
+    expect(await store.get('tokens', hashToken('tok-2'))).toBeUndefined();
   });
 });
