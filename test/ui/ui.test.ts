@@ -57,6 +57,12 @@ describe('/ui', () => {
     const m = await d.api('GET', '/api/v1/machines/d-5254000a0b0c');
     expect(m.body.bootEnv).toBe('lk-sshd');
 
+    // The token lives in this tab's sessionStorage only: a script that runs on this origin later finds nothing
+    // in localStorage.
+    const stored = (where: string) => page.evaluate(`${where}.getItem('plinth.token')`);
+    expect(await stored('localStorage')).toBeNull();
+    expect(await stored('sessionStorage')).toBe(d.token);
+
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: path.join(ARTIFACTS, 'ui.png'), fullPage: true });
   });
