@@ -147,6 +147,17 @@ describe('a machine token', () => {
     }
     expect((await as('machine')('PATCH', `/api/v1/machines/${uuid}`, { bootEnv: 'local' })).status).toBe(403);
     expect((await as('machine')('GET', '/api/v1/tokens')).status).toBe(403);
+    // its own callback, not another machine's; a viewer may not call back at all
+    const cb = (id: string, t: string) =>
+      fetch(`${d.url}/api/v1/machines/${id}/callback`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+        body: '{"event":"progress"}',
+      });
+    expect((await cb(uuid, tokens.machine!)).status).toBe(200);
+    expect((await cb(other, tokens.machine!)).status).toBe(403);
+    expect((await cb(uuid, tokens.viewer!)).status).toBe(403);
+    expect((await cb(uuid, tokens.operator!)).status).toBe(200);
     // ?token= is for the machine routes only
     expect((await fetch(`${d.url}/api/v1/machines?token=${d.token}`)).status).toBe(401);
   });
