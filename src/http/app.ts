@@ -1,3 +1,4 @@
+import type { FastifyServerFactory } from 'fastify';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
 import type { Bus } from '../events.js';
 import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
@@ -34,6 +35,8 @@ export type AppOptions = {
   advertiseAddress?: string;
   boots?: BootRecorder;
   stats?: StatsSource;
+  /** The Node server(s) behind the app, with their limits and TLS (src/http/listeners.ts); tests leave it out. */
+  serverFactory?: FastifyServerFactory;
 };
 
 export const API = '/api/v1';
@@ -69,6 +72,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}),
   }) as unknown as FastifyInstance;
 
   // One JSON log line per request.
