@@ -104,6 +104,13 @@ export const SETTINGS: Setting[] = [
     help: 'Open connections per HTTP(S) listener; more are closed at once (default: a quarter of the open-files limit, at most 4096)',
   },
   {
+    key: 'httpMaxConnectionsPerClient',
+    flag: 'http-max-connections-per-client',
+    env: 'PLINTH_HTTP_MAX_CONNECTIONS_PER_CLIENT',
+    schema: z.coerce.number().int().min(1).max(1_000_000).default(64),
+    help: 'Open connections per client address and listener (default 64): one host cannot take the whole cap',
+  },
+  {
     key: 'httpHeadersTimeoutMs',
     flag: 'http-headers-timeout-ms',
     env: 'PLINTH_HTTP_HEADERS_TIMEOUT_MS',
@@ -240,6 +247,7 @@ export type Config = {
   ipxeHttps?: boolean;
   /** Absent: derived from the open-files limit (see src/http/listeners.ts). */
   httpMaxConnections?: number;
+  httpMaxConnectionsPerClient?: number;
   httpHeadersTimeoutMs?: number;
   httpIdleTimeoutMs?: number;
   httpRequestTimeoutMs?: number;

@@ -17,6 +17,8 @@ import type { TlsMaterial } from './tls.js';
  */
 export type HttpLimits = {
   maxConnections: number;
+  /** Per client address: one host's flood fills its own share, not the whole listener. */
+  maxPerClient: number;
   headersTimeoutMs: number;
   idleTimeoutMs: number;
   requestTimeoutMs: number;
@@ -43,13 +45,16 @@ export function defaultMaxConnections(soft = fdLimits()?.soft): number {
 
 export function httpLimits(cfg: {
   httpMaxConnections?: number;
+  httpMaxConnectionsPerClient?: number;
   httpHeadersTimeoutMs?: number;
   httpIdleTimeoutMs?: number;
   httpRequestTimeoutMs?: number;
 }): HttpLimits {
   const requestTimeoutMs = cfg.httpRequestTimeoutMs ?? 3_600_000;
+  const maxConnections = cfg.httpMaxConnections ?? defaultMaxConnections();
   return {
-    maxConnections: cfg.httpMaxConnections ?? defaultMaxConnections(),
+    maxConnections,
+    maxPerClient: Math.min(cfg.httpMaxConnectionsPerClient ?? 64, maxConnections),
     // Node refuses a headers timeout longer than the request timeout.
     headersTimeoutMs: Math.min(cfg.httpHeadersTimeoutMs ?? 10_000, requestTimeoutMs),
     idleTimeoutMs: cfg.httpIdleTimeoutMs ?? 60_000,
@@ -99,6 +104,30 @@ function bound(server: http.Server, name: string, l: HttpLimits, log: Logger): v
       ),
     ),
   );
+  const perClient = new Map<string, number>();
+  const refusedClient = rateLimited(10_000, (n) =>
+    log.warn(
+      { listener: name, refused: n, maxPerClient: l.maxPerClient, client: lastRefused },
+      'http: a client reached its connection share, its new connections are closed (--http-max-connections-per-client)',
+    ),
+  );
+  let lastRefused: string | undefined;
+  server.on('connection', (sock: Socket) => {
+    const ip = sock.remoteAddress ?? '?';
+    const n = (perClient.get(ip) ?? 0) + 1;
+    if (n > l.maxPerClient) {
+      lastRefused = ip;
+      refusedClient();
+      sock.destroy();
+      return;
+    }
+    perClient.set(ip, n);
+    sock.once('close', () => {
+      const left = (perClient.get(ip) ?? 1) - 1;
+      if (left <= 0) perClient.delete(ip);
+      else perClient.set(ip, left);
+    });
+  });
   const errors = rateLimited(10_000, (n) => log.error({ listener: name, errors: n }, 'http: accept failed'));
   server.on('error', (err: NodeJS.ErrnoException) => {
     errors();
