@@ -2,6 +2,7 @@ import { chmod, mkdir, stat } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { bindErrorLine } from './bind-error.js';
 import { bootService } from './boot/service.js';
 import type { Config } from './config.js';
@@ -58,27 +59,11 @@ export async function startDaemon(
   }
   const fds = fdLimits();
   if (fds) log.info({ soft: fds.soft, hard: fds.hard }, 'open files limit');
-  let tls: TlsMaterial | undefined;
-  if (cfg.tls === 'on') {
-    try {
-      tls = await loadTls({
-        dataDir,
-        certFile: cfg.tlsCert,
-        keyFile: cfg.tlsKey,
-        altNames: cfg.advertiseAddress ? [cfg.advertiseAddress] : [],
-      });
-    } catch (err) {
-      throw new StartupError((err as Error).message);
-    }
-    log.info(
-      { fingerprint: tls.fingerprint, file: tls.certFile, subject: tls.subject, notAfter: tls.notAfter },
-      tls.created
-        ? 'tls: self-signed certificate created; clients pin this fingerprint (plinth --fingerprint) or trust the file (--ca)'
-        : `tls: serving the ${tls.source === 'operator' ? "operator's" : 'self-signed'} certificate`,
-    );
-  }
+  const tls = cfg.tls === 'on' ? await startTls(cfg, dataDir, log) : undefined;
   const limits = httpLimits(cfg);
   const servers = createListeners({ tls, limits, log });
+  /** Bound once the HTTPS listener is up (port 0 in tests). */
+  let httpsPort: number | undefined;
   let store: Store & { schemaVersion: number };
   try {
     store = openSqliteStore(path.join(dataDir, 'plinth.db'));
@@ -123,6 +108,7 @@ export async function startDaemon(
     advertiseAddress: cfg.advertiseAddress,
     boots,
     serverFactory: servers.serverFactory,
+    ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
     stats: () => Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f() as Record<string, number>])),
     info: () => ({
       name: 'plinth',
@@ -138,40 +124,11 @@ export async function startDaemon(
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
   });
-  let httpsPort: number | undefined;
   const plain = servers.plain();
-  if (tls && plain) {
-    app.addHook(
-      'onRequest',
-      plainGuard(() => httpsPort ?? cfg.httpsPort ?? 8443),
-    );
-    try {
-      await app.listen({ port: cfg.httpsPort ?? 8443, host: cfg.httpAddress });
-    } catch (err) {
-      await fail(
-        bindErrorLine('HTTPS', 'tcp', cfg.httpsPort ?? 8443, err as NodeJS.ErrnoException, {
-          port: '--https-port',
-          off: '--tls off',
-        }),
-      );
-    }
-    closers.push(() => app.close());
-    httpsPort = (app.server.address() as AddressInfo).port;
-    try {
-      await listenPlain(plain, cfg.httpPort, cfg.httpAddress);
-    } catch (err) {
-      await fail(bindErrorLine('HTTP', 'tcp', cfg.httpPort, err as NodeJS.ErrnoException, { port: '--http-port' }));
-    }
-    closers.push(() => closePlain(plain));
-  } else {
-    try {
-      await app.listen({ port: cfg.httpPort, host: cfg.httpAddress });
-    } catch (err) {
-      await fail(bindErrorLine('HTTP', 'tcp', cfg.httpPort, err as NodeJS.ErrnoException, { port: '--http-port' }));
-    }
-    closers.push(() => app.close());
-  }
+  const bound = await listenHttp(app, tls ? plain : undefined, cfg, closers);
+  if (typeof bound === 'string') await fail(bound);
   const httpPort = ((plain?.listening ? plain : app.server).address() as AddressInfo).port;
+  if (plain?.listening) httpsPort = (app.server.address() as AddressInfo).port;
   listeners.http = { address: cfg.httpAddress, port: httpPort };
   if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
   const apiBase =
@@ -278,4 +235,71 @@ async function privateDir(dir: string, log: Logger): Promise<void> {
       'data directory is readable by others and cannot be changed: chmod 700 it',
     );
   }
+}
+
+/** The operator's certificate or the self-signed one, logged with its fingerprint. */
+async function startTls(cfg: Config, dataDir: string, log: Logger): Promise<TlsMaterial> {
+  let tls: TlsMaterial;
+  try {
+    tls = await loadTls({
+      dataDir,
+      certFile: cfg.tlsCert,
+      keyFile: cfg.tlsKey,
+      altNames: cfg.advertiseAddress ? [cfg.advertiseAddress] : [],
+    });
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  log.info(
+    { fingerprint: tls.fingerprint, file: tls.certFile, subject: tls.subject, notAfter: tls.notAfter },
+    tls.created
+      ? 'tls: self-signed certificate created; clients pin this fingerprint (plinth --fingerprint) or trust the file (--ca)'
+      : `tls: serving the ${tls.source === 'operator' ? "operator's" : 'self-signed'} certificate`,
+  );
+  return tls;
+}
+
+/**
+ * With `plain` (TLS on): the app on HTTPS, and the plain server for boot routes with the guard that refuses the
+ * rest there. Without: the app on plain HTTP. Pushes the closers; answers the bind error line on failure.
+ */
+async function listenHttp(
+  app: FastifyInstance,
+  plain: Server | undefined,
+  cfg: Config,
+  closers: (() => Promise<void>)[],
+): Promise<string | undefined> {
+  const bindLine = (svc: string, port: number, err: unknown, flag: string, off?: string) =>
+    bindErrorLine(svc, 'tcp', port, err as NodeJS.ErrnoException, { port: flag, off });
+  if (!plain) {
+    try {
+      await app.listen({ port: cfg.httpPort, host: cfg.httpAddress });
+    } catch (err) {
+      return bindLine('HTTP', cfg.httpPort, err, '--http-port');
+    }
+    closers.push(() => app.close());
+    return undefined;
+  }
+  const httpsPort = cfg.httpsPort ?? 8443;
+  app.addHook(
+    'onRequest',
+    plainGuard(() => (app.server.address() as AddressInfo | null)?.port ?? httpsPort),
+  );
+  try {
+    await app.listen({
+      port: httpsPort,
+      host: cfg.httpAddress,
+      listenTextResolver: (a) => `https listening at ${a.replace(/^http:/, 'https:')}`,
+    });
+  } catch (err) {
+    return bindLine('HTTPS', httpsPort, err, '--https-port', '--tls off');
+  }
+  closers.push(() => app.close());
+  try {
+    await listenPlain(plain, cfg.httpPort, cfg.httpAddress);
+  } catch (err) {
+    return bindLine('HTTP', cfg.httpPort, err, '--http-port');
+  }
+  closers.push(() => closePlain(plain));
+  return undefined;
 }

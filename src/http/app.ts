@@ -37,6 +37,8 @@ export type AppOptions = {
   stats?: StatsSource;
   /** The Node server(s) behind the app, with their limits and TLS (src/http/listeners.ts); tests leave it out. */
   serverFactory?: FastifyServerFactory;
+  /** With --ipxe-https: the HTTPS port iPXE scripts chain to (known once listening); absent: chain over plain HTTP. */
+  ipxeHttpsPort?: () => number | undefined;
 };
 
 export const API = '/api/v1';

@@ -116,8 +116,12 @@ function localNames(extra: string[]): { dns: string[]; ip: string[] } {
   const ip = new Set(['127.0.0.1', '::1']);
   const h = hostname();
   if (h && !isIP(h)) dns.add(h);
-  for (const list of Object.values(networkInterfaces()))
-    for (const a of list ?? []) if (!a.internal && !a.address.startsWith('fe80')) ip.add(a.address);
+  try {
+    for (const list of Object.values(networkInterfaces()))
+      for (const a of list ?? []) if (!a.internal && !a.address.startsWith('fe80')) ip.add(a.address);
+  } catch {
+    // Out of descriptors at first start: the certificate names fewer addresses; a fingerprint pin still works.
+  }
   for (const e of extra) (isIP(e) ? ip : dns).add(e);
   return { dns: [...dns], ip: [...ip] };
 }
