@@ -62,7 +62,13 @@ export function agentFor(trust: Trust): https.Agent | undefined {
   if (!trust.ca && !trust.fingerprint) return undefined;
   const pin = trust.fingerprint;
   // A pin replaces the chain check (a self-signed certificate has no chain); with --ca as well, both must hold.
-  const agent = new https.Agent({ keepAlive: false, ca: trust.ca, rejectUnauthorized: !pin || Boolean(trust.ca) });
+  // No session resumption: every connection shows its certificate to be checked.
+  const agent = new https.Agent({
+    keepAlive: false,
+    ca: trust.ca,
+    rejectUnauthorized: !pin || Boolean(trust.ca),
+    maxCachedSessions: pin ? 0 : undefined,
+  });
   if (!pin) return agent;
   const create = (agent as unknown as { createConnection: (o: unknown, cb?: unknown) => TLSSocket }).createConnection;
   (agent as unknown as { createConnection: unknown }).createConnection = function (
@@ -73,7 +79,10 @@ export function agentFor(trust: Trust): https.Agent | undefined {
     const sock = create.call(this, o, cb);
     // Checked when the handshake completes, before the request (and its token) is written to the socket.
     sock.once('secureConnect', () => {
-      const seen = fingerprintOf(sock.getPeerCertificate().raw);
+      let seen = '(no certificate)';
+      try {
+        seen = fingerprintOf(sock.getPeerCertificate().raw);
+      } catch {}
       if (seen !== pin)
         sock.destroy(Object.assign(new Error('certificate fingerprint mismatch'), { code: 'PIN_MISMATCH', seen }));
     });
@@ -155,7 +164,13 @@ export function probeFingerprint(base: string, timeoutMs = 5_000): Promise<strin
       resolve(fp);
     };
     sock.setTimeout(timeoutMs, () => done());
-    sock.once('secureConnect', () => done(fingerprintOf(sock.getPeerCertificate().raw)));
+    sock.once('secureConnect', () => {
+      try {
+        done(fingerprintOf(sock.getPeerCertificate().raw));
+      } catch {
+        done();
+      }
+    });
     sock.once('error', () => done());
   });
 }
