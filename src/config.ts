@@ -61,6 +61,77 @@ export const SETTINGS: Setting[] = [
     help: 'Address the HTTP server listens on (default 0.0.0.0)',
   },
   {
+    key: 'tls',
+    flag: 'tls',
+    env: 'PLINTH_TLS',
+    schema: z.enum(['on', 'off']).default('on'),
+    help: 'on: the API and /ui over HTTPS on --https-port, the HTTP port keeps only boot files and machine routes; off: everything on plain HTTP (default on)',
+  },
+  {
+    key: 'httpsPort',
+    flag: 'https-port',
+    env: 'PLINTH_HTTPS_PORT',
+    schema: port.default(8443),
+    help: 'HTTPS port for the API and /ui when --tls is on (default 8443)',
+  },
+  {
+    key: 'tlsCert',
+    flag: 'tls-cert',
+    env: 'PLINTH_TLS_CERT',
+    schema: z.string().min(1).optional(),
+    help: 'PEM certificate (chain) for HTTPS, with --tls-key (default: a self-signed one created in <data-dir>/tls)',
+  },
+  {
+    key: 'tlsKey',
+    flag: 'tls-key',
+    env: 'PLINTH_TLS_KEY',
+    schema: z.string().min(1).optional(),
+    help: 'PEM private key of --tls-cert',
+  },
+  {
+    key: 'ipxeHttps',
+    flag: 'ipxe-https',
+    env: 'PLINTH_IPXE_HTTPS',
+    schema: bool.default(false),
+    help: 'Chain iPXE to https:// URLs (only for iPXE builds with HTTPS that trust the certificate; default off)',
+    boolean: true,
+  },
+  {
+    key: 'httpMaxConnections',
+    flag: 'http-max-connections',
+    env: 'PLINTH_HTTP_MAX_CONNECTIONS',
+    schema: z.coerce.number().int().min(1).max(1_000_000).optional(),
+    help: 'Open connections per HTTP(S) listener; more are closed at once (default: a quarter of the open-files limit, at most 4096)',
+  },
+  {
+    key: 'httpMaxConnectionsPerClient',
+    flag: 'http-max-connections-per-client',
+    env: 'PLINTH_HTTP_MAX_CONNECTIONS_PER_CLIENT',
+    schema: z.coerce.number().int().min(1).max(1_000_000).default(64),
+    help: 'Open connections per client address and listener (default 64): one host cannot take the whole cap',
+  },
+  {
+    key: 'httpHeadersTimeoutMs',
+    flag: 'http-headers-timeout-ms',
+    env: 'PLINTH_HTTP_HEADERS_TIMEOUT_MS',
+    schema: z.coerce.number().int().min(100).max(600_000).default(10_000),
+    help: 'A request whose headers are not complete within this many ms is closed (default 10000)',
+  },
+  {
+    key: 'httpIdleTimeoutMs',
+    flag: 'http-idle-timeout-ms',
+    env: 'PLINTH_HTTP_IDLE_TIMEOUT_MS',
+    schema: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
+    help: 'A connection with nothing sent either way for this many ms is closed (default 60000)',
+  },
+  {
+    key: 'httpRequestTimeoutMs',
+    flag: 'http-request-timeout-ms',
+    env: 'PLINTH_HTTP_REQUEST_TIMEOUT_MS',
+    schema: z.coerce.number().int().min(1000).max(86_400_000).default(3_600_000),
+    help: 'Longest time to receive a whole request, body included (default 3600000: a large upload on a slow link)',
+  },
+  {
     key: 'advertiseAddress',
     flag: 'advertise-address',
     env: 'PLINTH_ADVERTISE_ADDRESS',
@@ -168,6 +239,18 @@ export type Config = {
   httpPort: number;
   httpAddress: string;
   advertiseAddress?: string;
+  /** Absent (a Config built in code, as tests do): plain HTTP only, as `off`. */
+  tls?: 'on' | 'off';
+  httpsPort?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  ipxeHttps?: boolean;
+  /** Absent: derived from the open-files limit (see src/http/listeners.ts). */
+  httpMaxConnections?: number;
+  httpMaxConnectionsPerClient?: number;
+  httpHeadersTimeoutMs?: number;
+  httpIdleTimeoutMs?: number;
+  httpRequestTimeoutMs?: number;
   dhcp: boolean;
   dhcpPort: number;
   dhcpProxyPort: number;
@@ -278,5 +361,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config | 'he
     }
     out[s.key] = r.data;
   }
+  if (Boolean(out.tlsCert) !== Boolean(out.tlsKey))
+    throw new ConfigError(
+      `${out.tlsCert ? '--tls-cert' : '--tls-key'} needs ${out.tlsCert ? '--tls-key' : '--tls-cert'} too (PLINTH_TLS_CERT and PLINTH_TLS_KEY): give both files, or neither for a self-signed certificate`,
+    );
+  if (out.tls === 'off' && out.tlsCert) throw new ConfigError('--tls-cert is given but --tls is off: drop one of them');
+  if (out.tls === 'off' && out.ipxeHttps)
+    throw new ConfigError('--ipxe-https needs --tls on (there is no HTTPS listener to chain to)');
+  if (out.tls === 'on' && out.httpsPort === out.httpPort && out.httpPort !== 0)
+    throw new ConfigError(`--https-port and --http-port are both ${out.httpPort}: give them different ports`);
   return out as Config;
 }

@@ -1,12 +1,16 @@
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
 import { bindErrorLine } from './bind-error.js';
 import { bootService } from './boot/service.js';
 import type { Config } from './config.js';
 import type { DhcpServerOptions } from './dhcp/server.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
+import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from './http/listeners.js';
+import { loadTls, type TlsMaterial } from './http/tls.js';
 import { bootRecorder } from './inventory/boots.js';
 import { bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
@@ -19,7 +23,11 @@ import { VERSION } from './version.js';
 export type Daemon = {
   store: Store;
   bus: Bus;
+  /** The plain HTTP port: boot files, and with TLS off the API too. */
   httpPort: number;
+  /** With TLS on: the API's and /ui's port, and the certificate it presents. */
+  httpsPort?: number;
+  tls?: TlsMaterial;
   close(): Promise<void>;
 };
 
@@ -42,12 +50,20 @@ export async function startDaemon(
   const dataDir = path.resolve(cfg.dataDir);
   const filesDir = path.join(dataDir, 'files');
   try {
+    await privateDir(dataDir, log);
     await mkdir(filesDir, { recursive: true });
   } catch (err) {
     throw new StartupError(
       `data directory ${dataDir} cannot be created: ${(err as Error).message}; set --data-dir or PLINTH_DATA_DIR to a writable directory`,
     );
   }
+  const fds = fdLimits();
+  if (fds) log.info({ soft: fds.soft, hard: fds.hard }, 'open files limit');
+  const tls = cfg.tls === 'on' ? await startTls(cfg, dataDir, log) : undefined;
+  const limits = httpLimits(cfg);
+  const servers = createListeners({ tls, limits, log });
+  /** Bound once the HTTPS listener is up (port 0 in tests). */
+  let httpsPort: number | undefined;
   let store: Store & { schemaVersion: number };
   try {
     store = openSqliteStore(path.join(dataDir, 'plinth.db'));
@@ -70,7 +86,8 @@ export async function startDaemon(
 
   // Expired machine tokens: swept at start and hourly, so a busy lab does not grow the table without bound.
   const sweepTokens = () =>
-    pruneExpiredTokens(store)
+    Promise.resolve()
+      .then(() => pruneExpiredTokens(store))
       .then((n) => n && log.info({ removed: n }, 'expired machine tokens removed'))
       .catch((err) => log.warn({ err }, 'token sweep failed; retried in an hour'));
   void sweepTokens();
@@ -90,6 +107,8 @@ export async function startDaemon(
     assetsDir: path.resolve(cfg.assetsDir),
     advertiseAddress: cfg.advertiseAddress,
     boots,
+    serverFactory: servers.serverFactory,
+    ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
     stats: () => Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f() as Record<string, number>])),
     info: () => ({
       name: 'plinth',
@@ -97,22 +116,35 @@ export async function startDaemon(
       startedAt: started.toISOString(),
       uptimeSeconds: Math.round((Date.now() - started.getTime()) / 1000),
       listeners,
-      features: { api: true, files: true, dhcp: cfg.dhcp, tftp: cfg.tftp, proxyDhcp: cfg.dhcp },
+      features: { api: true, files: true, dhcp: cfg.dhcp, tftp: cfg.tftp, proxyDhcp: cfg.dhcp, tls: Boolean(tls) },
+      tls: tls
+        ? { fingerprint: tls.fingerprint, source: tls.source, subject: tls.subject, notAfter: tls.notAfter }
+        : undefined,
       store: { backend: 'sqlite', schemaVersion: store.schemaVersion },
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
   });
-  try {
-    await app.listen({ port: cfg.httpPort, host: cfg.httpAddress });
-  } catch (err) {
-    await fail(bindErrorLine('HTTP', 'tcp', cfg.httpPort, err as NodeJS.ErrnoException, { port: '--http-port' }));
-  }
-  closers.push(() => app.close());
-  const httpPort = (app.server.address() as AddressInfo).port;
+  const plain = servers.plain();
+  const bound = await listenHttp(app, tls ? plain : undefined, cfg, closers);
+  if (typeof bound === 'string') await fail(bound);
+  const httpPort = ((plain?.listening ? plain : app.server).address() as AddressInfo).port;
+  if (plain?.listening) httpsPort = (app.server.address() as AddressInfo).port;
   listeners.http = { address: cfg.httpAddress, port: httpPort };
+  if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
+  const apiBase =
+    httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
   log.info(
-    { address: cfg.httpAddress, port: httpPort, api: `http://${cfg.httpAddress}:${httpPort}/api/v1` },
-    'http listening',
+    {
+      address: cfg.httpAddress,
+      port: httpPort,
+      httpsPort,
+      api: `${apiBase}/api/v1`,
+      maxConnections: limits.maxConnections,
+      headersTimeoutMs: limits.headersTimeoutMs,
+    },
+    httpsPort !== undefined
+      ? 'http listening (boot files and machine routes; the API and /ui on https)'
+      : 'http listening',
   );
 
   const quirks = await liveQuirks(store, bus, log);
@@ -161,6 +193,8 @@ export async function startDaemon(
     store,
     bus,
     httpPort,
+    httpsPort,
+    tls,
     close() {
       closing ??= (async () => {
         for (const c of closers.reverse()) await c().catch((err) => log.error({ err }, 'close failed'));
@@ -170,4 +204,102 @@ export async function startDaemon(
       return closing;
     },
   };
+}
+
+/** The plain server the daemon binds itself (fastify binds only its own); rejects with the bind error. */
+function listenPlain(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.removeListener('error', onError);
+      resolve();
+    });
+  });
+}
+
+/**
+ * The data dir holds the database (secure params in clear), the admin token and the TLS key: only the daemon's
+ * user may list or enter it. A directory that exists with looser modes is tightened, and the log says so.
+ */
+async function privateDir(dir: string, log: Logger): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const st = await stat(dir);
+  if ((st.mode & 0o077) === 0) return;
+  try {
+    await chmod(dir, 0o700);
+    log.warn({ dir, was: (st.mode & 0o777).toString(8) }, 'data directory was readable by others: set to 0700');
+  } catch (err) {
+    log.warn(
+      { dir, was: (st.mode & 0o777).toString(8), err: (err as Error).message },
+      'data directory is readable by others and cannot be changed: chmod 700 it',
+    );
+  }
+}
+
+/** The operator's certificate or the self-signed one, logged with its fingerprint. */
+async function startTls(cfg: Config, dataDir: string, log: Logger): Promise<TlsMaterial> {
+  let tls: TlsMaterial;
+  try {
+    tls = await loadTls({
+      dataDir,
+      certFile: cfg.tlsCert,
+      keyFile: cfg.tlsKey,
+      altNames: cfg.advertiseAddress ? [cfg.advertiseAddress] : [],
+    });
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  log.info(
+    { fingerprint: tls.fingerprint, file: tls.certFile, subject: tls.subject, notAfter: tls.notAfter },
+    tls.created
+      ? 'tls: self-signed certificate created; clients pin this fingerprint (plinth --fingerprint) or trust the file (--ca)'
+      : `tls: serving the ${tls.source === 'operator' ? "operator's" : 'self-signed'} certificate`,
+  );
+  return tls;
+}
+
+/**
+ * With `plain` (TLS on): the app on HTTPS, and the plain server for boot routes with the guard that refuses the
+ * rest there. Without: the app on plain HTTP. Pushes the closers; answers the bind error line on failure.
+ */
+async function listenHttp(
+  app: FastifyInstance,
+  plain: Server | undefined,
+  cfg: Config,
+  closers: (() => Promise<void>)[],
+): Promise<string | undefined> {
+  const bindLine = (svc: string, port: number, err: unknown, flag: string, off?: string) =>
+    bindErrorLine(svc, 'tcp', port, err as NodeJS.ErrnoException, { port: flag, off });
+  if (!plain) {
+    try {
+      await app.listen({ port: cfg.httpPort, host: cfg.httpAddress });
+    } catch (err) {
+      return bindLine('HTTP', cfg.httpPort, err, '--http-port');
+    }
+    closers.push(() => app.close());
+    return undefined;
+  }
+  const httpsPort = cfg.httpsPort ?? 8443;
+  app.addHook(
+    'onRequest',
+    plainGuard(() => (app.server.address() as AddressInfo | null)?.port ?? httpsPort),
+  );
+  try {
+    await app.listen({
+      port: httpsPort,
+      host: cfg.httpAddress,
+      listenTextResolver: (a) => `https listening at ${a.replace(/^http:/, 'https:')}`,
+    });
+  } catch (err) {
+    return bindLine('HTTPS', httpsPort, err, '--https-port', '--tls off');
+  }
+  closers.push(() => app.close());
+  try {
+    await listenPlain(plain, cfg.httpPort, cfg.httpAddress);
+  } catch (err) {
+    return bindLine('HTTP', cfg.httpPort, err, '--http-port');
+  }
+  closers.push(() => closePlain(plain));
+  return undefined;
 }

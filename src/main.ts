@@ -1,6 +1,32 @@
 import { ConfigError, helpText, loadConfig } from './config.js';
 import { StartupError, startDaemon } from './daemon.js';
-import { createLogger } from './log.js';
+import { rateLimited } from './http/listeners.js';
+import { createLogger, type Logger } from './log.js';
+
+/**
+ * What a stray error does to the process. A rejected promise nobody awaited (a background task's failure, e.g.
+ * os.networkInterfaces() throwing EMFILE while descriptors are exhausted) is logged, rate-limited, and the daemon
+ * keeps serving: the failed task is a one-off, its state is the promise's own, and Node's default (exit) turned a
+ * passing descriptor shortage into an outage. An uncaught exception still ends the process: it can leave a
+ * handler half-way through changing shared state (a socket table, a lease in flight), so a restart by the service
+ * manager is safer than serving from that state; the log says what happened first.
+ */
+function installProcessHandlers(log: Logger) {
+  let last: unknown;
+  const report = rateLimited(10_000, (n) =>
+    log.error({ err: last, count: n }, 'unhandled promise rejection (the daemon keeps running): please report it'),
+  );
+  process.on('unhandledRejection', (reason) => {
+    last = reason;
+    report();
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err }, 'uncaught exception: exiting (state may be inconsistent); restart the daemon');
+    log.flush?.();
+    process.stderr.write(`plinth: uncaught exception: ${err?.stack ?? err}\n`, () => process.exit(1));
+    setTimeout(() => process.exit(1), 1_000).unref();
+  });
+}
 
 /** The daemon's entry: config, start, signals. Exit codes: 0 clean stop, 1 failed start, 2 bad config. */
 async function main() {
@@ -22,6 +48,7 @@ async function main() {
     return;
   }
   const log = createLogger(cfg.logLevel);
+  installProcessHandlers(log);
   let daemon: Awaited<ReturnType<typeof startDaemon>>;
   try {
     daemon = await startDaemon(cfg, log);

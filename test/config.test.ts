@@ -50,4 +50,35 @@ describe('config', () => {
     expect(() => loadConfig(['--config', f], {})).toThrow(/httpPrt/);
     expect(() => loadConfig(['--config', path.join(dir, 'missing.yaml')], {})).toThrow(/cannot read/);
   });
+
+  it('TLS and HTTP limits: defaults, and what is refused', () => {
+    const c = loadConfig([], {}) as any;
+    expect(c).toMatchObject({
+      tls: 'on',
+      httpsPort: 8443,
+      ipxeHttps: false,
+      httpMaxConnectionsPerClient: 64,
+      httpHeadersTimeoutMs: 10_000,
+      httpIdleTimeoutMs: 60_000,
+      httpRequestTimeoutMs: 3_600_000,
+    });
+    expect(c.httpMaxConnections).toBeUndefined();
+    expect(c.tlsCert).toBeUndefined();
+    const env = loadConfig([], {
+      PLINTH_TLS: 'off',
+      PLINTH_HTTP_MAX_CONNECTIONS: '500',
+      PLINTH_HTTP_HEADERS_TIMEOUT_MS: '2000',
+    }) as any;
+    expect(env).toMatchObject({ tls: 'off', httpMaxConnections: 500, httpHeadersTimeoutMs: 2000 });
+    const files = loadConfig(['--tls-cert', '/c.pem', '--tls-key', '/k.pem', '--ipxe-https'], {}) as any;
+    expect(files).toMatchObject({ tlsCert: '/c.pem', tlsKey: '/k.pem', ipxeHttps: true });
+    expect(() => loadConfig(['--tls-cert', '/c.pem'], {})).toThrow(/--tls-cert needs --tls-key/);
+    expect(() => loadConfig([], { PLINTH_TLS_KEY: '/k.pem' })).toThrow(/--tls-key needs --tls-cert/);
+    expect(() => loadConfig(['--tls', 'maybe'], {})).toThrow(/--tls/);
+    expect(() => loadConfig(['--tls', 'off', '--ipxe-https'], {})).toThrow(/--ipxe-https needs --tls on/);
+    expect(() => loadConfig(['--tls', 'off', '--tls-cert', 'c', '--tls-key', 'k'], {})).toThrow(/--tls is off/);
+    expect(() => loadConfig(['--https-port', '8091'], {})).toThrow(/different ports/);
+    expect(() => loadConfig([], { PLINTH_HTTP_MAX_CONNECTIONS: '0' })).toThrow(/PLINTH_HTTP_MAX_CONNECTIONS/);
+    expect(() => loadConfig(['--http-headers-timeout-ms', '5'], {})).toThrow(/--http-headers-timeout-ms/);
+  });
 });

@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
+import type https from 'node:https';
 import path from 'node:path';
 import { ApiError, type FieldError, UsageError } from './errors.js';
+import { agentFor, explainTls, fetchWith, resolveTrust, type Trust, tlsFailure } from './tls.js';
 
 /**
  * A thin client of the REST API: where the daemon is (flag, PLINTH_ENDPOINT, the local default), which token to
  * send (flag, PLINTH_TOKEN, the local daemon's admin.token), and problem+json answers turned into ApiError.
  */
-export const DEFAULT_ENDPOINT = 'http://127.0.0.1:8091';
+export const DEFAULT_ENDPOINT = 'https://127.0.0.1:8443';
 
 export type Reply = { status: number; headers: Headers; body: any; text: string };
 
@@ -29,6 +31,15 @@ export type Client = {
   url(p: string, query?: Record<string, string | undefined>): string;
   authHeaders(): Record<string, string>;
   request(method: string, p: string, opts?: RequestOptions): Promise<Reply>;
+  /** fetch that verifies the daemon as --ca / --fingerprint say (watch's event stream). */
+  fetch(
+    url: string,
+    init?: { method?: string; headers?: Record<string, string>; signal?: AbortSignal },
+  ): Promise<Response>;
+  /** The agent for node:https requests (uploads); undefined: Node's defaults. */
+  agent?: https.Agent;
+  /** A failed connection as the error to show: the fingerprint to pin when TLS verification failed. */
+  explain(err: unknown): Promise<ApiError>;
 };
 
 export function resolveEndpoint(flag: string | undefined, env: NodeJS.ProcessEnv): string {
@@ -80,21 +91,33 @@ export function problemOf(status: number, body: any, text: string): { detail: st
 /** fetch's "fetch failed" says nothing; its cause says which connection failed and why. */
 export function networkError(err: unknown, where: string): ApiError {
   const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-  const why = cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
+  const own = (err as { code?: string })?.code;
+  const why = cause?.code ?? cause?.message ?? own ?? (err as Error)?.message ?? String(err);
+  // The default moved to HTTPS: a daemon started with --tls off answers on its plain port only.
+  const hint = where === DEFAULT_ENDPOINT ? ' (a daemon with --tls off: --endpoint http://127.0.0.1:8091)' : '';
   return new ApiError(
-    `cannot reach Plinth at ${where}: ${why}. Is the daemon running (plinth serve)? Point the CLI at it with --endpoint or PLINTH_ENDPOINT`,
+    `cannot reach Plinth at ${where}: ${why}. Is the daemon running (plinth serve)? Point the CLI at it with --endpoint or PLINTH_ENDPOINT${hint}`,
   );
 }
 
 export function createClient(opts: {
   endpoint?: string;
   token?: string;
+  ca?: string;
+  fingerprint?: string;
   env: NodeJS.ProcessEnv;
   cwd: string;
   signal?: AbortSignal;
 }): Client {
   const base = resolveEndpoint(opts.endpoint, opts.env);
   const { token, from } = resolveToken(opts.token, opts.env, opts.cwd);
+  const trust: Trust = resolveTrust(opts, opts.env, opts.cwd, base);
+  const agent = agentFor(trust);
+  const doFetch = fetchWith(agent);
+  const explain = async (err: unknown) => {
+    const f = tlsFailure(err);
+    return f ? explainTls(f, base, trust) : networkError(err, base);
+  };
   const url = (p: string, query?: Record<string, string | undefined>) => {
     const u = new URL(`${base}/api/v1${p}`);
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) u.searchParams.append(k, v);
@@ -119,6 +142,9 @@ export function createClient(opts: {
     tokenFrom: from,
     url,
     authHeaders,
+    fetch: doFetch,
+    agent,
+    explain,
     async request(method, p, ro = {}) {
       const headers: Record<string, string> = { accept: 'application/json', ...authHeaders(), ...ro.headers };
       let body: string | undefined;
@@ -128,10 +154,10 @@ export function createClient(opts: {
       }
       let r: Response;
       try {
-        r = await fetch(url(p, ro.query), { method, headers, body, signal: opts.signal });
+        r = await doFetch(url(p, ro.query), { method, headers, body, signal: opts.signal });
       } catch (err) {
         if (opts.signal?.aborted) throw err;
-        throw networkError(err, base);
+        throw await explain(err);
       }
       const text = await r.text();
       let parsed: unknown;

@@ -11,6 +11,7 @@ import type { Ctx } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { humanBytes, print } from './output.js';
 import { progress } from './progress.js';
+import { tlsFailure } from './tls.js';
 
 export type FileInfo = { path: string; size: number; sha256: string; url?: string };
 
@@ -86,7 +87,12 @@ export function putStream(
       settled = true;
       fn();
     };
-    const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'PUT', headers, signal: ctx.signal });
+    const req = (url.protocol === 'https:' ? https : http).request(url, {
+      method: 'PUT',
+      headers,
+      signal: ctx.signal,
+      agent: url.protocol === 'https:' ? client.agent : undefined,
+    });
     req.on('response', (res) => {
       answered = true;
       const chunks: Buffer[] = [];
@@ -111,7 +117,7 @@ export function putStream(
     });
     req.on('error', (err) => {
       // A daemon that refuses early may close while we still write: its answer is the error to report.
-      if (!answered) settle(() => reject(networkError(err, client.base)));
+      if (!answered) client.explain(err).then((e) => settle(() => reject(e)));
     });
     pipeline(
       source,
@@ -121,6 +127,8 @@ export function putStream(
       if (answered) return;
       if ((err as Error).name === 'AbortError') return settle(() => reject(err));
       req.destroy();
+      // The request failed before it was sent (an untrusted certificate): say how to trust it.
+      if (tlsFailure(err)) return void client.explain(err).then((e) => settle(() => reject(e)));
       settle(() => reject(err instanceof ApiError ? err : new ApiError(`${opts.label}: ${(err as Error).message}`)));
     });
   });

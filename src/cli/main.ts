@@ -35,9 +35,13 @@ export const HELP = [
   'Options (anywhere on the line):',
   '  -o, --output table|json|yaml   default: table on a terminal, json when stdout is a pipe or file',
   '                                 (also PLINTH_OUTPUT)',
-  '  --endpoint URL                 the daemon (PLINTH_ENDPOINT; default http://127.0.0.1:8091)',
+  '  --endpoint URL                 the daemon (PLINTH_ENDPOINT; default https://127.0.0.1:8443)',
   '  --token TOKEN                  bearer token (PLINTH_TOKEN; default: the admin.token in $PLINTH_DATA_DIR',
   '                                 or ./var, as the local daemon writes it)',
+  '  --ca FILE                      trust the https daemon whose certificate (or CA) is FILE (PLINTH_CA;',
+  '                                 default for 127.0.0.1/localhost: <data-dir>/tls/cert.pem as above)',
+  '  --fingerprint sha256:HEX       accept only the certificate with this SHA-256 fingerprint, as the daemon',
+  '                                 logs it (PLINTH_FINGERPRINT)',
   '  -h, --help                     help for the command',
   '',
   'Exit codes: 0 ok; 1 API error (problem+json detail and field errors on stderr), unreachable daemon or',
@@ -46,14 +50,24 @@ export const HELP = [
 
 const INFO_HELP = "Usage: plinth info\n\nThe daemon's version, uptime, listeners and features (needs no token).";
 
-type Globals = { endpoint?: string; token?: string; output?: string; help: boolean; rest: string[] };
+type Globals = {
+  endpoint?: string;
+  token?: string;
+  output?: string;
+  ca?: string;
+  fingerprint?: string;
+  help: boolean;
+  rest: string[];
+};
 
 /** Global options may stand anywhere; they are taken out before the command parses its own. */
 export function takeGlobals(argv: string[]): Globals {
   const g: Globals = { help: false, rest: [] };
-  const valued: Record<string, 'endpoint' | 'token' | 'output'> = {
+  const valued: Record<string, 'endpoint' | 'token' | 'output' | 'ca' | 'fingerprint'> = {
     '--endpoint': 'endpoint',
     '--token': 'token',
+    '--ca': 'ca',
+    '--fingerprint': 'fingerprint',
     '--output': 'output',
     '-o': 'output',
   };
@@ -164,7 +178,15 @@ export async function run(argv: string[], o: RunOptions = {}): Promise<number> {
       return cmd || g.help ? EXIT_OK : EXIT_USAGE;
     }
     const mode = outputMode(g.output, env, io.outTTY);
-    const client = createClient({ endpoint: g.endpoint, token: g.token, env, cwd: o.cwd ?? process.cwd(), signal });
+    const client = createClient({
+      endpoint: g.endpoint,
+      token: g.token,
+      ca: g.ca,
+      fingerprint: g.fingerprint,
+      env,
+      cwd: o.cwd ?? process.cwd(),
+      signal,
+    });
     if (cmd === 'lab')
       return await runLab(
         verb === undefined ? args : [verb, ...args],

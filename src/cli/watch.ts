@@ -1,6 +1,6 @@
 import YAML from 'yaml';
 import { parseCommand } from './args.js';
-import { networkError, problemOf, seg } from './client.js';
+import { problemOf, seg } from './client.js';
 import type { Ctx } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { cell } from './output.js';
@@ -79,13 +79,13 @@ export async function runWatch(args: string[], ctx: Ctx): Promise<void> {
   const url = client.url('/events', { type: values.type as string | undefined, machine });
   let r: Response;
   try {
-    r = await fetch(url, {
+    r = await client.fetch(url, {
       headers: { accept: 'text/event-stream', ...client.authHeaders() },
       signal: stop.signal,
     });
   } catch (err) {
     if (stop.signal.aborted) return;
-    throw networkError(err, client.base);
+    throw await client.explain(err);
   }
   if (r.status === 404)
     throw new ApiError(

@@ -1,3 +1,4 @@
+import type { FastifyServerFactory } from 'fastify';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Bus } from '../events.js';
 import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
@@ -33,6 +34,10 @@ export type AppOptions = {
   /** /metrics without a token (for a scraper that cannot send one); by default it needs a viewer token. */
   metricsPublic?: boolean;
   audit?: AuditOptions;
+  /** The Node server(s) behind the app, with their limits and TLS (src/http/listeners.ts); tests leave it out. */
+  serverFactory?: FastifyServerFactory;
+  /** With --ipxe-https: the HTTPS port iPXE scripts chain to (known once listening); absent: chain over plain HTTP. */
+  ipxeHttpsPort?: () => number | undefined;
 };
 
 export const API = '/api/v1';
@@ -84,6 +89,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}),
   }) as unknown as FastifyInstance;
 
   // One JSON log line per request.

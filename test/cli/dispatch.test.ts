@@ -50,6 +50,7 @@ describe('bin/plinth.js dispatch', () => {
       const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-bin-'));
       dirs.push(dataDir);
       const port = await freePort();
+      const httpsPort = await freePort();
       const daemon = spawnCli([
         ...form,
         '--no-dhcp',
@@ -58,6 +59,8 @@ describe('bin/plinth.js dispatch', () => {
         '127.0.0.1',
         '--http-port',
         String(port),
+        '--https-port',
+        String(httpsPort),
         '--data-dir',
         dataDir,
         '--log-level',
@@ -66,7 +69,8 @@ describe('bin/plinth.js dispatch', () => {
       try {
         await waitHttp(port);
         const r = await cli(['machines', 'list'], {
-          env: { PLINTH_ENDPOINT: `127.0.0.1:${port}`, PLINTH_DATA_DIR: dataDir },
+          // TLS is on by default: the API is on the HTTPS port, trusted through the data dir's certificate.
+          env: { PLINTH_ENDPOINT: `https://127.0.0.1:${httpsPort}`, PLINTH_DATA_DIR: dataDir },
         });
         expect(r.code, r.stderr).toBe(0);
         expect(r.json()).toEqual([]);

@@ -15,7 +15,8 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const base = ['--no-dhcp', '--no-tftp', '--http-address', '127.0.0.1'];
+// Plain HTTP for the API (TLS is on by default; test/http/tls.test.ts covers it).
+const base = ['--no-dhcp', '--no-tftp', '--tls', 'off', '--http-address', '127.0.0.1'];
 
 describe('daemon lifecycle', () => {
   it('creates the admin token 0600 on first start, logs its path but never the token, stops cleanly on SIGTERM', async () => {
@@ -120,6 +121,12 @@ describe('daemon lifecycle', () => {
       '--log-level',
       '--config',
       'PLINTH_ADMIN_TOKEN',
+      '--tls',
+      '--https-port',
+      '--tls-cert',
+      'PLINTH_TLS_KEY',
+      '--http-max-connections',
+      '--http-headers-timeout-ms',
     ]) {
       expect(p.output()).toContain(s);
     }
