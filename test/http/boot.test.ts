@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { registerMachineApiRoutes } from '../../src/http/machine-api.js';
+import type { MachineReports } from '../../src/provision/reports.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 let d: TestDaemon;
@@ -371,5 +374,60 @@ describe('discovery is adopted only from DHCP evidence, rate-limited and capped'
     expect(r.text).toContain('discovery/vmlinuz');
     expect((await d.api('GET', `/api/v1/machines/${m.uuid}`)).body.macs).toEqual([mac]);
     expect((await d.api('GET', '/api/v1/machines?macs=52:54:00:00:20:02')).body).toEqual([]);
+  });
+});
+
+describe('machine API routes: parse, call, reply', () => {
+  it('callback and inventory are marked for machine tokens (config.machineToken); the timeline is not', async () => {
+    const calls: unknown[][] = [];
+    const reports = {
+      callback: async (...a: unknown[]) => {
+        calls.push(['callback', ...a.slice(0, 3)]);
+        return { ok: 1 };
+      },
+      inventory: async (...a: unknown[]) => {
+        calls.push(['inventory', ...a]);
+        return { ok: 2 };
+      },
+      bootsOf: async (id: string) => {
+        calls.push(['boots', id]);
+        return [];
+      },
+    } as unknown as MachineReports;
+    const app = Fastify();
+    const marked: Record<string, boolean> = {};
+    app.addHook('onRequest', async (req) => {
+      marked[`${req.method} ${req.routeOptions.url}`] = req.routeOptions.config.machineToken === true;
+    });
+    await app.register(async (api) => registerMachineApiRoutes(api, { reports }), { prefix: '/api/v1' });
+    const id = '11111111-2222-4333-8444-555555555555';
+    const post = (url: string, payload: Record<string, unknown>) => app.inject({ method: 'POST', url, payload });
+    expect((await post(`/api/v1/machines/${id}/callback`, { event: 'booted', data: { ip: '1' } })).json()).toEqual({
+      ok: 1,
+    });
+    expect((await post(`/api/v1/machines/${id}/callback`, { event: 'Bad Event' })).statusCode).toBe(400);
+    expect((await app.inject(`/api/v1/machines/${id}/callback?event=booted&ip=2&token=t`)).statusCode).toBe(200);
+    expect(
+      (await app.inject({ method: 'PUT', url: `/api/v1/machines/${id}/inventory`, payload: { cpus: 2 } })).json(),
+    ).toEqual({
+      ok: 2,
+    });
+    expect(
+      (await app.inject({ method: 'PUT', url: `/api/v1/machines/${id}/inventory`, payload: [1] })).statusCode,
+    ).toBe(400);
+    expect((await app.inject(`/api/v1/machines/${id}/boots`)).statusCode).toBe(200);
+    expect(marked).toEqual({
+      'POST /api/v1/machines/:id/callback': true,
+      'GET /api/v1/machines/:id/callback': true,
+      'PUT /api/v1/machines/:id/inventory': true,
+      'GET /api/v1/machines/:id/boots': false,
+    });
+    expect(calls).toEqual([
+      ['callback', id, 'booted', { ip: '1' }],
+      ['callback', id, 'booted', { ip: '2' }],
+      ['inventory', id, { cpus: 2 }],
+      ['boots', id],
+    ]);
+    await app.close();
   });
 });
