@@ -9,18 +9,17 @@ import type { Config } from './config.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
 import type { BootRecorder } from './inventory/boots.js';
-import { modifyDoc } from './inventory/crud.js';
-import { getPrefs, RESOURCES } from './inventory/resources.js';
+import { getPrefs } from './inventory/resources.js';
 import { tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import type { Machine } from './model/machine.js';
+import { recordDhcpFacts } from './provision/dhcp-facts.js';
 import { sharedEvidence } from './provision/evidence.js';
 import { trustRule } from './provision/trust.js';
 import type { Store } from './store/store.js';
 import { startTftpServer } from './tftp/server.js';
 import { chainSources, fileRootSource, functionSource, type TftpSource } from './tftp/source.js';
 
-const machinesRes = RESOURCES.find((r) => r.kind === 'machines')!;
 export const LOADER_FILES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'];
 
 type Deps = {
@@ -216,36 +215,9 @@ export async function startTftp(d: Deps) {
 export async function startDhcp(d: Deps) {
   const { cfg, store, bus, log, boots } = d;
   const assetsDir = path.resolve(cfg.assetsDir);
-  const inv = { store, bus };
   // Evidence for src/provision/trust.ts starts with the first ACK: created before the server can send one.
   sharedEvidence(bus);
-  const off = bus.on((e) => {
-    const mac = (e.data?.mac as string | undefined) ?? (e.type === 'dhcp.boot' ? e.key : undefined);
-    if (!mac || !(e.type === 'lease.acked' || e.type === 'proxy.acked' || e.type === 'dhcp.boot')) return;
-    (async () => {
-      const uuid = e.machine ?? (await store.keyOf('machines', 'macs', mac));
-      if (!uuid) return;
-      // A machine's address and lastSeen come from DHCP evidence only (never from who fetched its files).
-      if (e.type === 'lease.acked' || e.type === 'proxy.acked') {
-        const address = e.key!;
-        await modifyDoc(inv, machinesRes, uuid, (doc) => ({ ...doc, address, lastSeen: new Date().toISOString() }));
-        await boots.record(uuid, {
-          kind: 'dhcp',
-          detail:
-            e.type === 'lease.acked'
-              ? `lease ${address} acknowledged (subnet ${e.data?.subnet})`
-              : `proxyDHCP boot-server request from ${address} answered (subnet ${e.data?.subnet})`,
-          data: e.data,
-        });
-      } else {
-        await boots.record(
-          uuid,
-          { kind: 'dhcp', detail: `offered ${e.data?.filename}: ${e.data?.reason}`, data: e.data },
-          { firmwareStart: true },
-        );
-      }
-    })().catch((err) => log.warn({ err: (err as Error).message, mac }, 'could not record a DHCP event on its machine'));
-  });
+  const off = recordDhcpFacts({ store, bus, log, boots });
   try {
     const srv = await startDhcpServer({
       store,
