@@ -9,15 +9,17 @@ import type { Config } from './config.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
 import type { BootRecorder } from './inventory/boots.js';
-import { modifyDoc } from './inventory/crud.js';
-import { getPrefs, RESOURCES } from './inventory/resources.js';
+import { getPrefs } from './inventory/resources.js';
+import { tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import type { Machine } from './model/machine.js';
+import { recordDhcpFacts } from './provision/dhcp-facts.js';
+import { sharedEvidence } from './provision/evidence.js';
+import { trustRule } from './provision/trust.js';
 import type { Store } from './store/store.js';
 import { startTftpServer } from './tftp/server.js';
 import { chainSources, fileRootSource, functionSource, type TftpSource } from './tftp/source.js';
 
-const machinesRes = RESOURCES.find((r) => r.kind === 'machines')!;
 export const LOADER_FILES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'];
 
 type Deps = {
@@ -94,17 +96,16 @@ export async function startTftp(d: Deps) {
   const { cfg, store, boots, log } = d;
   const assetsDir = path.resolve(cfg.assetsDir);
   const quirks = d.quirks?.table ?? DEFAULT_QUIRKS;
+  const tftpTrust = trustRule({ store, evidence: sharedEvidence(d.bus), checkToken: tokenChecker(store) });
   const rendered = functionSource(async (p, client) => {
     const m = /^\/?machines\/([0-9a-f-]{36})\/(.+)$/.exec(p);
     if (!m) return undefined;
     const machine = (await store.get('machines', m[1]!))?.doc as Machine | undefined;
     if (!machine) return undefined;
     const address = cfg.advertiseAddress ?? localAddressFor(client.address) ?? '127.0.0.1';
-    const r = await d.boot.render(machine, m[2]!, {
-      server: { address, httpPort: d.httpPort },
-      trusted: machine.address === client.address,
-      via: 'TFTP',
-    });
+    // UDP sources are forged for free: over TFTP only a fresh DHCP acknowledgement from this daemon counts.
+    const trust = await tftpTrust.isTheMachine({ transport: 'tftp', source: client.address, machine });
+    const r = await d.boot.render(machine, m[2]!, { server: { address, httpPort: d.httpPort }, trust, via: 'TFTP' });
     return r.ok ? r.text : undefined;
   });
   const inner = chainSources([fileRootSource(assetsDir), fileRootSource(d.filesDir), rendered]);
@@ -214,30 +215,9 @@ export async function startTftp(d: Deps) {
 export async function startDhcp(d: Deps) {
   const { cfg, store, bus, log, boots } = d;
   const assetsDir = path.resolve(cfg.assetsDir);
-  const inv = { store, bus };
-  const off = bus.on((e) => {
-    const mac = (e.data?.mac as string | undefined) ?? (e.type === 'dhcp.boot' ? e.key : undefined);
-    if (!mac || !(e.type === 'lease.acked' || e.type === 'dhcp.boot')) return;
-    (async () => {
-      const uuid = e.machine ?? (await store.keyOf('machines', 'macs', mac));
-      if (!uuid) return;
-      if (e.type === 'lease.acked') {
-        const address = e.key!;
-        await modifyDoc(inv, machinesRes, uuid, (doc) => ({ ...doc, address, lastSeen: new Date().toISOString() }));
-        await boots.record(uuid, {
-          kind: 'dhcp',
-          detail: `lease ${address} acknowledged (subnet ${e.data?.subnet})`,
-          data: e.data,
-        });
-      } else {
-        await boots.record(
-          uuid,
-          { kind: 'dhcp', detail: `offered ${e.data?.filename}: ${e.data?.reason}`, data: e.data },
-          { firmwareStart: true },
-        );
-      }
-    })().catch((err) => log.warn({ err: (err as Error).message, mac }, 'could not record a DHCP event on its machine'));
-  });
+  // Evidence for src/provision/trust.ts starts with the first ACK: created before the server can send one.
+  sharedEvidence(bus);
+  const off = recordDhcpFacts({ store, bus, log, boots });
   try {
     const srv = await startDhcpServer({
       store,

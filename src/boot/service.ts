@@ -2,30 +2,63 @@ import { networkInterfaces } from 'node:os';
 import type { Bus } from '../events.js';
 import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
-import { resolveParams } from '../inventory/params.js';
+import { resolveParams, secureParamNames } from '../inventory/params.js';
 import { getPrefs } from '../inventory/resources.js';
-import { issueToken, newToken } from '../inventory/tokens.js';
+import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { BootEnv } from '../model/bootenv.js';
 import { cidrContains } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
+import { type RenderTokens, renderTokens } from '../provision/render-token.js';
+import type { TrustVerdict } from '../provision/trust.js';
 import { RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
 import { renderMachineFile, type ServerView } from './render.js';
 
-export type BootServiceDeps = { store: Store; bus: Bus; log: Logger; filesDir: string; boots: BootRecorder };
+export type BootServiceDeps = {
+  store: Store;
+  bus: Bus;
+  log: Logger;
+  filesDir: string;
+  boots: BootRecorder;
+  tokens?: RenderTokens;
+};
+
+export type RenderView = {
+  server: ServerView;
+  /** Whether the requester is the machine (src/provision/trust.ts): only then secrets and a token. */
+  trust: TrustVerdict;
+  via: string;
+  /** false: the machine is not in the inventory (served the unknown bootenv without a record): no timeline. */
+  record?: boolean;
+};
 
 export type RenderOutcome =
   | { ok: true; text: string; bootEnv: string }
   | { ok: false; status: number; detail: string; bootEnv?: string };
 
+/** Interface addresses, re-read at most every few seconds: each TFTP render asks, and under descriptor
+ * exhaustion os.networkInterfaces() throws EMFILE (then the last good list is kept). */
+const IFACE_TTL_MS = 5_000;
+let ifaces: { at: number; list: { address: string; cidr: string }[] } | undefined;
+function interfaceAddresses(now = Date.now()): { address: string; cidr: string }[] {
+  if (ifaces && now - ifaces.at < IFACE_TTL_MS) return ifaces.list;
+  try {
+    const list: { address: string; cidr: string }[] = [];
+    for (const addrs of Object.values(networkInterfaces()))
+      for (const a of addrs ?? [])
+        if (a.family === 'IPv4' && !a.internal && a.cidr) list.push({ address: a.address, cidr: a.cidr });
+    ifaces = { at: now, list };
+  } catch {
+    // EMFILE and friends: keep answering from what we knew; try again after the TTL.
+    ifaces = { at: now, list: ifaces?.list ?? [] };
+  }
+  return ifaces.list;
+}
+
 /** The local IPv4 address on the client's subnet: what "Plinth's address" is for that client. */
 export function localAddressFor(client: string): string | undefined {
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) {
-      if (a.family === 'IPv4' && !a.internal && a.cidr && cidrContains(a.cidr, client)) return a.address;
-    }
-  }
+  for (const a of interfaceAddresses()) if (cidrContains(a.cidr, client)) return a.address;
   return undefined;
 }
 
@@ -57,33 +90,42 @@ export function bootService(deps: BootServiceDeps) {
     return bad;
   };
 
-  const issueMachineToken = async (m: Machine): Promise<string> => {
-    const prefs = await getPrefs(store);
-    const token = newToken();
-    const now = Date.now();
-    await issueToken(store, token, {
-      name: `machine ${m.name}`,
-      role: 'machine',
-      machine: m.uuid,
-      createdAt: new Date(now).toISOString(),
-      expiresAt: new Date(now + prefs.knownTokenTtl * 1000).toISOString(),
+  const tokens =
+    deps.tokens ??
+    renderTokens({
+      store,
+      checkToken: tokenChecker(store),
+      ttlSeconds: async () => (await getPrefs(store)).knownTokenTtl,
     });
-    return token;
+
+  /** Secure params reach only the machine: for anyone else they render as ''. */
+  const withheld = async (values: Record<string, unknown>, trusted: boolean) => {
+    if (trusted) return { values, withheld: [] as string[] };
+    const secure = await secureParamNames(store);
+    const out = { ...values };
+    const names: string[] = [];
+    for (const k of Object.keys(out)) {
+      if (!secure.has(k)) continue;
+      if (out[k] !== '' && out[k] !== undefined) names.push(k);
+      out[k] = '';
+    }
+    return { values: out, withheld: names };
   };
 
   return {
     bootEnvOf,
 
-    async render(
-      m: Machine,
-      file: string,
-      view: { server: ServerView; trusted: boolean; via: string },
-    ): Promise<RenderOutcome> {
+    async render(m: Machine, file: string, view: RenderView): Promise<RenderOutcome> {
+      const trusted = view.trust.machine;
+      // A request served without a machine record (discovery refused to create one) has no timeline.
+      const anonymous = view.record === false;
+      const record: BootRecorder['record'] = anonymous ? async () => undefined as never : boots.record;
+      const machine = anonymous ? undefined : m.uuid;
       const prefs = await getPrefs(store);
       const envName = m.bootEnv ?? prefs.unknownBootEnv;
       const be = await bootEnvOf(envName);
       if (!be) {
-        await boots.record(m.uuid, { kind: 'render', detail: `bootenv '${envName}' does not exist`, data: { file } });
+        await record(m.uuid, { kind: 'render', detail: `bootenv '${envName}' does not exist`, data: { file } });
         return { ok: false, status: 404, detail: `machine '${m.name}': bootenv '${envName}' does not exist` };
       }
       const bad = await verifyArtifacts(be);
@@ -93,42 +135,51 @@ export function bootService(deps: BootServiceDeps) {
           { machine: m.name, bootEnv: be.name, problems: bad },
           `boot refused: artifact digest mismatch: ${why}`,
         );
-        await boots.record(
-          m.uuid,
-          { kind: 'refused', detail: why, data: { file } },
-          { bootEnv: be.name, result: 'failed' },
-        );
-        bus.emit({ type: 'boot.refused', machine: m.uuid, data: { bootEnv: be.name, problems: bad } });
+        await record(m.uuid, { kind: 'refused', detail: why, data: { file } }, { bootEnv: be.name, result: 'failed' });
+        bus.emit({ type: 'boot.refused', machine, data: { bootEnv: be.name, problems: bad } });
         return { ok: false, status: 409, detail: `Plinth ${why}`, bootEnv: be.name };
       }
-      const token = view.trusted ? await issueMachineToken(m) : undefined;
       try {
-        const { values } = await resolveParams(store, m);
-        const text = await renderMachineFile(
-          { machine: m, bootEnv: be, params: values, server: view.server, token, templates: await allTemplates() },
+        const params = await withheld((await resolveParams(store, m)).values, trusted);
+        const token = await tokens.candidate(m, trusted);
+        const raw = await renderMachineFile(
+          {
+            machine: m,
+            bootEnv: be,
+            params: params.values,
+            server: view.server,
+            token: token.value,
+            templates: await allTemplates(),
+          },
           file,
         );
-        if (text === undefined)
+        if (raw === undefined)
           return { ok: false, status: 404, detail: `bootenv '${be.name}' has no template for '${file}'` };
-        await boots.record(
+        const { text, used } = await tokens.settle(m, token, raw);
+        const notes = [
+          ...(used && !trusted ? ['without token'] : []),
+          ...(params.withheld.length ? ['secure params withheld'] : []),
+        ];
+        await record(
           m.uuid,
           {
             kind: 'render',
-            detail: `${file} of bootenv ${be.name} over ${view.via}${view.trusted ? '' : ' (without token: request not from the machine)'}`,
+            detail: `${file} of bootenv ${be.name} over ${view.via}${notes.length ? ` (${notes.join(', ')}: request not from the machine)` : ''}`,
+            ...(!view.trust.machine && notes.length ? { data: { why: view.trust.why } } : {}),
           },
           { bootEnv: be.name, artifacts: be.artifacts.map((a) => ({ path: a.path, sha256: a.sha256 })) },
         );
-        bus.emit({ type: 'boot.rendered', machine: m.uuid, data: { bootEnv: be.name, file } });
+        bus.emit({ type: 'boot.rendered', machine, data: { bootEnv: be.name, file } });
         return { ok: true, text, bootEnv: be.name };
       } catch (err) {
         if (!(err instanceof RenderError)) throw err;
         log.warn({ machine: m.name, bootEnv: be.name, file, err: err.message }, 'render failed');
-        await boots.record(
+        await record(
           m.uuid,
           { kind: 'render', detail: `render error: ${err.message}`, data: { file } },
           { bootEnv: be.name, result: 'failed' },
         );
-        bus.emit({ type: 'render.error', machine: m.uuid, data: { bootEnv: be.name, file, error: err.message } });
+        bus.emit({ type: 'render.error', machine, data: { bootEnv: be.name, file, error: err.message } });
         return { ok: false, status: 500, detail: `render failed: ${err.message}`, bootEnv: be.name };
       }
     },

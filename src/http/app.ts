@@ -210,7 +210,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     boots,
     advertiseAddress: opts.advertiseAddress,
   };
-  registerBootRoutes(app, bootDeps);
+  const bootRoutes = registerBootRoutes(app, bootDeps);
+  app.register(async (api) => bootRoutes.registerMachineApi(api), { prefix: API });
   registerFileServing(app, {
     filesDir: opts.filesDir,
     assetsDir: opts.assetsDir,
