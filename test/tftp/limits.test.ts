@@ -243,21 +243,26 @@ describe('a first packet nobody answers', () => {
 });
 
 describe('transfer caps', () => {
-  it('per client: the oldest unanswered transfer of that address gives way; other addresses are untouched', async () => {
-    const s = await server({ maxTransfersPerClient: 2, timeoutMs: 2000 });
-    const other = await Peer.open('127.0.0.2');
-    other.rrq(s.port, [['blksize', '1024']]);
-    const ps = [await Peer.open(), await Peer.open(), await Peer.open()];
-    for (const p of ps) {
-      p.rrq(s.port, [['blksize', '1024']]);
-      expect(await until(() => p.got.length >= 1, 1000)).toBe(true);
-    }
-    expect(await until(() => other.got.length >= 1, 1000)).toBe(true);
-    expect(s.stats).toMatchObject({ transfersEvicted: 1, activeTransfers: 3, openSockets: 3 });
-    // The first one's socket is gone: its ACK 0 goes nowhere; the third one is served.
-    ps[2].send(encodeAck(0), ps[2].got[0].port);
-    expect(await until(() => ps[2].got.some((g) => g.op === 'DATA'), 1000)).toBe(true);
-  });
+  for (const nativeSockets of [true, false]) {
+    it(`per client: the oldest unanswered transfer of that address gives way; other addresses are untouched (${nativeSockets ? 'native' : 'dgram'} sockets)`, async () => {
+      const s = await server({ maxTransfersPerClient: 2, timeoutMs: 2000, nativeSockets });
+      const other = await Peer.open('127.0.0.2');
+      other.rrq(s.port, [['blksize', '1024']]);
+      const ps = [await Peer.open(), await Peer.open(), await Peer.open()];
+      for (const p of ps) {
+        p.rrq(s.port, [['blksize', '1024']]);
+        expect(await until(() => p.got.length >= 1, 1000)).toBe(true);
+      }
+      expect(await until(() => other.got.length >= 1, 1000)).toBe(true);
+      expect(s.stats).toMatchObject({ transfersEvicted: 1, activeTransfers: 3, openSockets: 3 });
+      // The first one's socket is gone: its ACK 0 goes nowhere; the third one is served.
+      ps[2].send(encodeAck(0), ps[2].got[0].port);
+      expect(await until(() => ps[2].got.some((g) => g.op === 'DATA'), 1000)).toBe(true);
+      ps[0].send(encodeAck(0), ps[0].got[0].port);
+      await sleep(100);
+      expect(ps[0].got.some((g) => g.op === 'DATA')).toBe(false);
+    });
+  }
 
   it('when every slot is held by a client that answers, a new request is dropped without reply, and counted', async () => {
     const { logger, lines } = captureLogger();
