@@ -131,8 +131,11 @@ export type TftpStats = {
   transfersEvicted: number;
   /** Transfers given up because the client never answered the first packet (also counted in transfersFailed). */
   transfersUnanswered: number;
-  /** Transfer sockets that could not be opened (EMFILE, ENFILE, ...): the request went unanswered. */
-  socketErrors: number;
+  /**
+   * Requests left unanswered because a transfer socket, or the file (out of descriptors: EMFILE, ENFILE), could not
+   * be opened; the client retries.
+   */
+  openErrors: number;
   /** RFC 2349 timeouts above maxClientTimeout, left out of the OACK. */
   timeoutsDeclined: number;
   /** Gauges: transfers in flight, and transfer sockets open (including uploads dallying after their last ACK). */
@@ -257,6 +260,12 @@ export function toNetascii(buf: Buffer): Buffer {
   return out;
 }
 
+/** Temporary: descriptors run out under a flood (ours or another service's) and come back when it passes. */
+function outOfDescriptors(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
+
 export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
   const log = opts.logger ?? silentLogger;
   const bindAddress = opts.address ?? '0.0.0.0';
@@ -288,7 +297,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     requestsDropped: 0,
     transfersEvicted: 0,
     transfersUnanswered: 0,
-    socketErrors: 0,
+    openErrors: 0,
     timeoutsDeclined: 0,
     activeTransfers: 0,
     openSockets: 0,
@@ -889,17 +898,20 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     };
   }
 
-  /** Descriptor exhaustion and the like: the request goes unanswered (its client retries), the daemon carries on. */
-  function socketFailed(err: unknown, key: string): void {
-    stats.socketErrors++;
+  /**
+   * Descriptor exhaustion and the like: the request goes unanswered (its client retries; firmware aborts the boot on
+   * an ERROR), the daemon carries on.
+   */
+  function openFailed(err: unknown, key: string, what: 'a transfer socket' | 'the file'): void {
+    stats.openErrors++;
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
     limited(
       'warn',
-      `socket:${code}`,
-      { err, code, client: key, total: stats.socketErrors },
-      code === 'EMFILE' || code === 'ENFILE'
-        ? 'tftp: cannot open a transfer socket, out of file descriptors: raise the open-files limit (LimitNOFILE, ulimit -n) or lower --tftp-max-transfers; requests go unanswered until then'
-        : 'tftp: cannot open a transfer socket; the request goes unanswered',
+      `open:${what}:${code}`,
+      { err, code, client: key, total: stats.openErrors },
+      outOfDescriptors(err)
+        ? `tftp: cannot open ${what}, out of file descriptors: raise the open-files limit (LimitNOFILE, ulimit -n) or lower --tftp-max-transfers; requests go unanswered until then`
+        : `tftp: cannot open ${what}; the request goes unanswered`,
     );
   }
 
@@ -943,8 +955,12 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     try {
       opened = await opts.source.open(filename, client);
     } catch (err) {
-      // A source that throws (a rendering bug, a broken store, EMFILE) is answered, not left to the client's timeout;
-      // logged at most once per interval, as a flood can make every request fail the same way.
+      if (outOfDescriptors(err)) {
+        openFailed(err, key, 'the file');
+        return;
+      }
+      // A source that throws (a rendering bug, a broken store) is answered, not left to the client's timeout; logged
+      // at most once per interval, as a flood can make every request fail the same way.
       limited('error', 'source', { err, client: key, file: filename }, 'tftp source failed');
       refuse(client, ERR.NOT_DEFINED, 'Internal error', 'source threw', filename);
       return;
@@ -984,7 +1000,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       opened2 = await transferSocket(client);
     } catch (err) {
       file.close();
-      socketFailed(err, key);
+      openFailed(err, key, 'a transfer socket');
       return;
     }
     const sock = opened2.sock;
@@ -1070,6 +1086,10 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     try {
       fh = await open(tmp, 'wx', 0o644);
     } catch (err) {
+      if (outOfDescriptors(err)) {
+        openFailed(err, `${client.address}:${client.port}`, 'the file');
+        return;
+      }
       refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', `cannot create: ${String(err)}`, filename);
       return;
     }
@@ -1080,7 +1100,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     } catch (err) {
       await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
-      if (!closing) socketFailed(err, `${client.address}:${client.port}`);
+      if (!closing) openFailed(err, `${client.address}:${client.port}`, 'a transfer socket');
       return;
     }
     const sock = opened.sock;

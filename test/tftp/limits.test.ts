@@ -320,7 +320,7 @@ describe('descriptor exhaustion', () => {
     const ps = await Promise.all(Array.from({ length: 20 }, () => Peer.open()));
     for (const [i, p] of ps.entries()) {
       p.rrq(s.port, [['blksize', '1024']]);
-      expect(await until(() => s.stats.socketErrors === i + 1, 2000)).toBe(true);
+      expect(await until(() => s.stats.openErrors === i + 1, 2000)).toBe(true);
     }
     expect(ps.every((p) => p.got.length === 0)).toBe(true);
     expect(s.stats).toMatchObject({ activeTransfers: 0, openSockets: 0, requestsDropped: 0 });
@@ -330,6 +330,39 @@ describe('descriptor exhaustion', () => {
     // Twenty failures with a cap of four: had a slot leaked, this request would be dropped.
     failing = false;
     const r = await tftpGet(s.port, 'big.bin', { options: [['blksize', '1468']] });
+    expect(sha(r.data)).toBe(sha(big));
+  });
+});
+
+describe('descriptor exhaustion in the source', () => {
+  it('a source out of descriptors leaves the request unanswered (no ERROR for firmware to abort on)', async () => {
+    const { logger, lines } = captureLogger();
+    let failing = true;
+    const files = fileRootSource(root);
+    const s = await startTftpServer({
+      address: '127.0.0.1',
+      port: 0,
+      logger,
+      maxTransfers: 2,
+      source: {
+        open: async (name, client) => {
+          if (failing) throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' });
+          return files.open(name, client);
+        },
+      },
+    });
+    servers.push(s);
+    const ps = await Promise.all(Array.from({ length: 5 }, () => Peer.open()));
+    for (const [i, p] of ps.entries()) {
+      p.rrq(s.port);
+      expect(await until(() => s.stats.openErrors === i + 1, 2000)).toBe(true);
+    }
+    await sleep(100);
+    expect(ps.every((p) => p.got.length === 0)).toBe(true);
+    expect(s.stats).toMatchObject({ requestsRefused: 0, activeTransfers: 0 });
+    expect(lines.filter((l) => /out of file descriptors/.test(l.msg))).toHaveLength(1);
+    failing = false;
+    const r = await tftpGet(s.port, 'big.bin');
     expect(sha(r.data)).toBe(sha(big));
   });
 });
