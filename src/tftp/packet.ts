@@ -191,13 +191,20 @@ export type Limits = {
   maxBlksize: number;
   /** Largest windowsize granted (RFC 7440 lets the server answer with a smaller one). */
   maxWindowsize: number;
+  /**
+   * Largest RFC 2349 timeout (seconds) granted; a larger valid one is left out of the OACK (default 255: all).
+   * RFC 2349 lets the server only echo the value or decline the option, never answer a smaller one.
+   */
+  maxTimeout?: number;
 };
 
 export type Negotiated = {
   blksize: number;
   windowsize: number;
-  /** RFC 2349 timeout in seconds, if the client asked for a valid one. */
+  /** RFC 2349 timeout in seconds, if the client asked for a valid one and it was granted. */
   timeout?: number;
+  /** A valid timeout above `maxTimeout` that was left out of the OACK (the server's own timeout applies). */
+  timeoutDeclined?: number;
   /** RFC 2349 tsize the client sent (0 on RRQ; the upload size on WRQ), if any. */
   tsize?: number;
   /** What goes into the OACK, in the client's order; empty means no OACK (RFC 2347: plain RFC 1350 transfer). */
@@ -247,8 +254,14 @@ export function negotiate(options: OptionList, limits: Limits, tsizeValue?: numb
         break;
       }
       case 'timeout': {
-        // RFC 2349: 1..255 seconds, and the server must echo exactly the value asked.
+        // RFC 2349: 1..255 seconds, and the server must echo exactly the value asked or leave the option out. Out
+        // of range is refused (atftpd does, atftp's conformance script checks it); above our cap it is left out, so
+        // no client holds a transfer (and its socket) for 255 s x retries.
         if (v < 1 || v > 255) return { ...out, refused: `timeout ${v} is outside 1..255` };
+        if (v > (limits.maxTimeout ?? 255)) {
+          out.timeoutDeclined = v;
+          break;
+        }
         out.timeout = v;
         out.oack.push(['timeout', String(v)]);
         break;

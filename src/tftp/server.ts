@@ -15,12 +15,14 @@ import { performance } from 'node:perf_hooks';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
+import { Admission, rateLimitedLog } from './limits.js';
 import {
   decodePacket,
   ERR,
   encodeAck,
   encodeError,
   encodeOack,
+  type Limits,
   NEGOTIATION_FAILED,
   type Negotiated,
   negotiate,
@@ -82,6 +84,27 @@ export type TftpServerOptions = {
    * (real firmware on a real LAN usually is). Native sockets only.
    */
   busyPollUs?: number;
+  /**
+   * Transfers in flight at once, all clients together (default 1024), and from one client address (default 256:
+   * atftp's own conformance script runs 200 clients from one host). At a cap the oldest transfer whose client never
+   * answered gives way; if every slot is held by a client that answers, the request is dropped without a reply
+   * (see limits.ts and the README for why no ERROR).
+   */
+  maxTransfers?: number;
+  maxTransfersPerClient?: number;
+  /**
+   * Largest RFC 2349 timeout granted, in seconds (default 10); a larger one is left out of the OACK and the server's
+   * own timeout applies. A granted timeout is the retransmission interval, not adapted (RFC 2349).
+   */
+  maxClientTimeout?: number;
+  /**
+   * Retransmissions of a transfer's first packet (OACK, DATA 1, or ACK 0 of an upload) while its client has never
+   * answered (default 2), one retransmission interval apart; then the transfer is dropped. Bounds what a request from
+   * a forged address gets sent (1 + this many packets) and how long its socket is held (3 s at the defaults).
+   */
+  unansweredRetries?: number;
+  /** Opens transfer sockets; tests inject one that fails (EMFILE). */
+  openSocket?: typeof openTransferSocket;
 };
 
 /** transfersStarted = transfersCompleted + transfersFailed + sizeProbes + active transfers. */
@@ -102,6 +125,22 @@ export type TftpStats = {
   /** Well-formed packets that make no sense where they arrived (e.g. an ACK on the listening port). */
   unexpected: number;
   duplicateRequests: number;
+  /** Requests dropped without reply: a cap was reached and every transfer at it had an answering client. */
+  requestsDropped: number;
+  /** Unanswered transfers ended to make room for a new request at a cap (also counted in transfersFailed). */
+  transfersEvicted: number;
+  /** Transfers given up because the client never answered the first packet (also counted in transfersFailed). */
+  transfersUnanswered: number;
+  /**
+   * Requests left unanswered because a transfer socket, or the file (out of descriptors: EMFILE, ENFILE), could not
+   * be opened; the client retries.
+   */
+  openErrors: number;
+  /** RFC 2349 timeouts above maxClientTimeout, left out of the OACK. */
+  timeoutsDeclined: number;
+  /** Gauges: transfers in flight, and transfer sockets open (including uploads dallying after their last ACK). */
+  readonly activeTransfers: number;
+  readonly openSockets: number;
 };
 
 export type TftpServer = {
@@ -114,7 +153,20 @@ export type TftpServer = {
   close(): Promise<void>;
 };
 
-type Result = 'ok' | 'timeout' | 'client-error' | 'probe' | 'read-error' | 'write-error' | 'cancelled' | 'refused';
+type Result =
+  | 'ok'
+  | 'timeout'
+  | 'client-error'
+  | 'probe'
+  | 'read-error'
+  | 'write-error'
+  | 'cancelled'
+  | 'refused'
+  | 'unanswered'
+  | 'evicted';
+
+/** A transfer slot (see limits.ts), held from the request until its transfer ends or never starts. */
+type Slot = { address: string; held: boolean };
 
 type Common = {
   sock: TransferSocket;
@@ -133,6 +185,11 @@ type Common = {
   bytes: number;
   retransmits: number;
   done: boolean;
+  slot: Slot;
+  /** Any datagram from the client's TID yet: until then the source address may be forged. */
+  answered: boolean;
+  /** Retransmission timer expiries so far. */
+  timeouts: number;
 };
 
 type ReadTransfer = Common & {
@@ -203,6 +260,12 @@ export function toNetascii(buf: Buffer): Buffer {
   return out;
 }
 
+/** Temporary: descriptors run out under a flood (ours or another service's) and come back when it passes. */
+function outOfDescriptors(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
+
 export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServer> {
   const log = opts.logger ?? silentLogger;
   const bindAddress = opts.address ?? '0.0.0.0';
@@ -211,6 +274,9 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   const timeoutMs = opts.timeoutMs ?? 1000;
   const minTimeoutMs = Math.min(opts.minTimeoutMs ?? 200, timeoutMs);
   const maxRetries = opts.maxRetries ?? 5;
+  const maxClientTimeout = opts.maxClientTimeout ?? 10;
+  const unansweredRetries = opts.unansweredRetries ?? 2;
+  const openSocket = opts.openSocket ?? openTransferSocket;
   const maxUploadBytes = opts.maxUploadBytes ?? 256 * 1024 * 1024;
   const netasciiMax = opts.netasciiMaxBytes ?? 16 * 1024 * 1024;
 
@@ -228,17 +294,34 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     malformed: 0,
     unexpected: 0,
     duplicateRequests: 0,
+    requestsDropped: 0,
+    transfersEvicted: 0,
+    transfersUnanswered: 0,
+    openErrors: 0,
+    timeoutsDeclined: 0,
+    activeTransfers: 0,
+    openSockets: 0,
   };
   const active = new Set<Transfer>();
+  const transferSockets = new Set<TransferSocket>();
+  // Enumerable getters: the API's info and /metrics read every numeric field of stats.
+  Object.defineProperties(stats, {
+    activeTransfers: { enumerable: true, get: () => active.size },
+    openSockets: { enumerable: true, get: () => transferSockets.size },
+  });
+  const admission = new Admission<Transfer>({
+    maxTotal: opts.maxTransfers ?? 1024,
+    maxPerClient: opts.maxTransfersPerClient ?? 256,
+  });
+  const limited = rateLimitedLog(log);
   const packets = packetCache(opts.packetCacheBytes ?? 32 * 1024 * 1024);
   /**
    * Requests being set up or transferred, by client "addr:port": a retransmitted request must not fork a second
    * transfer, while a different request from the same port (a firmware that re-asks right after its ERROR 8 probe,
    * racing the ERROR on the transfer socket) replaces the old transfer.
    */
-  type Entry = { raw: Buffer; transfer?: Transfer };
+  type Entry = { raw: Buffer; slot: Slot; transfer?: Transfer };
   const byClient = new Map<string, Entry>();
-  const transferSockets = new Set<TransferSocket>();
   const socketsClosing = new Set<Promise<void>>();
   const dallying = new Set<NodeJS.Timeout>();
   const pending = new Set<Promise<void>>();
@@ -309,6 +392,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   }
 
   function sampleRtt(t: Common, sample: number): void {
+    // RFC 2349: a client that asked for a timeout gets that interval; adaptive only when it asked none.
+    if (t.neg.timeout !== undefined) return;
     // RFC 6298 section 2, in ms; the tick granularity is the clock granularity G.
     if (t.srtt === 0) {
       t.srtt = sample;
@@ -332,10 +417,17 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   }
 
   function onTimeout(t: Transfer, now: number): void {
+    // Never answered: the request may come from a forged address, so the first packet is not repeated to it for the
+    // whole retry budget (bounds the reflection and the socket held); a real client whose answer was lost asks again.
+    if (!t.answered && t.timeouts >= unansweredRetries) {
+      finish(t, 'unanswered');
+      return;
+    }
     if (now - t.lastProgressAt >= t.maxRto * maxRetries) {
       finish(t, 'timeout');
       return;
     }
+    t.timeouts++;
     t.rto = Math.min(t.rto * 2, t.maxRto);
     t.deadline = now + t.rto;
     if (t.kind === 'read') {
@@ -353,6 +445,12 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   function sendRaw(t: Common, buf: Buffer): void {
     stats.packetsSent++;
     t.sock.send(buf);
+  }
+
+  function releaseSlot(slot: Slot): void {
+    if (!slot.held) return;
+    slot.held = false;
+    admission.release(slot.address);
   }
 
   function closeSocket(sock: TransferSocket): void {
@@ -619,6 +717,8 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     if (t.done) return;
     t.done = true;
     active.delete(t);
+    admission.answered(t);
+    releaseSlot(t.slot);
     if (byClient.get(t.key)?.transfer === t) byClient.delete(t.key);
     stopTickIfIdle();
     const durationMs = Math.round(performance.now() - t.startedAt);
@@ -667,6 +767,26 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       log.debug(line, 'tftp size probe (ERROR 8 after OACK)');
       return;
     }
+    if (result === 'unanswered' || result === 'evicted') {
+      // A flood of forged requests ends this way by the thousand: one line per transfer at debug, a summary at info.
+      stats.transfersFailed++;
+      if (result === 'unanswered') stats.transfersUnanswered++;
+      else stats.transfersEvicted++;
+      log.debug(line, 'tftp transfer');
+      limited(
+        'info',
+        result,
+        {
+          client: t.key,
+          file: t.filename,
+          total: stats[result === 'unanswered' ? 'transfersUnanswered' : 'transfersEvicted'],
+        },
+        result === 'unanswered'
+          ? 'tftp transfers dropped: the client never answered the first packet (gone, or a forged source address)'
+          : 'tftp transfers dropped unanswered to make room at a transfer cap (a flood of requests?)',
+      );
+      return;
+    }
     if (result === 'ok') stats.transfersCompleted++;
     else stats.transfersFailed++;
     log.info(line, 'tftp transfer');
@@ -710,16 +830,26 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
    */
   async function transferSocket(client: TftpClient): Promise<{ sock: TransferSocket; bind(t: Transfer): void }> {
     let t: Transfer | undefined;
+    const heard = (x: Transfer) => {
+      if (x.answered) return;
+      x.answered = true;
+      admission.answered(x);
+    };
     const handlers: TransferHandlers = {
       onAck: (block, fired) => {
         if (t === undefined) return;
+        heard(t);
         if (t.kind === 'read') onAck(t, block, fired);
         else stats.unexpected++;
       },
-      onMessage: (msg) => t !== undefined && onTransferMessage(t, msg),
+      onMessage: (msg) => {
+        if (t === undefined) return;
+        heard(t);
+        onTransferMessage(t, msg);
+      },
       onError: (code) => t !== undefined && onSocketError(t, code),
     };
-    const sock = await openTransferSocket(bindAddress, client, handlers, {
+    const sock = await openSocket(bindAddress, client, handlers, {
       native: opts.nativeSockets,
       gso: opts.gso,
       busyPollUs: opts.busyPollUs ?? 200,
@@ -735,12 +865,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
   function common(
     sock: TransferSocket,
-    key: string,
+    entry: Entry,
     client: TftpClient,
     filename: string,
     mode: string,
     neg: Negotiated,
   ): Common {
+    const key = `${client.address}:${client.port}`;
     const now = performance.now();
     const maxRto = neg.timeout !== undefined ? neg.timeout * 1000 : timeoutMs;
     return {
@@ -761,7 +892,27 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       bytes: 0,
       retransmits: 0,
       done: false,
+      slot: entry.slot,
+      answered: false,
+      timeouts: 0,
     };
+  }
+
+  /**
+   * Descriptor exhaustion and the like: the request goes unanswered (its client retries; firmware aborts the boot on
+   * an ERROR), the daemon carries on.
+   */
+  function openFailed(err: unknown, key: string, what: 'a transfer socket' | 'the file'): void {
+    stats.openErrors++;
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    limited(
+      'warn',
+      `open:${what}:${code}`,
+      { err, code, client: key, total: stats.openErrors },
+      outOfDescriptors(err)
+        ? `tftp: cannot open ${what}, out of file descriptors: raise the open-files limit (LimitNOFILE, ulimit -n) or lower --tftp-max-transfers; requests go unanswered until then`
+        : `tftp: cannot open ${what}; the request goes unanswered`,
+    );
   }
 
   function refuse(client: TftpClient, code: number, message: string, why: string, filename: string): void {
@@ -772,7 +923,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     listener.send(encodeError(code, message), client.port, client.address);
   }
 
-  async function limitsFor(address: string): Promise<{ maxBlksize: number; maxWindowsize: number }> {
+  async function limitsFor(address: string): Promise<Limits> {
     let cap = defaultMaxBlksize;
     try {
       const per = opts.maxBlksizeFor?.(address);
@@ -780,22 +931,37 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     } catch (err) {
       log.warn({ err, client: address }, 'maxBlksizeFor failed; using the global maximum');
     }
-    return { maxBlksize: cap, maxWindowsize };
+    return { maxBlksize: cap, maxWindowsize, maxTimeout: maxClientTimeout };
+  }
+
+  function declinedTimeout(neg: Negotiated, key: string): void {
+    if (neg.timeoutDeclined === undefined) return;
+    stats.timeoutsDeclined++;
+    log.debug(
+      { client: key, asked: neg.timeoutDeclined, max: maxClientTimeout },
+      'tftp: client timeout above the cap left out of the OACK; the server timeout applies',
+    );
   }
 
   async function startRead(
     client: TftpClient,
-    key: string,
+    entry: Entry,
     filename: string,
     mode: string,
     options: Array<[string, string]>,
   ): Promise<void> {
+    const key = `${client.address}:${client.port}`;
     let opened: Awaited<ReturnType<TftpSource['open']>>;
     try {
       opened = await opts.source.open(filename, client);
     } catch (err) {
-      // A source that throws (a rendering bug, a broken store) is answered, not left to the client's timeout.
-      log.error({ err, client: key, file: filename }, 'tftp source failed');
+      if (outOfDescriptors(err)) {
+        openFailed(err, key, 'the file');
+        return;
+      }
+      // A source that throws (a rendering bug, a broken store) is answered, not left to the client's timeout; logged
+      // at most once per interval, as a flood can make every request fail the same way.
+      limited('error', 'source', { err, client: key, file: filename }, 'tftp source failed');
       refuse(client, ERR.NOT_DEFINED, 'Internal error', 'source threw', filename);
       return;
     }
@@ -828,12 +994,13 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       refuse(client, ERR.OPTION_NEGOTIATION, NEGOTIATION_FAILED, neg.refused, filename);
       return;
     }
+    declinedTimeout(neg, key);
     let opened2: Awaited<ReturnType<typeof transferSocket>>;
     try {
       opened2 = await transferSocket(client);
     } catch (err) {
       file.close();
-      log.warn({ err, client: key }, 'tftp: cannot open a transfer socket');
+      openFailed(err, key, 'a transfer socket');
       return;
     }
     const sock = opened2.sock;
@@ -845,7 +1012,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     const blksize = neg.blksize;
     const window = neg.windowsize;
     const t: ReadTransfer = {
-      ...common(sock, key, client, filename, mode, neg),
+      ...common(sock, entry, client, filename, mode, neg),
       kind: 'read',
       file,
       size: file.size,
@@ -865,9 +1032,9 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       loading: new Set(),
     };
     opened2.bind(t);
-    const entry = byClient.get(key);
-    if (entry !== undefined) entry.transfer = t;
+    entry.transfer = t;
     active.add(t);
+    admission.awaiting(t, client.address);
     stats.transfersStarted++;
     ensureTick();
     pump(t);
@@ -875,7 +1042,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
 
   async function startWrite(
     client: TftpClient,
-    key: string,
+    entry: Entry,
     filename: string,
     mode: string,
     options: Array<[string, string]>,
@@ -906,6 +1073,7 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       refuse(client, ERR.OPTION_NEGOTIATION, NEGOTIATION_FAILED, neg.refused, filename);
       return;
     }
+    declinedTimeout(neg, `${client.address}:${client.port}`);
     if (neg.tsize !== undefined && neg.tsize > maxUploadBytes) {
       refuse(client, ERR.DISK_FULL, 'Upload too large', `tsize ${neg.tsize}`, filename);
       return;
@@ -918,6 +1086,10 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     try {
       fh = await open(tmp, 'wx', 0o644);
     } catch (err) {
+      if (outOfDescriptors(err)) {
+        openFailed(err, `${client.address}:${client.port}`, 'the file');
+        return;
+      }
       refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', `cannot create: ${String(err)}`, filename);
       return;
     }
@@ -925,15 +1097,16 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
     try {
       if (closing) throw new Error('closing');
       opened = await transferSocket(client);
-    } catch {
+    } catch (err) {
       await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
+      if (!closing) openFailed(err, `${client.address}:${client.port}`, 'a transfer socket');
       return;
     }
     const sock = opened.sock;
     const first = neg.oack.length > 0 ? encodeOack(neg.oack) : encodeAck(0);
     const t: WriteTransfer = {
-      ...common(sock, key, client, filename, mode, neg),
+      ...common(sock, entry, client, filename, mode, neg),
       kind: 'write',
       blksize: neg.blksize,
       expected: 1,
@@ -949,15 +1122,54 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       finish(t, 'cancelled');
       return;
     }
-    const entry = byClient.get(key);
-    if (entry !== undefined) entry.transfer = t;
+    entry.transfer = t;
     active.add(t);
+    admission.awaiting(t, client.address);
     stats.transfersStarted++;
     ensureTick();
     sendRaw(t, first);
   }
 
+  /**
+   * Takes a transfer slot for a new request (limits.ts), ending the oldest unanswered transfer if a cap needs it.
+   * Without a slot the request is dropped silently: an ERROR would be one more packet reflected at a possibly forged
+   * source, and PXE firmware aborts the boot on an ERROR but simply repeats its request after silence.
+   */
+  function admit(client: TftpClient, filename: string): boolean {
+    const a = admission.admit(client.address);
+    if (!a.ok) {
+      stats.requestsDropped++;
+      limited(
+        'warn',
+        `busy:${a.reason}`,
+        {
+          client: `${client.address}:${client.port}`,
+          file: filename,
+          inFlight: admission.inFlight,
+          fromClient: admission.inFlightFrom(client.address),
+          dropped: stats.requestsDropped,
+        },
+        a.reason === 'client'
+          ? 'tftp request dropped: this client has --tftp-max-per-client transfers in flight, all answering'
+          : 'tftp request dropped: --tftp-max-transfers transfers in flight, all answering; raise it if this is real load',
+      );
+      return false;
+    }
+    if (a.evict !== undefined) finish(a.evict, 'evicted');
+    admission.acquire(client.address);
+    return true;
+  }
+
   listener.on('message', (msg, rinfo) => {
+    try {
+      onRequest(msg, rinfo);
+    } catch (err) {
+      // Nothing a datagram does may take the daemon down; the request is lost, its client retries.
+      limited('error', 'listener', { err, client: `${rinfo.address}:${rinfo.port}` }, 'tftp request handling failed');
+    }
+  });
+
+  function onRequest(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (closing) return;
     const d = decodePacket(msg);
     if (!d.ok) {
@@ -992,19 +1204,23 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
       );
       return;
     }
-    const entry: Entry = { raw: Buffer.from(msg) };
+    if (!admit(client, p.filename)) return;
+    const entry: Entry = { raw: Buffer.from(msg), slot: { address: client.address, held: true } };
     byClient.set(key, entry);
-    const work = (p.op === 'RRQ' ? startRead : startWrite)(client, key, p.filename, p.mode, p.options)
+    const work = (p.op === 'RRQ' ? startRead : startWrite)(client, entry, p.filename, p.mode, p.options)
       .catch((err) => {
         log.error({ err, client: key, file: p.filename }, 'tftp request failed');
       })
       .finally(() => {
-        // Keep the entry while its transfer runs; finish() removes it.
-        if (byClient.get(key) === entry && (entry.transfer === undefined || entry.transfer.done)) byClient.delete(key);
+        // Keep the entry (and its slot) while its transfer runs; finish() removes it.
+        if (entry.transfer === undefined || entry.transfer.done) {
+          releaseSlot(entry.slot);
+          if (byClient.get(key) === entry) byClient.delete(key);
+        }
         pending.delete(work);
       });
     pending.add(work);
-  });
+  }
 
   return {
     address: bound.address,

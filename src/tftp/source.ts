@@ -224,6 +224,9 @@ export function fileRootSource(root: string, opts: FileRootOptions = {}): TftpSo
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' || code === 'ENOTDIR') return { status: 'not-found', reason: `${c.abs} does not exist` };
+        // Out of descriptors is temporary, not a refusal: thrown, so the server leaves the request unanswered (the
+        // client retries) instead of sending an ERROR that makes firmware abort the boot.
+        if (code === 'EMFILE' || code === 'ENFILE') throw err;
         return { status: 'refused', reason: `${c.abs}: ${code ?? String(err)}` };
       }
       if (s === 'not-file') return { status: 'refused', reason: `${c.abs} is not a regular file` };

@@ -8,6 +8,8 @@ import { decodePacket, encodeAck, encodeError, encodeRequest, type OptionList } 
 
 export type GetOptions = {
   host?: string;
+  /** Local address to send from (default: host), e.g. another 127.0.0.0/8 address to be a different client. */
+  from?: string;
   mode?: string;
   options?: OptionList;
   /** Drop this DATA packet (n counts every DATA packet received, from 0). */
@@ -131,7 +133,7 @@ export function tftpGet(port: number, filename: string, o: GetOptions = {}): Pro
       if (last || received % window === 0) ack(received);
       if (last) end({});
     });
-    sock.bind(0, host, () => send(lastSent, port));
+    sock.bind(0, o.from ?? host, () => send(lastSent, port));
   });
 }
 
