@@ -68,6 +68,8 @@ export type LeaseTable = {
   /** The API deleted a lease: forget it. */
   drop(address: string): void;
   size(): number;
+  /** Addresses of the subnet's range bound or declined now (not offered, not free): one pass over the table. */
+  held(subnet: SubnetInfo): number;
 };
 
 export async function loadLeaseTable(deps: {
@@ -291,6 +293,13 @@ export async function loadLeaseTable(deps: {
       unindex(r);
     },
     size: () => byIp.size,
+    held(s) {
+      const t = now();
+      let n = 0;
+      for (const r of byIp.values())
+        if (inRange(s, r.ip) && r.exp > t && (r.state === 'bound' || r.state === 'declined')) n++;
+      return n;
+    },
   };
 
   function upsert(

@@ -12,6 +12,7 @@
  */
 import type { Logger } from '../log.js';
 import type { NetAddon } from './bind.js';
+import type { BackgroundGuard } from './guard.js';
 import type { Inventory } from './inventory.js';
 
 export function startRaResponder(deps: {
@@ -21,6 +22,8 @@ export function startRaResponder(deps: {
   log: Logger;
   addon: NetAddon;
   checkEveryMs?: number;
+  /** Where errors of the periodic check go (listing interfaces fails under descriptor exhaustion). */
+  guard?: BackgroundGuard;
 }): { close(): void; answered: () => number } {
   const running = new Map<string, number>();
   let failed = false;
@@ -48,9 +51,19 @@ export function startRaResponder(deps: {
       running.clear();
     }
   };
-  sync();
+  // A throw from a timer callback is an uncaught exception: Node would exit.
+  const guarded = () => {
+    try {
+      sync();
+      deps.guard?.passed('router advertisement sync');
+    } catch (err) {
+      if (deps.guard) deps.guard.failed('router advertisement sync', err);
+      else deps.log.error({ err }, 'dhcp: router advertisement sync failed');
+    }
+  };
+  guarded();
   // Prefs change through the API; the inventory reloads them, we follow within a couple of seconds.
-  const timer = setInterval(sync, deps.checkEveryMs ?? 2000);
+  const timer = setInterval(guarded, deps.checkEveryMs ?? 2000);
   timer.unref();
   return {
     close: () => {

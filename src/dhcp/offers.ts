@@ -1,0 +1,133 @@
+/**
+ * How many addresses unknown clients may hold with offers they have not REQUESTed (issue 11: 400 DISCOVERs from
+ * random MACs emptied a /24 for the 60 s of their offers, and machines of the inventory got no offer either).
+ *
+ * Policy only (the server asks, the lease table keeps the leases):
+ * - An unknown client (no machine with its MAC, no reservation) needing a new address is offered one only while
+ *   the addresses held by unknown clients' outstanding offers stay under `share` of the pool's free addresses
+ *   (free: neither bound nor declined; rounded up, so a one-address pool still serves one). Machines of the
+ *   inventory are not counted and not capped: they get an offer while any address is free.
+ * - Under pressure (outstanding unknown offers at half the cap or more) unknown clients' offers are held for
+ *   `pressureSeconds` instead of the full offer time, so a flood's addresses come back quickly; a real client
+ *   REQUESTs within a few seconds (RFC 2131 4.4.1 retransmits within 4-64 s; PXE ROMs within 4).
+ * - Under pressure, unknown clients' new offers are also limited per ingress (the relay's giaddr, or the
+ *   receiving interface for direct clients) to `ingressRate` a second. Per-MAC limits would not help (a flood
+ *   uses a new MAC each time); per ingress bounds the OFFERs a flood makes this server broadcast or send to one
+ *   relay, and keeps one flooded segment from using all the unknown share's churn of a shared-relay subnet.
+ */
+
+export type OfferPolicyOptions = {
+  /** Fraction of a pool's free addresses that unknown clients' outstanding offers may hold (0-1). Default 0.5. */
+  share?: number;
+  /** Full offer hold, seconds. */
+  offerSeconds: number;
+  /** Offer hold for unknown clients under pressure, seconds. Default 10. */
+  pressureSeconds?: number;
+  /** New offers to unknown clients per ingress per second under pressure (also the burst). Default 50; 0 = no limit. */
+  ingressRate?: number;
+  now: () => number;
+};
+
+export type PoolView = { name: string; start: number; end: number };
+
+export type Admission = { ok: true; seconds: number; pressure: boolean } | { ok: false; why: string };
+
+export type OfferPolicy = {
+  /**
+   * Whether an unknown client may be offered an address in this pool now, and for how long. `renewal`: the
+   * client already holds the address it will be offered (no new address taken): never refused.
+   */
+  admit(pool: PoolView, held: () => number, ingress: string, renewal?: boolean): Admission;
+  /** An unknown client was offered `ip` (tracked until it expires, is bound, released or re-offered). */
+  track(pool: string, ip: number, seconds: number): void;
+  /** The address left the unknown share (bound, released, offered to a known client, turned down). */
+  settle(ip: number): void;
+  /** Outstanding unknown offers in a pool. */
+  outstanding(pool: string): number;
+};
+
+const MAX_INGRESS = 1024;
+
+export function offerPolicy(o: OfferPolicyOptions): OfferPolicy {
+  const share = Math.min(1, Math.max(0, o.share ?? 0.5));
+  const pressureSeconds = Math.min(o.offerSeconds, o.pressureSeconds ?? 10);
+  const rate = o.ingressRate ?? 50;
+  // Per pool, one FIFO per hold time: entries of one hold time expire in insertion order, so expired ones are
+  // always at the front (pruning is O(1) amortised, never a scan of the pool).
+  const pools = new Map<string, Map<number, Map<number, number>>>();
+  const where = new Map<number, { pool: string; seconds: number }>();
+  const buckets = new Map<string, { tokens: number; at: number }>();
+
+  const prune = (pool: string, t: number) => {
+    const tiers = pools.get(pool);
+    if (!tiers) return 0;
+    let n = 0;
+    for (const fifo of tiers.values()) {
+      for (const [ip, exp] of fifo) {
+        if (exp > t) break;
+        fifo.delete(ip);
+        where.delete(ip);
+      }
+      n += fifo.size;
+    }
+    return n;
+  };
+  const take = (ingress: string, t: number): boolean => {
+    if (rate <= 0) return true;
+    let b = buckets.get(ingress);
+    if (b) buckets.delete(ingress);
+    else {
+      b = { tokens: rate, at: t };
+      if (buckets.size >= MAX_INGRESS) buckets.delete(buckets.keys().next().value!);
+    }
+    buckets.set(ingress, b);
+    b.tokens = Math.min(rate, b.tokens + ((t - b.at) / 1000) * rate);
+    b.at = t;
+    if (b.tokens < 1) return false;
+    b.tokens--;
+    return true;
+  };
+
+  const policy: OfferPolicy = {
+    admit(pool, held, ingress, renewal = false) {
+      const t = o.now();
+      const n = prune(pool.name, t);
+      const size = pool.end - pool.start + 1;
+      // Nothing outstanding: one offer cannot exceed the share (rounded up); the allocator finds whether any
+      // address is free. Saves the pass over the lease table outside floods.
+      if (size <= 0 || n === 0) return { ok: true, seconds: o.offerSeconds, pressure: false };
+      const free = Math.max(0, size - held());
+      const cap = Math.ceil(share * free);
+      if (renewal) return { ok: true, seconds: n * 2 >= cap ? pressureSeconds : o.offerSeconds, pressure: false };
+      if (n >= cap)
+        return {
+          ok: false,
+          why: `unknown clients hold offers for ${n} of ${free} free addresses (cap ${Math.round(share * 100)}%); addresses left for machines of the inventory`,
+        };
+      const pressure = n * 2 >= cap && n > 0;
+      if (pressure && !take(ingress, t))
+        return {
+          ok: false,
+          why: `more than ${rate} offers a second to unknown clients from ${ingress} under pressure`,
+        };
+      return { ok: true, seconds: pressure ? pressureSeconds : o.offerSeconds, pressure };
+    },
+    track(pool, ip, seconds) {
+      policy.settle(ip);
+      let tiers = pools.get(pool);
+      if (!tiers) pools.set(pool, (tiers = new Map()));
+      let fifo = tiers.get(seconds);
+      if (!fifo) tiers.set(seconds, (fifo = new Map()));
+      fifo.set(ip, o.now() + seconds * 1000);
+      where.set(ip, { pool, seconds });
+    },
+    settle(ip) {
+      const w = where.get(ip);
+      if (!w) return;
+      where.delete(ip);
+      pools.get(w.pool)?.get(w.seconds)?.delete(ip);
+    },
+    outstanding: (pool) => prune(pool, o.now()),
+  };
+  return policy;
+}
