@@ -115,9 +115,15 @@ export function offerPolicy(o: OfferPolicyOptions): OfferPolicy {
     track(pool, ip, seconds) {
       policy.settle(ip);
       let tiers = pools.get(pool);
-      if (!tiers) pools.set(pool, (tiers = new Map()));
+      if (!tiers) {
+        tiers = new Map();
+        pools.set(pool, tiers);
+      }
       let fifo = tiers.get(seconds);
-      if (!fifo) tiers.set(seconds, (fifo = new Map()));
+      if (!fifo) {
+        fifo = new Map();
+        tiers.set(seconds, fifo);
+      }
       fifo.set(ip, o.now() + seconds * 1000);
       where.set(ip, { pool, seconds });
     },
