@@ -11,8 +11,8 @@ import type { Logger } from '../log.js';
 export type BackgroundGuard = {
   /** Runs a background step; an error (thrown or rejected) is logged, never rethrown. Resolves true when it passed. */
   run(task: string, fn: () => unknown): Promise<boolean>;
-  /** Records a failure of a task (for callers that catch themselves). */
-  failed(task: string, err: unknown): void;
+  /** Records a failure of a task (for callers that catch themselves); `about` goes into the logged lines. */
+  failed(task: string, err: unknown, about?: object): void;
   /** Records a success: logs the recovery once after failures. */
   passed(task: string): void;
   /** Failures so far, every task. */
@@ -30,13 +30,13 @@ export function backgroundGuard(log: Logger, opts: { intervalMs?: number; now?: 
   const state = new Map<string, { loggedAt: number; quiet: number; since: number }>();
   let total = 0;
   const guard: BackgroundGuard = {
-    failed(task, err) {
+    failed(task, err, about) {
       total++;
       const t = now();
       const s = state.get(task);
       if (!s) {
         state.set(task, { loggedAt: t, quiet: 0, since: 0 });
-        log.error({ err, task }, `dhcp: ${task} failed; keeping the previous state and trying again later`);
+        log.error({ ...about, err, task }, `dhcp: ${task} failed (while it keeps failing: one line a minute)`);
         return;
       }
       s.since++;
@@ -45,7 +45,7 @@ export function backgroundGuard(log: Logger, opts: { intervalMs?: number; now?: 
         return;
       }
       log.error(
-        { err, task, failures: s.since, suppressed: s.quiet },
+        { ...about, err, task, failures: s.since, suppressed: s.quiet },
         `dhcp: ${task} still failing (${s.quiet} more failures not logged in the last ${Math.round(interval / 1000)} s)`,
       );
       s.loggedAt = t;
@@ -139,6 +139,33 @@ export function rogueWatch(
     close() {
       if (timer) clearTimeout(timer);
       flush();
+    },
+  };
+}
+
+/**
+ * At most `perInterval` lines per interval for a kind of message whose key an attacker chooses (a source
+ * address, a MAC): take() says whether to log, and how many lines were suppressed since the last one.
+ */
+export function lineBudget(perInterval: number, intervalMs = 60_000, now: () => number = Date.now) {
+  let start = 0;
+  let used = 0;
+  let quiet = 0;
+  return {
+    take(): { ok: true; suppressed: number } | { ok: false } {
+      const t = now();
+      if (t - start >= intervalMs) {
+        start = t;
+        used = 0;
+      }
+      if (used >= perInterval) {
+        quiet++;
+        return { ok: false };
+      }
+      used++;
+      const suppressed = quiet;
+      quiet = 0;
+      return { ok: true, suppressed };
     },
   };
 }

@@ -14,7 +14,7 @@ import { cidrContains, intToIp } from '../model/common.js';
 import type { Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ADDON_HINT, fdOf, loadNetAddon, openUdpSocket } from './bind.js';
-import { backgroundGuard, rogueWatch } from './guard.js';
+import { backgroundGuard, lineBudget, rogueWatch } from './guard.js';
 import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
 import { inNet, ipInt } from './ip.js';
 import { belongsTo, type Client, loadLeaseTable } from './leases.js';
@@ -179,6 +179,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     log,
     now,
     excluded: () => localAddrs().all,
+    guard,
     reservedMacAt: (a) => inventory.reservationAt(a)?.mac,
   });
   // ---- offers to unknown clients: capped per pool (offers.ts) ----
@@ -384,7 +385,9 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   reclaimTimer.unref();
 
   // ---- malformed packets: counted always, logged once per source per interval ----
+  // Sources are spoofable: beyond 20 lines an interval, in total, the rest are only counted.
   const malformedSeen = new Map<string, number>();
+  const malformedLines = lineBudget(20, opts.malformedLogIntervalMs ?? 60_000);
   const noteMalformed = (src: string, code: string, message: string) => {
     stats.malformed++;
     const t = Date.now();
@@ -393,13 +396,22 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     if (last !== undefined && t - last < interval) return;
     if (malformedSeen.size > 10_000) malformedSeen.clear();
     malformedSeen.set(src, t);
-    log.warn({ src, code, total: stats.malformed }, `dhcp: malformed packet dropped: ${message}`);
+    const b = malformedLines.take();
+    if (!b.ok) return;
+    log.warn(
+      { src, code, total: stats.malformed, notLogged: b.suppressed },
+      `dhcp: malformed packet dropped: ${message}`,
+    );
   };
+  // Some keys hold a MAC (any value a flood likes): the set is bounded, and so are its lines.
   const onceKeys = new Set<string>();
+  const onceLines = lineBudget(20);
   const warnOnce = (key: string, obj: object, msg: string) => {
     if (onceKeys.has(key)) return;
+    if (onceKeys.size >= 10_000) onceKeys.clear();
     onceKeys.add(key);
-    log.warn(obj, msg);
+    const b = onceLines.take();
+    if (b.ok) log.warn(b.suppressed ? { ...obj, notLogged: b.suppressed } : obj, msg);
   };
 
   // Bounded: spoofed replies can carry a new server id each (guard.ts).
@@ -444,10 +456,14 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       log.debug({ src: rinfo.address, chaddr: macOf(pkt) }, 'dhcp: request with a zero/broadcast chaddr dropped');
       return;
     }
-    handle(ctx, pkt, rinfo).catch((err) => {
-      stats.errors++;
-      log.error({ err, mac: macOf(pkt) }, 'dhcp: request failed; no reply sent');
-    });
+    handle(ctx, pkt, rinfo).then(
+      () => guard.passed('answering requests'),
+      (err) => {
+        // One line a minute while requests keep failing (a full disk, a broken store: every packet would log).
+        stats.errors++;
+        guard.failed('answering requests', err, { mac: macOf(pkt) });
+      },
+    );
   }
 
   // A socket bound to an interface serves only the subnets of that interface's own addresses: serverAddress
@@ -681,8 +697,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     ctx.socket.send(buf, to.port, to.address, (err) => {
       if (err) {
         stats.errors++;
-        log.warn({ err, dest }, 'dhcp: sending a reply failed');
-      }
+        guard.failed('sending replies', err, { dest });
+      } else guard.passed('sending replies');
     });
   }
 
