@@ -508,6 +508,19 @@ describe('process: RELEASE (forge tests/dhcpv4/process/test_v4_release.py; RFC 2
     expectLeaseReply(await f.send(DISCOVER, C11), 'OFFER', '192.168.50.1');
   });
 
+  it('rfc2131.4.4.6.release-without-server-id: a RELEASE without 54 (a MUST, table 5) is ignored; with it, released', async () => {
+    const f = await forge();
+    const owner = { chaddr: '00:00:00:11:11:22' };
+    const { offer } = await dora(f, owner);
+    expectSilence(await f.silent(RELEASE, { ...owner, ciaddr: '192.168.50.1' }));
+    expect(f.env.server.stats.releases).toBe(0);
+    expect(f.env.server.leases.get('192.168.50.1')?.state).toBe('bound');
+    expectSilence(await f.silent(DISCOVER, C11));
+    expectSilence(await f.silent(RELEASE, { ...owner, serverId: serverIdOf(offer), ciaddr: '192.168.50.1' }));
+    expect(f.env.server.stats.releases).toBe(1);
+    expectLeaseReply(await f.send(DISCOVER, C11), 'OFFER', '192.168.50.1');
+  });
+
   const owner = { chaddr: '00:1f:d0:00:00:11', clientId: '00001fd0040111' };
   async function leased(f: Forge) {
     const { offer, ack } = await dora(f, owner);
