@@ -764,10 +764,13 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           // renews what it already holds (a repeated DISCOVER, a bound client starting over).
           const own = leases.forMac(subnet.name, client);
           const holds = own !== undefined && (own.state === 'offered' || own.state === 'bound') && own.exp > now();
-          const ingress = `${ctx.ifname ?? '*'}/${pkt.giaddr}`;
-          const adm = offers.admit(subnet, () => heldIn(subnet), ingress, holds);
-          if (!adm.ok) return refused(subnet.name, adm.why);
-          hold = adm.seconds;
+          // A bound client starting over keeps the full hold: the flood must not take its address in 10 s.
+          if (!holds || own.state !== 'bound') {
+            const ingress = `${ctx.ifname ?? '*'}/${pkt.giaddr}`;
+            const adm = offers.admit(subnet, () => heldIn(subnet), ingress, holds);
+            if (!adm.ok) return refused(subnet.name, adm.why);
+            hold = adm.seconds;
+          }
         }
         const alloc = leases.allocate(subnet, client, requested, reservation);
         if (!alloc.address) {
@@ -817,6 +820,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const mine = leases.get(address);
         const its = mine !== undefined && belongsTo(mine, client);
         if (state === 'selecting' && mine && !its) return nak(`${address} is not available`, address);
+        // SELECTING answers an OFFER (RFC 2131 4.3.2): an unknown client asking for an address this server never
+        // offered it would otherwise bind addresses for a whole lease time past the offer cap (a REQUEST flood).
+        // A NAK sends it back to DISCOVER (as after a restart, which loses offers: they live in memory only).
+        if (state === 'selecting' && !its && !machine && !reservation)
+          return nak(`${address} was not offered to this client`, address);
         if (state === 'renewing' && !(its && mine.state === 'bound' && mine.exp > now())) {
           // RENEWING/REBINDING a lease that ended (or that this server never gave): the client must start over.
           return nak(`no lease of ${address} to extend`, address);

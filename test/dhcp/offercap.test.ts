@@ -104,6 +104,33 @@ describe('offers to unknown clients are capped per pool (issue 11)', () => {
   });
 });
 
+describe('REQUESTs that skip the DISCOVER (issue 11)', () => {
+  it('an unknown client SELECTING an address never offered to it is NAKed, not bound; a known machine may', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', POOL);
+      await s.create('machines', 'u-k', { uuid: 'u-k', name: 'known', macs: [KNOWN] }, [
+        { field: 'macs', value: KNOWN },
+      ]);
+    });
+    const select = async (mac: string, address: string) => {
+      const r = request(MessageType.REQUEST, mac, { flags: 0x8000 }, [
+        [Opt.ServerId, ip4('10.99.1.1')],
+        [Opt.RequestedIp, ip4(address)],
+      ]);
+      await env!.client.send(r, env!.p.port);
+      return msgType(await env!.client.wait(r.xid));
+    };
+    // A flood of these bound one address per packet for a whole lease time (3600 s here), past the offer cap.
+    for (let i = 0; i < 40; i++) expect(await select(randomMac(i), `10.99.1.${100 + i}`)).toBe(MessageType.NAK);
+    expect(env.server.stats.acks).toBe(0);
+    expect((await env.store.list('leases')).items.length).toBe(0);
+    expect(await select(KNOWN, '10.99.1.120')).toBe(MessageType.ACK);
+    // The NAKed client's DISCOVER and REQUEST: served as usual.
+    const { ack } = await env.dora(randomMac(1));
+    expect(msgType(ack)).toBe(MessageType.ACK);
+  });
+});
+
 describe('offerPolicy', () => {
   const pool = { name: 'p', start: 1, end: 1000 };
   it('caps at the share of free addresses (rounded up), shortens holds and limits the rate per ingress under pressure', () => {
