@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { offerPolicy } from '../../src/dhcp/offers.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
+import type { DhcpServerOptions } from '../../src/dhcp/server.js';
 import { ip4, msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
@@ -14,7 +15,8 @@ afterEach(async () => {
   env = undefined;
 });
 
-const POOL = { ...SUBNET, activeStart: '10.99.1.100', activeEnd: '10.99.1.139' }; // 40 addresses
+// The issue's setting: a /24's pool (245 addresses; the server is 10.99.1.1, the reservation 10.99.1.5).
+const POOL = { ...SUBNET, activeStart: '10.99.1.10', activeEnd: '10.99.1.254' };
 const KNOWN = '52:54:00:aa:00:01';
 const RESERVED = '52:54:00:aa:00:02';
 const randomMac = (i: number) =>
@@ -22,22 +24,22 @@ const randomMac = (i: number) =>
     .map((b) => b.toString(16).padStart(2, '0'))
     .join(':')}`;
 
-async function flooded(clock: { t: number }, flood: number) {
+async function flooded(clock: { t: number }, flood: number, opts: Partial<DhcpServerOptions> = {}) {
   env = await testEnv(
     async (s) => {
       await s.create('subnets', 'lab', POOL);
       await s.create('machines', 'u-k', { uuid: 'u-k', name: 'known', macs: [KNOWN] }, [
         { field: 'macs', value: KNOWN },
       ]);
-      await s.create('reservations', '10.99.1.20', {
-        address: '10.99.1.20',
+      await s.create('reservations', '10.99.1.5', {
+        address: '10.99.1.5',
         mac: RESERVED,
         subnet: 'lab',
         options: [],
         description: '',
       });
     },
-    { now: () => clock.t },
+    { now: () => clock.t, ...opts },
   );
   // The flood: DISCOVERs from new MACs, none ever REQUESTs. Sent in bursts of 50 (bounded), then the replies
   // counted once the server has handled every one.
@@ -64,9 +66,9 @@ async function discover(e: TestEnv, mac: string) {
 }
 
 describe('offers to unknown clients are capped per pool (issue 11)', () => {
-  it('100 random-MAC DISCOVERs leave addresses for machines of the inventory; newcomers are served again once holds expire', async () => {
+  it('400 random-MAC DISCOVERs leave addresses for machines of the inventory; newcomers are served again once holds expire', async () => {
     const clock = { t: Date.now() };
-    const offered = await flooded(clock, 100);
+    const offered = await flooded(clock, 400);
 
     // A machine of the inventory still gets an offer, and its REQUEST an ACK.
     const { d, offer } = await discover(env!, KNOWN);
@@ -78,10 +80,12 @@ describe('offers to unknown clients are capped per pool (issue 11)', () => {
     await env!.client.send(r, env!.p.port);
     expect(msgType(await env!.client.wait(r.xid))).toBe(MessageType.ACK);
     // So does a reserved MAC (its own address, outside the pool).
-    expect((await discover(env!, RESERVED)).offer?.yiaddr).toBe('10.99.1.20');
-    // Half the 40 free addresses at most (default unknownOfferShare 0.5); the code before offered all 40.
-    expect(offered.length).toBe(20);
-    expect(env!.server.stats.capped).toBe(80);
+    expect((await discover(env!, RESERVED)).offer?.yiaddr).toBe('10.99.1.5');
+    // The code before offered all 245 addresses and nothing to the machine. Now: 62 offers before pressure
+    // (a quarter of the free addresses), then this ingress's 50 a second (the injected clock stands still);
+    // the cap itself (123, half the free addresses rounded up) is reached in the next test.
+    expect(offered.length).toBe(62 + 50);
+    expect(env!.server.stats.capped).toBe(400 - 112);
 
     // An unknown newcomer now: the unknown share is used up.
     expect((await discover(env!, '52:54:00:bb:00:01')).offer).toBeUndefined();
@@ -96,8 +100,9 @@ describe('offers to unknown clients are capped per pool (issue 11)', () => {
 
   it('a client that repeats its DISCOVER keeps its offer even with the share used up', async () => {
     const clock = { t: Date.now() };
-    const offered = await flooded(clock, 60);
-    expect(offered.length).toBe(20);
+    const offered = await flooded(clock, 200, { unknownOfferRate: 0 });
+    expect(offered.length).toBe(123); // half the 245 free addresses, rounded up
+    expect(msgType((await discover(env!, '52:54:00:bb:01:01')).offer)).toBeUndefined();
     const again = await discover(env!, offered[0]!.mac);
     expect(again.offer?.yiaddr).toBe(offered[0]!.address);
     expect(env!.server.leases.get(offered[0]!.address)?.mac).toBe(offered[0]!.mac);
