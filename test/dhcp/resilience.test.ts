@@ -67,6 +67,38 @@ async function offered(e: TestEnv, mac: string) {
   return msgType(await e.client.wait(d.xid, 1000)) === MessageType.OFFER;
 }
 
+describe('one wildcard socket under descriptor exhaustion', () => {
+  it('the address listing failing with EMFILE keeps the previous addresses, answers on, and recovers', async () => {
+    let failing = false;
+    let calls = 0;
+    const c = capture();
+    env = await testEnv(undefined, {
+      networkInterfaces: () => {
+        calls++;
+        if (failing) throw emfile();
+        return LO;
+      },
+      rescanIntervalMs: 20, // also the address cache's lifetime (at most 5 s)
+      log: c.log,
+    });
+    expect(await offered(env, '52:54:00:00:09:01')).toBe(true);
+    failing = true;
+    const before = calls;
+    for (let i = 2; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 30));
+      expect(await offered(env, `52:54:00:00:09:0${i}`)).toBe(true);
+    }
+    expect(calls).toBeGreaterThanOrEqual(before + 3);
+    expect(env.server.stats.backgroundErrors).toBeGreaterThanOrEqual(3);
+    expect(env.server.stats.errors).toBe(0);
+    expect(c.with('listing interface addresses failed').length).toBe(1);
+    failing = false;
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await offered(env, '52:54:00:00:09:09')).toBe(true);
+    expect(c.with('listing interface addresses works again').length).toBe(1);
+  });
+});
+
 // Auto interface mode (one socket per interface, rescanned) needs the native helper and root, as in
 // interfaces.test.ts; the injected interface list names only lo, so no other interface is ever served.
 describe.skipIf(!loadNetAddon() || process.getuid?.() !== 0)('auto interface mode under descriptor exhaustion', () => {
