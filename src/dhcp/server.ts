@@ -869,8 +869,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       }
       case MessageType.RELEASE: {
         // RFC 2131 4.3.4: identified by ciaddr and the client (identifier or chaddr); 54 names the server, and
-        // 4.4.6 / table 5 say the client MUST send it: without it, a spoofed RELEASE is one packet cheaper to
-        // forge than the real one, and kea and ISC dhcpd expect it too. Ignored.
+        // 4.4.6 / table 5 say the client MUST send it, so one without it is ignored (issue 13). Not a defence
+        // against spoofing (54 is this server's public address): ownership (belongsTo) is.
         if (serverId === undefined || !isOurs(serverId, server)) {
           stats.ignored++;
           return;
