@@ -17,7 +17,10 @@
  */
 
 export type OfferPolicyOptions = {
-  /** Fraction of a pool's free addresses that unknown clients' outstanding offers may hold (0-1). Default 0.5. */
+  /**
+   * Fraction of a pool's free addresses that unknown clients' outstanding offers may hold (0-1). Default 0.5;
+   * 1: no share kept for machines of the inventory; 0: no offers to unknown clients at all.
+   */
   share?: number;
   /** Full offer hold, seconds. */
   offerSeconds: number;
@@ -28,7 +31,8 @@ export type OfferPolicyOptions = {
   now: () => number;
 };
 
-export type PoolView = { name: string; start: number; end: number };
+/** A subnet's pool; `unknownOfferShare` overrides the policy's share for it (0-1). */
+export type PoolView = { name: string; start: number; end: number; unknownOfferShare?: unknown };
 
 export type Admission = { ok: true; seconds: number; pressure: boolean } | { ok: false; why: string };
 
@@ -93,18 +97,23 @@ export function offerPolicy(o: OfferPolicyOptions): OfferPolicy {
       const t = o.now();
       const n = prune(pool.name, t);
       const size = pool.end - pool.start + 1;
+      const own = pool.unknownOfferShare;
+      const poolShare = typeof own === 'number' && own >= 0 && own <= 1 ? own : share;
+      if (size <= 0) return { ok: true, seconds: o.offerSeconds, pressure: false };
+      if (poolShare === 0 && !renewal)
+        return { ok: false, why: 'this pool makes no offers to unknown clients (share 0)' };
       // Nothing outstanding: one offer cannot exceed the share (rounded up); the allocator finds whether any
       // address is free. Saves the pass over the lease table outside floods.
-      if (size <= 0 || n === 0) return { ok: true, seconds: o.offerSeconds, pressure: false };
+      if (n === 0) return { ok: true, seconds: o.offerSeconds, pressure: false };
       const free = Math.max(0, size - held());
-      const cap = Math.ceil(share * free);
+      const cap = Math.ceil(poolShare * free);
       if (renewal) return { ok: true, seconds: n * 2 >= cap ? pressureSeconds : o.offerSeconds, pressure: false };
       if (n >= cap)
         return {
           ok: false,
-          why: `unknown clients hold offers for ${n} of ${free} free addresses (cap ${Math.round(share * 100)}%); addresses left for machines of the inventory`,
+          why: `unknown clients hold offers for ${n} of ${free} free addresses (cap ${Math.round(poolShare * 100)}%); addresses left for machines of the inventory`,
         };
-      const pressure = n * 2 >= cap && n > 0;
+      const pressure = n * 2 >= cap;
       if (pressure && !take(ingress, t))
         return {
           ok: false,

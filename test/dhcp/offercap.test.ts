@@ -175,6 +175,23 @@ describe('offerPolicy', () => {
     expect(p.outstanding('p')).toBe(249 + 51);
   });
 
+  it("a pool's own unknownOfferShare overrides the default: 1 keeps no share, 0 makes no offers to unknown clients", () => {
+    const p = offerPolicy({ offerSeconds: 60, now: () => 0, ingressRate: 0 });
+    let all = 0;
+    for (let i = 0; i < 200; i++) {
+      const a = p.admit({ ...pool, name: 'all', unknownOfferShare: 1 }, () => 900, 'i');
+      if (a.ok) {
+        all++;
+        p.track('all', 10_000 + i, a.seconds);
+      }
+    }
+    expect(all).toBe(100); // every free address
+    expect(p.admit({ ...pool, name: 'none', unknownOfferShare: 0 }, () => 0, 'i').ok).toBe(false);
+    expect(p.admit({ ...pool, name: 'none', unknownOfferShare: 0 }, () => 0, 'i', true).ok).toBe(true);
+    // Out of range: the default share.
+    expect(p.admit({ ...pool, name: 'bad', unknownOfferShare: 7 }, () => 0, 'i').ok).toBe(true);
+  });
+
   it('counts bound and declined addresses out of the free ones', () => {
     const p = offerPolicy({ offerSeconds: 60, now: () => 0, ingressRate: 0 });
     p.track('p', 1, 60);
