@@ -144,11 +144,12 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
 
   // Local IPv4 addresses per interface, refreshed at most every few seconds (addresses can change at run time).
   let addrCache: { at: number; byIf: Map<string, string[]>; all: Set<string>; allList: string[] } | undefined;
+  const addrTtl = Math.min(5000, opts.rescanIntervalMs ?? 30_000);
   // When the listing fails (EMFILE under a descriptor flood: it opens a netlink socket), the previous addresses
   // stay in use and the next call tries again; only the very first listing may throw (start fails).
   const localAddrs = () => {
     const t = Date.now();
-    if (!addrCache || t - addrCache.at > 5000) {
+    if (!addrCache || t - addrCache.at > addrTtl) {
       let ifs: ReturnType<typeof os.networkInterfaces>;
       try {
         ifs = netIfs();
