@@ -16,6 +16,8 @@
  *   relay, and keeps one flooded segment from using all the unknown share's churn of a shared-relay subnet.
  */
 
+import type { Logger } from '../log.js';
+
 export type OfferPolicyOptions = {
   /**
    * Fraction of a pool's free addresses that unknown clients' outstanding offers may hold (0-1). Default 0.5;
@@ -145,4 +147,68 @@ export function offerPolicy(o: OfferPolicyOptions): OfferPolicy {
     outstanding: (pool) => prune(pool, o.now()),
   };
   return policy;
+}
+
+export type OfferGate = {
+  /** An unknown client's DISCOVER in `pool`: admitted (and for how long), or refused (counted, logged). */
+  admit(pool: PoolView, ingress: string, renewal: boolean): Admission;
+  track(pool: string, ip: number, seconds: number): void;
+  /**
+   * `ip` left the unknown share (bound, released, declined, offered to a known client, turned down); with
+   * `pool`, that pool's bound/declined count changed and is counted again at the next admission.
+   */
+  settle(ip: number, pool?: string): void;
+  /** Leases changed behind the server's back (deleted through the API): count every pool again. */
+  recount(): void;
+  refusals(): number;
+};
+
+/**
+ * The policy with what the server needs around it: the pool's bound and declined addresses (one pass over the
+ * lease table, so kept for up to a second of both clocks, since the injected one jumps in tests, and dropped
+ * when this server binds, releases or declines), and refusals counted and logged once an interval per pool.
+ */
+export function offerGate(
+  o: OfferPolicyOptions & { held: (pool: PoolView) => number; log: Logger; logIntervalMs?: number },
+): OfferGate {
+  const policy = offerPolicy(o);
+  const heldCache = new Map<string, { n: number; at: number; clock: number }>();
+  const heldIn = (pool: PoolView) => {
+    const t = Date.now();
+    const c = o.now();
+    const h = heldCache.get(pool.name);
+    if (h && t - h.at < 1000 && Math.abs(c - h.clock) < 1000) return h.n;
+    const n = o.held(pool);
+    heldCache.set(pool.name, { n, at: t, clock: c });
+    return n;
+  };
+  const refusedLog = new Map<string, { at: number; quiet: number }>();
+  let refusals = 0;
+  return {
+    admit(pool, ingress, renewal) {
+      const a = policy.admit(pool, () => heldIn(pool), ingress, renewal);
+      if (a.ok) return a;
+      refusals++;
+      const t = Date.now();
+      const r = refusedLog.get(pool.name);
+      if (r && t - r.at < (o.logIntervalMs ?? 60_000)) {
+        r.quiet++;
+        return a;
+      }
+      if (refusedLog.size > 1000) refusedLog.clear();
+      refusedLog.set(pool.name, { at: t, quiet: 0 });
+      o.log.warn(
+        { subnet: pool.name, refusedSinceLastLine: r?.quiet ?? 0 },
+        `dhcp: no offer to an unknown client: ${a.why}`,
+      );
+      return a;
+    },
+    track: policy.track,
+    settle(ip, pool) {
+      policy.settle(ip);
+      if (pool !== undefined) heldCache.delete(pool);
+    },
+    recount: () => heldCache.clear(),
+    refusals: () => refusals,
+  };
 }

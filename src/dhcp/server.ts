@@ -18,7 +18,7 @@ import { backgroundGuard, lineBudget, rogueWatch } from './guard.js';
 import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
 import { inNet, ipInt } from './ip.js';
 import { belongsTo, type Client, loadLeaseTable } from './leases.js';
-import { offerPolicy } from './offers.js';
+import { offerGate } from './offers.js';
 import {
   decodeUserClass,
   encodeOptionValue,
@@ -184,45 +184,24 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     reservedMacAt: (a) => inventory.reservationAt(a)?.mac,
   });
   // ---- offers to unknown clients: capped per pool (offers.ts) ----
-  const offers = offerPolicy({
+  const offers = offerGate({
     offerSeconds,
     share: opts.unknownOfferShare,
     pressureSeconds: opts.pressureOfferSeconds,
     ingressRate: opts.unknownOfferRate,
     now,
+    held: (pool) => leases.held(pool as SubnetInfo),
+    log,
+    logIntervalMs: opts.errorLogIntervalMs,
   });
-  // Bound and declined addresses per pool: one pass over the lease table, so kept for up to a second (of both
-  // clocks: the injected one jumps in tests) and dropped when this server binds, releases or declines.
-  const heldCache = new Map<string, { n: number; at: number; clock: number }>();
-  const heldIn = (s: SubnetInfo) => {
-    const t = Date.now();
-    const c = now();
-    const h = heldCache.get(s.name);
-    if (h && t - h.at < 1000 && Math.abs(c - h.clock) < 1000) return h.n;
-    const n = leases.held(s);
-    heldCache.set(s.name, { n, at: t, clock: c });
-    return n;
-  };
-  const refusedLog = new Map<string, { at: number; quiet: number }>();
-  const refused = (subnet: string, why: string) => {
-    stats.capped++;
-    const t = Date.now();
-    const r = refusedLog.get(subnet);
-    if (r && t - r.at < (opts.errorLogIntervalMs ?? 60_000)) {
-      r.quiet++;
-      return;
-    }
-    if (refusedLog.size > 1000) refusedLog.clear();
-    refusedLog.set(subnet, { at: t, quiet: 0 });
-    log.warn({ subnet, refusedSinceLastLine: r?.quiet ?? 0 }, `dhcp: no offer to an unknown client: ${why}`);
-  };
+  Object.defineProperty(stats, 'capped', { get: () => offers.refusals(), enumerable: true });
 
   // MAC -> machine, cached (two store reads per packet otherwise); any machine change clears it.
   const machines = new Map<string, Machine | null>();
   const offBus = bus.on((e) => {
     if (e.type === 'leases.deleted' && e.key) {
       leases.drop(e.key);
-      heldCache.clear();
+      offers.recount();
     }
     if (e.type.startsWith('machines.')) {
       machines.clear();
@@ -768,8 +747,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           // A bound client starting over keeps the full hold: the flood must not take its address in 10 s.
           if (!holds || own.state !== 'bound') {
             const ingress = `${ctx.ifname ?? '*'}/${pkt.giaddr}`;
-            const adm = offers.admit(subnet, () => heldIn(subnet), ingress, holds);
-            if (!adm.ok) return refused(subnet.name, adm.why);
+            const adm = offers.admit(subnet, ingress, holds);
+            if (!adm.ok) return;
             hold = adm.seconds;
           }
         }
@@ -838,9 +817,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           return;
         }
         // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
-        offers.settle(ipInt(address));
         await leases.bind(subnet, client, address, leaseSeconds, extra);
-        heldCache.delete(subnet.name);
+        offers.settle(ipInt(address), subnet.name);
         const r = baseReply(pkt, MessageType.ACK, server);
         r.yiaddr = address;
         r.ciaddr = pkt.ciaddr;
@@ -858,8 +836,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const l = leases.get(requested);
         if (l && l.state !== 'declined' && belongsTo(l, client)) {
           await leases.decline(subnet, requested, client, declineSeconds);
-          offers.settle(ipInt(requested));
-          heldCache.delete(subnet.name);
+          offers.settle(ipInt(requested), subnet.name);
           stats.declines++;
           log.warn(
             { mac, address: requested },
@@ -877,8 +854,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
           return;
         }
         if (pkt.ciaddr !== '0.0.0.0' && (await leases.release(pkt.ciaddr, client))) {
-          offers.settle(ipInt(pkt.ciaddr));
-          heldCache.delete(subnet.name);
+          offers.settle(ipInt(pkt.ciaddr), subnet.name);
           stats.releases++;
           log.info({ mac, address: pkt.ciaddr }, 'dhcp: released');
         }
