@@ -261,9 +261,17 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     ctxs.push(ctx);
   };
   const openInterface = async (ifname: string | undefined) => {
-    await open('dhcp', port, ifname);
-    // 4011 is for PXE boot-server discovery (proxy mode) only.
-    await open('proxy', proxyPort, ifname);
+    const before = ctxs.length;
+    try {
+      await open('dhcp', port, ifname);
+      // 4011 is for PXE boot-server discovery (proxy mode) only.
+      await open('proxy', proxyPort, ifname);
+    } catch (err) {
+      // All or nothing: with port 67 open and 4011 not (EMFILE, a port in use), a rescan would find the
+      // interface served and never open 4011.
+      for (const c of ctxs.splice(before)) await closeCtx(c);
+      throw err;
+    }
     // Other servers' OFFERs are broadcast to the client port: watch it per interface (a local DHCP client
     // holding port 68 just means no watch there).
     if (ifname && addon) await open('rogue', clientPort, ifname).catch(() => undefined);

@@ -12,7 +12,7 @@ import { backgroundGuard, rogueWatch } from '../../src/dhcp/guard.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { emptyPacket, encode } from '../../src/dhcp/packet.js';
 import { ensureAddon } from './addon.js';
-import { ip4, msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
+import { ip4, listener, msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
 ensureAddon();
 
@@ -143,6 +143,39 @@ describe.skipIf(!loadNetAddon() || process.getuid?.() !== 0)('auto interface mod
       expect(rejections).toEqual([]);
     } finally {
       process.off('unhandledRejection', onRejection);
+    }
+  });
+
+  it('an interface whose 4011 socket cannot be opened is retried whole at the next rescan', async () => {
+    let ifs: ReturnType<typeof os.networkInterfaces> = {};
+    env = await testEnv(async (s) => void (await s.create('subnets', 'lo', loopback)), {
+      wildcard: false,
+      serverAddress: undefined,
+      networkInterfaces: () => ifs,
+      rescanIntervalMs: 50,
+    });
+    // Port 4011 (here proxyPort) taken when lo appears: port 67 opens, 4011 fails.
+    const blocker = dgram.createSocket('udp4');
+    await new Promise<void>((r) => blocker.bind(env!.p.proxyPort, () => r()));
+    ifs = LO;
+    expect(await until(() => env!.server.stats.backgroundErrors > 0)).toBe(true);
+    await new Promise<void>((r) => blocker.close(() => r()));
+    // Both sockets open at a later rescan: a PXE REQUEST to 4011 is answered.
+    const c4011 = await listener(env.p.clientPort + 12);
+    try {
+      const ask = request(MessageType.REQUEST, '52:54:00:00:0a:01', { ciaddr: '127.0.0.1' }, [
+        [Opt.VendorClass, Buffer.from('PXEClient:Arch:00007:UNDI:003016')],
+        [Opt.ClientArch, Buffer.from([0, 7])],
+      ]);
+      let ack: unknown;
+      for (let i = 0; i < 20 && !ack; i++) {
+        await c4011.send(ask, env.p.proxyPort);
+        ack = await c4011.wait(ask.xid, 100);
+      }
+      expect(msgType(ack as never)).toBe(MessageType.ACK);
+      expect(await offered(env, '52:54:00:00:0a:02')).toBe(true);
+    } finally {
+      await c4011.close();
     }
   });
 
