@@ -15,6 +15,10 @@ import type { NetAddon } from './bind.js';
 import type { BackgroundGuard } from './guard.js';
 import type { Inventory } from './inventory.js';
 
+/** EMFILE, ENFILE, ENOBUFS, ENOMEM (the native helper names other errnos E<n>): worth trying again later. */
+const outOfResources = (err: unknown) =>
+  /^(EMFILE|ENFILE|ENOBUFS|ENOMEM|E24|E23|E105|E12)$/.test(String((err as { code?: unknown })?.code ?? ''));
+
 export function startRaResponder(deps: {
   /** Evaluated each time the responder is switched on. */
   interfaces: () => string[];
@@ -34,6 +38,13 @@ export function startRaResponder(deps: {
         try {
           running.set(ifname, deps.addon.raStart(ifname));
         } catch (err) {
+          if (outOfResources(err)) {
+            // Descriptor or memory exhaustion passes: stop what started (all or nothing, so the next check
+            // starts every interface) and let the guard log it; the next check tries again.
+            for (const id of running.values()) deps.addon.raStop(id);
+            running.clear();
+            throw err;
+          }
           failed = true;
           deps.log.warn(
             { err, ifname },

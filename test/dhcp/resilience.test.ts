@@ -9,8 +9,10 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadNetAddon } from '../../src/dhcp/bind.js';
 import { backgroundGuard, rogueWatch } from '../../src/dhcp/guard.js';
+import type { Inventory } from '../../src/dhcp/inventory.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { emptyPacket, encode } from '../../src/dhcp/packet.js';
+import { startRaResponder } from '../../src/dhcp/ra.js';
 import { ensureAddon } from './addon.js';
 import { ip4, listener, msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
@@ -248,5 +250,65 @@ describe('backgroundGuard and rogueWatch', () => {
     expect(w.seen('192.0.2.1')).toBe(true);
     w.close();
     expect(c.with('more rogue server ids').length).toBe(1);
+  });
+});
+
+describe('router advertisement switch under descriptor exhaustion', () => {
+  const fakeAddon = (fail: (n: number) => string | undefined) => {
+    const calls = { start: 0, stop: 0 };
+    const addon = {
+      openUdp4: () => -1,
+      openIcmp6: () => -1,
+      setArp: () => 0,
+      closeFd: () => 0,
+      raStart: () => {
+        calls.start++;
+        const code = fail(calls.start);
+        if (code) throw Object.assign(new Error(`socket: ${code}`), { code });
+        return calls.start;
+      },
+      raStop: () => {
+        calls.stop++;
+        return 0;
+      },
+      raAnswered: () => 7,
+    };
+    return { addon, calls };
+  };
+  const inventory = { prefs: () => ({ answerRouterSolicitations: true }) } as unknown as Inventory;
+
+  it('EMFILE (E24 from the helper) is retried at the next check, all interfaces together; EPERM is not', async () => {
+    const c = capture();
+    const g = backgroundGuard(c.log);
+    // The second interface's start fails twice with EMFILE, then works.
+    const t = fakeAddon((n) => (n === 2 || n === 4 ? 'E24' : undefined));
+    const ra = startRaResponder({
+      interfaces: () => ['a', 'b'],
+      inventory,
+      log: c.log,
+      addon: t.addon,
+      checkEveryMs: 10,
+      guard: g,
+    });
+    try {
+      expect(await until(() => ra.answered() === 14)).toBe(true); // both running: 7 each
+      expect(t.calls.start).toBe(6);
+      expect(t.calls.stop).toBe(2); // 'a' stopped after each failure of 'b'
+      expect(c.with('router advertisement sync failed').length).toBe(1);
+    } finally {
+      ra.close();
+    }
+    const p = fakeAddon(() => 'EPERM');
+    const ra2 = startRaResponder({
+      interfaces: () => ['a'],
+      inventory,
+      log: c.log,
+      addon: p.addon,
+      checkEveryMs: 10,
+      guard: g,
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    ra2.close();
+    expect(p.calls.start).toBe(1); // not retried: no privileges will not pass
   });
 });
