@@ -9,7 +9,7 @@
  *   inventory are not counted and not capped: they get an offer while any address is free.
  * - Under pressure (outstanding unknown offers at half the cap or more) unknown clients' offers are held for
  *   `pressureSeconds` instead of the full offer time, so a flood's addresses come back quickly; a real client
- *   REQUESTs within a few seconds (RFC 2131 4.4.1 retransmits within 4-64 s; PXE ROMs within 4).
+ *   REQUESTs within a few seconds of the OFFER, and RFC 2131 3.1 step 2 lets a server not reserve it at all.
  * - Under pressure, unknown clients' new offers are also limited per ingress (the relay's giaddr, or the
  *   receiving interface for direct clients) to `ingressRate` a second. Per-MAC limits would not help (a flood
  *   uses a new MAC each time); per ingress bounds the OFFERs a flood makes this server broadcast or send to one
