@@ -10,6 +10,7 @@ import type { Bus } from '../events.js';
 import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
+import type { BackgroundGuard } from './guard.js';
 import type { SubnetInfo } from './inventory.js';
 import { ipStr as intToIp, ipInt as ipToInt } from './ip.js';
 
@@ -68,6 +69,8 @@ export type LeaseTable = {
   /** The API deleted a lease: forget it. */
   drop(address: string): void;
   size(): number;
+  /** Addresses of the subnet's range bound or declined now (not offered, not free): one pass over the table. */
+  held(subnet: SubnetInfo): number;
 };
 
 export async function loadLeaseTable(deps: {
@@ -79,6 +82,8 @@ export async function loadLeaseTable(deps: {
   excluded?: () => Set<string>;
   /** The MAC an address is reserved for, if any (from the inventory's reservations). */
   reservedMacAt?: (address: string) => string | undefined;
+  /** Where background write errors go, rate-limited (a full disk fails every write). */
+  guard?: BackgroundGuard;
 }): Promise<LeaseTable> {
   const { store, bus, log } = deps;
   const now = deps.now ?? Date.now;
@@ -128,7 +133,13 @@ export async function loadLeaseTable(deps: {
     return store.putBatched('leases', rec.address, doc);
   };
   const persistLater = (rec: LeaseRec) => {
-    persist(rec).catch((err) => log.error({ err, address: rec.address }, 'dhcp: lease write failed'));
+    persist(rec).then(
+      () => deps.guard?.passed('writing expired and released leases'),
+      (err) => {
+        if (deps.guard) deps.guard.failed('writing expired and released leases', err, { address: rec.address });
+        else log.error({ err, address: rec.address }, 'dhcp: lease write failed');
+      },
+    );
   };
 
   const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
@@ -291,6 +302,13 @@ export async function loadLeaseTable(deps: {
       unindex(r);
     },
     size: () => byIp.size,
+    held(s) {
+      const t = now();
+      let n = 0;
+      for (const r of byIp.values())
+        if (inRange(s, r.ip) && r.exp > t && (r.state === 'bound' || r.state === 'declined')) n++;
+      return n;
+    },
   };
 
   function upsert(

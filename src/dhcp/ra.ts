@@ -12,7 +12,12 @@
  */
 import type { Logger } from '../log.js';
 import type { NetAddon } from './bind.js';
+import type { BackgroundGuard } from './guard.js';
 import type { Inventory } from './inventory.js';
+
+/** EMFILE, ENFILE, ENOBUFS, ENOMEM (the native helper names other errnos E<n>): worth trying again later. */
+const outOfResources = (err: unknown) =>
+  /^(EMFILE|ENFILE|ENOBUFS|ENOMEM|E24|E23|E105|E12)$/.test(String((err as { code?: unknown })?.code ?? ''));
 
 export function startRaResponder(deps: {
   /** Evaluated each time the responder is switched on. */
@@ -21,6 +26,8 @@ export function startRaResponder(deps: {
   log: Logger;
   addon: NetAddon;
   checkEveryMs?: number;
+  /** Where errors of the periodic check go (listing interfaces fails under descriptor exhaustion). */
+  guard?: BackgroundGuard;
 }): { close(): void; answered: () => number } {
   const running = new Map<string, number>();
   let failed = false;
@@ -31,6 +38,13 @@ export function startRaResponder(deps: {
         try {
           running.set(ifname, deps.addon.raStart(ifname));
         } catch (err) {
+          if (outOfResources(err)) {
+            // Descriptor or memory exhaustion passes: stop what started (all or nothing, so the next check
+            // starts every interface) and let the guard log it; the next check tries again.
+            for (const id of running.values()) deps.addon.raStop(id);
+            running.clear();
+            throw err;
+          }
           failed = true;
           deps.log.warn(
             { err, ifname },
@@ -48,9 +62,19 @@ export function startRaResponder(deps: {
       running.clear();
     }
   };
-  sync();
+  // A throw from a timer callback is an uncaught exception: Node would exit.
+  const guarded = () => {
+    try {
+      sync();
+      deps.guard?.passed('router advertisement sync');
+    } catch (err) {
+      if (deps.guard) deps.guard.failed('router advertisement sync', err);
+      else deps.log.error({ err }, 'dhcp: router advertisement sync failed');
+    }
+  };
+  guarded();
   // Prefs change through the API; the inventory reloads them, we follow within a couple of seconds.
-  const timer = setInterval(sync, deps.checkEveryMs ?? 2000);
+  const timer = setInterval(guarded, deps.checkEveryMs ?? 2000);
   timer.unref();
   return {
     close: () => {

@@ -14,9 +14,11 @@ import { cidrContains, intToIp } from '../model/common.js';
 import type { Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ADDON_HINT, fdOf, loadNetAddon, openUdpSocket } from './bind.js';
+import { backgroundGuard, lineBudget, rogueWatch } from './guard.js';
 import { type Inventory, loadInventory, type SubnetInfo } from './inventory.js';
 import { inNet, ipInt } from './ip.js';
 import { belongsTo, type Client, loadLeaseTable } from './leases.js';
+import { offerGate } from './offers.js';
 import {
   decodeUserClass,
   encodeOptionValue,
@@ -61,6 +63,18 @@ export type DhcpServerOptions = {
   declineSeconds?: number;
   reclaimIntervalMs?: number;
   malformedLogIntervalMs?: number;
+  /** Interface rescan period in auto mode (default 30 s). */
+  rescanIntervalMs?: number;
+  /** Test hook: replaces os.networkInterfaces (e.g. one that throws EMFILE). */
+  networkInterfaces?: () => ReturnType<typeof os.networkInterfaces>;
+  /** Fraction of a pool's free addresses unknown clients' un-REQUESTed offers may hold (default 0.5; offers.ts). */
+  unknownOfferShare?: number;
+  /** Offer hold for unknown clients while the pool is under pressure, seconds (default 10). */
+  pressureOfferSeconds?: number;
+  /** New offers to unknown clients per ingress (giaddr or interface) per second under pressure (default 50, 0 = no limit). */
+  unknownOfferRate?: number;
+  /** Interval of the summary lines of repeated background errors and refused offers (default 60 s). */
+  errorLogIntervalMs?: number;
 };
 
 export type DhcpStats = {
@@ -77,6 +91,12 @@ export type DhcpStats = {
   proxyAcks: number;
   errors: number;
   rogue: number;
+  /** DISCOVERs of unknown clients refused by the offer cap or the ingress rate (offers.ts). */
+  capped: number;
+  /** Requests with an all-zero or all-ones chaddr and no client identifier, dropped. */
+  badChaddr: number;
+  /** Failures of background tasks (interface rescan, reclaim, RA sync), caught and logged. */
+  backgroundErrors: number;
 };
 
 export type DhcpServer = {
@@ -114,16 +134,35 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     proxyAcks: 0,
     errors: 0,
     rogue: 0,
+    capped: 0,
+    badChaddr: 0,
+    backgroundErrors: 0,
   };
+  const guard = backgroundGuard(log, { intervalMs: opts.errorLogIntervalMs });
+  Object.defineProperty(stats, 'backgroundErrors', { get: () => guard.failures(), enumerable: true });
+  const netIfs = opts.networkInterfaces ?? os.networkInterfaces;
 
   // Local IPv4 addresses per interface, refreshed at most every few seconds (addresses can change at run time).
   let addrCache: { at: number; byIf: Map<string, string[]>; all: Set<string>; allList: string[] } | undefined;
+  const addrTtl = Math.min(5000, opts.rescanIntervalMs ?? 30_000);
+  // When the listing fails (EMFILE under a descriptor flood: it opens a netlink socket), the previous addresses
+  // stay in use and the next call tries again; only the very first listing may throw (start fails).
   const localAddrs = () => {
     const t = Date.now();
-    if (!addrCache || t - addrCache.at > 5000) {
+    if (!addrCache || t - addrCache.at > addrTtl) {
+      let ifs: ReturnType<typeof os.networkInterfaces>;
+      try {
+        ifs = netIfs();
+        guard.passed('listing interface addresses');
+      } catch (err) {
+        if (!addrCache) throw err;
+        guard.failed('listing interface addresses', err);
+        addrCache.at = t;
+        return addrCache;
+      }
       const byIf = new Map<string, string[]>();
       const all = new Set<string>();
-      for (const [name, list] of Object.entries(os.networkInterfaces())) {
+      for (const [name, list] of Object.entries(ifs)) {
         const v4 = (list ?? []).filter((a) => a.family === 'IPv4').map((a) => a.address);
         byIf.set(name, v4);
         for (const a of v4) all.add(a);
@@ -141,12 +180,29 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     log,
     now,
     excluded: () => localAddrs().all,
+    guard,
     reservedMacAt: (a) => inventory.reservationAt(a)?.mac,
   });
+  // ---- offers to unknown clients: capped per pool (offers.ts) ----
+  const offers = offerGate({
+    offerSeconds,
+    share: opts.unknownOfferShare,
+    pressureSeconds: opts.pressureOfferSeconds,
+    ingressRate: opts.unknownOfferRate,
+    now,
+    held: (pool) => leases.held(pool as SubnetInfo),
+    log,
+    logIntervalMs: opts.errorLogIntervalMs,
+  });
+  Object.defineProperty(stats, 'capped', { get: () => offers.refusals(), enumerable: true });
+
   // MAC -> machine, cached (two store reads per packet otherwise); any machine change clears it.
   const machines = new Map<string, Machine | null>();
   const offBus = bus.on((e) => {
-    if (e.type === 'leases.deleted' && e.key) leases.drop(e.key);
+    if (e.type === 'leases.deleted' && e.key) {
+      leases.drop(e.key);
+      offers.recount();
+    }
     if (e.type.startsWith('machines.')) {
       machines.clear();
       loadKnownMacs();
@@ -205,15 +261,23 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     ctxs.push(ctx);
   };
   const openInterface = async (ifname: string | undefined) => {
-    await open('dhcp', port, ifname);
-    // 4011 is for PXE boot-server discovery (proxy mode) only.
-    await open('proxy', proxyPort, ifname);
+    const before = ctxs.length;
+    try {
+      await open('dhcp', port, ifname);
+      // 4011 is for PXE boot-server discovery (proxy mode) only.
+      await open('proxy', proxyPort, ifname);
+    } catch (err) {
+      // All or nothing: with port 67 open and 4011 not (EMFILE, a port in use), a rescan would find the
+      // interface served and never open 4011.
+      for (const c of ctxs.splice(before)) await closeCtx(c);
+      throw err;
+    }
     // Other servers' OFFERs are broadcast to the client port: watch it per interface (a local DHCP client
     // holding port 68 just means no watch there).
     if (ifname && addon) await open('rogue', clientPort, ifname).catch(() => undefined);
   };
   const autoInterfaces = () =>
-    Object.entries(os.networkInterfaces())
+    Object.entries(netIfs())
       .filter(([, list]) => (list ?? []).some((a) => a.family === 'IPv4'))
       .map(([name]) => name);
   const wanted = () =>
@@ -221,15 +285,26 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   const closeCtx = (c: Ctx) => new Promise<void>((resolve) => c.socket.close(() => resolve()));
   let syncing: Promise<void> | undefined;
   const syncInterfaces = async () => {
-    const want = new Set(wanted());
+    let list: (string | undefined)[];
+    try {
+      list = wanted();
+      guard.passed('interface rescan');
+    } catch (err) {
+      // Keep serving the interfaces we have; the next rescan tries again.
+      guard.failed('interface rescan', err);
+      return;
+    }
+    const want = new Set(list);
     const have = new Set(ctxs.map((c) => c.ifname));
     for (const ifname of want) {
       if (have.has(ifname)) continue;
       try {
         await openInterface(ifname);
         if (socketMode === 'auto') log.info({ interface: ifname }, 'dhcp: serving interface');
+        guard.passed(`opening sockets on ${ifname}`);
       } catch (err) {
-        log.error({ err, interface: ifname }, 'dhcp: cannot serve a new interface');
+        // EMFILE here too: the interface is tried again at the next rescan.
+        guard.failed(`opening sockets on ${ifname}`, err);
       }
     }
     for (const c of [...ctxs]) {
@@ -250,12 +325,16 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   let offRescan = () => {};
   if (socketMode === 'auto') {
     const again = () => {
-      addrCache = undefined;
-      syncing ??= syncInterfaces().finally(() => {
-        syncing = undefined;
-      });
+      if (addrCache) addrCache.at = 0;
+      syncing ??= syncInterfaces()
+        .catch((err) => {
+          guard.failed('interface rescan', err);
+        })
+        .finally(() => {
+          syncing = undefined;
+        });
     };
-    rescan = setInterval(again, 30_000);
+    rescan = setInterval(again, opts.rescanIntervalMs ?? 30_000);
     rescan.unref();
     offRescan = bus.on((e) => {
       if (e.type.startsWith('subnets.')) again();
@@ -280,20 +359,23 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         );
   const ra =
     addon && socketMode !== 'wildcard'
-      ? startRaResponder({ interfaces: raInterfaces, inventory, log, addon })
+      ? startRaResponder({ interfaces: raInterfaces, inventory, log, addon, guard })
       : undefined;
 
   const reclaimTimer = setInterval(() => {
     try {
       leases.reclaim();
+      guard.passed('reclaiming expired leases');
     } catch (err) {
-      log.error({ err }, 'dhcp: reclaiming expired leases failed');
+      guard.failed('reclaiming expired leases', err);
     }
   }, opts.reclaimIntervalMs ?? 10_000);
   reclaimTimer.unref();
 
   // ---- malformed packets: counted always, logged once per source per interval ----
+  // Sources are spoofable: beyond 20 lines an interval, in total, the rest are only counted.
   const malformedSeen = new Map<string, number>();
+  const malformedLines = lineBudget(20, opts.malformedLogIntervalMs ?? 60_000);
   const noteMalformed = (src: string, code: string, message: string) => {
     stats.malformed++;
     const t = Date.now();
@@ -302,26 +384,32 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     if (last !== undefined && t - last < interval) return;
     if (malformedSeen.size > 10_000) malformedSeen.clear();
     malformedSeen.set(src, t);
-    log.warn({ src, code, total: stats.malformed }, `dhcp: malformed packet dropped: ${message}`);
+    const b = malformedLines.take();
+    if (!b.ok) return;
+    log.warn(
+      { src, code, total: stats.malformed, notLogged: b.suppressed },
+      `dhcp: malformed packet dropped: ${message}`,
+    );
   };
+  // Some keys hold a MAC (any value a flood likes): the set is bounded, and so are its lines.
   const onceKeys = new Set<string>();
+  const onceLines = lineBudget(20);
   const warnOnce = (key: string, obj: object, msg: string) => {
     if (onceKeys.has(key)) return;
+    if (onceKeys.size >= 10_000) onceKeys.clear();
     onceKeys.add(key);
-    log.warn(obj, msg);
+    const b = onceLines.take();
+    if (b.ok) log.warn(b.suppressed ? { ...obj, notLogged: b.suppressed } : obj, msg);
   };
 
-  const rogueSeen = new Map<string, number>();
+  // Bounded: spoofed replies can carry a new server id each (guard.ts).
+  const rogue = rogueWatch(log);
   function onRogue(ctx: Ctx, pkt: DhcpPacket, src: string) {
-    const t = Date.now();
     const sid = pkt.options.get(Opt.ServerId);
     const server = sid?.length === 4 ? intToIp(sid.readUInt32BE(0)) : src;
     if (localAddrs().all.has(server) || localAddrs().all.has(src)) return;
-    const last = rogueSeen.get(server);
-    if (last !== undefined && t - last < 600_000) return;
-    rogueSeen.set(server, t);
     stats.rogue++;
-    if (!inventory.prefs().rogueDhcpWarnings) return;
+    if (!inventory.prefs().rogueDhcpWarnings || !rogue.seen(server)) return;
     bus.emit({
       type: 'dhcp.rogue',
       key: server,
@@ -349,10 +437,21 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       stats.ignored++;
       return;
     }
-    handle(ctx, pkt, rinfo).catch((err) => {
-      stats.errors++;
-      log.error({ err, mac: macOf(pkt) }, 'dhcp: request failed; no reply sent');
-    });
+    if (placeholderChaddr(pkt, ctx.kind === 'proxy')) {
+      // All-zero or broadcast chaddr names no machine: every such client would share one MAC's lease, boot
+      // decision and trust. A client identifier (61) still identifies the client (RFC 2131 4.2), except on 4011.
+      stats.badChaddr++;
+      log.debug({ src: rinfo.address, chaddr: macOf(pkt) }, 'dhcp: request with a zero/broadcast chaddr dropped');
+      return;
+    }
+    handle(ctx, pkt, rinfo).then(
+      () => guard.passed('answering requests'),
+      (err) => {
+        // One line a minute while requests keep failing (a full disk, a broken store: every packet would log).
+        stats.errors++;
+        guard.failed('answering requests', err, { mac: macOf(pkt) });
+      },
+    );
   }
 
   // A socket bound to an interface serves only the subnets of that interface's own addresses: serverAddress
@@ -586,8 +685,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     ctx.socket.send(buf, to.port, to.address, (err) => {
       if (err) {
         stats.errors++;
-        log.warn({ err, dest }, 'dhcp: sending a reply failed');
-      }
+        guard.failed('sending replies', err, { dest });
+      } else guard.passed('sending replies');
     });
   }
 
@@ -643,18 +742,33 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
 
     switch (type) {
       case MessageType.DISCOVER: {
+        const known = cachedMachine(mac);
+        const machine = known !== undefined ? (known ?? undefined) : await machineOf(mac);
+        // No await from here to the offer: the address chosen cannot be taken meanwhile.
+        let hold = offerSeconds;
+        const stranger = !machine && !reservation;
+        if (stranger) {
+          // An unknown client's offer counts against the pool's unknown share (offers.ts) unless it only
+          // renews what it already holds (a repeated DISCOVER, a bound client starting over).
+          const own = leases.forMac(subnet.name, client);
+          const holds = own !== undefined && (own.state === 'offered' || own.state === 'bound') && own.exp > now();
+          // A bound client starting over keeps the full hold: the flood must not take its address in 10 s.
+          if (!holds || own.state !== 'bound') {
+            const ingress = `${ctx.ifname ?? '*'}/${pkt.giaddr}`;
+            const adm = offers.admit(subnet, ingress, holds);
+            if (!adm.ok) return;
+            hold = adm.seconds;
+          }
+        }
         const alloc = leases.allocate(subnet, client, requested, reservation);
         if (!alloc.address) {
           warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
           stats.ignored++;
           return;
         }
-        const known = cachedMachine(mac);
-        const machine = known !== undefined ? (known ?? undefined) : await machineOf(mac);
-        // Re-check after an await: another request may have taken the address meanwhile.
-        if (known === undefined && !leases.usable(subnet, client, alloc.address, reservation))
-          return handle(ctx, pkt, rinfo);
-        leases.offer(subnet, client, alloc.address, offerSeconds, extra);
+        leases.offer(subnet, client, alloc.address, hold, extra);
+        if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
+        else offers.settle(ipInt(alloc.address));
         const r = baseReply(pkt, MessageType.OFFER, server);
         r.yiaddr = alloc.address;
         fillOptions(r, pkt, mac, subnet, reservation, machine, alloc.address, leaseSeconds, server);
@@ -667,6 +781,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const state = serverId !== undefined ? 'selecting' : pkt.ciaddr !== '0.0.0.0' ? 'renewing' : 'init-reboot';
         if (serverId !== undefined && !isOurs(serverId, server)) {
           // SELECTING for another server's OFFER: it chose that one; ours is free again.
+          const offered = leases.forMac(subnet.name, client);
+          if (offered?.state === 'offered') offers.settle(offered.ip);
           leases.forgetOffer(subnet.name, client);
           stats.ignored++;
           return;
@@ -692,6 +808,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const mine = leases.get(address);
         const its = mine !== undefined && belongsTo(mine, client);
         if (state === 'selecting' && mine && !its) return nak(`${address} is not available`, address);
+        // SELECTING answers an OFFER (RFC 2131 4.3.2): an unknown client asking for an address this server never
+        // offered it would otherwise bind addresses for a whole lease time past the offer cap (a REQUEST flood).
+        // A NAK sends it back to DISCOVER (as after a restart, which loses offers: they live in memory only).
+        if (state === 'selecting' && !its && !machine && !reservation)
+          return nak(`${address} was not offered to this client`, address);
         if (state === 'renewing' && !(its && mine.state === 'bound' && mine.exp > now())) {
           // RENEWING/REBINDING a lease that ended (or that this server never gave): the client must start over.
           return nak(`no lease of ${address} to extend`, address);
@@ -705,6 +826,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         }
         // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
         await leases.bind(subnet, client, address, leaseSeconds, extra);
+        offers.settle(ipInt(address), subnet.name);
         const r = baseReply(pkt, MessageType.ACK, server);
         r.yiaddr = address;
         r.ciaddr = pkt.ciaddr;
@@ -722,6 +844,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         const l = leases.get(requested);
         if (l && l.state !== 'declined' && belongsTo(l, client)) {
           await leases.decline(subnet, requested, client, declineSeconds);
+          offers.settle(ipInt(requested), subnet.name);
           stats.declines++;
           log.warn(
             { mac, address: requested },
@@ -731,12 +854,15 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
         return;
       }
       case MessageType.RELEASE: {
-        // RFC 2131 4.3.4: identified by ciaddr and the client (identifier or chaddr); 54 names the server.
-        if (serverId !== undefined && !isOurs(serverId, server)) {
+        // RFC 2131 4.3.4: identified by ciaddr and the client (identifier or chaddr); 54 names the server, and
+        // 4.4.6 / table 5 say the client MUST send it, so one without it is ignored (issue 13). Not a defence
+        // against spoofing (54 is this server's public address): ownership (belongsTo) is.
+        if (serverId === undefined || !isOurs(serverId, server)) {
           stats.ignored++;
           return;
         }
         if (pkt.ciaddr !== '0.0.0.0' && (await leases.release(pkt.ciaddr, client))) {
+          offers.settle(ipInt(pkt.ciaddr), subnet.name);
           stats.releases++;
           log.info({ mac, address: pkt.ciaddr }, 'dhcp: released');
         }
@@ -806,7 +932,11 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const r = proxyAck(pkt, subnet.nextServer ?? server, d);
     r.options.set(Opt.ServerId, ipBytes(server));
     stats.proxyAcks++;
-    return send(ctx, r, pkt, { address: rinfo.address, port: rinfo.port });
+    send(ctx, r, pkt, { address: rinfo.address, port: rinfo.port });
+    // A client that asks 4011 from the address it names as its own (ciaddr) holds that address: evidence, like
+    // lease.acked, that this MAC is at this address (the trust rule of issue 11; a proxy subnet has no leases).
+    if (type === MessageType.REQUEST && pkt.ciaddr !== '0.0.0.0' && pkt.ciaddr === rinfo.address)
+      bus.emit({ type: 'proxy.acked', key: pkt.ciaddr, data: { mac, subnet: subnet.name } });
   }
 
   return {
@@ -818,12 +948,24 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       offBus();
       inventory.close();
       ra?.close();
+      rogue.close();
       if (rescan) clearInterval(rescan);
       offRescan();
       await syncing;
       await Promise.all(ctxs.map(closeCtx));
     },
   };
+}
+
+/** chaddr all 0x00 or all 0xff, without a client identifier to name the client (or on the PXE port 4011). */
+function placeholderChaddr(pkt: DhcpPacket, pxePort: boolean): boolean {
+  const n = Math.min(pkt.hlen, 16);
+  const first = pkt.chaddr[0];
+  if (first !== 0 && first !== 0xff) return false;
+  for (let i = 1; i < n; i++) if (pkt.chaddr[i] !== first) return false;
+  if (pxePort) return true;
+  const cid = pkt.options.get(Opt.ClientId);
+  return !(cid && cid.length >= 2);
 }
 
 /**

@@ -20,6 +20,9 @@
  *   Forge's default for that message (Forge resets message values after each send).
  * - Relayed scenarios send from a "relay" socket with giaddr $(GIADDR4) and hops 1; the server's replies to the
  *   relay go to giaddr at the relay port (RFC 1542 / RFC 2131 4.1: port 67, a separate test port here).
+ * - Forge's "another client" chaddr 00:00:00:00:00:00 without option 61 -> ZERO_MAC_STANDIN: Plinth drops requests
+ *   whose chaddr is all zeros (or all ones) and that carry no client identifier (issue 11; `rfc2131-zero-chaddr`
+ *   below). With option 61 the identifier names the client, and those scenarios keep Forge's zero chaddr.
  * - Forge expects a NAK in answer to a DISCOVER in three decline scenarios (no server sends that); they are
  *   checked as "no OFFER", which is what the RFC rule behind them (the address stays bound) gives.
  */
@@ -33,6 +36,7 @@ const SRV4_ADDR = '192.168.50.254';
 const GIADDR4 = '192.168.50.3';
 const CIADDR = '192.168.50.50';
 const TESTER_MAC = '0a:00:27:00:00:01';
+const ZERO_MAC_STANDIN = '00:00:00:00:00:5a';
 const MASK_HEX = 'ffffff00';
 const { DISCOVER, REQUEST, DECLINE, RELEASE, INFORM } = MessageType;
 
@@ -288,7 +292,7 @@ describe('process: REQUEST (forge tests/dhcpv4/process/test_v4_request_part1-3.p
 
   it('v4.request.selecting-success-second-request-fail: REQUEST for an address bound to another client -> NAK with 54 (RFC 2131 4.3.2)', async () => {
     const f = await forge();
-    const { offer } = await dora(f, { chaddr: '00:00:00:00:00:00' });
+    const { offer } = await dora(f, { chaddr: ZERO_MAC_STANDIN });
     const nak = await f.send(REQUEST, {
       chaddr: '00:00:00:22:11:00',
       serverId: serverIdOf(offer),
@@ -368,6 +372,18 @@ describe('process: REQUEST (forge tests/dhcpv4/process/test_v4_request_part1-3.p
     });
     expectNak(nak);
     expectOption(nak, Opt.ClientId, '00aabbccddeeff');
+  });
+
+  it('rfc2131-zero-chaddr: an all-zero or all-ones chaddr without option 61 names no client -> no reply, no lease (issue 11)', async () => {
+    const f = await forge({ pool: ['192.168.50.1', '192.168.50.10'] });
+    for (const chaddr of ['00:00:00:00:00:00', 'ff:ff:ff:ff:ff:ff']) {
+      expectSilence(await f.silent(DISCOVER, { chaddr, prl: [1] }));
+      expectSilence(await f.silent(REQUEST, { chaddr, serverId: SRV4_ADDR, requested: '192.168.50.2', prl: [1] }));
+    }
+    expect(f.env.server.stats.badChaddr).toBe(4);
+    expect(f.env.server.leases.size()).toBe(0);
+    // With a client identifier (RFC 2131 4.2) the client is named by it: served.
+    await dora(f, { chaddr: '00:00:00:00:00:00', clientId: '00010203040506' });
   });
 
   it('v4.request.renewing-success: unicast REQUEST with ciaddr after T1 -> ACK to ciaddr, 54 (RFC 2131 4.3.2, 4.1)', async () => {
@@ -492,6 +508,19 @@ describe('process: RELEASE (forge tests/dhcpv4/process/test_v4_release.py; RFC 2
     expectLeaseReply(await f.send(DISCOVER, C11), 'OFFER', '192.168.50.1');
   });
 
+  it('rfc2131.4.4.6.release-without-server-id: a RELEASE without 54 (a MUST, table 5) is ignored; with it, released', async () => {
+    const f = await forge();
+    const owner = { chaddr: '00:00:00:11:11:22' };
+    const { offer } = await dora(f, owner);
+    expectSilence(await f.silent(RELEASE, { ...owner, ciaddr: '192.168.50.1' }));
+    expect(f.env.server.stats.releases).toBe(0);
+    expect(f.env.server.leases.get('192.168.50.1')?.state).toBe('bound');
+    expectSilence(await f.silent(DISCOVER, C11));
+    expectSilence(await f.silent(RELEASE, { ...owner, serverId: serverIdOf(offer), ciaddr: '192.168.50.1' }));
+    expect(f.env.server.stats.releases).toBe(1);
+    expectLeaseReply(await f.send(DISCOVER, C11), 'OFFER', '192.168.50.1');
+  });
+
   const owner = { chaddr: '00:1f:d0:00:00:11', clientId: '00001fd0040111' };
   async function leased(f: Forge) {
     const { offer, ack } = await dora(f, owner);
@@ -543,14 +572,14 @@ describe('process: RELEASE (forge tests/dhcpv4/process/test_v4_release.py; RFC 2
     const f = await forge();
     const { ack } = await dora(f, { chaddr: '00:1f:d0:00:00:11' });
     await f.silent(RELEASE, { chaddr: '00:1f:d0:00:00:11', serverId: serverIdOf(ack), ciaddr: '192.168.50.1' });
-    expectLeaseReply(await f.send(DISCOVER, { chaddr: '00:00:00:00:00:00', prl: [1] }), 'OFFER', '192.168.50.1');
+    expectLeaseReply(await f.send(DISCOVER, { chaddr: ZERO_MAC_STANDIN, prl: [1] }), 'OFFER', '192.168.50.1');
   });
 
   it('v4.release.fail-only-chaddr-different-chaddr: no client-id, another chaddr: ignored', async () => {
     const f = await forge();
     const { ack } = await dora(f, { chaddr: '00:1f:d0:00:00:11' });
     await f.silent(RELEASE, { chaddr: '00:1f:d0:11:11:11', serverId: serverIdOf(ack), ciaddr: '192.168.50.1' });
-    expectSilence(await f.silent(DISCOVER, { chaddr: '00:00:00:00:00:00', prl: [1] }));
+    expectSilence(await f.silent(DISCOVER, { chaddr: ZERO_MAC_STANDIN, prl: [1] }));
   });
 
   it('v4.release.leases-expired: an expired lease is offered to another client', async () => {
@@ -658,7 +687,7 @@ describe('relay (forge tests/dhcpv4/relay/*.py; RFC 2131 4.1, RFC 1542, RFC 3046
 
   it('v4.request.relay-selecting-success-second-request-fail: NAK to giaddr with the broadcast bit (RFC 2131 4.1)', async () => {
     const f = await forge();
-    const { offer } = await dora(f, { ...R, chaddr: '00:00:00:00:00:00' });
+    const { offer } = await dora(f, { ...R, chaddr: ZERO_MAC_STANDIN });
     const nak = await f.send(REQUEST, {
       ...R,
       chaddr: '00:00:00:22:11:00',
@@ -766,7 +795,7 @@ describe('relay (forge tests/dhcpv4/relay/*.py; RFC 2131 4.1, RFC 1542, RFC 3046
     const f = await forge();
     const { ack } = await dora(f, { ...R, chaddr: '00:1f:d0:00:00:11' });
     await f.silent(RELEASE, { ...R, chaddr: '00:1f:d0:00:00:11', serverId: serverIdOf(ack), ciaddr: '192.168.50.1' });
-    expectLeaseReply(await f.send(DISCOVER, { ...R, chaddr: '00:00:00:00:00:00', prl: [1] }), 'OFFER', '192.168.50.1');
+    expectLeaseReply(await f.send(DISCOVER, { ...R, chaddr: ZERO_MAC_STANDIN, prl: [1] }), 'OFFER', '192.168.50.1');
   });
 
   it('rfc2131.4.1.relayed-inform: an INFORM relayed with giaddr is answered to the relay, without 51', async () => {
@@ -856,7 +885,7 @@ describe('message fields (forge tests/dhcpv4/fields/test_v4_fields.py; RFC 2131 
       const { offer } = await dora(f);
       const nak = await f.send(REQUEST, {
         ...extra,
-        chaddr: '00:00:00:00:00:00',
+        chaddr: ZERO_MAC_STANDIN,
         serverId: serverIdOf(offer),
         requested: '192.168.50.1',
         prl: [1],
@@ -890,7 +919,7 @@ describe('message fields (forge tests/dhcpv4/fields/test_v4_fields.py; RFC 2131 
     const f = await forge({ nextServer: '192.0.2.234' });
     const { offer } = await dora(f);
     const nak = await f.send(REQUEST, {
-      chaddr: '00:00:00:00:00:00',
+      chaddr: ZERO_MAC_STANDIN,
       serverId: serverIdOf(offer),
       requested: '192.168.50.1',
       prl: [1],

@@ -69,11 +69,13 @@ export function request(
 
 export const ip4 = (ip: string) => Buffer.from(ip.split('.').map(Number));
 
-let nextPort = 20000 + Math.floor(Math.random() * 30000);
+// Below Linux's ephemeral range (32768-60999): sockets bound to port 0 anywhere on the machine (other test
+// files, other suites) cannot take these, which made a server start fail now and then with EADDRINUSE.
+let nextPort = 10000 + Math.floor(Math.random() * 22000);
 /** Consecutive ports for one test server (server, proxy, client, relay). */
 export function ports() {
   nextPort += 7;
-  if (nextPort > 64000) nextPort = 20000;
+  if (nextPort > 32700) nextPort = 10000;
   return { port: nextPort, proxyPort: nextPort + 1, clientPort: nextPort + 2, relayPort: nextPort + 3 };
 }
 

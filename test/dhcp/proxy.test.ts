@@ -72,4 +72,33 @@ describe('proxyDHCP', () => {
     expect(offer!.file).toBe('http://10.99.1.1:8080/boot/ipxe');
     expect(offer!.options.has(175)).toBe(false); // no-pxedhcp never in proxy replies
   });
+
+  it('emits proxy.acked for a 4011 REQUEST whose ciaddr is its source address, and not otherwise (issue 11 trust evidence)', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', proxySubnet);
+    });
+    const pxe: [number, Buffer][] = [
+      [Opt.VendorClass, Buffer.from('PXEClient:Arch:00007:UNDI:003016')],
+      [Opt.ClientArch, Buffer.from([0, 7])],
+    ];
+    const c4011 = await listener(env.p.clientPort + 11);
+    try {
+      const ask = async (mac: string, ciaddr: string) => {
+        const r = request(MessageType.REQUEST, mac, { ciaddr }, pxe);
+        await c4011.send(r, env!.p.proxyPort);
+        return c4011.wait(r.xid);
+      };
+      // ciaddr = the UDP source (the client holds that address): evidence.
+      expect(msgType(await ask('52:54:00:00:04:01', '127.0.0.1'))).toBe(MessageType.ACK);
+      // Answered too, but a ciaddr that is not the source (or none) proves nothing.
+      expect(msgType(await ask('52:54:00:00:04:02', '10.99.1.150'))).toBe(MessageType.ACK);
+      expect(msgType(await ask('52:54:00:00:04:03', '0.0.0.0'))).toBe(MessageType.ACK);
+      const acked = env.events.filter((e) => e.type === 'proxy.acked');
+      expect(acked).toEqual([
+        expect.objectContaining({ key: '127.0.0.1', data: { mac: '52:54:00:00:04:01', subnet: 'lab' } }),
+      ]);
+    } finally {
+      await c4011.close();
+    }
+  });
 });

@@ -6,8 +6,8 @@
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
-import { decode } from '../../src/dhcp/packet.js';
-import { msgType, readPcapUdp, SUBNET, type TestEnv, testEnv } from './helpers.js';
+import { decode, encode } from '../../src/dhcp/packet.js';
+import { ip4, msgType, readPcapUdp, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -34,7 +34,11 @@ async function exchange(name: string) {
   const req = first(name, MessageType.REQUEST);
   await env!.client.send(disc.raw, env!.p.port);
   const offer = await env!.client.wait(disc.d.ok ? disc.d.packet.xid : 0);
-  await env!.client.send(req.raw, env!.p.port);
+  // The captured REQUEST selects the address the lab's server offered; a client selects ours (an address
+  // never offered to a client is NAKed in SELECTING), so option 50 becomes the one we offered.
+  if (!req.d.ok || !offer) throw new Error(`${name}: no REQUEST in the capture, or no OFFER`);
+  req.d.packet.options.set(Opt.RequestedIp, ip4(offer.yiaddr));
+  await env!.client.send(encode(req.d.packet), env!.p.port);
   const ack = await env!.client.wait(req.d.ok ? req.d.packet.xid : 0);
   return { offer, ack };
 }

@@ -94,7 +94,10 @@ describe('DHCP server on loopback', () => {
     const r = await env.client.wait(renew.xid);
     expect(msgType(r)).toBe(MessageType.ACK);
     expect(r!.ciaddr).toBe(addr);
-    await env.client.send(request(MessageType.RELEASE, mac, { ciaddr: addr }), env.p.port);
+    await env.client.send(
+      request(MessageType.RELEASE, mac, { ciaddr: addr }, [[Opt.ServerId, ip4('10.99.1.1')]]),
+      env.p.port,
+    );
     await new Promise((res) => setTimeout(res, 100));
     expect((await env.store.get('leases', addr))?.doc).toMatchObject({ state: 'released' });
     // DECLINE (with 50 and 54, both MUST, RFC 2131 table 5): the next client does not get that address.
