@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { BootEnv } from '../model/bootenv.js';
-import { cidrContains, ipToInt } from '../model/common.js';
+import { cidrContains, hostBitsSet, ipToInt, notNicMac } from '../model/common.js';
 import { type FieldError, InvalidError, StateConflictError } from '../model/errors.js';
 import { Machine } from '../model/machine.js';
 import { ParamDef, Prefs, Profile } from '../model/profile.js';
@@ -80,6 +80,12 @@ const machines: Resource = {
   async check(d, old, ctx) {
     const errors: FieldError[] = [];
     if (old && old.uuid !== d.uuid) errors.push({ path: 'uuid', message: `uuid cannot change (it is ${old.uuid})` });
+    // New MACs only: a machine stored before this rule keeps working (its lastSeen is written at every boot).
+    const had = new Set((old?.macs as string[] | undefined) ?? []);
+    for (const [i, mac] of ((d.macs as string[]) ?? []).entries()) {
+      const why = had.has(mac) ? undefined : notNicMac(mac);
+      if (why) errors.push({ path: `macs.${i}`, message: why });
+    }
     if (old?.locked === true && d.locked !== false) {
       throw new StateConflictError(`machine '${old.name}' is locked: set "locked": false to change it`, [
         { path: 'locked', message: 'machine is locked' },
@@ -218,7 +224,9 @@ const subnets: Resource = {
   keyField: 'name',
   schema: Subnet,
   summary: 'Subnets: DHCP address pools, options and boot behaviour per segment',
-  async check(d, _old, ctx) {
+  async check(d, old, ctx) {
+    const bits = old?.subnet === d.subnet ? undefined : hostBitsSet(d.subnet as string);
+    if (bits) return [{ path: 'subnet', message: bits }];
     const mine = range(d);
     if (!mine) return [];
     const { items } = await ctx.store.list('subnets');
@@ -246,7 +254,9 @@ const reservations: Resource = {
   summary: 'Reservations: a fixed address for a MAC in a subnet',
   // A MAC may be reserved once per subnet (a multi-homed relay setup can reserve it in several).
   uniques: (d) => [{ field: 'mac', value: `${d.subnet}/${d.mac}` }],
-  async check(d, _old, ctx) {
+  async check(d, old, ctx) {
+    const why = old?.mac === d.mac ? undefined : notNicMac(d.mac as string);
+    if (why) return [{ path: 'mac', message: why }];
     const s = await ctx.store.get('subnets', d.subnet as string);
     if (!s) return [{ path: 'subnet', message: `subnet '${d.subnet}' does not exist` }];
     if (!cidrContains(s.doc.subnet as string, d.address as string)) {
