@@ -13,11 +13,11 @@ import { RenderError } from './errors.js';
 export type PoolOptions = {
   /** Worker threads (default min(2, cores)). */
   size?: number;
-  /** Renders waiting for a worker before new ones are refused (default 64). */
+  /** Renders waiting for a worker before new ones are refused (default 1024: a rack powering on at once renders a script per machine). */
   queue?: number;
   /** Wall-clock limit of one render, ms (default 5000): its worker is terminated and replaced. */
   timeoutMs?: number;
-  /** Old-generation heap of each worker, MiB (default 128): a worker that needs more dies and is replaced. */
+  /** Old-generation heap of each worker, MiB (default 64): a worker that needs more dies and is replaced. */
   maxOldGenerationSizeMb?: number;
 };
 
@@ -63,9 +63,9 @@ export class RenderPool {
 
   constructor(opts: PoolOptions = {}) {
     this.size = Math.max(1, opts.size ?? Math.min(2, availableParallelism()));
-    this.queueMax = Math.max(0, opts.queue ?? 64);
+    this.queueMax = Math.max(0, opts.queue ?? 1024);
     this.timeoutMs = Math.max(50, opts.timeoutMs ?? 5000);
-    this.heapMb = Math.max(16, opts.maxOldGenerationSizeMb ?? 128);
+    this.heapMb = Math.max(16, opts.maxOldGenerationSizeMb ?? 64);
   }
 
   run(job: Job): Promise<JobResult> {
