@@ -70,6 +70,58 @@ describe('saving templates that include themselves', () => {
     expect((await d.api('PUT', '/api/v1/templates/b', { id: 'b', contents: '{% include name %}' })).status).toBe(200);
   });
 
+  it('a cycle smuggled into the store fails its renders (8 parallel GETs) while /api/v1/info keeps answering', async () => {
+    const uuid = '3d6f0c1e-8a41-4f7e-9c55-5f0e2b7a9d11';
+    const loop = "{% include 'deep' %}{% include 'deep' %}";
+    await d.daemon.store.create('templates', 'deep', { id: 'deep', contents: loop });
+    await d.daemon.store.create('bootenvs', 'deep-env', {
+      name: 'deep-env',
+      description: '',
+      os: { name: '', family: '', version: '' },
+      kernel: '',
+      initrds: [],
+      bootParams: '',
+      templates: [{ name: 'x', path: 'x', templateId: 'deep' }],
+      requiredParams: [],
+      optionalParams: [],
+      artifacts: [],
+      onlyOnce: false,
+    });
+    await d.daemon.store.create('machines', uuid, {
+      uuid,
+      name: 'victim',
+      macs: [],
+      profiles: [],
+      params: {},
+      bootEnv: 'deep-env',
+    });
+    let done = false;
+    let slowest = 0;
+    // Each turn: an info request and a 20 ms pause; a turn that takes much longer saw the loop held (in the
+    // request or in the pause: renders on the loop all ran in one stretch while the probe slept).
+    const probe = (async () => {
+      while (!done) {
+        const t0 = performance.now();
+        expect((await fetch(`${d.url}/api/v1/info`)).status).toBe(200);
+        await new Promise((r) => setTimeout(r, 20));
+        slowest = Math.max(slowest, performance.now() - t0 - 20);
+      }
+    })();
+    const gets = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const r = await fetch(`${d.url}/machines/${uuid}/x`, { headers: { authorization: `Bearer ${d.token}` } });
+        return { status: r.status, text: await r.text() };
+      }),
+    );
+    done = true;
+    await probe;
+    for (const g of gets) {
+      expect(g.status).toBe(500);
+      expect(g.text).toContain('render failed');
+    }
+    expect(slowest).toBeLessThan(1000);
+  });
+
   it('refuses a bootenv that uses a template caught in a cycle smuggled into the store', async () => {
     await d.daemon.store.create('templates', 'smuggled', { id: 'smuggled', contents: "{% include 'smuggled' %}" });
     const r = await d.api('POST', '/api/v1/bootenvs', {
