@@ -44,7 +44,9 @@ export async function confine(root: string, requested: string): Promise<Confined
       }
       return lex;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { ok: false, reason: 'path cannot be resolved' };
+      // ENOTDIR: a file stands where a directory would be; its own real path is checked one level up.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') return { ok: false, reason: 'path cannot be resolved' };
       const parent = path.dirname(probe);
       if (parent === probe || !parent.startsWith(root)) return lex;
       probe = parent;

@@ -29,6 +29,32 @@ async function fsyncPath(p: string) {
 }
 
 /**
+ * Temp files of uploads in flight: `plinth-upload-<uuid>.part` in <data-dir>/tmp (older versions: `upload-<uuid>`).
+ * A kill -9 mid-upload leaves one behind; removeStaleUploads clears them at the next start.
+ */
+const TEMP_RE = /^(plinth-upload-[0-9a-f-]{36}\.part|upload-[0-9a-f-]{36})$/;
+
+/**
+ * Removes the upload temp files in `tmpDir` last written before `before` (the daemon's start: no upload of this
+ * run is older). Anything else in the directory is left alone. Returns the names removed.
+ */
+export async function removeStaleUploads(tmpDir: string, before: Date): Promise<string[]> {
+  const names = await readdir(tmpDir).catch(() => [] as string[]);
+  const removed: string[] = [];
+  for (const n of names) {
+    if (!TEMP_RE.test(n)) continue;
+    const p = path.join(tmpDir, n);
+    const st = await stat(p).catch(() => undefined);
+    if (!st?.isFile() || st.mtimeMs >= before.getTime()) continue;
+    await unlink(p).then(
+      () => removed.push(n),
+      () => {},
+    );
+  }
+  return removed;
+}
+
+/**
  * Stream `body` into <root>/<rel>: written to a temp file beside the root (same filesystem), hashed on the way,
  * fsynced, then renamed into place and the directory fsynced. A failed or interrupted upload, or a digest
  * that does not match `expectSha256`, leaves nothing behind.
@@ -42,10 +68,11 @@ export async function writeFileAtomically(
   expectSha256?: string,
 ): Promise<{ info: FileInfo; created: boolean }> {
   const c = await confineOrThrow(root, rel);
-  await mkdir(path.dirname(c.abs), { recursive: true });
+  // Owner only: uploads are the operator's boot files, sometimes with secrets baked in (an initrd, a config).
+  await mkdir(path.dirname(c.abs), { recursive: true, mode: 0o700 });
   await confineOrThrow(root, rel); // the directories just made must not have raced a symlink in
-  await mkdir(tmpDir, { recursive: true });
-  const tmp = path.join(tmpDir, `upload-${randomUUID()}`);
+  await mkdir(tmpDir, { recursive: true, mode: 0o700 });
+  const tmp = path.join(tmpDir, `plinth-upload-${randomUUID()}.part`);
   const hash = createHash('sha256');
   let size = 0;
   const tap = new Transform({
@@ -56,7 +83,7 @@ export async function writeFileAtomically(
     },
   });
   try {
-    await pipeline(body, tap, createWriteStream(tmp, { flags: 'wx', mode: 0o644 }));
+    await pipeline(body, tap, createWriteStream(tmp, { flags: 'wx', mode: 0o600 }));
     const sha256 = hash.digest('hex');
     if (expectSha256 && expectSha256.toLowerCase() !== sha256) {
       throw new FileDigestMismatch(`sha256 of the upload is ${sha256}, not ${expectSha256}: the file was not kept`);

@@ -7,6 +7,7 @@ import {
   fileInfo,
   listFiles,
   removeFile,
+  removeStaleUploads,
   writeFileAtomically,
 } from '../files/store-files.js';
 import type { Logger } from '../log.js';
@@ -28,16 +29,60 @@ function relOf(wild: string | undefined): string {
   return rel;
 }
 
-function refused(err: unknown): never {
+/**
+ * What the file system said, as a status and a detail the operator can act on (a 500 said nothing). The data
+ * directory's location is not in the detail: it is not the client's business.
+ */
+export function fsProblem(err: unknown, rel: string): HttpProblem | undefined {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const at = [{ path: 'path', message: String(code) }];
+  switch (code) {
+    case 'EISDIR':
+      return new HttpProblem(409, `'${rel}' is a directory: upload to a file name inside it`, at);
+    case 'ENOTDIR':
+    case 'EEXIST':
+      return new HttpProblem(409, `a part of '${rel}' is a file, not a directory: pick another path`, at);
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new HttpProblem(
+        507,
+        `no space left for '${rel}' on the daemon's data disk: nothing was kept; free space (delete files) and retry`,
+        at,
+      );
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return new HttpProblem(
+        403,
+        `the daemon may not write '${rel}' (${code}): check the ownership and mode of its data directory's files/ and tmp/`,
+        at,
+      );
+    case 'ENAMETOOLONG':
+      return new HttpProblem(400, `a name in '${rel}' is too long for the file system`, at);
+    default:
+      return undefined;
+  }
+}
+
+function refused(err: unknown, rel = ''): never {
   if (err instanceof FileRefused) throw new HttpProblem(400, err.message, [{ path: 'path', message: err.message }]);
   if (err instanceof FileDigestMismatch)
     throw new HttpProblem(400, err.message, [{ path: 'sha256', message: err.message }]);
-  throw err;
+  throw fsProblem(err, rel) ?? err;
 }
 
 /** Upload, list and delete files under <data-dir>/files; serving them is files-serve.ts. */
 export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
   const tmpDir = path.join(path.dirname(deps.filesDir), 'tmp');
+  // Temp files of uploads that a kill -9 interrupted: removed at start (only those older than this start).
+  const started = new Date();
+  app.addHook('onReady', async () => {
+    const removed = await removeStaleUploads(tmpDir, started).catch((err) => {
+      deps.log.warn({ err, tmpDir }, 'stale upload temp files could not be removed');
+      return [];
+    });
+    if (removed.length) deps.log.info({ count: removed.length }, 'removed temp files of interrupted uploads');
+  });
 
   app.get(`${API}/files`, async (_req, reply) => {
     const files = await listFiles(deps.store, deps.filesDir);
@@ -54,7 +99,7 @@ export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
 
   app.delete<{ Params: { '*': string } }>(`${API}/files/*`, async (req, reply) => {
     const rel = relOf(req.params['*']);
-    if (!(await removeFile(deps.store, deps.filesDir, rel).catch(refused))) {
+    if (!(await removeFile(deps.store, deps.filesDir, rel).catch((err) => refused(err, rel)))) {
       throw new HttpProblem(404, `file '${rel}' does not exist`);
     }
     deps.bus.emit({ type: 'files.deleted', key: rel });
@@ -84,7 +129,7 @@ export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
         if (req.raw.destroyed || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
           deps.log.warn({ path: rel }, 'upload interrupted: nothing was kept');
         }
-        return refused(err);
+        return refused(err, rel);
       });
       deps.log.info({ path: info.path, size: info.size, sha256: info.sha256 }, 'file uploaded');
       deps.bus.emit({ type: 'files.uploaded', key: info.path, data: { size: info.size, sha256: info.sha256 } });

@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { sendProblem } from './problem.js';
+import { logUrl } from './redact.js';
 
 const types: Record<string, string> = {
   '.ipxe': 'text/plain; charset=utf-8',
@@ -21,6 +22,45 @@ const types: Record<string, string> = {
   '.img': 'application/octet-stream',
   '.html': 'text/html; charset=utf-8',
 };
+
+/**
+ * Files that a browser would run or render as a page (script, markup, PDF): an uploaded .html served inline on the
+ * same origin as /ui could read the admin token the UI keeps. They are sent as downloads.
+ */
+const ACTIVE = new Set([
+  '.html',
+  '.htm',
+  '.xhtml',
+  '.xht',
+  '.shtml',
+  '.mht',
+  '.mhtml',
+  '.svg',
+  '.svgz',
+  '.xml',
+  '.xsl',
+  '.xslt',
+  '.js',
+  '.mjs',
+  '.pdf',
+  '.swf',
+]);
+
+/**
+ * Every served file is inert in a browser: no type sniffing, a sandbox (no script, no same-origin access, no
+ * requests) if it is rendered anyway, and a download for the types a browser would otherwise run.
+ */
+export function inertHeaders(abs: string): Record<string, string> {
+  const h: Record<string, string> = {
+    'x-content-type-options': 'nosniff',
+    'content-security-policy': "sandbox; default-src 'none'",
+  };
+  if (ACTIVE.has(path.extname(abs).toLowerCase())) {
+    const name = path.basename(abs).replace(/[^A-Za-z0-9._+-]/g, '_');
+    h['content-disposition'] = `attachment; filename="${name}"`;
+  }
+  return h;
+}
 
 /** bytes=a-b | a- | -n, one range; anything else (several ranges, garbage) is ignored and the whole file sent. */
 export function parseRange(
@@ -108,6 +148,7 @@ export function sendFile(
     etag,
     'last-modified': mtime.toUTCString(),
     'accept-ranges': 'bytes',
+    ...inertHeaders(abs),
   };
   const inm = req.headers['if-none-match'];
   if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)) {
@@ -140,7 +181,7 @@ export function sendFile(
     log.info(
       {
         method: req.method,
-        url: req.url,
+        url: logUrl(req.url),
         status,
         bytes: res.writableFinished ? headers['content-length'] : 'aborted',
         ms: Number(process.hrtime.bigint() - t0) / 1e6,

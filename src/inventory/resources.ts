@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { BootEnv } from '../model/bootenv.js';
-import { cidrContains, ipToInt } from '../model/common.js';
+import { cidrContains, hostBitsSet, ipToInt, notNicMac } from '../model/common.js';
 import { type FieldError, InvalidError, StateConflictError } from '../model/errors.js';
 import { Machine } from '../model/machine.js';
 import { ParamDef, Prefs, Profile } from '../model/profile.js';
 import { Lease, Reservation, Subnet } from '../model/subnet.js';
 import { Template } from '../model/template.js';
+import { includeCycle, literalIncludes } from '../render/includes.js';
 import type { Doc, Kind, Store, UniqueValue } from '../store/store.js';
 import { checkParamValues, compileSchema, GLOBAL_PROFILE, redactParams } from './params.js';
 
@@ -79,6 +80,12 @@ const machines: Resource = {
   async check(d, old, ctx) {
     const errors: FieldError[] = [];
     if (old && old.uuid !== d.uuid) errors.push({ path: 'uuid', message: `uuid cannot change (it is ${old.uuid})` });
+    // New MACs only: a machine stored before this rule keeps working (its lastSeen is written at every boot).
+    const had = new Set((old?.macs as string[] | undefined) ?? []);
+    for (const [i, mac] of ((d.macs as string[]) ?? []).entries()) {
+      const why = had.has(mac) ? undefined : notNicMac(mac);
+      if (why) errors.push({ path: `macs.${i}`, message: why });
+    }
     if (old?.locked === true && d.locked !== false) {
       throw new StateConflictError(`machine '${old.name}' is locked: set "locked": false to change it`, [
         { path: 'locked', message: 'machine is locked' },
@@ -121,6 +128,7 @@ const bootenvs: Resource = {
         errors.push({ path: `templates.${i}.templateId`, message: `template '${t.templateId}' does not exist` });
       }
     }
+    errors.push(...(await inlineCycles(d, ctx)));
     return errors;
   },
   async beforeDelete(key, _d, ctx) {
@@ -136,11 +144,63 @@ const bootenvs: Resource = {
   },
 };
 
+async function templateSources(ctx: Ctx): Promise<Record<string, string>> {
+  const { items } = await ctx.store.list('templates');
+  const sources: Record<string, string> = {};
+  for (const t of items) sources[t.key] = String(t.doc.contents ?? '');
+  return sources;
+}
+
+/** A bootenv's own texts (bootParams, inline templates) or templateIds that reach a stored include cycle. */
+async function inlineCycles(d: Doc, ctx: Ctx): Promise<FieldError[]> {
+  const texts: [string, string][] = [['bootParams', String(d.bootParams ?? '')]];
+  const used: (readonly [string, string[]])[] = [];
+  for (const [i, t] of ((d.templates as { contents?: string; templateId?: string }[]) ?? []).entries()) {
+    if (t.contents !== undefined) texts.push([`templates.${i}.contents`, t.contents]);
+    if (t.templateId !== undefined) used.push([`templates.${i}.templateId`, [t.templateId]]);
+  }
+  for (const [p, text] of texts) {
+    const ids = literalIncludes(text);
+    if (ids.length) used.push([p, ids]);
+  }
+  if (used.length === 0) return [];
+  const sources = await templateSources(ctx);
+  const errors: FieldError[] = [];
+  for (const [p, ids] of used) {
+    for (const id of ids) {
+      const cycle = includeCycle(id, sources);
+      if (cycle) {
+        errors.push({
+          path: p,
+          message: `uses template '${id}', which reaches an include cycle (${cycle.join(' -> ')}): fix that template first`,
+        });
+        break;
+      }
+    }
+  }
+  return errors;
+}
+
 const templates: Resource = {
   kind: 'templates',
   keyField: 'id',
   schema: Template,
   summary: 'Templates: reusable template texts included by bootenvs',
+  // A template that includes itself (directly or through others) renders until a limit stops it, every time a
+  // machine asks: refused here, where the operator can fix it. Names given by variables are left to render limits.
+  async check(d, _old, ctx) {
+    const id = String(d.id);
+    const sources = await templateSources(ctx);
+    sources[id] = String(d.contents ?? '');
+    const cycle = includeCycle(id, sources);
+    if (!cycle) return [];
+    const loop = cycle.join(' -> ');
+    const message =
+      cycle[0] === id
+        ? `template '${id}' includes itself (${loop}): a render would never end; break the cycle`
+        : `template '${id}' includes '${cycle[0]}', which includes itself (${loop}): a render would never end; break the cycle`;
+    return [{ path: 'contents', message }];
+  },
   async beforeDelete(key, _d, ctx) {
     const { items } = await ctx.store.list('bootenvs');
     const u = items.filter((b) =>
@@ -164,7 +224,9 @@ const subnets: Resource = {
   keyField: 'name',
   schema: Subnet,
   summary: 'Subnets: DHCP address pools, options and boot behaviour per segment',
-  async check(d, _old, ctx) {
+  async check(d, old, ctx) {
+    const bits = old?.subnet === d.subnet ? undefined : hostBitsSet(d.subnet as string);
+    if (bits) return [{ path: 'subnet', message: bits }];
     const mine = range(d);
     if (!mine) return [];
     const { items } = await ctx.store.list('subnets');
@@ -192,7 +254,9 @@ const reservations: Resource = {
   summary: 'Reservations: a fixed address for a MAC in a subnet',
   // A MAC may be reserved once per subnet (a multi-homed relay setup can reserve it in several).
   uniques: (d) => [{ field: 'mac', value: `${d.subnet}/${d.mac}` }],
-  async check(d, _old, ctx) {
+  async check(d, old, ctx) {
+    const why = old?.mac === d.mac ? undefined : notNicMac(d.mac as string);
+    if (why) return [{ path: 'mac', message: why }];
     const s = await ctx.store.get('subnets', d.subnet as string);
     if (!s) return [{ path: 'subnet', message: `subnet '${d.subnet}' does not exist` }];
     if (!cidrContains(s.doc.subnet as string, d.address as string)) {

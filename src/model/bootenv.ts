@@ -32,13 +32,14 @@ export const BootEnv = z.strictObject({
     })
     .default({ name: '', family: '', version: '' }),
   kernel: z.string().max(1024).default('').describe('Kernel path under the files root (or an artifact path)'),
-  initrds: z.array(z.string().max(1024)).default([]),
+  initrds: z.array(z.string().max(1024)).max(64, 'at most 64 initrds').default([]),
   bootParams: z.string().max(16384).default('').describe('Kernel command line: a template'),
-  templates: z.array(BootEnvTemplate).default([]),
-  requiredParams: z.array(z.string().max(128)).default([]),
-  optionalParams: z.array(z.string().max(128)).default([]),
+  templates: z.array(BootEnvTemplate).max(64, 'at most 64 templates').default([]),
+  requiredParams: z.array(z.string().max(128)).max(256, 'at most 256 required params').default([]),
+  optionalParams: z.array(z.string().max(128)).max(256, 'at most 256 optional params').default([]),
   artifacts: z
-    .array(z.strictObject({ path: RelPath, sha256: Sha256, url: z.url().optional() }))
+    .array(z.strictObject({ path: RelPath, sha256: Sha256, url: z.url().max(4096).optional() }))
+    .max(256, 'at most 256 artifacts')
     .default([])
     .describe('Files the bootenv serves, pinned by digest'),
   onlyOnce: z.boolean().default(false).describe('After one successful boot the machine falls back to local'),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Name, Params } from './common.js';
+import { jsonBounds, Name, Params } from './common.js';
 import { FirmwareQuirk } from './quirk.js';
 
 export const Profile = z.strictObject({
@@ -16,7 +16,11 @@ export const ParamDef = z.strictObject({
     .min(1)
     .max(128)
     .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'use letters, digits and . _ / -'),
-  schema: z.record(z.string(), z.unknown()).default({}).describe('JSON schema of the value; "default" is the fallback'),
+  schema: z
+    .record(z.string().max(128), z.unknown())
+    .superRefine(jsonBounds('schema', { depth: 32, bytes: 64 * 1024, keys: 256 }))
+    .default({})
+    .describe('JSON schema of the value; "default" is the fallback'),
   description: z.string().max(4096).default(''),
   secure: z.boolean().default(false),
 });

@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { Cidr, cidrContains, IPv4, ipToInt, Mac, Name, parseCidr } from './common.js';
+import { Cidr, cidrContains, IPv4, ipToInt, MacSyntax, Name, parseCidr } from './common.js';
 import { Blksize } from './quirk.js';
 
 /** A DHCP option as operators write it: the value is a string (a template for text options) or a number/array. */
 export const DhcpOption = z.strictObject({
   code: z.number().int().min(1).max(254),
-  value: z.union([z.string().max(4096), z.number(), z.array(z.union([z.string(), z.number()])).max(256)]),
+  value: z.union([z.string().max(4096), z.number(), z.array(z.union([z.string().max(4096), z.number()])).max(256)]),
 });
 
 export const Picker = z.enum(['hint', 'nextFree', 'mostExpired', 'none']);
@@ -19,12 +19,12 @@ export const Subnet = z
     leaseTime: z.number().int().min(60).max(31_536_000).default(3600),
     reservedLeaseTime: z.number().int().min(60).max(31_536_000).default(7200),
     nextServer: IPv4.optional().describe('Boot server address (siaddr); default: the address of the serving interface'),
-    options: z.array(DhcpOption).default([]),
+    options: z.array(DhcpOption).max(255, 'at most 255 DHCP options').default([]),
     enabled: z.boolean().default(true),
     proxy: z.boolean().default(false).describe('proxyDHCP: give only PXE boot information, no addresses'),
     unmanaged: z.boolean().default(false).describe('Give addresses, never PXE boot options'),
     onlyReservations: z.boolean().default(false).describe('Answer only MACs that have a reservation'),
-    pickers: z.array(Picker).default(['hint', 'nextFree', 'mostExpired']),
+    pickers: z.array(Picker).max(8).default(['hint', 'nextFree', 'mostExpired']),
     tftpMaxBlksize: Blksize.optional().describe(
       'Largest TFTP blksize granted to clients with an address in this subnet (8..65464); the smallest applicable cap wins',
     ),
@@ -68,9 +68,9 @@ export type Subnet = z.infer<typeof Subnet>;
 
 export const Reservation = z.strictObject({
   address: IPv4,
-  mac: Mac,
+  mac: MacSyntax,
   subnet: Name.describe('Name of the subnet it belongs to'),
-  options: z.array(DhcpOption).default([]),
+  options: z.array(DhcpOption).max(255, 'at most 255 DHCP options').default([]),
   nextServer: IPv4.optional(),
   description: z.string().max(4096).default(''),
 });
@@ -79,7 +79,7 @@ export type Reservation = z.infer<typeof Reservation>;
 export const LeaseState = z.enum(['offered', 'bound', 'released', 'expired', 'declined']);
 export const Lease = z.strictObject({
   address: IPv4,
-  mac: Mac,
+  mac: MacSyntax,
   subnet: Name,
   state: LeaseState,
   expiresAt: z.string().datetime({ offset: true }),

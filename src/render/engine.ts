@@ -1,73 +1,62 @@
-import { Liquid, type LiquidError } from 'liquidjs';
+import { RenderBusyError, RenderError } from './errors.js';
+import { type PoolOptions, RenderPool } from './pool.js';
+
+export type { PoolOptions };
+export { RenderBusyError, RenderError };
 
 /**
  * Templates arrive through the API, so they are untrusted: LiquidJS interprets them (no compilation to
  * JavaScript), reads only own properties of the context, has no file system (includes resolve to other
- * templates by id, from memory), and is bounded in parse size, render time and memory.
+ * templates by id, from memory), and is bounded in parse size, render time and memory. Renders run in a pool
+ * of worker threads (pool.ts) with a wall-clock timeout, a heap cap and a bounded queue, never on the event loop.
  */
-export class RenderError extends Error {
-  constructor(
-    message: string,
-    readonly template: string,
-    readonly line?: number,
-  ) {
-    super(message);
-  }
-}
-
 export type RenderInput = {
   /** Name shown in errors: "bootenv lab / ipxe" or "template cloud-init". */
   name: string;
   source: string;
+  /** Plain data (it is copied to a worker thread): no functions, no class instances. */
   context: Record<string, unknown>;
   /** Other templates by id, for {% include 'id' %} / {% render 'id' %}. */
   templates?: Record<string, string>;
-  /** Filters bound to this render (param lookup with the machine's resolved params). */
+  /**
+   * The `param` filter as data, run inside the worker: `{{ "name" | param }}` gives values[name]; a name in
+   * `known` without a value gives ''; any other name fails the render ("param 'x' is not set for machine 'm'").
+   */
+  param?: { values: Record<string, unknown>; known: string[]; machine: string };
+  /**
+   * Filters as functions. They cannot cross threads: each call is run on the main thread while the worker waits
+   * for its answer (a RenderError thrown by one reaches the caller as it is). Prefer `param` for the param lookup.
+   */
   filters?: Record<string, (value: unknown, ...args: unknown[]) => unknown>;
 };
 
-const LIMITS = { parseLimit: 1_000_000, renderLimit: 2_000, memoryLimit: 32 * 1024 * 1024 };
+let pool: RenderPool | undefined;
+let poolOptions: PoolOptions = {};
 
-function lineOf(err: unknown): number | undefined {
-  const e = err as LiquidError & { token?: { getPosition?: () => [number, number] } };
-  const pos = e.token?.getPosition?.();
-  if (pos) return pos[0];
-  const m = /line:(\d+)/.exec(String(e.message));
-  return m ? Number(m[1]) : undefined;
+/** Sets the pool's size, queue, timeout and heap cap (the daemon at start; tests). Replaces a running pool. */
+export function configureRenderPool(opts: PoolOptions): void {
+  poolOptions = { ...opts };
+  const old = pool;
+  pool = undefined;
+  void old?.close();
+}
+
+export function renderPool(): RenderPool {
+  pool ??= new RenderPool(poolOptions);
+  return pool;
+}
+
+/** Stops the workers (a stopping daemon; idle workers never keep the process alive anyway). */
+export async function closeRenderPool(): Promise<void> {
+  const old = pool;
+  pool = undefined;
+  await old?.close();
 }
 
 export async function renderTemplate(input: RenderInput): Promise<string> {
-  const engine = new Liquid({
-    templates: input.templates ?? {},
-    ownPropertyOnly: true,
-    strictFilters: true,
-    strictVariables: false,
-    dynamicPartials: true,
-    extname: '',
-    ...LIMITS,
-  });
-  for (const [name, fn] of Object.entries(input.filters ?? {})) engine.registerFilter(name, fn);
-  let tpl: ReturnType<Liquid['parse']>;
-  try {
-    tpl = engine.parse(input.source);
-  } catch (err) {
-    const line = lineOf(err);
-    throw new RenderError(`${input.name}${line ? ` line ${line}` : ''}: ${firstLine(err)}`, input.name, line);
-  }
-  try {
-    return await engine.render(tpl, input.context);
-  } catch (err) {
-    // An error thrown by our own filters (a missing param) carries its message through Liquid's wrapper.
-    const cause = (err as { originalError?: Error }).originalError;
-    const inner = cause instanceof RenderError ? cause.message : firstLine(err);
-    const line = lineOf(err);
-    throw new RenderError(`${input.name}${line ? ` line ${line}` : ''}: ${inner}`, input.name, line);
-  }
-}
-
-function firstLine(err: unknown): string {
-  return String((err as Error).message ?? err)
-    .split('\n')[0]!
-    .replace(/, line:\d+, col:\d+$/, '')
-    .replace(/^ENOENT: Failed to lookup "([^"]*)".*$/, "included template '$1' does not exist");
+  const r = await renderPool().run(input);
+  if (r.ok) return r.text;
+  const where = `${input.name}${r.line ? ` line ${r.line}` : ''}`;
+  if (r.busy) throw new RenderBusyError(`${where}: ${r.message}`, input.name);
+  throw new RenderError(`${where}: ${r.message}`, input.name, r.line);
 }

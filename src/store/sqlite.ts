@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -97,11 +97,28 @@ parentPort.on('message', (m) => {
 `;
 
 /**
+ * The database holds secure params in clear: it and its -wal/-shm companions are the owner's only (0600), also
+ * when an older version left them world-readable. The file is created 0600 before SQLite opens it (SQLite gives
+ * -wal and -shm the database's mode); companions that already exist are tightened too.
+ */
+function ownerOnly(file: string) {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+}
+
+/**
  * SQLite backend: WAL mode, synchronous=FULL (an acknowledged write survives kill -9 and power loss),
  * foreign keys on, migrations applied at open.
  */
 export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store & { schemaVersion: number } {
-  if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+  if (file !== ':memory:') ownerOnly(file);
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');

@@ -1,4 +1,9 @@
+import net from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBus } from '../../src/events.js';
+import { registerEvents } from '../../src/http/events.js';
+import { silentLogger } from '../../src/log.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 let d: TestDaemon;
@@ -93,5 +98,85 @@ describe('stopping with watchers connected', () => {
     await other.stop();
     await ended;
     expect(Date.now() - t0).toBeLessThan(3000);
+  });
+});
+
+describe('event stream bounds', () => {
+  const bus = createBus();
+  let app: FastifyInstance;
+  let url: string;
+  let streams: ReturnType<typeof registerEvents>;
+  beforeAll(async () => {
+    app = Fastify();
+    streams = registerEvents(app, { bus, log: silentLogger, maxSubscribers: 3, maxBacklog: 64 * 1024 });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    url = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}/api/v1/events`;
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+  const until = async (cond: () => boolean) => {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  };
+
+  it('caps subscribers: one more is a 503 with Retry-After; a closed stream frees its place', async () => {
+    const acs = [new AbortController(), new AbortController(), new AbortController()];
+    const open = await Promise.all(acs.map((ac) => fetch(url, { signal: ac.signal })));
+    expect(open.map((r) => r.status)).toEqual([200, 200, 200]);
+    const over = await fetch(url);
+    expect(over.status).toBe(503);
+    expect(over.headers.get('retry-after')).toBe('10');
+    expect(((await over.json()) as any).detail).toContain('3 event streams are open');
+    acs[0]!.abort();
+    await until(() => streams.subscribers() < 3);
+    const again = new AbortController();
+    const r = await fetch(url, { signal: again.signal });
+    expect(r.status).toBe(200);
+    for (const ac of [...acs, again]) ac.abort();
+    await until(() => streams.subscribers() === 0);
+    expect(streams.subscribers()).toBe(0);
+  });
+
+  it('serialises each event once for all subscribers', async () => {
+    const acs = [new AbortController(), new AbortController(), new AbortController()];
+    const rs = await Promise.all(acs.map((ac) => fetch(url, { signal: ac.signal })));
+    await until(() => streams.subscribers() === 3);
+    let serialised = 0;
+    const data = {
+      toJSON() {
+        serialised++;
+        return { n: 1 };
+      },
+    };
+    bus.emit({ type: 'test.once', data: data as unknown as Record<string, unknown> });
+    expect(serialised).toBe(1);
+    // And every subscriber got it.
+    for (const r of rs) {
+      const reader = r.body!.getReader();
+      let text = '';
+      for (let i = 0; i < 20 && !text.includes('event: test.once'); i++) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      expect(text).toContain('data: {"type":"test.once","data":{"n":1}');
+    }
+    for (const ac of acs) ac.abort();
+    await until(() => streams.subscribers() === 0);
+  });
+
+  it('drops a subscriber that stops reading once its backlog passes the bound; others keep theirs', async () => {
+    const sock = net.connect((app.server.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write('GET /api/v1/events HTTP/1.1\r\nhost: x\r\n\r\n');
+    await until(() => streams.subscribers() === 1);
+    sock.pause(); // never reads again: the kernel buffers fill, then the response's own buffer
+    const big = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 400 && streams.subscribers() > 0; i++) {
+      bus.emit({ type: 'test.big', data: { big } });
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(streams.subscribers()).toBe(0);
+    sock.destroy();
   });
 });

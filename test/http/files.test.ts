@@ -1,10 +1,29 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
+import Fastify from 'fastify';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRange } from '../../src/http/files-serve.js';
+import { removeStaleUploads } from '../../src/files/store-files.js';
+import { fsProblem } from '../../src/http/files-api.js';
+import { parseRange, registerFileServing } from '../../src/http/files-serve.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { exited, freePort, ROOT, spawnPlinth, waitHttp } from '../helpers/proc.js';
 
 let d: TestDaemon;
 beforeAll(async () => {
@@ -156,5 +175,205 @@ describe('serving /files without a token', () => {
     expect(parseRange('bytes=-0', 10)).toBe('unsatisfiable');
     expect(parseRange('bytes=10-', 10)).toBe('unsatisfiable');
     expect(parseRange('items=1-2', 10)).toBeUndefined();
+  });
+});
+
+describe('served files are inert in a browser', () => {
+  it('an uploaded .html is a download with nosniff and a sandbox CSP, not a page on the /ui origin', async () => {
+    const page = Buffer.from('<script>fetch("/api/v1/machines",{headers:{authorization:localStorage.token}})</script>');
+    expect((await upload('evil.html', page)).status).toBe(201);
+    for (const method of ['GET', 'HEAD']) {
+      const r = await fetch(`${d.url}/files/evil.html`, { method });
+      expect(r.status).toBe(200);
+      expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(r.headers.get('content-security-policy')).toBe("sandbox; default-src 'none'");
+      expect(r.headers.get('content-disposition')).toBe('attachment; filename="evil.html"');
+      await r.arrayBuffer();
+    }
+    expect((await upload('pic.SVG', Buffer.from('<svg onload="alert(1)"/>'))).status).toBe(201);
+    const svg = await fetch(`${d.url}/files/pic.SVG`);
+    expect(svg.headers.get('content-disposition')).toBe('attachment; filename="pic.SVG"');
+    await svg.arrayBuffer();
+  });
+
+  it('boot files keep their type and are not downloads, but still carry nosniff and the sandbox', async () => {
+    const r = await fetch(`${d.url}/files/lab/vmlinuz`);
+    expect(r.headers.get('content-type')).toBe('application/octet-stream');
+    expect(r.headers.get('content-disposition')).toBeNull();
+    expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(r.headers.get('content-security-policy')).toBe("sandbox; default-src 'none'");
+    await r.arrayBuffer();
+  });
+
+  it('the "http file" log line does not keep ?token=', async () => {
+    const lines: any[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(JSON.parse(String(chunk)));
+        cb();
+      },
+    });
+    const app = Fastify();
+    registerFileServing(app, { filesDir: path.join(d.dataDir, 'files'), log: pino({ level: 'info' }, sink) });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const port = (app.server.address() as { port: number }).port;
+      const r = await fetch(`http://127.0.0.1:${port}/files/lab/vmlinuz?x=1&token=s3cr3t-machine-token&Token=AbC`);
+      expect(r.status).toBe(200);
+      await r.arrayBuffer();
+      for (let i = 0; i < 50 && !lines.some((l) => l.msg === 'http file'); i++)
+        await new Promise((x) => setTimeout(x, 20));
+      const line = lines.find((l) => l.msg === 'http file');
+      expect(line.url).toBe('/files/lab/vmlinuz?x=1&token=[secure]&Token=[secure]');
+      expect(JSON.stringify(lines)).not.toContain('s3cr3t');
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('upload failures say what happened', () => {
+  it('an upload onto a directory is a 409, under a file a 409, not a 500', async () => {
+    const r = await upload('lab', Buffer.from('x'));
+    expect(r.status).toBe(409);
+    expect(r.headers.get('content-type')).toMatch(/problem\+json/);
+    expect(((await r.json()) as any).detail).toBe("'lab' is a directory: upload to a file name inside it");
+    const under = await upload('lab/vmlinuz/x', Buffer.from('x'));
+    expect(under.status).toBe(409);
+    expect(((await under.json()) as any).detail).toContain('is a file, not a directory');
+    expect(readdirSync(path.join(d.dataDir, 'tmp'))).toEqual([]);
+  });
+
+  it('maps ENOSPC/EDQUOT to 507 and EACCES/EPERM/EROFS to 403', () => {
+    const e = (code: string) => Object.assign(new Error(code), { code });
+    expect(fsProblem(e('ENOSPC'), 'a')?.status).toBe(507);
+    expect(fsProblem(e('EDQUOT'), 'a')?.status).toBe(507);
+    for (const c of ['EACCES', 'EPERM', 'EROFS']) expect(fsProblem(e(c), 'a')?.status).toBe(403);
+    expect(fsProblem(e('EIO'), 'a')).toBeUndefined();
+  });
+
+  it('uploaded files and the directories made for them are owner-only', () => {
+    expect(statSync(path.join(d.dataDir, 'files/lab/vmlinuz')).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(d.dataDir, 'files/boot')).mode & 0o777).toBe(0o700);
+  });
+
+  it('removeStaleUploads removes only upload temp files older than the start', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'plinth-stale-'));
+    try {
+      const old = new Date(Date.now() - 60_000);
+      const names = [
+        `plinth-upload-${randomUUID()}.part`,
+        `upload-${randomUUID()}`,
+        'keep.me',
+        `plinth-upload-${randomUUID()}.part`,
+      ];
+      for (const n of names) writeFileSync(path.join(dir, n), 'x');
+      for (const n of names.slice(0, 3)) utimesSync(path.join(dir, n), old, old);
+      const removed = await removeStaleUploads(dir, new Date(Date.now() - 1000));
+      expect(removed.sort()).toEqual(names.slice(0, 2).sort());
+      expect(readdirSync(dir).sort()).toEqual([names[3], 'keep.me'].sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('uploads and the daemon process', () => {
+  const base = ['--no-dhcp', '--no-tftp', '--http-address', '127.0.0.1'];
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const x of dirs) rmSync(x, { recursive: true, force: true });
+  });
+
+  it('the temp file of an upload cut by kill -9 is removed at the next start', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-kill-'));
+    dirs.push(dataDir);
+    const port = await freePort();
+    const p = spawnPlinth([...base, '--data-dir', dataDir, '--http-port', String(port)]);
+    try {
+      await waitHttp(port);
+      const token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+      const req = http.request(`http://127.0.0.1:${port}/api/v1/files/big.img`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-length': String(8 * 1024 * 1024) },
+      });
+      req.on('error', () => {});
+      req.write(randomBytes(1024 * 1024));
+      const tmp = path.join(dataDir, 'tmp');
+      for (let i = 0; i < 100 && !(existsSync(tmp) && readdirSync(tmp).length); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(readdirSync(tmp)).toHaveLength(1);
+      p.kill('SIGKILL');
+      await exited(p);
+      req.destroy();
+      expect(readdirSync(tmp)[0]).toMatch(/^plinth-upload-[0-9a-f-]{36}\.part$/);
+      const p2 = spawnPlinth([...base, '--data-dir', dataDir, '--http-port', String(port)]);
+      try {
+        await waitHttp(port);
+        expect(readdirSync(tmp)).toEqual([]);
+      } finally {
+        p2.kill('SIGTERM');
+        await exited(p2);
+      }
+    } finally {
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    }
+  });
+
+  // A tmpfs needs a mount namespace of our own: root (or CAP_SYS_ADMIN) only.
+  const canMount = spawnSync('unshare', ['-m', '--propagation', 'private', 'true']).status === 0;
+  it.skipIf(!canMount)('a full disk is a 507 that keeps nothing, and the daemon carries on', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-full-'));
+    dirs.push(dataDir);
+    const port = await freePort();
+    const token = randomBytes(24).toString('hex');
+    // A 4 MiB tmpfs as the data dir, in a mount namespace of its own (root only; nothing is mounted outside it).
+    const p = spawn(
+      'unshare',
+      [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        'mount -t tmpfs -o size=4m,mode=0700 tmpfs "$0" && exec "$@"',
+        dataDir,
+        process.execPath,
+        '--import',
+        'tsx',
+        path.join(ROOT, 'src/main.ts'),
+        ...base,
+        '--data-dir',
+        dataDir,
+        '--http-port',
+        String(port),
+      ],
+      // The token file would be on the tmpfs, which only the child sees: a token of our own instead.
+      { cwd: ROOT, stdio: 'ignore', env: { ...process.env, PLINTH_LOG_LEVEL: 'warn', PLINTH_ADMIN_TOKEN: token } },
+    );
+    try {
+      await waitHttp(port);
+      const put = await fetch(`http://127.0.0.1:${port}/api/v1/files/big.img`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
+        body: randomBytes(8 * 1024 * 1024),
+      });
+      expect(put.status).toBe(507);
+      expect(put.headers.get('content-type')).toMatch(/problem\+json/);
+      expect(((await put.json()) as any).detail).toContain("no space left for 'big.img'");
+      const small = await fetch(`http://127.0.0.1:${port}/api/v1/files/small.txt`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
+        body: 'fits',
+      });
+      expect(small.status).toBe(201);
+      const list = await fetch(`http://127.0.0.1:${port}/api/v1/files`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      expect(((await list.json()) as any[]).map((f) => f.path)).toEqual(['small.txt']);
+    } finally {
+      p.kill('SIGTERM');
+      await exited(p);
+    }
   });
 });
