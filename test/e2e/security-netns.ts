@@ -27,7 +27,13 @@ export const CLIENT_MACS = ['52:54:00:97:00:01', '52:54:00:97:00:02', '52:54:00:
  * The daemon's descriptor limit, pinned so the floods mean the same on every host: the issue's figures were
  * taken at 20,000 (a host with 1,048,576 would never reach exhaustion, and the suite would prove nothing about it).
  */
-export const DAEMON_NOFILE = 20_000;
+export const DAEMON_NOFILE = Math.min(20_000, nofileHard());
+
+/** This process's hard descriptor limit: what prlimit may raise a child to without CAP_SYS_RESOURCE. */
+export function nofileHard(): number {
+  const m = /Max open files\s+\S+\s+(\S+)/.exec(readFileSync('/proc/self/limits', 'utf8'));
+  return m && m[1] !== 'unlimited' ? Number(m[1]) : 1 << 20;
+}
 
 function guard(name: string) {
   if (!name.startsWith(PREFIX)) throw new Error(`namespace ${name} is not this suite's (names start with ${PREFIX})`);
@@ -106,10 +112,19 @@ export async function startDaemon(dataDir: string, assetsDir: string, token: str
 
 /** Lines of the daemon's log that say why it died or what it refused (EMFILE, unhandled errors). */
 export function deathNotes(out: string): string {
-  const lines = out
-    .split('\n')
-    .filter((l) => /EMFILE|too many open files|nhandled|uncaught|FATAL|fatal|Error:/i.test(l));
-  return [...new Set(lines.map((l) => l.slice(0, 300)))].slice(-8).join('\n');
+  const all = out.split('\n').filter(Boolean);
+  const lines = all.filter((l) =>
+    /EMFILE|too many open files|system error|nhandled|uncaught|"level":60|Error:|^\s+at /i.test(l),
+  );
+  return [...new Set((lines.length ? lines : all).map((l) => l.slice(0, 300)))].slice(-12).join('\n');
+}
+
+export function fdCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return -1;
+  }
 }
 
 /** Counts the daemon's open descriptors every `everyMs` (200 ms); `stop` gives the peak and the last sample. */
@@ -147,10 +162,14 @@ export function fdLimit(pid: number): string {
 
 export type Tool = { proc: NsProcess; sent: Promise<number>; result: Promise<Record<string, any>> };
 
-/** Runs one of our tools (security-flood.ts, security-watch.ts) in `ns`; `sent` resolves on its "SENT n" line. */
+/**
+ * Runs one of our tools (security-flood.ts, security-watch.ts) in `ns`; `sent` resolves on its "SENT n" line.
+ * `nofile` raises its descriptor limit (at most to our hard limit: a floods' sockets are descriptors too).
+ */
 export function tool(ns: string, script: string, args: string[], opts: { nofile?: number; limitMs: number }): Tool {
   const cmd = [process.execPath, '--import', 'tsx', path.join(ROOT, 'test/e2e', script), ...args];
-  const proc = spawnIn(ns, opts.nofile ? ['prlimit', `--nofile=${opts.nofile}:${opts.nofile}`, ...cmd] : cmd, {
+  const nofile = opts.nofile && Math.min(opts.nofile, nofileHard());
+  const proc = spawnIn(ns, nofile ? ['prlimit', `--nofile=${nofile}:${nofile}`, ...cmd] : cmd, {
     cwd: ROOT,
   });
   const kill = setTimeout(() => proc.child.kill('SIGKILL'), opts.limitMs);

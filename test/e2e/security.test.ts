@@ -26,8 +26,10 @@ import {
   type Daemon,
   deathNotes,
   deleteLab,
+  fdCount,
   fdLimit,
   fdSampler,
+  nofileHard,
   OBS,
   SERVER_IP,
   startDaemon,
@@ -119,6 +121,16 @@ async function dhclient(n: number): Promise<{ address?: string; detail: string }
   return { address: /bound to ([\d.]+)/.exec(o)?.[1], detail: o.trim().split('\n').slice(-4).join(' | ') };
 }
 
+/** The daemon's own counters (GET /api/v1/info .stats), asked with a 5 s bound; undefined when it does not answer. */
+async function infoStats(): Promise<unknown> {
+  const r = await runIn(OBS, ['curl', '-sS', '--max-time', '5', `${BASE}/api/v1/info`], { limitMs: 10_000 });
+  try {
+    return JSON.parse(r.stdout).stats;
+  } catch {
+    return undefined;
+  }
+}
+
 type Lease = { address: string; mac: string; state: string };
 function leases(): Lease[] {
   const r = api.get('/api/v1/leases');
@@ -129,6 +141,44 @@ function flood(mode: string, args: string[], opts: { nofile?: number; limitMs: n
   return tool(CLI, 'security-flood.ts', [mode, '--target', SERVER_IP, ...args], opts);
 }
 
+/** Sums the workers' results: durations take the longest, counters add up (also inside nested objects). */
+function merge(results: Record<string, any>[]): Record<string, any> {
+  const add = (into: Record<string, any>, r: Record<string, any>) => {
+    for (const [k, v] of Object.entries(r)) {
+      if (typeof v === 'number') into[k] = /ms$/i.test(k) ? Math.max(into[k] ?? 0, v) : (into[k] ?? 0) + v;
+      else if (v && typeof v === 'object') into[k] = add(into[k] ?? {}, v);
+      else if (k === 'error') into.error = `${into.error ?? ''}${v}\n`;
+      else into[k] = v;
+    }
+    return into;
+  };
+  return results.reduce((m, r) => add(m, r), { workers: results.length });
+}
+
+/**
+ * A flood that needs one descriptor per request (RRQ sockets, TCP connections), split over enough worker
+ * processes that each stays under the descriptor limit we may give it.
+ */
+function floodSplit(mode: string, total: number, perSecond: number, args: string[], limitMs: number) {
+  const n = Math.max(2, Math.ceil(total / Math.max(1, nofileHard() - 500)));
+  const share = (i: number) => String(Math.floor(total / n) + (i < total % n ? 1 : 0));
+  const tools = Array.from({ length: n }, (_, i) =>
+    flood(
+      mode,
+      ['--count', share(i), '--rate', String(Math.ceil(perSecond / n)), '--seed', String(1200 + i), ...args],
+      {
+        nofile: 1 << 20,
+        limitMs,
+      },
+    ),
+  );
+  return {
+    workers: n,
+    sent: Promise.all(tools.map((t) => t.sent)).then((a) => a.reduce((x, y) => x + y, 0)),
+    result: Promise.all(tools.map((t) => t.result)).then(merge),
+  };
+}
+
 /**
  * Runs `body` (which starts a flood and returns its result) on a fresh daemon with the watchdog and the
  * descriptor sampler around it; records the figures and asserts what holds for every flood.
@@ -136,6 +186,7 @@ function flood(mode: string, args: string[], opts: { nofile?: number; limitMs: n
 async function underFlood(name: string, body: () => Promise<Record<string, any>>) {
   const d = await freshDaemon();
   const fdsBefore = fdSampler(d.pid).stop().last;
+  const limit = fdLimit(d.pid);
   const fds = fdSampler(d.pid);
   const wd = watchdog(300_000);
   await wd.ready();
@@ -145,14 +196,16 @@ async function underFlood(name: string, body: () => Promise<Record<string, any>>
   const f = fds.stop();
   const fig = {
     flood: result,
+    statsAfter: await infoStats(),
     watchdog: { polls: w.polls, failed: w.failed, over1s: w.over1s, maxMs: w.maxMs, p50Ms: w.p50Ms, p99Ms: w.p99Ms },
     firstFailures: (w.failures ?? []).slice(0, 3),
-    fds: { before: fdsBefore, peak: f.peak, after: f.last, limit: fdLimit(d.pid) },
+    fds: { before: fdsBefore, peak: f.peak, after: f.last, limit },
     daemon: d.exit(),
   };
   figures[name] = fig;
   console.log(`[security] ${name}: ${JSON.stringify(fig)}`);
   const why = d.alive() ? '' : `\n${deathNotes(d.proc.output())}`;
+  if (!d.alive()) writeFileSync(`${FIGURES}.${name}.log`, d.proc.output());
   expect.soft(d.alive(), `${name}: the daemon ${d.exit()} (peak ${f.peak} descriptors)${why}`).toBe(true);
   expect.soft(w.polls ?? 0, `${name}: the watchdog ran (${JSON.stringify(w).slice(0, 300)})`).toBeGreaterThan(5);
   expect
@@ -244,23 +297,33 @@ describe.runIf(isRoot)('security: floods and fuzz against the whole daemon', () 
     const h = await curlFetch();
     expect.soft(h.ok, `curl /files/x after the TFTP fuzz: ${h.detail}`).toBe(true);
     const c = await udhcpc(1);
-    expect.soft(c.address, `udhcpc on eth1 after the TFTP fuzz: ${c.detail}`).toMatch(/^10\.97\.0\./);
+    expect.soft(c.address ?? 'no lease', `udhcpc on eth1 after the TFTP fuzz: ${c.detail}`).toMatch(/^10\.97\.0\./);
   });
 
   it('TFTP RRQ flood: 18,000 never-acknowledged RRQs with timeout=255; a real tftp transfer works during it', async () => {
     let during = { ok: false, detail: 'not run' };
-    await underFlood('rrq-flood', async () => {
-      const f = flood('rrq', ['--count', '18000', '--rate', '1000', '--max-ms', '45000', '--hold-ms', '35000'], {
-        nofile: 30_000,
-        limitMs: 120_000,
-      });
+    let heldLate = -1;
+    const fig = await underFlood('rrq-flood', async () => {
+      const f = floodSplit('rrq', 18_000, 1000, ['--max-ms', '45000', '--hold-ms', '40000'], 120_000);
       await f.sent;
+      const lastRrq = Date.now();
       // Past the 30 s mark, where the issue saw the daemon die (its interface rescan on an exhausted table).
       await sleep(31_000);
       during = await tftpFetch();
+      // Still inside the hold (the flood's sockets open, so no ICMP tells the daemon they are gone).
+      await sleep(Math.max(0, lastRrq + 35_000 - Date.now()));
+      heldLate = fdCount(daemon!.pid);
       return f.result;
     });
-    (figures['rrq-flood'] as any).tftpDuring = during;
+    Object.assign(fig, { tftpDuring: during, fdsHeld35sAfterLastRrq: heldLate });
+    // RFC 2349 lets a client ask 255 s per retransmission; the issue wants transfers capped per client and in
+    // total, and an unanswered first OACK/DATA given up quickly, so a flood cannot pin the descriptor table.
+    expect
+      .soft(fig.fds.peak, `descriptors held at peak under 18,000 unacknowledged RRQs (limit ${fig.fds.limit})`)
+      .toBeLessThan(Number(fig.fds.limit) / 2);
+    expect
+      .soft(heldLate, `descriptors still held 35 s after the last RRQ, none acknowledged (${fig.fds.before} before)`)
+      .toBeLessThan(fig.fds.before + 1000);
     const rrqs = (figures['rrq-flood'] as any).flood.sent;
     expect.soft(rrqs, 'RRQs sent within 45 s').toBe(18_000);
     const after = await tftpFetch();
@@ -275,10 +338,12 @@ describe.runIf(isRoot)('security: floods and fuzz against the whole daemon', () 
   it('HTTP slowloris: 20,000 half-open requests held 35 s; /info answers throughout and curl works after', async () => {
     let during = { ok: false, detail: 'not run' };
     await underFlood('slowloris', async () => {
-      const f = flood(
+      const f = floodSplit(
         'slowloris',
-        ['--count', '20000', '--concurrency', '500', '--max-ms', '60000', '--hold-ms', '35000', '--port', '8091'],
-        { nofile: 30_000, limitMs: 150_000 },
+        20_000,
+        0,
+        ['--concurrency', '250', '--max-ms', '60000', '--hold-ms', '35000', '--port', '8091'],
+        150_000,
       );
       await f.sent;
       await sleep(31_000);
@@ -296,7 +361,7 @@ describe.runIf(isRoot)('security: floods and fuzz against the whole daemon', () 
   it('DHCP DISCOVER flood: 400 random MACs on a /24 pool; a known machine gets a lease right away; no lease lost', async () => {
     await freshDaemon();
     const early = await udhcpc(1);
-    expect(early.address, `udhcpc on eth1 before the flood: ${early.detail}`).toMatch(/^10\.97\.0\./);
+    expect(early.address ?? 'no lease', `udhcpc on eth1 before the flood: ${early.detail}`).toMatch(/^10\.97\.0\./);
     const before = leases().filter((l) => l.state === 'bound');
     let known: { address?: string; detail: string } = { detail: 'not run' };
     await underFlood('discover-flood', async () => {
@@ -317,14 +382,13 @@ describe.runIf(isRoot)('security: floods and fuzz against the whole daemon', () 
       knownMachine: known,
       leasesBoundBefore: before.length,
       lostLeases: lost.length,
-      offeredAfter: after.filter((l) => l.state === 'offered').length,
       boundAfter: after.filter((l) => l.state === 'bound').length,
       attacker: ATTACKER_IP,
     });
     console.log(`[security] discover-flood leases: ${JSON.stringify(figures['discover-flood'])}`);
     expect.soft((figures['discover-flood'] as any).flood.sent, 'DISCOVERs sent').toBe(400);
     expect
-      .soft(known.address, `udhcpc for the known machine (eth3) right after the flood: ${known.detail}`)
+      .soft(known.address ?? 'no lease', `udhcpc for the known machine (eth3) right after the flood: ${known.detail}`)
       .toMatch(/^10\.97\.0\./);
     expect.soft(lost, 'leases ACKed before the flood and gone (or moved) after it').toEqual([]);
     expect.soft(twice, 'addresses held by two leases').toEqual([]);
