@@ -65,6 +65,7 @@ function finish() {
   const out = {
     polls: latencies.length + failureCount,
     ok: latencies.length,
+    maxOkMs: sorted.at(-1) ?? 0,
     failed: failureCount,
     over1s,
     maxMs,

@@ -197,7 +197,15 @@ async function underFlood(name: string, body: () => Promise<Record<string, any>>
   const fig = {
     flood: result,
     statsAfter: await infoStats(),
-    watchdog: { polls: w.polls, failed: w.failed, over1s: w.over1s, maxMs: w.maxMs, p50Ms: w.p50Ms, p99Ms: w.p99Ms },
+    watchdog: {
+      polls: w.polls,
+      failed: w.failed,
+      over1s: w.over1s,
+      maxMs: w.maxMs,
+      maxOkMs: w.maxOkMs,
+      p50Ms: w.p50Ms,
+      p99Ms: w.p99Ms,
+    },
     firstFailures: (w.failures ?? []).slice(0, 3),
     fds: { before: fdsBefore, peak: f.peak, after: f.last, limit },
     daemon: d.exit(),
@@ -215,7 +223,10 @@ async function underFlood(name: string, body: () => Promise<Record<string, any>>
     )
     .toBe(0);
   expect
-    .soft(w.maxMs, `${name}: slowest GET /api/v1/info took ${w.maxMs} ms (${w.over1s} over 1 s, p99 ${w.p99Ms} ms)`)
+    .soft(
+      w.maxMs,
+      `${name}: slowest GET /api/v1/info (answered or failed) took ${w.maxMs} ms; answered: slowest ${w.maxOkMs} ms, ${w.over1s} over 1 s, p99 ${w.p99Ms} ms`,
+    )
     .toBeLessThanOrEqual(1000);
   return fig;
 }
