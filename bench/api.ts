@@ -54,6 +54,8 @@ async function main() {
       path.join(ROOT, 'src/main.ts'),
       '--no-dhcp',
       '--no-tftp',
+      '--tls',
+      'off',
       '--http-address',
       '127.0.0.1',
       '--http-port',

@@ -60,6 +60,8 @@ async function main() {
       '--data-dir',
       path.join(work, 'data'),
       '--no-tftp',
+      '--tls',
+      'off',
       '--dhcp-interfaces',
       'br0,v-cli',
     ],

@@ -204,11 +204,61 @@ export const SETTINGS: Setting[] = [
     help: 'After a TFTP send, wait this many microseconds at most by polling (not sleeping) for a client that answers that fast (default 200; 0 = off)',
   },
   {
+    key: 'tftpMaxTransfers',
+    flag: 'tftp-max-transfers',
+    env: 'PLINTH_TFTP_MAX_TRANSFERS',
+    schema: z.coerce.number().int().min(1).max(100_000).default(1024),
+    help: 'TFTP transfers in flight in all (default 1024): each holds a socket; past it a never-answered one gives way',
+  },
+  {
+    key: 'tftpMaxPerClient',
+    flag: 'tftp-max-per-client',
+    env: 'PLINTH_TFTP_MAX_PER_CLIENT',
+    schema: z.coerce.number().int().min(1).max(100_000).default(256),
+    help: 'TFTP transfers in flight per client address (default 256)',
+  },
+  {
+    key: 'tftpMaxTimeout',
+    flag: 'tftp-max-timeout',
+    env: 'PLINTH_TFTP_MAX_TIMEOUT',
+    schema: z.coerce.number().int().min(1).max(255).default(10),
+    help: 'Largest RFC 2349 timeout (seconds) granted to a client; a larger one is left out of the OACK (default 10)',
+  },
+  {
+    key: 'tftpUnansweredRetries',
+    flag: 'tftp-unanswered-retries',
+    env: 'PLINTH_TFTP_UNANSWERED_RETRIES',
+    schema: z.coerce.number().int().min(0).max(10).default(2),
+    help: 'Resends of a first OACK/DATA the client never answered before the transfer is dropped (default 2)',
+  },
+  {
     key: 'tftpUploadDir',
     flag: 'tftp-upload-dir',
     env: 'PLINTH_TFTP_UPLOAD_DIR',
     schema: z.string().optional(),
     help: 'Accept TFTP WRQ uploads into this directory (default: refused)',
+  },
+  {
+    key: 'metricsPublic',
+    flag: 'metrics-public',
+    env: 'PLINTH_METRICS_PUBLIC',
+    schema: bool.default(false),
+    help: 'Serve /metrics without a token (default off: a viewer token or better)',
+    boolean: true,
+  },
+  {
+    key: 'trustEvidenceSeconds',
+    flag: 'trust-evidence-seconds',
+    env: 'PLINTH_TRUST_EVIDENCE_SECONDS',
+    schema: z.coerce.number().int().min(10).max(86_400).default(600),
+    help: "How long this daemon's DHCP ACK binding a MAC to an address marks requests from that address as the machine (default 600)",
+  },
+  {
+    key: 'discoveryMaxUnclaimed',
+    flag: 'discovery-max-unclaimed',
+    env: 'PLINTH_DISCOVERY_MAX_UNCLAIMED',
+    schema: z.coerce.number().int().min(0).max(1_000_000).default(1000),
+    help: 'Discovered machines still on the unknown bootenv beyond which no new one is created (default 1000)',
   },
   {
     key: 'assetsDir',
@@ -261,6 +311,14 @@ export type Config = {
   tftpMaxBlksize: number;
   tftpBusyPollUs: number;
   tftpUploadDir?: string;
+  /** Absent in a Config built in code (tests): the server's defaults. */
+  tftpMaxTransfers?: number;
+  tftpMaxPerClient?: number;
+  tftpMaxTimeout?: number;
+  tftpUnansweredRetries?: number;
+  metricsPublic?: boolean;
+  trustEvidenceSeconds?: number;
+  discoveryMaxUnclaimed?: number;
   assetsDir: string;
   bootenvsDir: string;
   logLevel: string;

@@ -12,7 +12,7 @@ import { buildApp } from './http/app.js';
 import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from './http/listeners.js';
 import { loadTls, type TlsMaterial } from './http/tls.js';
 import { bootRecorder } from './inventory/boots.js';
-import { bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
+import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { seedStore } from './seed.js';
 import { checkAssets, liveQuirks, ServiceBindError, startDhcp, startTftp } from './services.js';
@@ -79,7 +79,13 @@ export async function startDaemon(
   };
 
   await seedStore(store, bus, log, path.resolve(cfg.bootenvsDir));
-  const tok = await bootstrapAdminToken(store, dataDir, env.PLINTH_ADMIN_TOKEN);
+  let tok: Awaited<ReturnType<typeof bootstrapAdminToken>>;
+  try {
+    tok = await bootstrapAdminToken(store, dataDir, env.PLINTH_ADMIN_TOKEN);
+  } catch (err) {
+    if (err instanceof AdminTokenError) return fail(err.message);
+    throw err;
+  }
   if (tok.fromEnv) log.info('admin token taken from PLINTH_ADMIN_TOKEN');
   else if (tok.created) log.info({ file: tok.file }, 'admin token created: read it from this file (mode 0600)');
   else log.info({ file: tok.file }, 'admin token exists (created at first start)');
@@ -109,6 +115,10 @@ export async function startDaemon(
     boots,
     serverFactory: servers.serverFactory,
     ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
+    plainHttpPort: tls ? () => httpPort : undefined,
+    metricsPublic: cfg.metricsPublic,
+    evidence: cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : undefined,
+    discovery: cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined,
     stats: () => Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f() as Record<string, number>])),
     info: () => ({
       name: 'plinth',

@@ -185,6 +185,10 @@ export async function startTftp(d: Deps) {
       maxBlksize: cfg.tftpMaxBlksize,
       busyPollUs: cfg.tftpBusyPollUs,
       uploadDir: cfg.tftpUploadDir,
+      maxTransfers: cfg.tftpMaxTransfers,
+      maxTransfersPerClient: cfg.tftpMaxPerClient,
+      maxClientTimeout: cfg.tftpMaxTimeout,
+      unansweredRetries: cfg.tftpUnansweredRetries,
     });
     return {
       ...srv,

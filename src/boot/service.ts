@@ -11,7 +11,7 @@ import { cidrContains } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
 import { type RenderTokens, renderTokens } from '../provision/render-token.js';
 import type { TrustVerdict } from '../provision/trust.js';
-import { RenderError } from '../render/engine.js';
+import { RenderBusyError, RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
 import { renderMachineFile, type ServerView } from './render.js';
 
@@ -180,7 +180,9 @@ export function bootService(deps: BootServiceDeps) {
           { bootEnv: be.name, result: 'failed' },
         );
         bus.emit({ type: 'render.error', machine, data: { bootEnv: be.name, file, error: err.message } });
-        return { ok: false, status: 500, detail: `render failed: ${err.message}`, bootEnv: be.name };
+        // A full render queue is load, not a broken template: 503 so a client retries.
+        const status = err instanceof RenderBusyError ? 503 : 500;
+        return { ok: false, status, detail: `render failed: ${err.message}`, bootEnv: be.name };
       }
     },
   };

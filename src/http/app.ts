@@ -5,6 +5,8 @@ import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
+import type { DiscoveryLimits } from '../provision/discovery.js';
+import type { EvidenceOptions } from '../provision/evidence.js';
 import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
 import { type AuditOptions, auditHook, auditLog, registerAuditRoutes } from './audit.js';
 import { fileHooks, registerBootRoutes } from './boot.js';
@@ -38,16 +40,16 @@ export type AppOptions = {
   serverFactory?: FastifyServerFactory;
   /** With --ipxe-https: the HTTPS port iPXE scripts chain to (known once listening); absent: chain over plain HTTP. */
   ipxeHttpsPort?: () => number | undefined;
+  /** With TLS on: the plain HTTP port (known once listening), named in scripts asked for over HTTPS. */
+  plainHttpPort?: () => number | undefined;
+  /** DHCP evidence freshness (src/provision/evidence.ts) and discovery limits (src/provision/discovery.ts). */
+  evidence?: EvidenceOptions;
+  discovery?: Partial<DiscoveryLimits>;
 };
 
 export const API = '/api/v1';
 /** Matched route patterns (never the raw URL) under the API prefix that need no token. */
 const PUBLIC_API = new Set([`${API}/info`, `${API}/openapi.json`]);
-/**
- * Routes under the API prefix registered outside the authenticated scope (boot.ts's callback and inventory,
- * until they move to registerMachineApiRoutes in that scope): a machine's own token may use them.
- */
-const MACHINE_ROUTES = new Set([`${API}/machines/:id/callback`, `${API}/machines/:id/inventory`]);
 /** JSON nested deeper than this is refused at parse time (nothing Plinth stores comes near it). */
 export const MAX_JSON_DEPTH = 64;
 
@@ -127,10 +129,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   // registered anywhere else, which then needs a token too (fails closed).
   const check = tokenChecker(opts.store);
   const auth = authenticate(check);
-  app.addHook('onRoute', (r) => {
-    if (MACHINE_ROUTES.has(r.url) && r.config?.machineToken === undefined)
-      r.config = { ...(r.config ?? {}), machineToken: true };
-  });
   app.addHook('onRequest', async (req) => {
     const url = req.routeOptions.url;
     if (!url || (url !== API && !url.startsWith(`${API}/`))) return;
@@ -209,9 +207,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     filesDir: opts.filesDir,
     boots,
     advertiseAddress: opts.advertiseAddress,
+    plainHttpPort: opts.plainHttpPort,
+    ipxeHttpsPort: opts.ipxeHttpsPort,
+    evidence: opts.evidence,
+    discovery: opts.discovery,
   };
   const bootRoutes = registerBootRoutes(app, bootDeps);
-  app.register(async (api) => bootRoutes.registerMachineApi(api), { prefix: API });
   registerFileServing(app, {
     filesDir: opts.filesDir,
     assetsDir: opts.assetsDir,
@@ -230,6 +231,9 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     registerFileRoutes(api, { store: opts.store, bus: opts.bus, filesDir: opts.filesDir, log: opts.log });
     registerTokenRoutes(api, { store: opts.store });
     registerAuditRoutes(api, { store: opts.store });
+    // Callback, inventory and boots: declared without the prefix in machine-api.ts; a machine token reaches the
+    // routes marked config.machineToken for its own uuid only (tokens.ts).
+    await api.register(async (m) => bootRoutes.registerMachineApi(m), { prefix: API });
     if (!opts.metricsPublic) registerMetrics(api, metricsDeps);
   });
   return app;

@@ -28,12 +28,20 @@ type Deps = {
   evidence?: EvidenceOptions;
   /** Discovery's per-source rate and cap on unclaimed machines (src/provision/discovery.ts). */
   discovery?: Partial<DiscoveryLimits>;
+  /** With TLS on: the plain HTTP port boot files are fetched from, whichever listener the script was asked on. */
+  plainHttpPort?: () => number | undefined;
+  /** With --ipxe-https: the HTTPS port the generic iPXE script chains to. */
+  ipxeHttpsPort?: () => number | undefined;
 };
 
 /** The address this machine reached us at: the interface that answered, unless the operator set one. */
-export function serverView(req: FastifyRequest, advertise?: string): ServerView {
+export function serverView(req: FastifyRequest, advertise?: string, plainPort?: () => number | undefined): ServerView {
   const local = (req.socket.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
-  return { address: advertise ?? local, httpPort: req.socket.localPort ?? 8091 };
+  // A script asked for over HTTPS still names plain-HTTP URLs: kernels, initrds and callbacks are fetched by
+  // firmware and busybox wget, which speak no TLS.
+  const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+  const port = (encrypted ? plainPort?.() : undefined) ?? req.socket.localPort ?? 8091;
+  return { address: advertise ?? local, httpPort: port };
 }
 
 /**
@@ -112,7 +120,7 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
         })
       : ({ machine: false, why: 'not in the inventory' } as const);
     const r = await svc.render(m, file, {
-      server: serverView(req, deps.advertiseAddress),
+      server: serverView(req, deps.advertiseAddress, deps.plainHttpPort),
       trust: verdict,
       via: 'HTTP',
       record: known,
@@ -126,7 +134,10 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
   // The generic script every iPXE gets first (DHCP hands it out): it chains to the machine's own by MAC, and
   // passes the facts discovery needs (arch, SMBIOS UUID, serial) so an unknown machine can be registered.
   app.get('/boot/ipxe', async (req, reply) => {
-    const base = baseUrl(serverView(req, deps.advertiseAddress));
+    const view = serverView(req, deps.advertiseAddress, deps.plainHttpPort);
+    const httpsPort = deps.ipxeHttpsPort?.();
+    // --ipxe-https: the machine's own script (which may carry its token and secrets) comes over TLS.
+    const base = httpsPort ? `https://${view.address}:${httpsPort}` : baseUrl(view);
     reply.type('text/plain; charset=utf-8');
     return [
       '#!ipxe',

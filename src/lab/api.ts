@@ -5,13 +5,27 @@ import { execFileSync } from 'node:child_process';
  */
 export type CurlResult = { status: number; body: any; text: string };
 
-export function nsCurl(ns: string, base: string, token: string) {
+export function nsCurl(ns: string, base: string, token: string, opts: { cacert?: string } = {}) {
+  // An https:// base is verified against the daemon's certificate (its data dir's tls/cert.pem for a lab daemon).
+  const tls = opts.cacert ? ['--cacert', opts.cacert] : [];
   const call = (args: string[], input?: string | Buffer): CurlResult => {
     let out: string;
     try {
       out = execFileSync(
         'ip',
-        ['netns', 'exec', ns, 'curl', '-s', '-w', '\n%{http_code}', '-H', `Authorization: Bearer ${token}`, ...args],
+        [
+          'netns',
+          'exec',
+          ns,
+          'curl',
+          '-s',
+          ...tls,
+          '-w',
+          '\n%{http_code}',
+          '-H',
+          `Authorization: Bearer ${token}`,
+          ...args,
+        ],
         { input, encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 },
       );
     } catch (err) {

@@ -28,6 +28,14 @@ export const Subnet = z
     tftpMaxBlksize: Blksize.optional().describe(
       'Largest TFTP blksize granted to clients with an address in this subnet (8..65464); the smallest applicable cap wins',
     ),
+    unknownOfferShare: z
+      .number()
+      .min(0)
+      .max(1)
+      .optional()
+      .describe(
+        "Share of the pool's free addresses that clients unknown to the inventory may hold in un-REQUESTed offers (default 0.5; 0: none, 1: no share kept for known machines)",
+      ),
     description: z.string().max(4096).default(''),
   })
   .superRefine((s, ctx) => {

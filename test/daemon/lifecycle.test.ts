@@ -135,11 +135,11 @@ describe('daemon lifecycle', () => {
   it('PLINTH_ADMIN_TOKEN is accepted as the admin token', async () => {
     const port = await freePort();
     const p = spawnPlinth([...base, '--data-dir', tmp(), '--http-port', String(port)], {
-      PLINTH_ADMIN_TOKEN: 'ci-token-0123456789abcdef',
+      PLINTH_ADMIN_TOKEN: 'ci-token-0123456789abcdefghijklmnop',
     });
     await waitHttp(port);
     const ok = await fetch(`http://127.0.0.1:${port}/api/v1/machines`, {
-      headers: { authorization: 'Bearer ci-token-0123456789abcdef' },
+      headers: { authorization: 'Bearer ci-token-0123456789abcdefghijklmnop' },
     });
     expect(ok.status).toBe(200);
     p.kill('SIGTERM');

@@ -21,6 +21,10 @@ export const ATTACKER_IP = '10.97.0.2';
 export const OBSERVER_IP = '10.97.0.3';
 export const HTTP_PORT = 8091;
 export const BASE = `http://${SERVER_IP}:${HTTP_PORT}`;
+/** The admin API: HTTPS (TLS is on by default), verified against the daemon's self-signed certificate. */
+export const HTTPS_PORT = 8443;
+export const API_BASE = `https://${SERVER_IP}:${HTTPS_PORT}`;
+export const apiCert = (dataDir: string) => path.join(dataDir, 'tls', 'cert.pem');
 /** MACs of the client namespace's DHCP interfaces eth1..eth3. */
 export const CLIENT_MACS = ['52:54:00:97:00:01', '52:54:00:97:00:02', '52:54:00:97:00:03'];
 /**
@@ -94,7 +98,7 @@ export async function startDaemon(dataDir: string, assetsDir: string, token: str
     { cwd: ROOT, env: { ...process.env, PLINTH_ADMIN_TOKEN: token, PLINTH_LOG_LEVEL: 'info' }, keepBytes: 2 << 20 },
   );
   const alive = () => proc.child.exitCode === null && proc.child.signalCode === null;
-  const api = nsCurl(OBS, BASE, token);
+  const api = nsCurl(OBS, BASE, token); // /api/v1/info is public on the plain port
   for (let i = 0; i < 150 && alive() && api.get('/api/v1/info').status !== 200; i++)
     await new Promise((r) => setTimeout(r, 200));
   if (api.get('/api/v1/info').status !== 200) {

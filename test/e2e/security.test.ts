@@ -18,7 +18,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsCurl } from '../../src/lab/api.js';
 import {
+  API_BASE,
   ATTACKER_IP,
+  apiCert,
   BASE,
   CLI,
   CLIENT_MACS,
@@ -46,7 +48,7 @@ const work = mkdtempSync(path.join(tmpdir(), 'plinth-sec-e2e-'));
 const dataDir = path.join(work, 'data');
 const assetsDir = path.join(work, 'assets');
 const out = path.join(work, 'out');
-const api = nsCurl(OBS, BASE, TOKEN);
+const api = nsCurl(OBS, API_BASE, TOKEN, { cacert: apiCert(dataDir) });
 const figures: Record<string, unknown> = {};
 let daemon: Daemon | undefined;
 let xSha = '';

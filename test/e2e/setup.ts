@@ -43,7 +43,7 @@ export async function startPlinth(ns: string, work: string, token: string, base:
       assets,
       ...args,
     ],
-    { cwd: ROOT, env: { ...process.env, PLINTH_ADMIN_TOKEN: token, PLINTH_LOG_LEVEL: 'debug' } },
+    { cwd: ROOT, env: { ...process.env, PLINTH_TLS: 'off', PLINTH_ADMIN_TOKEN: token, PLINTH_LOG_LEVEL: 'debug' } },
   );
   const api = nsCurl(ns, base, token);
   for (let i = 0; i < 100 && api.get('/api/v1/info').status !== 200; i++) await new Promise((r) => setTimeout(r, 200));

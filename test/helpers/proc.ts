@@ -9,7 +9,8 @@ export function spawnPlinth(args: string[], env: Record<string, string> = {}): C
   // One process (node with tsx's loader), not the tsx CLI: a SIGKILL must hit the daemon itself.
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), ...args], {
     cwd: ROOT,
-    env: { ...process.env, PLINTH_LOG_LEVEL: 'info', ...env },
+    // Plain HTTP on one port unless a test asks for TLS: the default HTTPS port (8443) is one for the whole host.
+    env: { ...process.env, PLINTH_TLS: 'off', PLINTH_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

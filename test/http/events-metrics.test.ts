@@ -72,7 +72,8 @@ describe('GET /api/v1/events (SSE)', () => {
 
 describe('GET /metrics', () => {
   it('is Prometheus text and its counters move with traffic', async () => {
-    const scrape = async () => (await fetch(`${d.url}/metrics`)).text();
+    const scrape = async () =>
+      (await fetch(`${d.url}/metrics`, { headers: { authorization: `Bearer ${d.token}` } })).text();
     const before = await scrape();
     expect(before).toContain('# TYPE plinth_boot_renders_total counter');
     expect(before).toMatch(/plinth_nodejs_eventloop_lag_seconds \d/);

@@ -40,7 +40,9 @@ describe('/ui', () => {
     await page.waitForSelector('#app:not([hidden])');
     await expect.poll(() => page.textContent('#status'), { timeout: 10_000 }).toBe('live');
 
-    // The machine's firmware asks for its script: Plinth registers it; the page must show it without a reload.
+    // The machine's firmware asks for its script: Plinth registers it (it holds this daemon's lease: evidence);
+    // the page must show it without a reload.
+    d.daemon.bus.emit({ type: 'lease.acked', key: '127.0.0.1', data: { mac: '52:54:00:0a:0b:0c', subnet: 'test' } });
     const r = await fetch(`${d.url}/boot/ipxe/52-54-00-0a-0b-0c?arch=x86_64`);
     expect(r.status).toBe(200);
     const row = page.locator('#machines tr[data-name="d-5254000a0b0c"]');
