@@ -204,7 +204,11 @@ export function plainGuard(httpsPort: () => number) {
     const route = req.routeOptions.url;
     if (route === undefined) return;
     const config = req.routeOptions.config as { machineToken?: boolean } | undefined;
-    if (config?.machineToken || PLAIN_ROUTES.has(route)) return;
+    // A machine route stays open on plain HTTP for the machine's own token only: an admin reading a machine
+    // record (secure params and all) goes over HTTPS like the rest of the API. (The bearer check ran first.)
+    const role = (req as { principal?: { role: string } }).principal?.role;
+    if (config?.machineToken && (role === undefined || role === 'machine')) return;
+    if (PLAIN_ROUTES.has(route)) return;
     const host = (req.hostname || 'HOST').replace(/:\d+$/, '').replace(/[^\w.:[\]-]/g, '');
     throw new HttpProblem(
       403,

@@ -349,7 +349,11 @@ describe('uploads and the daemon process', () => {
         String(port),
       ],
       // The token file would be on the tmpfs, which only the child sees: a token of our own instead.
-      { cwd: ROOT, stdio: 'ignore', env: { ...process.env, PLINTH_LOG_LEVEL: 'warn', PLINTH_ADMIN_TOKEN: token } },
+      {
+        cwd: ROOT,
+        stdio: 'ignore',
+        env: { ...process.env, PLINTH_TLS: 'off', PLINTH_LOG_LEVEL: 'warn', PLINTH_ADMIN_TOKEN: token },
+      },
     );
     try {
       await waitHttp(port);

@@ -153,11 +153,20 @@ describe('model limits over the API', () => {
     expect((await d.api('GET', '/api/v1/machines/many')).status).toBe(404);
   });
 
-  it('400s 5,000-deep params (was a 503 from the store)', async () => {
-    let body = '1';
-    for (let i = 0; i < 5000; i++) body = `{"a":${body}}`;
-    const r = await d.api('POST', '/api/v1/machines', `{"name":"deep","params":{"x":${body}}}`);
+  it('400s 5,000-deep params (was a 503 from the store), and params deeper than 32 levels', async () => {
+    const nest = (n: number) => {
+      let body = '1';
+      for (let i = 0; i < n; i++) body = `{"a":${body}}`;
+      return body;
+    };
+    // The body parser refuses it before the model sees it (the JSON depth limit, 64).
+    const r = await d.api('POST', '/api/v1/machines', `{"name":"deep","params":{"x":${nest(5000)}}}`);
     expect(r.status).toBe(400);
-    expect(r.body.errors).toContainEqual({ path: 'params', message: 'params is nested deeper than 32 levels' });
+    expect(r.body.errors).toContainEqual({ path: '(body)', message: 'too deeply nested' });
+    // Within the parser's limit but past the model's.
+    const r2 = await d.api('POST', '/api/v1/machines', `{"name":"deep","params":{"x":${nest(40)}}}`);
+    expect(r2.status).toBe(400);
+    expect(r2.body.errors).toContainEqual({ path: 'params', message: 'params is nested deeper than 32 levels' });
+    expect((await d.api('GET', '/api/v1/machines/deep')).status).toBe(404);
   });
 });
