@@ -77,10 +77,12 @@ describe('machine address from DHCP evidence only', () => {
       .toBe('10.79.5.23');
     const after = (await api('GET', `/api/v1/machines/${m.body.uuid}`)).body;
     expect(after.lastSeen).toBeDefined();
-    const events = (await api('GET', `/api/v1/machines/${m.body.uuid}/boots`)).body[0].events;
-    expect(events.map((e: { detail: string }) => e.detail)).toContain(
-      'proxyDHCP boot-server request from 10.79.5.23 answered (subnet seg)',
-    );
+    // The timeline is written after the address (its own write): wait for it rather than race it.
+    const details = async () =>
+      ((await api('GET', `/api/v1/machines/${m.body.uuid}/boots`)).body[0]?.events ?? []).map(
+        (e: { detail: string }) => e.detail,
+      );
+    await expect.poll(details).toContain('proxyDHCP boot-server request from 10.79.5.23 answered (subnet seg)');
   });
 });
 
