@@ -91,21 +91,15 @@ export async function renderMachineFile(req: RenderRequest, file: string): Promi
     apiUrl: `${base}/api/v1`,
     token: req.token ?? '',
   };
-  const filters = {
-    // {{ "console" | param }}: the resolved value; unknown names are an error, not a silent empty string.
-    param: (name: unknown) => {
-      const n = String(name);
-      if (params[n] !== undefined) return params[n];
-      if (known.has(n)) return '';
-      throw new RenderError(`param '${n}' is not set for machine '${machine.name}'`, tpl.name);
-    },
-  };
+  // {{ "console" | param }}: the resolved value; unknown names are an error, not a silent empty string. Run as
+  // data inside the render worker (a function filter would call back to the event loop for every use).
+  const param = { values: params, known: [...known], machine: machine.name };
   context.bootParams = await renderTemplate({
     name: `bootenv ${bootEnv.name} / bootParams`,
     source: bootEnv.bootParams,
     context,
     templates: req.templates,
-    filters,
+    param,
   });
-  return renderTemplate({ name: tpl.name, source: tpl.source, context, templates: req.templates, filters });
+  return renderTemplate({ name: tpl.name, source: tpl.source, context, templates: req.templates, param });
 }

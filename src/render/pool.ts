@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import type { RenderInput } from './engine.js';
 import { RenderError } from './errors.js';
 
 /**
@@ -21,14 +22,8 @@ export type PoolOptions = {
   maxOldGenerationSizeMb?: number;
 };
 
-export type Job = {
-  name: string;
-  source: string;
-  context: Record<string, unknown>;
-  templates?: Record<string, string>;
-  param?: { values: Record<string, unknown>; known: string[]; machine: string };
-  filters?: Record<string, (value: unknown, ...args: unknown[]) => unknown>;
-};
+/** One render, as engine.ts's callers give it. */
+export type Job = RenderInput;
 
 export type JobResult = { ok: true; text: string } | { ok: false; message: string; line?: number; busy?: boolean };
 
