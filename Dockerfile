@@ -30,5 +30,5 @@ ENV PLINTH_DATA_DIR=/var/lib/plinth NODE_ENV=production
 RUN mkdir -p /var/lib/plinth && chown node:node /var/lib/plinth
 VOLUME /var/lib/plinth
 USER node
-EXPOSE 67/udp 69/udp 4011/udp 8091/tcp
+EXPOSE 67/udp 69/udp 4011/udp 8091/tcp 8443/tcp
 ENTRYPOINT ["node", "--import", "tsx", "src/main.ts"]
