@@ -12,12 +12,7 @@ import type { BootDecision } from '../boot/decide.js';
 import { decodeSubOptions, encodeSubOptions, MessageType, Opt } from './options.js';
 import { type DhcpPacket, emptyPacket } from './packet.js';
 
-export function proxyOffer(
-  req: DhcpPacket,
-  server: string,
-  d: Extract<BootDecision, { boot: true }>,
-  ipxe: boolean,
-): DhcpPacket {
+export function proxyOffer(req: DhcpPacket, server: string, d: Extract<BootDecision, { boot: true }>): DhcpPacket {
   const r = replyBase(req, server);
   r.options.set(Opt.MessageType, Buffer.from([MessageType.OFFER]));
   r.options.set(Opt.ServerId, ipBuf(server));
@@ -25,8 +20,11 @@ export function proxyOffer(
   r.options.set(Opt.VendorClass, http ? http.value : Buffer.from('PXEClient'));
   const uuid = req.options.get(Opt.ClientUuid);
   if (uuid) r.options.set(Opt.ClientUuid, uuid);
-  // UEFI HTTP Boot has no 4011 step: the URL must be in the offer. iPXE reads it too (as dnsmasq sends it).
-  if (http || ipxe) r.file = d.filename;
+  // UEFI HTTP Boot has no 4011 step: the URL must be in the offer. iPXE boots a file it finds in a proxy offer
+  // without asking further (dhcp_has_pxeopts in its net/udp/dhcp.c), so it gets none: it then sends its
+  // ProxyDHCPREQUEST to 4011 from its new address, and that exchange is the DHCP evidence binding its MAC to the
+  // address (src/provision/trust.ts) without which its boot script carries no token and no secure params.
+  if (http) r.file = d.filename;
   return r;
 }
 

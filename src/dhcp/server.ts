@@ -901,8 +901,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     const machine = await machineOf(mac);
     const d = decide(pkt, mac, machine, subnet.nextServer ?? server, 'proxy');
     if (!d.boot) return;
-    const uc = pkt.options.get(Opt.UserClass);
-    const r = proxyOffer(pkt, subnet.nextServer ?? server, d, !!uc && decodeUserClass(uc).includes('iPXE'));
+    const r = proxyOffer(pkt, subnet.nextServer ?? server, d);
     r.options.set(Opt.ServerId, ipBytes(server));
     stats.proxyOffers++;
     const dest =
