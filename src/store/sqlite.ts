@@ -1,9 +1,16 @@
-import { createHash } from 'node:crypto';
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import {
+  type BatchItem,
+  batchTransaction,
+  durablePragmas,
+  encodeBatch,
+  etagOf,
+  PendingBatch,
+  statementCache,
+} from './batch.mjs';
 import { MIGRATIONS } from './migrations.js';
 import {
   BackendError,
@@ -23,9 +30,7 @@ import {
 
 const fieldRe = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-export function etagOf(json: string): string {
-  return createHash('sha256').update(json).digest('base64url').slice(0, 22);
-}
+export { etagOf };
 
 type Row = { key: string; doc: string; etag: string };
 
@@ -41,60 +46,8 @@ export type SqliteOptions = {
   groupCommitMs?: number;
 };
 
-/**
- * The writer thread's code (CommonJS, run with eval so it loads the same way under tsx, vitest and plain node).
- * Messages: { id, flat: [kind, key, json | null, ...] } -> { ids, error? } once committed; { close } -> { closed }.
- * Every message that arrives while a transaction runs joins the next one (group commit).
- */
-const WRITER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const Database = require(workerData.driver);
-const db = new Database(workerData.file);
-db.pragma('journal_mode = WAL');
-db.pragma('synchronous = FULL');
-db.pragma('busy_timeout = 5000');
-const stmts = new Map();
-const prep = (sql) => { let s = stmts.get(sql); if (!s) { s = db.prepare(sql); stmts.set(sql, s); } return s; };
-const tx = db.transaction((items) => {
-  for (const it of items) {
-    if (it.json === null) prep('DELETE FROM ' + it.kind + ' WHERE key = ?').run(it.key);
-    else prep('INSERT INTO ' + it.kind + ' (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag')
-      .run(it.key, it.json, createHash('sha256').update(it.json).digest('base64url').slice(0, 22));
-  }
-});
-let items = [];
-let ids = [];
-let scheduled = false;
-const flush = () => {
-  scheduled = false;
-  const batch = items;
-  const done = ids;
-  items = [];
-  ids = [];
-  try {
-    tx(batch);
-    parentPort.postMessage({ ids: done });
-  } catch (err) {
-    parentPort.postMessage({ ids: done, error: String((err && err.message) || err) });
-  }
-};
-parentPort.on('message', (m) => {
-  if (m.close) {
-    if (items.length) flush();
-    db.close();
-    parentPort.postMessage({ closed: true });
-    return;
-  }
-  const f = m.flat;
-  for (let i = 0; i < f.length; i += 3) items.push({ kind: f[i], key: f[i + 1], json: f[i + 2] });
-  ids.push(m.id);
-  if (!scheduled) {
-    scheduled = true;
-    setImmediate(flush);
-  }
-});
-`;
+// The writer thread's module: plain JavaScript, so it needs no loader (tsx's is not registered in workers).
+const WRITER = new URL('./writer-thread.mjs', import.meta.url);
 
 /**
  * The database holds secure params in clear: it and its -wal/-shm companions are the owner's only (0600), also
@@ -120,21 +73,11 @@ function ownerOnly(file: string) {
 export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store & { schemaVersion: number } {
   if (file !== ':memory:') ownerOnly(file);
   const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
+  durablePragmas(db);
   db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
   migrate(db);
 
-  const stmts = new Map<string, Database.Statement>();
-  const prep = (sql: string): Database.Statement => {
-    let s = stmts.get(sql);
-    if (!s) {
-      s = db.prepare(sql);
-      stmts.set(sql, s);
-    }
-    return s;
-  };
+  const prep = statementCache(db);
   const kindOk = (kind: Kind): Kind => {
     if (!(KINDS as readonly string[]).includes(kind)) throw new StoreError(`unknown kind ${kind}`);
     return kind;
@@ -212,22 +155,11 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
 
   // Packet-rate writes: everything queued during one event-loop turn is committed in one transaction, by the
   // writer thread (which also joins the batches that arrive while it commits) or inline.
-  type Pending = { kind: Kind; key: string; json: string | null };
+  type Pending = BatchItem & { kind: Kind };
   type Waiter = { resolve: () => void; reject: (e: Error) => void };
-  let queue: Pending[] = [];
-  let waiters: Waiter[] = [];
+  const pending = new PendingBatch<Pending, Waiter>();
   let scheduled = false;
-  const flushTx = db.transaction((items: Pending[]) => {
-    for (const it of items) {
-      if (it.json === null) {
-        prep(`DELETE FROM ${it.kind} WHERE key = ?`).run(it.key);
-      } else {
-        prep(
-          `INSERT INTO ${it.kind} (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag`,
-        ).run(it.key, it.json, etagOf(it.json));
-      }
-    }
-  });
+  const flushTx = batchTransaction(db, prep);
   const commitInline = (items: Pending[], ws: Waiter[]) => {
     try {
       flushTx(items);
@@ -251,17 +183,16 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     const left = [...inFlight.values()];
     inFlight.clear();
     for (const b of left) commitInline(b.items, b.ws);
-    if (queue.length) schedule();
+    if (pending.items.length) schedule();
     onWriterClosed?.();
     if (!closed) process.emitWarning(`plinth store: the writer thread stopped (${why}); writing on the main thread`);
   };
   // Started with the first batch: a store opened only to read (a CLI, a test, the benchmark's check) has no thread.
   let writerFailed = (opts.writer ?? 'thread') === 'inline' || file === ':memory:';
   const startWriter = () => {
-    const w = new Worker(WRITER_SOURCE, {
-      eval: true,
-      workerData: { file, driver: createRequire(import.meta.url).resolve('better-sqlite3') },
-      // Not the daemon's loader flags (tsx): the writer is plain CommonJS.
+    const w = new Worker(WRITER, {
+      workerData: { file },
+      // Not the daemon's loader flags (tsx): the writer is plain JavaScript.
       execArgv: [],
     });
     w.unref(); // referenced only while a batch is in flight, so an idle store never keeps a process alive
@@ -278,7 +209,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
       }
       if (inFlight.size === 0) {
         // The batch that gathered while this one committed goes now.
-        if (queue.length) flush();
+        if (pending.items.length) flush();
         else w.unref();
       }
     });
@@ -293,20 +224,14 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
   let lastFlush = 0;
   const flush = () => {
     scheduled = false;
-    const items = queue;
-    const ws = waiters;
-    queue = [];
-    waiters = [];
+    const { items, waiters: ws } = pending.take();
     if (items.length === 0) return;
     if (!worker && !writerFailed && !closed) startWriter();
     if (worker) {
       const id = nextId++;
       inFlight.set(id, { items, ws });
       worker.ref();
-      // Flat strings: far cheaper to clone than one object per write.
-      const flat: (string | null)[] = [];
-      for (const it of items) flat.push(it.kind, it.key, it.json);
-      worker.postMessage({ id, flat });
+      worker.postMessage({ id, flat: encodeBatch(items) });
       return;
     }
     lastFlush = performance.now();
@@ -383,19 +308,19 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
       new Promise<void>((resolve, reject) => {
         if (closed) return reject(new BackendError('store is closed'));
         try {
-          queue.push({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) });
+          pending.items.push({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) });
         } catch (err) {
           return reject(
             err instanceof StoreError ? err : new BackendError(`storage failed: ${(err as Error).message}`),
           );
         }
-        waiters.push({ resolve, reject });
+        pending.waiters.push({ resolve, reject });
         schedule();
       }),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),
     close: async () => {
       if (closed) return;
-      if (queue.length) flush();
+      if (pending.items.length) flush();
       closed = true;
       const w = worker;
       if (w) {

@@ -106,6 +106,34 @@ describe('putBatched on a file store (writer thread)', () => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', child, file], { encoding: 'utf8', timeout: 30_000 });
     expect(r.stdout).toContain('WRITTEN');
     expect(r.status).toBe(0);
+    expect(r.stderr).not.toMatch(/writer thread stopped/);
+    expect(onDisk(file, '10.0.0.49')).toBeDefined();
+  });
+
+  // A writer that cannot load falls back to the main thread with only a warning, so the tests above would still
+  // pass: this one fails if the thread's module needs a loader that a worker does not get. Three ways Plinth
+  // runs: here (vitest), `node --import tsx` (npm start: the test above), and tsx's register() (bin/plinth.js).
+  it('the writer thread loads under vitest and under tsx register() with no flags (no fallback to the main thread)', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      const store = openSqliteStore(dbFile());
+      await Promise.all([store.putBatched('leases', 'a', { x: 1 }), store.putBatched('leases', 'b', null)]);
+      await store.close();
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.filter((w) => w.includes('writer thread'))).toEqual([]);
+
+    const viaRegister = fileURLToPath(new URL('./writer-register.mjs', import.meta.url));
+    const file = dbFile();
+    const r = spawnSync(process.execPath, [viaRegister, file], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(r.stdout).toContain('WRITTEN');
+    expect(r.stderr).not.toMatch(/writer thread stopped/);
     expect(onDisk(file, '10.0.0.49')).toBeDefined();
   });
 });

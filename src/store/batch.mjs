@@ -1,0 +1,80 @@
+// What the main thread and the writer thread (writer-thread.mjs) both do to the database: connection pragmas,
+// the statement cache, the etag, the upsert/delete transaction of putBatched and the batch's wire form.
+// Plain ES module, no TypeScript: the writer thread loads it with no loader under tsx, vitest and plain node.
+// Types: batch.d.mts.
+import { createHash } from 'node:crypto';
+
+/**
+ * WAL (readers never wait for the writer), synchronous=FULL (an acknowledged write survives kill -9 and power
+ * loss), and a wait instead of SQLITE_BUSY while the other connection (main or writer thread) commits.
+ */
+export function durablePragmas(db) {
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 5000');
+}
+
+/** The document's etag: the first 22 characters of its JSON's SHA-256 (base64url), 132 bits. */
+export function etagOf(json) {
+  return createHash('sha256').update(json).digest('base64url').slice(0, 22);
+}
+
+/** Prepares each SQL text once per connection. */
+export function statementCache(db) {
+  const stmts = new Map();
+  return (sql) => {
+    let s = stmts.get(sql);
+    if (!s) {
+      s = db.prepare(sql);
+      stmts.set(sql, s);
+    }
+    return s;
+  };
+}
+
+/**
+ * putBatched's transaction: each item an idempotent upsert (json) or delete (null), in order, so that a batch a
+ * dead writer thread left unconfirmed can be replayed on the main thread. `kind` is checked by the caller.
+ */
+export function batchTransaction(db, prep) {
+  return db.transaction((items) => {
+    for (const it of items) {
+      if (it.json === null) {
+        prep(`DELETE FROM ${it.kind} WHERE key = ?`).run(it.key);
+      } else {
+        prep(
+          `INSERT INTO ${it.kind} (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag`,
+        ).run(it.key, it.json, etagOf(it.json));
+      }
+    }
+  });
+}
+
+/** A batch as flat strings [kind, key, json | null, ...]: far cheaper to clone to the writer than one object each. */
+export function encodeBatch(items) {
+  const flat = [];
+  for (const it of items) flat.push(it.kind, it.key, it.json);
+  return flat;
+}
+
+/** Appends the items of an encoded batch to `into`. */
+export function decodeBatch(flat, into) {
+  for (let i = 0; i < flat.length; i += 3) into.push({ kind: flat[i], key: flat[i + 1], json: flat[i + 2] });
+  return into;
+}
+
+/**
+ * The writes gathered for the next transaction and who waits for them: whatever is queued while a transaction
+ * runs joins the next one (group commit). take() hands over what was gathered and starts a new batch.
+ */
+export class PendingBatch {
+  items = [];
+  waiters = [];
+
+  take() {
+    const taken = { items: this.items, waiters: this.waiters };
+    this.items = [];
+    this.waiters = [];
+    return taken;
+  }
+}
