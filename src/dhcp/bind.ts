@@ -4,6 +4,7 @@
  * addon only a single wildcard socket is possible, which is correct for one segment (plus relays) only.
  */
 import dgram from 'node:dgram';
+import { bindFailure } from '../bind-error.js';
 import { nativeAddon } from '../native.js';
 
 export type NetAddon = {
@@ -25,16 +26,20 @@ export function loadNetAddon(): NetAddon | undefined {
 export const ADDON_HINT =
   'build the native addon: `npm run build:native` in the Plinth folder (needs g++, make and python3)';
 
-/** Message for a port that cannot be bound, naming the fixes. */
+/**
+ * A port that cannot be bound: which socket, why, and the fixes (the same formatter as TFTP and HTTP); the
+ * daemon prefixes `DHCP: `. Keeps `code` for callers that branch on it.
+ */
 export function portError(port: number, what: string, err: NodeJS.ErrnoException): Error {
   const code = err.code ?? '';
-  const fixes =
-    code === 'EACCES' || code === 'EPERM'
-      ? 'run Plinth as root, or grant the capability once with `setcap cap_net_bind_service=+ep $(which node)`, or choose another port with --dhcp-port, or disable DHCP with --no-dhcp'
-      : code === 'EADDRINUSE'
-        ? 'another DHCP server (dnsmasq, isc-dhcp-server, kea) already listens there: stop it, or choose another port with --dhcp-port, or disable DHCP with --no-dhcp'
-        : 'check the interface name (--dhcp-interfaces), or choose another port with --dhcp-port, or disable DHCP with --no-dhcp';
-  const e = new Error(`cannot bind ${what} UDP port ${port} (${code || err.message}): ${fixes}`);
+  const e = new Error(
+    bindFailure('DHCP', `${what} UDP port ${port}${code ? ` (${code})` : ''}`, port, err, {
+      port: '--dhcp-port',
+      off: '--no-dhcp',
+      holders: 'another DHCP server (dnsmasq, isc-dhcp-server, kea)',
+      check: 'check the interface names (--dhcp-interfaces)',
+    }),
+  );
   (e as NodeJS.ErrnoException).code = code;
   return e;
 }

@@ -1,5 +1,6 @@
 import dgram from 'node:dgram';
 import { describe, expect, it } from 'vitest';
+import { bindFailure } from '../../src/bind-error.js';
 import { loadNetAddon, openUdpSocket, portError } from '../../src/dhcp/bind.js';
 import { ensureAddon } from './addon.js';
 import { ports } from './helpers.js';
@@ -12,9 +13,24 @@ describe('DHCP sockets', () => {
     const e = portError(67, 'DHCP', Object.assign(new Error('x'), { code: 'EACCES' }));
     expect(e.message).toMatch(/UDP port 67/);
     expect(e.message).toMatch(/root/);
-    expect(e.message).toMatch(/setcap cap_net_bind_service=\+ep \$\(which node\)/);
+    expect(e.message).toMatch(/setcap cap_net_bind_service=\+ep "\$\(readlink -f "\$\(which node\)"\)"/);
     expect(e.message).toMatch(/--dhcp-port/);
     expect(e.message).toMatch(/--no-dhcp/);
+    expect((e as NodeJS.ErrnoException).code).toBe('EACCES');
+    // The same formatter as TFTP and HTTP (src/bind-error.ts), with DHCP's own fixes.
+    const busy = portError(67, 'proxyDHCP', Object.assign(new Error('x'), { code: 'EADDRINUSE' }));
+    expect(busy.message).toBe(
+      bindFailure('DHCP', 'proxyDHCP UDP port 67 (EADDRINUSE)', 67, { code: 'EADDRINUSE' } as NodeJS.ErrnoException, {
+        port: '--dhcp-port',
+        off: '--no-dhcp',
+        holders: 'another DHCP server (dnsmasq, isc-dhcp-server, kea)',
+      }),
+    );
+    expect(busy.message).toMatch(/another DHCP server \(dnsmasq, isc-dhcp-server, kea\) already uses it/);
+    const other = portError(67, 'DHCP', Object.assign(new Error('no such device'), { code: 'EIO' }));
+    expect(other.message).toMatch(
+      /no such device\. Fix: check the interface names \(--dhcp-interfaces\), or switch DHCP off with --no-dhcp\.$/,
+    );
   });
 
   it('fails with EADDRINUSE (not silent sharing) when another server holds the port', async () => {
