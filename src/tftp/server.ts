@@ -12,6 +12,7 @@ import dgram from 'node:dgram';
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { bindFailure } from '../bind-error.js';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
@@ -342,19 +343,20 @@ export async function startTftpServer(opts: TftpServerOptions): Promise<TftpServ
   } catch (err) {
     listener.close();
     const code = (err as NodeJS.ErrnoException).code;
-    const hint =
-      code === 'EACCES'
-        ? 'ports below 1024 need root or CAP_NET_BIND_SERVICE'
-        : code === 'EADDRINUSE'
-          ? 'another TFTP server (tftpd-hpa, dnsmasq --enable-tftp, atftpd) already holds it; stop it or pick another port'
-          : code === 'EADDRNOTAVAIL'
-            ? 'that address is not configured on any interface of this host'
-            : 'check the tftp address and port settings';
-    // Keep `code` (EADDRINUSE, EACCES, ...) so callers can still branch on it.
-    throw Object.assign(
-      new Error(`tftp: cannot listen on ${bindAddress}:${wantPort}: ${code ?? String(err)} (${hint})`, { cause: err }),
-      { code },
+    // The same formatter as DHCP and HTTP; keeps `code` (EADDRINUSE, EACCES, ...) so callers can still branch on it.
+    const why = bindFailure(
+      'TFTP',
+      `${bindAddress}:${wantPort}${code ? ` (${code})` : ''}`,
+      wantPort,
+      err as NodeJS.ErrnoException,
+      {
+        port: '--tftp-port',
+        off: '--no-tftp',
+        holders: 'another TFTP server (tftpd-hpa, dnsmasq --enable-tftp, atftpd)',
+        check: 'check the tftp address and port settings',
+      },
     );
+    throw Object.assign(new Error(`tftp: ${why}`, { cause: err }), { code });
   }
   listener.on('error', (err) => log.error({ err }, 'tftp listening socket error'));
   const bound = listener.address();
