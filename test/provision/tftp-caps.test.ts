@@ -1,14 +1,8 @@
 /** Which TFTP blksize cap applies to a client address: machine param, subnet, firmware quirk; the smallest wins. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  BLKSIZE_PARAM,
-  BLKSIZE_PARAM_DEF,
-  blksizeCapFor,
-  machineAtAddress,
-  smallestCap,
-  subnetCap,
-} from '../../src/boot/tftp-caps.js';
+import { BLKSIZE_PARAM, BLKSIZE_PARAM_DEF, smallestCap, subnetCap } from '../../src/boot/caps.js';
 import { Subnet } from '../../src/model/subnet.js';
+import { blksizeCapFor, machineAtAddress } from '../../src/provision/tftp-caps.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 

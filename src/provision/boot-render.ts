@@ -1,4 +1,4 @@
-import { networkInterfaces } from 'node:os';
+import { renderMachineFile, type ServerView, withholdSecure } from '../boot/render.js';
 import type { Bus } from '../events.js';
 import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
@@ -7,13 +7,11 @@ import { getPrefs } from '../inventory/resources.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { BootEnv } from '../model/bootenv.js';
-import { cidrContains } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
-import { type RenderTokens, renderTokens } from '../provision/render-token.js';
-import type { TrustVerdict } from '../provision/trust.js';
 import { RenderBusyError, RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
-import { renderMachineFile, type ServerView } from './render.js';
+import { type RenderTokens, renderTokens } from './render-token.js';
+import type { TrustVerdict } from './trust.js';
 
 export type BootServiceDeps = {
   store: Store;
@@ -36,31 +34,6 @@ export type RenderView = {
 export type RenderOutcome =
   | { ok: true; text: string; bootEnv: string }
   | { ok: false; status: number; detail: string; bootEnv?: string };
-
-/** Interface addresses, re-read at most every few seconds: each TFTP render asks, and under descriptor
- * exhaustion os.networkInterfaces() throws EMFILE (then the last good list is kept). */
-const IFACE_TTL_MS = 5_000;
-let ifaces: { at: number; list: { address: string; cidr: string }[] } | undefined;
-function interfaceAddresses(now = Date.now()): { address: string; cidr: string }[] {
-  if (ifaces && now - ifaces.at < IFACE_TTL_MS) return ifaces.list;
-  try {
-    const list: { address: string; cidr: string }[] = [];
-    for (const addrs of Object.values(networkInterfaces()))
-      for (const a of addrs ?? [])
-        if (a.family === 'IPv4' && !a.internal && a.cidr) list.push({ address: a.address, cidr: a.cidr });
-    ifaces = { at: now, list };
-  } catch {
-    // EMFILE and friends: keep answering from what we knew; try again after the TTL.
-    ifaces = { at: now, list: ifaces?.list ?? [] };
-  }
-  return ifaces.list;
-}
-
-/** The local IPv4 address on the client's subnet: what "Plinth's address" is for that client. */
-export function localAddressFor(client: string): string | undefined {
-  for (const a of interfaceAddresses()) if (cidrContains(a.cidr, client)) return a.address;
-  return undefined;
-}
 
 /**
  * Renders a machine's boot files for any transport (HTTP, TFTP): picks the bootEnv (the machine's, or the
@@ -98,20 +71,6 @@ export function bootService(deps: BootServiceDeps) {
       ttlSeconds: async () => (await getPrefs(store)).knownTokenTtl,
     });
 
-  /** Secure params reach only the machine: for anyone else they render as ''. */
-  const withheld = async (values: Record<string, unknown>, trusted: boolean) => {
-    if (trusted) return { values, withheld: [] as string[] };
-    const secure = await secureParamNames(store);
-    const out = { ...values };
-    const names: string[] = [];
-    for (const k of Object.keys(out)) {
-      if (!secure.has(k)) continue;
-      if (out[k] !== '' && out[k] !== undefined) names.push(k);
-      out[k] = '';
-    }
-    return { values: out, withheld: names };
-  };
-
   return {
     bootEnvOf,
 
@@ -140,7 +99,10 @@ export function bootService(deps: BootServiceDeps) {
         return { ok: false, status: 409, detail: `Plinth ${why}`, bootEnv: be.name };
       }
       try {
-        const params = await withheld((await resolveParams(store, m)).values, trusted);
+        const params = withholdSecure(
+          (await resolveParams(store, m)).values,
+          trusted ? undefined : await secureParamNames(store),
+        );
         const token = await tokens.candidate(m, trusted);
         const raw = await renderMachineFile(
           {
