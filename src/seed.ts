@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
-import { BLKSIZE_PARAM, BLKSIZE_PARAM_DEF } from './boot/tftp-caps.js';
+import { BLKSIZE_PARAM, BLKSIZE_PARAM_DEF } from './boot/caps.js';
 import type { Bus } from './events.js';
 import { createDoc } from './inventory/crud.js';
 import { GLOBAL_PROFILE } from './inventory/params.js';

@@ -103,3 +103,22 @@ export async function renderMachineFile(req: RenderRequest, file: string): Promi
   });
   return renderTemplate({ name: tpl.name, source: tpl.source, context, templates: req.templates, param });
 }
+
+/**
+ * Secure params reach only the machine: for anyone else (`secure` given: the names of the secure params) they
+ * render as ''. `withheld` names those that had a value, for the timeline.
+ */
+export function withholdSecure(
+  values: Record<string, unknown>,
+  secure: ReadonlySet<string> | undefined,
+): { values: Record<string, unknown>; withheld: string[] } {
+  if (!secure) return { values, withheld: [] };
+  const out = { ...values };
+  const names: string[] = [];
+  for (const k of Object.keys(out)) {
+    if (!secure.has(k)) continue;
+    if (out[k] !== '' && out[k] !== undefined) names.push(k);
+    out[k] = '';
+  }
+  return { values: out, withheld: names };
+}

@@ -1,6 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { baseUrl, type ServerView } from '../boot/render.js';
-import { bootService } from '../boot/service.js';
 import type { Bus } from '../events.js';
 import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
@@ -8,6 +7,7 @@ import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
+import { bootService } from '../provision/boot-render.js';
 import { type DiscoveryLimits, discovery } from '../provision/discovery.js';
 import { type EvidenceOptions, sharedEvidence } from '../provision/evidence.js';
 import { machineReports } from '../provision/reports.js';

@@ -65,6 +65,27 @@ export type Resolved = { values: Record<string, unknown>; sources: Record<string
  * `sources` says where each value came from ("machine", "profile:foo", "profile:global", "default").
  */
 export async function resolveParams(store: Store, machine: Pick<Machine, 'params' | 'profiles'>): Promise<Resolved> {
+  return resolveWith(store, machine, await defs(store));
+}
+
+/**
+ * A boot render's params: resolved as above, and the names of the secure ones, from one read of the param
+ * definitions.
+ */
+export async function resolveParamsForBoot(
+  store: Store,
+  machine: Pick<Machine, 'params' | 'profiles'>,
+): Promise<Resolved & { secure: Set<string> }> {
+  const all = await defs(store);
+  const secure = new Set([...all].filter(([, d]) => d.secure === true).map(([name]) => name));
+  return { ...(await resolveWith(store, machine, all)), secure };
+}
+
+async function resolveWith(
+  store: Store,
+  machine: Pick<Machine, 'params' | 'profiles'>,
+  all: Map<string, ParamDef>,
+): Promise<Resolved> {
   const values: Record<string, unknown> = {};
   const sources: Record<string, string> = {};
   const take = (params: Record<string, unknown>, source: string) => {
@@ -80,7 +101,7 @@ export async function resolveParams(store: Store, machine: Pick<Machine, 'params
     const p = await store.get('profiles', name);
     if (p) take((p.doc as Profile).params ?? {}, `profile:${name}`);
   }
-  for (const [name, def] of await defs(store)) {
+  for (const [name, def] of all) {
     if (!(name in values) && def.schema && 'default' in def.schema) {
       values[name] = def.schema.default;
       sources[name] = 'default';

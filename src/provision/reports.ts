@@ -1,4 +1,3 @@
-import type { BootService } from '../boot/service.js';
 import type { Bus } from '../events.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { modifyDoc } from '../inventory/crud.js';
@@ -7,6 +6,7 @@ import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
 import { NotFoundError, type Store } from '../store/store.js';
+import type { BootService } from './boot-render.js';
 import { archOf } from './discovery.js';
 
 /**

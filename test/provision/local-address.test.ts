@@ -36,7 +36,7 @@ afterEach(() => {
 describe('localAddressFor', () => {
   it('answers from a cached interface list, keeps the last good one when listing fails, and refreshes later', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
-    const { localAddressFor } = await import('../../src/boot/service.js');
+    const { localAddressFor } = await import('../../src/provision/local-address.js');
     expect(localAddressFor('10.1.2.50')).toBe('10.1.2.3');
     expect(localAddressFor('10.9.9.9')).toBeUndefined();
     for (let i = 0; i < 100; i++) localAddressFor('10.1.2.50');

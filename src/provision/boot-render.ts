@@ -1,19 +1,17 @@
-import { networkInterfaces } from 'node:os';
+import { renderMachineFile, type ServerView, withholdSecure } from '../boot/render.js';
 import type { Bus } from '../events.js';
 import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
-import { resolveParams, secureParamNames } from '../inventory/params.js';
+import { type Resolved, resolveParamsForBoot } from '../inventory/params.js';
 import { getPrefs } from '../inventory/resources.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { BootEnv } from '../model/bootenv.js';
-import { cidrContains } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
-import { type RenderTokens, renderTokens } from '../provision/render-token.js';
-import type { TrustVerdict } from '../provision/trust.js';
 import { RenderBusyError, RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
-import { renderMachineFile, type ServerView } from './render.js';
+import { type RenderTokens, renderTokens } from './render-token.js';
+import type { TrustVerdict } from './trust.js';
 
 export type BootServiceDeps = {
   store: Store;
@@ -33,34 +31,23 @@ export type RenderView = {
   record?: boolean;
 };
 
+/** Why a render gave no file, whatever the transport (HTTP maps it to `status`; TFTP answers File not found). */
+export type RenderFailure = 'no-bootenv' | 'digest-mismatch' | 'no-template' | 'render-error' | 'render-busy';
+
 export type RenderOutcome =
   | { ok: true; text: string; bootEnv: string }
-  | { ok: false; status: number; detail: string; bootEnv?: string };
+  | { ok: false; reason: RenderFailure; status: number; detail: string; bootEnv?: string };
 
-/** Interface addresses, re-read at most every few seconds: each TFTP render asks, and under descriptor
- * exhaustion os.networkInterfaces() throws EMFILE (then the last good list is kept). */
-const IFACE_TTL_MS = 5_000;
-let ifaces: { at: number; list: { address: string; cidr: string }[] } | undefined;
-function interfaceAddresses(now = Date.now()): { address: string; cidr: string }[] {
-  if (ifaces && now - ifaces.at < IFACE_TTL_MS) return ifaces.list;
-  try {
-    const list: { address: string; cidr: string }[] = [];
-    for (const addrs of Object.values(networkInterfaces()))
-      for (const a of addrs ?? [])
-        if (a.family === 'IPv4' && !a.internal && a.cidr) list.push({ address: a.address, cidr: a.cidr });
-    ifaces = { at: now, list };
-  } catch {
-    // EMFILE and friends: keep answering from what we knew; try again after the TTL.
-    ifaces = { at: now, list: ifaces?.list ?? [] };
-  }
-  return ifaces.list;
-}
-
-/** The local IPv4 address on the client's subnet: what "Plinth's address" is for that client. */
-export function localAddressFor(client: string): string | undefined {
-  for (const a of interfaceAddresses()) if (cidrContains(a.cidr, client)) return a.address;
-  return undefined;
-}
+/** What one render reads from the inventory, each read once: prefs, the bootenv, its artifacts, params, templates. */
+export type BootContext =
+  | { kind: 'no-bootenv'; envName: string }
+  | { kind: 'digest-mismatch'; bootEnv: BootEnv; problems: string[] }
+  | {
+      kind: 'ready';
+      bootEnv: BootEnv;
+      params: Resolved & { secure: Set<string> };
+      templates: Record<string, string>;
+    };
 
 /**
  * Renders a machine's boot files for any transport (HTTP, TFTP): picks the bootEnv (the machine's, or the
@@ -90,6 +77,17 @@ export function bootService(deps: BootServiceDeps) {
     return bad;
   };
 
+  /** The machine's bootenv (or the unknownBootEnv pref) and what rendering it needs, or why it cannot be. */
+  const loadBootContext = async (m: Machine): Promise<BootContext> => {
+    const envName = m.bootEnv ?? (await getPrefs(store)).unknownBootEnv;
+    const be = await bootEnvOf(envName);
+    if (!be) return { kind: 'no-bootenv', envName };
+    const problems = await verifyArtifacts(be);
+    if (problems.length) return { kind: 'digest-mismatch', bootEnv: be, problems };
+    const [params, templates] = await Promise.all([resolveParamsForBoot(store, m), allTemplates()]);
+    return { kind: 'ready', bootEnv: be, params, templates };
+  };
+
   const tokens =
     deps.tokens ??
     renderTokens({
@@ -98,22 +96,9 @@ export function bootService(deps: BootServiceDeps) {
       ttlSeconds: async () => (await getPrefs(store)).knownTokenTtl,
     });
 
-  /** Secure params reach only the machine: for anyone else they render as ''. */
-  const withheld = async (values: Record<string, unknown>, trusted: boolean) => {
-    if (trusted) return { values, withheld: [] as string[] };
-    const secure = await secureParamNames(store);
-    const out = { ...values };
-    const names: string[] = [];
-    for (const k of Object.keys(out)) {
-      if (!secure.has(k)) continue;
-      if (out[k] !== '' && out[k] !== undefined) names.push(k);
-      out[k] = '';
-    }
-    return { values: out, withheld: names };
-  };
-
   return {
     bootEnvOf,
+    loadBootContext,
 
     async render(m: Machine, file: string, view: RenderView): Promise<RenderOutcome> {
       const trusted = view.trust.machine;
@@ -121,15 +106,20 @@ export function bootService(deps: BootServiceDeps) {
       const anonymous = view.record === false;
       const record: BootRecorder['record'] = anonymous ? async () => undefined as never : boots.record;
       const machine = anonymous ? undefined : m.uuid;
-      const prefs = await getPrefs(store);
-      const envName = m.bootEnv ?? prefs.unknownBootEnv;
-      const be = await bootEnvOf(envName);
-      if (!be) {
+      const ctx = await loadBootContext(m);
+      if (ctx.kind === 'no-bootenv') {
+        const envName = ctx.envName;
         await record(m.uuid, { kind: 'render', detail: `bootenv '${envName}' does not exist`, data: { file } });
-        return { ok: false, status: 404, detail: `machine '${m.name}': bootenv '${envName}' does not exist` };
+        return {
+          ok: false,
+          reason: 'no-bootenv',
+          status: 404,
+          detail: `machine '${m.name}': bootenv '${envName}' does not exist`,
+        };
       }
-      const bad = await verifyArtifacts(be);
-      if (bad.length) {
+      const be = ctx.bootEnv;
+      if (ctx.kind === 'digest-mismatch') {
+        const bad = ctx.problems;
         const why = `refusing to boot ${be.name}: ${bad.join('; ')}`;
         log.error(
           { machine: m.name, bootEnv: be.name, problems: bad },
@@ -137,10 +127,10 @@ export function bootService(deps: BootServiceDeps) {
         );
         await record(m.uuid, { kind: 'refused', detail: why, data: { file } }, { bootEnv: be.name, result: 'failed' });
         bus.emit({ type: 'boot.refused', machine, data: { bootEnv: be.name, problems: bad } });
-        return { ok: false, status: 409, detail: `Plinth ${why}`, bootEnv: be.name };
+        return { ok: false, reason: 'digest-mismatch', status: 409, detail: `Plinth ${why}`, bootEnv: be.name };
       }
       try {
-        const params = await withheld((await resolveParams(store, m)).values, trusted);
+        const params = withholdSecure(ctx.params.values, trusted ? undefined : ctx.params.secure);
         const token = await tokens.candidate(m, trusted);
         const raw = await renderMachineFile(
           {
@@ -149,12 +139,17 @@ export function bootService(deps: BootServiceDeps) {
             params: params.values,
             server: view.server,
             token: token.value,
-            templates: await allTemplates(),
+            templates: ctx.templates,
           },
           file,
         );
         if (raw === undefined)
-          return { ok: false, status: 404, detail: `bootenv '${be.name}' has no template for '${file}'` };
+          return {
+            ok: false,
+            reason: 'no-template',
+            status: 404,
+            detail: `bootenv '${be.name}' has no template for '${file}'`,
+          };
         const { text, used } = await tokens.settle(m, token, raw);
         const notes = [
           ...(used && !trusted ? ['without token'] : []),
@@ -181,8 +176,14 @@ export function bootService(deps: BootServiceDeps) {
         );
         bus.emit({ type: 'render.error', machine, data: { bootEnv: be.name, file, error: err.message } });
         // A full render queue is load, not a broken template: 503 so a client retries.
-        const status = err instanceof RenderBusyError ? 503 : 500;
-        return { ok: false, status, detail: `render failed: ${err.message}`, bootEnv: be.name };
+        const busy = err instanceof RenderBusyError;
+        return {
+          ok: false,
+          reason: busy ? 'render-busy' : 'render-error',
+          status: busy ? 503 : 500,
+          detail: `render failed: ${err.message}`,
+          bootEnv: be.name,
+        };
       }
     },
   };

@@ -1,14 +1,8 @@
-/** Which TFTP blksize cap applies to a client address: machine param, subnet, firmware quirk; the smallest wins. */
+/** The facts of a client address's TFTP blksize cap, loaded from the store: the machine there, its params, subnets. */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  BLKSIZE_PARAM,
-  BLKSIZE_PARAM_DEF,
-  blksizeCapFor,
-  machineAtAddress,
-  smallestCap,
-  subnetCap,
-} from '../../src/boot/tftp-caps.js';
+import { BLKSIZE_PARAM, BLKSIZE_PARAM_DEF } from '../../src/boot/caps.js';
 import { Subnet } from '../../src/model/subnet.js';
+import { blksizeCapFor, machineAtAddress } from '../../src/provision/tftp-caps.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 
@@ -33,31 +27,6 @@ const machine = async (name: string, extra: Record<string, unknown>) => {
   ]);
   return doc;
 };
-
-describe('subnet caps', () => {
-  it('the subnets containing the address apply, the smallest wins; others and uncapped ones do not', () => {
-    const subnets = [
-      subnet('wide', '10.0.0.0/8', 1400),
-      subnet('rack', '10.1.2.0/24', 1024),
-      subnet('other', '10.9.0.0/16', 512),
-      subnet('plain', '10.1.0.0/16'),
-    ];
-    expect(subnetCap(subnets, '10.1.2.3')).toEqual({
-      value: 1024,
-      source: 'subnet',
-      why: "subnet 'rack' (10.1.2.0/24) tftpMaxBlksize 1024",
-    });
-    expect(subnetCap(subnets, '10.1.3.3')?.value).toBe(1400);
-    expect(subnetCap(subnets, '192.168.0.1')).toBeUndefined();
-  });
-
-  it('smallestCap keeps the first of equal caps', () => {
-    const a = { value: 1024, source: 'machine' as const, why: 'a' };
-    const b = { value: 1024, source: 'subnet' as const, why: 'b' };
-    expect(smallestCap([undefined, a, b])).toBe(a);
-    expect(smallestCap([])).toBeUndefined();
-  });
-});
 
 describe('machine caps through params resolution', () => {
   it('machine -> profiles -> global, each named in the why', async () => {
