@@ -163,7 +163,11 @@ describe('the audit log', () => {
     });
     expect(a.body[1]).toMatchObject({ method: 'POST', route: '/api/v1/machines', status: 201 });
     expect(Date.parse(a.body[0].at)).toBeGreaterThanOrEqual(Date.parse(a.body[1].at));
-    const v = await d.api('GET', '/api/v1/audit?who=audited-viewer');
+    // Each audit entry is its own batched write: wait for the viewer's as for the operator's.
+    const v = await eventually(
+      async () => await d.api('GET', '/api/v1/audit?who=audited-viewer'),
+      (r) => r.body?.length === 1,
+    );
     expect(v.body).toEqual([expect.objectContaining({ method: 'DELETE', status: 403, role: 'viewer' })]);
     const all = await d.api('GET', '/api/v1/audit?limit=1000');
     expect(all.body.some((e: { status: number }) => e.status === 401)).toBe(false);
