@@ -371,9 +371,12 @@ describe('uploads and the daemon process', () => {
         body: 'fits',
       });
       expect(small.status).toBe(201);
-      const list = await fetch(`http://127.0.0.1:${port}/api/v1/files`, {
-        headers: { authorization: `Bearer ${token}` },
-      });
+      // The 507 went out while the client was still sending 8 MiB, so the server closed that connection; fetch may
+      // still hand a request a pooled socket the server has closed (ECONNRESET). A retry tells that race from a dead
+      // daemon, which refuses every attempt.
+      const listOnce = () =>
+        fetch(`http://127.0.0.1:${port}/api/v1/files`, { headers: { authorization: `Bearer ${token}` } });
+      const list = await listOnce().catch(() => listOnce());
       expect(((await list.json()) as any[]).map((f) => f.path)).toEqual(['small.txt']);
     } finally {
       p.kill('SIGTERM');
