@@ -16,9 +16,16 @@ export const IMAGES = path.join(ROOT, '.lab/images');
 export const BOOTED = /PLINTH-LAB-BOOTED image=(\S+) mac=(\S+) ip=(\S+)/;
 export const FAILED = /PLINTH-LAB-FAILED.*/;
 
+/**
+ * The .debs the images are built from, kept outside the checkout (CI runs in a fresh clone each time): the build
+ * itself takes seconds, the downloads do not. PLINTH_LAB_CACHE overrides; a non-root run keeps them under .lab/.
+ */
+export const DEB_CACHE =
+  process.env.PLINTH_LAB_CACHE ?? (process.getuid?.() === 0 ? '/var/cache/plinth/debs' : path.join(ROOT, '.lab/cache'));
+
 /** Kernels, initrds and iPXE loaders from Debian packages (cached .debs: seconds once cached). */
 export function buildImages(): void {
-  execFileSync('bash', [path.join(ROOT, 'src/lab/build-images.sh'), IMAGES, path.join(ROOT, '.lab/cache')], {
+  execFileSync('bash', [path.join(ROOT, 'src/lab/build-images.sh'), IMAGES, DEB_CACHE], {
     stdio: 'ignore',
     timeout: 900_000,
   });
