@@ -56,6 +56,9 @@ async function main() {
       '--no-tftp',
       '--tls',
       'off',
+      // Every simulated client shares one source address here; nginx has no per-address cap either.
+      '--http-max-connections-per-client',
+      '100000',
       '--http-address',
       '127.0.0.1',
       '--http-port',

@@ -62,6 +62,9 @@ async function main() {
       '--no-tftp',
       '--tls',
       'off',
+      // Every simulated client shares one source address here; nginx has no per-address cap either.
+      '--http-max-connections-per-client',
+      '100000',
       '--dhcp-interfaces',
       'br0,v-cli',
     ],
