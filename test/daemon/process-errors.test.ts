@@ -4,7 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { exited, freePort, ROOT, waitHttp } from '../helpers/proc.js';
+import { exited, freePort, ROOT, waitHttp, withOutput } from '../helpers/proc.js';
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -38,14 +38,7 @@ function daemon(args: string[], opts: { preload?: string[]; nofile?: number } = 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
-  let out = '';
-  child.stdout!.on('data', (b) => {
-    out += b;
-  });
-  child.stderr!.on('data', (b) => {
-    out += b;
-  });
-  return Object.assign(child, { output: () => out });
+  return withOutput(child);
 }
 
 const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;

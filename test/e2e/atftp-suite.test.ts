@@ -20,7 +20,7 @@ import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exited, freePort, spawnPlinth, waitHttp } from '../helpers/proc.js';
+import { freePort, spawnPlinth, stopChild, waitHttp } from '../helpers/proc.js';
 
 const SIZES: Record<string, number> = {
   '511': 511,
@@ -149,10 +149,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await exited(daemon).catch(() => daemon.kill('SIGKILL'));
-  }
+  await stopChild(daemon);
   if (work) await rm(work, { recursive: true, force: true });
 });
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeRequest } from '../../src/tftp/packet.js';
-import { exited, freePort, spawnPlinth, waitHttp } from '../helpers/proc.js';
+import { freePort, spawnPlinth, stopChild, waitHttp } from '../helpers/proc.js';
 import { tftpGet } from '../tftp/client.js';
 
 const N = 18_000;
@@ -77,10 +77,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await exited(daemon).catch(() => daemon.kill('SIGKILL'));
-  }
+  await stopChild(daemon);
   if (work) await rm(work, { recursive: true, force: true });
 });
 

@@ -13,6 +13,11 @@ export function spawnPlinth(args: string[], env: Record<string, string> = {}): C
     env: { ...process.env, PLINTH_TLS: 'off', PLINTH_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  return withOutput(child);
+}
+
+/** Collects a piped child's stdout and stderr, for failure messages: `child.output()`. */
+export function withOutput<C extends ChildProcess>(child: C): C & { output: () => string } {
   let out = '';
   child.stdout!.on('data', (b) => {
     out += b;
@@ -21,6 +26,13 @@ export function spawnPlinth(args: string[], env: Record<string, string> = {}): C
     out += b;
   });
   return Object.assign(child, { output: () => out });
+}
+
+/** End a daemon a test file started (SIGTERM, then SIGKILL if it does not exit in time). */
+export async function stopChild(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await exited(child).catch(() => child.kill('SIGKILL'));
 }
 
 export function exited(
