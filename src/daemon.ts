@@ -103,6 +103,9 @@ export async function startDaemon(
   const listeners: Record<string, unknown> = {};
   const stats: Record<string, () => unknown> = {};
   const boots = bootRecorder(store);
+  // One boot renderer for HTTP and TFTP: its cache of recently minted machine tokens is then one too, so a boot
+  // that fetches over both transports mints one token.
+  const boot = bootService({ store, bus, log, filesDir, boots });
   const app = await buildApp({
     store,
     bus,
@@ -113,6 +116,7 @@ export async function startDaemon(
     assetsDir: path.resolve(cfg.assetsDir),
     advertiseAddress: cfg.advertiseAddress,
     boots,
+    boot,
     serverFactory: servers.serverFactory,
     ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
     plainHttpPort: tls ? () => httpPort : undefined,
@@ -165,7 +169,7 @@ export async function startDaemon(
     bus,
     log,
     boots,
-    boot: bootService({ store, bus, log, filesDir, boots }),
+    boot,
     filesDir,
     httpPort,
     quirks,

@@ -5,6 +5,7 @@ import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
+import type { BootService } from '../provision/boot-render.js';
 import type { DiscoveryLimits } from '../provision/discovery.js';
 import type { EvidenceOptions } from '../provision/evidence.js';
 import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
@@ -32,6 +33,8 @@ export type AppOptions = {
   assetsDir?: string;
   advertiseAddress?: string;
   boots?: BootRecorder;
+  /** The daemon's boot renderer, shared with TFTP; tests leave it out and get one of their own. */
+  boot?: BootService;
   stats?: StatsSource;
   /** /metrics without a token (for a scraper that cannot send one); by default it needs a viewer token. */
   metricsPublic?: boolean;
@@ -207,6 +210,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     filesDir: opts.filesDir,
     boots,
     advertiseAddress: opts.advertiseAddress,
+    boot: opts.boot,
     plainHttpPort: opts.plainHttpPort,
     ipxeHttpsPort: opts.ipxeHttpsPort,
     evidence: opts.evidence,

@@ -7,7 +7,7 @@ import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
-import { bootService } from '../provision/boot-render.js';
+import { type BootService, bootService } from '../provision/boot-render.js';
 import { type DiscoveryLimits, discovery } from '../provision/discovery.js';
 import { type EvidenceOptions, sharedEvidence } from '../provision/evidence.js';
 import { machineReports } from '../provision/reports.js';
@@ -28,6 +28,8 @@ type Deps = {
   evidence?: EvidenceOptions;
   /** Discovery's per-source rate and cap on unclaimed machines (src/provision/discovery.ts). */
   discovery?: Partial<DiscoveryLimits>;
+  /** The daemon's boot renderer (shared with TFTP); absent: one of its own. */
+  boot?: BootService;
   /** With TLS on: the plain HTTP port boot files are fetched from, whichever listener the script was asked on. */
   plainHttpPort?: () => number | undefined;
   /** With --ipxe-https: the HTTPS port the generic iPXE script chains to. */
@@ -104,7 +106,7 @@ export function fileHooks(deps: Deps): ServeHooks {
  */
 export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
   const { store, log, boots } = deps;
-  const svc = bootService(deps);
+  const svc = deps.boot ?? bootService(deps);
   const evidence = sharedEvidence(deps.bus, deps.evidence);
   const trust = trustRule({ store, evidence, checkToken: tokenChecker(store) });
   const disc = discovery({ store, bus: deps.bus, log, boots, trust, limits: deps.discovery });

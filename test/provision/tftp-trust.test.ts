@@ -101,4 +101,21 @@ describe('TFTP renders and trust', () => {
     d.daemon.bus.emit({ type: 'proxy.acked', key: '127.0.0.1', data: { mac: '52:54:00:7e:00:03', subnet: 'x' } });
     expect((await tftpGet(port, path)).data.toString()).toContain('set pw=hunter2/hunter2');
   });
+
+  it('a boot that fetches over TFTP and then HTTP mints one token (one boot renderer for both transports)', async () => {
+    const m = await d.api('POST', '/api/v1/machines', {
+      name: 'tt-4',
+      macs: ['52:54:00:7e:00:04'],
+      bootEnv: 'tftp-secret',
+      params: { bmcpw: 'hunter2' },
+    });
+    d.daemon.bus.emit({ type: 'lease.acked', key: '127.0.0.1', data: { mac: '52:54:00:7e:00:04', subnet: 'x' } });
+    const before = await machineTokens();
+    const overTftp = (await tftpGet(port, `machines/${m.body.uuid}/grub/grub.cfg`)).data.toString();
+    const overHttp = await (await fetch(`${d.url}/machines/${m.body.uuid}/grub/grub.cfg`)).text();
+    const tokenOf = (t: string) => /token=(\S+)/.exec(t)?.[1];
+    expect(tokenOf(overTftp)).toMatch(/^[\w-]{40,}$/);
+    expect(tokenOf(overHttp)).toBe(tokenOf(overTftp));
+    expect(await machineTokens()).toBe(before + 1);
+  });
 });
