@@ -1,7 +1,7 @@
 import { ConfigError, helpText, loadConfig } from './config.js';
 import { StartupError, startDaemon } from './daemon.js';
-import { rateLimited } from './http/listeners.js';
 import { createLogger, type Logger } from './log.js';
+import { rateLimited } from './log-limit.js';
 
 /**
  * What a stray error does to the process. A rejected promise nobody awaited (a background task's failure, e.g.

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest, FastifyServerFactory } from 'fastify';
 import type { Logger } from '../log.js';
+import { rateLimited } from '../log-limit.js';
 import { API } from './app.js';
 import { HttpProblem } from './problem.js';
 import type { TlsMaterial } from './tls.js';
@@ -70,20 +71,6 @@ function serverOptions(l: HttpLimits): http.ServerOptions {
     requestTimeout: l.requestTimeoutMs,
     keepAliveTimeout: l.keepAliveTimeoutMs,
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(l.headersTimeoutMs / 4))),
-  };
-}
-
-/** Log at most one line per `everyMs` for a recurring condition, with how many were folded into it. */
-export function rateLimited(everyMs: number, emit: (count: number) => void): () => void {
-  let last = 0;
-  let count = 0;
-  return () => {
-    count++;
-    const now = Date.now();
-    if (now - last < everyMs) return;
-    last = now;
-    emit(count);
-    count = 0;
   };
 }
 

@@ -3,6 +3,7 @@ import type { BootRecorder } from '../inventory/boots.js';
 import { createDoc, modifyDoc } from '../inventory/crud.js';
 import { getPrefs, RESOURCES } from '../inventory/resources.js';
 import type { Logger } from '../log.js';
+import { rateLimitedLog } from '../log-limit.js';
 import type { Machine } from '../model/machine.js';
 import type { Store } from '../store/store.js';
 import { sourceAddress, type Trust } from './trust.js';
@@ -80,17 +81,11 @@ export function discovery(deps: DiscoveryDeps) {
   const now = deps.now ?? Date.now;
   const inv = { store, bus };
   const buckets = new Map<string, { tokens: number; at: number }>();
-  const lastLog = new Map<string, number>();
   let unclaimed: { count: number; at: number; bootEnv: string } | undefined;
 
   /** One line per kind of refusal per minute: a flood must not become a log flood. */
-  const logLimited = (kind: string, obj: object, msg: string) => {
-    const t = now();
-    const last = lastLog.get(kind);
-    if (last !== undefined && t - last < LOG_EVERY_MS) return;
-    lastLog.set(kind, t);
-    log.warn(obj, msg);
-  };
+  const limited = rateLimitedLog(log, LOG_EVERY_MS, now);
+  const logLimited = (kind: string, obj: Record<string, unknown>, msg: string) => limited('warn', kind, obj, msg);
 
   const takeToken = (source: string): boolean => {
     const t = now();

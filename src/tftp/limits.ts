@@ -9,7 +9,6 @@
  * transfers whose clients answer are never displaced; a real client is turned away only when every slot is held by a
  * client that answers (a genuine overload).
  */
-import type { Logger } from '../log.js';
 
 export type AdmissionLimits = {
   /** Transfers in flight (set up or running), all clients together. */
@@ -99,27 +98,4 @@ function first<T>(set: Set<T> | undefined): T | undefined {
   if (set === undefined) return undefined;
   for (const x of set) return x;
   return undefined;
-}
-
-/**
- * One log line per key per interval, the next one saying how many were left out: a flood must not turn into a
- * flood of log lines (every dropped request would otherwise write one).
- */
-export function rateLimitedLog(log: Logger, intervalMs = 10_000) {
-  const last = new Map<string, { at: number; suppressed: number }>();
-  return (level: 'info' | 'warn' | 'error', key: string, obj: Record<string, unknown>, msg: string): void => {
-    const now = Date.now();
-    const seen = last.get(key);
-    if (seen !== undefined && now - seen.at < intervalMs) {
-      seen.suppressed++;
-      return;
-    }
-    const suppressed = seen?.suppressed ?? 0;
-    last.set(key, { at: now, suppressed: 0 });
-    if (last.size > 1000) {
-      // Keys are a handful of fixed reasons; this only guards against a caller putting addresses in them.
-      for (const [k, v] of last) if (now - v.at >= intervalMs) last.delete(k);
-    }
-    log[level](suppressed > 0 ? { ...obj, suppressed } : obj, msg);
-  };
 }

@@ -16,7 +16,8 @@ import { bindFailure } from '../bind-error.js';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { Admission, rateLimitedLog } from './limits.js';
+import { rateLimitedLog } from '../log-limit.js';
+import { Admission } from './limits.js';
 import {
   decodePacket,
   ERR,
