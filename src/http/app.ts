@@ -18,6 +18,7 @@ import { type InfoSource, registerInfo } from './info.js';
 import { registerMetrics, type StatsSource } from './metrics.js';
 import { registerOpenApi } from './openapi.js';
 import { HttpProblem, problemBody } from './problem.js';
+import { logUrl } from './redact.js';
 import { registerResourceRoutes } from './resources.js';
 import { authenticate, registerTokenRoutes } from './tokens.js';
 import { registerUi } from './ui.js';
@@ -55,11 +56,6 @@ export const API = '/api/v1';
 const PUBLIC_API = new Set([`${API}/info`, `${API}/openapi.json`]);
 /** JSON nested deeper than this is refused at parse time (nothing Plinth stores comes near it). */
 export const MAX_JSON_DEPTH = 64;
-
-/** Tokens never reach a log line, not even in a query string. */
-export function logUrl(url: string): string {
-  return url.replace(/([?&]token=)[^&]*/g, '$1[secure]');
-}
 
 /** Whether JSON text nests arrays/objects deeper than `max`: one pass over the text, strings skipped. */
 export function jsonTooDeep(s: string, max = MAX_JSON_DEPTH): boolean {

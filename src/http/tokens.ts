@@ -12,6 +12,7 @@ import {
   tokenId,
   tokenStored,
 } from '../inventory/tokens.js';
+import { requestToken } from '../provision/trust.js';
 import { ConflictError, type Store } from '../store/store.js';
 import { API } from './app.js';
 import { HttpProblem, validationProblem } from './problem.js';
@@ -73,11 +74,12 @@ const unauthorized = (detail: string, error?: string) =>
 /** The onRequest hook of the API scope: a bearer token, then the role check of `refusal`. */
 export function authenticate(check: (token: string) => Promise<Principal | null>) {
   return async (req: FastifyRequest) => {
-    const h = req.headers.authorization;
-    const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
-    // A booted machine's initrd may only manage a GET with the token in the query (busybox wget).
-    const token =
-      m?.[1] ?? (req.routeOptions.config?.machineToken ? (req.query as { token?: string })?.token : undefined);
+    // A booted machine's initrd may only manage a GET with the token in the query (busybox wget): the query
+    // counts only on the routes a machine token may use.
+    const token = requestToken(
+      req.headers.authorization,
+      req.routeOptions.config?.machineToken ? req.query : undefined,
+    );
     if (!token) {
       throw unauthorized(
         'this route needs "Authorization: Bearer <token>"; the admin token is in <data-dir>/admin.token',
