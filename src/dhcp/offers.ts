@@ -17,6 +17,7 @@
  */
 
 import type { Logger } from '../log.js';
+import { tokenBuckets } from '../token-bucket.js';
 
 export type OfferPolicyOptions = {
   /**
@@ -62,7 +63,6 @@ export function offerPolicy(o: OfferPolicyOptions): OfferPolicy {
   // always at the front (pruning is O(1) amortised, never a scan of the pool).
   const pools = new Map<string, Map<number, Map<number, number>>>();
   const where = new Map<number, { pool: string; seconds: number }>();
-  const buckets = new Map<string, { tokens: number; at: number }>();
 
   const prune = (pool: string, t: number) => {
     const tiers = pools.get(pool);
@@ -78,21 +78,8 @@ export function offerPolicy(o: OfferPolicyOptions): OfferPolicy {
     }
     return n;
   };
-  const take = (ingress: string, t: number): boolean => {
-    if (rate <= 0) return true;
-    let b = buckets.get(ingress);
-    if (b) buckets.delete(ingress);
-    else {
-      b = { tokens: rate, at: t };
-      if (buckets.size >= MAX_INGRESS) buckets.delete(buckets.keys().next().value!);
-    }
-    buckets.set(ingress, b);
-    b.tokens = Math.min(rate, b.tokens + ((t - b.at) / 1000) * rate);
-    b.at = t;
-    if (b.tokens < 1) return false;
-    b.tokens--;
-    return true;
-  };
+  const buckets = tokenBuckets({ burst: rate, refillMs: 1000 / rate, maxKeys: MAX_INGRESS });
+  const take = (ingress: string, t: number): boolean => rate <= 0 || buckets.take(ingress, t);
 
   const policy: OfferPolicy = {
     admit(pool, held, ingress, renewal = false) {

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import { rateLimitedLog } from '../log-limit.js';
 import type { Machine } from '../model/machine.js';
 import type { Store } from '../store/store.js';
+import { tokenBuckets } from '../token-bucket.js';
 import { sourceAddress, type Trust } from './trust.js';
 
 /**
@@ -80,25 +81,14 @@ export function discovery(deps: DiscoveryDeps) {
   const limits = { ...DEFAULT_DISCOVERY_LIMITS, ...deps.limits };
   const now = deps.now ?? Date.now;
   const inv = { store, bus };
-  const buckets = new Map<string, { tokens: number; at: number }>();
   let unclaimed: { count: number; at: number; bootEnv: string } | undefined;
 
   /** One line per kind of refusal per minute: a flood must not become a log flood. */
   const limited = rateLimitedLog(log, LOG_EVERY_MS, now);
   const logLimited = (kind: string, obj: Record<string, unknown>, msg: string) => limited('warn', kind, obj, msg);
 
-  const takeToken = (source: string): boolean => {
-    const t = now();
-    const b = buckets.get(source) ?? { tokens: limits.burst, at: t };
-    b.tokens = Math.min(limits.burst, b.tokens + (t - b.at) / limits.refillMs);
-    b.at = t;
-    buckets.delete(source);
-    buckets.set(source, b);
-    if (buckets.size > MAX_SOURCES) buckets.delete(buckets.keys().next().value!);
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
-  };
+  const buckets = tokenBuckets({ burst: limits.burst, refillMs: limits.refillMs, maxKeys: MAX_SOURCES });
+  const takeToken = (source: string): boolean => buckets.take(source, now());
 
   /** Machines still booting the unknown bootenv; counted in the store at most every few seconds. */
   const unclaimedCount = async (bootEnv: string): Promise<number> => {
