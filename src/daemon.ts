@@ -11,9 +11,11 @@ import { buildApp } from './http/app.js';
 import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from './http/listeners.js';
 import { loadTls, type TlsMaterial } from './http/tls.js';
 import { bootRecorder } from './inventory/boots.js';
-import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
+import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens, tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { bootService } from './provision/boot-render.js';
+import { dhcpEvidence } from './provision/evidence.js';
+import { trustRule } from './provision/trust.js';
 import { seedStore } from './seed.js';
 import { checkAssets, liveQuirks, ServiceBindError, startDhcp, startTftp } from './services.js';
 import { openSqliteStore } from './store/sqlite.js';
@@ -106,6 +108,10 @@ export async function startDaemon(
   // One boot renderer for HTTP and TFTP: its cache of recently minted machine tokens is then one too, so a boot
   // that fetches over both transports mints one token.
   const boot = bootService({ store, bus, log, filesDir, boots });
+  // One trust rule for HTTP and TFTP, its DHCP evidence listening before the DHCP server can send an ACK.
+  const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
+  closers.push(async () => evidence.close());
+  const trust = trustRule({ store, evidence, checkToken: tokenChecker(store) });
   const app = await buildApp({
     store,
     bus,
@@ -121,7 +127,7 @@ export async function startDaemon(
     ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
     plainHttpPort: tls ? () => httpPort : undefined,
     metricsPublic: cfg.metricsPublic,
-    evidence: cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : undefined,
+    trust,
     discovery: cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined,
     stats: () => Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f() as Record<string, number>])),
     info: () => ({
@@ -170,6 +176,7 @@ export async function startDaemon(
     log,
     boots,
     boot,
+    trust,
     filesDir,
     httpPort,
     quirks,

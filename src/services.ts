@@ -9,15 +9,13 @@ import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
 import type { BootRecorder } from './inventory/boots.js';
 import { getPrefs } from './inventory/resources.js';
-import { tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import type { Machine } from './model/machine.js';
 import type { BootService } from './provision/boot-render.js';
 import { recordDhcpFacts } from './provision/dhcp-facts.js';
-import { sharedEvidence } from './provision/evidence.js';
 import { localAddressFor } from './provision/local-address.js';
 import { blksizeCapFor } from './provision/tftp-caps.js';
-import { trustRule } from './provision/trust.js';
+import type { Trust } from './provision/trust.js';
 import type { Store } from './store/store.js';
 import { startTftpServer } from './tftp/server.js';
 import { chainSources, fileRootSource, functionSource, type TftpSource } from './tftp/source.js';
@@ -31,6 +29,8 @@ type Deps = {
   log: Logger;
   boots: BootRecorder;
   boot: BootService;
+  /** The one trust rule (HTTP and TFTP), fed by this daemon's DHCP evidence. */
+  trust: Trust;
   filesDir: string;
   httpPort: number;
   /** The firmware quirk table (operator entries, then built-in ones); see `liveQuirks`. Default: built-in only. */
@@ -98,7 +98,6 @@ export async function startTftp(d: Deps) {
   const { cfg, store, boots, log } = d;
   const assetsDir = path.resolve(cfg.assetsDir);
   const quirks = d.quirks?.table ?? DEFAULT_QUIRKS;
-  const tftpTrust = trustRule({ store, evidence: sharedEvidence(d.bus), checkToken: tokenChecker(store) });
   const rendered = functionSource(async (p, client) => {
     const m = /^\/?machines\/([0-9a-f-]{36})\/(.+)$/.exec(p);
     if (!m) return undefined;
@@ -106,7 +105,7 @@ export async function startTftp(d: Deps) {
     if (!machine) return undefined;
     const address = cfg.advertiseAddress ?? localAddressFor(client.address) ?? '127.0.0.1';
     // UDP sources are forged for free: over TFTP only a fresh DHCP acknowledgement from this daemon counts.
-    const trust = await tftpTrust.isTheMachine({ transport: 'tftp', source: client.address, machine });
+    const trust = await d.trust.isTheMachine({ transport: 'tftp', source: client.address, machine });
     const r = await d.boot.render(machine, m[2]!, { server: { address, httpPort: d.httpPort }, trust, via: 'TFTP' });
     return r.ok ? r.text : undefined;
   });
@@ -221,8 +220,6 @@ export async function startTftp(d: Deps) {
 export async function startDhcp(d: Deps) {
   const { cfg, store, bus, log, boots } = d;
   const assetsDir = path.resolve(cfg.assetsDir);
-  // Evidence for src/provision/trust.ts starts with the first ACK: created before the server can send one.
-  sharedEvidence(bus);
   const off = recordDhcpFacts({ store, bus, log, boots });
   try {
     const srv = await startDhcpServer({

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
 import type { BootService } from '../provision/boot-render.js';
 import type { DiscoveryLimits } from '../provision/discovery.js';
-import type { EvidenceOptions } from '../provision/evidence.js';
+import type { Trust } from '../provision/trust.js';
 import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
 import { type AuditOptions, auditHook, auditLog, registerAuditRoutes } from './audit.js';
 import { fileHooks, registerBootRoutes } from './boot.js';
@@ -46,8 +46,9 @@ export type AppOptions = {
   ipxeHttpsPort?: () => number | undefined;
   /** With TLS on: the plain HTTP port (known once listening), named in scripts asked for over HTTPS. */
   plainHttpPort?: () => number | undefined;
-  /** DHCP evidence freshness (src/provision/evidence.ts) and discovery limits (src/provision/discovery.ts). */
-  evidence?: EvidenceOptions;
+  /** The daemon's trust rule (src/provision/trust.ts), shared with TFTP; tests leave it out. */
+  trust?: Trust;
+  /** Discovery's limits (src/provision/discovery.ts). */
   discovery?: Partial<DiscoveryLimits>;
 };
 
@@ -209,7 +210,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     boot: opts.boot,
     plainHttpPort: opts.plainHttpPort,
     ipxeHttpsPort: opts.ipxeHttpsPort,
-    evidence: opts.evidence,
+    trust: opts.trust,
     discovery: opts.discovery,
   };
   const bootRoutes = registerBootRoutes(app, bootDeps);

@@ -9,9 +9,9 @@ import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
 import { type BootService, bootService } from '../provision/boot-render.js';
 import { type DiscoveryLimits, discovery } from '../provision/discovery.js';
-import { type EvidenceOptions, sharedEvidence } from '../provision/evidence.js';
+import { dhcpEvidence } from '../provision/evidence.js';
 import { machineReports } from '../provision/reports.js';
-import { requestToken, sourceAddress, trustRule } from '../provision/trust.js';
+import { requestToken, sourceAddress, type Trust, trustRule } from '../provision/trust.js';
 import type { Store } from '../store/store.js';
 import type { ServeHooks } from './files-serve.js';
 import { registerMachineApiRoutes } from './machine-api.js';
@@ -24,8 +24,8 @@ type Deps = {
   filesDir: string;
   boots: BootRecorder;
   advertiseAddress?: string;
-  /** DHCP evidence freshness and size (src/provision/evidence.ts); defaults when absent. */
-  evidence?: EvidenceOptions;
+  /** The daemon's one trust rule (shared with TFTP, fed by its DHCP evidence); absent: one of its own on `bus`. */
+  trust?: Trust;
   /** Discovery's per-source rate and cap on unclaimed machines (src/provision/discovery.ts). */
   discovery?: Partial<DiscoveryLimits>;
   /** The daemon's boot renderer (shared with TFTP); absent: one of its own. */
@@ -107,8 +107,7 @@ export function fileHooks(deps: Deps): ServeHooks {
 export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
   const { store, log, boots } = deps;
   const svc = deps.boot ?? bootService(deps);
-  const evidence = sharedEvidence(deps.bus, deps.evidence);
-  const trust = trustRule({ store, evidence, checkToken: tokenChecker(store) });
+  const trust = deps.trust ?? trustRule({ store, evidence: dhcpEvidence(deps.bus), checkToken: tokenChecker(store) });
   const disc = discovery({ store, bus: deps.bus, log, boots, trust, limits: deps.discovery });
   const reports = machineReports({ store, bus: deps.bus, log, boots, bootEnvOf: svc.bootEnvOf });
 

@@ -83,18 +83,3 @@ export function dhcpEvidence(bus: Bus | undefined, opts: EvidenceOptions = {}): 
     close: () => off?.(),
   };
 }
-
-const perBus = new WeakMap<Bus, DhcpEvidence>();
-
-/**
- * The one evidence table of a daemon, keyed by its bus: HTTP routes and the TFTP source are built in different
- * places, and both must see the ACKs the DHCP service publishes on that bus. The first caller's options win.
- */
-export function sharedEvidence(bus: Bus, opts: EvidenceOptions = {}): DhcpEvidence {
-  let e = perBus.get(bus);
-  if (!e) {
-    e = dhcpEvidence(bus, opts);
-    perBus.set(bus, e);
-  }
-  return e;
-}
