@@ -1,7 +1,7 @@
 /*
- * The IPv6 Router Solicitation responder (src/dhcp/ra.ts switches it on and off): a raw ICMPv6 socket per
- * interface and a thread of its own per socket, the one place the addon runs a thread. libuv, and so dgram,
- * refuses a raw socket's fd ("Unsupported fd type"), and the job is small enough to live entirely here.
+ * The IPv6 Router Solicitation responder (src/dhcp/ra.ts switches it on and off per interface): a raw ICMPv6
+ * socket per interface, each served by a thread of its own (ra_state below says why). The only threads the addon
+ * starts.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
