@@ -5,7 +5,7 @@
  */
 import dgram from 'node:dgram';
 import { bindFailure } from '../bind-error.js';
-import { nativeAddon } from '../native.js';
+import { native } from '../native/index.js';
 
 export type NetAddon = {
   openUdp4(ifname: string | null, port: number, address?: string, reuse?: boolean): number;
@@ -20,7 +20,7 @@ export type NetAddon = {
 
 /** The addon from native/build/Release (node-gyp's output), or PLINTH_NET_ADDON; undefined when it was not built. */
 export function loadNetAddon(): NetAddon | undefined {
-  return nativeAddon() as NetAddon | undefined;
+  return native.dhcpSockets && native.raResponder && { ...native.dhcpSockets, ...native.raResponder };
 }
 
 export const ADDON_HINT =

@@ -8,7 +8,7 @@
  * bounded in bytes; a transfer keeps its own references to the chunks it is sending, so eviction never pulls a buffer
  * from under a window.
  */
-import { nativeAddon } from '../native.js';
+import { native } from '../native/index.js';
 import { OP } from './packet.js';
 
 /** `count` packets for blocks `first`.. from `data` (file bytes starting at block `first`); the last may be short. */
@@ -53,8 +53,7 @@ export function layoutPacketsNow(
   blksize: number,
 ): Buffer | undefined {
   if (readPackets === undefined) {
-    const fn = nativeAddon()?.readPackets;
-    readPackets = typeof fn === 'function' ? (fn as ReadPackets) : null;
+    readPackets = native.readPackets ?? null;
   }
   if (readPackets === null) return undefined;
   const out = Buffer.allocUnsafe(count * (4 + blksize));

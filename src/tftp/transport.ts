@@ -15,7 +15,7 @@
  * an unconnected dgram socket cannot see.
  */
 import dgram from 'node:dgram';
-import { nativeAddon } from '../native.js';
+import { native } from '../native/index.js';
 import type { TftpClient } from './source.js';
 
 export type TransferHandlers = {
@@ -86,10 +86,7 @@ type TransferAddon = {
  * for DHCP). A missing or stale build is not an error: transfers then run on dgram, correct and somewhat slower.
  */
 export function transferAddon(): TransferAddon | undefined {
-  const mod = nativeAddon() as Partial<TransferAddon> | undefined;
-  return typeof mod?.udpOpen === 'function' && typeof mod.udpSendBatch === 'function'
-    ? (mod as TransferAddon)
-    : undefined;
+  return native.tftpFastPath;
 }
 
 function nativeSocket(

@@ -1,7 +1,8 @@
 /**
- * Builds the native socket helper (native/plinth_net.c) when it is missing, for tests and the benchmark on a
- * fresh checkout: `npm ci` does not build it (binding.gyp is in native/, see src/dhcp/README.md). Uses the
- * node-gyp that ships with npm and the headers installed beside node (no download). Needs g++, make, python3.
+ * Builds the native socket helper (native/, see native/README.md) when it is missing, for tests and the benchmark:
+ * npm ci's postinstall (`npm run build:native`) builds it but does not fail when it cannot, and a checkout without
+ * an install has none. Uses the node-gyp that ships with npm and the headers installed beside node (no download),
+ * as build:native does. Needs g++, make, python3.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, realpathSync, rmSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /** Ready-to-send DATA packets and their cache shared between transfers of the same file (src/tftp/packets.ts). */
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { nativeAddon } from '../../src/native.js';
+import { native } from '../../src/native/index.js';
 import { decodePacket } from '../../src/tftp/packet.js';
 import { layoutPackets, layoutPacketsNow, packetCache } from '../../src/tftp/packets.js';
 import { startTftpServer, type TftpServer } from '../../src/tftp/server.js';
@@ -25,7 +25,7 @@ describe('layoutPackets', () => {
 });
 
 describe('layoutPacketsNow (native preadv2 from the page cache)', () => {
-  it.skipIf(typeof nativeAddon()?.readPackets !== 'function')(
+  it.skipIf(!native.caps.readPackets)(
     'gives the same packets as layoutPackets, at the end of a file too, and declines what is not there',
     async () => {
       const { mkdtemp, open, rm, writeFile } = await import('node:fs/promises');

@@ -1,0 +1,205 @@
+/**
+ * The native helper (native/, one N-API addon built by `npm run build:native`, which npm install and npm ci run as
+ * postinstall), loaded once and typed once for every user: DHCP sockets, the RA responder, TFTP transfer sockets and
+ * page-cache reads. Callers ask a capability flag (`native.caps.tftpFastPath`) or take a typed view that is
+ * undefined when the flag is false (`native.tftpFastPath`), instead of casting the module to a shape of their own.
+ *
+ * PLINTH_NET_ADDON, when set, is the only path tried (a test or a packaged build points it elsewhere; a wrong path
+ * means no addon, never a silent fall-back to another build). A missing addon, or one built for another Node ABI,
+ * is not an error: every flag is false and each user falls back (DHCP: one wildcard socket; TFTP: dgram and
+ * asynchronous reads; no RA responder) or says how to build it.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** What udpOpen returns: an opaque handle to one transfer socket (an N-API external). */
+export type TransferHandle = object;
+
+/**
+ * onPacket of udpOpen. A bare ACK: `ack` is its block number and `fired` says the window armed for it has been
+ * sent. Any other datagram from the client: ack -1 and the bytes in `msg`. A socket error (ECONNREFUSED: an ICMP
+ * port unreachable about the client): ack -2 and its errno name in `err`.
+ */
+export type TransferPacketHandler = (
+  ack: number,
+  msg: Buffer | undefined,
+  err: string | undefined,
+  fired: boolean,
+) => void;
+
+/**
+ * Every function the addon exports, with the signatures of the C (native/plinth_net.h lists where each lives).
+ * Errors are thrown with the errno's name as `code` (EACCES, EADDRINUSE, ENODEV, EPERM; others E<n>). All optional:
+ * an older build may lack some; ask `native.caps`.
+ */
+export type PlinthNet = {
+  /** dhcp_sock.c: a UDP socket bound to `ifname` (SO_BINDTODEVICE) or to all, SO_BROADCAST, on `port`; its fd. */
+  openUdp4?(ifname: string | null, port: number, address?: string, reuse?: boolean): number;
+  /** dhcp_sock.c: an ARP entry so a unicast reply reaches a client without an address (RFC 2131 4.1); 0. */
+  setArp?(fd: number, ifname: string, ip: string, mac: Buffer): number;
+  /** dhcp_sock.c: closes an fd opened here that dgram did not adopt (fds 0-2 are left alone); 0. */
+  closeFd?(fd: number): number;
+  /** ra.c: a raw ICMPv6 socket on `ifname` that sees only Router Solicitations, joined to ff02::2; its fd. */
+  openIcmp6?(ifname: string): number;
+  /** ra.c: starts a Router Solicitation responder thread on `ifname`; its id (at most 64 at once). */
+  raStart?(ifname: string): number;
+  /** ra.c: stops a responder and closes its socket; how many RAs it sent (0 for an unknown id). */
+  raStop?(id: number): number;
+  /** ra.c: how many RAs a responder has sent so far (0 for an unknown id). */
+  raAnswered?(id: number): number;
+  /** tftp_xfer.c: a transfer socket on an ephemeral port of `bindAddress`, talking only to the client. */
+  udpOpen?(
+    bindAddress: string,
+    peerAddress: string,
+    peerPort: number,
+    onPacket: TransferPacketHandler,
+    gso?: boolean,
+    busyPollUs?: number,
+  ): TransferHandle;
+  /** tftp_xfer.c: the socket's local port (the server's TID). */
+  udpLocalPort?(h: TransferHandle): number;
+  /** tftp_xfer.c: stops watching and closes the socket (idempotent); 0. */
+  udpClose?(h: TransferHandle): number;
+  /** tftp_send.c: sends one datagram to the client; 1 when queued, or -errno. */
+  udpSend?(h: TransferHandle, buf: Buffer, offset: number, length: number): number;
+  /** tftp_send.c: `count` packets laid out `slot` bytes apart, the last `lastLength` long; how many were queued. */
+  udpSendBatch?(
+    h: TransferHandle,
+    buf: Buffer,
+    offset: number,
+    slot: number,
+    count: number,
+    lastLength: number,
+  ): number;
+  /** tftp_send.c: one or two runs to send the moment the bare ACK `ack` arrives; 1, or -EBADF when closed. */
+  udpArm?: {
+    (
+      h: TransferHandle,
+      ack: number,
+      slot: number,
+      buf: Buffer,
+      offset: number,
+      count: number,
+      lastLength: number,
+    ): number;
+    (
+      h: TransferHandle,
+      ack: number,
+      slot: number,
+      buf: Buffer,
+      offset: number,
+      count: number,
+      lastLength: number,
+      buf2: Buffer,
+      offset2: number,
+      count2: number,
+      lastLength2: number,
+    ): number;
+  };
+  /** tftp_send.c: cancels an armed window; 0. */
+  udpDisarm?(h: TransferHandle): number;
+  /**
+   * tftp_read.c: `count` DATA packets for blocks `firstBlock`.. into `out`, the payloads read from `fd` at
+   * `position` only if all in the page cache; the bytes read when that is `expect`, else -EAGAIN or -errno.
+   */
+  readPackets?(
+    fd: number,
+    position: number,
+    blksize: number,
+    firstBlock: number,
+    count: number,
+    out: Buffer,
+    outOffset: number,
+    expect: number,
+  ): number;
+};
+
+type Fn = keyof PlinthNet;
+type Has<K extends Fn> = Required<Pick<PlinthNet, K>>;
+
+/** DHCP sockets bound per interface and ARP entries for unicast replies. */
+export type DhcpSockets = Has<'openUdp4' | 'setArp' | 'closeFd'>;
+/** The IPv6 Router Solicitation responder. */
+export type RaResponder = Has<'openIcmp6' | 'raStart' | 'raStop' | 'raAnswered'>;
+/** TFTP transfer sockets driven from C; arming windows is a later addition, hence optional here. */
+export type TftpFastPath = Has<'udpOpen' | 'udpLocalPort' | 'udpSend' | 'udpSendBatch' | 'udpClose'> &
+  Pick<PlinthNet, 'udpArm' | 'udpDisarm'>;
+export type ReadPackets = NonNullable<PlinthNet['readPackets']>;
+
+const NEEDS = {
+  dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
+  raResponder: ['openIcmp6', 'raStart', 'raStop', 'raAnswered'],
+  tftpFastPath: ['udpOpen', 'udpLocalPort', 'udpSend', 'udpSendBatch', 'udpClose'],
+  tftpArmedWindows: ['udpArm', 'udpDisarm'],
+  readPackets: ['readPackets'],
+} satisfies Record<string, Fn[]>;
+
+/** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
+export const NATIVE_FUNCTIONS: readonly Fn[] = Object.values(NEEDS).flat();
+
+export type NativeCaps = { readonly [K in keyof typeof NEEDS]: boolean };
+
+type Loaded = { addon: PlinthNet | undefined; path: string | undefined; caps: NativeCaps };
+let loaded: Loaded | undefined;
+
+/** The default build (node-gyp's output) unless PLINTH_NET_ADDON names another file. */
+export function addonPath(): string {
+  const override = process.env.PLINTH_NET_ADDON;
+  if (override) return override;
+  return fileURLToPath(new URL('../../native/build/Release/plinth_net.node', import.meta.url));
+}
+
+function load(): Loaded {
+  if (loaded !== undefined) return loaded;
+  const file = addonPath();
+  let addon: PlinthNet | undefined;
+  if (existsSync(file)) {
+    try {
+      addon = createRequire(import.meta.url)(file) as PlinthNet;
+    } catch {
+      // A stale build for another Node ABI: treat as absent.
+    }
+  }
+  const has = (names: Fn[]) => addon !== undefined && names.every((n) => typeof addon[n] === 'function');
+  const caps = Object.freeze({
+    dhcpSockets: has(NEEDS.dhcpSockets),
+    raResponder: has(NEEDS.raResponder),
+    tftpFastPath: has(NEEDS.tftpFastPath),
+    tftpArmedWindows: has(NEEDS.tftpArmedWindows),
+    readPackets: has(NEEDS.readPackets),
+  });
+  loaded = { addon, path: addon === undefined ? undefined : file, caps };
+  return loaded;
+}
+
+/** The addon, loaded on first use: its flags, and a typed view per capability (undefined when it is absent). */
+export const native = {
+  get caps(): NativeCaps {
+    return load().caps;
+  },
+  /** The file the addon was loaded from; undefined when none was. */
+  get path(): string | undefined {
+    return load().path;
+  },
+  /** Every export, each possibly missing; prefer the views below. */
+  get addon(): PlinthNet | undefined {
+    return load().addon;
+  },
+  get dhcpSockets(): DhcpSockets | undefined {
+    const l = load();
+    return l.caps.dhcpSockets ? (l.addon as DhcpSockets) : undefined;
+  },
+  get raResponder(): RaResponder | undefined {
+    const l = load();
+    return l.caps.raResponder ? (l.addon as RaResponder) : undefined;
+  },
+  get tftpFastPath(): TftpFastPath | undefined {
+    const l = load();
+    return l.caps.tftpFastPath ? (l.addon as TftpFastPath) : undefined;
+  },
+  get readPackets(): ReadPackets | undefined {
+    const l = load();
+    return l.caps.readPackets ? l.addon?.readPackets : undefined;
+  },
+};
