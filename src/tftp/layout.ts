@@ -9,7 +9,7 @@
  * from under a window.
  */
 import { nativeAddon } from '../native.js';
-import { OP } from './packet.js';
+import { OP } from './codec.js';
 
 /** `count` packets for blocks `first`.. from `data` (file bytes starting at block `first`); the last may be short. */
 export function layoutPackets(data: Buffer, first: number, count: number, blksize: number): Buffer {
