@@ -138,9 +138,6 @@ export async function startTftp(d: Deps) {
     }
   });
 
-  // The cap of each client, worked out when its request opens a file. The TFTP server asks maxBlksizeFor
-  // (synchronous) right after that open, to negotiate: it must open first anyway, tsize needs the file's size.
-  const capNow = new Map<string, BlksizeCap | undefined>();
   const source: TftpSource = {
     async open(p, client) {
       const [r, who] = await Promise.all([
@@ -155,8 +152,6 @@ export async function startTftp(d: Deps) {
       ]);
       for (const problem of who?.problems ?? []) log.warn({ client: client.address, file: p }, `tftp: ${problem}`);
       const cap = who?.cap && who.cap.value < cfg.tftpMaxBlksize ? who.cap : undefined;
-      if (capNow.size > 10_000) capNow.clear();
-      capNow.set(client.address, cap);
       if (cap && r.status === 'ok') {
         log.info(
           { client: client.address, file: p, blksize: cap.value, cap: cap.source, why: cap.why },
@@ -173,13 +168,12 @@ export async function startTftp(d: Deps) {
           })
           .catch(() => {});
       }
-      return r;
+      return r.status === 'ok' && cap ? { ...r, blksizeCap: cap.value } : r;
     },
   };
   try {
     const srv = await startTftpServer({
       source,
-      maxBlksizeFor: (address) => (capNow.has(address) ? capNow.get(address) : quirkCapByAddress.get(address))?.value,
       address: cfg.tftpAddress,
       port: cfg.tftpPort,
       logger: log,

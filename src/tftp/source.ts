@@ -13,7 +13,7 @@ export type TftpFile = {
   status: 'ok';
   /**
    * Identity of the content, when the source knows one: transfers of files with the same id share their DATA packets
-   * (packets.ts). Files whose bytes may differ must never share an id.
+   * (layout.ts). Files whose bytes may differ must never share an id.
    */
   id?: string;
   /** Exact byte size: RFC 2349 tsize and the number of blocks come from it. */
@@ -22,9 +22,15 @@ export type TftpFile = {
   read(position: number, length: number): Promise<Buffer>;
   /**
    * An open descriptor of the same bytes, valid until close(), when the source has one: the server may then read
-   * positionally by itself (packets.ts layoutPacketsNow) and uses read() only for what is not in the page cache.
+   * positionally by itself (layout.ts layoutPacketsNow) and uses read() only for what is not in the page cache.
    */
   fd?: number;
+  /**
+   * The largest blksize to grant this transfer (e.g. a firmware quirk of the machine asking: some UEFI TFTP clients
+   * mis-negotiate large blocks); absent, the server's maximum applies. It travels with the file, so the cap is the one
+   * decided for this very request.
+   */
+  blksizeCap?: number;
   /** Releases the file; called exactly once per successful open. */
   close(): void;
 };

@@ -2,7 +2,7 @@
  * The socket of one TFTP transfer (its TID, RFC 1350): bound to an ephemeral port, talking only to the client's
  * address and port.
  *
- * Two implementations behind one shape. With the native helper (native/plinth_net.c, `udpOpen`...) the socket is
+ * Two implementations behind one shape. With the native helper (native/tftp_xfer.c and tftp_send.c, `udpOpen`...) the socket is
  * watched on Node's own loop from C: a bare ACK reaches the server as a number, and a window of DATA packets leaves
  * in one system call (UDP GSO, else sendmmsg). Profiles of 16 lock-step clients showed dgram's own work around each
  * datagram (a 64 KiB receive allocation, the peer address formatted as text, an rinfo object, a send request)
@@ -15,7 +15,7 @@
  * an unconnected dgram socket cannot see.
  */
 import dgram from 'node:dgram';
-import { native } from '../native/index.js';
+import { native, type TftpFastPath as TransferAddon } from '../native/index.js';
 import type { TftpClient } from './source.js';
 
 export type TransferHandlers = {
@@ -61,24 +61,6 @@ export type TransferSocket = {
   disarm?(): void;
   /** Idempotent; the port is free again when it resolves. */
   close(): Promise<void>;
-};
-
-type Handle = object;
-type TransferAddon = {
-  udpOpen(
-    bindAddress: string,
-    peerAddress: string,
-    peerPort: number,
-    onPacket: (ack: number, msg: Buffer | undefined, err: string | undefined, fired: boolean) => void,
-    gso?: boolean,
-    busyPollUs?: number,
-  ): Handle;
-  udpLocalPort(h: Handle): number;
-  udpSend(h: Handle, buf: Buffer, offset: number, length: number): number;
-  udpSendBatch(h: Handle, buf: Buffer, offset: number, slot: number, count: number, lastLength: number): number;
-  udpClose(h: Handle): number;
-  udpArm?(h: Handle, ack: number, slot: number, ...runs: Array<Buffer | number>): number;
-  udpDisarm?(h: Handle): number;
 };
 
 /**

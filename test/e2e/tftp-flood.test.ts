@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeRequest } from '../../src/tftp/packet.js';
+import { encodeRequest } from '../../src/tftp/codec.js';
 import { freePort, spawnPlinth, stopChild, waitHttp } from '../helpers/proc.js';
 import { tftpGet } from '../tftp/client.js';
 

@@ -4,7 +4,7 @@
  * block ACK the last block received in order.
  */
 import dgram from 'node:dgram';
-import { decodePacket, encodeAck, encodeError, encodeRequest, type OptionList } from '../../src/tftp/packet.js';
+import { decodePacket, encodeAck, encodeError, encodeRequest, type OptionList } from '../../src/tftp/codec.js';
 
 export type GetOptions = {
   host?: string;

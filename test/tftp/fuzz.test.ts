@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodePacket, encodePacket, encodeRequest, type TftpPacket } from '../../src/tftp/packet.js';
+import { decodePacket, encodePacket, encodeRequest, type TftpPacket } from '../../src/tftp/codec.js';
 import { startTftpServer } from '../../src/tftp/server.js';
 import { bufferSource } from '../../src/tftp/source.js';
 import { tftpGet } from './client.js';

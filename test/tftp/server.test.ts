@@ -5,9 +5,9 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { decodePacket, encodeAck, encodeRequest } from '../../src/tftp/packet.js';
+import { decodePacket, encodeAck, encodeRequest } from '../../src/tftp/codec.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions } from '../../src/tftp/server.js';
-import { chainSources, fileRootSource, functionSource } from '../../src/tftp/source.js';
+import { chainSources, fileRootSource, functionSource, type TftpSource } from '../../src/tftp/source.js';
 import { exchange, tftpGet } from './client.js';
 
 let dir: string;
@@ -189,11 +189,26 @@ describe('downloads', () => {
     expect(r.error).toEqual({ code: 0, message: 'Internal error' });
   });
 
-  it('caps blksize per client through maxBlksizeFor', async () => {
-    const { s } = await server({ maxBlksizeFor: (a) => (a === '127.0.0.1' ? 1024 : undefined) });
+  it("caps blksize with the cap the source opened the file with (blksizeCap), not above the server's maximum", async () => {
+    const inner = fileRootSource(root);
+    const capped = (cap: number, only?: string): TftpSource => ({
+      async open(p, client) {
+        const r = await inner.open(p, client);
+        return r.status === 'ok' && (only === undefined || p === only) ? { ...r, blksizeCap: cap } : r;
+      },
+    });
+    const { s } = await server({ source: capped(1024, 'n1468.bin') });
     const r = await tftpGet(s.port, 'n1468.bin', { options: [['blksize', '1468']] });
     expect(r.oack).toEqual([['blksize', '1024']]);
     expect(sha(r.data)).toBe(sha(files['n1468.bin']));
+    // Another file of the same source, same client: the cap was this file's, the server's maximum applies.
+    const other = await tftpGet(s.port, 'f513.bin', { options: [['blksize', '1468']] });
+    expect(other.oack).toEqual([['blksize', '1468']]);
+    // A cap above the server's maximum does not raise it.
+    const { s: s2 } = await server({ maxBlksize: 800, source: capped(4000) });
+    const r2 = await tftpGet(s2.port, 'n1468.bin', { options: [['blksize', '1468']] });
+    expect(r2.oack).toEqual([['blksize', '800']]);
+    expect(sha(r2.data)).toBe(sha(files['n1468.bin']));
   });
 
   it('logs one info line per transfer with client, file, options, bytes, duration, result', async () => {

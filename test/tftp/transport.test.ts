@@ -7,7 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodePacket, encodeAck, encodeRequest } from '../../src/tftp/packet.js';
+import { decodePacket, encodeAck, encodeRequest } from '../../src/tftp/codec.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions } from '../../src/tftp/server.js';
 import { bufferSource } from '../../src/tftp/source.js';
 import { transferAddon } from '../../src/tftp/transport.js';

@@ -277,3 +277,23 @@ export function negotiate(options: OptionList, limits: Limits, tsizeValue?: numb
   }
   return out;
 }
+
+/** RFC 1350 netascii for a Unix file: LF -> CR LF, a bare CR -> CR NUL (what tftp-hpa and BSD do). */
+export function toNetascii(buf: Buffer): Buffer {
+  let extra = 0;
+  for (let i = 0; i < buf.length; i++) if (buf[i] === 0x0a || buf[i] === 0x0d) extra++;
+  if (extra === 0) return buf;
+  const out = Buffer.allocUnsafe(buf.length + extra);
+  let o = 0;
+  for (let i = 0; i < buf.length; i++) {
+    const c = buf[i];
+    if (c === 0x0a) {
+      out[o++] = 0x0d;
+      out[o++] = 0x0a;
+    } else if (c === 0x0d) {
+      out[o++] = 0x0d;
+      out[o++] = 0x00;
+    } else out[o++] = c;
+  }
+  return out;
+}

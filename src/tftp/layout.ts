@@ -8,8 +8,8 @@
  * bounded in bytes; a transfer keeps its own references to the chunks it is sending, so eviction never pulls a buffer
  * from under a window.
  */
-import { native } from '../native/index.js';
-import { OP } from './packet.js';
+import { native, type ReadPackets } from '../native/index.js';
+import { OP } from './codec.js';
 
 /** `count` packets for blocks `first`.. from `data` (file bytes starting at block `first`); the last may be short. */
 export function layoutPackets(data: Buffer, first: number, count: number, blksize: number): Buffer {
@@ -26,16 +26,6 @@ export function layoutPackets(data: Buffer, first: number, count: number, blksiz
   return out;
 }
 
-type ReadPackets = (
-  fd: number,
-  position: number,
-  blksize: number,
-  first: number,
-  count: number,
-  out: Buffer,
-  outOffset: number,
-  expect: number,
-) => number;
 let readPackets: ReadPackets | null | undefined;
 
 /**

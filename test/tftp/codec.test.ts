@@ -10,8 +10,8 @@ import {
   NEGOTIATION_FAILED,
   negotiate,
   type TftpPacket,
-} from '../../src/tftp/packet.js';
-import { toNetascii } from '../../src/tftp/server.js';
+  toNetascii,
+} from '../../src/tftp/codec.js';
 
 const limits = { maxBlksize: 1468, maxWindowsize: 64 };
 

@@ -1,9 +1,9 @@
-/** Ready-to-send DATA packets and their cache shared between transfers of the same file (src/tftp/packets.ts). */
+/** Ready-to-send DATA packets and their cache shared between transfers of the same file (src/tftp/layout.ts). */
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/index.js';
-import { decodePacket } from '../../src/tftp/packet.js';
-import { layoutPackets, layoutPacketsNow, packetCache } from '../../src/tftp/packets.js';
+import { decodePacket } from '../../src/tftp/codec.js';
+import { layoutPackets, layoutPacketsNow, packetCache } from '../../src/tftp/layout.js';
 import { startTftpServer, type TftpServer } from '../../src/tftp/server.js';
 import type { TftpFile, TftpSource } from '../../src/tftp/source.js';
 import { tftpGet } from './client.js';
