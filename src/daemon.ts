@@ -10,21 +10,21 @@ import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
 import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from './http/listeners.js';
 import { loadTls, type TlsMaterial } from './http/tls.js';
-import { bootRecorder } from './inventory/boots.js';
-import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens, tokenChecker } from './inventory/tokens.js';
+import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
-import { bootService } from './provision/boot-render.js';
-import { dhcpEvidence } from './provision/evidence.js';
-import { trustRule } from './provision/trust.js';
+import { checkAssets } from './provision/loaders.js';
+import type { BootSessions } from './provision/sessions.js';
 import { seedStore } from './seed.js';
-import { checkAssets, liveQuirks, ServiceBindError, startDhcp, startTftp } from './services.js';
 import { openSqliteStore } from './store/sqlite.js';
 import type { Store } from './store/store.js';
 import { VERSION } from './version.js';
+import { bootCore, ServiceBindError, startDhcp, startTftp } from './wiring.js';
 
 export type Daemon = {
   store: Store;
   bus: Bus;
+  /** The recent boot offers of the DHCP server (what the TFTP service caps transfers by). */
+  sessions: BootSessions;
   /** The plain HTTP port: boot files, and with TLS off the API too. */
   httpPort: number;
   /** With TLS on: the API's and /ui's port, and the certificate it presents. */
@@ -41,6 +41,8 @@ export type DaemonOptions = {
   dhcp?: Partial<DhcpServerOptions>;
 };
 
+type Closers = (() => Promise<void>)[];
+
 /** Wires store, bus, HTTP (and DHCP/TFTP when enabled) together. main.ts only parses config and handles signals. */
 export async function startDaemon(
   cfg: Config,
@@ -49,16 +51,7 @@ export async function startDaemon(
   opts: DaemonOptions = {},
 ): Promise<Daemon> {
   const started = new Date();
-  const dataDir = path.resolve(cfg.dataDir);
-  const filesDir = path.join(dataDir, 'files');
-  try {
-    await privateDir(dataDir, log);
-    await mkdir(filesDir, { recursive: true });
-  } catch (err) {
-    throw new StartupError(
-      `data directory ${dataDir} cannot be created: ${(err as Error).message}; set --data-dir or PLINTH_DATA_DIR to a writable directory`,
-    );
-  }
+  const { dataDir, filesDir } = await dataDirs(cfg, log);
   const fds = fdLimits();
   if (fds) log.info({ soft: fds.soft, hard: fds.hard }, 'open files limit');
   const tls = cfg.tls === 'on' ? await startTls(cfg, dataDir, log) : undefined;
@@ -73,7 +66,7 @@ export async function startDaemon(
     throw new StartupError(`database ${path.join(dataDir, 'plinth.db')} cannot be opened: ${(err as Error).message}`);
   }
   const bus = createBus();
-  const closers: (() => Promise<void>)[] = [];
+  const closers: Closers = [];
   const fail = async (msg: string): Promise<never> => {
     for (const c of closers.reverse()) await c().catch(() => {});
     await store.close();
@@ -81,37 +74,16 @@ export async function startDaemon(
   };
 
   await seedStore(store, bus, log, path.resolve(cfg.bootenvsDir));
-  let tok: Awaited<ReturnType<typeof bootstrapAdminToken>>;
-  try {
-    tok = await bootstrapAdminToken(store, dataDir, env.PLINTH_ADMIN_TOKEN);
-  } catch (err) {
-    if (err instanceof AdminTokenError) return fail(err.message);
-    throw err;
-  }
-  if (tok.fromEnv) log.info('admin token taken from PLINTH_ADMIN_TOKEN');
-  else if (tok.created) log.info({ file: tok.file }, 'admin token created: read it from this file (mode 0600)');
-  else log.info({ file: tok.file }, 'admin token exists (created at first start)');
-
-  // Expired machine tokens: swept at start and hourly, so a busy lab does not grow the table without bound.
-  const sweepTokens = () =>
-    Promise.resolve()
-      .then(() => pruneExpiredTokens(store))
-      .then((n) => n && log.info({ removed: n }, 'expired machine tokens removed'))
-      .catch((err) => log.warn({ err }, 'token sweep failed; retried in an hour'));
-  void sweepTokens();
-  const sweeper = setInterval(sweepTokens, 3_600_000).unref();
-  closers.push(async () => clearInterval(sweeper));
+  const admin = await adminToken(store, dataDir, env, log);
+  if (admin) return fail(admin);
+  closers.push(sweepTokens(store, log));
 
   const listeners: Record<string, unknown> = {};
   const stats: Record<string, () => unknown> = {};
-  const boots = bootRecorder(store);
-  // One boot renderer for HTTP and TFTP: its cache of recently minted machine tokens is then one too, so a boot
-  // that fetches over both transports mints one token.
-  const boot = bootService({ store, bus, log, filesDir, boots });
-  // One trust rule for HTTP and TFTP, its DHCP evidence listening before the DHCP server can send an ACK.
-  const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
-  closers.push(async () => evidence.close());
-  const trust = trustRule({ store, evidence, checkToken: tokenChecker(store) });
+  // One of each for HTTP, TFTP and DHCP: the boot service's cache of recently minted machine tokens is then one
+  // too (a boot fetching over both transports mints one token), and so is the trust rule's DHCP evidence.
+  const core = await bootCore(cfg, store, bus, log, filesDir);
+  closers.push(async () => core.close());
   const app = await buildApp({
     store,
     bus,
@@ -121,14 +93,13 @@ export async function startDaemon(
     version: VERSION,
     assetsDir: path.resolve(cfg.assetsDir),
     advertiseAddress: cfg.advertiseAddress,
-    boots,
-    boot,
+    boots: core.boots,
+    boot: core.boot,
+    trust: core.trust,
     serverFactory: servers.serverFactory,
     ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
     plainHttpPort: tls ? () => httpPort : undefined,
     metricsPublic: cfg.metricsPublic,
-    trust,
-    discovery: cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined,
     stats: () => Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f() as Record<string, number>])),
     info: () => ({
       name: 'plinth',
@@ -167,52 +138,16 @@ export async function startDaemon(
       : 'http listening',
   );
 
-  const quirks = await liveQuirks(store, bus, log);
-  closers.push(async () => quirks.close());
-  const deps = {
-    cfg,
-    store,
-    bus,
-    log,
-    boots,
-    boot,
-    trust,
-    filesDir,
-    httpPort,
-    quirks,
-    dhcpOptions: opts.dhcp,
-  };
   checkAssets(path.resolve(cfg.assetsDir), log);
-  if (cfg.tftp) {
-    try {
-      const tftp = await startTftp(deps);
-      closers.push(() => tftp.close());
-      listeners.tftp = { address: tftp.address, port: tftp.port };
-      stats.tftp = () => tftp.stats;
-      log.info({ address: tftp.address, port: tftp.port }, 'tftp listening');
-    } catch (err) {
-      await fail(err instanceof ServiceBindError ? err.message : `TFTP: ${(err as Error).message}`);
-    }
-  }
-  if (cfg.dhcp) {
-    try {
-      const dhcp = await startDhcp(deps);
-      closers.push(() => dhcp.close());
-      listeners.dhcp = { port: cfg.dhcpPort, proxyPort: cfg.dhcpProxyPort, interfaces: cfg.dhcpInterfaces };
-      stats.dhcp = () => dhcp.stats;
-      log.info(
-        { port: cfg.dhcpPort, proxyPort: cfg.dhcpProxyPort, interfaces: cfg.dhcpInterfaces },
-        'dhcp listening (answers only enabled subnets)',
-      );
-    } catch (err) {
-      await fail(err instanceof ServiceBindError ? err.message : `DHCP: ${(err as Error).message}`);
-    }
-  }
+  const udp = { cfg, store, bus, log, core, filesDir, httpPort, dhcpOptions: opts.dhcp };
+  const failed = await startUdp(udp, closers, listeners, stats);
+  if (failed) await fail(failed);
 
   let closing: Promise<void> | undefined;
   return {
     store,
     bus,
+    sessions: core.sessions,
     httpPort,
     httpsPort,
     tls,
@@ -225,6 +160,94 @@ export async function startDaemon(
       return closing;
     },
   };
+}
+
+/** The data dir (private) and the file store in it. */
+async function dataDirs(cfg: Config, log: Logger): Promise<{ dataDir: string; filesDir: string }> {
+  const dataDir = path.resolve(cfg.dataDir);
+  const filesDir = path.join(dataDir, 'files');
+  try {
+    await privateDir(dataDir, log);
+    await mkdir(filesDir, { recursive: true });
+  } catch (err) {
+    throw new StartupError(
+      `data directory ${dataDir} cannot be created: ${(err as Error).message}; set --data-dir or PLINTH_DATA_DIR to a writable directory`,
+    );
+  }
+  return { dataDir, filesDir };
+}
+
+/** The admin token (created at first start, or from PLINTH_ADMIN_TOKEN); returns the start-up error, if any. */
+async function adminToken(
+  store: Store,
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+): Promise<string | undefined> {
+  let tok: Awaited<ReturnType<typeof bootstrapAdminToken>>;
+  try {
+    tok = await bootstrapAdminToken(store, dataDir, env.PLINTH_ADMIN_TOKEN);
+  } catch (err) {
+    if (err instanceof AdminTokenError) return err.message;
+    throw err;
+  }
+  if (tok.fromEnv) log.info('admin token taken from PLINTH_ADMIN_TOKEN');
+  else if (tok.created) log.info({ file: tok.file }, 'admin token created: read it from this file (mode 0600)');
+  else log.info({ file: tok.file }, 'admin token exists (created at first start)');
+  return undefined;
+}
+
+/**
+ * Expired machine tokens: swept at start and hourly, so a busy lab does not grow the table without bound.
+ * Returns the closer.
+ */
+function sweepTokens(store: Store, log: Logger): () => Promise<void> {
+  const sweep = () =>
+    Promise.resolve()
+      .then(() => pruneExpiredTokens(store))
+      .then((n) => n && log.info({ removed: n }, 'expired machine tokens removed'))
+      .catch((err) => log.warn({ err }, 'token sweep failed; retried in an hour'));
+  void sweep();
+  const sweeper = setInterval(sweep, 3_600_000).unref();
+  return async () => clearInterval(sweeper);
+}
+
+/** TFTP and DHCP when enabled: pushes their closers, listeners and stats; returns the start-up error, if any. */
+async function startUdp(
+  d: Parameters<typeof startTftp>[0],
+  closers: Closers,
+  listeners: Record<string, unknown>,
+  stats: Record<string, () => unknown>,
+): Promise<string | undefined> {
+  const { cfg, log } = d;
+  const failure = (what: string, err: unknown) =>
+    err instanceof ServiceBindError ? err.message : `${what}: ${(err as Error).message}`;
+  if (cfg.tftp) {
+    try {
+      const tftp = await startTftp(d);
+      closers.push(() => tftp.close());
+      listeners.tftp = { address: tftp.address, port: tftp.port };
+      stats.tftp = () => tftp.stats;
+      log.info({ address: tftp.address, port: tftp.port }, 'tftp listening');
+    } catch (err) {
+      return failure('TFTP', err);
+    }
+  }
+  if (cfg.dhcp) {
+    try {
+      const dhcp = await startDhcp(d);
+      closers.push(() => dhcp.close());
+      listeners.dhcp = { port: cfg.dhcpPort, proxyPort: cfg.dhcpProxyPort, interfaces: cfg.dhcpInterfaces };
+      stats.dhcp = () => dhcp.stats;
+      log.info(
+        { port: cfg.dhcpPort, proxyPort: cfg.dhcpProxyPort, interfaces: cfg.dhcpInterfaces },
+        'dhcp listening (answers only enabled subnets)',
+      );
+    } catch (err) {
+      return failure('DHCP', err);
+    }
+  }
+  return undefined;
 }
 
 /** The plain server the daemon binds itself (fastify binds only its own); rejects with the bind error. */

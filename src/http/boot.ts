@@ -1,17 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { baseUrl, type ServerView } from '../boot/render.js';
 import type { Bus } from '../events.js';
-import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
-import type { Machine } from '../model/machine.js';
-import { type BootService, bootService } from '../provision/boot-render.js';
-import { type DiscoveryLimits, discovery } from '../provision/discovery.js';
+import { type BootService, bootService } from '../provision/boot.js';
+import type { RenderFailure, RenderOutcome } from '../provision/boot-render.js';
+import type { DiscoveryLimits } from '../provision/discovery.js';
 import { dhcpEvidence } from '../provision/evidence.js';
-import { machineReports } from '../provision/reports.js';
-import { requestToken, sourceAddress, type Trust, trustRule } from '../provision/trust.js';
+import { requestToken, type Trust, trustRule } from '../provision/trust.js';
 import type { Store } from '../store/store.js';
 import type { ServeHooks } from './files-serve.js';
 import { registerMachineApiRoutes } from './machine-api.js';
@@ -24,17 +22,45 @@ type Deps = {
   filesDir: string;
   boots: BootRecorder;
   advertiseAddress?: string;
-  /** The daemon's one trust rule (shared with TFTP, fed by its DHCP evidence); absent: one of its own on `bus`. */
+  /** The daemon's trust rule (shared with TFTP, fed by its DHCP evidence); only for a boot service of its own. */
   trust?: Trust;
-  /** Discovery's per-source rate and cap on unclaimed machines (src/provision/discovery.ts). */
+  /** Discovery's limits; only for a boot service of its own. */
   discovery?: Partial<DiscoveryLimits>;
-  /** The daemon's boot renderer (shared with TFTP); absent: one of its own. */
+  /** The daemon's boot service (src/provision/boot.ts, shared with TFTP); absent (tests): one of its own. */
   boot?: BootService;
   /** With TLS on: the plain HTTP port boot files are fetched from, whichever listener the script was asked on. */
   plainHttpPort?: () => number | undefined;
   /** With --ipxe-https: the HTTPS port the generic iPXE script chains to. */
   ipxeHttpsPort?: () => number | undefined;
 };
+
+/** How each transport-neutral render failure is answered over HTTP. */
+const HTTP_STATUS: Record<RenderFailure, number> = {
+  'not-found': 404,
+  'no-bootenv': 404,
+  'no-template': 404,
+  'digest-mismatch': 409,
+  'render-error': 500,
+  // A full render queue is load, not a broken template: 503 so a client retries.
+  'render-busy': 503,
+};
+
+/**
+ * Without the daemon's boot service (tests building an app alone): one per deps object, so the boot routes and the
+ * /files hooks registered with the same deps share it, as they share the daemon's.
+ */
+const ownServices = new WeakMap<Deps, BootService>();
+function serviceOf(deps: Deps): BootService {
+  if (deps.boot) return deps.boot;
+  let svc = ownServices.get(deps);
+  if (!svc) {
+    const { store } = deps;
+    const trust = deps.trust ?? trustRule({ store, evidence: dhcpEvidence(deps.bus), checkToken: tokenChecker(store) });
+    svc = bootService({ ...deps, trust });
+    ownServices.set(deps, svc);
+  }
+  return svc;
+}
 
 /** The address this machine reached us at: the interface that answered, unless the operator set one. */
 export function serverView(req: FastifyRequest, advertise?: string, plainPort?: () => number | undefined): ServerView {
@@ -47,90 +73,29 @@ export function serverView(req: FastifyRequest, advertise?: string, plainPort?: 
 }
 
 /**
- * Hooks for /files: refuse an artifact whose bytes no longer match the digest a bootenv pins, and record each
- * fetch in the requesting machine's boot timeline (found by its address).
+ * Hooks for /files: the boot service refuses an artifact whose bytes no longer match the digest a bootenv pins,
+ * and records each fetch in the requesting machine's boot timeline.
  */
 export function fileHooks(deps: Deps): ServeHooks {
-  const { store, bus, log, boots } = deps;
-  let pins: Promise<Map<string, { sha256: string; bootEnv: string }>> | undefined;
-  bus.on((e) => {
-    if (e.type.startsWith('bootenvs.')) pins = undefined;
-  });
-  const loadPins = async () => {
-    const { items } = await store.list('bootenvs');
-    const m = new Map<string, { sha256: string; bootEnv: string }>();
-    for (const b of items)
-      for (const a of (b.doc.artifacts as { path: string; sha256: string }[]) ?? [])
-        m.set(a.path, { sha256: a.sha256, bootEnv: b.key });
-    return m;
-  };
-  const machineAt = async (ip: string) =>
-    (await store.list('machines', { filters: [{ field: 'address', value: ip }], limit: 1 })).items[0]?.key;
+  const svc = serviceOf(deps);
   return {
-    async refuse(rel) {
-      pins ??= loadPins().catch((err) => {
-        pins = undefined;
-        throw err;
-      });
-      const pin = (await pins).get(rel);
-      if (!pin) return undefined;
-      const info = await fileInfo(store, deps.filesDir, rel);
-      if (info && info.sha256 === pin.sha256) return undefined;
-      const why = `artifact ${rel} of bootenv ${pin.bootEnv} has sha256 ${info?.sha256}, but the bootenv pins ${pin.sha256}: refusing to serve it`;
-      log.error(
-        { path: rel, bootEnv: pin.bootEnv, expected: pin.sha256, actual: info?.sha256 },
-        'artifact digest mismatch: not served',
-      );
-      return why;
-    },
-    served(rel, req, status) {
-      const ip = req.ip.replace(/^::ffff:/, '');
-      machineAt(ip)
-        .then((uuid) => {
-          if (uuid)
-            return boots.record(uuid, {
-              kind: 'http',
-              detail: `GET /files/${rel} -> ${status}`,
-              data: { path: rel, status },
-            });
-        })
-        .catch(() => {});
-    },
+    refuse: (rel) => svc.refuseFile(rel),
+    served: (rel, req, status) => svc.fileServed(rel, req.ip, status),
   };
 }
 
 /**
- * The boot routes firmware and installers fetch without credentials: parse, ask src/provision (which machine,
- * is the requester that machine), render, reply. Returns `registerMachineApi` for the API scope: the routes a
- * booted machine calls with its token.
+ * The boot routes firmware and installers fetch without credentials: parse, ask the boot service
+ * (src/provision/boot.ts), reply. Returns `registerMachineApi` for the API scope: the routes a booted machine calls
+ * with its token.
  */
 export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
-  const { store, log, boots } = deps;
-  const svc = deps.boot ?? bootService(deps);
-  const trust = deps.trust ?? trustRule({ store, evidence: dhcpEvidence(deps.bus), checkToken: tokenChecker(store) });
-  const disc = discovery({ store, bus: deps.bus, log, boots, trust, limits: deps.discovery });
-  const reports = machineReports({ store, bus: deps.bus, log, boots, bootEnvOf: svc.bootEnvOf });
-
-  const renderFor = async (req: FastifyRequest, reply: FastifyReply, m: Machine, file: string, known = true) => {
-    const verdict = known
-      ? await trust.isTheMachine({
-          transport: 'http',
-          source: req.ip,
-          machine: m,
-          token: requestToken(req.headers.authorization, req.query),
-        })
-      : ({ machine: false, why: 'not in the inventory' } as const);
-    const r = await svc.render(m, file, {
-      server: serverView(req, deps.advertiseAddress, deps.plainHttpPort),
-      trust: verdict,
-      via: 'HTTP',
-      record: known,
-    });
-    if (!r.ok) return ipxeOrProblem(reply, file, r.status, r.detail);
-    return reply
-      .type(file.endsWith('.json') || file.endsWith('.ign') ? 'application/json' : 'text/plain; charset=utf-8')
-      .send(r.text);
-  };
+  const svc = serviceOf(deps);
+  const requester = (req: FastifyRequest) => ({
+    source: req.ip,
+    token: requestToken(req.headers.authorization, req.query),
+    server: serverView(req, deps.advertiseAddress, deps.plainHttpPort),
+  });
 
   // The generic script every iPXE gets first (DHCP hands it out): it chains to the machine's own by MAC, and
   // passes the facts discovery needs (arch, SMBIOS UUID, serial) so an unknown machine can be registered.
@@ -157,40 +122,37 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
     const parsed = Mac.safeParse(req.params.mac);
     if (!parsed.success) return ipxeOrProblem(reply, 'boot.ipxe', 400, `'${req.params.mac}' is not a MAC address`);
     const q = req.query;
-    const ip = sourceAddress(req.ip);
-    const r = await disc.resolve({
+    const r = await svc.ipxeByMac({
+      ...requester(req),
       mac: parsed.data,
-      source: ip,
+      asked: req.params.mac,
       arch: q.arch,
       platform: q.platform,
       uuid: q.uuid,
       serial: q.serial,
     });
-    if (r.kind === 'anonymous') return renderFor(req, reply, r.machine, 'boot.ipxe', false);
-    await boots.record(r.machine.uuid, {
-      kind: 'http',
-      detail: `GET /boot/ipxe/${req.params.mac} from ${ip}`,
-      data: { arch: q.arch, platform: q.platform },
-    });
-    return renderFor(req, reply, r.machine, 'boot.ipxe');
+    return replyFile(reply, 'boot.ipxe', r);
   });
 
   app.get<{ Params: { uuid: string; '*': string } }>('/machines/:uuid/*', async (req, reply) => {
-    const s = await store.get('machines', req.params.uuid);
-    if (!s) return sendProblem(reply, 404, `machine '${req.params.uuid}' does not exist`);
-    const m = s.doc as Machine;
     const file = req.params['*'];
-    await boots.record(m.uuid, {
-      kind: 'http',
-      detail: `GET /machines/${m.uuid}/${file} from ${sourceAddress(req.ip)}`,
-    });
-    return renderFor(req, reply, m, file);
+    const r = await svc.machineFile({ ...requester(req), uuid: req.params.uuid, file, transport: 'http' });
+    // No such machine: a problem, even for an iPXE file (there is no machine to tell).
+    if (!r.ok && r.reason === 'not-found') return sendProblem(reply, 404, r.detail);
+    return replyFile(reply, file, r);
   });
 
   return {
     /** Registers the machine API routes in `api`, the API's scope (prefix /api/v1, bearer check). */
-    registerMachineApi: (api: FastifyInstance) => registerMachineApiRoutes(api, { reports }),
+    registerMachineApi: (api: FastifyInstance) => registerMachineApiRoutes(api, { reports: svc.reports }),
   };
+}
+
+function replyFile(reply: FastifyReply, file: string, r: RenderOutcome) {
+  if (!r.ok) return ipxeOrProblem(reply, file, HTTP_STATUS[r.reason], r.detail);
+  return reply
+    .type(file.endsWith('.json') || file.endsWith('.ign') ? 'application/json' : 'text/plain; charset=utf-8')
+    .send(r.text);
 }
 
 /**

@@ -1,6 +1,5 @@
 import { renderMachineFile, type ServerView, withholdSecure } from '../boot/render.js';
 import type { Bus } from '../events.js';
-import { fileInfo } from '../files/store-files.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { type Resolved, resolveParamsForBoot } from '../inventory/params.js';
 import { getPrefs } from '../inventory/resources.js';
@@ -10,16 +9,19 @@ import { BootEnv } from '../model/bootenv.js';
 import type { Machine } from '../model/machine.js';
 import { RenderBusyError, RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
+import { type ArtifactCheck, artifactCheck } from './artifacts.js';
 import { type RenderTokens, renderTokens } from './render-token.js';
 import type { TrustVerdict } from './trust.js';
 
-export type BootServiceDeps = {
+export type BootRendererDeps = {
   store: Store;
   bus: Bus;
   log: Logger;
   filesDir: string;
   boots: BootRecorder;
   tokens?: RenderTokens;
+  /** The artifact digest check (shared with /files); absent: one of its own. */
+  artifacts?: ArtifactCheck;
 };
 
 export type RenderView = {
@@ -31,12 +33,23 @@ export type RenderView = {
   record?: boolean;
 };
 
-/** Why a render gave no file, whatever the transport (HTTP maps it to `status`; TFTP answers File not found). */
-export type RenderFailure = 'no-bootenv' | 'digest-mismatch' | 'no-template' | 'render-error' | 'render-busy';
+/**
+ * Why a request for a machine's file gave none, whatever the transport: the machine does not exist (`not-found`),
+ * its bootenv does not, the bootenv has no such template, an artifact no longer matches its pin, the template
+ * failed, or the render queue is full. src/http/boot.ts maps these to HTTP statuses, src/provision/tftp-source.ts
+ * to TFTP errors.
+ */
+export type RenderFailure =
+  | 'not-found'
+  | 'no-bootenv'
+  | 'digest-mismatch'
+  | 'no-template'
+  | 'render-error'
+  | 'render-busy';
 
 export type RenderOutcome =
   | { ok: true; text: string; bootEnv: string }
-  | { ok: false; reason: RenderFailure; status: number; detail: string; bootEnv?: string };
+  | { ok: false; reason: RenderFailure; detail: string; bootEnv?: string };
 
 /** What one render reads from the inventory, each read once: prefs, the bootenv, its artifacts, params, templates. */
 export type BootContext =
@@ -54,8 +67,9 @@ export type BootContext =
  * unknownBootEnv pref), refuses artifacts whose digest does not match, issues the machine token only when the
  * requester is the machine, and records the render (or its error, or the refusal) in the boot timeline.
  */
-export function bootService(deps: BootServiceDeps) {
+export function bootRenderer(deps: BootRendererDeps) {
   const { store, bus, log, boots } = deps;
+  const artifacts = deps.artifacts ?? artifactCheck(deps);
 
   const bootEnvOf = async (name: string): Promise<BootEnv | undefined> => {
     const s = await store.get('bootenvs', name);
@@ -66,23 +80,12 @@ export function bootService(deps: BootServiceDeps) {
     return Object.fromEntries(items.map((i) => [i.key, String(i.doc.contents)]));
   };
 
-  /** A bootenv's artifacts must match their digests: an immutable image is exactly the bytes it was pinned to. */
-  const verifyArtifacts = async (be: BootEnv) => {
-    const bad: string[] = [];
-    for (const a of be.artifacts) {
-      const info = await fileInfo(store, deps.filesDir, a.path).catch(() => undefined);
-      if (!info) bad.push(`${a.path} is missing`);
-      else if (info.sha256 !== a.sha256) bad.push(`${a.path} has sha256 ${info.sha256}, bootenv pins ${a.sha256}`);
-    }
-    return bad;
-  };
-
   /** The machine's bootenv (or the unknownBootEnv pref) and what rendering it needs, or why it cannot be. */
   const loadBootContext = async (m: Machine): Promise<BootContext> => {
     const envName = m.bootEnv ?? (await getPrefs(store)).unknownBootEnv;
     const be = await bootEnvOf(envName);
     if (!be) return { kind: 'no-bootenv', envName };
-    const problems = await verifyArtifacts(be);
+    const problems = await artifacts.verify(be);
     if (problems.length) return { kind: 'digest-mismatch', bootEnv: be, problems };
     const [params, templates] = await Promise.all([resolveParamsForBoot(store, m), allTemplates()]);
     return { kind: 'ready', bootEnv: be, params, templates };
@@ -113,7 +116,6 @@ export function bootService(deps: BootServiceDeps) {
         return {
           ok: false,
           reason: 'no-bootenv',
-          status: 404,
           detail: `machine '${m.name}': bootenv '${envName}' does not exist`,
         };
       }
@@ -127,7 +129,7 @@ export function bootService(deps: BootServiceDeps) {
         );
         await record(m.uuid, { kind: 'refused', detail: why, data: { file } }, { bootEnv: be.name, result: 'failed' });
         bus.emit({ type: 'boot.refused', machine, data: { bootEnv: be.name, problems: bad } });
-        return { ok: false, reason: 'digest-mismatch', status: 409, detail: `Plinth ${why}`, bootEnv: be.name };
+        return { ok: false, reason: 'digest-mismatch', detail: `Plinth ${why}`, bootEnv: be.name };
       }
       try {
         const params = withholdSecure(ctx.params.values, trusted ? undefined : ctx.params.secure);
@@ -147,7 +149,6 @@ export function bootService(deps: BootServiceDeps) {
           return {
             ok: false,
             reason: 'no-template',
-            status: 404,
             detail: `bootenv '${be.name}' has no template for '${file}'`,
           };
         const { text, used } = await tokens.settle(m, token, raw);
@@ -175,12 +176,10 @@ export function bootService(deps: BootServiceDeps) {
           { bootEnv: be.name, result: 'failed' },
         );
         bus.emit({ type: 'render.error', machine, data: { bootEnv: be.name, file, error: err.message } });
-        // A full render queue is load, not a broken template: 503 so a client retries.
-        const busy = err instanceof RenderBusyError;
+        // A full render queue is load, not a broken template: the transports let the client retry.
         return {
           ok: false,
-          reason: busy ? 'render-busy' : 'render-error',
-          status: busy ? 503 : 500,
+          reason: err instanceof RenderBusyError ? 'render-busy' : 'render-error',
           detail: `render failed: ${err.message}`,
           bootEnv: be.name,
         };
@@ -188,4 +187,6 @@ export function bootService(deps: BootServiceDeps) {
     },
   };
 }
-export type BootService = ReturnType<typeof bootService>;
+export type BootRenderer = ReturnType<typeof bootRenderer>;
+/** src/http/app.ts names the daemon's boot service by this path. */
+export type { BootService } from './boot.js';

@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
 import { NotFoundError, type Store } from '../store/store.js';
-import type { BootService } from './boot-render.js';
+import type { BootRenderer } from './boot-render.js';
 import { archOf } from './discovery.js';
 
 /**
@@ -22,7 +22,7 @@ export type ReportDeps = {
   bus: Bus;
   log: Logger;
   boots: BootRecorder;
-  bootEnvOf: BootService['bootEnvOf'];
+  bootEnvOf: BootRenderer['bootEnvOf'];
 };
 
 export function machineReports(deps: ReportDeps) {

@@ -7,7 +7,7 @@ import { createBus } from '../../src/events.js';
 import { bootRecorder } from '../../src/inventory/boots.js';
 import { silentLogger } from '../../src/log.js';
 import type { Machine } from '../../src/model/machine.js';
-import { bootService } from '../../src/provision/boot-render.js';
+import { bootRenderer } from '../../src/provision/boot-render.js';
 import type { TrustVerdict } from '../../src/provision/trust.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
@@ -64,7 +64,7 @@ const view = (trust: TrustVerdict) => ({
 describe('boot render', () => {
   it('reads the param definitions once per render, and withholds secure params from anyone but the machine', async () => {
     const s = counting(store);
-    const svc = bootService({
+    const svc = bootRenderer({
       store: s,
       bus: createBus(),
       log: silentLogger,
@@ -80,7 +80,7 @@ describe('boot render', () => {
   });
 
   it('says why there is no file, whatever the transport', async () => {
-    const svc = bootService({
+    const svc = bootRenderer({
       store,
       bus: createBus(),
       log: silentLogger,
@@ -91,12 +91,10 @@ describe('boot render', () => {
     expect(await svc.render(machine('gone'), 'ipxe', untrusted)).toMatchObject({
       ok: false,
       reason: 'no-bootenv',
-      status: 404,
     });
     expect(await svc.render(machine('env'), 'kickstart', untrusted)).toMatchObject({
       ok: false,
       reason: 'no-template',
-      status: 404,
     });
   });
 });

@@ -67,9 +67,16 @@ describe('TFTP in the daemon', () => {
     const mac = '52:54:00:7f:00:02';
     const before = await tftpGet(port, 'lab/pxelinux.cfg', { options: [['blksize', '1468']] });
     expect(before.oack).toEqual([['blksize', '1468']]);
-    // What the DHCP server publishes for a client matched by a blksize quirk, then its lease.
-    d.daemon.bus.emit({ type: 'dhcp.boot', key: mac, data: { mac, blksize: 1024, reason: 'quirk' } });
-    d.daemon.bus.emit({ type: 'lease.acked', key: '127.0.0.1', data: { mac, subnet: 'x' } });
+    // What the DHCP server hands the boot sessions for a client matched by a blksize quirk, with its address.
+    d.daemon.sessions.record({
+      mac,
+      mode: 'server',
+      address: '127.0.0.1',
+      bootEnv: 'local',
+      filename: 'ipxe.efi',
+      reason: 'quirk',
+      blksize: { value: 1024, why: 'quirk' },
+    });
     const after = await tftpGet(port, 'lab/pxelinux.cfg', { options: [['blksize', '1468']] });
     expect(after.oack).toEqual([['blksize', '1024']]);
     expect(after.data.toString()).toBe('uploaded\n');

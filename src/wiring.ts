@@ -1,0 +1,156 @@
+/**
+ * Wiring only: builds the boot objects the daemon creates once (timeline, trust, boot service, boot sessions,
+ * quirk table) and starts the DHCP and TFTP servers on them from the config. What a boot does lives in
+ * src/provision; what to boot in src/boot.
+ */
+import path from 'node:path';
+import { bindErrorLine } from './bind-error.js';
+import type { BootOffer } from './boot/session.js';
+import type { Config } from './config.js';
+import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
+import type { Bus } from './events.js';
+import { type BootRecorder, bootRecorder } from './inventory/boots.js';
+import { tokenChecker } from './inventory/tokens.js';
+import type { Logger } from './log.js';
+import { type BootService, bootService } from './provision/boot.js';
+import { recordDhcpFacts } from './provision/dhcp-facts.js';
+import { dhcpEvidence } from './provision/evidence.js';
+import { type LiveQuirks, liveQuirks } from './provision/live-quirks.js';
+import { loaderPresence } from './provision/loaders.js';
+import { localAddressFor } from './provision/local-address.js';
+import { type BootSessions, bootSessions } from './provision/sessions.js';
+import { bootTftpSource } from './provision/tftp-source.js';
+import { type Trust, trustRule } from './provision/trust.js';
+import type { Store } from './store/store.js';
+import { startTftpServer } from './tftp/server.js';
+
+/** What a boot goes through, one of each for the whole daemon (HTTP, TFTP and DHCP share them). */
+export type BootCore = {
+  boots: BootRecorder;
+  trust: Trust;
+  boot: BootService;
+  sessions: BootSessions;
+  quirks: LiveQuirks;
+  close(): void;
+};
+
+export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger, filesDir: string): Promise<BootCore> {
+  const boots = bootRecorder(store);
+  // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
+  const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
+  const sessions = bootSessions(bus);
+  const trust = trustRule({ store, evidence, checkToken: tokenChecker(store) });
+  const discovery = cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined;
+  const boot = bootService({ store, bus, log, filesDir, boots, trust, discovery });
+  const quirks = await liveQuirks(store, bus, log);
+  return {
+    boots,
+    trust,
+    boot,
+    sessions,
+    quirks,
+    close() {
+      quirks.close();
+      boot.close();
+      sessions.close();
+      evidence.close();
+    },
+  };
+}
+
+type Deps = {
+  cfg: Config;
+  store: Store;
+  bus: Bus;
+  log: Logger;
+  core: BootCore;
+  filesDir: string;
+  httpPort: number;
+  /** Extra DHCP server options: tests reply to loopback (`wildcard`, `replyTo`, `clientPort`). */
+  dhcpOptions?: Partial<DhcpServerOptions>;
+};
+
+/** Thrown when a service port cannot be bound: main prints the one-line message and exits 1. */
+export class ServiceBindError extends Error {}
+
+const isBindError = (err: unknown) =>
+  ['EACCES', 'EPERM', 'EADDRINUSE', 'EADDRNOTAVAIL'].includes((err as NodeJS.ErrnoException).code ?? '');
+
+export async function startTftp(d: Deps) {
+  const { cfg, log } = d;
+  const source = bootTftpSource({
+    store: d.store,
+    log,
+    boots: d.core.boots,
+    boot: d.core.boot,
+    sessions: d.core.sessions,
+    roots: [path.resolve(cfg.assetsDir), d.filesDir],
+    serverAddress: (client) => cfg.advertiseAddress ?? localAddressFor(client) ?? '127.0.0.1',
+    httpPort: d.httpPort,
+    maxBlksize: cfg.tftpMaxBlksize,
+  });
+  try {
+    return await startTftpServer({
+      source,
+      address: cfg.tftpAddress,
+      port: cfg.tftpPort,
+      logger: log,
+      maxBlksize: cfg.tftpMaxBlksize,
+      busyPollUs: cfg.tftpBusyPollUs,
+      uploadDir: cfg.tftpUploadDir,
+      maxTransfers: cfg.tftpMaxTransfers,
+      maxTransfersPerClient: cfg.tftpMaxPerClient,
+      maxClientTimeout: cfg.tftpMaxTimeout,
+      unansweredRetries: cfg.tftpUnansweredRetries,
+    });
+  } catch (err) {
+    if (isBindError(err)) {
+      throw new ServiceBindError(
+        bindErrorLine('TFTP', 'udp', cfg.tftpPort, err as NodeJS.ErrnoException, {
+          port: '--tftp-port',
+          off: '--no-tftp',
+        }),
+      );
+    }
+    throw err;
+  }
+}
+
+/**
+ * DHCP, driven by the store's subnets. Each boot decision it sends is a boot session (`onBoot`); what it hands out
+ * updates the machines (address, lastSeen) and their boot timelines (what was offered and why).
+ */
+export async function startDhcp(d: Deps) {
+  const { cfg, store, bus, log } = d;
+  const off = recordDhcpFacts({ store, bus, log, boots: d.core.boots });
+  // `onBoot` is the DHCP server's option from the DHCP rework (issue 12); a variable, so this compiles before it.
+  const options: DhcpServerOptions & { onBoot?: (offer: BootOffer) => void } = {
+    store,
+    bus,
+    log,
+    interfaces: cfg.dhcpInterfaces.length ? cfg.dhcpInterfaces : undefined,
+    port: cfg.dhcpPort,
+    proxyPort: cfg.dhcpProxyPort,
+    httpPort: d.httpPort,
+    serverAddress: cfg.advertiseAddress,
+    hasLoader: loaderPresence(path.resolve(cfg.assetsDir), d.filesDir),
+    quirks: d.core.quirks.table,
+    onBoot: d.core.sessions.record,
+    ...d.dhcpOptions,
+  };
+  try {
+    const srv = await startDhcpServer(options);
+    return {
+      ...srv,
+      close: async () => {
+        off();
+        await srv.close();
+      },
+    };
+  } catch (err) {
+    off();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (isBindError(err) || code) throw new ServiceBindError(`DHCP: ${(err as Error).message}`);
+    throw err;
+  }
+}
