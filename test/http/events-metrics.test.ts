@@ -2,6 +2,7 @@ import net from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
+import { API } from '../../src/http/api-prefix.js';
 import { registerEvents } from '../../src/http/events.js';
 import { silentLogger } from '../../src/log.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -109,7 +110,13 @@ describe('event stream bounds', () => {
   let streams: ReturnType<typeof registerEvents>;
   beforeAll(async () => {
     app = Fastify();
-    streams = registerEvents(app, { bus, log: silentLogger, maxSubscribers: 3, maxBacklog: 64 * 1024 });
+    // Declared relative to the API's prefix, as in the app's API scope.
+    await app.register(
+      async (api) => {
+        streams = registerEvents(api, { bus, log: silentLogger, maxSubscribers: 3, maxBacklog: 64 * 1024 });
+      },
+      { prefix: API },
+    );
     await app.listen({ port: 0, host: '127.0.0.1' });
     url = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}/api/v1/events`;
   });
