@@ -156,18 +156,18 @@ describe('event stream bounds', () => {
         return { n: 1 };
       },
     };
-    bus.emit({ type: 'test.once', data: data as unknown as Record<string, unknown> });
+    bus.emit({ type: 'machine.once', machine: 'm1', data: data as unknown as Record<string, unknown> });
     expect(serialised).toBe(1);
     // And every subscriber got it.
     for (const r of rs) {
       const reader = r.body!.getReader();
       let text = '';
-      for (let i = 0; i < 20 && !text.includes('event: test.once'); i++) {
+      for (let i = 0; i < 20 && !text.includes('event: machine.once'); i++) {
         const { value, done } = await reader.read();
         if (done) break;
         text += new TextDecoder().decode(value);
       }
-      expect(text).toContain('data: {"type":"test.once","data":{"n":1}');
+      expect(text).toContain('data: {"type":"machine.once","machine":"m1","data":{"n":1}');
     }
     for (const ac of acs) ac.abort();
     await until(() => streams.subscribers() === 0);
@@ -181,7 +181,7 @@ describe('event stream bounds', () => {
     sock.pause(); // never reads again: the kernel buffers fill, then the response's own buffer
     const big = 'x'.repeat(64 * 1024);
     for (let i = 0; i < 400 && streams.subscribers() > 0; i++) {
-      bus.emit({ type: 'test.big', data: { big } });
+      bus.emit({ type: 'machine.big', machine: 'm1', data: { big } });
       await new Promise((r) => setImmediate(r));
     }
     expect(streams.subscribers()).toBe(0);
