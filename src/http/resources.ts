@@ -24,7 +24,7 @@ export function baseType(t: z.ZodType): string {
 
 const reserved = new Set(['limit', 'offset', 'sort']);
 
-/** Kinds an operator token may write (tokens.ts has the whole role table). */
+/** Kinds an operator token may write (auth.ts has the whole role table). */
 const OPERATOR_KINDS = new Set(['machines', 'reservations', 'leases']);
 
 function parseList(res: Resource, query: Record<string, string | string[]>) {
