@@ -36,6 +36,12 @@ const requests: [string, string][] = [
   ['GET', '/api/v1/openapi.json'],
   ['GET', '/api/v1/nope'],
   ['GET', '/%61pi/v1/nope'],
+  // Trailing slashes and the bare prefix (checked against the code before the move when these rows were added).
+  ['GET', '/api/v1'],
+  ['GET', '/api/v1/'],
+  ['GET', '/api/v1/machines/'],
+  ['GET', '/api/v1/info/'],
+  ['GET', '/metrics/'],
   ...KINDS.flatMap((k): [string, string][] => [
     ['GET', `/api/v1/${k}`],
     ['POST', `/api/v1/${k}`],
