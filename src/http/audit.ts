@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import { API } from './app.js';
 import { HttpProblem } from './problem.js';
 
 /** One write through the API: who (token name, id, role), what (method, route, resource, status), when, where. */
@@ -78,9 +77,10 @@ export function auditLog(store: Store, log: Logger, opts: AuditOptions = {}) {
 export type AuditLog = ReturnType<typeof auditLog>;
 
 /**
- * The API scope's onResponse hook: every write (a method other than GET/HEAD/OPTIONS) that reached a route with
- * a valid token is recorded, refused (403, 4xx) or not. Requests without a valid token are not: anyone could
- * flood them and push real entries out of the bounded log; the request log line still has them.
+ * The root's onResponse hook (so it sees routes behind the fail-closed net too): every write (a method other
+ * than GET/HEAD/OPTIONS) that reached a route with a valid token is recorded, refused (403, 4xx) or not. Requests
+ * without a valid token are not: anyone could flood them and push real entries out of the bounded log; the
+ * request log line still has them.
  */
 export function auditHook(audit: AuditLog) {
   return async (req: FastifyRequest, reply: FastifyReply) => {
@@ -105,7 +105,7 @@ export function auditHook(audit: AuditLog) {
 
 /** GET /api/v1/audit (admin): newest first; ?who=<token name>, ?since=<ISO time>, ?limit= (<= 1000), ?offset=. */
 export function registerAuditRoutes(api: FastifyInstance, deps: { store: Store }) {
-  api.get(`${API}/audit`, { config: { adminOnly: true } }, async (req, reply) => {
+  api.get('/audit', { config: { adminOnly: true } }, async (req, reply) => {
     const q = req.query as Record<string, string>;
     for (const k of Object.keys(q)) {
       if (!['who', 'since', 'limit', 'offset'].includes(k))

@@ -2,7 +2,6 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Bus, PlinthEvent } from '../events.js';
 import type { Logger } from '../log.js';
-import { API } from './app.js';
 import { sendProblem } from './problem.js';
 
 export type EventsOptions = {
@@ -54,7 +53,7 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
   app.addHook('preClose', async () => {
     for (const s of subs) s.res.end();
   });
-  app.get<{ Querystring: { type?: string; machine?: string } }>(`${API}/events`, (req, reply) => {
+  app.get<{ Querystring: { type?: string; machine?: string } }>('/events', (req, reply) => {
     if (subs.size >= maxSubscribers) {
       return sendProblem(
         reply.header('retry-after', '10'),

@@ -12,7 +12,6 @@ import {
 } from '../files/store-files.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import { API } from './app.js';
 import { HttpProblem } from './problem.js';
 
 type Deps = { store: Store; bus: Bus; filesDir: string; log: Logger };
@@ -84,20 +83,20 @@ export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
     if (removed.length) deps.log.info({ count: removed.length }, 'removed temp files of interrupted uploads');
   });
 
-  app.get(`${API}/files`, async (_req, reply) => {
+  app.get('/files', async (_req, reply) => {
     const files = await listFiles(deps.store, deps.filesDir);
     reply.header('x-total-count', String(files.length));
     return files;
   });
 
-  app.get<{ Params: { '*': string } }>(`${API}/files/*`, async (req) => {
+  app.get<{ Params: { '*': string } }>('/files/*', async (req) => {
     const rel = relOf(req.params['*']);
     const info = await fileInfo(deps.store, deps.filesDir, rel).catch(refused);
     if (!info) throw new HttpProblem(404, `file '${rel}' does not exist`);
     return info;
   });
 
-  app.delete<{ Params: { '*': string } }>(`${API}/files/*`, async (req, reply) => {
+  app.delete<{ Params: { '*': string } }>('/files/*', async (req, reply) => {
     const rel = relOf(req.params['*']);
     if (!(await removeFile(deps.store, deps.filesDir, rel).catch((err) => refused(err, rel)))) {
       throw new HttpProblem(404, `file '${rel}' does not exist`);
@@ -110,7 +109,7 @@ export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
   app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_req, _payload, done) => done(null));
-    scope.put<{ Params: { '*': string }; Querystring: { sha256?: string } }>(`${API}/files/*`, async (req, reply) => {
+    scope.put<{ Params: { '*': string }; Querystring: { sha256?: string } }>('/files/*', async (req, reply) => {
       const rel = relOf(req.params['*']);
       const expect = (req.headers['x-checksum-sha256'] as string | undefined) ?? req.query.sha256;
       if (expect !== undefined && !/^[0-9a-fA-F]{64}$/.test(expect)) {

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { API } from './app.js';
 
 /** What /info reports; the daemon fills it from what it actually bound. */
 export type InfoSource = () => Record<string, unknown>;
 
+/** GET /api/v1/info: declared relative to the public API scope's prefix (auth.ts publicScope), no token. */
 export function registerInfo(app: FastifyInstance, info: InfoSource) {
-  app.get(`${API}/info`, async () => info());
+  app.get('/info', async () => info());
 }

@@ -6,7 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest, FastifyServerFactory } from 'fastify';
 import type { Logger } from '../log.js';
 import { rateLimited } from '../log-limit.js';
-import { API } from './app.js';
+import { API } from './api-prefix.js';
 import { HttpProblem } from './problem.js';
 import type { TlsMaterial } from './tls.js';
 

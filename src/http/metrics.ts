@@ -90,12 +90,12 @@ export function registerMetrics(app: FastifyInstance, deps: { store: Store; bus:
     labelNames: ['type'],
     registers: [registry],
   });
+  const perBootEnv = { 'boot.rendered': boots, 'render.error': renderErrors, 'boot.refused': refused };
   deps.bus.on((e) => {
     events.inc({ type: e.type });
-    const be = String(e.data?.bootEnv ?? '');
-    if (e.type === 'boot.rendered') boots.inc({ bootenv: be });
-    else if (e.type === 'render.error') renderErrors.inc({ bootenv: be });
-    else if (e.type === 'boot.refused') refused.inc({ bootenv: be });
+    // Narrowed on the type: these three events carry the bootenv's name.
+    if (e.type === 'boot.rendered' || e.type === 'render.error' || e.type === 'boot.refused')
+      perBootEnv[e.type].inc({ bootenv: String(e.data?.bootEnv ?? '') });
   });
 
   app.get('/metrics', async (_req, reply) => {

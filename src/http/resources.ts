@@ -6,10 +6,10 @@ import { redactParams, resolveParams, secureParamNames } from '../inventory/para
 import { getPrefs, PREFS_KEY, RESOURCES, type Resource } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import type { Filter, Store, Stored } from '../store/store.js';
-import { API } from './app.js';
+import { API } from './api-prefix.js';
+import { seesSecrets } from './auth.js';
 import { jsonPatch, mergePatch } from './patch.js';
 import { HttpProblem, validationProblem } from './problem.js';
-import { seesSecrets } from './tokens.js';
 
 type Deps = { store: Store; bus: Bus };
 
@@ -24,7 +24,7 @@ export function baseType(t: z.ZodType): string {
 
 const reserved = new Set(['limit', 'offset', 'sort']);
 
-/** Kinds an operator token may write (tokens.ts has the whole role table). */
+/** Kinds an operator token may write (auth.ts has the whole role table). */
 const OPERATOR_KINDS = new Set(['machines', 'reservations', 'leases']);
 
 function parseList(res: Resource, query: Record<string, string | string[]>) {
@@ -109,6 +109,7 @@ function sendDoc(reply: FastifyReply, s: Stored) {
   return reply.header('etag', quoted(s.etag)).type('application/json; charset=utf-8').send(s.json);
 }
 
+/** CRUD for every inventory resource, a machine's resolved params and the prefs; relative to the API's prefix. */
 export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   const inv = { store: deps.store, bus: deps.bus };
   // Names of secure params, needed to redact every list: cached until a param definition changes.
@@ -124,7 +125,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
     return secureCache;
   };
   for (const res of RESOURCES) {
-    const base = `${API}/${res.kind}`;
+    const base = `/${res.kind}`;
     const keyOf = (id: string) => resolveKey(inv, res, id);
     const write = { config: { operator: OPERATOR_KINDS.has(res.kind) } };
     // Secure param values only for admin and the machine itself; operator and viewer tokens see them masked.
@@ -176,7 +177,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
 
     app.post(base, write, async (req, reply) => {
       const s = await createDoc(inv, res, req.body ?? {});
-      return send(req, reply.code(201).header('location', `${base}/${encodeURIComponent(s.key)}`), s);
+      return send(req, reply.code(201).header('location', `${API}${base}/${encodeURIComponent(s.key)}`), s);
     });
 
     app.put<{ Params: { id: string } }>(`${base}/:id`, write, async (req, reply) => {
@@ -211,7 +212,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   }
 
   // Resolved params of one machine: machine -> profiles -> global -> defaults, with where each came from.
-  app.get<{ Params: { id: string } }>(`${API}/machines/:id/params`, async (req) => {
+  app.get<{ Params: { id: string } }>('/machines/:id/params', async (req) => {
     const res = RESOURCES.find((r) => r.kind === 'machines')!;
     const key = await resolveKey(inv, res, req.params.id);
     const m = await deps.store.get('machines', key);
@@ -223,7 +224,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   });
 
   // Prefs: one document of global settings.
-  app.get(`${API}/prefs`, async (_req, reply) => {
+  app.get('/prefs', async (_req, reply) => {
     const s = await deps.store.get('prefs', PREFS_KEY);
     const prefs = await getPrefs(deps.store);
     if (s) reply.header('etag', quoted(s.etag));
@@ -249,8 +250,8 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
     deps.bus.emit({ type: 'prefs.updated', key: PREFS_KEY });
     return s;
   };
-  app.put(`${API}/prefs`, async (req, reply) => sendDoc(reply, await writePrefs(req, req.body ?? {})));
-  app.patch(`${API}/prefs`, async (req, reply) => {
+  app.put('/prefs', async (req, reply) => sendDoc(reply, await writePrefs(req, req.body ?? {})));
+  app.patch('/prefs', async (req, reply) => {
     const cur = await getPrefs(deps.store);
     const ct = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     const next = ct === 'application/json-patch+json' ? jsonPatch(cur, req.body) : mergePatch(cur, req.body);

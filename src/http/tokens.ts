@@ -1,97 +1,19 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import {
   findTokenById,
   hashToken,
   MIN_TOKEN_LENGTH,
   newToken,
-  type Principal,
   ROLES,
   revokeToken,
   type TokenDoc,
   tokenId,
   tokenStored,
 } from '../inventory/tokens.js';
-import { requestToken } from '../provision/trust.js';
 import { ConflictError, type Store } from '../store/store.js';
-import { API } from './app.js';
+import { API } from './api-prefix.js';
 import { HttpProblem, validationProblem } from './problem.js';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    principal?: Principal;
-  }
-  interface FastifyContextConfig {
-    /** A machine's own token may use this route when the route's `:id` is that machine's uuid. */
-    machineToken?: boolean;
-    /** An operator token may write here (machines and what hangs off them). */
-    operator?: boolean;
-    /** Admin only, even to read (tokens, audit). */
-    adminOnly?: boolean;
-    /** Set on every route of the authenticated API scope (app.ts). */
-    apiScope?: boolean;
-  }
-}
-
-/**
- * Who may do what. Reads are GET and HEAD; every other method is a write. Routes say what they allow through
- * their config (above); a write route that says nothing is admin-only, so a new route fails closed.
- *
- *   role      reads                                         writes
- *   admin     everything                                    everything
- *   operator  everything but tokens and audit;              routes marked `operator`: machines (create,
- *             secure param values masked                    assign bootEnv, params, delete), their callbacks
- *                                                           and inventory, reservations, leases
- *   viewer    as operator                                   nothing
- *   machine   routes marked `machineToken` whose :id is its own uuid (its record, callback, inventory)
- */
-export function refusal(p: Principal, req: FastifyRequest): string | undefined {
-  if (p.role === 'admin') return undefined;
-  const cfg = req.routeOptions.config ?? {};
-  const read = req.method === 'GET' || req.method === 'HEAD';
-  if (p.role === 'machine') {
-    const id = (req.params as { id?: string } | undefined)?.id;
-    return cfg.machineToken && id !== undefined && id === p.machine
-      ? undefined
-      : 'a machine token may only reach its own machine';
-  }
-  if (cfg.adminOnly) return `this route needs an admin token (this one is ${p.role})`;
-  if (read) return undefined;
-  if (p.role === 'operator' && (cfg.operator || cfg.machineToken)) return undefined;
-  return `a ${p.role} token may not ${req.method} here: ${
-    p.role === 'viewer' ? 'it only reads' : 'operators write machines, reservations and leases'
-  }`;
-}
-
-/** Whether this principal sees secure param values (admin, and a machine its own). */
-export const seesSecrets = (p: Principal | undefined) => !p || p.role === 'admin' || p.role === 'machine';
-
-const unauthorized = (detail: string, error?: string) =>
-  new HttpProblem(401, detail, undefined, {
-    'www-authenticate': `Bearer realm="plinth"${error ? `, error="${error}"` : ''}`,
-  });
-
-/** The onRequest hook of the API scope: a bearer token, then the role check of `refusal`. */
-export function authenticate(check: (token: string) => Promise<Principal | null>) {
-  return async (req: FastifyRequest) => {
-    // A booted machine's initrd may only manage a GET with the token in the query (busybox wget): the query
-    // counts only on the routes a machine token may use.
-    const token = requestToken(
-      req.headers.authorization,
-      req.routeOptions.config?.machineToken ? req.query : undefined,
-    );
-    if (!token) {
-      throw unauthorized(
-        'this route needs "Authorization: Bearer <token>"; the admin token is in <data-dir>/admin.token',
-      );
-    }
-    const p = await check(token);
-    if (!p) throw unauthorized('the bearer token is not valid (or has expired)', 'invalid_token');
-    req.principal = p;
-    const why = refusal(p, req);
-    if (why) throw new HttpProblem(403, why);
-  };
-}
 
 const MAX_EXPIRY_S = 10 * 366 * 86_400;
 const NewToken = z
@@ -142,12 +64,15 @@ const idOk = (id: string) => {
   return id;
 };
 
-/** POST/GET/DELETE /api/v1/tokens (admin only): tokens with roles, expiry and last use, revocable at once. */
+/**
+ * POST/GET/DELETE /api/v1/tokens (admin only): tokens with roles, expiry and last use, revocable at once. Declared
+ * relative to the API scope's prefix; who may call what is auth.ts.
+ */
 export function registerTokenRoutes(api: FastifyInstance, deps: { store: Store }) {
   const { store } = deps;
   const admin = { config: { adminOnly: true } };
 
-  api.post(`${API}/tokens`, admin, async (req, reply) => {
+  api.post('/tokens', admin, async (req, reply) => {
     const parsed = NewToken.safeParse(req.body ?? {});
     if (!parsed.success) throw validationProblem(parsed.error, 'token');
     const b = parsed.data;
@@ -191,7 +116,7 @@ export function registerTokenRoutes(api: FastifyInstance, deps: { store: Store }
       .send({ ...tokenView(hash, doc), token: secret });
   });
 
-  api.get(`${API}/tokens`, admin, async (req, reply) => {
+  api.get('/tokens', admin, async (req, reply) => {
     const q = req.query as Record<string, string>;
     for (const k of Object.keys(q)) {
       if (!['role', 'limit', 'offset'].includes(k))
@@ -217,13 +142,13 @@ export function registerTokenRoutes(api: FastifyInstance, deps: { store: Store }
     return items.map((s) => tokenView(s.key, s.doc as TokenDoc));
   });
 
-  api.get<{ Params: { id: string } }>(`${API}/tokens/:id`, admin, async (req) => {
+  api.get<{ Params: { id: string } }>('/tokens/:id', admin, async (req) => {
     const t = await findTokenById(store, idOk(req.params.id));
     if (!t) throw new HttpProblem(404, `token '${req.params.id}' does not exist`);
     return tokenView(t.hash, t.doc);
   });
 
-  api.delete<{ Params: { id: string } }>(`${API}/tokens/:id`, admin, async (req, reply) => {
+  api.delete<{ Params: { id: string } }>('/tokens/:id', admin, async (req, reply) => {
     const t = await findTokenById(store, idOk(req.params.id));
     if (!t) throw new HttpProblem(404, `token '${req.params.id}' does not exist`);
     await revokeToken(store, t.hash);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { jsonTooDeep } from '../../src/http/app.js';
 import { type AuditEntry, auditLog } from '../../src/http/audit.js';
+import { jsonTooDeep } from '../../src/http/json-body.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 

@@ -17,7 +17,11 @@ const get = async (p: string, headers: Record<string, string> = {}) => {
 };
 /** What this daemon's DHCP server publishes when it acknowledges a lease: the evidence that binds MAC and address. */
 const acked = (mac: string, address = '127.0.0.1') =>
-  d.daemon.bus.emit({ type: 'lease.acked', key: address, data: { mac, subnet: 'test' } });
+  d.daemon.bus.emit({
+    type: 'lease.acked',
+    key: address,
+    data: { mac, subnet: 'test', expiresAt: new Date(Date.now() + 3_600_000).toISOString() },
+  });
 const machineTokens = async () =>
   (await d.daemon.store.list('tokens', { filters: [{ field: 'role', value: 'machine' }] })).total;
 

@@ -2,6 +2,7 @@ import net from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
+import { API } from '../../src/http/api-prefix.js';
 import { registerEvents } from '../../src/http/events.js';
 import { silentLogger } from '../../src/log.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -109,7 +110,13 @@ describe('event stream bounds', () => {
   let streams: ReturnType<typeof registerEvents>;
   beforeAll(async () => {
     app = Fastify();
-    streams = registerEvents(app, { bus, log: silentLogger, maxSubscribers: 3, maxBacklog: 64 * 1024 });
+    // Declared relative to the API's prefix, as in the app's API scope.
+    await app.register(
+      async (api) => {
+        streams = registerEvents(api, { bus, log: silentLogger, maxSubscribers: 3, maxBacklog: 64 * 1024 });
+      },
+      { prefix: API },
+    );
     await app.listen({ port: 0, host: '127.0.0.1' });
     url = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}/api/v1/events`;
   });
@@ -149,18 +156,18 @@ describe('event stream bounds', () => {
         return { n: 1 };
       },
     };
-    bus.emit({ type: 'test.once', data: data as unknown as Record<string, unknown> });
+    bus.emit({ type: 'machine.once', machine: 'm1', data: data as unknown as Record<string, unknown> });
     expect(serialised).toBe(1);
     // And every subscriber got it.
     for (const r of rs) {
       const reader = r.body!.getReader();
       let text = '';
-      for (let i = 0; i < 20 && !text.includes('event: test.once'); i++) {
+      for (let i = 0; i < 20 && !text.includes('event: machine.once'); i++) {
         const { value, done } = await reader.read();
         if (done) break;
         text += new TextDecoder().decode(value);
       }
-      expect(text).toContain('data: {"type":"test.once","data":{"n":1}');
+      expect(text).toContain('data: {"type":"machine.once","machine":"m1","data":{"n":1}');
     }
     for (const ac of acs) ac.abort();
     await until(() => streams.subscribers() === 0);
@@ -174,7 +181,7 @@ describe('event stream bounds', () => {
     sock.pause(); // never reads again: the kernel buffers fill, then the response's own buffer
     const big = 'x'.repeat(64 * 1024);
     for (let i = 0; i < 400 && streams.subscribers() > 0; i++) {
-      bus.emit({ type: 'test.big', data: { big } });
+      bus.emit({ type: 'machine.big', machine: 'm1', data: { big } });
       await new Promise((r) => setImmediate(r));
     }
     expect(streams.subscribers()).toBe(0);
