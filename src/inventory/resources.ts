@@ -327,7 +327,7 @@ export const INVENTORY_RESOURCES: readonly Resource[] = [
 ];
 
 /** The resource of one kind. */
-export function resourceOf(kind: ResourceKind): Resource {
+export function inventoryResource(kind: ResourceKind): Resource {
   return INVENTORY_RESOURCES.find((r) => r.kind === kind)!;
 }
 
