@@ -1,26 +1,117 @@
 import { EventEmitter } from 'node:events';
+import type { ResourceKind } from './inventory/resources.js';
+import { createLogger, type Logger } from './log.js';
+import { rateLimitedLog } from './log-limit.js';
 
 /**
  * The daemon's internal event bus: the API publishes inventory changes, DHCP/TFTP/HTTP publish what they
  * served. Subscribers (the DHCP server's subnet cache, the SSE stream, metrics) must never block a publisher:
  * listeners run synchronously, so they only queue or flag work.
+ *
+ * Events are a discriminated union on `type`: a subscriber narrows with `e.type === 'lease.acked'` and then
+ * reads `e.data.mac` as a string. The SSE stream (/api/v1/events) sends them as they are, so the `data` keys
+ * below are part of the API: keep them when an emitter changes.
  */
-export type PlinthEvent = {
-  type: string; // e.g. 'machines.created', 'subnets.updated', 'lease.acked', 'boot.file'
-  key?: string; // the object's key (machine uuid, subnet name, lease address)
-  machine?: string; // machine uuid when the event concerns one
-  at: string;
-  data?: Record<string, unknown>;
+
+type LeaseData = { mac: string; subnet: string };
+
+/** The `data` of every event that carries some, by type. */
+export type EventData = {
+  /** key: the address offered. */
+  'lease.offered': LeaseData;
+  /** key: the address acknowledged. */
+  'lease.acked': LeaseData & { expiresAt: string };
+  'lease.released': LeaseData;
+  'lease.expired': LeaseData;
+  /** RFC 2131 DHCPDECLINE: the address is quarantined. */
+  'lease.declined': LeaseData & { quarantineSeconds: number };
+  /** key: the address refused, when there is one. */
+  'lease.nak': LeaseData & { reason: string };
+  /** key: the client's ciaddr; a proxyDHCP boot-server (port 4011) request answered. */
+  'proxy.acked': LeaseData;
+  /** key: the other server's address. */
+  'dhcp.rogue': { address: string; source: string; interface?: string; mac: string };
+  /** key: the client's MAC; a DHCP reply carrying a boot decision. */
+  'dhcp.boot': {
+    mac: string;
+    filename: string;
+    nextServer: string;
+    bootEnv: string;
+    reason: string;
+    mode: 'full' | 'proxy' | 'unmanaged';
+    arch?: number;
+    vendorClass?: string;
+    blksize?: number;
+  };
+  'boot.rendered': { bootEnv: string; file: string };
+  /** The bootenv's artifacts no longer match their pinned digests. */
+  'boot.refused': { bootEnv: string; problems: string[] };
+  'render.error': { bootEnv: string; file: string; error: string };
+  /** key: the file's path under the files directory. */
+  'files.uploaded': { size: number; sha256: string };
 };
 
+/** What the CRUD layer (src/inventory/crud.ts) publishes for each inventory resource; key: the object's key. */
+export type CrudEventType<K extends string = ResourceKind> = `${K}.${'created' | 'updated' | 'deleted'}`;
+
+/** Events with no `data`. */
+type Bare =
+  | CrudEventType
+  /** key: the file's path. */
+  | 'files.deleted'
+  | 'prefs.updated'
+  /** machine: the machine that reported its inventory. */
+  | 'machine.inventory';
+
+type Head<T extends string> = {
+  type: T;
+  /** The object's key (machine uuid, subnet name, lease address). */
+  key?: string;
+  /** The machine's uuid when the event concerns one. */
+  machine?: string;
+  at: string;
+};
+
+type DataKey = { [T in keyof EventData]: keyof EventData[T] }[keyof EventData];
+// Every key another event's data has is declared absent here: an emitter cannot slip in a key its type does not
+// carry, and a subscriber that reads `e.data?.mac` before narrowing reads `string | undefined`, not any key.
+type Only<D> = D & { [K in Exclude<DataKey, keyof D>]?: never };
+
+type WithData = { [T in keyof EventData]: Head<T> & { data: Only<EventData[T]> } }[keyof EventData];
+type WithoutData<T extends string = Bare> = T extends string ? Head<T> & { data?: undefined } : never;
+/** A machine's callback (POST /machines/:id/callback): the event word is the machine's, so is its data. */
+type Callback = Head<`machine.${string}`> & { machine: string; data: Record<string, unknown> };
+
+export type PlinthEvent = WithData | WithoutData | Callback;
+export type PlinthEventType = PlinthEvent['type'];
+
+/** An event as published: the bus stamps `at`. */
+export type EventInput = PlinthEvent extends infer E ? (E extends PlinthEvent ? Omit<E, 'at'> : never) : never;
+
 export type Bus = {
-  emit(e: Omit<PlinthEvent, 'at'>): void;
+  emit(e: EventInput): void;
   on(fn: (e: PlinthEvent) => void): () => void;
 };
 
-export function createBus(): Bus {
+let fallback: Logger | undefined;
+const fallbackLogger = () => {
+  fallback ??= createLogger('info');
+  return fallback;
+};
+
+/**
+ * `log` receives subscriber failures (default: a logger of its own on stdout). A broken subscriber must not
+ * break the publisher or the other subscribers, nor hide: its exception is logged with the event's type, at most
+ * one line per type and interval, so one that fails on every lease cannot flood the log.
+ */
+export function createBus(log?: Logger, opts: { logIntervalMs?: number; clock?: () => number } = {}): Bus {
   const ee = new EventEmitter();
   ee.setMaxListeners(0);
+  let limited: ReturnType<typeof rateLimitedLog> | undefined;
+  const failed = (e: PlinthEvent, err: unknown) => {
+    limited ??= rateLimitedLog(log ?? fallbackLogger(), opts.logIntervalMs, opts.clock);
+    limited('error', `bus:${e.type}`, { err, event: e.type }, `event subscriber failed on ${e.type}`);
+  };
   return {
     emit(e) {
       ee.emit('event', { ...e, at: new Date().toISOString() });
@@ -29,8 +120,8 @@ export function createBus(): Bus {
       const safe = (e: PlinthEvent) => {
         try {
           fn(e);
-        } catch {
-          // A broken subscriber must not break the publisher.
+        } catch (err) {
+          failed(e, err);
         }
       };
       ee.on('event', safe);

@@ -5,27 +5,28 @@ import { BLKSIZE_PARAM, BLKSIZE_PARAM_DEF } from './boot/caps.js';
 import type { Bus } from './events.js';
 import { createDoc } from './inventory/crud.js';
 import { GLOBAL_PROFILE } from './inventory/params.js';
-import { PREFS_KEY, RESOURCES } from './inventory/resources.js';
+import { inventoryResource, PREFS_KEY } from './inventory/resources.js';
 import type { Logger } from './log.js';
 import { Prefs } from './model/profile.js';
 import type { Store } from './store/store.js';
 
 /**
  * What a fresh store needs to work at once: the global profile, default prefs, the params Plinth itself reads
- * (`tftp/max-blksize`, so values set anywhere are checked), and the bootenvs shipped in bootenvs/*.yaml. Shipped bootenvs are only created when missing, so an operator's edits survive restarts.
+ * (`tftp/max-blksize`, so values set anywhere are checked), and the bootenvs shipped in bootenvs/*.yaml.
+ * Shipped bootenvs are only created when missing, so an operator's edits survive restarts.
  */
 export async function seedStore(store: Store, bus: Bus, log: Logger, bootenvsDir: string): Promise<void> {
   const inv = { store, bus };
   if (!(await store.get('profiles', GLOBAL_PROFILE))) {
-    await createDoc(inv, RESOURCES.find((r) => r.kind === 'profiles')!, {
+    await createDoc(inv, inventoryResource('profiles'), {
       name: GLOBAL_PROFILE,
       description: 'Params every machine inherits, after its own profiles',
     });
   }
   if (!(await store.get('params', BLKSIZE_PARAM))) {
-    await createDoc(inv, RESOURCES.find((r) => r.kind === 'params')!, BLKSIZE_PARAM_DEF);
+    await createDoc(inv, inventoryResource('params'), BLKSIZE_PARAM_DEF);
   }
-  const bootenvs = RESOURCES.find((r) => r.kind === 'bootenvs')!;
+  const bootenvs = inventoryResource('bootenvs');
   const names = await readdir(bootenvsDir).catch(() => [] as string[]);
   for (const f of names.filter((n) => /\.ya?ml$/.test(n)).sort()) {
     const file = path.join(bootenvsDir, f);

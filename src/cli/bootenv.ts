@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { Name } from '../model/common.js';
 import { parseCommand } from './args.js';
 import { filePath, seg } from './client.js';
-import type { Ctx } from './context.js';
+import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { counter, type FileInfo, putStream, uploadFile } from './files.js';
 import { humanBytes, print } from './output.js';
@@ -34,7 +34,7 @@ const PARTS = [
   { suffix: 'cmdline', role: 'cmdline' },
 ] as const;
 
-export async function importLinuxkit(args: string[], ctx: Ctx): Promise<void> {
+export async function importLinuxkit(args: string[], ctx: CliContext): Promise<void> {
   const help = IMPORT_HELP;
   const { values, positionals } = parseCommand(
     args,
@@ -88,7 +88,7 @@ type Artifact = { path: string; sha256: string; url?: string };
 type Fetched = { path: string; status: 'present' | 'fetched' | 'missing'; sha256: string; size?: number; url?: string };
 
 /** Download one artifact and stream it to the daemon, hashing on the way; nothing touches the local disk. */
-async function fetchArtifact(ctx: Ctx, a: Artifact & { url: string }): Promise<FileInfo> {
+async function fetchArtifact(ctx: CliContext, a: Artifact & { url: string }): Promise<FileInfo> {
   let r: Response;
   try {
     r = await fetch(a.url, { signal: ctx.signal });
@@ -126,7 +126,7 @@ async function fetchArtifact(ctx: Ctx, a: Artifact & { url: string }): Promise<F
   }
 }
 
-export async function fetchBootenv(args: string[], ctx: Ctx): Promise<void> {
+export async function fetchBootenv(args: string[], ctx: CliContext): Promise<void> {
   const help = FETCH_HELP;
   const { values, positionals } = parseCommand(args, { force: { type: 'boolean' } }, { help, min: 1, max: 1 });
   const name = positionals[0]!;

@@ -2,7 +2,7 @@ import type { Client } from './client.js';
 import type { Io, OutputMode } from './output.js';
 
 /** What every command gets: where to print, how, and the API client. */
-export type Ctx = {
+export type CliContext = {
   io: Io;
   mode: OutputMode;
   client: Client;

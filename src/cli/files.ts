@@ -7,7 +7,7 @@ import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseCommand } from './args.js';
 import { filePath, networkError, problemOf } from './client.js';
-import type { Ctx } from './context.js';
+import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { humanBytes, print } from './output.js';
 import { progress } from './progress.js';
@@ -41,7 +41,7 @@ export function counter(onChunk: (chunk: Buffer) => void): Transform {
 }
 
 /** One streaming pass over a local file for its sha256. */
-export async function sha256File(ctx: Ctx, local: string, size: number): Promise<string> {
+export async function sha256File(ctx: CliContext, local: string, size: number): Promise<string> {
   const h = createHash('sha256');
   const bar = progress(ctx.io, `hashing ${path.basename(local)}`, size);
   await pipeline(
@@ -64,7 +64,7 @@ export async function sha256File(ctx: Ctx, local: string, size: number): Promise
  * is declared when known, and the daemon's answer is read even when it comes before the body is all sent.
  */
 export function putStream(
-  ctx: Ctx,
+  ctx: CliContext,
   remote: string,
   source: Readable,
   opts: { size?: number; sha256?: string; label: string },
@@ -147,7 +147,7 @@ function localSize(local: string): number {
 }
 
 /** Hash, then upload with the digest for the daemon to verify, then check what it says it stored. */
-export async function uploadFile(ctx: Ctx, local: string, remote: string, expect?: string): Promise<FileInfo> {
+export async function uploadFile(ctx: CliContext, local: string, remote: string, expect?: string): Promise<FileInfo> {
   const size = localSize(local);
   const sha256 = expect?.toLowerCase() ?? (await sha256File(ctx, local, size));
   const info = await putStream(ctx, remote, createReadStream(local), {
@@ -164,7 +164,7 @@ export async function uploadFile(ctx: Ctx, local: string, remote: string, expect
   return info;
 }
 
-export async function runFiles(verb: string | undefined, args: string[], ctx: Ctx): Promise<void> {
+export async function runFiles(verb: string | undefined, args: string[], ctx: CliContext): Promise<void> {
   const { io, mode, client } = ctx;
   const help = FILES_HELP;
   switch (verb) {

@@ -4,11 +4,11 @@ import type { LabApi } from '../lab/lab.js';
 import { VERSION } from '../version.js';
 import { FETCH_HELP, fetchBootenv, IMPORT_HELP, importLinuxkit } from './bootenv.js';
 import { type Client, createClient } from './client.js';
-import type { Ctx } from './context.js';
+import type { CliContext } from './context.js';
 import { ApiError, EXIT_API, EXIT_OK, EXIT_USAGE, UsageError } from './errors.js';
 import { FILES_HELP, runFiles } from './files.js';
 import { type Io, outputMode, print } from './output.js';
-import { PREFS_HELP, RESOURCES, resourceHelp, resourceOf, runPrefs, runResource } from './resources.js';
+import { CLI_RESOURCES, PREFS_HELP, resourceHelp, resourceOf, runPrefs, runResource } from './resources.js';
 import { runWatch, WATCH_HELP } from './watch.js';
 
 /**
@@ -21,7 +21,7 @@ export const HELP = [
   "A client of a Plinth daemon's REST API. Run the daemon itself with `plinth serve` (see plinth --help).",
   '',
   'Commands:',
-  `  RESOURCE list|show|create|update|patch|delete   RESOURCE: ${Object.keys(RESOURCES).join(', ')}`,
+  `  RESOURCE list|show|create|update|patch|delete   RESOURCE: ${Object.keys(CLI_RESOURCES).join(', ')}`,
   '  machines params ID | machines boots ID        resolved params, boot timelines',
   '  prefs show | prefs set KEY=VALUE...           global settings',
   '  files list|show|upload|delete                 files served to machines (upload streams, digest-checked)',
@@ -117,7 +117,7 @@ function helpFor(cmd: string | undefined, verb: string | undefined): string {
   throw new UsageError(`unknown command '${cmd}'`, HELP);
 }
 
-async function dispatch(cmd: string, verb: string | undefined, args: string[], ctx: Ctx): Promise<void> {
+async function dispatch(cmd: string, verb: string | undefined, args: string[], ctx: CliContext): Promise<void> {
   const kind = resourceOf(cmd);
   if (kind === 'bootenvs' && verb === 'import-linuxkit') return importLinuxkit(args, ctx);
   if (kind === 'bootenvs' && verb === 'fetch') return fetchBootenv(args, ctx);

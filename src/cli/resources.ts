@@ -1,13 +1,13 @@
 import { parseAssignment, parseCommand, parseDocs, parseJsonArg, readInput } from './args.js';
 import { seg } from './client.js';
-import type { Ctx } from './context.js';
+import type { CliContext } from './context.js';
 import { UsageError } from './errors.js';
 import { cell, print, table } from './output.js';
 
 /** The API's resources as the CLI shows them: key field, table columns, and whether they can be written. */
 export type ResourceInfo = { key: string; columns: string[]; readOnly?: boolean; one: string };
 
-export const RESOURCES: Record<string, ResourceInfo> = {
+export const CLI_RESOURCES: Record<string, ResourceInfo> = {
   machines: { one: 'machine', key: 'uuid', columns: ['uuid', 'name', 'macs', 'address', 'bootEnv', 'lastSeen'] },
   bootenvs: { one: 'bootenv', key: 'name', columns: ['name', 'kernel', 'initrds', 'onlyOnce', 'description'] },
   templates: { one: 'template', key: 'id', columns: ['id', 'description'] },
@@ -24,14 +24,14 @@ export const RESOURCES: Record<string, ResourceInfo> = {
 
 /** `plinth machine list` works as well as `plinth machines list`. */
 export function resourceOf(word: string): string | undefined {
-  if (RESOURCES[word]) return word;
-  return Object.keys(RESOURCES).find((k) => RESOURCES[k]!.one === word);
+  if (CLI_RESOURCES[word]) return word;
+  return Object.keys(CLI_RESOURCES).find((k) => CLI_RESOURCES[k]!.one === word);
 }
 
 const ifMatchOpt = { 'if-match': { type: 'string' } } as const;
 
 export function resourceHelp(kind: string): string {
-  const r = RESOURCES[kind]!;
+  const r = CLI_RESOURCES[kind]!;
   const lines = [
     `Usage: plinth ${kind} VERB [arguments] [options]`,
     '',
@@ -79,8 +79,13 @@ function ifMatchHeader(v: string | boolean | undefined): Record<string, string> 
   return { 'if-match': v === '*' || v.startsWith('"') || v.startsWith('W/') ? v : `"${v}"` };
 }
 
-export async function runResource(kind: string, verb: string | undefined, args: string[], ctx: Ctx): Promise<void> {
-  const r = RESOURCES[kind]!;
+export async function runResource(
+  kind: string,
+  verb: string | undefined,
+  args: string[],
+  ctx: CliContext,
+): Promise<void> {
+  const r = CLI_RESOURCES[kind]!;
   const help = resourceHelp(kind);
   const base = `/${kind}`;
   const { client, io, mode } = ctx;
@@ -213,7 +218,7 @@ type Boot = {
 };
 
 /** A boot timeline reads top to bottom: what the firmware asked, what it got, how it ended. */
-function printBoots(ctx: Ctx, boots: Boot[]) {
+function printBoots(ctx: CliContext, boots: Boot[]) {
   if (boots.length === 0) return ctx.io.err('no boots recorded for this machine yet\n');
   for (const b of boots) {
     ctx.io.out(
@@ -240,7 +245,7 @@ export const PREFS_HELP = [
   'A VALUE that parses as JSON is sent as JSON (3600, true, null); anything else as a string (local).',
 ].join('\n');
 
-export async function runPrefs(verb: string | undefined, args: string[], ctx: Ctx): Promise<void> {
+export async function runPrefs(verb: string | undefined, args: string[], ctx: CliContext): Promise<void> {
   if (verb === 'show') {
     parseCommand(args, {}, { help: PREFS_HELP, max: 0 });
     return print(ctx.io, ctx.mode, (await ctx.client.request('GET', '/prefs')).body);

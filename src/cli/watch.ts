@@ -1,7 +1,7 @@
 import YAML from 'yaml';
 import { parseCommand } from './args.js';
 import { problemOf, seg } from './client.js';
-import type { Ctx } from './context.js';
+import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { cell } from './output.js';
 
@@ -16,7 +16,17 @@ export const WATCH_HELP = [
   'With --output json each line is one event as a JSON object (NDJSON); yaml prints one document per event.',
 ].join('\n');
 
-export type PlinthEvent = { type: string; key?: string; machine?: string; at: string; data?: Record<string, unknown> };
+/**
+ * An event as /api/v1/events streams it (src/events.ts's PlinthEvent on the wire): read from the network, so
+ * only its envelope is assumed; `data` is shown as it came.
+ */
+export type StreamedEvent = {
+  type: string;
+  key?: string;
+  machine?: string;
+  at: string;
+  data?: Record<string, unknown>;
+};
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -47,7 +57,7 @@ export function sseParser(onData: (data: string) => void) {
   };
 }
 
-export function eventLine(e: PlinthEvent): string {
+export function eventLine(e: StreamedEvent): string {
   const parts = [e.at, e.type];
   if (e.key !== undefined) parts.push(`key=${e.key}`);
   if (e.machine !== undefined && e.machine !== e.key) parts.push(`machine=${e.machine}`);
@@ -55,7 +65,7 @@ export function eventLine(e: PlinthEvent): string {
   return parts.join('  ');
 }
 
-export async function runWatch(args: string[], ctx: Ctx): Promise<void> {
+export async function runWatch(args: string[], ctx: CliContext): Promise<void> {
   const help = WATCH_HELP;
   const { values } = parseCommand(
     args,
@@ -106,7 +116,7 @@ export async function runWatch(args: string[], ctx: Ctx): Promise<void> {
   let seen = 0;
   const parse = sseParser((data) => {
     if (count !== undefined && seen >= count) return;
-    let e: PlinthEvent;
+    let e: StreamedEvent;
     try {
       e = JSON.parse(data);
     } catch {

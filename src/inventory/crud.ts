@@ -4,12 +4,13 @@ import { type Doc, NotFoundError, PreconditionError, type Store, type Stored } f
 import type { Resource } from './resources.js';
 import { zodIssues } from './zod.js';
 
-export type Inventory = { store: Store; bus: Bus; now?: () => Date };
+/** What the CRUD functions write through: the store, the bus that hears of each write, and the clock. */
+export type CrudDeps = { store: Store; bus: Bus; now?: () => Date };
 
-const nowOf = (inv: Inventory) => (inv.now ? inv.now() : new Date()).toISOString();
+const nowOf = (inv: CrudDeps) => (inv.now ? inv.now() : new Date()).toISOString();
 
 /** Parse with the resource's schema, complete server-managed fields, check references. */
-async function validate(inv: Inventory, res: Resource, input: unknown, old: Doc | undefined): Promise<Doc> {
+async function validate(inv: CrudDeps, res: Resource, input: unknown, old: Doc | undefined): Promise<Doc> {
   const parsed = res.schema.safeParse(input);
   if (!parsed.success) {
     const errors = zodIssues(parsed.error);
@@ -23,13 +24,13 @@ async function validate(inv: Inventory, res: Resource, input: unknown, old: Doc 
   return doc;
 }
 
-export async function resolveKey(inv: Inventory, res: Resource, id: string): Promise<string> {
+export async function resolveKey(inv: CrudDeps, res: Resource, id: string): Promise<string> {
   const key = res.resolveKey ? await res.resolveKey(inv.store, id) : id;
   if (key === undefined) throw new NotFoundError(res.kind, id);
   return key;
 }
 
-export async function createDoc(inv: Inventory, res: Resource, input: unknown): Promise<Stored> {
+export async function createDoc(inv: CrudDeps, res: Resource, input: unknown): Promise<Stored> {
   const doc = await validate(inv, res, input, undefined);
   const key = String(doc[res.keyField]);
   const stored = await inv.store.create(res.kind, key, doc, res.uniques?.(doc) ?? []);
@@ -49,7 +50,7 @@ function keyMustMatch(res: Resource, key: string, doc: Record<string, unknown>) 
 }
 
 export async function replaceDoc(
-  inv: Inventory,
+  inv: CrudDeps,
   res: Resource,
   key: string,
   input: unknown,
@@ -74,7 +75,7 @@ export async function replaceDoc(
  * (the etag read is the write's precondition). Without a client If-Match a lost race is retried.
  */
 export async function modifyDoc(
-  inv: Inventory,
+  inv: CrudDeps,
   res: Resource,
   key: string,
   change: (doc: Doc) => unknown,
@@ -101,7 +102,7 @@ export async function modifyDoc(
   }
 }
 
-export async function deleteDoc(inv: Inventory, res: Resource, key: string, ifMatch?: string): Promise<void> {
+export async function deleteDoc(inv: CrudDeps, res: Resource, key: string, ifMatch?: string): Promise<void> {
   const old = await inv.store.get(res.kind, key);
   if (!old) throw new NotFoundError(res.kind, key);
   if (ifMatch !== undefined && ifMatch !== old.etag) throw new PreconditionError(res.kind, key);

@@ -11,22 +11,34 @@ import { includeCycle, literalIncludes } from '../render/includes.js';
 import type { Doc, Kind, Store, UniqueValue } from '../store/store.js';
 import { checkParamValues, compileSchema, GLOBAL_PROFILE, redactParams } from './params.js';
 
-export type Ctx = { store: Store; now: string };
+/** What a resource's hooks see while a write is validated: the store to check references in, and the write's time. */
+export type WriteCtx = { store: Store; now: string };
+
+/** The kinds the inventory API serves, each one a Resource below (the store holds a few more: prefs, tokens, ...). */
+export type ResourceKind =
+  | 'machines'
+  | 'bootenvs'
+  | 'templates'
+  | 'subnets'
+  | 'reservations'
+  | 'leases'
+  | 'profiles'
+  | 'params';
 
 /**
  * One inventory resource: how its documents are keyed, validated, completed with server-managed fields, and
  * checked against the rest of the inventory. The REST API and the daemon's own writers (DHCP discovery) share it.
  */
 export type Resource = {
-  kind: Kind;
+  kind: ResourceKind;
   keyField: string;
   schema: z.ZodObject<any>;
   summary: string;
   readOnly?: boolean;
   uniques?(doc: Doc): UniqueValue[];
-  prepare?(doc: Doc, old: Doc | undefined, ctx: Ctx): Promise<Doc> | Doc;
-  check?(doc: Doc, old: Doc | undefined, ctx: Ctx): Promise<FieldError[]>;
-  beforeDelete?(key: string, doc: Doc, ctx: Ctx): Promise<void>;
+  prepare?(doc: Doc, old: Doc | undefined, ctx: WriteCtx): Promise<Doc> | Doc;
+  check?(doc: Doc, old: Doc | undefined, ctx: WriteCtx): Promise<FieldError[]>;
+  beforeDelete?(key: string, doc: Doc, ctx: WriteCtx): Promise<void>;
   /** Alternative identifiers accepted in URLs (a machine's name as well as its uuid). */
   resolveKey?(store: Store, id: string): Promise<string | undefined>;
   redact?(doc: Doc, secure: Set<string>): Doc;
@@ -42,7 +54,7 @@ async function users(store: Store, kind: Kind, field: string, value: string, arr
   return total > names.length ? [...names, `and ${total - names.length} more`] : names;
 }
 
-async function refuseIfUsed(ctx: Ctx, what: string, kind: Kind, field: string, value: string, array = false) {
+async function refuseIfUsed(ctx: WriteCtx, what: string, kind: Kind, field: string, value: string, array = false) {
   const u = await users(ctx.store, kind, field, value, array);
   if (u.length) {
     throw new StateConflictError(`${what} is used by ${kind} ${u.join(', ')}: change those first`, [
@@ -144,7 +156,7 @@ const bootenvs: Resource = {
   },
 };
 
-async function templateSources(ctx: Ctx): Promise<Record<string, string>> {
+async function templateSources(ctx: WriteCtx): Promise<Record<string, string>> {
   const { items } = await ctx.store.list('templates');
   const sources: Record<string, string> = {};
   for (const t of items) sources[t.key] = String(t.doc.contents ?? '');
@@ -152,7 +164,7 @@ async function templateSources(ctx: Ctx): Promise<Record<string, string>> {
 }
 
 /** A bootenv's own texts (bootParams, inline templates) or templateIds that reach a stored include cycle. */
-async function inlineCycles(d: Doc, ctx: Ctx): Promise<FieldError[]> {
+async function inlineCycles(d: Doc, ctx: WriteCtx): Promise<FieldError[]> {
   const texts: [string, string][] = [['bootParams', String(d.bootParams ?? '')]];
   const used: (readonly [string, string[]])[] = [];
   for (const [i, t] of ((d.templates as { contents?: string; templateId?: string }[]) ?? []).entries()) {
@@ -302,7 +314,25 @@ const params: Resource = {
   },
 };
 
-export const RESOURCES: Resource[] = [machines, bootenvs, templates, subnets, reservations, leases, profiles, params];
+/** Every inventory resource, in the order the API and its OpenAPI document list them. */
+export const INVENTORY_RESOURCES: readonly Resource[] = [
+  machines,
+  bootenvs,
+  templates,
+  subnets,
+  reservations,
+  leases,
+  profiles,
+  params,
+];
+
+/** The resource of one kind. */
+export function inventoryResource(kind: ResourceKind): Resource {
+  return INVENTORY_RESOURCES.find((r) => r.kind === kind)!;
+}
+
+/** @deprecated the old name, until its importers outside src/inventory move to INVENTORY_RESOURCES. */
+export const RESOURCES = INVENTORY_RESOURCES;
 
 export const PREFS_KEY = 'global';
 

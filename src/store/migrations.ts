@@ -1,4 +1,5 @@
-import type { KINDS } from './store.js';
+import type Database from 'better-sqlite3';
+import { type KINDS, StoreError } from './store.js';
 
 /**
  * Versioned schema migrations, applied in order at start (PRAGMA user_version holds the last applied one).
@@ -65,3 +66,21 @@ export const MIGRATIONS: { version: number; description: string; sql: string }[]
   { version: 2, description: 'no JSON indexes on leases (written at packet rate, never filtered by DHCP)', sql: v2 },
   { version: 3, description: 'audit log of API writes', sql: v3 },
 ];
+
+/** Applies the migrations the database lacks, each in its own transaction; refuses a database from a newer Plinth. */
+export function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  const latest = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+  if (current > latest) {
+    throw new StoreError(
+      `the database schema is version ${current} but this Plinth knows up to ${latest}: run a newer Plinth or restore a backup`,
+    );
+  }
+  for (const m of MIGRATIONS) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+  }
+}

@@ -91,3 +91,8 @@ export class PreconditionError extends StoreError {
 }
 /** The backend failed (disk full, database locked, I/O error): the API answers 503, nothing is half-written. */
 export class BackendError extends StoreError {}
+
+/** Plinth's error for anything a backend throws: its own errors as they are, the driver's as a BackendError. */
+export function asStoreError(err: unknown): StoreError {
+  return err instanceof StoreError ? err : new BackendError(`storage failed: ${(err as Error).message}`);
+}

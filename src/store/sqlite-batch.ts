@@ -1,0 +1,189 @@
+/**
+ * putBatched's group commit for the SQLite store: everything queued during one event-loop turn is committed in
+ * one transaction, by the writer thread (writer-thread.mjs, which also joins the batches that arrive while it
+ * commits) or inline on the main thread. The transaction itself is batch.mjs's, shared with the writer thread.
+ */
+import { Worker } from 'node:worker_threads';
+import type Database from 'better-sqlite3';
+import { type BatchItem, batchTransaction, encodeBatch, PendingBatch, type Prep } from './batch.mjs';
+import { asStoreError, BackendError } from './store.js';
+
+export type BatchOptions = {
+  /**
+   * Where putBatched's transactions run. 'thread' (default for a file): a worker thread with its own
+   * connection commits them, so the commit and its fsync (and WAL checkpoints) never block the event loop:
+   * DHCP keeps reading packets while a batch is made durable. 'inline' (':memory:', which one connection
+   * only can see): on the main thread, at most one commit per `groupCommitMs`.
+   */
+  writer?: 'thread' | 'inline';
+  /** Inline writer only: at most one commit per this many ms under load (default 4; 0 = every turn). */
+  groupCommitMs?: number;
+};
+
+export type BatchWriter = {
+  /** Queues the write `item()` builds (a throw rejects this write only); resolves once it is durable. */
+  put(item: () => BatchItem): Promise<void>;
+  /** Commits what is queued and stops the writer thread; later puts are refused. */
+  close(): Promise<void>;
+};
+
+type Waiter = { resolve: () => void; reject: (e: Error) => void };
+
+// The writer thread's module: plain JavaScript, so it needs no loader (tsx's is not registered in workers).
+const WRITER = new URL('./writer-thread.mjs', import.meta.url);
+
+export function batchWriter(db: Database.Database, prep: Prep, file: string, opts: BatchOptions = {}): BatchWriter {
+  const pending = new PendingBatch<BatchItem, Waiter>();
+  let scheduled = false;
+  let closed = false;
+  const flushTx = batchTransaction(db, prep);
+  const commitInline = (items: BatchItem[], ws: Waiter[]) => {
+    try {
+      flushTx(items);
+      for (const w of ws) w.resolve();
+    } catch (err) {
+      const e = new BackendError(`storage failed: ${(err as Error).message}`);
+      for (const w of ws) w.reject(e);
+    }
+  };
+
+  // Started with the first batch: a store opened only to read (a CLI, a test, the benchmark's check) has no thread.
+  const thread = writerThread(file, {
+    replay: commitInline,
+    confirmed: () => {
+      if (pending.items.length === 0) return true;
+      // The batch that gathered while this one committed goes now.
+      flush();
+      return false;
+    },
+    down: () => {
+      useThread = false;
+      if (pending.items.length) schedule();
+    },
+    closing: () => closed,
+  });
+  let useThread = (opts.writer ?? 'thread') === 'thread' && file !== ':memory:';
+
+  // Inline pacing: the first write of a quiet period commits in the current turn; under load at most one
+  // commit per groupCommitMs, the writes that arrive meanwhile sharing it.
+  const GROUP_MS = opts.groupCommitMs ?? 4;
+  let lastFlush = 0;
+  const flush = () => {
+    scheduled = false;
+    const { items, waiters: ws } = pending.take();
+    if (items.length === 0) return;
+    if (useThread && !closed && thread.send(items, ws)) return;
+    useThread = false;
+    lastFlush = performance.now();
+    commitInline(items, ws);
+  };
+  const schedule = () => {
+    // One batch at the writer at a time (a message per event-loop turn costs more than the writes): the next
+    // one is sent when the writer confirms the current one.
+    if (scheduled || thread.busy()) return;
+    scheduled = true;
+    const wait = useThread ? 0 : lastFlush + GROUP_MS - performance.now();
+    if (wait <= 0) setImmediate(flush);
+    else setTimeout(flush, wait);
+  };
+
+  return {
+    put: (item) =>
+      new Promise<void>((resolve, reject) => {
+        if (closed) return reject(new BackendError('store is closed'));
+        try {
+          pending.items.push(item());
+        } catch (err) {
+          return reject(asStoreError(err));
+        }
+        pending.waiters.push({ resolve, reject });
+        schedule();
+      }),
+    close: async () => {
+      if (closed) return;
+      if (pending.items.length) flush();
+      closed = true;
+      await thread.stop();
+    },
+  };
+}
+
+type ThreadHooks = {
+  /** Commits on the main thread what a writer that died had not confirmed. */
+  replay(items: BatchItem[], ws: Waiter[]): void;
+  /** All sent batches are confirmed; true when nothing waits, so the thread may stop holding the process. */
+  confirmed(): boolean;
+  /** The writer thread stopped: the queued writes go inline. */
+  down(): void;
+  closing(): boolean;
+};
+
+/** The writer thread, started with the first batch it is sent and replaced by inline commits if it dies. */
+function writerThread(file: string, hooks: ThreadHooks) {
+  let worker: Worker | undefined;
+  let failed = false;
+  let nextId = 1;
+  // Sent to the writer, not yet confirmed: kept so that a writer that dies can be replayed inline (the writes
+  // are idempotent upserts and deletes, replayed in order).
+  const inFlight = new Map<number, { items: BatchItem[]; ws: Waiter[] }>();
+  let onClosed: (() => void) | undefined;
+  const down = (why: string) => {
+    if (!worker) return;
+    worker = undefined;
+    failed = true;
+    const left = [...inFlight.values()];
+    inFlight.clear();
+    for (const b of left) hooks.replay(b.items, b.ws);
+    hooks.down();
+    onClosed?.();
+    if (!hooks.closing())
+      process.emitWarning(`plinth store: the writer thread stopped (${why}); writing on the main thread`);
+  };
+  const start = () => {
+    // Not the daemon's loader flags (tsx): the writer is plain JavaScript.
+    const w = new Worker(WRITER, { workerData: { file }, execArgv: [] });
+    w.unref(); // referenced only while a batch is in flight, so an idle store never keeps a process alive
+    w.on('message', (m: { ids?: number[]; error?: string; closed?: boolean }) => {
+      if (m.closed) return onClosed?.();
+      const e = m.error === undefined ? undefined : new BackendError(`storage failed: ${m.error}`);
+      for (const id of m.ids ?? []) {
+        const b = inFlight.get(id);
+        inFlight.delete(id);
+        for (const x of b?.ws ?? []) e ? x.reject(e) : x.resolve();
+      }
+      if (inFlight.size === 0 && hooks.confirmed()) w.unref();
+    });
+    w.on('error', (err) => down(err.message));
+    w.on('exit', (code) => down(`exit code ${code}`));
+    worker = w;
+  };
+  return {
+    /** False when there is no writer thread (any more): the caller commits inline. */
+    send(items: BatchItem[], ws: Waiter[]): boolean {
+      if (!worker && !failed) start();
+      if (!worker) return false;
+      const id = nextId++;
+      inFlight.set(id, { items, ws });
+      worker.ref();
+      worker.postMessage({ id, flat: encodeBatch(items) });
+      return true;
+    },
+    busy: () => worker !== undefined && inFlight.size > 0,
+    async stop() {
+      const w = worker;
+      if (!w) return;
+      // The writer answers every batch before { closed }: all confirmed (or replayed inline) after this.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 10_000);
+        onClosed = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        w.ref();
+        w.postMessage({ close: true });
+      });
+      worker = undefined;
+      await w.terminate();
+    },
+  };
+}
