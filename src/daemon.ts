@@ -65,7 +65,7 @@ export async function startDaemon(
   } catch (err) {
     throw new StartupError(`database ${path.join(dataDir, 'plinth.db')} cannot be opened: ${(err as Error).message}`);
   }
-  const bus = createBus();
+  const bus = createBus(log);
   const closers: Closers = [];
   const fail = async (msg: string): Promise<never> => {
     for (const c of closers.reverse()) await c().catch(() => {});

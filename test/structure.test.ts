@@ -44,7 +44,11 @@ describe('source layout (issue 12)', () => {
   it('src/boot imports neither the store nor the inventory', () => {
     const bad = files
       .filter((f) => areaOf(f.rel) === 'boot')
-      .flatMap((f) => importedAreas(f).filter((a) => a === 'store' || a === 'inventory').map((a) => `${f.rel} -> ${a}`));
+      .flatMap((f) =>
+        importedAreas(f)
+          .filter((a) => a === 'store' || a === 'inventory')
+          .map((a) => `${f.rel} -> ${a}`),
+      );
     expect(bad).toEqual([]);
   });
 
@@ -63,7 +67,11 @@ describe('source layout (issue 12)', () => {
   it('the CLI imports no store', () => {
     const bad = files
       .filter((f) => areaOf(f.rel) === 'cli')
-      .flatMap((f) => importedAreas(f).filter((a) => a === 'store').map((a) => `${f.rel} -> ${a}`));
+      .flatMap((f) =>
+        importedAreas(f)
+          .filter((a) => a === 'store')
+          .map((a) => `${f.rel} -> ${a}`),
+      );
     expect(bad).toEqual([]);
   });
 

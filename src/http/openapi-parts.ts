@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { RESOURCES } from '../inventory/resources.js';
+import { INVENTORY_RESOURCES } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import { API } from './api-prefix.js';
 import { NewToken } from './tokens.js';
@@ -51,7 +51,7 @@ export function baseSchemas(): Record<string, unknown> {
 
 /** List/create and get/replace/patch/delete for every inventory resource (src/inventory/resources.ts). */
 export function resourceParts({ schemas, paths }: Parts) {
-  for (const res of RESOURCES) {
+  for (const res of INVENTORY_RESOURCES) {
     const name = res.kind[0]!.toUpperCase() + res.kind.slice(1, -1);
     schemas[name] = json(res.schema);
     const body = { required: true, content: { 'application/json': { schema: ref(name) } } };

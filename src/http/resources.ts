@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import type { Bus } from '../events.js';
 import { createDoc, deleteDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
 import { redactParams, resolveParams, secureParamNames } from '../inventory/params.js';
-import { getPrefs, PREFS_KEY, RESOURCES, type Resource } from '../inventory/resources.js';
+import { getPrefs, INVENTORY_RESOURCES, inventoryResource, PREFS_KEY, type Resource } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import type { Filter, Store, Stored } from '../store/store.js';
 import { API } from './api-prefix.js';
@@ -124,7 +124,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
     });
     return secureCache;
   };
-  for (const res of RESOURCES) {
+  for (const res of INVENTORY_RESOURCES) {
     const base = `/${res.kind}`;
     const keyOf = (id: string) => resolveKey(inv, res, id);
     const write = { config: { operator: OPERATOR_KINDS.has(res.kind) } };
@@ -213,7 +213,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
 
   // Resolved params of one machine: machine -> profiles -> global -> defaults, with where each came from.
   app.get<{ Params: { id: string } }>('/machines/:id/params', async (req) => {
-    const res = RESOURCES.find((r) => r.kind === 'machines')!;
+    const res = inventoryResource('machines');
     const key = await resolveKey(inv, res, req.params.id);
     const m = await deps.store.get('machines', key);
     if (!m) throw new HttpProblem(404, `machine '${req.params.id}' does not exist`);

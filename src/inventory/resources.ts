@@ -331,9 +331,6 @@ export function inventoryResource(kind: ResourceKind): Resource {
   return INVENTORY_RESOURCES.find((r) => r.kind === kind)!;
 }
 
-/** @deprecated the old name, until its importers outside src/inventory move to INVENTORY_RESOURCES. */
-export const RESOURCES = INVENTORY_RESOURCES;
-
 export const PREFS_KEY = 'global';
 
 export async function getPrefs(store: Store): Promise<Prefs> {

@@ -1,7 +1,7 @@
 import type { Bus, PlinthEvent } from '../events.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { modifyDoc } from '../inventory/crud.js';
-import { RESOURCES } from '../inventory/resources.js';
+import { inventoryResource } from '../inventory/resources.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 
@@ -11,7 +11,7 @@ import type { Store } from '../store/store.js';
  * from a boot: an HTTP or TFTP request never does, see trust.ts) and a boot offer starts a new boot in its
  * timeline. Returns the unsubscribe function.
  */
-const machinesRes = RESOURCES.find((r) => r.kind === 'machines')!;
+const machinesRes = inventoryResource('machines');
 
 export function recordDhcpFacts(deps: { store: Store; bus: Bus; log: Logger; boots: BootRecorder }): () => void {
   const { store, bus, log, boots } = deps;

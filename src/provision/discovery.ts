@@ -1,7 +1,7 @@
 import type { Bus } from '../events.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { createDoc, modifyDoc } from '../inventory/crud.js';
-import { getPrefs, RESOURCES } from '../inventory/resources.js';
+import { getPrefs, inventoryResource } from '../inventory/resources.js';
 import type { Logger } from '../log.js';
 import { rateLimitedLog } from '../log-limit.js';
 import type { Machine } from '../model/machine.js';
@@ -46,7 +46,7 @@ export type Resolution =
 /** The uuid an anonymous render carries: it names no record, so its callbacks find nothing. */
 export const ANONYMOUS_UUID = '00000000-0000-0000-0000-000000000000';
 
-const machinesRes = RESOURCES.find((r) => r.kind === 'machines')!;
+const machinesRes = inventoryResource('machines');
 const zeroUuid = /^(0{8}-0{4}-0{4}-0{4}-0{12}|f{8}-f{4}-f{4}-f{4}-f{12})$/i;
 const LOG_EVERY_MS = 60_000;
 const MAX_SOURCES = 10_000;

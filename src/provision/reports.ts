@@ -1,7 +1,7 @@
 import type { Bus } from '../events.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { modifyDoc } from '../inventory/crud.js';
-import { RESOURCES } from '../inventory/resources.js';
+import { inventoryResource } from '../inventory/resources.js';
 import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
 import type { Machine } from '../model/machine.js';
@@ -14,7 +14,7 @@ import { archOf } from './discovery.js';
  * boot in its timeline; an onlyOnce bootenv falls back to `local`), and discovery's inventory report (hardware
  * facts; its NICs' MACs join the record). The HTTP routes only parse and reply (src/http/machine-api.ts).
  */
-const machinesRes = RESOURCES.find((r) => r.kind === 'machines')!;
+const machinesRes = inventoryResource('machines');
 const zeroUuid = /^(0{8}-0{4}-0{4}-0{4}-0{12}|f{8}-f{4}-f{4}-f{4}-f{12})$/i;
 
 export type ReportDeps = {

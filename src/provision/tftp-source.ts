@@ -9,13 +9,7 @@ import type { BlksizeCap } from '../boot/caps.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import {
-  bufferFile,
-  chainSources,
-  fileRootSource,
-  type OpenResult,
-  type TftpSource,
-} from '../tftp/source.js';
+import { bufferFile, chainSources, fileRootSource, type OpenResult, type TftpSource } from '../tftp/source.js';
 import type { BootService } from './boot.js';
 import type { RenderFailure } from './boot-render.js';
 import type { BootSessions } from './sessions.js';

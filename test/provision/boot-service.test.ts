@@ -42,7 +42,11 @@ function setup() {
   const trust = trustRule({ store, evidence: dhcpEvidence(bus), checkToken: async () => null });
   const svc = bootService({ store, bus, log: silentLogger, filesDir, boots, trust });
   const acked = (mac: string, address: string) =>
-    bus.emit({ type: 'lease.acked', key: address, data: { mac, subnet: 'lab' } });
+    bus.emit({
+      type: 'lease.acked',
+      key: address,
+      data: { mac, subnet: 'lab', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
   const timeline = async (uuid: string) =>
     ((await boots.list(uuid))[0]?.events ?? []).map((e) => `${e.kind} ${e.detail}`);
   return { svc, bus, acked, timeline };

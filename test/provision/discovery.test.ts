@@ -35,7 +35,12 @@ function setup(limits = {}) {
     info: () => {},
   });
   const disc = discovery({ store, bus, log, boots: bootRecorder(store), trust, limits, now });
-  const acked = (m: string, address: string) => bus.emit({ type: 'lease.acked', key: address, data: { mac: m } });
+  const acked = (m: string, address: string) =>
+    bus.emit({
+      type: 'lease.acked',
+      key: address,
+      data: { mac: m, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
   const machines = async () => (await store.list('machines')).total;
   return { disc, acked, machines, warnings };
 }

@@ -35,13 +35,25 @@ describe('boot sessions', () => {
     const s = bootSessions(bus);
     s.record(offer({ mac: '52:54:00:AA:00:02' }));
     expect(s.quirkCap('10.0.0.7')).toBeUndefined();
-    bus.emit({ type: 'lease.acked', key: '10.0.0.7', data: { mac: '52:54:00:aa:00:02', subnet: 'lab' } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.0.7',
+      data: { mac: '52:54:00:aa:00:02', subnet: 'lab', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     expect(s.quirkCap('10.0.0.7')?.value).toBe(1024);
     // Another MAC's lease at that address: that MAC has no offer, so no cap.
-    bus.emit({ type: 'lease.acked', key: '10.0.0.7', data: { mac: '52:54:00:aa:00:03', subnet: 'lab' } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.0.7',
+      data: { mac: '52:54:00:aa:00:03', subnet: 'lab', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     expect(s.quirkCap('10.0.0.7')).toBeUndefined();
     s.close();
-    bus.emit({ type: 'lease.acked', key: '10.0.0.8', data: { mac: '52:54:00:aa:00:02', subnet: 'lab' } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.0.8',
+      data: { mac: '52:54:00:aa:00:02', subnet: 'lab', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     expect(s.quirkCap('10.0.0.8')).toBeUndefined();
   });
 

@@ -78,7 +78,11 @@ describe('TFTP renders and trust', () => {
       bootEnv: 'tftp-secret',
       params: { bmcpw: 'hunter2' },
     });
-    d.daemon.bus.emit({ type: 'lease.acked', key: '127.0.0.1', data: { mac: '52:54:00:7e:00:02', subnet: 'x' } });
+    d.daemon.bus.emit({
+      type: 'lease.acked',
+      key: '127.0.0.1',
+      data: { mac: '52:54:00:7e:00:02', subnet: 'x', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     const before = await machineTokens();
     const r = await tftpGet(port, `machines/${m.body.uuid}/grub/grub.cfg`);
     const text = r.data.toString();
@@ -109,7 +113,11 @@ describe('TFTP renders and trust', () => {
       bootEnv: 'tftp-secret',
       params: { bmcpw: 'hunter2' },
     });
-    d.daemon.bus.emit({ type: 'lease.acked', key: '127.0.0.1', data: { mac: '52:54:00:7e:00:04', subnet: 'x' } });
+    d.daemon.bus.emit({
+      type: 'lease.acked',
+      key: '127.0.0.1',
+      data: { mac: '52:54:00:7e:00:04', subnet: 'x', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     const before = await machineTokens();
     const overTftp = (await tftpGet(port, `machines/${m.body.uuid}/grub/grub.cfg`)).data.toString();
     const overHttp = await (await fetch(`${d.url}/machines/${m.body.uuid}/grub/grub.cfg`)).text();

@@ -32,7 +32,11 @@ describe('DHCP evidence', () => {
   it('lease.acked and proxy.acked bind a MAC to an address until stale, released or evicted', () => {
     const bus = createBus();
     const ev = dhcpEvidence(bus, { freshnessMs: 60_000, maxAddresses: 3, now });
-    bus.emit({ type: 'lease.acked', key: '10.0.0.5', data: { mac: A, subnet: 's' } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.0.5',
+      data: { mac: A, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     expect(ev.binds([A], '10.0.0.5')).toEqual({ mac: A, via: 'lease', ageMs: 0 });
     expect(ev.binds([B], '10.0.0.5')).toBeUndefined();
     expect(ev.binds([A], '10.0.0.6')).toBeUndefined();
@@ -41,20 +45,37 @@ describe('DHCP evidence', () => {
     expect(ev.binds([B], '10.0.0.6')?.via).toBe('proxy');
     t += 60_001;
     expect(ev.binds([A], '10.0.0.5')).toBeUndefined();
-    bus.emit({ type: 'lease.acked', key: '10.0.0.5', data: { mac: A } });
-    bus.emit({ type: 'lease.released', key: '10.0.0.5', data: { mac: A } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.0.5',
+      data: { mac: A, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
+    bus.emit({ type: 'lease.released', key: '10.0.0.5', data: { mac: A, subnet: 's' } });
     expect(ev.binds([A], '10.0.0.5')).toBeUndefined();
     // Bounded: the least recently acknowledged address goes first.
-    for (let i = 1; i <= 5; i++) bus.emit({ type: 'lease.acked', key: `10.0.1.${i}`, data: { mac: A } });
+    for (let i = 1; i <= 5; i++)
+      bus.emit({
+        type: 'lease.acked',
+        key: `10.0.1.${i}`,
+        data: { mac: A, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+      });
     expect(ev.size()).toBe(3);
     expect(ev.binds([A], '10.0.1.1')).toBeUndefined();
     expect(ev.binds([A], '10.0.1.5')).toBeDefined();
     // Malformed events are ignored.
-    bus.emit({ type: 'lease.acked', key: 'not-an-ip', data: { mac: A } });
-    bus.emit({ type: 'lease.acked', key: '10.0.2.1', data: { mac: 42 } });
+    bus.emit({
+      type: 'lease.acked',
+      key: 'not-an-ip',
+      data: { mac: A, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
+    bus.emit({ type: 'lease.acked', key: '10.0.2.1', data: { mac: 42 } } as never);
     expect(ev.size()).toBe(3);
     ev.close();
-    bus.emit({ type: 'lease.acked', key: '10.0.3.1', data: { mac: A } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.3.1',
+      data: { mac: A, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     expect(ev.binds([A], '10.0.3.1')).toBeUndefined();
   });
 });
@@ -87,13 +108,17 @@ describe('is this request the machine', () => {
 
   it('a fresh ACK for one of its MACs at the source address is, over both transports (IPv4-mapped too)', async () => {
     const { bus, trust } = setup();
-    bus.emit({ type: 'lease.acked', key: '10.0.0.5', data: { mac: A } });
+    bus.emit({
+      type: 'lease.acked',
+      key: '10.0.0.5',
+      data: { mac: A, subnet: 's', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     expect(await trust.isTheMachine({ transport: 'tftp', source: '10.0.0.5', machine })).toEqual({
       machine: true,
       by: 'dhcp-ack',
     });
     expect((await trust.isTheMachine({ transport: 'http', source: '::ffff:10.0.0.5', machine })).machine).toBe(true);
-    bus.emit({ type: 'proxy.acked', key: '10.0.0.7', data: { mac: A } });
+    bus.emit({ type: 'proxy.acked', key: '10.0.0.7', data: { mac: A, subnet: 's' } });
     expect(await trust.isTheMachine({ transport: 'tftp', source: '10.0.0.7', machine })).toEqual({
       machine: true,
       by: 'proxy-ack',

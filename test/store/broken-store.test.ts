@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
 import { buildApp } from '../../src/http/app.js';
-import { RESOURCES } from '../../src/inventory/resources.js';
+import { INVENTORY_RESOURCES } from '../../src/inventory/resources.js';
 import { issueToken } from '../../src/inventory/tokens.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
@@ -47,7 +47,7 @@ describe('every API path reports a failing store as problem+json 503', () => {
     const auth = { authorization: 'Bearer t0k3n' };
     expect((await app.inject({ method: 'GET', url: '/api/v1/machines', headers: auth })).statusCode).toBe(200);
     store.broken = true;
-    for (const res of RESOURCES) {
+    for (const res of INVENTORY_RESOURCES) {
       const calls = [
         { method: 'GET' as const, url: `/api/v1/${res.kind}` },
         { method: 'GET' as const, url: `/api/v1/${res.kind}/x` },

@@ -42,7 +42,11 @@ describe('/ui', () => {
 
     // The machine's firmware asks for its script: Plinth registers it (it holds this daemon's lease: evidence);
     // the page must show it without a reload.
-    d.daemon.bus.emit({ type: 'lease.acked', key: '127.0.0.1', data: { mac: '52:54:00:0a:0b:0c', subnet: 'test' } });
+    d.daemon.bus.emit({
+      type: 'lease.acked',
+      key: '127.0.0.1',
+      data: { mac: '52:54:00:0a:0b:0c', subnet: 'test', expiresAt: '2099-01-01T00:00:00.000Z' },
+    });
     const r = await fetch(`${d.url}/boot/ipxe/52-54-00-0a-0b-0c?arch=x86_64`);
     expect(r.status).toBe(200);
     const row = page.locator('#machines tr[data-name="d-5254000a0b0c"]');
