@@ -25,22 +25,13 @@ import { silentLogger } from '../../src/log.js';
 import { ipToInt, parseCidr } from '../../src/model/common.js';
 import { Reservation, Subnet } from '../../src/model/subnet.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { ip4, SUBNET } from './helpers.js';
 
 const SERVER = '10.99.1.2';
 const OTHER_SERVER = '10.99.1.3';
-const ip4 = (ip: string) => Buffer.from(ip.split('.').map(Number));
 
 function subnet(over: Record<string, unknown> = {}): SubnetInfo {
-  const s = Subnet.parse({
-    name: 'lab',
-    subnet: '10.99.1.0/24',
-    activeStart: '10.99.1.100',
-    activeEnd: '10.99.1.199',
-    leaseTime: 3600,
-    reservedLeaseTime: 7200,
-    options: [{ code: 3, value: '10.99.1.1' }],
-    ...over,
-  });
+  const s = Subnet.parse({ ...SUBNET, ...over });
   return { ...s, net: parseCidr(s.subnet), start: ipToInt(s.activeStart!), end: ipToInt(s.activeEnd!) };
 }
 
