@@ -94,6 +94,6 @@ export async function answerBootServer(req: DhcpRequest, env: ProxyEnv): Promise
     delivery: 'back-to-sender',
     count: 'proxyAcks',
     boot: { choice, offer: bootOffer(choice, pkt.ciaddr) },
-    ...(held ? { proxyAcked: { address: pkt.ciaddr, subnet: subnet.name } } : {}),
+    proxyAcked: held ? { address: pkt.ciaddr, subnet: subnet.name } : undefined,
   };
 }

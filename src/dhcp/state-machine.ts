@@ -83,7 +83,7 @@ type Ask = DhcpRequest & {
   extra: { hostname?: string };
 };
 
-const silence = (reason: string, count?: Counter): Silence => (count ? { reason, count } : { reason });
+const silence = (reason: string, count?: Counter): Silence => ({ reason, count });
 
 /** The address server's answer to a request in a subnet that gives addresses (not proxy). */
 export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Promise<Outcome> {
@@ -97,7 +97,13 @@ export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Pro
   const hostname = pkt.options.get(Opt.Hostname)?.toString('latin1');
   const sid = pkt.options.get(Opt.ServerId);
   const ask: Ask = {
-    ...req,
+    pkt,
+    mac,
+    type: req.type,
+    subnet,
+    server: req.server,
+    ingress: req.ingress,
+    source: req.source,
     reservation,
     client: cidOpt && cidOpt.length >= 2 ? { mac, id: cidOpt.toString('hex') } : { mac },
     requested: reqIp?.length === 4 ? ipStr(reqIp.readUInt32BE(0)) : undefined,
@@ -182,7 +188,7 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   r.yiaddr = alloc.address;
   const boot = filled(a, env, r, machine, alloc.address, a.leaseSeconds);
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
-  return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', ...(boot ? { boot } : {}) };
+  return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
 }
 
 function nak(a: Ask, env: StateMachineEnv, why: string, at?: string): Reply {
@@ -228,7 +234,7 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   r.ciaddr = pkt.ciaddr;
   const boot = filled(a, env, r, machine, address, a.leaseSeconds);
   env.log.info({ mac: a.mac, address, subnet: subnet.name }, 'dhcp: ACK');
-  return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', ...(boot ? { boot } : {}) };
+  return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot };
 }
 
 /** Why a REQUEST for `address` gets no ACK: a NAK, silence, or undefined (ACK it). */
@@ -310,5 +316,5 @@ async function inform(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   for (const c of [Opt.LeaseTime, Opt.RenewalTime, Opt.RebindingTime]) r.options.delete(c);
   const delivery: Delivery =
     pkt.giaddr !== '0.0.0.0' ? 'relay' : pkt.ciaddr !== '0.0.0.0' ? 'unicast-ciaddr' : 'unicast-source';
-  return { reply: r, delivery, count: 'informs', ...(boot ? { boot } : {}) };
+  return { reply: r, delivery, count: 'informs', boot };
 }
