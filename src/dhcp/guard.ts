@@ -169,3 +169,36 @@ export function lineBudget(perInterval: number, intervalMs = 60_000, now: () => 
     },
   };
 }
+
+/**
+ * Malformed packets: counted always (`count`), logged once per source per interval. Sources are spoofable:
+ * beyond 20 lines an interval, in total, the rest are only counted.
+ */
+export function malformedLog(log: Logger, count: () => number, intervalMs = 60_000) {
+  const seen = new Map<string, number>();
+  const lines = lineBudget(20, intervalMs);
+  return (src: string, code: string, message: string) => {
+    const total = count();
+    const t = Date.now();
+    const last = seen.get(src);
+    if (last !== undefined && t - last < intervalMs) return;
+    if (seen.size > 10_000) seen.clear();
+    seen.set(src, t);
+    const b = lines.take();
+    if (!b.ok) return;
+    log.warn({ src, code, total, notLogged: b.suppressed }, `dhcp: malformed packet dropped: ${message}`);
+  };
+}
+
+/** Warnings logged once per key. Some keys hold a MAC (any value a flood likes): the set is bounded, and so are its lines. */
+export function onceWarnings(log: Logger): (key: string, obj: object, msg: string) => void {
+  const keys = new Set<string>();
+  const lines = lineBudget(20);
+  return (key, obj, msg) => {
+    if (keys.has(key)) return;
+    if (keys.size >= 10_000) keys.clear();
+    keys.add(key);
+    const b = lines.take();
+    if (b.ok) log.warn(b.suppressed ? { ...obj, notLogged: b.suppressed } : obj, msg);
+  };
+}

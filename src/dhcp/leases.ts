@@ -7,12 +7,12 @@
  * cannot both take one address.
  */
 import type { Bus } from '../events.js';
+import type { SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import type { BackgroundGuard } from './guard.js';
-import type { SubnetInfo } from './inventory.js';
-import { ipStr as intToIp, ipInt as ipToInt } from './ip.js';
+import { ipInt, ipStr } from './ip.js';
 
 export type LeaseState = Lease['state'];
 export type LeaseRec = Lease & { ip: number; exp: number };
@@ -73,7 +73,7 @@ export type LeaseTable = {
   held(subnet: SubnetInfo): number;
 };
 
-export async function loadLeaseTable(deps: {
+export type LeaseTableDeps = {
   store: Store;
   bus: Bus;
   log: Logger;
@@ -84,234 +84,298 @@ export async function loadLeaseTable(deps: {
   reservedMacAt?: (address: string) => string | undefined;
   /** Where background write errors go, rate-limited (a full disk fails every write). */
   guard?: BackgroundGuard;
-}): Promise<LeaseTable> {
-  const { store, bus, log } = deps;
-  const now = deps.now ?? Date.now;
-  const byIp = new Map<number, LeaseRec>();
+};
+
+/** The lease table with every lease of the store loaded. */
+export async function loadLeaseTable(deps: LeaseTableDeps): Promise<LeaseTable> {
+  const table = new MemoryLeaseTable(deps);
+  for (const it of (await deps.store.list('leases')).items) table.load(it.doc as Lease);
+  return table;
+}
+
+const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
+const inRange = (s: SubnetInfo, ip: number) => ip >= s.start && ip <= s.end;
+
+class MemoryLeaseTable implements LeaseTable {
+  private readonly now: () => number;
+  private readonly byIp = new Map<number, LeaseRec>();
   // Two indexes to a client's lease, per subnet: by client identifier (`${subnet}|${id}`) and by MAC
   // (`${subnet}|${mac}`, the MAC's latest lease). A lookup tries the identifier, then the MAC, and keeps the
   // MAC's lease only if it belongs to the client (belongsTo).
-  const byId = new Map<string, number>();
-  const byMac = new Map<string, number>();
-  const cursors = new Map<string, number>(); // next-free scan position per subnet
+  private readonly byId = new Map<string, number>();
+  private readonly byMac = new Map<string, number>();
+  private readonly cursors = new Map<string, number>(); // next-free scan position per subnet
 
-  const index = (r: LeaseRec) => {
-    byMac.set(`${r.subnet}|${r.mac}`, r.ip);
-    if (r.clientId) byId.set(`${r.subnet}|${r.clientId}`, r.ip);
-  };
-  const unindex = (r: LeaseRec) => {
+  constructor(private readonly deps: LeaseTableDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** A stored lease, at start. */
+  load(d: Lease): void {
+    if (typeof d.address !== 'string' || typeof d.mac !== 'string' || typeof d.expiresAt !== 'string') return;
+    const rec: LeaseRec = { ...d, ip: ipInt(d.address), exp: Date.parse(d.expiresAt) || 0 };
+    this.byIp.set(rec.ip, rec);
+    if (rec.state !== 'declined') this.index(rec);
+  }
+
+  private index(r: LeaseRec): void {
+    this.byMac.set(`${r.subnet}|${r.mac}`, r.ip);
+    if (r.clientId) this.byId.set(`${r.subnet}|${r.clientId}`, r.ip);
+  }
+
+  private unindex(r: LeaseRec): void {
     const km = `${r.subnet}|${r.mac}`;
-    if (byMac.get(km) === r.ip) byMac.delete(km);
+    if (this.byMac.get(km) === r.ip) this.byMac.delete(km);
     if (r.clientId) {
       const ki = `${r.subnet}|${r.clientId}`;
-      if (byId.get(ki) === r.ip) byId.delete(ki);
+      if (this.byId.get(ki) === r.ip) this.byId.delete(ki);
     }
-  };
-  const lookup = (subnet: string, c: Client): LeaseRec | undefined => {
+  }
+
+  private lookup(subnet: string, c: Client): LeaseRec | undefined {
     if (c.id) {
-      const ip = byId.get(`${subnet}|${c.id}`);
-      const r = ip === undefined ? undefined : byIp.get(ip);
+      const ip = this.byId.get(`${subnet}|${c.id}`);
+      const r = ip === undefined ? undefined : this.byIp.get(ip);
       if (r && r.state !== 'declined' && belongsTo(r, c)) return r;
     }
-    const ip = byMac.get(`${subnet}|${c.mac}`);
-    const r = ip === undefined ? undefined : byIp.get(ip);
+    const ip = this.byMac.get(`${subnet}|${c.mac}`);
+    const r = ip === undefined ? undefined : this.byIp.get(ip);
     return r && r.state !== 'declined' && belongsTo(r, c) ? r : undefined;
-  };
-
-  for (const it of (await store.list('leases')).items) {
-    const d = it.doc as Lease;
-    if (typeof d.address !== 'string' || typeof d.mac !== 'string' || typeof d.expiresAt !== 'string') continue;
-    const rec: LeaseRec = { ...d, ip: ipToInt(d.address), exp: Date.parse(d.expiresAt) || 0 };
-    byIp.set(rec.ip, rec);
-    if (rec.state !== 'declined') index(rec);
   }
 
   // Group commit is the store's: a write waits at most for the batch in progress (writer thread) or for the
   // next paced inline commit; persist resolves once the lease is on disk.
-  const persist = (rec: LeaseRec): Promise<void> => {
+  private persist(rec: LeaseRec): Promise<void> {
     const { ip: _ip, exp: _exp, ...doc } = rec;
-    return store.putBatched('leases', rec.address, doc);
-  };
-  const persistLater = (rec: LeaseRec) => {
-    persist(rec).then(
-      () => deps.guard?.passed('writing expired and released leases'),
+    return this.deps.store.putBatched('leases', rec.address, doc);
+  }
+
+  private persistLater(rec: LeaseRec): void {
+    const { guard, log } = this.deps;
+    this.persist(rec).then(
+      () => guard?.passed('writing expired and released leases'),
       (err) => {
-        if (deps.guard) deps.guard.failed('writing expired and released leases', err, { address: rec.address });
+        if (guard) guard.failed('writing expired and released leases', err, { address: rec.address });
         else log.error({ err, address: rec.address }, 'dhcp: lease write failed');
       },
     );
-  };
+  }
 
-  const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
-
-  const freeFor = (ip: number, c: Client, t: number): boolean => {
-    const r = byIp.get(ip);
+  private freeFor(ip: number, c: Client, t: number): boolean {
+    const r = this.byIp.get(ip);
     if (!r) return true;
     if (r.state === 'declined') return r.exp <= t;
     if (belongsTo(r, c)) return true;
     return !live(r, t);
-  };
-  const reservedForOther = (ip: number, mac: string, reservation: Reservation | undefined) => {
-    if (!deps.reservedMacAt) return false;
-    const address = intToIp(ip);
-    const owner = deps.reservedMacAt(address);
+  }
+
+  private reservedForOther(ip: number, mac: string, reservation: Reservation | undefined): boolean {
+    if (!this.deps.reservedMacAt) return false;
+    const address = ipStr(ip);
+    const owner = this.deps.reservedMacAt(address);
     return owner !== undefined && owner !== mac && reservation?.address !== address;
-  };
+  }
 
-  const inRange = (s: SubnetInfo, ip: number) => ip >= s.start && ip <= s.end;
   /** Whether the allocator may hand `ip` to the client: in range, not the server's, not reserved, free. */
-  const okFor = (s: SubnetInfo, ip: number, c: Client, t: number, excluded: Set<string>) =>
-    inRange(s, ip) && !excluded.has(intToIp(ip)) && !reservedForOther(ip, c.mac, undefined) && freeFor(ip, c, t);
-  const excludedSet = () => deps.excluded?.() ?? new Set<string>();
+  private okFor(s: SubnetInfo, ip: number, c: Client, t: number, excluded: Set<string>): boolean {
+    return (
+      inRange(s, ip) &&
+      !excluded.has(ipStr(ip)) &&
+      !this.reservedForOther(ip, c.mac, undefined) &&
+      this.freeFor(ip, c, t)
+    );
+  }
 
-  const table: LeaseTable = {
-    get: (a) => byIp.get(ipToInt(a)),
-    forMac: (subnet, client) => lookup(subnet, who(client)),
-    usable(s, client, address, reservation) {
-      const c = who(client);
-      const ip = ipToInt(address);
-      if (reservation && reservation.address === address) return freeFor(ip, c, now());
-      if (!inRange(s, ip) || excludedSet().has(address)) return false;
-      if (reservedForOther(ip, c.mac, reservation)) return false;
-      // A MAC with a reservation gets that address only.
-      if (reservation) return false;
-      return freeFor(ip, c, now());
-    },
-    allocate(s, client, hint, reservation) {
-      const c = who(client);
-      const t = now();
-      if (reservation) {
-        const ip = ipToInt(reservation.address);
-        if (freeFor(ip, c, t)) return { address: reservation.address, why: 'reservation' };
-        return { why: `reserved address ${reservation.address} is leased to ${byIp.get(ip)?.mac}; delete that lease` };
-      }
-      const excluded = excludedSet();
-      const existing = lookup(s.name, c);
-      if (existing !== undefined && okFor(s, existing.ip, c, t, excluded))
-        return { address: existing.address, why: 'existing lease' };
-      for (const picker of s.pickers) {
-        if (picker === 'none') break;
-        if (picker === 'hint' && hint && hint !== '0.0.0.0') {
-          const ip = ipToInt(hint);
-          if (okFor(s, ip, c, t, excluded)) return { address: hint, why: 'requested address (hint)' };
-        }
-        if (picker === 'nextFree') {
-          const size = s.end - s.start + 1;
-          let pos = cursors.get(s.name) ?? s.start;
-          if (pos < s.start || pos > s.end) pos = s.start;
-          for (let n = 0; n < size; n++) {
-            const ip = pos;
-            pos = pos >= s.end ? s.start : pos + 1;
-            if (!byIp.has(ip) && okFor(s, ip, c, t, excluded)) {
-              cursors.set(s.name, pos);
-              return { address: intToIp(ip), why: 'next free address' };
-            }
-          }
-          cursors.set(s.name, pos);
-        }
-        if (picker === 'mostExpired') {
-          let best: LeaseRec | undefined;
-          for (const r of byIp.values()) {
-            if (!inRange(s, r.ip) || live(r, t) || !okFor(s, r.ip, c, t, excluded)) continue;
-            if (!best || r.exp < best.exp) best = r;
-          }
-          if (best) return { address: best.address, why: `most expired address (was ${best.mac}, ${best.state})` };
-        }
-      }
-      return { why: `no free address in ${s.name} (${intToIp(s.start)}-${intToIp(s.end)})` };
-    },
-    offer(s, client, address, seconds, extra = {}) {
-      // Offers live in memory only: losing one in a crash costs nothing (the client DISCOVERs again), and
-      // not writing them halves the store's work per DORA. The lease.offered event still shows them.
-      const c = who(client);
-      const rec = upsert(s, c, address, 'offered', seconds, extra);
-      bus.emit({ type: 'lease.offered', key: address, data: { mac: c.mac, subnet: s.name } });
-      return rec;
-    },
-    async bind(s, client, address, seconds, extra = {}) {
-      const c = who(client);
-      const rec = upsert(s, c, address, 'bound', seconds, extra);
-      await persist(rec);
-      bus.emit({ type: 'lease.acked', key: address, data: { mac: c.mac, subnet: s.name, expiresAt: rec.expiresAt } });
-      return rec;
-    },
-    async release(address, client) {
-      const r = byIp.get(ipToInt(address));
-      if (!r || !belongsTo(r, who(client)) || r.state === 'declined') return false;
-      r.state = 'released';
-      r.exp = now();
-      r.expiresAt = new Date(r.exp).toISOString();
-      r.updatedAt = r.expiresAt;
-      await persist(r);
-      bus.emit({ type: 'lease.released', key: address, data: { mac: r.mac, subnet: r.subnet } });
-      return true;
-    },
-    async decline(s, address, client, seconds) {
-      const c = who(client);
-      const t = now();
-      const rec: LeaseRec = {
-        address,
-        mac: c.mac,
-        subnet: s.name,
-        state: 'declined',
-        ip: ipToInt(address),
-        exp: t + seconds * 1000,
-        expiresAt: new Date(t + seconds * 1000).toISOString(),
-        updatedAt: new Date(t).toISOString(),
-        ...(c.id ? { clientId: c.id } : {}),
+  private excludedSet(): Set<string> {
+    return this.deps.excluded?.() ?? new Set<string>();
+  }
+
+  get(a: string): LeaseRec | undefined {
+    return this.byIp.get(ipInt(a));
+  }
+
+  forMac(subnet: string, client: ClientRef): LeaseRec | undefined {
+    return this.lookup(subnet, who(client));
+  }
+
+  usable(s: SubnetInfo, client: ClientRef, address: string, reservation: Reservation | undefined): boolean {
+    const c = who(client);
+    const ip = ipInt(address);
+    if (reservation && reservation.address === address) return this.freeFor(ip, c, this.now());
+    if (!inRange(s, ip) || this.excludedSet().has(address)) return false;
+    if (this.reservedForOther(ip, c.mac, reservation)) return false;
+    // A MAC with a reservation gets that address only.
+    if (reservation) return false;
+    return this.freeFor(ip, c, this.now());
+  }
+
+  allocate(
+    s: SubnetInfo,
+    client: ClientRef,
+    hint: string | undefined,
+    reservation: Reservation | undefined,
+  ): Allocation {
+    const c = who(client);
+    const t = this.now();
+    if (reservation) {
+      const ip = ipInt(reservation.address);
+      if (this.freeFor(ip, c, t)) return { address: reservation.address, why: 'reservation' };
+      return {
+        why: `reserved address ${reservation.address} is leased to ${this.byIp.get(ip)?.mac}; delete that lease`,
       };
-      const old = byIp.get(rec.ip);
-      if (old) unindex(old);
-      byIp.set(rec.ip, rec);
-      await persist(rec);
-      bus.emit({
-        type: 'lease.declined',
-        key: address,
-        data: { mac: c.mac, subnet: s.name, quarantineSeconds: seconds },
-      });
-    },
-    forgetOffer(subnet, client) {
-      const r = lookup(subnet, who(client));
-      if (r && r.state === 'offered') {
-        r.state = 'expired';
-        r.exp = now();
-        r.expiresAt = new Date(r.exp).toISOString();
+    }
+    const excluded = this.excludedSet();
+    const existing = this.lookup(s.name, c);
+    if (existing !== undefined && this.okFor(s, existing.ip, c, t, excluded))
+      return { address: existing.address, why: 'existing lease' };
+    for (const picker of s.pickers) {
+      if (picker === 'none') break;
+      if (picker === 'hint' && hint && hint !== '0.0.0.0') {
+        if (this.okFor(s, ipInt(hint), c, t, excluded)) return { address: hint, why: 'requested address (hint)' };
       }
-    },
-    reclaim() {
-      const t = now();
-      let n = 0;
-      for (const r of byIp.values()) {
-        if ((r.state === 'bound' || r.state === 'offered') && r.exp <= t) {
-          const was = r.state;
-          r.state = 'expired';
-          r.updatedAt = new Date(t).toISOString();
-          if (was === 'bound') persistLater(r);
-          if (was === 'bound')
-            bus.emit({ type: 'lease.expired', key: r.address, data: { mac: r.mac, subnet: r.subnet } });
-          n++;
-        }
+      if (picker === 'nextFree') {
+        const ip = this.nextFree(s, c, t, excluded);
+        if (ip !== undefined) return { address: ipStr(ip), why: 'next free address' };
       }
-      return n;
-    },
-    drop(address) {
-      const ip = ipToInt(address);
-      const r = byIp.get(ip);
-      if (!r) return;
-      byIp.delete(ip);
-      unindex(r);
-    },
-    size: () => byIp.size,
-    held(s) {
-      const t = now();
-      let n = 0;
-      for (const r of byIp.values())
-        if (inRange(s, r.ip) && r.exp > t && (r.state === 'bound' || r.state === 'declined')) n++;
-      return n;
-    },
-  };
+      if (picker === 'mostExpired') {
+        const best = this.mostExpired(s, c, t, excluded);
+        if (best) return { address: best.address, why: `most expired address (was ${best.mac}, ${best.state})` };
+      }
+    }
+    return { why: `no free address in ${s.name} (${ipStr(s.start)}-${ipStr(s.end)})` };
+  }
 
-  function upsert(
+  /** The next never-leased address of the range from the subnet's cursor, round-robin. */
+  private nextFree(s: SubnetInfo, c: Client, t: number, excluded: Set<string>): number | undefined {
+    const size = s.end - s.start + 1;
+    let pos = this.cursors.get(s.name) ?? s.start;
+    if (pos < s.start || pos > s.end) pos = s.start;
+    for (let n = 0; n < size; n++) {
+      const ip = pos;
+      pos = pos >= s.end ? s.start : pos + 1;
+      if (!this.byIp.has(ip) && this.okFor(s, ip, c, t, excluded)) {
+        this.cursors.set(s.name, pos);
+        return ip;
+      }
+    }
+    this.cursors.set(s.name, pos);
+    return undefined;
+  }
+
+  private mostExpired(s: SubnetInfo, c: Client, t: number, excluded: Set<string>): LeaseRec | undefined {
+    let best: LeaseRec | undefined;
+    for (const r of this.byIp.values()) {
+      if (!inRange(s, r.ip) || live(r, t) || !this.okFor(s, r.ip, c, t, excluded)) continue;
+      if (!best || r.exp < best.exp) best = r;
+    }
+    return best;
+  }
+
+  offer(s: SubnetInfo, client: ClientRef, address: string, seconds: number, extra: Partial<Lease> = {}): LeaseRec {
+    // Offers live in memory only: losing one in a crash costs nothing (the client DISCOVERs again), and
+    // not writing them halves the store's work per DORA. The lease.offered event still shows them.
+    const c = who(client);
+    const rec = this.upsert(s, c, address, 'offered', seconds, extra);
+    this.deps.bus.emit({ type: 'lease.offered', key: address, data: { mac: c.mac, subnet: s.name } });
+    return rec;
+  }
+
+  async bind(s: SubnetInfo, client: ClientRef, address: string, seconds: number, extra: Partial<Lease> = {}) {
+    const c = who(client);
+    const rec = this.upsert(s, c, address, 'bound', seconds, extra);
+    await this.persist(rec);
+    this.deps.bus.emit({
+      type: 'lease.acked',
+      key: address,
+      data: { mac: c.mac, subnet: s.name, expiresAt: rec.expiresAt },
+    });
+    return rec;
+  }
+
+  async release(address: string, client: ClientRef): Promise<boolean> {
+    const r = this.byIp.get(ipInt(address));
+    if (!r || !belongsTo(r, who(client)) || r.state === 'declined') return false;
+    r.state = 'released';
+    r.exp = this.now();
+    r.expiresAt = new Date(r.exp).toISOString();
+    r.updatedAt = r.expiresAt;
+    await this.persist(r);
+    this.deps.bus.emit({ type: 'lease.released', key: address, data: { mac: r.mac, subnet: r.subnet } });
+    return true;
+  }
+
+  async decline(s: SubnetInfo, address: string, client: ClientRef, seconds: number): Promise<void> {
+    const c = who(client);
+    const t = this.now();
+    const rec: LeaseRec = {
+      address,
+      mac: c.mac,
+      subnet: s.name,
+      state: 'declined',
+      ip: ipInt(address),
+      exp: t + seconds * 1000,
+      expiresAt: new Date(t + seconds * 1000).toISOString(),
+      updatedAt: new Date(t).toISOString(),
+      ...(c.id ? { clientId: c.id } : {}),
+    };
+    const old = this.byIp.get(rec.ip);
+    if (old) this.unindex(old);
+    this.byIp.set(rec.ip, rec);
+    await this.persist(rec);
+    this.deps.bus.emit({
+      type: 'lease.declined',
+      key: address,
+      data: { mac: c.mac, subnet: s.name, quarantineSeconds: seconds },
+    });
+  }
+
+  forgetOffer(subnet: string, client: ClientRef): void {
+    const r = this.lookup(subnet, who(client));
+    if (r && r.state === 'offered') {
+      r.state = 'expired';
+      r.exp = this.now();
+      r.expiresAt = new Date(r.exp).toISOString();
+    }
+  }
+
+  reclaim(): number {
+    const t = this.now();
+    let n = 0;
+    for (const r of this.byIp.values()) {
+      if ((r.state === 'bound' || r.state === 'offered') && r.exp <= t) {
+        const was = r.state;
+        r.state = 'expired';
+        r.updatedAt = new Date(t).toISOString();
+        if (was === 'bound') this.persistLater(r);
+        if (was === 'bound')
+          this.deps.bus.emit({ type: 'lease.expired', key: r.address, data: { mac: r.mac, subnet: r.subnet } });
+        n++;
+      }
+    }
+    return n;
+  }
+
+  drop(address: string): void {
+    const ip = ipInt(address);
+    const r = this.byIp.get(ip);
+    if (!r) return;
+    this.byIp.delete(ip);
+    this.unindex(r);
+  }
+
+  size(): number {
+    return this.byIp.size;
+  }
+
+  held(s: SubnetInfo): number {
+    const t = this.now();
+    let n = 0;
+    for (const r of this.byIp.values())
+      if (inRange(s, r.ip) && r.exp > t && (r.state === 'bound' || r.state === 'declined')) n++;
+    return n;
+  }
+
+  private upsert(
     s: SubnetInfo,
     c: Client,
     address: string,
@@ -319,20 +383,20 @@ export async function loadLeaseTable(deps: {
     seconds: number,
     extra: Partial<Lease>,
   ): LeaseRec {
-    const t = now();
-    const ip = ipToInt(address);
+    const t = this.now();
+    const ip = ipInt(address);
     // The client moves to another address: its old one becomes reusable at once.
-    const prev = lookup(s.name, c);
+    const prev = this.lookup(s.name, c);
     if (prev && prev.ip !== ip && live(prev, t)) {
       prev.state = 'released';
       prev.exp = t;
       prev.expiresAt = new Date(t).toISOString();
-      persistLater(prev);
+      this.persistLater(prev);
     }
     // Whoever held this address before (expired/released) loses its stickiness to it.
-    const old = byIp.get(ip);
+    const old = this.byIp.get(ip);
     const same = old !== undefined && old.state !== 'declined' && belongsTo(old, c);
-    if (old) unindex(old);
+    if (old) this.unindex(old);
     // A client that sent no identifier this time (a PXE ROM before its OS) keeps the one its lease has.
     const clientId = c.id ?? (same ? old.clientId : undefined);
     const hostname = extra.hostname ?? (same ? old.hostname : undefined);
@@ -348,10 +412,8 @@ export async function loadLeaseTable(deps: {
       ...(clientId ? { clientId } : {}),
       ...(hostname ? { hostname } : {}),
     };
-    byIp.set(ip, rec);
-    index(rec);
+    this.byIp.set(ip, rec);
+    this.index(rec);
     return rec;
   }
-
-  return table;
 }

@@ -307,8 +307,11 @@ export function decodeUuid(data: Buffer): string | undefined {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** Tiny `{{path}}` renderer for option values: {{mac}}, {{address}}, {{machine.name}}, {{machine.params.x}}. */
-export function renderTemplate(tpl: string, ctx: Record<string, unknown>): string {
+/**
+ * `{{path}}` field substitution in option values ({{mac}}, {{address}}, {{machine.name}}, {{machine.params.x}}):
+ * no filters, no tags, not Liquid; a missing field becomes ''.
+ */
+export function substituteFields(tpl: string, ctx: Record<string, unknown>): string {
   return tpl.replace(/\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}/g, (_m, path: string) => {
     let v: unknown = ctx;
     for (const part of path.split('.')) {

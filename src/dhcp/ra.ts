@@ -10,10 +10,11 @@
  * filtered to type 133, hop limit 255 (RFC 4861 6.1.2), joined to ff02::2, served by one small thread. This
  * module only switches it on and off as the pref changes.
  */
+
+import type { InventoryCache } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { NetAddon } from './bind.js';
 import type { BackgroundGuard } from './guard.js';
-import type { Inventory } from './inventory.js';
 
 /** EMFILE, ENFILE, ENOBUFS, ENOMEM (the native helper names other errnos E<n>): worth trying again later. */
 const outOfResources = (err: unknown) =>
@@ -22,7 +23,7 @@ const outOfResources = (err: unknown) =>
 export function startRaResponder(deps: {
   /** Evaluated each time the responder is switched on. */
   interfaces: () => string[];
-  inventory: Inventory;
+  inventory: Pick<InventoryCache, 'prefs'>;
   log: Logger;
   addon: NetAddon;
   checkEveryMs?: number;

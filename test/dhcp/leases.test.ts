@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { SubnetInfo } from '../../src/dhcp/inventory.js';
 import { loadLeaseTable } from '../../src/dhcp/leases.js';
 import { createBus } from '../../src/events.js';
+import type { SubnetInfo } from '../../src/inventory/cache.js';
 import { silentLogger } from '../../src/log.js';
 import { ipToInt, parseCidr } from '../../src/model/common.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';

@@ -6,7 +6,7 @@ import {
   encodeOptionValue,
   MessageType,
   Opt,
-  renderTemplate,
+  substituteFields,
 } from '../../src/dhcp/options.js';
 import { decode, emptyPacket, encode, encodeWithReport, HEADER_LEN, macBytes, macOf } from '../../src/dhcp/packet.js';
 import { request } from './helpers.js';
@@ -107,7 +107,7 @@ describe('DHCP codec', () => {
     expect(() => encodeOptionValue(3, 'not-an-ip')).toThrow(/not an IPv4 address/);
     expect(() => encodeOptionValue(26, 70000)).toThrow(/does not fit in 16 bits/);
     expect(
-      renderTemplate('{{machine.name}}.{{ subnet.name }}', { machine: { name: 'a' }, subnet: { name: 'lab' } }),
+      substituteFields('{{machine.name}}.{{ subnet.name }}', { machine: { name: 'a' }, subnet: { name: 'lab' } }),
     ).toBe('a.lab');
   });
 

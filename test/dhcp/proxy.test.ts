@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { BootOffer } from '../../src/dhcp/boot.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { decode } from '../../src/dhcp/packet.js';
 import { listener, msgType, readPcapUdp, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
@@ -98,6 +99,55 @@ describe('proxyDHCP', () => {
       expect(acked).toEqual([
         expect.objectContaining({ key: '127.0.0.1', data: { mac: '52:54:00:00:04:01', subnet: 'lab' } }),
       ]);
+    } finally {
+      await c4011.close();
+    }
+  });
+
+  it('hands each boot to onBoot with the client address: yiaddr in server mode, the 4011 ciaddr in proxy mode', async () => {
+    const quirks = [{ match: { vendorClass: 'PXEClient:Arch:00007' }, blksize: 1200, why: 'lab firmware' }];
+    const pxe: [number, Buffer][] = [
+      [Opt.VendorClass, Buffer.from('PXEClient:Arch:00007:UNDI:003016')],
+      [Opt.ClientArch, Buffer.from([0, 7])],
+    ];
+    const offers: BootOffer[] = [];
+    env = await testEnv(undefined, { quirks, onBoot: (o) => offers.push(o) });
+    const { ack } = await env.dora('52:54:00:00:05:01', pxe);
+    expect(ack?.file).toBe('ipxe.efi');
+    expect(offers.map((o) => [o.mode, o.address, o.blksize?.value])).toEqual([
+      ['server', ack!.yiaddr, 1200],
+      ['server', ack!.yiaddr, 1200],
+    ]);
+    await env.close();
+
+    offers.length = 0;
+    env = await testEnv(
+      async (s) => {
+        await s.create('subnets', 'lab', proxySubnet);
+      },
+      {
+        quirks,
+        onBoot: (o) => {
+          offers.push(o);
+          throw new Error('a broken session store must not stop the reply');
+        },
+      },
+    );
+    const c4011 = await listener(env.p.clientPort + 12);
+    try {
+      const r = request(MessageType.REQUEST, '52:54:00:00:05:02', { ciaddr: '127.0.0.1' }, pxe);
+      await c4011.send(r, env.p.proxyPort);
+      expect(msgType(await c4011.wait(r.xid))).toBe(MessageType.ACK);
+      expect(offers).toEqual([
+        expect.objectContaining({
+          mac: '52:54:00:00:05:02',
+          mode: 'proxy',
+          address: '127.0.0.1',
+          filename: 'ipxe.efi',
+          blksize: { value: 1200, why: 'firmware quirk: lab firmware' },
+        }),
+      ]);
+      expect(env.events.filter((e) => e.type === 'dhcp.boot')).toHaveLength(1);
     } finally {
       await c4011.close();
     }

@@ -9,10 +9,10 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadNetAddon } from '../../src/dhcp/bind.js';
 import { backgroundGuard, rogueWatch } from '../../src/dhcp/guard.js';
-import type { Inventory } from '../../src/dhcp/inventory.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { emptyPacket, encode } from '../../src/dhcp/packet.js';
 import { startRaResponder } from '../../src/dhcp/ra.js';
+import type { InventoryCache } from '../../src/inventory/cache.js';
 import { ensureAddon } from './addon.js';
 import { ip4, listener, msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
@@ -275,7 +275,7 @@ describe('router advertisement switch under descriptor exhaustion', () => {
     };
     return { addon, calls };
   };
-  const inventory = { prefs: () => ({ answerRouterSolicitations: true }) } as unknown as Inventory;
+  const inventory = { prefs: () => ({ answerRouterSolicitations: true }) } as unknown as InventoryCache;
 
   it('EMFILE (E24 from the helper) is retried at the next check, all interfaces together; EPERM is not', async () => {
     const c = capture();

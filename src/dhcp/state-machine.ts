@@ -1,0 +1,320 @@
+/**
+ * The RFC 2131 state machine of the address server: one request (already placed in its subnet, with this
+ * server's address there) in, a reply with its delivery kind or silence with a reason out. It reads and
+ * updates the lease table, asks the served subnets for reservations, the machine lookup for the client's
+ * machine and `decide` for the boot; no sockets, no timers (connection.ts and server.ts own those), so a test
+ * can call it with an in-memory lease table.
+ */
+import type { Bus } from '../events.js';
+import type { InventoryCache, SubnetInfo } from '../inventory/cache.js';
+import type { Logger } from '../log.js';
+import type { Reservation } from '../model/subnet.js';
+import { type BootChoice, type BootOffer, bootOffer, type Decide } from './boot.js';
+import { type Delivery, deliveryFor } from './delivery.js';
+import { inNet, ipInt, ipStr } from './ip.js';
+import { belongsTo, type Client, type LeaseTable } from './leases.js';
+import type { CachedMachine, MachineLookup } from './machines.js';
+import type { OfferGate } from './offers.js';
+import { MessageType, messageTypeName, Opt } from './options.js';
+import type { DhcpPacket } from './packet.js';
+import { applyBoot, baseReply, fillOptions, leaseTimeFor, nakReply } from './reply.js';
+
+/** The stats counter an outcome adds one to. */
+export type Counter =
+  | 'offers'
+  | 'acks'
+  | 'naks'
+  | 'informs'
+  | 'proxyOffers'
+  | 'proxyAcks'
+  | 'declines'
+  | 'releases'
+  | 'ignored';
+
+export type Reply = {
+  reply: DhcpPacket;
+  delivery: Delivery;
+  count: Counter;
+  /** The boot this reply carries, and the offer to hand to onBoot. */
+  boot?: { choice: BootChoice; offer: BootOffer };
+  /** A 4011 REQUEST from the address it names: evidence the MAC is there (`proxy.acked`, after the send). */
+  proxyAcked?: { address: string; subnet: string };
+};
+export type Silence = { reply?: undefined; reason: string; count?: Counter };
+export type Outcome = Reply | Silence;
+
+/** One request, placed: its subnet and this server's address on it; `ingress` names where it came in. */
+export type DhcpRequest = {
+  pkt: DhcpPacket;
+  mac: string;
+  type: number;
+  subnet: SubnetInfo;
+  server: string;
+  /** The receiving interface and relay (the offer rate is per ingress). */
+  ingress: string;
+  /** The UDP source address. */
+  source: string;
+};
+
+export type StateMachineEnv = {
+  leases: LeaseTable;
+  served: Pick<InventoryCache, 'reservationFor'>;
+  machines: MachineLookup;
+  decide: Decide;
+  offers: OfferGate;
+  /** Whether an option 54 names this server (the subnet's address or any of this host's). */
+  isOurs(serverId: string, server: string): boolean;
+  now(): number;
+  offerSeconds: number;
+  declineSeconds: number;
+  bus: Bus;
+  log: Logger;
+  /** A warning keyed once (bounded: keys can hold a MAC). */
+  warnOnce(key: string, obj: object, msg: string): void;
+};
+
+/** What every message type's handler gets, parsed once. */
+type Ask = DhcpRequest & {
+  reservation: Reservation | undefined;
+  client: Client;
+  requested: string | undefined;
+  serverId: string | undefined;
+  leaseSeconds: number;
+  extra: { hostname?: string };
+};
+
+const silence = (reason: string, count?: Counter): Silence => ({ reason, count });
+
+/** The address server's answer to a request in a subnet that gives addresses (not proxy). */
+export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Promise<Outcome> {
+  const { pkt, subnet, mac } = req;
+  const reservation = env.served.reservationFor(subnet.name, mac);
+  // DRP issue 176: an onlyReservations subnet must stay silent for unknown MACs, not NAK them.
+  if (subnet.onlyReservations && !reservation) return silence('not reserved in an onlyReservations subnet', 'ignored');
+  const reqIp = pkt.options.get(Opt.RequestedIp);
+  // RFC 2131 4.2: option 61, when present, identifies the client; RFC 2132 9.14: at least 2 bytes (type + id).
+  const cidOpt = pkt.options.get(Opt.ClientId);
+  const hostname = pkt.options.get(Opt.Hostname)?.toString('latin1');
+  const sid = pkt.options.get(Opt.ServerId);
+  const ask: Ask = {
+    pkt,
+    mac,
+    type: req.type,
+    subnet,
+    server: req.server,
+    ingress: req.ingress,
+    source: req.source,
+    reservation,
+    client: cidOpt && cidOpt.length >= 2 ? { mac, id: cidOpt.toString('hex') } : { mac },
+    requested: reqIp?.length === 4 ? ipStr(reqIp.readUInt32BE(0)) : undefined,
+    serverId: sid?.length === 4 ? ipStr(sid.readUInt32BE(0)) : undefined,
+    leaseSeconds: leaseTimeFor(pkt, reservation ? subnet.reservedLeaseTime : subnet.leaseTime),
+    extra: hostname ? { hostname } : {},
+  };
+  switch (req.type) {
+    case MessageType.DISCOVER:
+      return discover(ask, env);
+    case MessageType.REQUEST:
+      return request(ask, env);
+    case MessageType.DECLINE:
+      return decline(ask, env);
+    case MessageType.RELEASE:
+      return release(ask, env);
+    case MessageType.INFORM:
+      return inform(ask, env);
+    default:
+      env.log.debug({ mac, type: messageTypeName(req.type) ?? req.type }, 'dhcp: message type not served');
+      return silence('message type not served', 'ignored');
+  }
+}
+
+/** OFFER/ACK/INFORM options, and the boot asked of `decide` explicitly (never in an unmanaged subnet). */
+function filled(
+  a: Ask,
+  env: StateMachineEnv,
+  r: DhcpPacket,
+  machine: CachedMachine | undefined,
+  address: string,
+  leaseSeconds: number | undefined,
+) {
+  fillOptions(r, {
+    req: a.pkt,
+    mac: a.mac,
+    subnet: a.subnet,
+    reservation: a.reservation,
+    machine,
+    address,
+    leaseSeconds,
+    warnOnce: env.warnOnce,
+  });
+  if (a.subnet.unmanaged) return undefined;
+  const nextServer = a.reservation?.nextServer ?? a.subnet.nextServer ?? a.server;
+  const choice = env.decide({ req: a.pkt, mac: a.mac, machine, nextServer, mode: 'full' });
+  if (!choice) return undefined;
+  applyBoot(r, choice.decision);
+  return { choice, offer: bootOffer(choice, address) };
+}
+
+async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
+  const { subnet, client, mac } = a;
+  const { leases, offers } = env;
+  // Without a query (or a microtask) when the cache knows the MAC.
+  const known = env.machines.cached(mac);
+  const machine = known !== undefined ? (known ?? undefined) : await env.machines.lookup(mac);
+  // No await from here to the offer: the address chosen cannot be taken meanwhile.
+  let hold = env.offerSeconds;
+  const stranger = !machine && !a.reservation;
+  if (stranger) {
+    // An unknown client's offer counts against the pool's unknown share (offers.ts) unless it only
+    // renews what it already holds (a repeated DISCOVER, a bound client starting over).
+    const own = leases.forMac(subnet.name, client);
+    const holds = own !== undefined && (own.state === 'offered' || own.state === 'bound') && own.exp > env.now();
+    // A bound client starting over keeps the full hold: the flood must not take its address in 10 s.
+    if (!holds || own.state !== 'bound') {
+      const adm = offers.admit(subnet, a.ingress, holds);
+      if (!adm.ok) return silence(`offer cap: ${adm.why}`);
+      hold = adm.seconds;
+    }
+  }
+  const alloc = leases.allocate(subnet, client, a.requested, a.reservation);
+  if (!alloc.address) {
+    env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
+    return silence(alloc.why, 'ignored');
+  }
+  leases.offer(subnet, client, alloc.address, hold, a.extra);
+  if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
+  else offers.settle(ipInt(alloc.address));
+  const r = baseReply(a.pkt, MessageType.OFFER, a.server);
+  r.yiaddr = alloc.address;
+  const boot = filled(a, env, r, machine, alloc.address, a.leaseSeconds);
+  env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
+  return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
+}
+
+function nak(a: Ask, env: StateMachineEnv, why: string, at?: string): Reply {
+  const n = nakReply(a.pkt, a.server, why);
+  env.bus.emit({ type: 'lease.nak', key: at, data: { mac: a.mac, subnet: a.subnet.name, reason: why } });
+  env.log.info({ mac: a.mac, address: at, subnet: a.subnet.name, reason: why }, 'dhcp: NAK');
+  return { reply: n, delivery: deliveryFor(a.pkt, n, true), count: 'naks' };
+}
+
+/** RFC 2131 4.3.2: the client's state follows from 54, ciaddr and 50. */
+async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
+  const { pkt, subnet, client } = a;
+  const leases = env.leases;
+  const state = a.serverId !== undefined ? 'selecting' : pkt.ciaddr !== '0.0.0.0' ? 'renewing' : 'init-reboot';
+  if (a.serverId !== undefined && !env.isOurs(a.serverId, a.server)) {
+    // SELECTING for another server's OFFER: it chose that one; ours is free again.
+    const offered = leases.forMac(subnet.name, client);
+    if (offered?.state === 'offered') env.offers.settle(offered.ip);
+    leases.forgetOffer(subnet.name, client);
+    return silence(`the client chose server ${a.serverId}`, 'ignored');
+  }
+  const own = leases.forMac(subnet.name, client);
+  let address = state === 'renewing' ? pkt.ciaddr : a.requested;
+  // SELECTING without 50 (a MUST that some clients, and Forge's reservation scenarios, leave out): the
+  // address this client was offered.
+  if (!address && state === 'selecting')
+    address = pkt.ciaddr !== '0.0.0.0' ? pkt.ciaddr : (own?.address ?? a.reservation?.address);
+  if (!address) {
+    // Nothing to confirm. Relayed: NAK, as kea answers (Forge v4.request.initreboot-no-requested-address,
+    // kea #1608); direct: silence (Forge v4.request.initreboot-no-leases).
+    if (pkt.giaddr !== '0.0.0.0') return nak(a, env, 'no requested address');
+    return silence('no requested address', 'ignored');
+  }
+  const known = env.machines.cached(a.mac);
+  const machine = known !== undefined ? (known ?? undefined) : await env.machines.lookup(a.mac);
+  const refused = refusal(a, env, state, address, machine !== undefined, own !== undefined);
+  if (refused) return refused;
+  // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
+  await leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
+  env.offers.settle(ipInt(address), subnet.name);
+  const r = baseReply(pkt, MessageType.ACK, a.server);
+  r.yiaddr = address;
+  r.ciaddr = pkt.ciaddr;
+  const boot = filled(a, env, r, machine, address, a.leaseSeconds);
+  env.log.info({ mac: a.mac, address, subnet: subnet.name }, 'dhcp: ACK');
+  return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot };
+}
+
+/** Why a REQUEST for `address` gets no ACK: a NAK, silence, or undefined (ACK it). */
+function refusal(
+  a: Ask,
+  env: StateMachineEnv,
+  state: 'selecting' | 'renewing' | 'init-reboot',
+  address: string,
+  known: boolean,
+  hasOwn: boolean,
+): Outcome | undefined {
+  const { subnet, client } = a;
+  const leases = env.leases;
+  if (!inNet(subnet.net, ipInt(address))) return nak(a, env, `${address} is not on this network`, address);
+  if (!leases.usable(subnet, client, address, a.reservation))
+    return nak(a, env, `${address} is not available`, address);
+  const mine = leases.get(address);
+  const its = mine !== undefined && belongsTo(mine, client);
+  if (state === 'selecting' && mine && !its) return nak(a, env, `${address} is not available`, address);
+  // SELECTING answers an OFFER (RFC 2131 4.3.2): an unknown client asking for an address this server never
+  // offered it would otherwise bind addresses for a whole lease time past the offer cap (a REQUEST flood).
+  // A NAK sends it back to DISCOVER (as after a restart, which loses offers: they live in memory only).
+  if (state === 'selecting' && !its && !known && !a.reservation)
+    return nak(a, env, `${address} was not offered to this client`, address);
+  if (state === 'renewing' && !(its && mine.state === 'bound' && mine.exp > env.now())) {
+    // RENEWING/REBINDING a lease that ended (or that this server never gave): the client must start over.
+    return nak(a, env, `no lease of ${address} to extend`, address);
+  }
+  if (state === 'init-reboot' && !its && !a.reservation) {
+    // The client has another address here: its idea is wrong. No record of it at all: RFC 2131 4.3.2
+    // says the server MUST remain silent (another server may know it).
+    if (hasOwn) return nak(a, env, `${address} is not this client's address`, address);
+    return silence(`no record of ${address} for this client (INIT-REBOOT)`, 'ignored');
+  }
+  return undefined;
+}
+
+/** RFC 2131 4.3.3: only the lease's own client, and only a DECLINE meant for this server (54 MUST be sent). */
+async function decline(a: Ask, env: StateMachineEnv): Promise<Outcome> {
+  const { requested, subnet, client } = a;
+  if (!requested || a.serverId === undefined || !env.isOurs(a.serverId, a.server))
+    return silence('DECLINE without 50 or 54 naming this server', 'ignored');
+  const l = env.leases.get(requested);
+  if (!(l && l.state !== 'declined' && belongsTo(l, client)))
+    return silence(`DECLINE of ${requested}, not this client's`);
+  await env.leases.decline(subnet, requested, client, env.declineSeconds);
+  env.offers.settle(ipInt(requested), subnet.name);
+  env.log.warn(
+    { mac: a.mac, address: requested },
+    `dhcp: client declined ${requested} (in use by another host); quarantined for ${env.declineSeconds} s`,
+  );
+  return silence(`${requested} declined`, 'declines');
+}
+
+/**
+ * RFC 2131 4.3.4: identified by ciaddr and the client (identifier or chaddr); 54 names the server, and
+ * 4.4.6 / table 5 say the client MUST send it, so one without it is ignored (issue 13). Not a defence
+ * against spoofing (54 is this server's public address): ownership (belongsTo) is.
+ */
+async function release(a: Ask, env: StateMachineEnv): Promise<Outcome> {
+  const { pkt, subnet } = a;
+  if (a.serverId === undefined || !env.isOurs(a.serverId, a.server))
+    return silence('RELEASE without 54 naming this server', 'ignored');
+  if (pkt.ciaddr === '0.0.0.0' || !(await env.leases.release(pkt.ciaddr, a.client)))
+    return silence(`RELEASE of ${pkt.ciaddr}, not this client's`);
+  env.offers.settle(ipInt(pkt.ciaddr), subnet.name);
+  env.log.info({ mac: a.mac, address: pkt.ciaddr }, 'dhcp: released');
+  return silence(`${pkt.ciaddr} released`, 'releases');
+}
+
+/** RFC 2131 3.4: configuration only; no lease, no lease time, no yiaddr. */
+async function inform(a: Ask, env: StateMachineEnv): Promise<Outcome> {
+  const { pkt } = a;
+  const machine = await env.machines.lookup(a.mac);
+  const r = baseReply(pkt, MessageType.ACK, a.server);
+  r.ciaddr = pkt.ciaddr;
+  const boot = filled(a, env, r, machine, pkt.ciaddr, undefined);
+  // RFC 2131 4.3.5: no lease time parameters, even if an operator configured them as plain options.
+  for (const c of [Opt.LeaseTime, Opt.RenewalTime, Opt.RebindingTime]) r.options.delete(c);
+  const delivery: Delivery =
+    pkt.giaddr !== '0.0.0.0' ? 'relay' : pkt.ciaddr !== '0.0.0.0' ? 'unicast-ciaddr' : 'unicast-source';
+  return { reply: r, delivery, count: 'informs', boot };
+}
