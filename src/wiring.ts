@@ -1,21 +1,20 @@
 /**
  * Wiring only: builds the boot objects the daemon creates once (timeline, trust, boot service, boot sessions,
- * quirk table) and starts the DHCP and TFTP servers on them from the config. What a boot does lives in
+ * inventory cache) and starts the DHCP and TFTP servers on them from the config. What a boot does lives in
  * src/provision; what to boot in src/boot.
  */
 import path from 'node:path';
 import { bindErrorLine } from './bind-error.js';
-import type { BootOffer } from './boot/session.js';
 import type { Config } from './config.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
 import { type BootRecorder, bootRecorder } from './inventory/boots.js';
+import { type InventoryCache, loadInventoryCache } from './inventory/cache.js';
 import { tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { type BootService, bootService } from './provision/boot.js';
 import { recordDhcpFacts } from './provision/dhcp-facts.js';
 import { dhcpEvidence } from './provision/evidence.js';
-import { type LiveQuirks, liveQuirks } from './provision/live-quirks.js';
 import { loaderPresence } from './provision/loaders.js';
 import { localAddressFor } from './provision/local-address.js';
 import { type BootSessions, bootSessions } from './provision/sessions.js';
@@ -30,7 +29,8 @@ export type BootCore = {
   trust: Trust;
   boot: BootService;
   sessions: BootSessions;
-  quirks: LiveQuirks;
+  /** Served subnets, reservations, prefs and the firmware quirk table, in memory, reloaded on changes. */
+  inventory: InventoryCache;
   close(): void;
 };
 
@@ -42,15 +42,15 @@ export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger,
   const trust = trustRule({ store, evidence, checkToken: tokenChecker(store) });
   const discovery = cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined;
   const boot = bootService({ store, bus, log, filesDir, boots, trust, discovery });
-  const quirks = await liveQuirks(store, bus, log);
+  const inventory = await loadInventoryCache(store, bus, log);
   return {
     boots,
     trust,
     boot,
     sessions,
-    quirks,
+    inventory,
     close() {
-      quirks.close();
+      inventory.close();
       boot.close();
       sessions.close();
       evidence.close();
@@ -123,8 +123,7 @@ export async function startTftp(d: Deps) {
 export async function startDhcp(d: Deps) {
   const { cfg, store, bus, log } = d;
   const off = recordDhcpFacts({ store, bus, log, boots: d.core.boots });
-  // `onBoot` is the DHCP server's option from the DHCP rework (issue 12); a variable, so this compiles before it.
-  const options: DhcpServerOptions & { onBoot?: (offer: BootOffer) => void } = {
+  const options: DhcpServerOptions = {
     store,
     bus,
     log,
@@ -134,7 +133,7 @@ export async function startDhcp(d: Deps) {
     httpPort: d.httpPort,
     serverAddress: cfg.advertiseAddress,
     hasLoader: loaderPresence(path.resolve(cfg.assetsDir), d.filesDir),
-    quirks: d.core.quirks.table,
+    inventory: d.core.inventory,
     onBoot: d.core.sessions.record,
     ...d.dhcpOptions,
   };

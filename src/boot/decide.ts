@@ -41,6 +41,8 @@ export type BootDecision =
       options: BootOption[];
       /** TFTP blksize cap from a quirk, for the TFTP server. */
       blksize?: number;
+      /** Why that cap: the quirk's reason and, in brackets, where its entry comes from. */
+      blksizeWhy?: string;
       bootEnv: string;
       reason: string;
     };
@@ -78,7 +80,11 @@ export function decideBoot(f: BootFacts): BootDecision {
   const blkWhy = quirks.blksize
     ? `; blksize capped at ${quirks.blksize.value} (${quirks.blksize.why})${from(quirks.blksize)}`
     : '';
-  const common = { nextServer: f.server.address, bootEnv, ...(blksize ? { blksize } : {}) };
+  const common = {
+    nextServer: f.server.address,
+    bootEnv,
+    ...(blksize ? { blksize, blksizeWhy: `${quirks.blksize!.why}${from(quirks.blksize)}` } : {}),
+  };
 
   if (isIpxe) {
     // iPXE already runs: hand it the generic script, which chains the per-machine one over HTTP.

@@ -1,22 +1,14 @@
 /**
  * Sockets for DHCP: one per served interface, bound to it with SO_BINDTODEVICE through the native addon
- * (native/plinth_net.c), because Node's dgram cannot tell on which interface a broadcast arrived. Without the
+ * (native/dhcp_sock.c), because Node's dgram cannot tell on which interface a broadcast arrived. Without the
  * addon only a single wildcard socket is possible, which is correct for one segment (plus relays) only.
  */
 import dgram from 'node:dgram';
 import { bindFailure } from '../bind-error.js';
-import { native } from '../native/index.js';
+import { type DhcpSockets, native, type RaResponder } from '../native/index.js';
 
-export type NetAddon = {
-  openUdp4(ifname: string | null, port: number, address?: string, reuse?: boolean): number;
-  openIcmp6(ifname: string): number;
-  setArp(fd: number, ifname: string, ip: string, mac: Buffer): number;
-  closeFd(fd: number): number;
-  /** Starts the Router Solicitation responder thread on an interface; returns its id. */
-  raStart(ifname: string): number;
-  raStop(id: number): number;
-  raAnswered(id: number): number;
-};
+/** The native helper's DHCP sockets, ARP entries and Router Solicitation responder (src/native). */
+export type NetAddon = DhcpSockets & RaResponder;
 
 /** The addon from native/build/Release (node-gyp's output), or PLINTH_NET_ADDON; undefined when it was not built. */
 export function loadNetAddon(): NetAddon | undefined {

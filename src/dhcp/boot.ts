@@ -5,25 +5,15 @@
  * records the boot session the TFTP and HTTP sides then find (with the quirk's block-size cap).
  */
 import { type BootDecision, decideBoot } from '../boot/decide.js';
-import { findQuirks, type Quirk } from '../boot/quirks.js';
+import type { Quirk } from '../boot/quirks.js';
+import type { BootOffer } from '../boot/session.js';
 import type { Bus } from '../events.js';
 import type { Logger } from '../log.js';
 import type { CachedMachine } from './machines.js';
 import { decodeUserClass, Opt } from './options.js';
 import type { DhcpPacket } from './packet.js';
 
-/** What a boot decision hands on (the same shape as src/boot/session.ts's BootOffer). */
-export type BootOffer = {
-  mac: string;
-  address?: string;
-  mode: 'server' | 'proxy';
-  arch?: number;
-  vendorClass?: string;
-  bootEnv: string;
-  filename: string;
-  reason: string;
-  blksize?: { value: number; why: string };
-};
+export type { BootOffer };
 
 export type BootAsk = {
   req: DhcpPacket;
@@ -61,7 +51,6 @@ export function bootDecider(deps: {
     const uc = req.options.get(Opt.UserClass);
     const arch = a && a.length >= 2 ? a.readUInt16BE(0) : undefined;
     const vendorClass = vc?.toString('latin1');
-    const quirks = deps.quirks();
     const decision = decideBoot({
       mac,
       arch,
@@ -72,17 +61,12 @@ export function bootDecider(deps: {
       server: { address: nextServer, httpPort: deps.httpPort },
       mode,
       hasLoader: deps.hasLoader,
-      quirks,
+      quirks: deps.quirks(),
     });
     if (!decision.boot) return undefined;
     const choice: BootChoice = { decision, mac, machine, mode, arch, vendorClass };
-    if (decision.blksize) {
-      // Only a quirk caps blksize: name the entry (the same table the decision was made from).
-      const q = findQuirks(quirks, { mac, arch, vendorClass }).blksize;
-      const why =
-        q?.value === decision.blksize ? `${q.why}${q.from ? ` [${q.from}]` : ''}` : `chosen at DHCP time for ${mac}`;
-      choice.blksize = { value: decision.blksize, why: `firmware quirk: ${why}` };
-    }
+    // Only a quirk caps blksize; the decision names its entry.
+    if (decision.blksize) choice.blksize = { value: decision.blksize, why: decision.blksizeWhy ?? 'firmware quirk' };
     return choice;
   };
 }

@@ -6,7 +6,7 @@
  * ff02::1 in the lab, the unicast one works.
  *
  * Node has no raw sockets, and libuv refuses to drive a raw socket's fd ("Unsupported fd type"), so the
- * responder lives in the native helper (native/plinth_net.c, raStart): a raw ICMPv6 socket per interface,
+ * responder lives in the native helper (native/ra.c, raStart): a raw ICMPv6 socket per interface,
  * filtered to type 133, hop limit 255 (RFC 4861 6.1.2), joined to ff02::2, served by one small thread. This
  * module only switches it on and off as the pref changes.
  */

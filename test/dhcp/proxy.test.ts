@@ -144,7 +144,7 @@ describe('proxyDHCP', () => {
           mode: 'proxy',
           address: '127.0.0.1',
           filename: 'ipxe.efi',
-          blksize: { value: 1200, why: 'firmware quirk: lab firmware' },
+          blksize: { value: 1200, why: 'lab firmware' },
         }),
       ]);
       expect(env.events.filter((e) => e.type === 'dhcp.boot')).toHaveLength(1);

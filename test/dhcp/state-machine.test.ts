@@ -330,7 +330,7 @@ describe('DHCP state machine (no sockets)', () => {
       bootEnv: 'ubuntu',
       filename: 'ipxe.efi',
       reason: o.boot!.choice.decision.reason,
-      blksize: { value: 1024, why: 'firmware quirk: test firmware' },
+      blksize: { value: 1024, why: 'test firmware' },
     } satisfies BootOffer);
     expect(o.boot!.choice.decision.reason).toContain('blksize capped at 1024');
 
@@ -365,7 +365,7 @@ describe('DHCP state machine (no sockets)', () => {
     expect(proxied.boot?.offer).toMatchObject({
       address: '192.168.7.20',
       mode: 'proxy',
-      blksize: { value: 1024, why: 'firmware quirk: test firmware' },
+      blksize: { value: 1024, why: 'test firmware' },
     });
 
     // The reply step: the dhcp.boot event, then onBoot; a throwing onBoot is logged, never thrown.
