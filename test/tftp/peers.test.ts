@@ -71,8 +71,9 @@ function captureLogger() {
   return { logger: pino({ level: 'info' }, dest), lines };
 }
 
-async function server(logger?: pino.Logger) {
+async function server(logger?: pino.Logger, nativeSockets = true) {
   const s = await startTftpServer({
+    nativeSockets,
     source: fileRootSource(root),
     address: '127.0.0.1',
     port: 0,
@@ -129,34 +130,38 @@ async function stallAndTime(s: TftpServer, run: ReturnType<typeof atftp>, starte
 }
 
 describe.skipIf(atftpMissing)('atftp (real client) on loopback', () => {
-  it('RFC 7440 on WRQ: atftp puts with windowsize 8, one ACK per 8 blocks, the right bytes', async () => {
-    const { logger, lines } = captureLogger();
-    const s = await server(logger);
-    const src = path.join(root, 'small.bin');
-    const run = atftp(s.port, [
-      ...options(['windowsize 8', 'blksize 1024']),
-      '--trace',
-      '--put',
-      '-r',
-      'w.bin',
-      '-l',
-      src,
-    ]);
-    const { code, trace } = await run.done;
-    expect(code, trace.slice(-500)).toBe(0);
-    expect(trace).toMatch(/received OACK <[^>]*windowsize: 8/);
-    const blocks = Math.floor(300_000 / 1024) + 1;
-    const windows = Math.ceil(blocks / 8);
-    const count = (re: RegExp) => trace.split('\n').filter((l) => re.test(l)).length;
-    expect(count(/sent .*DATA <block:/)).toBe(blocks);
-    expect(count(/received ACK <block:/)).toBe(windows);
-    expect(await until(() => s.stats.transfersCompleted === 1, 2000)).toBe(true);
-    expect(sha(await readFile(path.join(up, 'w.bin')))).toBe(sha(await readFile(src)));
-    // The server's side: the OACK and one ACK per window, nothing resent, and its log line says windowsize 8.
-    expect(s.stats).toMatchObject({ packetsSent: 1 + windows, retransmits: 0, bytesReceived: 300_000 });
-    const line = lines.find((l) => l.msg === 'tftp transfer' && l.op === 'write');
-    expect(line).toMatchObject({ result: 'ok', options: { blksize: 1024, windowsize: 8 } });
-  });
+  // Native transfer sockets (when built) and the dgram fallback: the same packets.
+  it.each([true, false])(
+    'RFC 7440 on WRQ: atftp puts with windowsize 8, one ACK per 8 blocks, the right bytes (native %s)',
+    async (native) => {
+      const { logger, lines } = captureLogger();
+      const s = await server(logger, native);
+      const src = path.join(root, 'small.bin');
+      const run = atftp(s.port, [
+        ...options(['windowsize 8', 'blksize 1024']),
+        '--trace',
+        '--put',
+        '-r',
+        'w.bin',
+        '-l',
+        src,
+      ]);
+      const { code, trace } = await run.done;
+      expect(code, trace.slice(-500)).toBe(0);
+      expect(trace).toMatch(/received OACK <[^>]*windowsize: 8/);
+      const blocks = Math.floor(300_000 / 1024) + 1;
+      const windows = Math.ceil(blocks / 8);
+      const count = (re: RegExp) => trace.split('\n').filter((l) => re.test(l)).length;
+      expect(count(/sent .*DATA <block:/)).toBe(blocks);
+      expect(count(/received ACK <block:/)).toBe(windows);
+      expect(await until(() => s.stats.transfersCompleted === 1, 2000)).toBe(true);
+      expect(sha(await readFile(path.join(up, 'w.bin')))).toBe(sha(await readFile(src)));
+      // The server's side: the OACK and one ACK per window, nothing resent, and its log line says windowsize 8.
+      expect(s.stats).toMatchObject({ packetsSent: 1 + windows, retransmits: 0, bytesReceived: 300_000 });
+      const line = lines.find((l) => l.msg === 'tftp transfer' && l.op === 'write');
+      expect(line).toMatchObject({ result: 'ok', options: { blksize: 1024, windowsize: 8 } });
+    },
+  );
 
   it('RFC 2349 on RRQ: with timeout 1 asked, a stalled atftp gets its DATA again every 1 s; without it, 200 ms doubling', async () => {
     for (const asked of [true, false]) {
