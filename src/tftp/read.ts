@@ -215,7 +215,12 @@ export class ReadTransfer extends Transfer {
       this.sentRun(b, end, lastLen);
       sent = true;
     }
-    if (sent) this.lastTxAt = this.env.now();
+    if (sent) {
+      // The retransmission interval runs from the last send: a window sent when its chunk finished loading (after the
+      // ACK that asked for it) gets the full timeout, RFC 2349's "seconds to wait before retransmitting".
+      this.lastTxAt = this.env.now();
+      this.timer.deadline = this.lastTxAt + this.timer.rto;
+    }
     this.arm();
   }
 

@@ -139,10 +139,8 @@ export async function prepareWrite(
     env.refuse(client, ERR.ACCESS_VIOLATION, 'Access violation', `${c.abs} is not a regular file`, filename);
     return undefined;
   }
-  const neg = negotiate(
-    r.options.filter(([n]) => n !== 'windowsize'),
-    env.limits,
-  );
+  // RFC 7440 applies to uploads as to downloads: windowsize is granted up to the same maximum.
+  const neg = negotiate(r.options, env.limits);
   if (neg.refused) {
     env.refuse(client, ERR.OPTION_NEGOTIATION, NEGOTIATION_FAILED, neg.refused, filename);
     return undefined;

@@ -3,6 +3,9 @@
  * for the clock, and the test plays the client (ACKs, DATA, ERRORs, duplicates) by calling the transfer's handlers.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import {
@@ -16,7 +19,7 @@ import {
 } from '../../src/tftp/codec.js';
 import { packetCache } from '../../src/tftp/layout.js';
 import { type ReadEnv, ReadTransfer } from '../../src/tftp/read.js';
-import { prepareRead, type RequestEnv } from '../../src/tftp/requests.js';
+import { prepareRead, prepareWrite, type RequestEnv } from '../../src/tftp/requests.js';
 import { RetransmitTicker } from '../../src/tftp/retransmit.js';
 import { bufferFile, bufferSource, type TftpFile } from '../../src/tftp/source.js';
 import { newStats, type Result } from '../../src/tftp/stats.js';
@@ -206,6 +209,98 @@ describe('read transfer', () => {
     expect(h.stats.retransmits).toBe(6);
   });
 
+  for (const timeout of [1, 3]) {
+    it(`timeout ${timeout} asked (RFC 2349): every retransmission exactly ${timeout} s after the last send, no back-off, no estimate`, async () => {
+      const h = harness();
+      const t = h.read(bufferFile(randomBytes(2000)), [['timeout', String(timeout)]]);
+      const tick = h.ticker(t);
+      t.start();
+      await settle();
+      expect(h.take()).toEqual([`OACK timeout=${timeout}`]);
+      // A fast client: 30 ms round trips, which would take an adaptive estimate down to its 200 ms floor.
+      h.advance(30);
+      t.onAck(0, false);
+      await settle();
+      h.advance(30);
+      t.onAck(1, false);
+      expect(h.take()).toEqual(['DATA 1 512', 'DATA 2 512']);
+      const progressAt = h.now();
+      const ms = timeout * 1000;
+      // One ms before the interval: nothing.
+      h.advance(ms - 1);
+      tick.checkExpired();
+      expect(h.take()).toEqual([]);
+      const resentAt: number[] = [];
+      for (let i = 0; i < 100 && h.results.length === 0; i++) {
+        h.advance(t.timer.deadline - h.now());
+        tick.checkExpired();
+        const out = h.take();
+        if (out.length > 0) {
+          expect(out).toEqual(['DATA 2 512']);
+          resentAt.push(h.now() - progressAt);
+        }
+      }
+      // The same give-up rule as without the option (maxRetries x the timeout without progress): 5 x N s.
+      expect(resentAt).toEqual([1, 2, 3, 4].map((k) => k * ms));
+      expect(h.results).toEqual(['timeout']);
+      expect(h.now() - progressAt).toBe(5 * ms);
+    });
+  }
+
+  it('timeout 1 asked: the first packet nobody answers goes again at +1 s and +2 s, then the transfer ends', async () => {
+    const h = harness();
+    const t = h.read(bufferFile(randomBytes(100)), [['timeout', '1']]);
+    const tick = h.ticker(t);
+    const t0 = h.now();
+    t.start();
+    await settle();
+    const at: number[] = [];
+    for (let i = 0; i < 10 && h.results.length === 0; i++) {
+      if (h.take().length > 0) at.push(h.now() - t0);
+      h.advance(t.timer.deadline - h.now());
+      tick.checkExpired();
+    }
+    if (h.take().length > 0) at.push(h.now() - t0);
+    expect(at).toEqual([0, 1000, 2000]);
+    expect(h.results).toEqual(['unanswered']);
+    expect(h.now() - t0).toBe(3000);
+  });
+
+  it('the interval runs from the send: a window sent when its chunk finished loading gets the whole timeout', async () => {
+    const h = harness();
+    let release: () => void = () => {};
+    const content = randomBytes(300 * 1024);
+    const file = bufferFile(content);
+    // Chunks after the first load only when the test says so (a cold file on a slow disk).
+    const slow: TftpFile = {
+      ...file,
+      read: (pos, len) =>
+        pos === 0 ? file.read(pos, len) : new Promise((r) => (release = () => r(file.read(pos, len)))),
+    };
+    const t = h.read(slow, [
+      ['timeout', '2'],
+      ['blksize', '1024'],
+    ]);
+    t.start();
+    await settle();
+    t.onAck(0, false);
+    await settle();
+    h.take();
+    // Lock-step to the end of the first chunk (128 KiB): the next block waits for its chunk.
+    for (let b = 1; b <= 128; b++) t.onAck(b, false);
+    await settle();
+    expect(h.take().at(-1)).toBe('DATA 128 1024');
+    t.onAck(128, false);
+    await settle();
+    expect(h.take()).toEqual([]);
+    h.advance(1500);
+    release();
+    await settle();
+    await settle();
+    expect(h.take()).toEqual(['DATA 129 1024']);
+    expect(t.timer.deadline).toBe(h.now() + 2000);
+  });
+
   it('a client that never answers gets its first packet at most 1 + unansweredRetries times', async () => {
     const h = harness();
     const t = h.read(bufferFile(randomBytes(100)));
@@ -298,12 +393,14 @@ describe('read transfer', () => {
 describe('write transfer', () => {
   function sink() {
     const parts: Buffer[] = [];
-    const s = { completed: false, aborted: false, parts };
+    const s = { completed: false, aborted: false, parts, length: 0 };
     const u: UploadSink = {
       target: '/up/f',
       write: async (data, position) => {
-        expect(position).toBe(parts.reduce((n, p) => n + p.length, 0));
+        // Every write lands right after the one before: nothing written twice, skipped or out of order.
+        expect(position).toBe(s.length);
         parts.push(Buffer.from(data));
+        s.length += data.length;
       },
       complete: async () => {
         s.completed = true;
@@ -367,9 +464,229 @@ describe('write transfer', () => {
     expect(h.results).toEqual(['write-error']);
     expect(s.aborted).toBe(true);
   });
+
+  /** An upload of `blocks` full blocks of `blksize` and a short final one, and the DATA packets that carry it. */
+  function upload(blocks: number, blksize = 512) {
+    const content = randomBytes(blocks * blksize + 100);
+    const block = (n: number) => encodeData(n & 0xffff, content.subarray((n - 1) * blksize, n * blksize));
+    return { content, block, last: blocks + 1 };
+  }
+
+  it('timeout 2 asked on a WRQ: the last ACK is repeated exactly every 2 s, then the transfer gives up', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['timeout', '2']]), h.env, u, 1 << 20);
+    const tick = h.ticker(t);
+    t.start();
+    expect(h.take()).toEqual(['OACK timeout=2']);
+    h.advance(20);
+    t.onMessage(encodeData(1, randomBytes(512)));
+    await settle();
+    expect(h.take()).toEqual(['ACK 1']);
+    const progressAt = h.now();
+    h.advance(1999);
+    tick.checkExpired();
+    expect(h.take()).toEqual([]);
+    const resentAt: number[] = [];
+    for (let i = 0; i < 100 && h.results.length === 0; i++) {
+      h.advance(t.timer.deadline - h.now());
+      tick.checkExpired();
+      const out = h.take();
+      if (out.length > 0) {
+        expect(out).toEqual(['ACK 1']);
+        resentAt.push(h.now() - progressAt);
+      }
+    }
+    expect(resentAt).toEqual([2000, 4000, 6000, 8000]);
+    expect(h.results).toEqual(['timeout']);
+    expect(h.now() - progressAt).toBe(10_000);
+    expect(s.aborted).toBe(true);
+  });
+
+  it('windowsize 4 (RFC 7440): one ACK after blocks 4 and 8 and the final one, the bytes in order', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '4']]), h.env, u, 1 << 20);
+    t.start();
+    expect(h.take()).toEqual(['OACK windowsize=4']);
+    const up = upload(10);
+    const acks: string[] = [];
+    for (let b = 1; b <= up.last; b++) {
+      t.onMessage(up.block(b));
+      await settle();
+      for (const a of h.take()) acks.push(`${a} after ${b}`);
+    }
+    expect(acks).toEqual(['ACK 4 after 4', 'ACK 8 after 8', 'ACK 11 after 11']);
+    expect(h.results).toEqual(['ok']);
+    expect(Buffer.concat(s.parts).equals(up.content)).toBe(true);
+    expect(t.line().options).toMatchObject({ windowsize: 4 });
+  });
+
+  it('windowsize 4: the blocks of a window arriving back to back are queued and written in order', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '4']]), h.env, u, 1 << 20);
+    t.start();
+    h.take();
+    const up = upload(7);
+    // No write completes between the datagrams of a window (they arrive in one turn of the loop).
+    for (let b = 1; b <= 4; b++) t.onMessage(up.block(b));
+    expect(h.take()).toEqual([]);
+    await settle();
+    await settle();
+    expect(h.take()).toEqual(['ACK 4']);
+    for (let b = 5; b <= up.last; b++) t.onMessage(up.block(b));
+    for (let i = 0; i < 6; i++) await settle();
+    expect(h.take()).toEqual(['ACK 8']);
+    expect(h.results).toEqual(['ok']);
+    expect(Buffer.concat(s.parts).equals(up.content)).toBe(true);
+  });
+
+  it('windowsize 4, block 6 lost (RFC 7440 section 4): ACK 5 once, the client resends from 6, nothing written twice', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '4']]), h.env, u, 1 << 20);
+    t.start();
+    h.take();
+    const up = upload(12);
+    const send = async (...blocks: number[]) => {
+      for (const b of blocks) {
+        t.onMessage(up.block(b));
+        await settle();
+      }
+      return h.take();
+    };
+    expect(await send(1, 2, 3, 4)).toEqual(['ACK 4']);
+    // 6 is lost: 7 shows the gap and gets ACK 5; 8 gets nothing more (one ACK per gap).
+    expect(await send(5, 7, 8)).toEqual(['ACK 5']);
+    // The client goes back to 6: a new window 6..9.
+    expect(await send(6, 7, 8, 9)).toEqual(['ACK 9']);
+    expect(await send(10, 11, 12, 13)).toEqual(['ACK 13']);
+    expect(h.results).toEqual(['ok']);
+    // The sink checks every write lands right after the one before: nothing was written twice or out of order.
+    expect(Buffer.concat(s.parts).equals(up.content)).toBe(true);
+    expect(h.stats.bytesReceived).toBe(up.content.length);
+  });
+
+  it('windowsize 4, the first block of a window lost: the window before it is acknowledged again, once', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '4']]), h.env, u, 1 << 20);
+    t.start();
+    h.take();
+    const up = upload(8);
+    for (const b of [1, 2, 3, 4]) t.onMessage(up.block(b));
+    for (let i = 0; i < 6; i++) await settle();
+    expect(h.take()).toEqual(['ACK 4']);
+    for (const b of [6, 7, 8]) t.onMessage(up.block(b));
+    await settle();
+    expect(h.take()).toEqual(['ACK 4']);
+    for (const b of [5, 6, 7, 8, 9]) t.onMessage(up.block(b));
+    for (let i = 0; i < 8; i++) await settle();
+    expect(h.take()).toEqual(['ACK 8', 'ACK 9']);
+    expect(Buffer.concat(s.parts).equals(up.content)).toBe(true);
+  });
+
+  it('windowsize 4, our ACK lost: the repeated window gets its ACK again once, and is not written twice', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '4']]), h.env, u, 1 << 20);
+    t.start();
+    h.take();
+    const up = upload(5);
+    for (const b of [1, 2, 3, 4]) {
+      t.onMessage(up.block(b));
+      await settle();
+    }
+    expect(h.take()).toEqual(['ACK 4']);
+    // The client timed out waiting for ACK 4 and sends the window again.
+    for (const b of [1, 2, 3, 4]) {
+      t.onMessage(up.block(b));
+      await settle();
+    }
+    expect(h.take()).toEqual(['ACK 4']);
+    for (const b of [5, 6]) {
+      t.onMessage(up.block(b));
+      await settle();
+    }
+    expect(h.take()).toEqual(['ACK 6']);
+    expect(h.results).toEqual(['ok']);
+    expect(Buffer.concat(s.parts).equals(up.content)).toBe(true);
+  });
+
+  it('windowsize 4, the client goes quiet mid-window: the timeout acknowledges the last block written', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '4']]), h.env, u, 1 << 20);
+    const tick = h.ticker(t);
+    t.start();
+    h.take();
+    const up = upload(5);
+    for (const b of [1, 2]) {
+      t.onMessage(up.block(b));
+      await settle();
+    }
+    expect(h.take()).toEqual([]);
+    h.advance(t.timer.deadline - h.now());
+    tick.checkExpired();
+    expect(h.take()).toEqual(['ACK 2']);
+    // The client continues with a window from 3.
+    for (const b of [3, 4, 5, 6]) {
+      t.onMessage(up.block(b));
+      await settle();
+    }
+    expect(h.take()).toEqual(['ACK 6']);
+    expect(h.results).toEqual(['ok']);
+    expect(Buffer.concat(s.parts).equals(up.content)).toBe(true);
+  });
+
+  it('windowsize 16, blksize 8: block numbers roll over past 65535 on an upload', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(
+      h.port,
+      h.request([
+        ['blksize', '8'],
+        ['windowsize', '16'],
+      ]),
+      h.env,
+      u,
+      1 << 20,
+    );
+    t.start();
+    h.take();
+    const content = randomBytes(8 * 65540 + 3);
+    const last = 65541;
+    const acks: number[] = [];
+    for (let b = 1; b <= last; b += 16) {
+      for (let k = b; k < b + 16 && k <= last; k++)
+        t.onMessage(encodeData(k & 0xffff, content.subarray((k - 1) * 8, k * 8)));
+      await settle();
+      for (const p of h.packets()) if (p.op === 'ACK') acks.push(p.block);
+    }
+    expect(h.results).toEqual(['ok']);
+    expect(acks).toHaveLength(Math.ceil(last / 16));
+    expect(acks.at(-1)).toBe(last & 0xffff);
+    expect(Buffer.concat(s.parts).equals(content)).toBe(true);
+  });
+
+  it('an upload beyond the size limit inside a window gets ERROR 3 and is aborted', async () => {
+    const h = harness();
+    const { s, u } = sink();
+    const t = new WriteTransfer(h.port, h.request([['windowsize', '8']]), h.env, u, 1500);
+    t.start();
+    h.take();
+    const up = upload(6);
+    for (let b = 1; b <= 6; b++) t.onMessage(up.block(b));
+    await settle();
+    expect(h.take()).toEqual(['ERROR 3']);
+    expect(h.results).toEqual(['write-error']);
+    expect(s.aborted).toBe(true);
+    expect(s.completed).toBe(false);
+  });
 });
 
-describe('option negotiation of a read request', () => {
+describe('option negotiation of a request', () => {
   function requestEnv(file: TftpFile) {
     const refused: Array<{ code: number; why: string }> = [];
     const env: RequestEnv = {
@@ -439,6 +756,31 @@ describe('option negotiation of a read request', () => {
     const r = requestEnv(bufferFile('x'));
     expect(await prepareRead(r.env, ask([['blksize', '7']]))).toBeUndefined();
     expect(r.refused).toEqual([{ code: 8, why: 'blksize 7 is outside 8..65464' }]);
+  });
+
+  it('a WRQ is granted windowsize too (RFC 7440 works both ways), capped at the same maximum, with the timeout', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'plinth-tftp-wrq-'));
+    try {
+      const { env } = requestEnv(bufferFile('x'));
+      const p = await prepareWrite(
+        { ...env, uploadDir: dir },
+        ask([
+          ['blksize', '1024'],
+          ['windowsize', '100'],
+          ['timeout', '2'],
+        ]),
+      );
+      expect(p?.neg).toMatchObject({ windowsize: 64, timeout: 2 });
+      expect(p?.neg.oack).toEqual([
+        ['blksize', '1024'],
+        ['windowsize', '64'],
+        ['timeout', '2'],
+      ]);
+      await p?.sink.abort();
+      expect(await readdir(dir)).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a source that has no such file is answered File not found', async () => {
