@@ -133,4 +133,41 @@ describe('accepted option values are sent', () => {
     expect(msgType(offer)).toBe(MessageType.OFFER);
     expect(offer!.options.get(19)).toEqual(Buffer.from([1]));
   });
+
+  // Fail until the DHCP inventory reads stored options with keepValidOptions (see the helper's report): a document
+  // written before these checks must not cost the whole subnet or reservation on upgrade, only the bad option.
+  it('a subnet stored before the checks with a bad option is still served, without that option', async () => {
+    env = await testEnv(async (s) => {
+      await s.create('subnets', name, {
+        ...SUBNET,
+        options: [
+          { code: 3, value: '10.99.1.1' },
+          { code: 19, value: 2 },
+          { code: 20, value: 'True' },
+        ],
+      });
+    });
+    const { offer } = await env.dora('52:54:00:00:19:05');
+    expect(msgType(offer)).toBe(MessageType.OFFER);
+    expect(offer!.options.get(3)).toEqual(ip4('10.99.1.1'));
+    expect(offer!.options.has(19)).toBe(false);
+    expect(offer!.options.get(20)).toEqual(Buffer.from([1]));
+  });
+
+  it('a reservation stored before the checks with a bad option still gives its address', async () => {
+    const mac = '52:54:00:00:19:06';
+    env = await testEnv(async (s) => {
+      await s.create('subnets', name, SUBNET);
+      await s.create('reservations', '10.99.1.160', {
+        address: '10.99.1.160',
+        mac,
+        subnet: name,
+        options: [{ code: 26, value: 20 }],
+        description: '',
+      });
+    });
+    const { offer } = await env.dora(mac);
+    expect(offer!.yiaddr).toBe('10.99.1.160');
+    expect(offer!.options.has(26)).toBe(false);
+  });
 });
