@@ -1,12 +1,28 @@
 import { z } from 'zod';
 import { Cidr, cidrContains, IPv4, ipToInt, MacSyntax, Name, parseCidr } from './common.js';
+import { checkOptionValue } from './dhcp-option-values.js';
 import { Blksize } from './quirk.js';
 
-/** A DHCP option as operators write it: the value is a string (a template for text options) or a number/array. */
-export const DhcpOption = z.strictObject({
-  code: z.number().int().min(1).max(254),
-  value: z.union([z.string().max(4096), z.number(), z.array(z.union([z.string().max(4096), z.number()])).max(256)]),
-});
+/**
+ * A DHCP option as operators write it: the value is a string (a template for any option), a number, a boolean or
+ * an array. Checked against the option's RFC type and stored in its canonical spelling (dhcp-option-values.ts).
+ */
+export const DhcpOption = z
+  .strictObject({
+    code: z.number().int().min(1).max(254),
+    value: z.union([
+      z.string().max(4096),
+      z.number(),
+      z.boolean(),
+      z.array(z.union([z.string().max(4096), z.number()])).max(256),
+    ]),
+  })
+  .transform((o, ctx) => {
+    const r = checkOptionValue(o.code, o.value);
+    if (r.ok) return { code: o.code, value: r.value };
+    ctx.issues.push({ code: 'custom', path: ['value'], message: r.message, input: o.value });
+    return z.NEVER;
+  });
 
 export const Picker = z.enum(['hint', 'nextFree', 'mostExpired', 'none']);
 
