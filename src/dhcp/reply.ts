@@ -6,6 +6,7 @@
  */
 import type { BootDecision } from '../boot/decide.js';
 import type { SubnetInfo } from '../inventory/cache.js';
+import { checkOptionValue } from '../model/dhcp-option-values.js';
 import type { Reservation } from '../model/subnet.js';
 import type { CachedMachine } from './machines.js';
 import { encodeOptionValue, ipBytes, MessageType, Opt, substituteFields } from './options.js';
@@ -98,6 +99,10 @@ export function fillOptions(r: DhcpPacket, f: Fill): void {
       if (typeof v === 'string' && v.includes('{{')) {
         fields ??= fieldsOf(f);
         v = substituteFields(v, fields);
+        // A rendered value is checked and normalised as a written one is (a template rendering "True" sends 1).
+        const checked = checkOptionValue(opt.code, v);
+        if (!checked.ok) throw new TypeError(checked.message);
+        v = checked.value;
       }
       if (v === '') {
         o.delete(opt.code);

@@ -11,6 +11,7 @@ import { ipInt } from '../dhcp/ip.js';
 import type { Bus } from '../events.js';
 import type { Logger } from '../log.js';
 import { ipToInt, parseCidr } from '../model/common.js';
+import { keepValidOptions } from '../model/dhcp-option-values.js';
 import { Prefs } from '../model/profile.js';
 import { Reservation, Subnet } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
@@ -42,10 +43,26 @@ type Snapshot = {
   quirks: readonly Quirk[];
 };
 
+/**
+ * A document stored before option values were checked may hold one the checks now refuse: leave that option out
+ * (with a warning) rather than the whole subnet or reservation, so an upgrade takes nothing offline.
+ */
+function withValidOptions(key: string, doc: unknown, log: Logger): unknown {
+  const d = doc as { options?: unknown } | null;
+  if (!d || typeof d !== 'object' || d.options === undefined) return doc;
+  const { options, refused } = keepValidOptions(d.options);
+  for (const r of refused)
+    log.warn(
+      { object: key, code: r.code, err: r.message },
+      'dhcp: stored option is invalid and not sent; fix it through the API',
+    );
+  return { ...d, options };
+}
+
 function servedSubnets(items: { key: string; doc: unknown }[], log: Logger): SubnetInfo[] {
   const out: SubnetInfo[] = [];
   for (const it of items) {
-    const parsed = Subnet.safeParse(it.doc);
+    const parsed = Subnet.safeParse(withValidOptions(it.key, it.doc, log));
     if (!parsed.success) {
       log.warn(
         { subnet: it.key, err: parsed.error.message },
@@ -75,7 +92,7 @@ async function snapshot(store: Store, log: Logger): Promise<Snapshot> {
   const resByMac = new Map<string, Reservation>();
   const resByAddr = new Map<string, Reservation>();
   for (const it of r.items) {
-    const parsed = Reservation.safeParse(it.doc);
+    const parsed = Reservation.safeParse(withValidOptions(it.key, it.doc, log));
     if (!parsed.success) {
       log.warn({ reservation: it.key, err: parsed.error.message }, 'dhcp: reservation is invalid and ignored');
       continue;
