@@ -3,6 +3,8 @@
  * typed values and wire bytes. Knows nothing about leases or booting.
  */
 
+import { OPTION_SPECS as OPTION_TYPES } from '../model/dhcp-option-values.js';
+
 export const Opt = {
   Pad: 0,
   SubnetMask: 1,
@@ -52,103 +54,9 @@ export type MessageTypeName = keyof typeof MessageType;
 export const messageTypeName = (n: number | undefined): MessageTypeName | undefined =>
   (Object.keys(MessageType) as MessageTypeName[]).find((k) => MessageType[k] === n);
 
-/** How an option's value is written by operators and read from requests. */
-export type OptionType = 'ip' | 'ips' | 'u8' | 'u16' | 'u32' | 'i32' | 'text' | 'bool' | 'u16s' | 'bytes';
-
-// RFC 2132 (and the PXE/iPXE/site options Plinth knows): how operators write each value.
-export const OPTION_TYPES: Record<number, { name: string; type: OptionType }> = {
-  1: { name: 'subnet-mask', type: 'ip' },
-  2: { name: 'time-offset', type: 'i32' },
-  3: { name: 'router', type: 'ips' },
-  4: { name: 'time-servers', type: 'ips' },
-  5: { name: 'name-servers', type: 'ips' },
-  6: { name: 'dns-servers', type: 'ips' },
-  7: { name: 'log-servers', type: 'ips' },
-  8: { name: 'cookie-servers', type: 'ips' },
-  9: { name: 'lpr-servers', type: 'ips' },
-  10: { name: 'impress-servers', type: 'ips' },
-  11: { name: 'resource-location-servers', type: 'ips' },
-  12: { name: 'hostname', type: 'text' },
-  13: { name: 'boot-size', type: 'u16' },
-  14: { name: 'merit-dump', type: 'text' },
-  15: { name: 'domain-name', type: 'text' },
-  16: { name: 'swap-server', type: 'ip' },
-  17: { name: 'root-path', type: 'text' },
-  18: { name: 'extensions-path', type: 'text' },
-  19: { name: 'ip-forwarding', type: 'bool' },
-  20: { name: 'non-local-source-routing', type: 'bool' },
-  21: { name: 'policy-filter', type: 'ips' },
-  22: { name: 'max-dgram-reassembly', type: 'u16' },
-  23: { name: 'default-ttl', type: 'u8' },
-  24: { name: 'path-mtu-aging-timeout', type: 'u32' },
-  25: { name: 'path-mtu-plateau-table', type: 'u16s' },
-  26: { name: 'mtu', type: 'u16' },
-  27: { name: 'all-subnets-local', type: 'bool' },
-  28: { name: 'broadcast-address', type: 'ip' },
-  29: { name: 'perform-mask-discovery', type: 'bool' },
-  30: { name: 'mask-supplier', type: 'bool' },
-  31: { name: 'router-discovery', type: 'bool' },
-  32: { name: 'router-solicitation-address', type: 'ip' },
-  33: { name: 'static-routes', type: 'ips' },
-  34: { name: 'trailer-encapsulation', type: 'bool' },
-  35: { name: 'arp-cache-timeout', type: 'u32' },
-  36: { name: 'ieee802-3-encapsulation', type: 'bool' },
-  37: { name: 'default-tcp-ttl', type: 'u8' },
-  38: { name: 'tcp-keepalive-interval', type: 'u32' },
-  39: { name: 'tcp-keepalive-garbage', type: 'bool' },
-  40: { name: 'nis-domain', type: 'text' },
-  41: { name: 'nis-servers', type: 'ips' },
-  42: { name: 'ntp-servers', type: 'ips' },
-  43: { name: 'vendor-specific', type: 'bytes' },
-  44: { name: 'netbios-name-servers', type: 'ips' },
-  45: { name: 'netbios-dd-server', type: 'ips' },
-  46: { name: 'netbios-node-type', type: 'u8' },
-  47: { name: 'netbios-scope', type: 'text' },
-  48: { name: 'font-servers', type: 'ips' },
-  49: { name: 'x-display-manager', type: 'ips' },
-  50: { name: 'requested-ip', type: 'ip' },
-  51: { name: 'lease-time', type: 'u32' },
-  52: { name: 'overload', type: 'u8' },
-  53: { name: 'message-type', type: 'u8' },
-  54: { name: 'server-id', type: 'ip' },
-  55: { name: 'parameter-request-list', type: 'bytes' },
-  56: { name: 'message', type: 'text' },
-  57: { name: 'max-message-size', type: 'u16' },
-  58: { name: 'renewal-time', type: 'u32' },
-  59: { name: 'rebinding-time', type: 'u32' },
-  60: { name: 'vendor-class', type: 'text' },
-  61: { name: 'client-id', type: 'bytes' },
-  62: { name: 'nwip-domain-name', type: 'text' },
-  64: { name: 'nisplus-domain-name', type: 'text' },
-  65: { name: 'nisplus-servers', type: 'ips' },
-  66: { name: 'tftp-server-name', type: 'text' },
-  67: { name: 'bootfile-name', type: 'text' },
-  68: { name: 'mobile-ip-home-agent', type: 'ips' },
-  69: { name: 'smtp-servers', type: 'ips' },
-  70: { name: 'pop-servers', type: 'ips' },
-  71: { name: 'nntp-servers', type: 'ips' },
-  72: { name: 'www-servers', type: 'ips' },
-  73: { name: 'finger-servers', type: 'ips' },
-  74: { name: 'irc-servers', type: 'ips' },
-  75: { name: 'streettalk-servers', type: 'ips' },
-  76: { name: 'streettalk-directory-assistance-servers', type: 'ips' },
-  77: { name: 'user-class', type: 'bytes' },
-  82: { name: 'relay-agent-info', type: 'bytes' },
-  91: { name: 'client-last-transaction-time', type: 'u32' },
-  92: { name: 'associated-ip', type: 'ips' },
-  93: { name: 'client-arch', type: 'u16s' },
-  94: { name: 'client-ndi', type: 'bytes' },
-  97: { name: 'client-uuid', type: 'bytes' },
-  114: { name: 'captive-portal', type: 'text' },
-  118: { name: 'subnet-selection', type: 'ip' },
-  119: { name: 'domain-search', type: 'bytes' },
-  121: { name: 'classless-static-routes', type: 'bytes' },
-  150: { name: 'tftp-server-address', type: 'ips' },
-  175: { name: 'ipxe-encap', type: 'bytes' },
-  209: { name: 'pxelinux-config-file', type: 'text' },
-  210: { name: 'pxelinux-path-prefix', type: 'text' },
-  252: { name: 'wpad', type: 'text' },
-};
+// RFC 2132 (and the PXE/iPXE/site options Plinth knows): how operators write each value. One table, with the
+// constraints the API checks values against when they are written (src/model/dhcp-option-values.ts).
+export { OPTION_SPECS as OPTION_TYPES, type OptionType } from '../model/dhcp-option-values.js';
 
 export const optionName = (code: number): string => OPTION_TYPES[code]?.name ?? `option-${code}`;
 
