@@ -1,12 +1,10 @@
 import type { FastifyReply, FastifyRequest, FastifyServerFactory } from 'fastify';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Bus } from '../events.js';
-import { type BootRecorder, bootRecorder } from '../inventory/boots.js';
+import { secureNamesCache } from '../inventory/params.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
-import type { BootService } from '../provision/boot-render.js';
-import type { DiscoveryLimits } from '../provision/discovery.js';
-import type { Trust } from '../provision/trust.js';
+import type { BootService } from '../provision/boot.js';
 import type { Store } from '../store/store.js';
 import { API } from './api-prefix.js';
 import { type AuditOptions, auditHook, auditLog, registerAuditRoutes } from './audit.js';
@@ -18,6 +16,7 @@ import { registerFileRoutes } from './files-api.js';
 import { registerFileServing } from './files-serve.js';
 import { type InfoSource, registerInfo } from './info.js';
 import { addJsonParsers } from './json-body.js';
+import { registerMachineRoutes } from './machine-api.js';
 import { registerMetrics, type StatsSource } from './metrics.js';
 import { openApiDocument, registerApiDocs, registerOpenApi } from './openapi.js';
 import { logUrl } from './redact.js';
@@ -35,9 +34,8 @@ export type AppOptions = {
   version: string;
   assetsDir?: string;
   advertiseAddress?: string;
-  boots?: BootRecorder;
-  /** The daemon's boot renderer, shared with TFTP; tests leave it out and get one of their own. */
-  boot?: BootService;
+  /** The daemon's boot service (src/provision/boot.ts), the one TFTP uses too. */
+  boot: BootService;
   stats?: StatsSource;
   /** /metrics without a token (for a scraper that cannot send one); by default it needs a viewer token. */
   metricsPublic?: boolean;
@@ -48,10 +46,6 @@ export type AppOptions = {
   ipxeHttpsPort?: () => number | undefined;
   /** With TLS on: the plain HTTP port (known once listening), named in scripts asked for over HTTPS. */
   plainHttpPort?: () => number | undefined;
-  /** The daemon's trust rule (src/provision/trust.ts), shared with TFTP; tests leave it out. */
-  trust?: Trust;
-  /** Discovery's limits (src/provision/discovery.ts). */
-  discovery?: Partial<DiscoveryLimits>;
 };
 
 /** One JSON log line per request (fastify's own request logging is off). */
@@ -70,25 +64,17 @@ async function logRequest(req: FastifyRequest, reply: FastifyReply) {
 
 /**
  * Boot scripts, rendered files (/boot, /machines/:uuid/*) and /files, fetched by firmware and installers
- * without credentials. Returns the registration of the machine API routes, which belong in the API's scope.
+ * without credentials.
  */
 async function bootScope(app: FastifyInstance, opts: AppOptions) {
   const bootDeps = {
-    store: opts.store,
-    bus: opts.bus,
-    log: opts.log,
-    filesDir: opts.filesDir,
-    boots: opts.boots ?? bootRecorder(opts.store),
     advertiseAddress: opts.advertiseAddress,
     boot: opts.boot,
     plainHttpPort: opts.plainHttpPort,
     ipxeHttpsPort: opts.ipxeHttpsPort,
-    trust: opts.trust,
-    discovery: opts.discovery,
   };
-  let machineApi: ((api: FastifyInstance) => void) | undefined;
   await app.register(async (boot) => {
-    machineApi = registerBootRoutes(boot, bootDeps).registerMachineApi;
+    registerBootRoutes(boot, bootDeps);
     registerFileServing(boot, {
       filesDir: opts.filesDir,
       assetsDir: opts.assetsDir,
@@ -96,20 +82,21 @@ async function bootScope(app: FastifyInstance, opts: AppOptions) {
       hooks: fileHooks(bootDeps),
     });
   });
-  return machineApi!;
 }
 
 /** The API under /api/v1: every route needs a token, and the token's role must allow the route (auth.ts). */
-function apiRoutes(opts: AppOptions, machineApi: (api: FastifyInstance) => void) {
+function apiRoutes(opts: AppOptions) {
   return (api: FastifyInstance) => {
-    registerResourceRoutes(api, { store: opts.store, bus: opts.bus });
-    registerEvents(api, { bus: opts.bus, log: opts.log });
-    registerFileRoutes(api, { store: opts.store, bus: opts.bus, filesDir: opts.filesDir, log: opts.log });
-    registerTokenRoutes(api, { store: opts.store });
-    registerAuditRoutes(api, { store: opts.store });
-    // Callback, inventory and boots (machine-api.ts); a machine token reaches the routes marked
+    const { store, bus } = opts;
+    const secureNames = secureNamesCache(store, bus);
+    registerResourceRoutes(api, { store, bus, secureNames });
+    // A machine's params, callback, inventory and boots; a machine token reaches the routes marked
     // config.machineToken for its own uuid only (auth.ts).
-    machineApi(api);
+    registerMachineRoutes(api, { store, bus, secureNames, reports: opts.boot.reports });
+    registerEvents(api, { bus, log: opts.log });
+    registerFileRoutes(api, { store, bus, filesDir: opts.filesDir, log: opts.log });
+    registerTokenRoutes(api, { store });
+    registerAuditRoutes(api, { store });
   };
 }
 
@@ -157,12 +144,12 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     }),
     { prefix: API },
   );
-  const machineApi = await bootScope(app, opts);
+  await bootScope(app, opts);
 
   // Token: /metrics (unless public) and the API.
   const metricsDeps = { store: opts.store, bus: opts.bus, stats: opts.stats ?? (() => ({})) };
   const metrics = (s: FastifyInstance) => registerMetrics(s, metricsDeps);
   await app.register(opts.metricsPublic ? async (s) => metrics(s) : tokenScope(auth, metrics));
-  await app.register(tokenScope(auth, apiRoutes(opts, machineApi)), { prefix: API });
+  await app.register(tokenScope(auth, apiRoutes(opts)), { prefix: API });
   return app;
 }

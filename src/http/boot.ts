@@ -1,33 +1,16 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { baseUrl, type ServerView } from '../boot/render.js';
-import type { Bus } from '../events.js';
-import type { BootRecorder } from '../inventory/boots.js';
-import { tokenChecker } from '../inventory/tokens.js';
-import type { Logger } from '../log.js';
 import { Mac } from '../model/common.js';
-import { type BootService, bootService } from '../provision/boot.js';
+import type { BootService } from '../provision/boot.js';
 import type { RenderFailure, RenderOutcome } from '../provision/boot-render.js';
-import type { DiscoveryLimits } from '../provision/discovery.js';
-import { dhcpEvidence } from '../provision/evidence.js';
-import { requestToken, type Trust, trustRule } from '../provision/trust.js';
-import type { Store } from '../store/store.js';
+import { requestToken } from '../provision/trust.js';
 import type { ServeHooks } from './files-serve.js';
-import { registerMachineApiRoutes } from './machine-api.js';
 import { sendProblem } from './problem.js';
 
 type Deps = {
-  store: Store;
-  bus: Bus;
-  log: Logger;
-  filesDir: string;
-  boots: BootRecorder;
   advertiseAddress?: string;
-  /** The daemon's trust rule (shared with TFTP, fed by its DHCP evidence); only for a boot service of its own. */
-  trust?: Trust;
-  /** Discovery's limits; only for a boot service of its own. */
-  discovery?: Partial<DiscoveryLimits>;
-  /** The daemon's boot service (src/provision/boot.ts, shared with TFTP); absent (tests): one of its own. */
-  boot?: BootService;
+  /** The daemon's boot service (src/provision/boot.ts), shared with TFTP. */
+  boot: BootService;
   /** With TLS on: the plain HTTP port boot files are fetched from, whichever listener the script was asked on. */
   plainHttpPort?: () => number | undefined;
   /** With --ipxe-https: the HTTPS port the generic iPXE script chains to. */
@@ -45,23 +28,6 @@ const HTTP_STATUS: Record<RenderFailure, number> = {
   'render-busy': 503,
 };
 
-/**
- * Without the daemon's boot service (tests building an app alone): one per deps object, so the boot routes and the
- * /files hooks registered with the same deps share it, as they share the daemon's.
- */
-const ownServices = new WeakMap<Deps, BootService>();
-function serviceOf(deps: Deps): BootService {
-  if (deps.boot) return deps.boot;
-  let svc = ownServices.get(deps);
-  if (!svc) {
-    const { store } = deps;
-    const trust = deps.trust ?? trustRule({ store, evidence: dhcpEvidence(deps.bus), checkToken: tokenChecker(store) });
-    svc = bootService({ ...deps, trust });
-    ownServices.set(deps, svc);
-  }
-  return svc;
-}
-
 /** The address this machine reached us at: the interface that answered, unless the operator set one. */
 export function serverView(req: FastifyRequest, advertise?: string, plainPort?: () => number | undefined): ServerView {
   const local = (req.socket.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
@@ -77,7 +43,7 @@ export function serverView(req: FastifyRequest, advertise?: string, plainPort?: 
  * and records each fetch in the requesting machine's boot timeline.
  */
 export function fileHooks(deps: Deps): ServeHooks {
-  const svc = serviceOf(deps);
+  const svc = deps.boot;
   return {
     refuse: (rel) => svc.refuseFile(rel),
     served: (rel, req, status) => svc.fileServed(rel, req.ip, status),
@@ -86,11 +52,10 @@ export function fileHooks(deps: Deps): ServeHooks {
 
 /**
  * The boot routes firmware and installers fetch without credentials: parse, ask the boot service
- * (src/provision/boot.ts), reply. Returns `registerMachineApi` for the API scope: the routes a booted machine calls
- * with its token.
+ * (src/provision/boot.ts), reply. The routes a booted machine calls with its token are in machine-api.ts.
  */
 export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
-  const svc = serviceOf(deps);
+  const svc = deps.boot;
   const requester = (req: FastifyRequest) => ({
     source: req.ip,
     token: requestToken(req.headers.authorization, req.query),
@@ -141,11 +106,6 @@ export function registerBootRoutes(app: FastifyInstance, deps: Deps) {
     if (!r.ok && r.reason === 'not-found') return sendProblem(reply, 404, r.detail);
     return replyFile(reply, file, r);
   });
-
-  return {
-    /** Registers the machine API routes in `api`, the API's scope (prefix /api/v1, bearer check). */
-    registerMachineApi: (api: FastifyInstance) => registerMachineApiRoutes(api, { reports: svc.reports }),
-  };
 }
 
 function replyFile(reply: FastifyReply, file: string, r: RenderOutcome) {

@@ -1,11 +1,16 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { type CrudDeps, resolveKey } from '../inventory/crud.js';
+import { redactParams, resolveParams } from '../inventory/params.js';
+import { inventoryResource } from '../inventory/resources.js';
 import type { MachineReports } from '../provision/reports.js';
+import { seesSecrets } from './auth.js';
 import { HttpProblem } from './problem.js';
 
 /**
- * The API routes a booted machine calls with its own token: callback and inventory report, plus its boot
- * timeline. Registered inside the API's scope (prefix /api/v1, bearer check there); `config.machineToken` marks
- * the routes a machine token may reach for its own machine (`:id`). Parse, call src/provision/reports.ts, reply.
+ * A machine's own routes beyond its CRUD (resources.ts, shared by every kind): its resolved params, the callback
+ * and inventory report a booted machine sends with its own token, and its boot timeline. Registered inside the
+ * API's scope (prefix /api/v1, bearer check there); `config.machineToken` marks the routes a machine token may
+ * reach for its own machine (`:id`). Parse, call src/provision/reports.ts or src/inventory, reply.
  */
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -14,14 +19,28 @@ declare module 'fastify' {
   }
 }
 
-export type MachineApiDeps = { reports: MachineReports };
+export type MachineApiDeps = CrudDeps & {
+  reports: MachineReports;
+  /** The names of secure params (inventory/params.ts secureNamesCache), to mask them for non-admin tokens. */
+  secureNames: () => Promise<Set<string>>;
+};
 
 const EVENT = /^[a-z][a-z0-9_-]{0,31}$/;
 const MAX_INVENTORY = 256 * 1024;
 
-export function registerMachineApiRoutes(app: FastifyInstance, deps: MachineApiDeps) {
+export function registerMachineRoutes(app: FastifyInstance, deps: MachineApiDeps) {
   const { reports } = deps;
   const machineToken = { machineToken: true } as const;
+
+  // Resolved params of one machine: machine -> profiles -> global -> defaults, with where each came from.
+  app.get<{ Params: { id: string }; Querystring: { sources?: string } }>('/machines/:id/params', async (req) => {
+    const key = await resolveKey(deps, inventoryResource('machines'), req.params.id);
+    const m = await deps.store.get('machines', key);
+    if (!m) throw new HttpProblem(404, `machine '${req.params.id}' does not exist`);
+    const r = await resolveParams(deps.store, m.doc as { params: Record<string, unknown>; profiles: string[] });
+    if (!seesSecrets(req.principal)) r.values = redactParams(r.values, await deps.secureNames()) ?? {};
+    return req.query.sources === 'true' ? r : r.values;
+  });
 
   app.post<{ Params: { id: string } }>('/machines/:id/callback', { config: machineToken }, async (req) => {
     const body = (req.body ?? {}) as { event?: unknown; data?: unknown };

@@ -2,8 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { Bus } from '../events.js';
 import { createDoc, deleteDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
-import { redactParams, resolveParams, secureParamNames } from '../inventory/params.js';
-import { getPrefs, INVENTORY_RESOURCES, inventoryResource, PREFS_KEY, type Resource } from '../inventory/resources.js';
+import { getPrefs, INVENTORY_RESOURCES, PREFS_KEY, type Resource } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import type { Filter, Store, Stored } from '../store/store.js';
 import { API } from './api-prefix.js';
@@ -11,7 +10,7 @@ import { seesSecrets } from './auth.js';
 import { jsonPatch, mergePatch } from './patch.js';
 import { HttpProblem, validationProblem } from './problem.js';
 
-type Deps = { store: Store; bus: Bus };
+type Deps = { store: Store; bus: Bus; secureNames: () => Promise<Set<string>> };
 
 /** The zod type under optional/default wrappers: tells how to read a `field=value` query string. */
 export function baseType(t: z.ZodType): string {
@@ -109,21 +108,10 @@ function sendDoc(reply: FastifyReply, s: Stored) {
   return reply.header('etag', quoted(s.etag)).type('application/json; charset=utf-8').send(s.json);
 }
 
-/** CRUD for every inventory resource, a machine's resolved params and the prefs; relative to the API's prefix. */
+/** CRUD for every inventory resource and the prefs; relative to the API's prefix (machine-api.ts: the rest of a machine's). */
 export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   const inv = { store: deps.store, bus: deps.bus };
-  // Names of secure params, needed to redact every list: cached until a param definition changes.
-  let secureCache: Promise<Set<string>> | undefined;
-  deps.bus.on((e) => {
-    if (e.type.startsWith('params.')) secureCache = undefined;
-  });
-  const secureNames = () => {
-    secureCache ??= secureParamNames(deps.store).catch((err) => {
-      secureCache = undefined;
-      throw err;
-    });
-    return secureCache;
-  };
+  const secureNames = deps.secureNames;
   for (const res of INVENTORY_RESOURCES) {
     const base = `/${res.kind}`;
     const keyOf = (id: string) => resolveKey(inv, res, id);
@@ -210,18 +198,6 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
       return send(req, reply, await modifyDoc(inv, res, key, change, ifMatch));
     });
   }
-
-  // Resolved params of one machine: machine -> profiles -> global -> defaults, with where each came from.
-  app.get<{ Params: { id: string } }>('/machines/:id/params', async (req) => {
-    const res = inventoryResource('machines');
-    const key = await resolveKey(inv, res, req.params.id);
-    const m = await deps.store.get('machines', key);
-    if (!m) throw new HttpProblem(404, `machine '${req.params.id}' does not exist`);
-    const r = await resolveParams(deps.store, m.doc as { params: Record<string, unknown>; profiles: string[] });
-    if (!seesSecrets(req.principal)) r.values = redactParams(r.values, await secureNames()) ?? {};
-    const q = req.query as { sources?: string };
-    return q.sources === 'true' ? r : r.values;
-  });
 
   // Prefs: one document of global settings.
   app.get('/prefs', async (_req, reply) => {

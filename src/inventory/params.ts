@@ -1,4 +1,5 @@
 import { Ajv, type ValidateFunction } from 'ajv';
+import type { Bus } from '../events.js';
 import type { FieldError } from '../model/errors.js';
 import type { Machine } from '../model/machine.js';
 import type { ParamDef, Profile } from '../model/profile.js';
@@ -56,6 +57,24 @@ export async function checkParamValues(
 export async function secureParamNames(store: Store): Promise<Set<string>> {
   const { items } = await store.list('params', { filters: [{ field: 'secure', value: true }] });
   return new Set(items.map((i) => i.key));
+}
+
+/**
+ * The names of secure params, needed to redact every list and every machine's params: cached until a param
+ * definition changes (a `params.*` event), shared by the routes of one app.
+ */
+export function secureNamesCache(store: Store, bus: Bus): () => Promise<Set<string>> {
+  let cached: Promise<Set<string>> | undefined;
+  bus.on((e) => {
+    if (e.type.startsWith('params.')) cached = undefined;
+  });
+  return () => {
+    cached ??= secureParamNames(store).catch((err) => {
+      cached = undefined;
+      throw err;
+    });
+    return cached;
+  };
 }
 
 export type Resolved = { values: Record<string, unknown>; sources: Record<string, string> };

@@ -189,4 +189,3 @@ export function bootRenderer(deps: BootRendererDeps) {
 }
 export type BootRenderer = ReturnType<typeof bootRenderer>;
 /** src/http/app.ts names the daemon's boot service by this path. */
-export type { BootService } from './boot.js';

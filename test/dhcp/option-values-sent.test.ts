@@ -9,10 +9,10 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MessageType } from '../../src/dhcp/options.js';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { issueToken, newToken } from '../../src/inventory/tokens.js';
 import { silentLogger } from '../../src/log.js';
 import type { Store } from '../../src/store/store.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 import { ip4, msgType, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
@@ -26,7 +26,7 @@ async function viaApi(store: Store, posts: [string, unknown][]) {
   const dir = mkdtempSync(path.join(tmpdir(), 'plinth-optsent-'));
   const token = newToken();
   await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  const app = await buildApp({
+  const app = await buildTestApp({
     store,
     bus: createBus(),
     log: silentLogger,

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 let d: TestDaemon;
@@ -232,7 +232,7 @@ describe('routes under the API prefix outside the authenticated scope', () => {
   it('need a token all the same (fails closed); the callback routes take a machine token', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'plinth-auth-'));
     const store = openSqliteStore(':memory:');
-    const app = await buildApp({
+    const app = await buildTestApp({
       store,
       bus: createBus(),
       log: silentLogger,

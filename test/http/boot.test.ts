@@ -3,8 +3,10 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerMachineApiRoutes } from '../../src/http/machine-api.js';
+import { createBus } from '../../src/events.js';
+import { registerMachineRoutes } from '../../src/http/machine-api.js';
 import type { MachineReports } from '../../src/provision/reports.js';
+import type { Store } from '../../src/store/store.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 let d: TestDaemon;
@@ -403,7 +405,8 @@ describe('machine API routes: parse, call, reply', () => {
     app.addHook('onRequest', async (req) => {
       marked[`${req.method} ${req.routeOptions.url}`] = req.routeOptions.config.machineToken === true;
     });
-    await app.register(async (api) => registerMachineApiRoutes(api, { reports }), { prefix: '/api/v1' });
+    const deps = { store: {} as Store, bus: createBus(), secureNames: async () => new Set<string>(), reports };
+    await app.register(async (api) => registerMachineRoutes(api, deps), { prefix: '/api/v1' });
     const id = '11111111-2222-4333-8444-555555555555';
     const post = (url: string, payload: Record<string, unknown>) => app.inject({ method: 'POST', url, payload });
     expect((await post(`/api/v1/machines/${id}/callback`, { event: 'booted', data: { ip: '1' } })).json()).toEqual({

@@ -4,12 +4,12 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { openApiDocument } from '../../src/http/openapi.js';
 import { issueToken } from '../../src/inventory/tokens.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 
 /*
  * The app's shape, pinned before the routes moved into fastify scopes (issue 12 item 8): for one request per
@@ -76,7 +76,7 @@ async function appWith(metricsPublic: boolean) {
   const dir = mkdtempSync(path.join(tmpdir(), 'plinth-scopes-'));
   const store = openSqliteStore(':memory:');
   await issueToken(store, ADMIN, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  const app = await buildApp({
+  const app = await buildTestApp({
     store,
     bus: createBus(),
     log: silentLogger,

@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
+import type { buildApp } from '../../src/http/app.js';
 import { INVENTORY_RESOURCES } from '../../src/inventory/resources.js';
 import { issueToken } from '../../src/inventory/tokens.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 import { breakableStore } from '../helpers/broken-store.js';
 
 const inner = openSqliteStore(':memory:');
@@ -26,7 +27,7 @@ const dir = mkdtempSync(path.join(tmpdir(), 'plinth-broken-'));
 
 beforeAll(async () => {
   await issueToken(inner, 't0k3n', { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  app = await buildApp({
+  app = await buildTestApp({
     store,
     bus: createBus(),
     log: silentLogger,
