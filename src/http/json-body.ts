@@ -31,12 +31,15 @@ const tooDeep = () =>
 /**
  * The app's JSON parsers: fastify's own (which refuses __proto__ and constructor.prototype keys) after a depth
  * check, since a 5,000-deep document parses fine but then fails in the store (SQLite's JSON functions stop at
- * 1,000). Set on the root instance, so every scope inherits them.
+ * 1,000). An empty body is no body: curl scripts send `Content-Type: application/json` on every request, a
+ * DELETE included, and a route that needs a body refuses `undefined` itself (400 naming the body). Set on the
+ * root instance, so every scope inherits them.
  */
 export function addJsonParsers(app: FastifyInstance) {
   const defaultJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') return done(null, undefined);
     if (jsonTooDeep(body as string)) return done(tooDeep(), undefined);
     defaultJson(req, body as string, done);
   });

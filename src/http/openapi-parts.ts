@@ -10,15 +10,33 @@ import { NewToken } from './tokens.js';
  */
 export type Parts = { schemas: Record<string, unknown>; paths: Record<string, unknown> };
 
-const json = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
-const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
-const problem = {
+/**
+ * A zod schema as JSON Schema 2020-12, the dialect of OpenAPI 3.1's Schema Object (its default
+ * `jsonSchemaDialect`), so no `$schema` is repeated in every component.
+ */
+export function json(s: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...schema } = z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) as Record<
+    string,
+    unknown
+  >;
+  return schema;
+}
+export const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+export const problem = {
   description: 'Problem details (RFC 9457)',
   content: { 'application/problem+json': { schema: ref('Problem') } },
 };
-const errors = { 400: problem, 401: problem, 403: problem, 404: problem, 409: problem, 412: problem, 503: problem };
+export const errors = {
+  400: problem,
+  401: problem,
+  403: problem,
+  404: problem,
+  409: problem,
+  412: problem,
+  503: problem,
+};
 
-const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+export const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
 
 /** Problem details, prefs and file info: the schemas listed first. */
 export function baseSchemas(): Record<string, unknown> {

@@ -1,6 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
+import { bootParts, eventParts, machineApiParts, pageParts } from './openapi-boot-parts.js';
 import {
   baseSchemas,
   fileParts,
@@ -11,7 +12,12 @@ import {
   tokenAndAuditParts,
 } from './openapi-parts.js';
 
-/** The OpenAPI 3 document, built from the same zod schemas that validate requests (parts: openapi-parts.ts). */
+/**
+ * The OpenAPI 3.1 document of every route the app registers (test/http/openapi-routes.test.ts holds it to that),
+ * built from the same zod schemas that validate requests (parts: openapi-parts.ts for the API, openapi-boot-parts.ts
+ * for what machines, watchers and browsers call). 3.1, not 3.0: its Schema Object is JSON Schema 2020-12, which is
+ * what zod 4 writes (`propertyNames`, `type` arrays and `const` are invalid in 3.0).
+ */
 export function openApiDocument(version: string): Record<string, unknown> {
   const parts: Parts = { schemas: baseSchemas(), paths: {} };
   resourceParts(parts);
@@ -19,12 +25,17 @@ export function openApiDocument(version: string): Record<string, unknown> {
   fileParts(parts);
   tokenAndAuditParts(parts);
   infoParts(parts);
+  machineApiParts(parts);
+  eventParts(parts);
+  bootParts(parts);
+  pageParts(parts);
   return {
-    openapi: '3.0.3',
+    openapi: '3.1.0',
     info: {
       title: 'Plinth API',
       version,
       description: 'Bare-metal provisioning: inventory, DHCP subnets, boot environments, files.',
+      license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: '/' }],
     components: { schemas: parts.schemas, securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
