@@ -4,11 +4,11 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { issueToken } from '../../src/inventory/tokens.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 
 /*
  * What curl scripts send (issue 14): `Content-Type: application/json` on every request, a DELETE with no body
@@ -23,7 +23,7 @@ beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'plinth-json-body-'));
   store = openSqliteStore(':memory:');
   await issueToken(store, ADMIN, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  app = await buildApp({
+  app = await buildTestApp({
     store,
     bus: createBus(),
     log: silentLogger,

@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { openApiDocument } from '../../src/http/openapi.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 
 /*
  * Every route the app registers is in the OpenAPI document, with its method (issue 14: the machine API, /events,
@@ -51,7 +51,7 @@ let store: Store;
 beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'plinth-openapi-routes-'));
   store = openSqliteStore(':memory:');
-  const app = await buildApp({
+  const app = await buildTestApp({
     store,
     bus: createBus(),
     log: silentLogger,

@@ -6,11 +6,11 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { openApiDocument } from '../../src/http/openapi.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 
 /*
  * The OpenAPI document is valid OpenAPI 3.1 (issue 14: the 3.0.3 document embedding JSON Schema 2020-12 had 596
@@ -92,7 +92,7 @@ describe('/api/docs renders the 3.1 document', () => {
   beforeAll(async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'plinth-openapi-'));
     store = openSqliteStore(':memory:');
-    app = await buildApp({
+    app = await buildTestApp({
       store,
       bus: createBus(),
       log: silentLogger,
