@@ -217,8 +217,8 @@ function checkAddresses(v: unknown, spec: OptionSpec): string[] {
   if (spec.rule === 'filter-pairs' || spec.rule === 'route-pairs') {
     if (ips.length % 2) throw new Refused();
     for (let i = 0; i < ips.length; i += 2) {
-      // RFC 2132 5.3: the second of each policy-filter pair is a mask; 5.8: 0.0.0.0 is no static route destination.
-      if (spec.rule === 'filter-pairs' && !isMask(ipInt(ips[i + 1]!))) throw new Refused();
+      // RFC 2132 5.8: 0.0.0.0 is no static route destination. A policy filter's second address (5.3, a mask) is
+      // not checked: ISC's Forge suite configures 199.199.199.1,50.50.50.1, and Kea and dhcpd take any address.
       if (spec.rule === 'route-pairs' && ips[i] === '0.0.0.0') throw new Refused();
     }
   }
