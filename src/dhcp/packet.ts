@@ -215,9 +215,9 @@ function overloaded(p: DhcpPacket, head: Buffer, order: number[], room: number):
   if (overload) {
     // 53 stays first (it always fits, being placed first), 52 right after it.
     main.parts.splice(main.parts[0]?.[0] === Opt.MessageType ? 1 : 0, 0, Buffer.from([Opt.Overload, 1, overload]));
-    head.fill(0, 44, 236);
-    if (file.parts.length) Buffer.concat([...file.parts, END]).copy(head, 108);
-    if (sname.parts.length) Buffer.concat([...sname.parts, END]).copy(head, 44);
+    // Only the fields carrying options are cleared: a boot file name in the other one stays.
+    if (file.parts.length) Buffer.concat([...file.parts, END]).copy(head.fill(0, 108, 236), 108);
+    if (sname.parts.length) Buffer.concat([...sname.parts, END]).copy(head.fill(0, 44, 108), 44);
   }
   let buf = Buffer.concat([head, ...main.parts, END]);
   if (buf.length < MIN_REPLY_LEN) buf = Buffer.concat([buf, Buffer.alloc(MIN_REPLY_LEN - buf.length)]);
