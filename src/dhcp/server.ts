@@ -21,11 +21,14 @@ import { type LeaseTable, loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
 import { Opt, relayInfo } from './options.js';
-import { type DhcpPacket, decode, macOf } from './packet.js';
+import { type DhcpPacket, decode, macOf, ZERO_MAC } from './packet.js';
+
 import { answerBootServer, answerProxy, type ProxyEnv } from './proxy.js';
 import { startRaResponder } from './ra.js';
 import { finishReply } from './reply.js';
 import { answerRequest, type DhcpRequest, type Outcome, type StateMachineEnv } from './state-machine.js';
+
+const PLACEHOLDER_MACS = new Set([ZERO_MAC, 'ff:ff:ff:ff:ff:ff']);
 
 export type DhcpServerOptions = {
   store: Store;
@@ -179,7 +182,9 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   });
   const env: StateMachineEnv = {
     leases,
-    served: inventory,
+    // A placeholder chaddr (IPoIB's hlen 0, a zero chaddr with 61) is many clients: a reservation by that MAC
+    // would hand one address to all of them. They are told apart by client identifier only.
+    served: { reservationFor: (s, mac) => (PLACEHOLDER_MACS.has(mac) ? undefined : inventory.reservationFor(s, mac)) },
     machines,
     decide,
     offers,

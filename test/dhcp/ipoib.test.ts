@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { type DhcpPacket, decode, encode, macOf, ZERO_MAC } from '../../src/dhcp/packet.js';
-import { ip4, msgType, request, type TestEnv, testEnv } from './helpers.js';
+import { ip4, msgType, request, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -33,7 +33,16 @@ describe('RFC 4390 IPoIB clients (hlen 0)', () => {
   });
 
   it('get an OFFER and an ACK (htype 32, hlen 0, 61 echoed, broadcast), leases keyed by the client identifier', async () => {
-    env = await testEnv();
+    env = await testEnv(async (s) => {
+      await s.create('subnets', 'lab', SUBNET);
+      // A reservation by the placeholder MAC names no one client: not applied to IPoIB clients.
+      await s.create('reservations', '10.99.1.50', {
+        address: '10.99.1.50',
+        mac: ZERO_MAC,
+        subnet: 'lab',
+        options: [],
+      });
+    });
     const acked: string[] = [];
     for (const n of [1, 2]) {
       const cid = cidOf(n);
@@ -59,6 +68,7 @@ describe('RFC 4390 IPoIB clients (hlen 0)', () => {
     }
     // Two clients with the same (absent) hardware address are two clients.
     expect(new Set(acked).size).toBe(2);
+    expect(acked).not.toContain('10.99.1.50');
     // The first one again: its own address, found by its identifier alone.
     const d = ipoib(MessageType.DISCOVER, cidOf(1));
     await env.client.send(d, env.p.port);
