@@ -6,7 +6,7 @@
  * REQUEST messages to the server namespace (plinth-dhcp-rls, 10.99.70.1) with option 82 carrying link
  * selection (RFC 3527: 10.99.72.0, another subnet than giaddr's 10.99.71.0/24) and server identifier override
  * (RFC 5107: 10.99.71.1), and prints what each server answered: the subnet of yiaddr, option 54, the REQUEST's
- * answer. One server runs at a time; namespaces deleted at the end; every process ours and bounded in time.
+ * answer, and the answer to a relayed IPoIB DISCOVER (RFC 4390: hlen 0, client identifier). One server runs at a time; namespaces deleted at the end; every process ours and bounded in time.
  */
 import dgram from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -78,8 +78,18 @@ async function relay() {
   const noSub = await ask(req(false));
   await ask(msg(MessageType.DISCOVER, 0x7004, [[Opt.RelayAgentInfo, o82]]));
   const withSub = await ask(req(true));
+  // RFC 4390: an IPoIB client (htype 32, hlen 0, chaddr zero) named by its client identifier, through the relay.
+  const ib = msg(MessageType.DISCOVER, 0x7005, [
+    [Opt.ClientId, Buffer.from([255, 0, 0, 0, 1, 0, 3, 0, 32, 0x80, 0, 2, 8, 0xfe, 0x80, 0, 1])],
+  ]);
+  ib.htype = 32;
+  ib.hlen = 0;
+  ib.chaddr = Buffer.alloc(16);
+  ib.flags = 0x8000;
+  const ibOffer = await ask(ib);
   console.log(
     JSON.stringify({
+      ipoibOffer: ibOffer ? { ...show(ibOffer), htype: ibOffer.htype, hlen: ibOffer.hlen } : 'silence',
       offer: show(offer),
       requestNamingOverrideWithoutSubOption: show(noSub) ?? 'silence',
       requestNamingOverrideWithSubOption: show(withSub) ?? 'silence',
