@@ -203,21 +203,23 @@ type Area = { parts: Buffer[]; left: number };
  * receiver joins the parts in that order (RFC 3396 7). What fits nowhere is dropped and reported.
  */
 function overloaded(p: DhcpPacket, head: Buffer, order: number[], room: number): { buf: Buffer; dropped: number[] } {
+  const file = p.file === '' ? 127 : 0;
+  const sname = p.sname === '' ? 63 : 0;
   const areas: Area[] = [
-    { parts: [], left: room - 3 }, // option 52 itself
-    { parts: [], left: p.file === '' ? 127 : 0 },
-    { parts: [], left: p.sname === '' ? 63 : 0 },
+    { parts: [], left: room - (file || sname ? 3 : 0) }, // option 52 itself, when there is somewhere to spill
+    { parts: [], left: file },
+    { parts: [], left: sname },
   ];
   const dropped: number[] = [];
   for (const code of order) if (!place(areas, code, p.options.get(code)!)) dropped.push(code);
-  const [main, file, sname] = areas as [Area, Area, Area];
-  const overload = (file.parts.length ? 1 : 0) | (sname.parts.length ? 2 : 0);
+  const [main, inFile, inSname] = areas as [Area, Area, Area];
+  const overload = (inFile.parts.length ? 1 : 0) | (inSname.parts.length ? 2 : 0);
   if (overload) {
     // 53 stays first (it always fits, being placed first), 52 right after it.
     main.parts.splice(main.parts[0]?.[0] === Opt.MessageType ? 1 : 0, 0, Buffer.from([Opt.Overload, 1, overload]));
     // Only the fields carrying options are cleared: a boot file name in the other one stays.
-    if (file.parts.length) Buffer.concat([...file.parts, END]).copy(head.fill(0, 108, 236), 108);
-    if (sname.parts.length) Buffer.concat([...sname.parts, END]).copy(head.fill(0, 44, 108), 44);
+    if (inFile.parts.length) Buffer.concat([...inFile.parts, END]).copy(head.fill(0, 108, 236), 108);
+    if (inSname.parts.length) Buffer.concat([...inSname.parts, END]).copy(head.fill(0, 44, 108), 44);
   }
   let buf = Buffer.concat([head, ...main.parts, END]);
   if (buf.length < MIN_REPLY_LEN) buf = Buffer.concat([buf, Buffer.alloc(MIN_REPLY_LEN - buf.length)]);

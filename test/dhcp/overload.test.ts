@@ -109,6 +109,52 @@ describe('RFC 2132 9.3 option overload, encoding', () => {
   });
 });
 
+describe('overload round trip (500 random replies, seeded)', () => {
+  it('every option not reported dropped decodes intact, within the size, boot fields kept', () => {
+    let seed = 13;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    let overloadedSeen = 0;
+    let splitSeen = 0;
+    for (let i = 0; i < 500; i++) {
+      const opts: [number, Buffer][] = [];
+      const n = 1 + rnd(12);
+      for (let k = 0; k < n; k++) opts.push([200 + k, Buffer.alloc(rnd(300), k + 1)]);
+      const p = reply(opts);
+      if (rnd(3) === 0) p.file = 'ipxe.efi';
+      if (rnd(3) === 0) p.sname = 'boot-server';
+      const max = rnd(2) ? 576 : 576 + rnd(900);
+      const { buf, dropped } = encodeWithReport(p, max);
+      expect(buf.length).toBeLessThanOrEqual(Math.max(576, max) - 28);
+      const d = decode(buf);
+      expect(d.ok).toBe(true);
+      if (!d.ok) continue;
+      for (const [c, v] of opts) if (!dropped.includes(c)) expect(d.packet.options.get(c)).toEqual(v);
+      for (const c of dropped) expect(d.packet.options.has(c)).toBe(false);
+      const ov = d.packet.options.get(Opt.Overload)?.[0] ?? 0;
+      if (p.file) {
+        expect(ov & 1).toBe(0);
+        expect(d.packet.file).toBe('ipxe.efi');
+      }
+      if (p.sname) {
+        expect(ov & 2).toBe(0);
+        expect(d.packet.sname).toBe('boot-server');
+      }
+      if (ov) overloadedSeen++;
+      const areas = [[HEADER_LEN + 4, buf.length], ...(ov & 1 ? [[108, 236]] : []), ...(ov & 2 ? [[44, 108]] : [])];
+      const pieces = areas.flatMap(([a, b]) => areaOptions(buf, a!, b!)).filter(([c]) => c >= 200).length;
+      const whole = opts
+        .filter(([c]) => !dropped.includes(c))
+        .reduce((t, [, v]) => t + Math.max(1, Math.ceil(v.length / 255)), 0);
+      if (pieces > whole) splitSeen++;
+    }
+    expect(overloadedSeen).toBeGreaterThan(50);
+    expect(splitSeen).toBeGreaterThan(0);
+  });
+});
+
 describe('RFC 2131 4.1 / RFC 3396 7 overloaded requests, decoding', () => {
   it('joins an option split over options, file and sname in that order (not field order in the packet)', () => {
     const b = Buffer.alloc(HEADER_LEN + 4 + 16);
