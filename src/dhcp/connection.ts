@@ -200,18 +200,23 @@ export class Connections {
     }
   }
 
-  /** The subnet a request belongs to, and this server's address on it. */
+  /**
+   * The subnet a request belongs to, and this server's address on it. `linkSelection`: a relayed request's
+   * RFC 3527 link selection sub-option (option 82.5), which names the client's link when giaddr is not on it.
+   */
   locate(
     l: Listener,
     pkt: DhcpPacket,
     served: InventoryCache,
     warnOnce: (key: string, obj: object, msg: string) => void,
+    linkSelection?: string,
   ): { subnet: SubnetInfo; server: string } | undefined {
     const addrs = this.o.addresses.get();
     const mine = l.ifname ? (addrs.byIf.get(l.ifname) ?? noAddrs) : addrs.allList;
     if (pkt.giaddr !== '0.0.0.0') {
-      // RFC 2131 4.3.1: a relayed request belongs to the subnet of giaddr.
-      const subnet = served.subnetFor(pkt.giaddr);
+      // RFC 2131 4.3.1: a relayed request belongs to the subnet of giaddr; RFC 3527 4: of the link selection
+      // sub-option when the relay sent one (giaddr then only says where the reply goes).
+      const subnet = served.subnetFor(linkSelection ?? pkt.giaddr);
       return subnet ? { subnet, server: this.serverIn(l, mine, subnet) ?? this.anyServer(mine) } : undefined;
     }
     // Directly attached clients: the subnets of this interface's addresses (or serverAddress).

@@ -178,6 +178,28 @@ export function decodeSubOptions(data: Buffer): Map<number, Buffer> | undefined 
   return out;
 }
 
+/** Relay agent information (82) sub-options the server acts on. */
+export const RelaySub = { CircuitId: 1, RemoteId: 2, LinkSelection: 5, ServerIdOverride: 11 } as const;
+
+/**
+ * What a relay asks of the server in option 82: RFC 3527 link selection (sub-option 5, the client's link, so
+ * its subnet, when giaddr is not on it) and RFC 5107 server identifier override (sub-option 11, the address
+ * the client must see as option 54: the relay's own, so RENEWs come through it). Undefined when neither is
+ * there as a valid non-zero address; a malformed option 82 yields neither (it is still echoed, RFC 3046 2.2).
+ */
+export type RelayInfo = { linkSelection?: string; serverIdOverride?: string };
+
+export function relayInfo(o82: Buffer | undefined): RelayInfo | undefined {
+  if (!o82) return undefined;
+  const subs = decodeSubOptions(o82);
+  if (!subs) return undefined;
+  const addr = (b: Buffer | undefined) => (b?.length === 4 && b.readUInt32BE(0) !== 0 ? bytesIp(b) : undefined);
+  const linkSelection = addr(subs.get(RelaySub.LinkSelection));
+  const serverIdOverride = addr(subs.get(RelaySub.ServerIdOverride));
+  if (!linkSelection && !serverIdOverride) return undefined;
+  return { ...(linkSelection ? { linkSelection } : {}), ...(serverIdOverride ? { serverIdOverride } : {}) };
+}
+
 export function encodeSubOptions(subs: [number, Buffer][], end = true): Buffer {
   const parts: Buffer[] = [];
   for (const [code, v] of subs) parts.push(Buffer.from([code, v.length]), v);

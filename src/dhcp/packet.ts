@@ -128,17 +128,6 @@ export function decode(buf: Buffer): DecodeResult {
   };
 }
 
-/** Splits one option into code/len chunks of at most 255 bytes (RFC 3396). */
-function optionBytes(code: number, v: Buffer): Buffer[] {
-  if (v.length === 0) return [Buffer.from([code, 0])];
-  const out: Buffer[] = [];
-  for (let i = 0; i < v.length; i += 255) {
-    const chunk = v.subarray(i, Math.min(i + 255, v.length));
-    out.push(Buffer.from([code, chunk.length]), chunk);
-  }
-  return out;
-}
-
 /**
  * Encodes a message. `maxSize` is the client's limit (option 57, else 576, RFC 2131 2): when the options do not
  * fit, and file/sname are unused, they spill into those fields with option 52; otherwise the options that do
@@ -173,81 +162,98 @@ export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; d
   const room = limit - head.length - 1; // End
   // Fast path (every reply Plinth builds in practice): the options fit, one buffer, no intermediate copies.
   let wire = 0;
-  for (const c of order) {
-    const n = p.options.get(c)!.length;
-    wire += n + 2 * Math.max(1, Math.ceil(n / 255));
-  }
+  for (const c of order) wire += wireLength(p.options.get(c)!.length);
   if (wire <= room) {
     const out = Buffer.alloc(Math.max(MIN_REPLY_LEN, head.length + wire + 1));
     head.copy(out, 0);
     let o = head.length;
-    for (const c of order) {
-      const v = p.options.get(c)!;
-      let i = 0;
-      do {
-        const n = Math.min(255, v.length - i);
-        out[o] = c;
-        out[o + 1] = n;
-        v.copy(out, o + 2, i, i + n);
-        o += 2 + n;
-        i += n;
-      } while (i < v.length);
-    }
+    for (const c of order) o = writeOption(out, o, c, p.options.get(c)!);
     out[o] = Opt.End;
     return { buf: out, dropped: [] };
   }
-  const encoded = order.map((c) => ({ code: c, bytes: Buffer.concat(optionBytes(c, p.options.get(c)!)) }));
-  const total = encoded.reduce((n, e) => n + e.bytes.length, 0);
+  return overloaded(p, head, order, room);
+}
+
+/** Wire bytes of an option value of `n` bytes: code/len per chunk of at most 255 (RFC 3396). */
+const wireLength = (n: number): number => n + 2 * Math.max(1, Math.ceil(n / 255));
+
+/** Writes one option, split into chunks of at most 255 bytes (RFC 3396); returns the next offset. */
+function writeOption(out: Buffer, o: number, code: number, v: Buffer): number {
+  let i = 0;
+  do {
+    const n = Math.min(255, v.length - i);
+    out[o] = code;
+    out[o + 1] = n;
+    v.copy(out, o + 2, i, i + n);
+    o += 2 + n;
+    i += n;
+  } while (i < v.length);
+  return o;
+}
+
+/** One options area: the options field, or file (128 bytes) or sname (64) under option 52. */
+type Area = { parts: Buffer[]; left: number };
+
+/**
+ * RFC 2132 9.3 / RFC 2131 4.1: options that do not fit in the options field go on in `file`, then `sname`
+ * (only those not carrying a boot file or server name), with option 52 saying which; each field ends with its
+ * own End. Options are placed in priority order (53 and 54, the client's option 55 order, the rest), each
+ * whole into the first area with room, so small ones stay in the options field that every client reads. One
+ * that fits no area whole is split over the areas' remaining space in the order options, file, sname: the
+ * receiver joins the parts in that order (RFC 3396 7). What fits nowhere is dropped and reported.
+ */
+function overloaded(p: DhcpPacket, head: Buffer, order: number[], room: number): { buf: Buffer; dropped: number[] } {
+  const file = p.file === '' ? 127 : 0;
+  const sname = p.sname === '' ? 63 : 0;
+  const areas: Area[] = [
+    { parts: [], left: room - (file || sname ? 3 : 0) }, // option 52 itself, when there is somewhere to spill
+    { parts: [], left: file },
+    { parts: [], left: sname },
+  ];
   const dropped: number[] = [];
-  let main: Buffer[] = encoded.map((e) => e.bytes);
-  let fileArea: Buffer | undefined;
-  let snameArea: Buffer | undefined;
-  let overload = 0;
-  if (total > room) {
-    // Try the overload fields (only when unused): file gives 127+1, sname 63+1 (each needs its own End).
-    const canFile = p.file === '';
-    const canSname = p.sname === '';
-    const inMain: Buffer[] = [];
-    const inFile: Buffer[] = [];
-    const inSname: Buffer[] = [];
-    let mainLeft = room - 3; // option 52 itself
-    let fileLeft = canFile ? 127 : 0;
-    let snameLeft = canSname ? 63 : 0;
-    for (const e of encoded) {
-      const n = e.bytes.length;
-      if (n <= mainLeft) {
-        inMain.push(e.bytes);
-        mainLeft -= n;
-      } else if (n <= fileLeft) {
-        inFile.push(e.bytes);
-        fileLeft -= n;
-      } else if (n <= snameLeft) {
-        inSname.push(e.bytes);
-        snameLeft -= n;
-      } else dropped.push(e.code);
-    }
-    main = inMain;
-    if (inFile.length) {
-      overload |= 1;
-      fileArea = Buffer.concat([...inFile, Buffer.from([Opt.End])]);
-    }
-    if (inSname.length) {
-      overload |= 2;
-      snameArea = Buffer.concat([...inSname, Buffer.from([Opt.End])]);
-    }
-  }
+  for (const code of order) if (!place(areas, code, p.options.get(code)!)) dropped.push(code);
+  const [main, inFile, inSname] = areas as [Area, Area, Area];
+  const overload = (inFile.parts.length ? 1 : 0) | (inSname.parts.length ? 2 : 0);
   if (overload) {
-    main.unshift(...[Buffer.from([Opt.Overload, 1, overload])]);
-    // Keep 53 first: move it before 52.
-    const mtIdx = main.findIndex((b) => b[0] === Opt.MessageType);
-    if (mtIdx > 0) main.unshift(main.splice(mtIdx, 1)[0]!);
-    head.fill(0, 44, 236);
-    if (fileArea) fileArea.copy(head, 108);
-    if (snameArea) snameArea.copy(head, 44);
+    // 53 stays first (it always fits, being placed first), 52 right after it.
+    main.parts.splice(main.parts[0]?.[0] === Opt.MessageType ? 1 : 0, 0, Buffer.from([Opt.Overload, 1, overload]));
+    // Only the fields carrying options are cleared: a boot file name in the other one stays.
+    if (inFile.parts.length) Buffer.concat([...inFile.parts, END]).copy(head.fill(0, 108, 236), 108);
+    if (inSname.parts.length) Buffer.concat([...inSname.parts, END]).copy(head.fill(0, 44, 108), 44);
   }
-  let buf = Buffer.concat([head, ...main, Buffer.from([Opt.End])]);
+  let buf = Buffer.concat([head, ...main.parts, END]);
   if (buf.length < MIN_REPLY_LEN) buf = Buffer.concat([buf, Buffer.alloc(MIN_REPLY_LEN - buf.length)]);
   return { buf, dropped };
+}
+const END = Buffer.from([Opt.End]);
+
+/** Places one option into the areas (whole if it can, else split over them in order); false if it fits nowhere. */
+function place(areas: Area[], code: number, v: Buffer): boolean {
+  const whole = wireLength(v.length);
+  for (const a of areas) {
+    if (whole <= a.left) {
+      const b = Buffer.alloc(whole);
+      writeOption(b, 0, code, v);
+      a.parts.push(b);
+      a.left -= whole;
+      return true;
+    }
+  }
+  // Split: each piece is code, length and at least one byte of data, at most 255.
+  let capacity = 0;
+  for (const a of areas)
+    for (let left = a.left; left >= 3; left -= Math.min(257, left)) capacity += Math.min(255, left - 2);
+  if (v.length === 0 || capacity < v.length) return false;
+  let i = 0;
+  for (const a of areas) {
+    while (i < v.length && a.left >= 3) {
+      const n = Math.min(255, a.left - 2, v.length - i);
+      a.parts.push(Buffer.concat([Buffer.from([code, n]), v.subarray(i, i + n)]));
+      a.left -= n + 2;
+      i += n;
+    }
+  }
+  return true;
 }
 
 /** Dotted quad into 4 bytes without a regex or an array (hot path); falls back to the checked parser. */
@@ -273,11 +279,14 @@ function writeIp(b: Buffer, off: number, ip: string): void {
 
 /** The client's MAC as Plinth writes it (lower-case, colons), from chaddr/hlen. */
 export function macOf(p: DhcpPacket): string {
-  const n = Math.min(p.hlen || 6, 16, p.chaddr.length);
+  // RFC 4390 (IPoIB): hlen 0 and chaddr zeroed; the client identifier names the client, the MAC is a placeholder.
+  if (p.hlen === 0) return ZERO_MAC;
+  const n = Math.min(p.hlen, 16, p.chaddr.length);
   let out = n > 0 ? HEX[p.chaddr[0]!]! : '';
   for (let i = 1; i < n; i++) out += `:${HEX[p.chaddr[i]!]!}`;
   return out;
 }
+export const ZERO_MAC = '00:00:00:00:00:00';
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 export const isBroadcast = (p: DhcpPacket): boolean => (p.flags & 0x8000) !== 0;

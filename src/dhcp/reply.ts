@@ -142,11 +142,22 @@ export function nakReply(req: DhcpPacket, server: string, why: string): DhcpPack
 
 /**
  * The reply's bytes: RFC 3046 2.2 relay information echoed to a relay, RFC 6842 client identifier echoed
- * (`echoClientId`: not by the PXE boot server), options in the client's order, sized to its option 57.
+ * (`echoClientId`: not by the PXE boot server), the relay's RFC 5107 server identifier override as option 54
+ * (`serverIdOverride`, from a relayed request's 82.11), options in the client's order, sized to its option 57
+ * (overloading file and sname when they are free, RFC 2132 9.3).
  */
-export function finishReply(r: DhcpPacket, req: DhcpPacket, echoClientId: boolean): { buf: Buffer; dropped: number[] } {
+export function finishReply(
+  r: DhcpPacket,
+  req: DhcpPacket,
+  echoClientId: boolean,
+  serverIdOverride?: string,
+): { buf: Buffer; dropped: number[] } {
   const o82 = req.options.get(Opt.RelayAgentInfo);
   if (o82 && req.giaddr !== '0.0.0.0') r.options.set(Opt.RelayAgentInfo, o82);
+  // RFC 5107 5: the client sees the relay as its server and unicasts its RENEWs there; the reply itself still
+  // goes to giaddr (the delivery is unchanged).
+  if (serverIdOverride && req.giaddr !== '0.0.0.0' && r.options.has(Opt.ServerId))
+    r.options.set(Opt.ServerId, ipBytes(serverIdOverride));
   const cid = req.options.get(Opt.ClientId);
   if (cid && echoClientId) r.options.set(Opt.ClientId, cid);
   const prl = req.options.get(Opt.ParamRequestList);

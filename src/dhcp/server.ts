@@ -20,12 +20,15 @@ import { ipStr } from './ip.js';
 import { type LeaseTable, loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
-import { Opt } from './options.js';
-import { type DhcpPacket, decode, macOf } from './packet.js';
+import { Opt, relayInfo } from './options.js';
+import { type DhcpPacket, decode, macOf, ZERO_MAC } from './packet.js';
+
 import { answerBootServer, answerProxy, type ProxyEnv } from './proxy.js';
 import { startRaResponder } from './ra.js';
 import { finishReply } from './reply.js';
 import { answerRequest, type DhcpRequest, type Outcome, type StateMachineEnv } from './state-machine.js';
+
+const PLACEHOLDER_MACS = new Set([ZERO_MAC, 'ff:ff:ff:ff:ff:ff']);
 
 export type DhcpServerOptions = {
   store: Store;
@@ -179,7 +182,9 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   });
   const env: StateMachineEnv = {
     leases,
-    served: inventory,
+    // A placeholder chaddr (IPoIB's hlen 0, a zero chaddr with 61) is many clients: a reservation by that MAC
+    // would hand one address to all of them. They are told apart by client identifier only.
+    served: { reservationFor: (s, mac) => (PLACEHOLDER_MACS.has(mac) ? undefined : inventory.reservationFor(s, mac)) },
     machines,
     decide,
     offers,
@@ -316,15 +321,19 @@ class Dispatcher {
       if (pkt.op === 2) this.onRogue(l, pkt, rinfo.address);
       return;
     }
-    if (pkt.op !== 1 || pkt.hlen === 0) {
+    if (pkt.op !== 1) {
       stats.ignored++;
       return;
     }
     if (placeholderChaddr(pkt, l.kind === 'proxy')) {
       // All-zero or broadcast chaddr names no machine: every such client would share one MAC's lease, boot
-      // decision and trust. A client identifier (61) still identifies the client (RFC 2131 4.2), except on 4011.
+      // decision and trust. A client identifier (61) still identifies the client (RFC 2131 4.2), except on 4011;
+      // so does it a client without any hardware address (hlen 0, IPoIB: RFC 4390 2.1 makes 61 a MUST).
       stats.badChaddr++;
-      opts.log.debug({ src: rinfo.address, chaddr: macOf(pkt) }, 'dhcp: request with a zero/broadcast chaddr dropped');
+      opts.log.debug(
+        { src: rinfo.address, chaddr: macOf(pkt), hlen: pkt.hlen },
+        'dhcp: request with a zero/broadcast/empty chaddr and no client identifier dropped',
+      );
       return;
     }
     this.handle(l, pkt, rinfo).then(
@@ -357,7 +366,9 @@ class Dispatcher {
   }
 
   private async handle(l: Listener, pkt: DhcpPacket, rinfo: dgram.RemoteInfo): Promise<void> {
-    const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce);
+    // Option 82 sub-options are a relay's word: read only in relayed requests (a client could send its own).
+    const relay = pkt.giaddr !== '0.0.0.0' ? relayInfo(pkt.options.get(Opt.RelayAgentInfo)) : undefined;
+    const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce, relay?.linkSelection);
     if (!loc) {
       this.d.stats.ignored++;
       return;
@@ -376,18 +387,27 @@ class Dispatcher {
         ? await answerBootServer(req, this.proxyEnv)
         : loc.subnet.proxy
           ? await answerProxy(req, this.proxyEnv)
-          : await answerRequest(req, this.d.env);
-    this.deliver(l, req, out, rinfo);
+          : await answerRequest(
+              req,
+              relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
+            );
+    this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
   }
 
   /** Counts the outcome; for a reply: hands its boot on (event, onBoot), encodes and sends it. */
-  private deliver(l: Listener, req: DhcpRequest, out: Outcome, rinfo: dgram.RemoteInfo): void {
+  private deliver(
+    l: Listener,
+    req: DhcpRequest,
+    out: Outcome,
+    rinfo: dgram.RemoteInfo,
+    serverIdOverride?: string,
+  ): void {
     const { stats, opts, conn, guard } = this.d;
     if (out.count) stats[out.count]++;
     if (!out.reply) return;
     if (out.boot) announceBoot(opts, out.boot.choice, out.boot.offer);
     const { pkt, mac } = req;
-    const { buf, dropped } = finishReply(out.reply, pkt, l.kind === 'dhcp');
+    const { buf, dropped } = finishReply(out.reply, pkt, l.kind === 'dhcp', serverIdOverride);
     if (dropped.length)
       this.d.warnOnce(`drop-${mac}`, { mac, dropped }, 'dhcp: reply too large for the client: options dropped');
     const dest = conn.destination(out.delivery, l, pkt, out.reply, rinfo);
@@ -400,12 +420,25 @@ class Dispatcher {
   }
 }
 
-/** chaddr all 0x00 or all 0xff, without a client identifier to name the client (or on the PXE port 4011). */
+/**
+ * RFC 5107 4: with a relay's server identifier override, a REQUEST, DECLINE or RELEASE naming the override
+ * address in 54 is meant for this server (as kea's acceptServerId: only with the sub-option in the same message).
+ */
+function overriddenEnv(env: StateMachineEnv, override: string): StateMachineEnv {
+  return { ...env, isOurs: (serverId, server) => serverId === override || env.isOurs(serverId, server) };
+}
+
+/**
+ * chaddr all 0x00 or all 0xff, or none at all (hlen 0), without a client identifier to name the client (or
+ * on the PXE port 4011).
+ */
 function placeholderChaddr(pkt: DhcpPacket, pxePort: boolean): boolean {
   const n = Math.min(pkt.hlen, 16);
-  const first = pkt.chaddr[0];
-  if (first !== 0 && first !== 0xff) return false;
-  for (let i = 1; i < n; i++) if (pkt.chaddr[i] !== first) return false;
+  if (n > 0) {
+    const first = pkt.chaddr[0];
+    if (first !== 0 && first !== 0xff) return false;
+    for (let i = 1; i < n; i++) if (pkt.chaddr[i] !== first) return false;
+  }
   if (pxePort) return true;
   const cid = pkt.options.get(Opt.ClientId);
   return !(cid && cid.length >= 2);
