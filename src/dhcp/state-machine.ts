@@ -12,7 +12,7 @@ import type { Reservation } from '../model/subnet.js';
 import { type BootChoice, type BootOffer, bootOffer, type Decide } from './boot.js';
 import { type Delivery, deliveryFor } from './delivery.js';
 import { inNet, ipInt, ipStr } from './ip.js';
-import { belongsTo, type Client, type LeaseTable } from './leases.js';
+import { belongsTo, type Client, type LeaseRec, type LeaseTable } from './leases.js';
 import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
@@ -89,8 +89,14 @@ const silence = (reason: string, count?: Counter): Silence => ({ reason, count }
 export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Promise<Outcome> {
   const { pkt, subnet, mac } = req;
   const reservation = env.served.reservationFor(subnet.name, mac);
-  // DRP issue 176: an onlyReservations subnet must stay silent for unknown MACs, not NAK them.
-  if (subnet.onlyReservations && !reservation) return silence('not reserved in an onlyReservations subnet', 'ignored');
+  // A subnet without a dynamic range (or onlyReservations) gives addresses to reservations only; anyone else
+  // gets silence, not a NAK (DRP issue 176: another server on the wire may serve it). An INFORM takes no
+  // address (RFC 2131 3.4): statically configured hosts get the subnet's options.
+  if (!reservation && req.type !== MessageType.INFORM && (subnet.onlyReservations || subnet.end < subnet.start)) {
+    const why = `not reserved in ${subnet.onlyReservations ? 'an onlyReservations subnet' : 'a subnet without a dynamic range'}`;
+    env.log.debug({ mac, subnet: subnet.name, type: messageTypeName(req.type) }, `dhcp: ${why}`);
+    return silence(why, 'ignored');
+  }
   const reqIp = pkt.options.get(Opt.RequestedIp);
   // RFC 2131 4.2: option 61, when present, identifies the client; RFC 2132 9.14: at least 2 bytes (type + id).
   const cidOpt = pkt.options.get(Opt.ClientId);
@@ -224,7 +230,7 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   }
   const known = env.machines.cached(a.mac);
   const machine = known !== undefined ? (known ?? undefined) : await env.machines.lookup(a.mac);
-  const refused = refusal(a, env, state, address, machine !== undefined, own !== undefined);
+  const refused = refusal(a, env, state, address, machine !== undefined, own);
   if (refused) return refused;
   // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
   await leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
@@ -244,15 +250,22 @@ function refusal(
   state: 'selecting' | 'renewing' | 'init-reboot',
   address: string,
   known: boolean,
-  hasOwn: boolean,
+  own: LeaseRec | undefined,
 ): Outcome | undefined {
   const { subnet, client } = a;
   const leases = env.leases;
+  // RFC 2131 4.3.2 (INIT-REBOOT): the network is checked first, and a wrong one is NAKed whoever asks: no
+  // server on this segment can give that address here.
   if (!inNet(subnet.net, ipInt(address))) return nak(a, env, `${address} is not on this network`, address);
-  if (!leases.usable(subnet, client, address, a.reservation))
-    return nak(a, env, `${address} is not available`, address);
   const mine = leases.get(address);
   const its = mine !== undefined && belongsTo(mine, client);
+  if (state === 'init-reboot') {
+    const r = initReboot(a, env, address, its, own);
+    if (r) return r;
+  }
+  if (!leases.usable(subnet, client, address, a.reservation))
+    return nak(a, env, `${address} is not available`, address);
+  // RFC 2131 3.1 step 4: the server the client selected (54 names this one) SHOULD NAK what it cannot give.
   if (state === 'selecting' && mine && !its) return nak(a, env, `${address} is not available`, address);
   // SELECTING answers an OFFER (RFC 2131 4.3.2): an unknown client asking for an address this server never
   // offered it would otherwise bind addresses for a whole lease time past the offer cap (a REQUEST flood).
@@ -263,13 +276,29 @@ function refusal(
     // RENEWING/REBINDING a lease that ended (or that this server never gave): the client must start over.
     return nak(a, env, `no lease of ${address} to extend`, address);
   }
-  if (state === 'init-reboot' && !its && !a.reservation) {
-    // The client has another address here: its idea is wrong. No record of it at all: RFC 2131 4.3.2
-    // says the server MUST remain silent (another server may know it).
-    if (hasOwn) return nak(a, env, `${address} is not this client's address`, address);
-    return silence(`no record of ${address} for this client (INIT-REBOOT)`, 'ignored');
-  }
   return undefined;
+}
+
+/**
+ * RFC 2131 4.3.2, INIT-REBOOT on the right network: "If the DHCP server has no record of this client, then it
+ * MUST remain silent" (another server on the wire may have given the address). A record: a reservation, the
+ * lease of the address itself, or a binding in force; then a wrong address is NAKed. An ended or released
+ * lease elsewhere is no record of the address the client holds now (it may have it from another server).
+ * Undefined: go on (the address must still be usable).
+ */
+function initReboot(
+  a: Ask,
+  env: StateMachineEnv,
+  address: string,
+  its: boolean,
+  own: LeaseRec | undefined,
+): Outcome | undefined {
+  if (its || a.reservation) return undefined;
+  if (own && own.state === 'bound' && own.exp > env.now())
+    return nak(a, env, `${address} is not this client's address (it holds ${own.address})`, address);
+  const why = `no record of this client for ${address} (INIT-REBOOT)`;
+  env.log.debug({ mac: a.mac, address, subnet: a.subnet.name }, `dhcp: ${why}: silent (RFC 2131 4.3.2)`);
+  return silence(why, 'ignored');
 }
 
 /** RFC 2131 4.3.3: only the lease's own client, and only a DECLINE meant for this server (54 MUST be sent). */
