@@ -69,6 +69,11 @@ export type StateMachineEnv = {
   declineSeconds: number;
   bus: Bus;
   log: Logger;
+  /**
+   * Whether a host answers at `address` now (subnet `probeBeforeOffer`; ICMP echo, ARP or anything the server
+   * can send): true when in use. Its timeout is the implementation's; absent, no subnet is probed.
+   */
+  probe?(address: string): Promise<boolean>;
   /** A warning keyed once (bounded: keys can hold a MAC). */
   warnOnce(key: string, obj: object, msg: string): void;
 };
@@ -182,19 +187,66 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
       hold = adm.seconds;
     }
   }
-  const alloc = leases.allocate(subnet, client, a.requested, a.reservation);
-  if (!alloc.address) {
-    env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
-    return silence(alloc.why, 'ignored');
+  let alloc = leases.allocate(subnet, client, a.requested, a.reservation);
+  for (let probes = 0; ; probes++) {
+    if (!alloc.address) {
+      env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
+      return silence(alloc.why, 'ignored');
+    }
+    leases.offer(subnet, client, alloc.address, hold, a.extra);
+    if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
+    else offers.settle(ipInt(alloc.address));
+    // The offer above holds the address while the probe is out: no other DISCOVER can take it meanwhile.
+    if (!(await inUse(a, env, alloc))) break;
+    if (probes + 1 >= MAX_PROBES) return silence(`${MAX_PROBES} addresses probed, all in use`, 'ignored');
+    alloc = leases.allocate(subnet, client, a.requested, a.reservation);
   }
-  leases.offer(subnet, client, alloc.address, hold, a.extra);
-  if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
-  else offers.settle(ipInt(alloc.address));
   const r = baseReply(a.pkt, MessageType.OFFER, a.server);
   r.yiaddr = alloc.address;
   const boot = filled(a, env, r, machine, alloc.address, a.leaseSeconds);
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
   return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
+}
+
+/** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
+const MAX_PROBES = 3;
+
+/**
+ * The subnet's `probeBeforeOffer` (what ISC dhcpd's ping-check and dnsmasq do): a new address that answers the
+ * probe is used by a host the lease table does not know (a static address, a lost lease database). It is
+ * quarantined like a DECLINEd one (RFC 2131 4.3.3) and another is chosen. Not for a reservation nor the
+ * client's own lease: the client itself may answer. A probe that fails counts as silence (logged).
+ */
+async function inUse(a: Ask, env: StateMachineEnv, alloc: { address?: string; why: string }): Promise<boolean> {
+  const address = alloc.address!;
+  if (!a.subnet.probeBeforeOffer || alloc.why === 'reservation' || alloc.why === 'existing lease') return false;
+  if (!env.probe) {
+    env.warnOnce(
+      `noprobe-${a.subnet.name}`,
+      { subnet: a.subnet.name },
+      'dhcp: probeBeforeOffer is set but this server has no probe; offering unprobed',
+    );
+    return false;
+  }
+  let answered: boolean;
+  try {
+    answered = await env.probe(address);
+  } catch (err) {
+    env.warnOnce(
+      `probefail-${a.subnet.name}`,
+      { subnet: a.subnet.name, err },
+      'dhcp: address probe failed; offering unprobed',
+    );
+    return false;
+  }
+  if (!answered) return false;
+  await env.leases.decline(a.subnet, address, a.client, env.declineSeconds);
+  env.offers.settle(ipInt(address), a.subnet.name);
+  env.log.warn(
+    { address, subnet: a.subnet.name, mac: a.mac },
+    `dhcp: ${address} answered the probe before an offer: in use by a host the lease table does not know; quarantined for ${env.declineSeconds} s`,
+  );
+  return true;
 }
 
 function nak(a: Ask, env: StateMachineEnv, why: string, at?: string): Reply {

@@ -57,6 +57,12 @@ export const Subnet = z
       .describe(
         "Share of the pool's free addresses that clients unknown to the inventory may hold in un-REQUESTed offers (default 0.5; 0: none, 1: no share kept for known machines)",
       ),
+    probeBeforeOffer: z
+      .boolean()
+      .optional()
+      .describe(
+        'Probe a new address before offering it (as ISC dhcpd ping-check, dnsmasq); one that answers is quarantined like a DECLINEd one. Default off',
+      ),
     description: z.string().max(4096).default(''),
   })
   .superRefine((s, ctx) => {

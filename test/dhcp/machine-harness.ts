@@ -53,6 +53,7 @@ export async function machine(
     quirks?: Quirk[];
     decide?: Decide;
     log?: Logger;
+    probe?: StateMachineEnv['probe'];
   } = {},
 ) {
   let t = Date.parse('2026-01-01T00:00:00Z');
@@ -61,6 +62,7 @@ export async function machine(
   const events: PlinthEvent[] = [];
   bus.on((e) => events.push(e));
   const reservations = opts.reservations ?? [];
+  const warnings: string[] = [];
   const leases = await loadLeaseTable({
     store: openSqliteStore(':memory:'),
     bus,
@@ -87,7 +89,8 @@ export async function machine(
     declineSeconds: 600,
     bus,
     log: opts.log ?? silentLogger,
-    warnOnce: () => {},
+    ...(opts.probe ? { probe: opts.probe } : {}),
+    warnOnce: (_key, _obj, msg) => warnings.push(msg),
   };
   const lab = subnet();
   const ask = (p: DhcpPacket, s: SubnetInfo = lab) =>
@@ -103,7 +106,7 @@ export async function machine(
       },
       env,
     );
-  return { env, leases, events, ask, lab, advance: (s: number) => (t += s * 1000) };
+  return { env, leases, events, warnings, ask, lab, advance: (s: number) => (t += s * 1000) };
 }
 
 export function replied(o: Outcome): Reply {
