@@ -377,8 +377,13 @@ async function decline(a: Ask, env: StateMachineEnv): Promise<Outcome> {
  */
 async function release(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   const { pkt, subnet } = a;
-  if (a.serverId === undefined || !env.isOurs(a.serverId, a.server))
+  if (a.serverId === undefined || !env.isOurs(a.serverId, a.server)) {
+    env.log.debug(
+      { mac: a.mac, address: pkt.ciaddr, serverId: a.serverId },
+      'dhcp: RELEASE without 54 naming this server ignored',
+    );
     return silence('RELEASE without 54 naming this server', 'ignored');
+  }
   if (pkt.ciaddr === '0.0.0.0' || !(await env.leases.release(pkt.ciaddr, a.client)))
     return silence(`RELEASE of ${pkt.ciaddr}, not this client's`);
   env.offers.settle(ipInt(pkt.ciaddr), subnet.name);
