@@ -94,10 +94,11 @@ const silence = (reason: string, count?: Counter): Silence => ({ reason, count }
 export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Promise<Outcome> {
   const { pkt, subnet, mac } = req;
   const reservation = env.served.reservationFor(subnet.name, mac);
-  // A subnet without a dynamic range (or onlyReservations) gives addresses to reservations only; anyone else
-  // gets silence, not a NAK (DRP issue 176: another server on the wire may serve it). An INFORM takes no
-  // address (RFC 2131 3.4): statically configured hosts get the subnet's options.
-  if (!reservation && req.type !== MessageType.INFORM && (subnet.onlyReservations || subnet.end < subnet.start)) {
+  // A subnet without a dynamic range gives addresses to reservations only; anyone else gets silence, not a NAK
+  // (DRP issue 176: another server on the wire may serve it), but an INFORM, which takes no address, is
+  // answered (RFC 2131 3.4: statically configured hosts get the subnet's options). onlyReservations is the
+  // operator's word that other servers share the wire: silence to every unreserved MAC, INFORM included.
+  if (!reservation && (subnet.onlyReservations || (subnet.end < subnet.start && req.type !== MessageType.INFORM))) {
     const why = `not reserved in ${subnet.onlyReservations ? 'an onlyReservations subnet' : 'a subnet without a dynamic range'}`;
     env.log.debug({ mac, subnet: subnet.name, type: messageTypeName(req.type) }, `dhcp: ${why}`);
     return silence(why, 'ignored');

@@ -43,7 +43,7 @@ export const Subnet = z
       .boolean()
       .default(false)
       .describe(
-        'Give addresses only to MACs that have a reservation (others get no answer; DHCPINFORM is still answered). A subnet without activeStart/activeEnd works the same way',
+        'Answer only MACs that have a reservation (for a segment shared with another DHCP server). A subnet without activeStart/activeEnd also gives addresses to reservations only, but answers DHCPINFORM from any host',
       ),
     pickers: z.array(Picker).max(8).default(['hint', 'nextFree', 'mostExpired']),
     tftpMaxBlksize: Blksize.optional().describe(

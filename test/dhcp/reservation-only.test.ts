@@ -1,7 +1,8 @@
 /**
  * Subnets without a dynamic range (no activeStart/activeEnd) and onlyReservations subnets (issue 13): reserved
- * clients get their address, anyone else silence with the reason logged, and DHCPINFORM from statically
- * configured hosts is answered (RFC 2131 3.4: options only, no lease, no yiaddr). Socket-free through
+ * clients get their address, anyone else silence with the reason logged; without a range, DHCPINFORM from
+ * statically configured hosts is answered (RFC 2131 3.4: options only, no lease, no yiaddr), with
+ * onlyReservations (a wire shared with another server) it is not. Socket-free through
  * answerRequest, then through the real server on loopback.
  */
 import { Writable } from 'node:stream';
@@ -79,25 +80,28 @@ describe('a subnet without a dynamic range (state machine)', () => {
 
   it('INFORM from a statically configured host (no reservation): ACK with the options, no lease, no yiaddr (RFC 2131 3.4, 4.3.5)', async () => {
     const m = await machine();
-    for (const s of [noRange(), subnet({ onlyReservations: true })]) {
-      const o = replied(await m.ask(pkt(MessageType.INFORM, STRANGER, { ciaddr: '10.99.1.7' }), s));
-      expect(typeOf(o)).toBe(MessageType.ACK);
-      expect(o.count).toBe('informs');
-      expect(o.reply.yiaddr).toBe('0.0.0.0');
-      expect(o.delivery).toBe('unicast-ciaddr');
-      expect([...o.reply.options.get(3)!]).toEqual([10, 99, 1, 1]);
-      for (const c of [Opt.LeaseTime, Opt.RenewalTime, Opt.RebindingTime]) expect(o.reply.options.has(c)).toBe(false);
-    }
+    const o = replied(await m.ask(pkt(MessageType.INFORM, STRANGER, { ciaddr: '10.99.1.7' }), noRange()));
+    expect(typeOf(o)).toBe(MessageType.ACK);
+    expect(o.count).toBe('informs');
+    expect(o.reply.yiaddr).toBe('0.0.0.0');
+    expect(o.delivery).toBe('unicast-ciaddr');
+    expect([...o.reply.options.get(3)!]).toEqual([10, 99, 1, 1]);
+    for (const c of [Opt.LeaseTime, Opt.RenewalTime, Opt.RebindingTime]) expect(o.reply.options.has(c)).toBe(false);
     expect(m.leases.size()).toBe(0);
   });
 
-  it('onlyReservations with a range: the same silence for unknown clients, with its own reason', async () => {
+  it('onlyReservations (a wire shared with another server): silence to unknown clients, INFORM included; reserved ones served', async () => {
     const m = await machine({ reservations: [res] });
-    const s = subnet({ onlyReservations: true });
-    expect(silent(await m.ask(pkt(MessageType.DISCOVER, STRANGER), s)).reason).toBe(
-      'not reserved in an onlyReservations subnet',
-    );
-    expect(replied(await m.ask(pkt(MessageType.DISCOVER, RESERVED), s)).reply.yiaddr).toBe('10.99.1.50');
+    for (const s of [subnet({ onlyReservations: true }), noRange()]) {
+      const only = { ...s, onlyReservations: true };
+      expect(silent(await m.ask(pkt(MessageType.DISCOVER, STRANGER), only)).reason).toBe(
+        'not reserved in an onlyReservations subnet',
+      );
+      silent(await m.ask(pkt(MessageType.INFORM, STRANGER, { ciaddr: '10.99.1.7' }), only));
+      expect(replied(await m.ask(pkt(MessageType.DISCOVER, RESERVED), only)).reply.yiaddr).toBe('10.99.1.50');
+      const inform = replied(await m.ask(pkt(MessageType.INFORM, RESERVED, { ciaddr: '10.99.1.50' }), only));
+      expect(typeOf(inform)).toBe(MessageType.ACK);
+    }
   });
 });
 
