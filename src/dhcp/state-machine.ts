@@ -12,7 +12,7 @@ import type { Reservation } from '../model/subnet.js';
 import { type BootChoice, type BootOffer, bootOffer, type Decide } from './boot.js';
 import { type Delivery, deliveryFor } from './delivery.js';
 import { inNet, ipInt, ipStr } from './ip.js';
-import { belongsTo, type Client, type LeaseTable } from './leases.js';
+import { belongsTo, type Client, type LeaseRec, type LeaseTable } from './leases.js';
 import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
@@ -69,6 +69,11 @@ export type StateMachineEnv = {
   declineSeconds: number;
   bus: Bus;
   log: Logger;
+  /**
+   * Whether a host answers at `address` now (subnet `probeBeforeOffer`; ICMP echo, ARP or anything the server
+   * can send): true when in use. Its timeout is the implementation's; absent, no subnet is probed.
+   */
+  probe?(address: string): Promise<boolean>;
   /** A warning keyed once (bounded: keys can hold a MAC). */
   warnOnce(key: string, obj: object, msg: string): void;
 };
@@ -89,8 +94,15 @@ const silence = (reason: string, count?: Counter): Silence => ({ reason, count }
 export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Promise<Outcome> {
   const { pkt, subnet, mac } = req;
   const reservation = env.served.reservationFor(subnet.name, mac);
-  // DRP issue 176: an onlyReservations subnet must stay silent for unknown MACs, not NAK them.
-  if (subnet.onlyReservations && !reservation) return silence('not reserved in an onlyReservations subnet', 'ignored');
+  // A subnet without a dynamic range gives addresses to reservations only; anyone else gets silence, not a NAK
+  // (DRP issue 176: another server on the wire may serve it), but an INFORM, which takes no address, is
+  // answered (RFC 2131 3.4: statically configured hosts get the subnet's options). onlyReservations is the
+  // operator's word that other servers share the wire: silence to every unreserved MAC, INFORM included.
+  if (!reservation && (subnet.onlyReservations || (subnet.end < subnet.start && req.type !== MessageType.INFORM))) {
+    const why = `not reserved in ${subnet.onlyReservations ? 'an onlyReservations subnet' : 'a subnet without a dynamic range'}`;
+    env.log.debug({ mac, subnet: subnet.name, type: messageTypeName(req.type) }, `dhcp: ${why}`);
+    return silence(why, 'ignored');
+  }
   const reqIp = pkt.options.get(Opt.RequestedIp);
   // RFC 2131 4.2: option 61, when present, identifies the client; RFC 2132 9.14: at least 2 bytes (type + id).
   const cidOpt = pkt.options.get(Opt.ClientId);
@@ -176,19 +188,66 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
       hold = adm.seconds;
     }
   }
-  const alloc = leases.allocate(subnet, client, a.requested, a.reservation);
-  if (!alloc.address) {
-    env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
-    return silence(alloc.why, 'ignored');
+  let alloc = leases.allocate(subnet, client, a.requested, a.reservation);
+  for (let probes = 0; ; probes++) {
+    if (!alloc.address) {
+      env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
+      return silence(alloc.why, 'ignored');
+    }
+    leases.offer(subnet, client, alloc.address, hold, a.extra);
+    if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
+    else offers.settle(ipInt(alloc.address));
+    // The offer above holds the address while the probe is out: no other DISCOVER can take it meanwhile.
+    if (!(await inUse(a, env, alloc))) break;
+    if (probes + 1 >= MAX_PROBES) return silence(`${MAX_PROBES} addresses probed, all in use`, 'ignored');
+    alloc = leases.allocate(subnet, client, a.requested, a.reservation);
   }
-  leases.offer(subnet, client, alloc.address, hold, a.extra);
-  if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
-  else offers.settle(ipInt(alloc.address));
   const r = baseReply(a.pkt, MessageType.OFFER, a.server);
   r.yiaddr = alloc.address;
   const boot = filled(a, env, r, machine, alloc.address, a.leaseSeconds);
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
   return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
+}
+
+/** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
+const MAX_PROBES = 3;
+
+/**
+ * The subnet's `probeBeforeOffer` (what ISC dhcpd's ping-check and dnsmasq do): a new address that answers the
+ * probe is used by a host the lease table does not know (a static address, a lost lease database). It is
+ * quarantined like a DECLINEd one (RFC 2131 4.3.3) and another is chosen. Not for a reservation nor the
+ * client's own lease: the client itself may answer. A probe that fails counts as silence (logged).
+ */
+async function inUse(a: Ask, env: StateMachineEnv, alloc: { address?: string; why: string }): Promise<boolean> {
+  const address = alloc.address!;
+  if (!a.subnet.probeBeforeOffer || alloc.why === 'reservation' || alloc.why === 'existing lease') return false;
+  if (!env.probe) {
+    env.warnOnce(
+      `noprobe-${a.subnet.name}`,
+      { subnet: a.subnet.name },
+      'dhcp: probeBeforeOffer is set but this server has no probe; offering unprobed',
+    );
+    return false;
+  }
+  let answered: boolean;
+  try {
+    answered = await env.probe(address);
+  } catch (err) {
+    env.warnOnce(
+      `probefail-${a.subnet.name}`,
+      { subnet: a.subnet.name, err },
+      'dhcp: address probe failed; offering unprobed',
+    );
+    return false;
+  }
+  if (!answered) return false;
+  await env.leases.decline(a.subnet, address, a.client, env.declineSeconds);
+  env.offers.settle(ipInt(address), a.subnet.name);
+  env.log.warn(
+    { address, subnet: a.subnet.name, mac: a.mac },
+    `dhcp: ${address} answered the probe before an offer: in use by a host the lease table does not know; quarantined for ${env.declineSeconds} s`,
+  );
+  return true;
 }
 
 function nak(a: Ask, env: StateMachineEnv, why: string, at?: string): Reply {
@@ -224,7 +283,7 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   }
   const known = env.machines.cached(a.mac);
   const machine = known !== undefined ? (known ?? undefined) : await env.machines.lookup(a.mac);
-  const refused = refusal(a, env, state, address, machine !== undefined, own !== undefined);
+  const refused = refusal(a, env, state, address, machine !== undefined, own);
   if (refused) return refused;
   // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
   await leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
@@ -244,15 +303,22 @@ function refusal(
   state: 'selecting' | 'renewing' | 'init-reboot',
   address: string,
   known: boolean,
-  hasOwn: boolean,
+  own: LeaseRec | undefined,
 ): Outcome | undefined {
   const { subnet, client } = a;
   const leases = env.leases;
+  // RFC 2131 4.3.2 (INIT-REBOOT): the network is checked first, and a wrong one is NAKed whoever asks: no
+  // server on this segment can give that address here.
   if (!inNet(subnet.net, ipInt(address))) return nak(a, env, `${address} is not on this network`, address);
-  if (!leases.usable(subnet, client, address, a.reservation))
-    return nak(a, env, `${address} is not available`, address);
   const mine = leases.get(address);
   const its = mine !== undefined && belongsTo(mine, client);
+  if (state === 'init-reboot') {
+    const r = initReboot(a, env, address, its, own);
+    if (r) return r;
+  }
+  if (!leases.usable(subnet, client, address, a.reservation))
+    return nak(a, env, `${address} is not available`, address);
+  // RFC 2131 3.1 step 4: the server the client selected (54 names this one) SHOULD NAK what it cannot give.
   if (state === 'selecting' && mine && !its) return nak(a, env, `${address} is not available`, address);
   // SELECTING answers an OFFER (RFC 2131 4.3.2): an unknown client asking for an address this server never
   // offered it would otherwise bind addresses for a whole lease time past the offer cap (a REQUEST flood).
@@ -263,13 +329,29 @@ function refusal(
     // RENEWING/REBINDING a lease that ended (or that this server never gave): the client must start over.
     return nak(a, env, `no lease of ${address} to extend`, address);
   }
-  if (state === 'init-reboot' && !its && !a.reservation) {
-    // The client has another address here: its idea is wrong. No record of it at all: RFC 2131 4.3.2
-    // says the server MUST remain silent (another server may know it).
-    if (hasOwn) return nak(a, env, `${address} is not this client's address`, address);
-    return silence(`no record of ${address} for this client (INIT-REBOOT)`, 'ignored');
-  }
   return undefined;
+}
+
+/**
+ * RFC 2131 4.3.2, INIT-REBOOT on the right network: "If the DHCP server has no record of this client, then it
+ * MUST remain silent" (another server on the wire may have given the address). A record: a reservation, the
+ * lease of the address itself, or a binding in force; then a wrong address is NAKed. An ended or released
+ * lease elsewhere is no record of the address the client holds now (it may have it from another server).
+ * Undefined: go on (the address must still be usable).
+ */
+function initReboot(
+  a: Ask,
+  env: StateMachineEnv,
+  address: string,
+  its: boolean,
+  own: LeaseRec | undefined,
+): Outcome | undefined {
+  if (its || a.reservation) return undefined;
+  if (own && own.state === 'bound' && own.exp > env.now())
+    return nak(a, env, `${address} is not this client's address (it holds ${own.address})`, address);
+  const why = `no record of this client for ${address} (INIT-REBOOT)`;
+  env.log.debug({ mac: a.mac, address, subnet: a.subnet.name }, `dhcp: ${why}: silent (RFC 2131 4.3.2)`);
+  return silence(why, 'ignored');
 }
 
 /** RFC 2131 4.3.3: only the lease's own client, and only a DECLINE meant for this server (54 MUST be sent). */
@@ -296,8 +378,13 @@ async function decline(a: Ask, env: StateMachineEnv): Promise<Outcome> {
  */
 async function release(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   const { pkt, subnet } = a;
-  if (a.serverId === undefined || !env.isOurs(a.serverId, a.server))
+  if (a.serverId === undefined || !env.isOurs(a.serverId, a.server)) {
+    env.log.debug(
+      { mac: a.mac, address: pkt.ciaddr, serverId: a.serverId },
+      'dhcp: RELEASE without 54 naming this server ignored',
+    );
     return silence('RELEASE without 54 naming this server', 'ignored');
+  }
   if (pkt.ciaddr === '0.0.0.0' || !(await env.leases.release(pkt.ciaddr, a.client)))
     return silence(`RELEASE of ${pkt.ciaddr}, not this client's`);
   env.offers.settle(ipInt(pkt.ciaddr), subnet.name);

@@ -17,7 +17,10 @@ import { Reservation, Subnet } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { PREFS_KEY } from './resources.js';
 
-/** An enabled subnet with its network and active range parsed once. */
+/**
+ * An enabled subnet with its network and active range parsed once. Without activeStart/activeEnd (a subnet of
+ * reservations only) the range is empty: start 0, end -1, so every `start <= ip <= end` test fails.
+ */
 export type SubnetInfo = Subnet & { net: ReturnType<typeof parseCidr>; start: number; end: number };
 
 export type InventoryCache = {

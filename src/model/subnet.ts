@@ -39,7 +39,12 @@ export const Subnet = z
     enabled: z.boolean().default(true),
     proxy: z.boolean().default(false).describe('proxyDHCP: give only PXE boot information, no addresses'),
     unmanaged: z.boolean().default(false).describe('Give addresses, never PXE boot options'),
-    onlyReservations: z.boolean().default(false).describe('Answer only MACs that have a reservation'),
+    onlyReservations: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Answer only MACs that have a reservation (for a segment shared with another DHCP server). A subnet without activeStart/activeEnd also gives addresses to reservations only, but answers DHCPINFORM from any host',
+      ),
     pickers: z.array(Picker).max(8).default(['hint', 'nextFree', 'mostExpired']),
     tftpMaxBlksize: Blksize.optional().describe(
       'Largest TFTP blksize granted to clients with an address in this subnet (8..65464); the smallest applicable cap wins',
@@ -52,6 +57,12 @@ export const Subnet = z
       .describe(
         "Share of the pool's free addresses that clients unknown to the inventory may hold in un-REQUESTed offers (default 0.5; 0: none, 1: no share kept for known machines)",
       ),
+    probeBeforeOffer: z
+      .boolean()
+      .optional()
+      .describe(
+        'Probe a new address before offering it (as ISC dhcpd ping-check, dnsmasq); one that answers is quarantined like a DECLINEd one. Default off',
+      ),
     description: z.string().max(4096).default(''),
   })
   .superRefine((s, ctx) => {
@@ -63,11 +74,14 @@ export const Subnet = z
         ctx.addIssue({ code: 'custom', path: [f], message: `${v} is outside ${s.subnet}` });
       }
     }
-    if (!s.proxy && (s.activeStart === undefined || s.activeEnd === undefined)) {
+    // No range at all is a subnet of reservations (and INFORM for statically configured hosts); half a range
+    // is a typo.
+    if (!s.proxy && (s.activeStart === undefined) !== (s.activeEnd === undefined)) {
       ctx.addIssue({
         code: 'custom',
         path: [s.activeStart === undefined ? 'activeStart' : 'activeEnd'],
-        message: 'a subnet that gives addresses needs activeStart and activeEnd (or set proxy: true)',
+        message:
+          'set both activeStart and activeEnd for a dynamic range, or neither for a subnet that serves reservations only',
       });
     }
     if (s.activeStart && s.activeEnd && IPv4.safeParse(s.activeStart).success && IPv4.safeParse(s.activeEnd).success) {

@@ -350,9 +350,12 @@ describe('process: REQUEST (forge tests/dhcpv4/process/test_v4_request_part1-3.p
     expectSilence(await f.silent(REQUEST, { requested: '192.168.50.5' }));
   });
 
-  it("rfc2131.4.3.2.init-reboot-other-clients-address: INIT-REBOOT for another client's address -> NAK", async () => {
-    const f = await forge();
+  it("rfc2131.4.3.2.init-reboot-other-clients-address: INIT-REBOOT for another client's address -> NAK to a client with a lease, silence to one without (kea: the same)", async () => {
+    const f = await forge({ pool: ['192.168.50.1', '192.168.50.2'] });
     await dora(f, { chaddr: '00:00:00:00:00:0a' });
+    // No record of 0b: MUST remain silent, even though the address is someone else's.
+    expectSilence(await f.silent(REQUEST, { chaddr: '00:00:00:00:00:0b', requested: '192.168.50.1' }));
+    await dora(f, { chaddr: '00:00:00:00:00:0b' }, '192.168.50.2');
     expectNak(await f.send(REQUEST, { chaddr: '00:00:00:00:00:0b', requested: '192.168.50.1' }));
   });
 
@@ -959,7 +962,8 @@ describe('options (forge tests/dhcpv4/options/test_v4_options_part1-5.py; RFC 21
     ['v4.options.extensions-path', 18, '/some/location/example/', textHex('/some/location/example/')],
     ['v4.options.ip-forwarding', 19, 1, '01'],
     ['v4.options.non-local-source-routing', 20, 1, '01'],
-    ['v4.options.policy-filter', 21, '199.199.199.1,50.50.50.1', ipsHex('199.199.199.1', '50.50.50.1')],
+    // Forge pairs 199.199.199.1 with 50.50.50.1, which is no mask: refused when written (RFC 2132 5.4, issue 13).
+    ['v4.options.policy-filter', 21, '199.199.199.1,255.255.255.0', ipsHex('199.199.199.1', '255.255.255.0')],
     ['v4.options.max-dgram-reassembly', 22, 600, '0258'],
     ['v4.options.default-ip-ttl', 23, 86, '56'],
     ['v4.options.path-mtu-aging-timeout', 24, 85, '00000055'],

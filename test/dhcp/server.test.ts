@@ -69,9 +69,11 @@ describe('DHCP server on loopback', () => {
     expect(await env.client.wait(r.xid, 300)).toBeUndefined();
   });
 
-  it('NAKs an INIT-REBOOT for an address on another network or held by someone else', async () => {
+  it("NAKs an INIT-REBOOT for an address on another network or, from a client it knows, someone else's", async () => {
     env = await testEnv();
     const a = await env.dora('52:54:00:00:00:0a');
+    // RFC 2131 4.3.2: a client it has no record of would get silence (test/dhcp/init-reboot.test.ts).
+    await env.dora('52:54:00:00:00:0b');
     const r = request(MessageType.REQUEST, '52:54:00:00:00:0b', { flags: 0x8000 }, [
       [Opt.RequestedIp, ip4(a.ack!.yiaddr)],
     ]);

@@ -5,126 +5,15 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import type { Quirk } from '../../src/boot/quirks.js';
-import { announceBoot, type BootOffer, bootDecider, type Decide } from '../../src/dhcp/boot.js';
-import { loadLeaseTable } from '../../src/dhcp/leases.js';
-import { type CachedMachine, staticMachines } from '../../src/dhcp/machines.js';
-import { offerGate } from '../../src/dhcp/offers.js';
+import { announceBoot, type BootOffer, type Decide } from '../../src/dhcp/boot.js';
+import type { CachedMachine } from '../../src/dhcp/machines.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
-import { type DhcpPacket, emptyPacket, macBytes } from '../../src/dhcp/packet.js';
+import type { DhcpPacket } from '../../src/dhcp/packet.js';
 import { answerBootServer } from '../../src/dhcp/proxy.js';
-import {
-  answerRequest,
-  type Outcome,
-  type Reply,
-  type Silence,
-  type StateMachineEnv,
-} from '../../src/dhcp/state-machine.js';
-import { createBus, type PlinthEvent } from '../../src/events.js';
-import type { SubnetInfo } from '../../src/inventory/cache.js';
 import { silentLogger } from '../../src/log.js';
-import { ipToInt, parseCidr } from '../../src/model/common.js';
-import { Reservation, Subnet } from '../../src/model/subnet.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
-import { ip4, SUBNET } from './helpers.js';
-
-const SERVER = '10.99.1.2';
-const OTHER_SERVER = '10.99.1.3';
-
-function subnet(over: Record<string, unknown> = {}): SubnetInfo {
-  const s = Subnet.parse({ ...SUBNET, ...over });
-  return { ...s, net: parseCidr(s.subnet), start: ipToInt(s.activeStart!), end: ipToInt(s.activeEnd!) };
-}
-
-let xid = 1;
-function pkt(type: number, mac: string, extra: Partial<DhcpPacket> = {}, options: [number, Buffer][] = []) {
-  const p = emptyPacket(1);
-  p.xid = xid++;
-  p.chaddr = macBytes(mac);
-  Object.assign(p, extra);
-  p.options.set(Opt.MessageType, Buffer.from([type]));
-  for (const [c, v] of options) p.options.set(c, v);
-  return p;
-}
-
-async function machine(
-  opts: { reservations?: Reservation[]; machines?: Map<string, CachedMachine>; quirks?: Quirk[]; decide?: Decide } = {},
-) {
-  let t = Date.parse('2026-01-01T00:00:00Z');
-  const now = () => t;
-  const bus = createBus();
-  const events: PlinthEvent[] = [];
-  bus.on((e) => events.push(e));
-  const reservations = opts.reservations ?? [];
-  const leases = await loadLeaseTable({
-    store: openSqliteStore(':memory:'),
-    bus,
-    log: silentLogger,
-    now,
-    excluded: () => new Set([SERVER]),
-    reservedMacAt: (a) => reservations.find((r) => r.address === a)?.mac,
-  });
-  const env: StateMachineEnv = {
-    leases,
-    served: { reservationFor: (s, mac) => reservations.find((r) => r.subnet === s && r.mac === mac) },
-    machines: staticMachines(opts.machines ?? new Map()),
-    decide:
-      opts.decide ??
-      bootDecider({
-        prefs: () => ({ unknownBootEnv: 'discovery' }),
-        quirks: () => opts.quirks ?? [],
-        httpPort: 8080,
-      }),
-    offers: offerGate({ offerSeconds: 60, now, held: (p) => leases.held(p as SubnetInfo), log: silentLogger }),
-    isOurs: (serverId, server) => serverId === server,
-    now,
-    offerSeconds: 60,
-    declineSeconds: 600,
-    bus,
-    log: silentLogger,
-    warnOnce: () => {},
-  };
-  const lab = subnet();
-  const ask = (p: DhcpPacket, s: SubnetInfo = lab) =>
-    answerRequest(
-      {
-        pkt: p,
-        mac: [...p.chaddr.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':'),
-        type: p.options.get(Opt.MessageType)![0]!,
-        subnet: s,
-        server: SERVER,
-        ingress: `eth0/${p.giaddr}`,
-        source: p.ciaddr,
-      },
-      env,
-    );
-  return { env, leases, events, ask, lab, advance: (s: number) => (t += s * 1000) };
-}
-
-function replied(o: Outcome): Reply {
-  if (!o.reply) throw new Error(`expected a reply, got silence: ${(o as Silence).reason}`);
-  return o;
-}
-function silent(o: Outcome): Silence {
-  if (o.reply) throw new Error(`expected silence, got message type ${o.reply.options.get(Opt.MessageType)?.[0]}`);
-  return o;
-}
-const typeOf = (r: Reply) => r.reply.options.get(Opt.MessageType)![0];
-const u32 = (b: Buffer | undefined) => b?.readUInt32BE(0);
-
-/** DISCOVER then SELECTING REQUEST: the bound address. */
-async function bound(m: Awaited<ReturnType<typeof machine>>, mac: string) {
-  const offer = replied(await m.ask(pkt(MessageType.DISCOVER, mac)));
-  const ack = replied(
-    await m.ask(
-      pkt(MessageType.REQUEST, mac, {}, [
-        [Opt.ServerId, ip4(SERVER)],
-        [Opt.RequestedIp, ip4(offer.reply.yiaddr)],
-      ]),
-    ),
-  );
-  expect(typeOf(ack)).toBe(MessageType.ACK);
-  return ack.reply.yiaddr;
-}
+import { Reservation } from '../../src/model/subnet.js';
+import { ip4 } from './helpers.js';
+import { bound, machine, OTHER_SERVER, pkt, replied, SERVER, silent, subnet, typeOf, u32 } from './machine-harness.js';
 
 describe('DHCP state machine (no sockets)', () => {
   it('DISCOVER -> OFFER from the pool, with server id, lease times and the RFC 2131 4.1 delivery kind', async () => {
