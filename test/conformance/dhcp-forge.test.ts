@@ -962,8 +962,7 @@ describe('options (forge tests/dhcpv4/options/test_v4_options_part1-5.py; RFC 21
     ['v4.options.extensions-path', 18, '/some/location/example/', textHex('/some/location/example/')],
     ['v4.options.ip-forwarding', 19, 1, '01'],
     ['v4.options.non-local-source-routing', 20, 1, '01'],
-    // Forge pairs 199.199.199.1 with 50.50.50.1, which is no mask: refused when written (RFC 2132 5.4, issue 13).
-    ['v4.options.policy-filter', 21, '199.199.199.1,255.255.255.0', ipsHex('199.199.199.1', '255.255.255.0')],
+    ['v4.options.policy-filter', 21, '199.199.199.1,50.50.50.1', ipsHex('199.199.199.1', '50.50.50.1')],
     ['v4.options.max-dgram-reassembly', 22, 600, '0258'],
     ['v4.options.default-ip-ttl', 23, 86, '56'],
     ['v4.options.path-mtu-aging-timeout', 24, 85, '00000055'],

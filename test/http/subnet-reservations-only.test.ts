@@ -8,11 +8,11 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBus } from '../../src/events.js';
-import { buildApp } from '../../src/http/app.js';
 import { issueToken, newToken } from '../../src/inventory/tokens.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { buildTestApp } from '../helpers/boot-service.js';
 
 let dir: string;
 let store: Store;
@@ -23,7 +23,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'plinth-resonly-'));
   store = openSqliteStore(path.join(dir, 'plinth.db'));
   await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  app = await buildApp({
+  app = await buildTestApp({
     store,
     bus: createBus(),
     log: silentLogger,
