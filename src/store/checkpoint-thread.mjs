@@ -1,0 +1,58 @@
+// The store's checkpointer (started by writer-thread.mjs): copies the WAL into the database file on its own
+// connection, so that the writer's commits never carry a checkpoint. A checkpoint writes the pages the WAL
+// holds to the database and fsyncs it (milliseconds on a slow disk); run inside a commit, as SQLite's automatic
+// checkpoint does, it delays every ACK waiting on that commit and on the commits queued behind it. PASSIVE
+// never waits for the writer or readers: it copies what it can while the writer goes on appending.
+// Plain ES module, no TypeScript (see writer-thread.mjs).
+//
+// In:  { wrote: n } (the writer committed n writes) | 'close'
+// Out: 'closed'
+import { fstatSync, openSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+
+const db = new Database(workerData.file);
+db.pragma('busy_timeout = 5000');
+// About SQLite's own cadence (1,000 WAL pages; a lease write dirties 3 or 4), and at least every 250 ms after
+// a write: each checkpoint costs an fsync of the database file, which competes with the writer's WAL fsyncs.
+const EVERY_WRITES = 256;
+const AFTER_MS = 250;
+// The writer restarts the WAL from its start only when a checkpoint has caught up with it; under a load with no
+// pause it keeps growing. Past this size one RESTART checkpoint (which holds the writer back for the frames
+// the last PASSIVE one left) bounds it.
+const WAL_LIMIT = 64 * 1024 * 1024;
+let walFd;
+let writes = 0;
+let timer;
+const walSize = () => {
+  try {
+    walFd ??= openSync(`${workerData.file}-wal`, 'r');
+    return fstatSync(walFd).size;
+  } catch {
+    return 0;
+  }
+};
+const run = () => {
+  if (timer) clearTimeout(timer);
+  timer = undefined;
+  if (writes === 0) return;
+  writes = 0;
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+    if (walSize() > WAL_LIMIT) db.pragma('wal_checkpoint(RESTART)');
+  } catch {
+    // Nothing is lost: the WAL still holds every committed write. Tried again after the next ones.
+    writes = 1;
+  }
+};
+parentPort.on('message', (m) => {
+  if (m === 'close') {
+    if (timer) clearTimeout(timer);
+    db.close();
+    parentPort.postMessage('closed');
+    return;
+  }
+  writes += m.wrote;
+  if (writes >= EVERY_WRITES) run();
+  else timer ??= setTimeout(run, AFTER_MS);
+});
