@@ -40,6 +40,8 @@ const { values } = parseArgs({
     // the server for both cores, and where the scheduler puts them changes the result from run to run).
     pin: { type: 'string', default: 'split' },
     pool: { type: 'string', default: '50000' },
+    // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
+    baseline: { type: 'string' },
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
     profile: { type: 'string' },
@@ -71,51 +73,56 @@ type Server = {
   after?(proc: Proc, step: number, acked: string[]): Promise<string>;
 };
 
-const plinth: Server = {
-  name: 'plinth',
-  async start(step) {
-    const cfg = {
-      store: path.join(tmp, `plinth-${step}.db`),
-      interfaces: ['b0'],
-      logLevel: 'warn',
-      subnets: [
-        { name: 'bench', subnet: '10.98.0.0/16', activeStart: POOL.start, activeEnd: POOL.end, leaseTime: 3600 },
-      ],
-    };
-    const file = path.join(tmp, `plinth-${step}.json`);
-    writeFileSync(file, JSON.stringify(cfg));
-    const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [];
-    return startIn(
-      SRV,
-      pinServer([process.execPath, ...prof, '--import', 'tsx', path.join(root, 'test/e2e/dhcp-run.ts'), file]),
-      (o) => o.includes('READY'),
-      30_000,
-    );
-  },
-  // kill -9 right after the run, then every address perfdhcp saw ACKed must be a bound lease in the store.
-  async after(proc, step, acked) {
-    if (values.profile) await proc.stop();
-    else proc.child.kill('SIGKILL');
-    await new Promise<void>((r) =>
-      proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
-    );
-    // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
-    const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
-    if (exit) console.log(`    plinth exit: ${exit}`);
-    const store = openSqliteStore(path.join(tmp, `plinth-${step}.db`));
-    try {
-      const bound = new Set(
-        (await store.list('leases', { filters: [{ field: 'state', value: 'bound' }] })).items.map((i) => i.key),
+function plinthServer(name: string, checkout: string): Server {
+  return {
+    name,
+    async start(step) {
+      const cfg = {
+        store: path.join(tmp, `plinth-${step}.db`),
+        interfaces: ['b0'],
+        logLevel: 'warn',
+        subnets: [
+          { name: 'bench', subnet: '10.98.0.0/16', activeStart: POOL.start, activeEnd: POOL.end, leaseTime: 3600 },
+        ],
+      };
+      const file = path.join(tmp, `plinth-${step}.json`);
+      writeFileSync(file, JSON.stringify(cfg));
+      const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [];
+      return startIn(
+        SRV,
+        pinServer([process.execPath, ...prof, '--import', 'tsx', path.join(checkout, 'test/e2e/dhcp-run.ts'), file]),
+        (o) => o.includes('READY'),
+        30_000,
       );
-      const missing = acked.filter((a) => !bound.has(a));
-      return missing.length === 0
-        ? `durable ${acked.length}/${acked.length}`
-        : `LOST ${missing.length} of ${acked.length}`;
-    } finally {
-      await store.close();
-    }
-  },
-};
+    },
+    // kill -9 right after the run, then every address perfdhcp saw ACKed must be a bound lease in the store.
+    async after(proc, step, acked) {
+      if (values.profile) await proc.stop();
+      else proc.child.kill('SIGKILL');
+      await new Promise<void>((r) =>
+        proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
+      );
+      // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
+      const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
+      if (exit) console.log(`    plinth exit: ${exit}`);
+      const store = openSqliteStore(path.join(tmp, `plinth-${step}.db`));
+      try {
+        const bound = new Set(
+          (await store.list('leases', { filters: [{ field: 'state', value: 'bound' }] })).items.map((i) => i.key),
+        );
+        const missing = acked.filter((a) => !bound.has(a));
+        return missing.length === 0
+          ? `durable ${acked.length}/${acked.length}`
+          : `LOST ${missing.length} of ${acked.length}`;
+      } finally {
+        await store.close();
+      }
+    },
+  };
+}
+const plinth = plinthServer('plinth', root);
+// Another checkout of Plinth (--baseline DIR: e.g. the commit before a change), in the same run as this one.
+const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline)) : undefined;
 
 const dnsmasq: Server = {
   name: 'dnsmasq',
@@ -260,7 +267,8 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     if (server.after) note = [note, await server.after(proc, n, [...new Set(acked)])].filter(Boolean).join(', ');
     return {
       rate,
-      achieved: num(out, /Rate: ([\d.]+) 4-way/),
+      // DISCOVERs sent over the period: perfdhcp's own "Rate" also counts the -W wait.
+      achieved: sent / secs,
       sent,
       acks,
       drop: sent > 0 ? 1 - acks / sent : 1,
@@ -293,7 +301,9 @@ async function main() {
   ipn(SRV, 'link', 'set', 'b0', 'up');
   ipn(CLI, 'link', 'set', 'b1', 'up');
 
-  const all = [plinth, kea, keaMt, dnsmasq].filter((s) => values.servers.split(',').includes(s.name));
+  const all = [plinth, baseline, kea, keaMt, dnsmasq].filter(
+    (s): s is Server => !!s && (s === baseline || values.servers.split(',').includes(s.name)),
+  );
   const rates = values.rates.split(',').map(Number);
   const best = new Map<string, Result | undefined>();
   const failedAt = new Map<string, number>(); // first rate of the current run of failures

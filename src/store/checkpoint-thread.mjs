@@ -7,7 +7,6 @@
 //
 // In:  { wrote: n } (the writer committed n writes) | 'close'
 // Out: 'closed'
-import { fstatSync, openSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
@@ -17,29 +16,23 @@ db.pragma('busy_timeout = 5000');
 // a write: each checkpoint costs an fsync of the database file, which competes with the writer's WAL fsyncs.
 const EVERY_WRITES = 256;
 const AFTER_MS = 250;
-// The writer restarts the WAL from its start only when a checkpoint has caught up with it; under a load with no
-// pause it keeps growing. Past this size one RESTART checkpoint (which holds the writer back for the frames
-// the last PASSIVE one left) bounds it.
-const WAL_LIMIT = 64 * 1024 * 1024;
-let walFd;
+// The writer starts the WAL over from its beginning only when a checkpoint has caught up with it. A WAL that
+// only grows makes every commit's fdatasync also commit the file system's journal (the file's size changed), about
+// twice the cost of overwriting blocks already allocated. So once the WAL holds this many frames (~16 MiB, four
+// times SQLite's automatic checkpoint), a RESTART checkpoint follows the PASSIVE one: it holds the writer back
+// only for the frames appended since (the PASSIVE one copied the rest), and the next commit starts over at the
+// WAL's beginning, in blocks the file already has.
+const RESTART_FRAMES = 4000;
 let writes = 0;
 let timer;
-const walSize = () => {
-  try {
-    walFd ??= openSync(`${workerData.file}-wal`, 'r');
-    return fstatSync(walFd).size;
-  } catch {
-    return 0;
-  }
-};
 const run = () => {
   if (timer) clearTimeout(timer);
   timer = undefined;
   if (writes === 0) return;
   writes = 0;
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
-    if (walSize() > WAL_LIMIT) db.pragma('wal_checkpoint(RESTART)');
+    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (r.log >= RESTART_FRAMES) db.pragma('wal_checkpoint(RESTART)');
   } catch {
     // Nothing is lost: the WAL still holds every committed write. Tried again after the next ones.
     writes = 1;
