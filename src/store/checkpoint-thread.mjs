@@ -6,22 +6,24 @@
 // Plain ES module, no TypeScript (see writer-thread.mjs).
 //
 // In:  { wrote: n } (the writer committed n writes) | 'close'
-// Out: 'closed'
+// Out: 'restart' (the writer should checkpoint once, see RESTART_FRAMES) | 'closed'
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
 const db = new Database(workerData.file);
 db.pragma('busy_timeout = 5000');
-// About SQLite's own cadence (1,000 WAL pages; a lease write dirties 3 or 4), and at least every 250 ms after
-// a write: each checkpoint costs an fsync of the database file, which competes with the writer's WAL fsyncs.
-const EVERY_WRITES = 256;
-const AFTER_MS = 250;
-// The writer starts the WAL over from its beginning only when a checkpoint has caught up with it. A WAL that
-// only grows makes every commit's fdatasync also commit the file system's journal (the file's size changed), about
-// twice the cost of overwriting blocks already allocated. So once the WAL holds this many frames (~16 MiB, four
-// times SQLite's automatic checkpoint), a RESTART checkpoint follows the PASSIVE one: it holds the writer back
-// only for the frames appended since (the PASSIVE one copied the rest), and the next commit starts over at the
-// WAL's beginning, in blocks the file already has.
+// About SQLite's own cadence (its automatic checkpoint every 1,000 WAL pages; a batched lease write dirties one
+// to three), and at least half a second after a write: each checkpoint costs an fsync of the database file, which
+// competes for the disk with the writer's WAL fsyncs, so not more often.
+const EVERY_WRITES = 1000;
+const AFTER_MS = 500;
+// The writer starts the WAL over from its beginning only when a checkpoint has caught up with it, which under a
+// load with no pause this thread never does (the writer appends while it copies). A WAL that only grows makes
+// every commit's fdatasync also commit the file system's journal (the file's size changed). So once the WAL
+// holds this many frames (~16 MiB, four times SQLite's automatic checkpoint) the writer is asked to take one
+// checkpoint itself between two commits: it copies only the frames appended since this one ran, and its next
+// commit starts over at the WAL's beginning, in blocks the file already has. (Not a RESTART checkpoint here: it
+// holds the write lock, and the writer then waits in SQLite's busy handler, which sleeps 1, 2, 5, 10... ms.)
 const RESTART_FRAMES = 4000;
 let writes = 0;
 let timer;
@@ -32,7 +34,7 @@ const run = () => {
   writes = 0;
   try {
     const [r] = db.pragma('wal_checkpoint(PASSIVE)');
-    if (r.log >= RESTART_FRAMES) db.pragma('wal_checkpoint(RESTART)');
+    if (r.log >= RESTART_FRAMES) parentPort.postMessage('restart');
   } catch {
     // Nothing is lost: the WAL still holds every committed write. Tried again after the next ones.
     writes = 1;

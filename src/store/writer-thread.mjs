@@ -17,6 +17,12 @@ let checkpointer = new Worker(new URL('./checkpoint-thread.mjs', import.meta.url
   workerData: { file: workerData.file },
   execArgv: [],
 });
+// Asked by the checkpointer when the WAL is long: one checkpoint here, after a commit, lets the next commit
+// start the WAL over (checkpoint-thread.mjs, RESTART_FRAMES).
+let restartDue = false;
+checkpointer.on('message', (m) => {
+  if (m === 'restart') restartDue = true;
+});
 // A checkpointer that dies costs nothing committed: this connection takes SQLite's automatic checkpoints back.
 checkpointer.on('error', () => {
   checkpointer = undefined;
@@ -37,6 +43,14 @@ const flush = () => {
     parentPort.postMessage({ ids: done, error: String(err?.message || err) });
   }
   checkpointer?.postMessage({ wrote: items.length });
+  if (restartDue) {
+    restartDue = false;
+    try {
+      db.pragma('wal_checkpoint(PASSIVE)');
+    } catch {
+      // The WAL goes on growing until the next request; nothing committed is at stake.
+    }
+  }
 };
 const close = async () => {
   if (pending.items.length) flush();
@@ -44,7 +58,7 @@ const close = async () => {
   checkpointer = undefined;
   if (c) {
     await new Promise((resolve) => {
-      c.once('message', resolve);
+      c.on('message', (m) => m === 'closed' && resolve());
       c.once('exit', resolve);
       c.postMessage('close');
     });
