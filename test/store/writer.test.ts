@@ -163,7 +163,7 @@ describe('putBatched on a file store (writer thread)', () => {
     await store.close();
   });
 
-  it('the WAL is started over once it holds 4,000 frames, so it stays bounded under a load with no pause', async () => {
+  it('the WAL is started over once it holds 1,000 frames, so it stays bounded under a load with no pause', async () => {
     const file = dbFile();
     const store = openSqliteStore(file);
     // 2,500 commits of one lease each (table and two index pages: ~7,500 frames, ~30 MiB of WAL if never restarted).
@@ -171,8 +171,8 @@ describe('putBatched on a file store (writer thread)', () => {
     const raw = new Database(file);
     const [r] = raw.pragma('wal_checkpoint(PASSIVE)') as { log: number }[];
     raw.close();
-    expect(r!.log).toBeLessThan(6000);
-    expect(statSync(`${file}-wal`).size).toBeLessThan(26 * 1024 * 1024);
+    expect(r!.log).toBeLessThan(3000);
+    expect(statSync(`${file}-wal`).size).toBeLessThan(12 * 1024 * 1024);
     await store.close();
   }, 120_000);
 
