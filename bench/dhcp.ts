@@ -29,9 +29,19 @@ import { addNamespace, deleteNamespaces, ipn, type Proc, runIn, startIn } from '
 
 const { values } = parseArgs({
   options: {
-    servers: { type: 'string', default: 'plinth,kea,dnsmasq' },
+    servers: { type: 'string', default: 'plinth,kea,kea-mt,dnsmasq' },
     rates: { type: 'string', default: '500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000' },
     seconds: { type: 'string', default: '5' },
+    // Runs per step and server (interleaved): a step passes on the median run's loss. One run per step is what
+    // made two runs of an independent ladder disagree (4,800 vs 3,200 and then 3,200 vs 4,800) on a shared host.
+    runs: { type: 'string', default: '3' },
+    // 'split': servers on CPU 1, perfdhcp on CPU 0 (one core each, as measured for the README). 'none': no
+    // pinning, every process anywhere (how the disagreeing ladder ran: perfdhcp's two threads then compete with
+    // the server for both cores, and where the scheduler puts them changes the result from run to run).
+    pin: { type: 'string', default: 'split' },
+    pool: { type: 'string', default: '50000' },
+    // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
+    baseline: { type: 'string' },
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
     profile: { type: 'string' },
@@ -41,8 +51,21 @@ const SRV = 'plinth-dhcp-bsrv';
 const CLI = 'plinth-dhcp-bcli';
 const root = fileURLToPath(new URL('../', import.meta.url));
 const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-bench-'));
-const POOL = { start: '10.98.1.1', end: '10.98.196.80' }; // 50,000 addresses
+const POOL_SIZE = Number(values.pool);
+if (!(POOL_SIZE >= 1000 && POOL_SIZE <= 60_000)) throw new Error('--pool: 1000 to 60000 addresses');
+const POOL = { start: '10.98.1.1', end: ipPlus('10.98.1.1', POOL_SIZE - 1) };
 const SECONDS = Number(values.seconds);
+const RUNS = Math.max(1, Number(values.runs));
+// Each step stays under 90% of the pool (perfdhcp's -R draws clients at random, so some repeat), so the pool is
+// never what limits a server.
+const MAX_EXCHANGES = Math.floor(POOL_SIZE * 0.9);
+const pinServer = (cmd: string[]) => (values.pin === 'none' ? cmd : ['taskset', '-c', '1', ...cmd]);
+const pinClient = (cmd: string[]) => (values.pin === 'none' ? cmd : ['taskset', '-c', '0', ...cmd]);
+
+function ipPlus(ip: string, n: number): string {
+  const v = ip.split('.').reduce((a, b) => a * 256 + Number(b), 0) + n;
+  return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
+}
 
 type Server = {
   name: string;
@@ -50,71 +73,63 @@ type Server = {
   after?(proc: Proc, step: number, acked: string[]): Promise<string>;
 };
 
-const plinth: Server = {
-  name: 'plinth',
-  async start(step) {
-    const cfg = {
-      store: path.join(tmp, `plinth-${step}.db`),
-      interfaces: ['b0'],
-      logLevel: 'warn',
-      subnets: [
-        { name: 'bench', subnet: '10.98.0.0/16', activeStart: POOL.start, activeEnd: POOL.end, leaseTime: 3600 },
-      ],
-    };
-    const file = path.join(tmp, `plinth-${step}.json`);
-    writeFileSync(file, JSON.stringify(cfg));
-    const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [];
-    return startIn(
-      SRV,
-      [
-        'taskset',
-        '-c',
-        '1',
-        process.execPath,
-        ...prof,
-        '--import',
-        'tsx',
-        path.join(root, 'test/e2e/dhcp-run.ts'),
-        file,
-      ],
-      (o) => o.includes('READY'),
-      30_000,
-    );
-  },
-  // kill -9 right after the run, then every address perfdhcp saw ACKed must be a bound lease in the store.
-  async after(proc, step, acked) {
-    if (values.profile) await proc.stop();
-    else proc.child.kill('SIGKILL');
-    await new Promise<void>((r) =>
-      proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
-    );
-    // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
-    const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
-    if (exit) console.log(`    plinth exit: ${exit}`);
-    const store = openSqliteStore(path.join(tmp, `plinth-${step}.db`));
-    try {
-      const bound = new Set(
-        (await store.list('leases', { filters: [{ field: 'state', value: 'bound' }] })).items.map((i) => i.key),
+function plinthServer(name: string, checkout: string): Server {
+  return {
+    name,
+    async start(step) {
+      const cfg = {
+        store: path.join(tmp, `plinth-${step}.db`),
+        interfaces: ['b0'],
+        logLevel: 'warn',
+        subnets: [
+          { name: 'bench', subnet: '10.98.0.0/16', activeStart: POOL.start, activeEnd: POOL.end, leaseTime: 3600 },
+        ],
+      };
+      const file = path.join(tmp, `plinth-${step}.json`);
+      writeFileSync(file, JSON.stringify(cfg));
+      const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [];
+      return startIn(
+        SRV,
+        pinServer([process.execPath, ...prof, '--import', 'tsx', path.join(checkout, 'test/e2e/dhcp-run.ts'), file]),
+        (o) => o.includes('READY'),
+        30_000,
       );
-      const missing = acked.filter((a) => !bound.has(a));
-      return missing.length === 0
-        ? `durable ${acked.length}/${acked.length}`
-        : `LOST ${missing.length} of ${acked.length}`;
-    } finally {
-      await store.close();
-    }
-  },
-};
+    },
+    // kill -9 right after the run, then every address perfdhcp saw ACKed must be a bound lease in the store.
+    async after(proc, step, acked) {
+      if (values.profile) await proc.stop();
+      else proc.child.kill('SIGKILL');
+      await new Promise<void>((r) =>
+        proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
+      );
+      // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
+      const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
+      if (exit) console.log(`    plinth exit: ${exit}`);
+      const store = openSqliteStore(path.join(tmp, `plinth-${step}.db`));
+      try {
+        const bound = new Set(
+          (await store.list('leases', { filters: [{ field: 'state', value: 'bound' }] })).items.map((i) => i.key),
+        );
+        const missing = acked.filter((a) => !bound.has(a));
+        return missing.length === 0
+          ? `durable ${acked.length}/${acked.length}`
+          : `LOST ${missing.length} of ${acked.length}`;
+      } finally {
+        await store.close();
+      }
+    },
+  };
+}
+const plinth = plinthServer('plinth', root);
+// Another checkout of Plinth (--baseline DIR: e.g. the commit before a change), in the same run as this one.
+const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline)) : undefined;
 
 const dnsmasq: Server = {
   name: 'dnsmasq',
   start: (step) =>
     startIn(
       SRV,
-      [
-        'taskset',
-        '-c',
-        '1',
+      pinServer([
         'dnsmasq',
         '-k',
         '--conf-file=/dev/null',
@@ -129,34 +144,48 @@ const dnsmasq: Server = {
         `--dhcp-leasefile=${tmp}/dnsmasq-${step}.leases`,
         `--pid-file=${tmp}/dnsmasq.pid`,
         '--log-facility=-',
-      ],
+      ]),
       (o) => /DHCP, IP range/.test(o),
       10_000,
     ),
 };
 
-const kea: Server = {
-  name: 'kea',
-  start(step) {
-    const cfg = {
-      Dhcp4: {
-        'interfaces-config': { interfaces: ['b0'], 'dhcp-socket-type': 'udp' },
-        'lease-database': { type: 'memfile', persist: true, name: `${tmp}/kea-${step}.csv`, 'lfc-interval': 0 },
-        'valid-lifetime': 3600,
-        subnet4: [{ id: 1, subnet: '10.98.0.0/16', pools: [{ pool: `${POOL.start} - ${POOL.end}` }] }],
-        loggers: [{ name: 'kea-dhcp4', output_options: [{ output: 'stdout' }], severity: 'INFO' }],
-      },
-    };
-    const file = path.join(tmp, `kea-${step}.json`);
-    writeFileSync(file, JSON.stringify(cfg));
-    return startIn(
-      SRV,
-      ['env', `KEA_PIDFILE_DIR=${tmp}`, `KEA_LOCKFILE_DIR=${tmp}`, 'taskset', '-c', '1', 'kea-dhcp4', '-c', file],
-      (o) => /DHCP4_STARTED/.test(o),
-      15_000,
-    );
-  },
-};
+/**
+ * kea-dhcp4 with the memfile backend, its fastest (leases in memory, each change appended to a CSV file with
+ * write(2); no fsync, so a lease survives kill -9 but not a power loss, where Plinth fsyncs every ACK).
+ * `kea`: Kea 2.2's defaults (single-threaded). `kea-mt`: multi-threading as Kea's ARM recommends for DHCPv4 with
+ * memfile (thread-pool-size 4, packet-queue-size 28), Kea 2.4's default; with the server pinned to one core it
+ * gains little, unpinned it may use both.
+ */
+function keaServer(name: string, mt: boolean): Server {
+  return {
+    name,
+    start(step) {
+      const cfg = {
+        Dhcp4: {
+          'interfaces-config': { interfaces: ['b0'], 'dhcp-socket-type': 'udp' },
+          'lease-database': { type: 'memfile', persist: true, name: `${tmp}/kea-${step}.csv`, 'lfc-interval': 0 },
+          ...(mt
+            ? { 'multi-threading': { 'enable-multi-threading': true, 'thread-pool-size': 4, 'packet-queue-size': 28 } }
+            : {}),
+          'valid-lifetime': 3600,
+          subnet4: [{ id: 1, subnet: '10.98.0.0/16', pools: [{ pool: `${POOL.start} - ${POOL.end}` }] }],
+          loggers: [{ name: 'kea-dhcp4', output_options: [{ output: 'stdout' }], severity: 'INFO' }],
+        },
+      };
+      const file = path.join(tmp, `kea-${step}.json`);
+      writeFileSync(file, JSON.stringify(cfg));
+      return startIn(
+        SRV,
+        ['env', `KEA_PIDFILE_DIR=${tmp}`, `KEA_LOCKFILE_DIR=${tmp}`, ...pinServer(['kea-dhcp4', '-c', file])],
+        (o) => /DHCP4_STARTED/.test(o),
+        15_000,
+      );
+    },
+  };
+}
+const kea = keaServer('kea', false);
+const keaMt = keaServer('kea-mt', true);
 
 type Result = {
   rate: number;
@@ -191,16 +220,15 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     // Warm-up (JIT, first queries, caches) at a low rate, the same for every server; not measured.
     await runIn(
       CLI,
-      ['taskset', '-c', '0', 'perfdhcp', '-4', '-l', '10.98.0.2', '-r', '500', '-n', '500', '-R', '50000', '10.98.0.1'],
+      pinClient(['perfdhcp', '-4', '-l', '10.98.0.2', '-r', '500', '-n', '500', '-R', String(POOL_SIZE), '10.98.0.1']),
       20_000,
     );
-    const secs = Math.max(1, Math.min(SECONDS, Math.floor(45_000 / rate)));
+    const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
+    // -W: exchanges still in flight when the period ends get perfdhcp's drop time (1 s) to complete instead of
+    // counting as lost, so the loss figure is the server's and not the length of the run's tail.
     const r = await runIn(
       CLI,
-      [
-        'taskset',
-        '-c',
-        '0',
+      pinClient([
         'perfdhcp',
         '-4',
         '-l',
@@ -209,13 +237,15 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
         String(rate),
         '-p',
         String(secs),
+        '-W',
+        '1000000',
         '-R',
-        '50000',
+        String(POOL_SIZE),
         '-u',
         '-x',
         'tl',
         '10.98.0.1',
-      ],
+      ]),
       (secs + 30) * 1000,
     );
     const out = r.out;
@@ -237,7 +267,8 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     if (server.after) note = [note, await server.after(proc, n, [...new Set(acked)])].filter(Boolean).join(', ');
     return {
       rate,
-      achieved: num(out, /Rate: ([\d.]+) 4-way/),
+      // DISCOVERs sent over the period: perfdhcp's own "Rate" also counts the -W wait.
+      achieved: sent / secs,
       sent,
       acks,
       drop: sent > 0 ? 1 - acks / sent : 1,
@@ -270,36 +301,57 @@ async function main() {
   ipn(SRV, 'link', 'set', 'b0', 'up');
   ipn(CLI, 'link', 'set', 'b1', 'up');
 
-  const all = [plinth, kea, dnsmasq].filter((s) => values.servers.split(',').includes(s.name));
+  const all = [plinth, baseline, kea, keaMt, dnsmasq].filter(
+    (s): s is Server => !!s && (s === baseline || values.servers.split(',').includes(s.name)),
+  );
   const rates = values.rates.split(',').map(Number);
   const best = new Map<string, Result | undefined>();
   const failedAt = new Map<string, number>(); // first rate of the current run of failures
   const misses = new Map<string, number>();
+  const table = new Map<number, Map<string, Result>>(); // rate -> server -> median run
   let n = 0;
   const report = (s: Server, r: Result) =>
     console.log(
       `${s.name.padEnd(8)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms ${r.note}`,
     );
   const ok = (r: Result) => r.drop < 0.01 && r.achieved >= r.rate * 0.95 && !/NON-UNIQUE|LOST/.test(r.note);
-  // This machine may be shared: a failed step is retried once, and a server leaves the ladder only after
-  // two failed rates in a row.
+  // Every server runs each rate RUNS times, the runs interleaved so that machine noise hits all alike; the
+  // step is the median run by loss (its p99s with it), and a lost lease or a duplicate address in any run fails it.
+  const ladderStep = async (rate: number, servers: Server[]) => {
+    const runs = new Map<string, Result[]>(servers.map((s) => [s.name, []]));
+    for (let i = 0; i < RUNS; i++)
+      for (const s of servers) {
+        const r = await step(s, rate, n++);
+        report(s, r);
+        runs.get(s.name)!.push(r);
+      }
+    const out = new Map<string, { median: Result; pass: boolean }>();
+    for (const s of servers) {
+      const rs = runs.get(s.name)!;
+      const median = [...rs].sort((a, b) => a.drop - b.drop)[Math.floor((rs.length - 1) / 2)]!;
+      const bad = rs.find((r) => /NON-UNIQUE|LOST/.test(r.note));
+      const m = bad ? { ...median, note: bad.note } : median;
+      out.set(s.name, { median: m, pass: ok(m) });
+      if (!table.has(rate)) table.set(rate, new Map());
+      table.get(rate)!.set(s.name, m);
+    }
+    return out;
+  };
+  // A server leaves the ladder after two failed rates in a row.
   const done = (s: Server) => (misses.get(s.name) ?? 0) >= 2;
   for (const rate of rates) {
-    for (const s of all) {
-      if (done(s)) continue;
-      let r = await step(s, rate, n++);
-      report(s, r);
-      if (!ok(r)) {
-        r = await step(s, rate, n++);
-        report(s, r);
-      }
-      if (ok(r)) {
-        best.set(s.name, r);
-        misses.set(s.name, 0);
-        failedAt.delete(s.name);
+    const res = await ladderStep(
+      rate,
+      all.filter((s) => !done(s)),
+    );
+    for (const [name, { median, pass }] of res) {
+      if (pass) {
+        best.set(name, median);
+        misses.set(name, 0);
+        failedAt.delete(name);
       } else {
-        misses.set(s.name, (misses.get(s.name) ?? 0) + 1);
-        if (!failedAt.has(s.name)) failedAt.set(s.name, rate);
+        misses.set(name, (misses.get(name) ?? 0) + 1);
+        if (!failedAt.has(name)) failedAt.set(name, rate);
       }
     }
     if (all.every(done)) break;
@@ -310,11 +362,27 @@ async function main() {
     const hi = failedAt.get(s.name);
     if (!hi || hi - lo < 500) continue;
     const mid = Math.round((lo + hi) / 2 / 100) * 100;
-    const r = await step(s, mid, n++);
-    report(s, r);
-    if (ok(r)) best.set(s.name, r);
+    const r = (await ladderStep(mid, [s])).get(s.name)!;
+    if (r.pass) best.set(s.name, r.median);
   }
-  console.log('\nhighest rate with < 1% drops (full DORA, relayed, 50,000-address pool):');
+  printSummary(all, best, table);
+}
+
+function printSummary(all: Server[], best: Map<string, Result | undefined>, table: Map<number, Map<string, Result>>) {
+  console.log(
+    `\nmedian of ${RUNS} run(s) per step, pinning ${values.pin}, pool ${POOL_SIZE}: REQUEST->ACK p99 (ms) / loss per rate`,
+  );
+  console.log(`  ${'rate'.padStart(6)}  ${all.map((s) => s.name.padStart(16)).join('')}`);
+  for (const [rate, row] of [...table].sort((a, b) => a[0] - b[0]))
+    console.log(
+      `  ${String(rate).padStart(6)}  ${all
+        .map((s) => {
+          const r = row.get(s.name);
+          return (r ? `${r.p99ra.toFixed(1)} / ${(r.drop * 100).toFixed(1)}%` : '-').padStart(16);
+        })
+        .join('')}`,
+    );
+  console.log(`\nhighest rate with < 1% drops (full DORA, relayed, ${POOL_SIZE}-address pool):`);
   for (const s of all) {
     const r = best.get(s.name);
     console.log(

@@ -61,10 +61,19 @@ const v3 = [
   "CREATE INDEX audit_who ON audit (json_extract(doc, '$.who'), key);",
 ].join('\n');
 
+// v4: the API's `?mac=` and `?state=` lease filters (an operator looking for one machine's lease, or every bound
+// one) walk an index again instead of parsing every lease's JSON: 0.1 ms instead of ~30 ms for 50,000 leases.
+// Only these two of v1's four: each costs the writer thread ~5-10 us of CPU per lease write (measured, 50-lease
+// transactions), off the event loop; subnet and expiresAt filters stay scans.
+const v4 = ['mac', 'state']
+  .map((f) => `CREATE INDEX IF NOT EXISTS leases_${f} ON leases (json_extract(doc, '$.${f}'), key);`)
+  .join('\n');
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind, unique values', sql: v1() },
   { version: 2, description: 'no JSON indexes on leases (written at packet rate, never filtered by DHCP)', sql: v2 },
   { version: 3, description: 'audit log of API writes', sql: v3 },
+  { version: 4, description: "indexes for the API's ?mac= and ?state= lease filters", sql: v4 },
 ];
 
 /** Applies the migrations the database lacks, each in its own transaction; refuses a database from a newer Plinth. */

@@ -67,6 +67,13 @@ function listClauses(q: ListQuery): { where: string; order: string; args: unknow
   return { where: where.length ? ` WHERE ${where.join(' AND ')}` : '', order, args };
 }
 
+/** A list query's SQL and its arguments (exported so a test can ask SQLite which index it walks). */
+export function listQuery(kind: Kind, q: ListQuery): { sql: string; args: unknown[]; where: string } {
+  const { where, order, args } = listClauses(q);
+  const sql = `SELECT key, doc, etag FROM ${kindOk(kind)}${where}${order} LIMIT ? OFFSET ?`;
+  return { sql, args: [...args, q.limit ?? -1, q.offset ?? 0], where };
+}
+
 export function docStatements(db: Database.Database, prep: Prep) {
   const getRow = (kind: Kind, key: string) =>
     prep(`SELECT key, doc, etag FROM ${kindOk(kind)} WHERE key = ?`).get(key) as Row | undefined;
@@ -101,15 +108,13 @@ export function docStatements(db: Database.Database, prep: Prep) {
       return r ? toStored(r) : undefined;
     },
     list(kind: Kind, q: ListQuery): { items: Stored[]; total: number } {
-      const { where, order, args } = listClauses(q);
-      const limit = q.limit ?? -1;
+      const { sql, args, where } = listQuery(kind, q);
       const offset = q.offset ?? 0;
-      const sql = `SELECT key, doc, etag FROM ${kindOk(kind)}${where}${order} LIMIT ? OFFSET ?`;
-      const rows = prep(sql).all(...args, limit, offset) as Row[];
+      const rows = prep(sql).all(...args) as Row[];
       const total =
         q.limit === undefined && offset === 0
           ? rows.length
-          : (prep(`SELECT count(*) AS n FROM ${kindOk(kind)}${where}`).get(...args) as { n: number }).n;
+          : (prep(`SELECT count(*) AS n FROM ${kindOk(kind)}${where}`).get(...args.slice(0, -2)) as { n: number }).n;
       return { items: rows.map(toStored), total };
     },
     keyOf: ownerOf,
