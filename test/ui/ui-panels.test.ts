@@ -4,12 +4,14 @@
  * token, as the API does) and inventory, bootenvs that cannot boot flagged with why, subnets with their free
  * addresses, and leases.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM, launchChromium } from '../helpers/browser.js';
 import { type ApiResponse, startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
+const ARTIFACTS = path.resolve(import.meta.dirname, '../artifacts');
 let d: TestDaemon;
 let browser: Browser;
 let uuid: string;
@@ -121,6 +123,9 @@ describe('/ui panels', () => {
     const page = await signIn(d.token);
     await page.click(`#machines tr[data-uuid="${uuid}"]`);
     await expect.poll(() => page.textContent('#params tr[data-param="rootpw"]')).toContain('hunter2-secret');
+    await expect.poll(() => page.textContent('#inventory')).toContain('Neoverse-N1');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'ui-panels.png'), fullPage: true });
     await page.close();
   });
 
