@@ -112,7 +112,8 @@ function registerStats(registry: Registry, proto: 'dhcp' | 'tftp', table: Record
       this.reset();
       for (const field of fields) {
         const v = s?.[field];
-        if (typeof v !== 'number') continue;
+        // A counter cannot go down: a value prom-client would refuse must not fail the whole scrape.
+        if (typeof v !== 'number' || !Number.isFinite(v) || (v < 0 && !(this instanceof Gauge))) continue;
         const labels = table[field]?.label;
         const l = labels ? { [labels[0]]: labels[1] } : {};
         if (this instanceof Gauge) this.set(l, v);
@@ -131,7 +132,7 @@ function registerStats(registry: Registry, proto: 'dhcp' | 'tftp', table: Record
     collect() {
       this.reset();
       for (const [k, v] of Object.entries(read()[proto] ?? {}))
-        if (!(k in table) && typeof v === 'number' && v >= 0) this.inc({ counter: snake(k) }, v);
+        if (!(k in table) && typeof v === 'number' && Number.isFinite(v) && v >= 0) this.inc({ counter: snake(k) }, v);
     },
   });
 }
