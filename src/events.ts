@@ -54,9 +54,15 @@ export type EventData = {
 /** What the CRUD layer (src/inventory/crud.ts) publishes for each inventory resource; key: the object's key. */
 export type CrudEventType<K extends string = ResourceKind> = `${K}.${'created' | 'updated' | 'deleted'}`;
 
+/**
+ * The `data` of a CRUD event: which object, never its content. The stream goes to viewer tokens too, and a
+ * machine's or profile's params may be secure (the API redacts them for non-admins): a watcher that wants the
+ * object GETs it with its own token. `etag`: the version written (absent on delete), to skip a GET it already has.
+ */
+export type CrudData = { name?: string; etag?: string };
+
 /** Events with no `data`. */
 type Bare =
-  | CrudEventType
   /** key: the file's path. */
   | 'files.deleted'
   | 'prefs.updated'
@@ -72,21 +78,33 @@ type Head<T extends string> = {
   at: string;
 };
 
-type DataKey = { [T in keyof EventData]: keyof EventData[T] }[keyof EventData];
+type DataKey = { [T in keyof EventData]: keyof EventData[T] }[keyof EventData] | keyof CrudData;
 // Every key another event's data has is declared absent here: an emitter cannot slip in a key its type does not
 // carry, and a subscriber that reads `e.data?.mac` before narrowing reads `string | undefined`, not any key.
 type Only<D> = D & { [K in Exclude<DataKey, keyof D>]?: never };
 
 type WithData = { [T in keyof EventData]: Head<T> & { data: Only<EventData[T]> } }[keyof EventData];
+/** `data` optional: the daemon's own writers always send it (crudEvent), a test's bus may not. */
+type Crud<T extends string = CrudEventType> = T extends string ? Head<T> & { data?: Only<CrudData> } : never;
 type WithoutData<T extends string = Bare> = T extends string ? Head<T> & { data?: undefined } : never;
 /** A machine's callback (POST /machines/:id/callback): the event word is the machine's, so is its data. */
 type Callback = Head<`machine.${string}`> & { machine: string; data: Record<string, unknown> };
 
-export type PlinthEvent = WithData | WithoutData | Callback;
+export type PlinthEvent = WithData | Crud | WithoutData | Callback;
 export type PlinthEventType = PlinthEvent['type'];
 
 /** An event as published: the bus stamps `at`. */
 export type EventInput = PlinthEvent extends infer E ? (E extends PlinthEvent ? Omit<E, 'at'> : never) : never;
+
+/** A CRUD event as crud.ts publishes it: machines also name themselves in `machine` (the stream's `?machine=`). */
+export function crudEvent(
+  kind: ResourceKind,
+  verb: 'created' | 'updated' | 'deleted',
+  key: string,
+  data: CrudData,
+): EventInput {
+  return { type: `${kind}.${verb}`, key, ...(kind === 'machines' ? { machine: key } : {}), data };
+}
 
 export type Bus = {
   emit(e: EventInput): void;

@@ -1,4 +1,4 @@
-import type { Bus } from '../events.js';
+import { type Bus, type CrudData, crudEvent } from '../events.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
 import { type Doc, NotFoundError, PreconditionError, type Store, type Stored } from '../store/store.js';
 import type { Resource } from './resources.js';
@@ -6,6 +6,12 @@ import { zodIssues } from './zod.js';
 
 /** What the CRUD functions write through: the store, the bus that hears of each write, and the clock. */
 export type CrudDeps = { store: Store; bus: Bus; now?: () => Date };
+
+/** Which object an event is about (never its content: events go to viewer tokens, params may be secure). */
+const named = (doc: Doc, etag?: string): CrudData => ({
+  ...(typeof doc.name === 'string' ? { name: doc.name } : {}),
+  ...(etag ? { etag } : {}),
+});
 
 const nowOf = (inv: CrudDeps) => (inv.now ? inv.now() : new Date()).toISOString();
 
@@ -34,7 +40,7 @@ export async function createDoc(inv: CrudDeps, res: Resource, input: unknown): P
   const doc = await validate(inv, res, input, undefined);
   const key = String(doc[res.keyField]);
   const stored = await inv.store.create(res.kind, key, doc, res.uniques?.(doc) ?? []);
-  inv.bus.emit({ type: `${res.kind}.created`, key, ...(res.kind === 'machines' ? { machine: key } : {}) });
+  inv.bus.emit(crudEvent(res.kind, 'created', key, named(doc, stored.etag)));
   return stored;
 }
 
@@ -66,7 +72,7 @@ export async function replaceDoc(
   }
   const doc = await validate(inv, res, body, old.doc);
   const stored = await inv.store.replace(res.kind, key, doc, res.uniques?.(doc) ?? [], { ifMatch: old.etag });
-  inv.bus.emit({ type: `${res.kind}.updated`, key, ...(res.kind === 'machines' ? { machine: key } : {}) });
+  inv.bus.emit(crudEvent(res.kind, 'updated', key, named(doc, stored.etag)));
   return stored;
 }
 
@@ -93,7 +99,7 @@ export async function modifyDoc(
     const doc = await validate(inv, res, next, old.doc);
     try {
       const stored = await inv.store.replace(res.kind, key, doc, res.uniques?.(doc) ?? [], { ifMatch: old.etag });
-      inv.bus.emit({ type: `${res.kind}.updated`, key, ...(res.kind === 'machines' ? { machine: key } : {}) });
+      inv.bus.emit(crudEvent(res.kind, 'updated', key, named(doc, stored.etag)));
       return stored;
     } catch (err) {
       if (err instanceof PreconditionError && ifMatch === undefined && attempt < 3) continue;
@@ -108,5 +114,5 @@ export async function deleteDoc(inv: CrudDeps, res: Resource, key: string, ifMat
   if (ifMatch !== undefined && ifMatch !== old.etag) throw new PreconditionError(res.kind, key);
   await res.beforeDelete?.(key, old.doc, { store: inv.store, now: nowOf(inv) });
   await inv.store.remove(res.kind, key, { ifMatch: old.etag });
-  inv.bus.emit({ type: `${res.kind}.deleted`, key, ...(res.kind === 'machines' ? { machine: key } : {}) });
+  inv.bus.emit(crudEvent(res.kind, 'deleted', key, named(old.doc)));
 }

@@ -1,0 +1,208 @@
+/**
+ * The event stream's ids and replay: one sequence for the daemon (not per connection), `Last-Event-ID` gets
+ * exactly the missed events from a bounded ring, a comment-free `lost` event when the ring no longer reaches back;
+ * CRUD events name their object (name, key, etag) and never carry a secure param's value, even to a viewer.
+ */
+import type net from 'node:net';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBus, type PlinthEvent } from '../../src/events.js';
+import { API } from '../../src/http/api-prefix.js';
+import { EventRing, registerEvents } from '../../src/http/events.js';
+import { silentLogger } from '../../src/log.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+type Frame = { id?: string; event?: string; data?: any };
+
+/** Opens a stream and reads frames until `done(frames)` or the time is up; comments are skipped. */
+async function read(
+  url: string,
+  headers: Record<string, string>,
+  done: (f: Frame[]) => boolean,
+  during: () => Promise<void> | void = () => {},
+  ms = 5000,
+): Promise<Frame[]> {
+  const ac = new AbortController();
+  const r = await fetch(url, { headers, signal: ac.signal });
+  expect(r.status).toBe(200);
+  const frames: Frame[] = [];
+  const dec = new TextDecoder();
+  let buf = '';
+  const timer = setTimeout(() => ac.abort(), ms);
+  const reading = (async () => {
+    try {
+      for await (const chunk of r.body!) {
+        buf += dec.decode(chunk as Uint8Array, { stream: true });
+        for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const f: Frame = {};
+          for (const line of block.split('\n')) {
+            if (line.startsWith('id: ')) f.id = line.slice(4);
+            else if (line.startsWith('event: ')) f.event = line.slice(7);
+            else if (line.startsWith('data: ')) f.data = JSON.parse(line.slice(6));
+          }
+          if (f.event) frames.push(f);
+          if (done(frames)) return ac.abort();
+        }
+      }
+    } catch {
+      // aborted
+    }
+  })();
+  await during();
+  await reading;
+  clearTimeout(timer);
+  return frames;
+}
+
+const ev = (n: number): PlinthEvent => ({ type: 'machine.tick', machine: 'm', data: { n }, at: '' });
+
+describe('EventRing', () => {
+  it('numbers events from 1, keeps the last `size`, and says when an id is older than what it keeps', () => {
+    const ring = new EventRing(3);
+    expect(ring.since(0)).toEqual({ entries: [], lost: false });
+    for (let n = 1; n <= 5; n++) expect(ring.push(ev(n)).id).toBe(n);
+    expect(ring.last()).toBe(5);
+    expect(ring.since(3).entries.map((x) => x.id)).toEqual([4, 5]);
+    expect(ring.since(3).lost).toBe(false);
+    expect(ring.since(2)).toMatchObject({ lost: false }); // 3, 4, 5 are all there
+    expect(ring.since(1).lost).toBe(true); // 2 is gone
+    expect(ring.since(1).entries.map((x) => x.id)).toEqual([3, 4, 5]);
+    expect(ring.since(5).entries).toEqual([]);
+    // An id this run never gave: a client of an earlier run of the daemon.
+    expect(ring.since(99)).toMatchObject({ lost: true });
+  });
+
+  it('is bounded in bytes too: a few large events do not pin memory', () => {
+    const ring = new EventRing(1000, 10_000);
+    const big = 'x'.repeat(4000);
+    for (let n = 0; n < 10; n++) ring.push({ type: 'machine.big', machine: 'm', data: { big }, at: '' });
+    const kept = ring.since(0).entries;
+    expect(kept.length).toBe(2);
+    expect(kept.map((x) => x.id)).toEqual([9, 10]);
+  });
+});
+
+describe('Last-Event-ID replay', () => {
+  const bus = createBus();
+  let app: FastifyInstance;
+  let url: string;
+  beforeAll(async () => {
+    app = Fastify();
+    await app.register(async (api) => registerEvents(api, { bus, log: silentLogger, replay: 5 }), { prefix: API });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    url = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}/api/v1/events`;
+  });
+  afterAll(() => app.close());
+  const tick = (n: number) => bus.emit({ type: 'machine.tick', machine: 'm', data: { n } });
+
+  it('ids increase across connections; a reconnect gets exactly the missed events, then live ones', async () => {
+    const first = await read(
+      url,
+      {},
+      (f) => f.length === 2,
+      () => [1, 2].forEach(tick),
+    );
+    const ids = first.map((f) => Number(f.id));
+    expect(ids[1]).toBeGreaterThan(ids[0]!);
+    // Disconnected: three events happen meanwhile.
+    [3, 4, 5].forEach(tick);
+    const second = await read(
+      url,
+      { 'last-event-id': String(ids[1]) },
+      (f) => f.length === 4,
+      () => tick(6),
+    );
+    expect(second.map((f) => f.data.data.n)).toEqual([3, 4, 5, 6]);
+    expect(second.map((f) => Number(f.id))).toEqual([ids[1]! + 1, ids[1]! + 2, ids[1]! + 3, ids[1]! + 4]);
+    expect(second.some((f) => f.event === 'lost')).toBe(false);
+    // A new connection without Last-Event-ID continues the same sequence and replays nothing.
+    const third = await read(
+      url,
+      {},
+      (f) => f.length === 1,
+      () => tick(7),
+    );
+    expect(third.map((f) => [Number(f.id), f.data.data.n])).toEqual([[ids[1]! + 5, 7]]);
+  });
+
+  it('says events were lost when the id is older than the ring, then sends what it has', async () => {
+    const start = (
+      await read(
+        url,
+        {},
+        (f) => f.length === 1,
+        () => tick(100),
+      )
+    )[0]!;
+    for (let n = 101; n <= 108; n++) tick(n);
+    const back = await read(url, { 'last-event-id': start.id! }, (f) => f.length === 6);
+    expect(back[0]!.event).toBe('lost');
+    expect(back[0]!.id).toBeUndefined();
+    expect(back[0]!.data).toMatchObject({ after: Number(start.id), oldest: Number(start.id) + 4 });
+    expect(back.slice(1).map((f) => f.data.data.n)).toEqual([104, 105, 106, 107, 108]);
+  });
+
+  it('replays only what the stream filters keep; a bad Last-Event-ID replays nothing', async () => {
+    const start = (
+      await read(
+        url,
+        {},
+        (f) => f.length === 1,
+        () => tick(200),
+      )
+    )[0]!;
+    bus.emit({ type: 'machine.other', machine: 'x', data: {} });
+    tick(201);
+    const only = await read(`${url}?machine=m`, { 'last-event-id': start.id! }, (f) => f.length === 1);
+    expect(only.map((f) => [f.event, f.data.data.n])).toEqual([['machine.tick', 201]]);
+    const bad = await read(
+      url,
+      { 'last-event-id': 'x1' },
+      (f) => f.length === 1,
+      () => tick(202),
+    );
+    expect(bad.map((f) => f.data.data.n)).toEqual([202]);
+  });
+});
+
+describe('CRUD events on the daemon', () => {
+  let d: TestDaemon;
+  let viewer: string;
+  beforeAll(async () => {
+    d = await startTestDaemon();
+    expect(
+      (await d.api('POST', '/api/v1/params', { name: 'pw', schema: { type: 'string' }, secure: true })).status,
+    ).toBe(201);
+    const t = await d.api('POST', '/api/v1/tokens', { name: 'watcher', role: 'viewer' });
+    expect(t.status).toBe(201);
+    viewer = t.body.token;
+  });
+  afterAll(() => d.stop());
+
+  it('name the object (key, name, etag) and never carry a secure param, even to a viewer', async () => {
+    let uuid = '';
+    let etag = '';
+    const frames = await read(
+      `${d.url}/api/v1/events?type=machines.`,
+      { authorization: `Bearer ${viewer}` },
+      (f) => f.length === 3,
+      async () => {
+        const m = await d.api('POST', '/api/v1/machines', { name: 'ev-m', params: { pw: 'hunter2-secret' } });
+        expect(m.status).toBe(201);
+        uuid = m.body.uuid;
+        const p = await d.api('PATCH', `/api/v1/machines/${uuid}`, { params: { pw: 'hunter3-secret' } });
+        etag = p.headers.get('etag') ?? '';
+        await d.api('DELETE', `/api/v1/machines/${uuid}`);
+      },
+    );
+    expect(frames.map((f) => f.event)).toEqual(['machines.created', 'machines.updated', 'machines.deleted']);
+    for (const f of frames) expect(f.data).toMatchObject({ key: uuid, machine: uuid, data: { name: 'ev-m' } });
+    expect(etag).not.toBe('');
+    expect(frames[1]!.data.data.etag).toBeTruthy();
+    expect(etag).toContain(frames[1]!.data.data.etag);
+    expect(frames[2]!.data.data.etag).toBeUndefined();
+    expect(JSON.stringify(frames)).not.toContain('hunter');
+  });
+});
