@@ -17,7 +17,7 @@ import { registerFileServing } from './files-serve.js';
 import { type InfoSource, registerInfo } from './info.js';
 import { addJsonParsers } from './json-body.js';
 import { registerMachineRoutes } from './machine-api.js';
-import { registerMetrics, type StatsSource } from './metrics.js';
+import { observeHttp, registerMetrics, type StatsSource } from './metrics.js';
 import { openApiDocument, registerApiDocs, registerOpenApi } from './openapi.js';
 import { logUrl } from './redact.js';
 import { registerResourceRoutes } from './resources.js';
@@ -113,6 +113,8 @@ function rootApp(opts: AppOptions, auth: Authenticate): FastifyInstance {
     ...(opts.serverFactory ? { serverFactory: opts.serverFactory } : {}),
   }) as unknown as FastifyInstance;
   app.addHook('onResponse', logRequest);
+  // Request count and latency by route pattern: on the root, before the scopes, so every route is counted.
+  observeHttp(app);
   addJsonParsers(app);
   setProblemHandlers(app);
   // A route under the API prefix registered outside the API's scopes needs a token too (fails closed).

@@ -95,10 +95,18 @@ export function eventParts({ paths }: Parts) {
       tags: ['events'],
       summary: 'Everything that happens, as Server-Sent Events (never ends)',
       description:
-        'Each event is `event: <type>` and `data: <JSON>`. Slow consumers are dropped; at most 64 streams (then 503 with Retry-After).',
+        'Each event is `id: <n>` (one increasing sequence for the daemon), `event: <type>` and `data: <JSON>`. A client reconnecting with `Last-Event-ID` (or `?lastEventId=`) first gets the events it missed from a buffer of the last 1,024; `event: lost` says the buffer no longer reaches back. Slow consumers are dropped; at most 64 streams (then 503 with Retry-After).',
       parameters: [
         q('type', 'keep types starting with this (comma-separated for several), e.g. lease.,boot.'),
         q('machine', "keep one machine's events (uuid)"),
+        q('lastEventId', 'the id of the last event received: replay what came after it (as the Last-Event-ID header)'),
+        {
+          name: 'Last-Event-ID',
+          in: 'header',
+          required: false,
+          description: 'the id of the last event received (sent by EventSource on reconnect)',
+          schema: { type: 'string' },
+        },
       ],
       responses: {
         200: { description: 'The stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },

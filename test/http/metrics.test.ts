@@ -160,6 +160,13 @@ describe('pools per subnet (daemon)', () => {
     s = await scrape();
     expect(value(s, 'plinth_dhcp_pool_free_addresses', { subnet: 'pool' })).toBe(9);
   });
+
+  it("counts the daemon's own requests by route pattern (the hook is on the app's root)", async () => {
+    const labels = { method: 'GET', route: '/api/v1/subnets/:id', status: '2xx' };
+    const before = value(await scrape(), 'plinth_http_requests_total', labels) ?? 0;
+    for (let i = 0; i < 3; i++) expect((await d.api('GET', '/api/v1/subnets/pool')).status).toBe(200);
+    expect(value(await scrape(), 'plinth_http_requests_total', labels)).toBe(before + 3);
+  });
 });
 
 const emptyStore = {
