@@ -105,7 +105,14 @@ export type ServeHooks = {
 
 export function registerFileServing(
   app: FastifyInstance,
-  deps: { filesDir: string; assetsDir?: string; log: Logger; hooks?: ServeHooks },
+  deps: {
+    filesDir: string;
+    assetsDir?: string;
+    log: Logger;
+    hooks?: ServeHooks;
+    /** false: always stream the body (as over TLS); by default sendfile(2) where the connection allows it. */
+    sendfile?: boolean;
+  },
 ) {
   const serve = async (req: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply) => {
     let rel: string;
@@ -129,7 +136,7 @@ export function registerFileServing(
         return sendProblem(reply, 409, why);
       }
       deps.hooks?.served?.(c.rel, req, 200);
-      return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log);
+      return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log, deps.sendfile !== false);
     }
     return sendProblem(reply, 404, `file '${rel}' does not exist`);
   };
@@ -144,6 +151,7 @@ export function sendFile(
   mtimeMs: number,
   mtime: Date,
   log: Logger,
+  allowSendfile = true,
 ) {
   const etag = `"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
   const headers: Record<string, string | number> = {
@@ -180,6 +188,7 @@ export function sendFile(
   reply.hijack();
   const res = reply.raw;
   const t0 = process.hrtime.bigint();
+  const via = allowSendfile && req.method !== 'HEAD' && size > 0 ? sendfileSocket(res) : undefined;
   res.on('close', () => {
     log.info(
       {
@@ -189,6 +198,7 @@ export function sendFile(
         bytes: res.writableFinished ? headers['content-length'] : 'aborted',
         ms: Number(process.hrtime.bigint() - t0) / 1e6,
         ip: req.ip,
+        sendfile: via !== undefined,
       },
       'http file',
     );
@@ -198,27 +208,26 @@ export function sendFile(
     res.end();
     return;
   }
-  sendBody(res, abs, start, end - start + 1, log);
+  if (via) sendfileBody(via.sf, res, via.sock, via.fd, abs, start, end - start + 1, log);
+  else streamBody(res, abs, start, end - start + 1, log);
 }
 
 /** The node:net socket under a plain-HTTP response, with the descriptor libuv gives TCP handles on Unix. */
 type RawSocket = Socket & { encrypted?: boolean; _handle?: { fd?: number }; _httpMessage?: unknown };
 
 /**
- * The body, after the headers. On a plain TCP connection, with the native helper, by sendfile(2): the kernel
- * moves the page-cache pages, and the event loop sees the connection once per socket buffer instead of once per
- * chunk read and once per chunk written (measured in bench:api against nginx). TLS must see the bytes, and a
- * connection still flushing an earlier pipelined response is not ours to write to: those are streamed.
+ * How the body goes, decided before the headers. On a plain TCP connection, with the native helper, by
+ * sendfile(2): the kernel moves the page-cache pages, and the event loop sees the connection once per socket
+ * buffer instead of once per chunk read and once per chunk written (measured in bench:api against nginx). TLS
+ * must see the bytes, and a connection still flushing an earlier pipelined response is not ours to write to:
+ * those are streamed (undefined here).
  */
-function sendBody(res: ServerResponse, abs: string, start: number, length: number, log: Logger) {
+function sendfileSocket(res: ServerResponse): { sf: HttpSendfile; sock: RawSocket; fd: number } | undefined {
   const sock = res.socket as RawSocket | null;
   const sf = native.httpSendfile;
   const fd = sock?._handle?.fd;
-  if (sf && sock && !sock.encrypted && fd !== undefined && fd >= 0 && sock._httpMessage === res) {
-    sendfileBody(sf, res, sock, fd, abs, start, length, log);
-    return;
-  }
-  streamBody(res, abs, start, length, log);
+  if (!sf || !sock || sock.encrypted || fd === undefined || fd < 0 || sock._httpMessage !== res) return undefined;
+  return { sf, sock, fd };
 }
 
 function streamBody(res: ServerResponse, abs: string, start: number, length: number, log: Logger) {
