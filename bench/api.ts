@@ -7,7 +7,8 @@
  * to core 1, so "req/s on one core" means what it says. The client side (bench/api-client.ts) seeds 10,000
  * machines through the API, then prints: 64 MiB downloads at 1, 4 and 16 connections from Plinth's /files and
  * from nginx, alternating, with the ratio; a single `GET /api/v1/machines/:id` with its bearer token at 16
- * connections; and one list of the 10,000 machines filtered by a field, timed request by request.
+ * connections, with the daemon's CPU time per request (what one core carries, whatever else the machine runs);
+ * and lists of the 10,000 machines filtered by a field, timed request by request.
  * Needs root, iproute2, taskset and nginx (apt-get install nginx-light); wrk if installed. Bounded: each load
  * phase runs BENCH_SECONDS; everything started is stopped by PID and the namespaces deleted at the end.
  */
@@ -104,6 +105,8 @@ async function main() {
       `http://${SRV_IP}:8091`,
       `http://${SRV_IP}:8080`,
       TOKEN,
+      // ip netns exec, taskset and node each exec the next: this PID ends up being the daemon's.
+      String(daemon.pid),
     ],
     { cwd: ROOT },
   );
