@@ -80,6 +80,7 @@ const errorsSeen: string[] = [];
 
 async function machine(i: number) {
   const mac = `02:be:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+  let step = 'dora';
   try {
     let t = performance.now();
     const xid = (0x5000_0000 + i) >>> 0;
@@ -91,22 +92,29 @@ async function machine(i: number) {
     if (ack.type !== MessageType.ACK) throw new Error(`no ACK for ${mac}`);
     steps.dora!.push(performance.now() - t);
     t = performance.now();
+    step = 'script';
     const script = await (await fetch(`http://${server}:8091/boot/ipxe/${mac.replace(/:/g, '-')}`)).text();
     steps.script!.push(performance.now() - t);
     const kernel = /^kernel (\S+)/m.exec(script)?.[1];
     const initrd = /^initrd (\S+)/m.exec(script)?.[1];
     if (!kernel || !initrd) throw new Error(`script for ${mac} names no kernel/initrd: ${script.slice(0, 200)}`);
     t = performance.now();
+    step = 'kernel';
     const kb = await drain(kernel);
     bytes += kb;
     steps.kernel!.push(performance.now() - t);
     t = performance.now();
+    step = 'initrd';
     const ib = await drain(initrd);
     bytes += ib;
     steps.initrd!.push(performance.now() - t);
   } catch (err) {
     errors++;
-    if (errorsSeen.length < 5) errorsSeen.push((err as Error).message);
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    if (errorsSeen.length < 5)
+      errorsSeen.push(
+        `${step}: ${(err as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`,
+      );
   }
 }
 
