@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -13,6 +14,9 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerFileServing } from '../../src/http/files-serve.js';
+import { createListeners, httpLimits } from '../../src/http/listeners.js';
+import { loadTls } from '../../src/http/tls.js';
+import { silentLogger } from '../../src/log.js';
 import { native } from '../../src/native/index.js';
 
 const MiB = 1 << 20;
@@ -206,5 +210,54 @@ describe.each([
       now = fdCount();
     }
     expect(now).toBeLessThanOrEqual(before);
+  });
+});
+
+describe('/files over HTTPS', () => {
+  it('streams the body (TLS must see the bytes, sendfile cannot): whole, and a range', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'plinth-files-tls-'));
+    const content = randomBytes(3 * MiB);
+    writeFileSync(path.join(dir, 'k.img'), content);
+    const lines: { msg: string; sendfile?: boolean }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(JSON.parse(String(chunk)));
+        cb();
+      },
+    });
+    const material = await loadTls({ dataDir: dir });
+    const listeners = createListeners({ tls: material, limits: httpLimits({}), log: silentLogger });
+    const app = Fastify({ serverFactory: listeners.serverFactory });
+    registerFileServing(app, { filesDir: dir, log: pino({ level: 'info' }, sink) });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = (app.server.address() as { port: number }).port;
+    const fetchTls = (headers: Record<string, string> = {}) =>
+      new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+        https
+          .get(
+            { host: '127.0.0.1', port, path: '/files/k.img', headers, rejectUnauthorized: false, agent: false },
+            (res) => {
+              const c: Buffer[] = [];
+              res.on('data', (b: Buffer) => c.push(b));
+              res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(c) }));
+            },
+          )
+          .on('error', reject);
+      });
+    try {
+      const whole = await fetchTls();
+      expect(whole.status).toBe(200);
+      expect(sha(whole.body)).toBe(sha(content));
+      const part = await fetchTls({ range: 'bytes=100-199' });
+      expect(part.status).toBe(206);
+      expect(part.body.equals(content.subarray(100, 200))).toBe(true);
+      for (let i = 0; i < 50 && lines.filter((l) => l.msg === 'http file').length < 2; i++) await sleep(20);
+      const served = lines.filter((l) => l.msg === 'http file');
+      expect(served.length).toBe(2);
+      for (const l of served) expect(l.sendfile).toBe(false);
+    } finally {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
