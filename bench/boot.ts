@@ -158,12 +158,17 @@ async function main() {
     `  p99 per step (ms): DORA ${res.p99ms.dora}, script ${res.p99ms.script}, kernel ${res.p99ms.kernel}, initrd ${res.p99ms.initrd}`,
   );
   console.log(`  storm HTTP throughput (DHCP and scripts in between): ${res.httpMiBps.toFixed(0)} MiB/s`);
+  const pf = res.plinthFiles;
+  const ng = res.nginx;
   console.log(
-    `  the same downloads alone: plinth /files ${res.plinthFilesMiBps.toFixed(0)} MiB/s` +
-      (res.nginxMiBps
-        ? `, nginx ${res.nginxMiBps.toFixed(0)} MiB/s, ratio ${(res.plinthFilesMiBps / res.nginxMiBps).toFixed(2)}`
-        : ''),
+    '  the same downloads alone, 50 at a time (best of 2 runs each, alternating):\n' +
+      `    plinth /files ${pf.MiBps.toFixed(0)} MiB/s, p99 kernel ${pf.p99ms.kernel} ms, initrd ${pf.p99ms.initrd} ms\n` +
+      (ng
+        ? `    nginx         ${ng.MiBps.toFixed(0)} MiB/s, p99 kernel ${ng.p99ms.kernel} ms, initrd ${ng.p99ms.initrd} ms\n` +
+          `    ratio ${(pf.MiBps / ng.MiBps).toFixed(2)}`
+        : '    (no nginx: apt-get install nginx-light)'),
   );
+  if (res.retried) console.log(`  (${res.retried} requests sent again after an idle keep-alive connection was closed)`);
   console.log('  (servers pinned to core 0, clients to core 1)');
 }
 

@@ -34,4 +34,8 @@ PN_INTERNAL napi_value udp_disarm(napi_env env, napi_callback_info info);     /*
 /* tftp_read.c */
 PN_INTERNAL napi_value read_packets(napi_env env, napi_callback_info info); /* readPackets */
 
+/* sendfile.c */
+PN_INTERNAL napi_value tcp_send_file(napi_env env, napi_callback_info info);        /* tcpSendFile */
+PN_INTERNAL napi_value tcp_send_file_cancel(napi_env env, napi_callback_info info); /* tcpSendFileCancel */
+
 #endif

@@ -48,18 +48,35 @@ export type AppOptions = {
   plainHttpPort?: () => number | undefined;
 };
 
+type RequestLine = { log: FastifyBaseLogger; line: Record<string, unknown> };
+let pendingLines: RequestLine[] = [];
+
+/**
+ * The request lines of one event-loop turn go to the logger together, at the end of the turn: the logger's
+ * destination writes asynchronously and sends whatever queued while a write was in flight in one write(2), so a
+ * turn that finished 16 responses costs two writes instead of 16. Each write was a trip through the thread pool
+ * and a fifth of an API GET's CPU time at 10k req/s (bench:api). A line waits at most for the turn to end.
+ */
+function flushRequestLines() {
+  const lines = pendingLines;
+  pendingLines = [];
+  for (const { log, line } of lines) log.info(line, 'http');
+}
+
 /** One JSON log line per request (fastify's own request logging is off). */
-async function logRequest(req: FastifyRequest, reply: FastifyReply) {
-  req.log.info(
-    {
+function logRequest(req: FastifyRequest, reply: FastifyReply, done: () => void) {
+  if (pendingLines.length === 0) setImmediate(flushRequestLines);
+  pendingLines.push({
+    log: req.log,
+    line: {
       method: req.method,
       url: logUrl(req.url),
       status: reply.statusCode,
       ms: Math.round(reply.elapsedTime * 10) / 10,
       ip: req.ip,
     },
-    'http',
-  );
+  });
+  done();
 }
 
 /**

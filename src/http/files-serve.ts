@@ -1,9 +1,12 @@
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
+import { type HttpSendfile, native } from '../native/index.js';
 import { sendProblem } from './problem.js';
 import { logUrl } from './redact.js';
 
@@ -86,7 +89,7 @@ export function parseRange(
   return { start, end };
 }
 
-// 1 MiB reads: far fewer syscalls and event-loop turns than the 64 KiB default, the main gap to sendfile.
+// 1 MiB reads where sendfile(2) cannot be used (TLS, no native helper): fewer event-loop turns than 64 KiB.
 const CHUNK = 1 << 20;
 
 /**
@@ -102,7 +105,14 @@ export type ServeHooks = {
 
 export function registerFileServing(
   app: FastifyInstance,
-  deps: { filesDir: string; assetsDir?: string; log: Logger; hooks?: ServeHooks },
+  deps: {
+    filesDir: string;
+    assetsDir?: string;
+    log: Logger;
+    hooks?: ServeHooks;
+    /** false: always stream the body (as over TLS); by default sendfile(2) where the connection allows it. */
+    sendfile?: boolean;
+  },
 ) {
   const serve = async (req: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply) => {
     let rel: string;
@@ -126,7 +136,7 @@ export function registerFileServing(
         return sendProblem(reply, 409, why);
       }
       deps.hooks?.served?.(c.rel, req, 200);
-      return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log);
+      return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log, deps.sendfile !== false);
     }
     return sendProblem(reply, 404, `file '${rel}' does not exist`);
   };
@@ -141,6 +151,7 @@ export function sendFile(
   mtimeMs: number,
   mtime: Date,
   log: Logger,
+  allowSendfile = true,
 ) {
   const etag = `"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
   const headers: Record<string, string | number> = {
@@ -177,6 +188,7 @@ export function sendFile(
   reply.hijack();
   const res = reply.raw;
   const t0 = process.hrtime.bigint();
+  const via = allowSendfile && req.method !== 'HEAD' && size > 0 ? sendfileSocket(res) : undefined;
   res.on('close', () => {
     log.info(
       {
@@ -186,6 +198,7 @@ export function sendFile(
         bytes: res.writableFinished ? headers['content-length'] : 'aborted',
         ms: Number(process.hrtime.bigint() - t0) / 1e6,
         ip: req.ip,
+        sendfile: via !== undefined,
       },
       'http file',
     );
@@ -195,10 +208,101 @@ export function sendFile(
     res.end();
     return;
   }
-  const rs = createReadStream(abs, { start, end, highWaterMark: CHUNK });
+  if (via) sendfileBody(via.sf, res, via.sock, via.fd, abs, start, end - start + 1, log);
+  else streamBody(res, abs, start, end - start + 1, log);
+}
+
+/** The node:net socket under a plain-HTTP response, with the descriptor libuv gives TCP handles on Unix. */
+type RawSocket = Socket & { encrypted?: boolean; _handle?: { fd?: number }; _httpMessage?: unknown };
+
+/**
+ * How the body goes, decided before the headers. On a plain TCP connection, with the native helper, by
+ * sendfile(2): the kernel moves the page-cache pages, and the event loop sees the connection once per socket
+ * buffer instead of once per chunk read and once per chunk written (measured in bench:api against nginx). TLS
+ * must see the bytes, and a connection still flushing an earlier pipelined response is not ours to write to:
+ * those are streamed (undefined here).
+ */
+function sendfileSocket(res: ServerResponse): { sf: HttpSendfile; sock: RawSocket; fd: number } | undefined {
+  const sock = res.socket as RawSocket | null;
+  const sf = native.httpSendfile;
+  const fd = sock?._handle?.fd;
+  if (!sf || !sock || sock.encrypted || fd === undefined || fd < 0 || sock._httpMessage !== res) return undefined;
+  return { sf, sock, fd };
+}
+
+function streamBody(res: ServerResponse, abs: string, start: number, length: number, log: Logger) {
+  const rs = createReadStream(abs, { start, end: start + length - 1, highWaterMark: CHUNK });
+  let sent = 0;
+  rs.on('data', (c) => {
+    sent += c.length;
+  });
   rs.on('error', (err) => {
     log.warn({ err, file: abs }, 'file read failed mid-response');
     res.destroy(err);
   });
-  rs.pipe(res);
+  // A file cut short while it was sent: the Content-Length promised more, so the client must see the connection
+  // end rather than wait for bytes that will not come.
+  rs.on('end', () => (sent === length ? res.end() : res.destroy()));
+  res.on('close', () => rs.destroy());
+  rs.pipe(res, { end: false });
+}
+
+function sendfileBody(
+  sf: HttpSendfile,
+  res: ServerResponse,
+  sock: RawSocket,
+  fd: number,
+  abs: string,
+  start: number,
+  length: number,
+  log: Logger,
+) {
+  let fh: FileHandle | undefined;
+  let job: object | undefined;
+  let over = false;
+  const finish = (err?: string) => {
+    if (over) return;
+    over = true;
+    if (job) sf.tcpSendFileCancel(job);
+    fh?.close().catch(() => undefined);
+    if (err === undefined) res.end();
+    else {
+      if (err === 'EOF') log.warn({ file: abs }, 'file got shorter while it was sent: connection closed');
+      res.destroy();
+    }
+  };
+  // The client went away or the server is stopping: stop sending and let go of the dup of the socket.
+  res.once('close', () => finish('closed'));
+  res.flushHeaders();
+  const idle = sock.timeout ?? 0;
+  const go = () => {
+    if (over || !fh) return;
+    try {
+      job = sf.tcpSendFile(fd, fh.fd, start, length, (_sent, done, err) => {
+        if (!done) {
+          // Progress counts as activity for the idle timeout, as each write of a stream does.
+          if (idle > 0) sock.setTimeout(idle);
+          return;
+        }
+        job = undefined;
+        finish(err);
+      });
+    } catch (err) {
+      log.warn({ err, file: abs }, 'sendfile could not start');
+      finish('start');
+    }
+  };
+  open(abs, 'r').then(
+    (h) => {
+      fh = h;
+      if (over) return void h.close().catch(() => undefined);
+      // The headers must be in the kernel before the file's bytes: they usually are, straight from flushHeaders.
+      if (sock.writableLength === 0) go();
+      else sock.write(Buffer.alloc(0), go);
+    },
+    (err) => {
+      log.warn({ err, file: abs }, 'file open failed mid-response');
+      finish('open');
+    },
+  );
 }

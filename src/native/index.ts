@@ -1,7 +1,7 @@
 /**
  * The native helper (native/, one N-API addon built by `npm run build:native`, which npm install and npm ci run as
- * postinstall), loaded once and typed once for every user: DHCP sockets, the RA responder, TFTP transfer sockets and
- * page-cache reads. Callers ask a capability flag (`native.caps.tftpFastPath`) or take a typed view that is
+ * postinstall), loaded once and typed once for every user: DHCP sockets, the RA responder, TFTP transfer sockets,
+ * page-cache reads and sendfile(2) onto HTTP connections. Callers ask a capability flag (`native.caps.tftpFastPath`) or take a typed view that is
  * undefined when the flag is false (`native.tftpFastPath`), instead of casting the module to a shape of their own.
  *
  * PLINTH_NET_ADDON, when set, is the only path tried (a test or a packaged build points it elsewhere; a wrong path
@@ -27,6 +27,16 @@ export type TransferPacketHandler = (
   err: string | undefined,
   fired: boolean,
 ) => void;
+
+/** What tcpSendFile returns: an opaque handle to one file being sent (an N-API external). */
+export type SendFileHandle = object;
+
+/**
+ * onProgress of tcpSendFile: after each writable event that moved bytes (`done` false), and once at the end with
+ * `done` true: every byte sent (`err` undefined), the file shorter than promised (`err` "EOF"), or the connection
+ * gone (`err` an errno name: EPIPE, ECONNRESET).
+ */
+export type SendFileProgress = (sent: number, done: boolean, err: string | undefined) => void;
 
 /**
  * Every function the addon exports, with the signatures of the C (native/plinth_net.h lists where each lives).
@@ -113,6 +123,19 @@ export type PlinthNet = {
     outOffset: number,
     expect: number,
   ): number;
+  /**
+   * sendfile.c: `length` bytes of `fileFd` from `position` onto the connected TCP socket `sockFd` (Node's own, used
+   * through a dup), watched on Node's loop; the caller has written the headers and queued nothing else.
+   */
+  tcpSendFile?(
+    sockFd: number,
+    fileFd: number,
+    position: number,
+    length: number,
+    onProgress: SendFileProgress,
+  ): SendFileHandle;
+  /** sendfile.c: stops a send and closes its dup of the socket (idempotent); the bytes sent so far. */
+  tcpSendFileCancel?(h: SendFileHandle): number;
 };
 
 type Fn = keyof PlinthNet;
@@ -126,6 +149,8 @@ export type RaResponder = Has<'openIcmp6' | 'raStart' | 'raStop' | 'raAnswered'>
 export type TftpFastPath = Has<'udpOpen' | 'udpLocalPort' | 'udpSend' | 'udpSendBatch' | 'udpClose'> &
   Pick<PlinthNet, 'udpArm' | 'udpDisarm'>;
 export type ReadPackets = NonNullable<PlinthNet['readPackets']>;
+/** Files onto HTTP connections with sendfile(2). */
+export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 
 const NEEDS = {
   dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
@@ -133,6 +158,7 @@ const NEEDS = {
   tftpFastPath: ['udpOpen', 'udpLocalPort', 'udpSend', 'udpSendBatch', 'udpClose'],
   tftpArmedWindows: ['udpArm', 'udpDisarm'],
   readPackets: ['readPackets'],
+  httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -168,6 +194,7 @@ function load(): Loaded {
     tftpFastPath: has(NEEDS.tftpFastPath),
     tftpArmedWindows: has(NEEDS.tftpArmedWindows),
     readPackets: has(NEEDS.readPackets),
+    httpSendfile: has(NEEDS.httpSendfile),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;
@@ -201,5 +228,9 @@ export const native = {
   get readPackets(): ReadPackets | undefined {
     const l = load();
     return l.caps.readPackets ? l.addon?.readPackets : undefined;
+  },
+  get httpSendfile(): HttpSendfile | undefined {
+    const l = load();
+    return l.caps.httpSendfile ? (l.addon as HttpSendfile) : undefined;
   },
 };

@@ -43,6 +43,7 @@ describe.skipIf(!built)('native facade with the built addon', () => {
       tftpFastPath: true,
       tftpArmedWindows: true,
       readPackets: true,
+      httpSendfile: true,
     });
     expect(native.dhcpSockets).toBeDefined();
     expect(native.raResponder).toBeDefined();
@@ -82,7 +83,14 @@ describe('native facade with PLINTH_NET_ADDON overridden (child processes)', () 
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   const absent = {
-    caps: { dhcpSockets: false, raResponder: false, tftpFastPath: false, tftpArmedWindows: false, readPackets: false },
+    caps: {
+      dhcpSockets: false,
+      raResponder: false,
+      tftpFastPath: false,
+      tftpArmedWindows: false,
+      readPackets: false,
+      httpSendfile: false,
+    },
     path: null,
     addon: false,
     views: { dhcpSockets: false, raResponder: false, tftpFastPath: false, readPackets: false },
