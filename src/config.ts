@@ -268,6 +268,13 @@ export const SETTINGS: Setting[] = [
     help: 'Boot loaders (undionly.kpxe, ipxe.efi, snponly.efi) served over TFTP and HTTP (default ./assets)',
   },
   {
+    key: 'loaderSearch',
+    flag: 'loader-search',
+    env: 'PLINTH_LOADER_SEARCH',
+    schema: list.default(['/usr/lib/ipxe', '/boot/ipxe.efi', '/usr/share/ipxe']),
+    help: "Where boot loaders missing from --assets-dir are looked for, comma-separated directories or files (default the distribution's iPXE: /usr/lib/ipxe,/boot/ipxe.efi,/usr/share/ipxe)",
+  },
+  {
     key: 'bootenvsDir',
     flag: 'bootenvs-dir',
     env: 'PLINTH_BOOTENVS_DIR',
@@ -320,6 +327,8 @@ export type Config = {
   trustEvidenceSeconds?: number;
   discoveryMaxUnclaimed?: number;
   assetsDir: string;
+  /** Absent in a Config built in code (tests): the distribution's iPXE locations. */
+  loaderSearch?: string[];
   bootenvsDir: string;
   logLevel: string;
 };

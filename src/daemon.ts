@@ -12,7 +12,7 @@ import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from '.
 import { loadTls, type TlsMaterial } from './http/tls.js';
 import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
-import { checkAssets } from './provision/loaders.js';
+import { checkAssets, type LoaderIndex } from './provision/loaders.js';
 import type { BootSessions } from './provision/sessions.js';
 import { seedStore } from './seed.js';
 import { openSqliteStore } from './store/sqlite.js';
@@ -110,6 +110,7 @@ export async function startDaemon(
         ? { fingerprint: tls.fingerprint, source: tls.source, subject: tls.subject, notAfter: tls.notAfter }
         : undefined,
       store: { backend: 'sqlite', schemaVersion: store.schemaVersion },
+      loaders: loadersInfo(core.loaders),
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
   });
@@ -136,7 +137,7 @@ export async function startDaemon(
       : 'http listening',
   );
 
-  checkAssets(path.resolve(cfg.assetsDir), log);
+  checkAssets(core.loaders, path.resolve(cfg.assetsDir), log);
   const udp = { cfg, store, bus, log, core, filesDir, httpPort, dhcpOptions: opts.dhcp };
   const failed = await startUdp(udp, closers, listeners, stats);
   if (failed) await fail(failed);
@@ -157,6 +158,15 @@ export async function startDaemon(
       })();
       return closing;
     },
+  };
+}
+
+/** /api/v1/info: each loader served and from where, and the ones missing (never offered to a client). */
+function loadersInfo(index: LoaderIndex) {
+  return {
+    // /info is public: the path of a loader in the file store would name the data dir, so it is not given.
+    served: index.list().map((l) => (l.source === 'files' ? { name: l.name, source: l.source } : { ...l })),
+    missing: index.missing(),
   };
 }
 

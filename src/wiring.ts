@@ -15,7 +15,7 @@ import type { Logger } from './log.js';
 import { type BootService, bootService } from './provision/boot.js';
 import { recordDhcpFacts } from './provision/dhcp-facts.js';
 import { dhcpEvidence } from './provision/evidence.js';
-import { loaderPresence } from './provision/loaders.js';
+import { DEFAULT_LOADER_SEARCH, type LoaderIndex, loaderIndex, loaderTftpSource } from './provision/loaders.js';
 import { localAddressFor } from './provision/local-address.js';
 import { type BootSessions, bootSessions } from './provision/sessions.js';
 import { bootTftpSource } from './provision/tftp-source.js';
@@ -31,6 +31,8 @@ export type BootCore = {
   sessions: BootSessions;
   /** Served subnets, reservations, prefs and the firmware quirk table, in memory, reloaded on changes. */
   inventory: InventoryCache;
+  /** Where each boot loader is served from (assets dir, distribution, file store): DHCP, TFTP and /info ask it. */
+  loaders: LoaderIndex;
   close(): void;
 };
 
@@ -43,7 +45,13 @@ export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger,
   const discovery = cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined;
   const boot = bootService({ store, bus, log, filesDir, boots, trust, discovery });
   const inventory = await loadInventoryCache(store, bus, log);
+  const loaders = loaderIndex({
+    assetsDir: path.resolve(cfg.assetsDir),
+    search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
+    filesDir,
+  });
   return {
+    loaders,
     boots,
     trust,
     boot,
@@ -84,7 +92,7 @@ export async function startTftp(d: Deps) {
     boots: d.core.boots,
     boot: d.core.boot,
     sessions: d.core.sessions,
-    roots: [path.resolve(cfg.assetsDir), d.filesDir],
+    roots: [path.resolve(cfg.assetsDir), d.filesDir, loaderTftpSource(d.core.loaders)],
     serverAddress: (client) => cfg.advertiseAddress ?? localAddressFor(client) ?? '127.0.0.1',
     httpPort: d.httpPort,
     maxBlksize: cfg.tftpMaxBlksize,
@@ -132,7 +140,7 @@ export async function startDhcp(d: Deps) {
     proxyPort: cfg.dhcpProxyPort,
     httpPort: d.httpPort,
     serverAddress: cfg.advertiseAddress,
-    hasLoader: loaderPresence(path.resolve(cfg.assetsDir), d.filesDir),
+    hasLoader: d.core.loaders.has,
     inventory: d.core.inventory,
     onBoot: d.core.sessions.record,
     ...d.dhcpOptions,

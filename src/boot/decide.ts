@@ -25,7 +25,10 @@ export type BootFacts = {
   prefs: { unknownBootEnv: string };
   server: { address: string; httpPort: number };
   mode: 'full' | 'proxy' | 'unmanaged';
-  /** Whether a loader file exists in the file store (e.g. ipxe-arm64.efi is optional). */
+  /**
+   * Whether Plinth has this loader file (assets dir, the distribution's iPXE, or the file store): a loader it
+   * does not have is never offered. Absent: every loader counts as present (tests of the policy alone).
+   */
   hasLoader?: (name: string) => boolean;
   quirks?: readonly Quirk[];
 };
@@ -100,9 +103,6 @@ export function decideBoot(f: BootFacts): BootDecision {
 
   const loaderFor = (arch: number | undefined): { name: string; why: string } | { error: string } => {
     if (arch === Arch.EfiArm64 || arch === Arch.EfiArm64Http) {
-      if (f.hasLoader && !f.hasLoader(LOADERS.efiArm64)) {
-        return { error: `arm64 UEFI (arch ${arch}) needs ${LOADERS.efiArm64}, which is not in the file store: add it` };
-      }
       return { name: LOADERS.efiArm64, why: `arm64 UEFI (option 93 = ${arch}) -> ${LOADERS.efiArm64}` };
     }
     if (arch === Arch.EfiBc || arch === Arch.EfiX64 || arch === Arch.EfiX64Http) {
@@ -117,6 +117,11 @@ export function decideBoot(f: BootFacts): BootDecision {
   if ('error' in picked) return { boot: false, reason: `${who}: ${picked.error}` };
   const loader = quirks.loader ? quirks.loader.name : picked.name;
   const quirkWhy = quirks.loader ? `; quirk: ${loader} instead (${quirks.loader.why})${from(quirks.loader)}` : '';
+  // A loader Plinth does not have would cost the client a TFTP "file not found" or a 404 and strand it in its
+  // firmware: no boot file is offered, and the reason names what to install.
+  if (f.hasLoader && !f.hasLoader(loader)) {
+    return { boot: false, reason: `${who}: ${picked.why}${quirkWhy}, but ${missingLoader(loader)}` };
+  }
 
   if (isHttpClient) {
     // UEFI HTTP Boot: the reply must echo option 60 "HTTPClient" and carry a URL, or the firmware ignores it.
@@ -135,4 +140,12 @@ export function decideBoot(f: BootFacts): BootDecision {
     ...common,
     reason: `${who}: ${picked.why} over TFTP${quirkWhy}${blkWhy}`,
   };
+}
+
+/** The reason's tail when a loader is missing: which file, and where Plinth looked. */
+export function missingLoader(name: string): string {
+  return (
+    `the boot loader ${name} is missing (not in --assets-dir, the distribution's iPXE locations or the file ` +
+    `store): install the ipxe package or copy ${name} into the assets dir`
+  );
 }

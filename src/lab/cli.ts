@@ -1,15 +1,17 @@
 import { parseArgs } from 'node:util';
-import { type LabApi, labDown, labStatus, labUp } from './lab.js';
+import { defaultLabName, type LabApi, labDown, labNames, labStatus, labUp } from './lab.js';
 
-export const LAB_USAGE = `Usage: plinth lab up --vms N [--uefi] [--bootenv NAME] [--cidr 10.250.0.1/24] [--dir DIR]
+export const LAB_USAGE = `Usage: plinth lab up --vms N [--name NAME] [--uefi] [--bootenv NAME] [--cidr 10.250.0.1/24] [--dir DIR]
        plinth lab status [--dir DIR]
        plinth lab down [--dir DIR]
 
-Rehearse on virtual machines: 'up' builds the network namespace plinth-lab (a bridge, N taps, and a veth
-plinth-lab0 on this host carrying Plinth's lab address, default 10.250.0.1/24), registers lab-vm-1..N as
+Rehearse on virtual machines: 'up' builds the network namespace plinth-NAME (a bridge, N taps, and a veth
+plinth-NAME0 on this host carrying Plinth's lab address, default 10.250.0.1/24), registers lab-vm-1..N as
 machines through the API (with --bootenv, assigned to it), and starts N QEMU VMs (software emulation) that
 PXE-boot from the running Plinth; their serial consoles stream to DIR/serial-lab-vm-N.log (DIR default
-./var/lab). Plinth must serve DHCP on plinth-lab0 (--dhcp-interfaces plinth-lab0,...). Needs root.
+./var/lab). NAME defaults to one derived from the data dir (PLINTH_DATA_DIR, default ./var); 'up' prints the
+names. Plinth must serve DHCP on the veth (--dhcp-interfaces plinth-NAME0,...). Needs root.
+'up' refuses a namespace or interface of the lab's name that Plinth did not create, and never deletes it.
 'down' stops only the VMs 'up' started and removes the namespace and the veth.`;
 
 /** `plinth lab ...`; returns the exit code (0 ok, 1 failure, 2 usage). */
@@ -26,6 +28,7 @@ export async function runLab(
       args: rest,
       options: {
         vms: { type: 'string' },
+        name: { type: 'string' },
         uefi: { type: 'boolean' },
         bootenv: { type: 'string' },
         cidr: { type: 'string' },
@@ -42,7 +45,8 @@ export async function runLab(
     (v.help ? out : err).write(`${LAB_USAGE}\n`);
     return v.help ? 0 : 2;
   }
-  const dir = (v.dir as string | undefined) ?? `${process.env.PLINTH_DATA_DIR ?? './var'}/lab`;
+  const dataDir = process.env.PLINTH_DATA_DIR ?? './var';
+  const dir = (v.dir as string | undefined) ?? `${dataDir}/lab`;
   try {
     if (verb === 'up') {
       const n = Number(v.vms ?? 1);
@@ -50,7 +54,10 @@ export async function runLab(
         err.write('plinth lab up: --vms must be a whole number from 1 to 16\n');
         return 2;
       }
+      const name = (v.name as string | undefined) ?? defaultLabName(dataDir);
+      labNames(name); // a bad --name is a usage error before anything is created
       const st = await labUp({
+        name,
         vms: n,
         uefi: v.uefi === true,
         bootEnv: v.bootenv as string | undefined,

@@ -4,16 +4,48 @@
  * host, with the lab's server address), registers the VMs as machines through the API, and starts them
  * detached, each serial console streamed to a file; `status` shows them; `down` stops only what `up` started
  * (PIDs from the state file, checked to be inside the lab namespace) and removes the namespace and the veth.
+ * Each lab has a name (--name, default derived from the data dir): two labs on one host do not collide, and a
+ * namespace or interface of the lab's name that Plinth did not create is refused, never deleted (owner.ts).
  * The same netns and QEMU code as the end-to-end suite.
  */
-import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createNamespace, createSegment, deleteNamespace, ipn, namespaces, sh } from './netns.js';
+import { ForeignNamespaceError } from './owner.js';
 import { type Firmware, startDetachedVm } from './qemu.js';
 
-export const LAB_NS = 'plinth-lab';
-export const HOST_IF = 'plinth-lab0';
+/** Lab names: what fits in an interface name (IFNAMSIZ 15) once prefixed. */
+export const LAB_NAME = /^[a-z0-9][a-z0-9-]{0,11}$/;
+
+export type LabNames = { name: string; ns: string; hostIf: string; subnet: string };
+
+/**
+ * The namespace, host-side veth and API subnet of a lab. `--name lab` gives the names of earlier releases
+ * (plinth-lab, plinth-lab0); a name too long for `plinth-NAME0` gets the host interface `pl-NAME`.
+ */
+export function labNames(name: string): LabNames {
+  if (!LAB_NAME.test(name))
+    throw new Error(`lab name '${name}': 1 to 12 of a-z, 0-9 and '-', starting with a letter or digit`);
+  const ns = `plinth-${name}`;
+  const hostIf = `${ns}0`.length <= 15 ? `${ns}0` : `pl-${name}`;
+  return { name, ns, hostIf, subnet: ns };
+}
+
+/** The default lab name: one per data dir (so two daemons' labs on one host differ), stable across runs. */
+export function defaultLabName(dataDir: string): string {
+  return `lab${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 4)}`;
+}
+
+/** Does a network interface of this name exist in the host's namespace? */
+function linkExists(name: string): boolean {
+  try {
+    sh(['ip', 'link', 'show', 'dev', name]);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export type LabVm = { name: string; mac: string; firmware: Firmware; pid: number; serialLog: string; machine?: string };
 export type LabState = { ns: string; hostIf: string; cidr: string; createdAt: string; vms: LabVm[] };
@@ -43,6 +75,8 @@ function ourPid(pid: number, ns: string): boolean {
 }
 
 export async function labUp(o: {
+  /** The lab's name (labNames); default 'lab'. */
+  name?: string;
   vms: number;
   uefi?: boolean;
   cidr?: string;
@@ -50,31 +84,36 @@ export async function labUp(o: {
   dir: string;
   api: LabApi;
 }): Promise<LabState> {
-  if (readState(o.dir) && namespaces().includes(LAB_NS))
-    throw new Error('a lab is already up: run `plinth lab down` first');
+  const n = labNames(o.name ?? 'lab');
+  const prior = readState(o.dir);
+  if (prior && namespaces().includes(prior.ns))
+    throw new Error(`a lab is already up here (namespace ${prior.ns}): run \`plinth lab down\` first`);
   const cidr = o.cidr ?? '10.250.0.1/24';
   const [addr, prefix] = cidr.split('/');
   const net = addr!.split('.').slice(0, 3).join('.');
-  // The segment: namespace, bridge, taps; the host side of the veth carries Plinth's address on it.
-  createNamespace(LAB_NS);
-  createSegment(LAB_NS, { cidr: `${net}.254/${prefix}`, taps: o.vms });
-  try {
-    sh(['ip', 'link', 'del', HOST_IF]);
-  } catch {
-    // not there
+  // The segment: namespace, bridge, taps; the host side of the veth carries Plinth's address on it. A namespace
+  // of this name not created here throws ForeignNamespaceError before anything is touched.
+  createNamespace(n.ns);
+  // Our leftover veth went with our namespace: one still there is someone else's.
+  if (linkExists(n.hostIf)) {
+    deleteNamespace(n.ns);
+    throw new Error(
+      `interface ${n.hostIf} exists and is not this lab's: it is left alone; choose another name (--name)`,
+    );
   }
-  sh(['ip', 'link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', 'uplink', 'netns', LAB_NS]);
-  sh(['ip', 'addr', 'add', cidr, 'dev', HOST_IF]);
-  sh(['ip', 'link', 'set', HOST_IF, 'up']);
-  ipn(LAB_NS, 'link', 'set', 'uplink', 'master', 'br0', 'up');
+  createSegment(n.ns, { cidr: `${net}.254/${prefix}`, taps: o.vms });
+  sh(['ip', 'link', 'add', n.hostIf, 'type', 'veth', 'peer', 'name', 'uplink', 'netns', n.ns]);
+  sh(['ip', 'addr', 'add', cidr, 'dev', n.hostIf]);
+  sh(['ip', 'link', 'set', n.hostIf, 'up']);
+  ipn(n.ns, 'link', 'set', 'uplink', 'master', 'br0', 'up');
 
   // Plinth's side, through its API: a subnet for the segment (if none covers it) and one machine per VM.
-  const subnet = await o.api.json('GET', '/api/v1/subnets?name=plinth-lab');
+  const subnet = await o.api.json('GET', `/api/v1/subnets?name=${n.subnet}`);
   if (subnet.status !== 200)
     throw new Error(`cannot reach the Plinth API: ${subnet.status} ${JSON.stringify(subnet.body)}`);
   if (subnet.body.length === 0) {
     const r = await o.api.json('POST', '/api/v1/subnets', {
-      name: 'plinth-lab',
+      name: n.subnet,
       subnet: `${net}.0/${prefix}`,
       activeStart: `${net}.100`,
       activeEnd: `${net}.199`,
@@ -84,7 +123,7 @@ export async function labUp(o: {
     if (r.status !== 201) throw new Error(`could not create the lab subnet: ${JSON.stringify(r.body)}`);
   }
   mkdirSync(o.dir, { recursive: true });
-  const state: LabState = { ns: LAB_NS, hostIf: HOST_IF, cidr, createdAt: new Date().toISOString(), vms: [] };
+  const state: LabState = { ns: n.ns, hostIf: n.hostIf, cidr, createdAt: new Date().toISOString(), vms: [] };
   for (let i = 0; i < o.vms; i++) {
     const name = `lab-vm-${i + 1}`;
     const mac = `52:54:00:1a:b0:${(i + 1).toString(16).padStart(2, '0')}`;
@@ -105,7 +144,7 @@ export async function labUp(o: {
     const firmware: Firmware = o.uefi ? 'uefi' : 'bios';
     const serialLog = path.join(o.dir, `serial-${name}.log`);
     const pid = startDetachedVm({
-      ns: LAB_NS,
+      ns: n.ns,
       tap: `tap${i}`,
       mac,
       firmware,
@@ -152,15 +191,15 @@ export function labDown(dir: string): string[] {
       }
     }
   }
-  try {
-    execFileSync('ip', ['link', 'del', HOST_IF], { stdio: 'ignore' });
-    said.push(`removed ${HOST_IF}`);
-  } catch {
-    // not there
-  }
-  if (namespaces().includes(LAB_NS)) {
-    deleteNamespace(LAB_NS);
-    said.push(`deleted namespace ${LAB_NS}`);
+  // The veth goes with the namespace; a namespace of the lab's name that this code did not create is left alone.
+  if (st && namespaces().includes(st.ns)) {
+    try {
+      deleteNamespace(st.ns);
+      said.push(`deleted namespace ${st.ns} and its veth ${st.hostIf}`);
+    } catch (err) {
+      if (!(err instanceof ForeignNamespaceError)) throw err;
+      said.push(err.message);
+    }
   }
   rmSync(stateFile(dir), { force: true });
   return said;

@@ -2,8 +2,11 @@
  * Network namespaces for Plinth's lab (`plinth lab`) and its end-to-end suite: a private L2 segment (a bridge
  * with taps for QEMU) whose addresses exist only inside the namespace, with no route out. Every name starts
  * with "plinth-" and every process is started here, tracked by PID and killed by PID. Needs root and iproute2.
+ * A namespace is deleted (and what runs in it killed) only when it carries the marker written when it was
+ * created here (src/lab/owner.ts): a namespace of the same name made by anyone else is refused, never touched.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ForeignNamespaceError, forgetMarker, namespaceId, ownership, readMarker, writeMarker } from './owner.js';
 
 export const NS_PREFIX = 'plinth-';
 
@@ -24,10 +27,18 @@ export function namespaces(): string[] {
     .filter(Boolean);
 }
 
-/** Kill what still runs inside (only our lab starts processes there), then delete the namespace. */
+/**
+ * Kill what still runs inside (only our lab starts processes there), then delete the namespace: only one this
+ * code created (its marker matches), else ForeignNamespaceError and nothing is touched.
+ */
 export function deleteNamespace(name: string): void {
   ours(name);
-  if (!namespaces().includes(name)) return;
+  const id = namespaceId(name);
+  if (!id) {
+    forgetMarker(name);
+    return;
+  }
+  if (ownership(id, readMarker(name)) !== 'ours') throw new ForeignNamespaceError(name);
   const pids = sh(['ip', 'netns', 'pids', name]).split('\n').filter(Boolean).map(Number);
   for (const pid of pids) {
     try {
@@ -37,12 +48,16 @@ export function deleteNamespace(name: string): void {
     }
   }
   sh(['ip', 'netns', 'del', name]);
+  forgetMarker(name);
 }
 
+/** A fresh namespace: a leftover of ours is replaced, anyone else's is refused (ForeignNamespaceError). */
 export function createNamespace(name: string): void {
   ours(name);
   deleteNamespace(name);
   sh(['ip', 'netns', 'add', name]);
+  const id = namespaceId(name);
+  if (id) writeMarker(name, id);
   ipn(name, 'link', 'set', 'lo', 'up');
 }
 

@@ -23,8 +23,11 @@ export type TftpSourceDeps = {
   boots: BootRecorder;
   boot: BootService;
   sessions: BootSessions;
-  /** File roots served before the rendered files, in order (assets, then uploaded files). */
-  roots: string[];
+  /**
+   * Served before the rendered files, in order: directories (assets, uploaded files) or sources (the loaders found
+   * in the distribution's iPXE locations, src/provision/loaders.ts).
+   */
+  roots: (string | TftpSource)[];
   /** Plinth's address as the client reaches it (the operator's --advertise-address, else the local interface). */
   serverAddress: (client: string) => string;
   httpPort: number;
@@ -82,7 +85,10 @@ function renderedSource(d: TftpSourceDeps): TftpSource {
 
 export function bootTftpSource(d: TftpSourceDeps): BootTftpSource {
   const { store, log, boots } = d;
-  const inner = chainSources([...d.roots.map((root) => fileRootSource(root)), renderedSource(d)]);
+  const inner = chainSources([
+    ...d.roots.map((root) => (typeof root === 'string' ? fileRootSource(root) : root)),
+    renderedSource(d),
+  ]);
 
   const capOf = (address: string) =>
     blksizeCapFor(store, address, d.sessions.quirkCap(address)).catch((err) => {
