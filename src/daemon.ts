@@ -92,6 +92,7 @@ export async function startDaemon(
     filesDir,
     version: VERSION,
     assetsDir: path.resolve(cfg.assetsDir),
+    loaderFile: (name) => core.loaders.find(name)?.path,
     advertiseAddress: cfg.advertiseAddress,
     boot: core.boot,
     serverFactory: servers.serverFactory,

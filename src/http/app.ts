@@ -9,6 +9,7 @@ import type { Store } from '../store/store.js';
 import { API } from './api-prefix.js';
 import { type AuditOptions, auditHook, auditLog, registerAuditRoutes } from './audit.js';
 import { type Authenticate, authenticate, failClosed, publicScope, tokenScope } from './auth.js';
+import { registerBackupRoutes } from './backup.js';
 import { fileHooks, registerBootRoutes } from './boot.js';
 import { setProblemHandlers } from './errors.js';
 import { registerEvents } from './events.js';
@@ -33,6 +34,8 @@ export type AppOptions = {
   info: InfoSource;
   version: string;
   assetsDir?: string;
+  /** A boot loader found in the distribution's iPXE directories (src/provision/loaders.ts): its path. */
+  loaderFile?: (name: string) => string | undefined;
   advertiseAddress?: string;
   /** The daemon's boot service (src/provision/boot.ts), the one TFTP uses too. */
   boot: BootService;
@@ -95,6 +98,7 @@ async function bootScope(app: FastifyInstance, opts: AppOptions) {
     registerFileServing(boot, {
       filesDir: opts.filesDir,
       assetsDir: opts.assetsDir,
+      loaderFile: opts.loaderFile,
       log: opts.log,
       hooks: fileHooks(bootDeps),
     });
@@ -114,6 +118,7 @@ function apiRoutes(opts: AppOptions) {
     registerFileRoutes(api, { store, bus, filesDir: opts.filesDir, log: opts.log });
     registerTokenRoutes(api, { store });
     registerAuditRoutes(api, { store });
+    registerBackupRoutes(api, { dataDir: opts.dataDir, log: opts.log });
   };
 }
 

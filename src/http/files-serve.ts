@@ -112,6 +112,8 @@ export function registerFileServing(
     hooks?: ServeHooks;
     /** false: always stream the body (as over TLS); by default sendfile(2) where the connection allows it. */
     sendfile?: boolean;
+    /** A boot loader found outside these roots (the distribution's iPXE directories): its real path. */
+    loaderFile?: (name: string) => string | undefined;
   },
 ) {
   const serve = async (req: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply) => {
@@ -137,6 +139,13 @@ export function registerFileServing(
       }
       deps.hooks?.served?.(c.rel, req, 200);
       return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log, deps.sendfile !== false);
+    }
+    // Only a loader's bare name reaches the distribution's directories, never anything else in them.
+    const loader = rel.includes('/') ? undefined : deps.loaderFile?.(rel);
+    const st = loader ? await stat(loader).catch(() => undefined) : undefined;
+    if (loader && st?.isFile()) {
+      deps.hooks?.served?.(rel, req, 200);
+      return sendFile(req, reply, loader, st.size, st.mtimeMs, st.mtime, deps.log, deps.sendfile !== false);
     }
     return sendProblem(reply, 404, `file '${rel}' does not exist`);
   };

@@ -298,4 +298,18 @@ export function tokenAndAuditParts({ schemas, paths }: Parts) {
       responses: { 200: list('AuditEntry'), ...errors },
     },
   };
+  paths[`${API}/backup`] = {
+    get: {
+      tags: ['backup'],
+      summary: 'A consistent snapshot of the live database (SQLite online backup), safe while serving (admin)',
+      description: 'Holds every token hash and secure param: `plinth backup FILE` saves it 0600.',
+      responses: {
+        200: {
+          description: 'The SQLite database file',
+          content: { 'application/vnd.sqlite3': { schema: { type: 'string', format: 'binary' } } },
+        },
+        ...errors,
+      },
+    },
+  };
 }

@@ -30,6 +30,8 @@ export function testConfig(dataDir: string, over: Partial<Config> = {}): Config 
     tftpMaxBlksize: 1468,
     tftpBusyPollUs: 200,
     assetsDir: path.resolve('assets'),
+    // Stand-ins for the iPXE loaders, so a test does not depend on the host's ipxe package.
+    loaderSearch: [path.resolve('test/fixtures/loaders')],
     bootenvsDir: path.resolve('bootenvs'),
     logLevel: 'silent',
     ...over,
