@@ -39,11 +39,16 @@ export type BootChoice = {
 /** The boot decision for a request: a choice, or undefined (not a network-boot client, no loader, ...). */
 export type Decide = (ask: BootAsk) => BootChoice | undefined;
 
+/** Reasons that are no one's mistake: an ordinary DHCP client, an unmanaged subnet. */
+const NOT_BOOTING = ['not a network-boot client', 'the subnet is unmanaged'];
+
 export function bootDecider(deps: {
   prefs: () => { unknownBootEnv: string };
   quirks: () => readonly Quirk[];
   httpPort: number;
   hasLoader?: (name: string) => boolean;
+  /** A network-boot client that is not booted (a loader missing, ...): the decision's reason, for the log. */
+  onNoBoot?: (mac: string, reason: string) => void;
 }): Decide {
   return ({ req, mac, machine, nextServer, mode }) => {
     const a = req.options.get(Opt.ClientArch);
@@ -63,7 +68,10 @@ export function bootDecider(deps: {
       hasLoader: deps.hasLoader,
       quirks: deps.quirks(),
     });
-    if (!decision.boot) return undefined;
+    if (!decision.boot) {
+      if (!NOT_BOOTING.some((p) => decision.reason.startsWith(p))) deps.onNoBoot?.(mac, decision.reason);
+      return undefined;
+    }
     const choice: BootChoice = { decision, mac, machine, mode, arch, vendorClass };
     // Only a quirk caps blksize; the decision names its entry.
     if (decision.blksize) choice.blksize = { value: decision.blksize, why: decision.blksizeWhy ?? 'firmware quirk' };

@@ -6,18 +6,16 @@
  */
 import type dgram from 'node:dgram';
 import os from 'node:os';
-import type { Quirk } from '../boot/quirks.js';
-import type { Bus } from '../events.js';
 import { type InventoryCache, loadInventoryCache, type SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
+import { rateLimitedLog } from '../log-limit.js';
 import { cidrContains } from '../model/common.js';
-import type { Store } from '../store/store.js';
 import { ADDON_HINT, loadNetAddon } from './bind.js';
-import { announceBoot, type BootOffer, bootDecider } from './boot.js';
+import { announceBoot, bootDecider } from './boot.js';
 import { Connections, type Listener, localAddresses } from './connection.js';
 import { backgroundGuard, malformedLog, onceWarnings, rogueWatch } from './guard.js';
 import { ipStr } from './ip.js';
-import { type LeaseTable, loadLeaseTable } from './leases.js';
+import { loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
 import { Opt, relayInfo } from './options.js';
@@ -26,111 +24,12 @@ import { type DhcpPacket, decode, macOf, ZERO_MAC } from './packet.js';
 import { answerBootServer, answerProxy, type ProxyEnv } from './proxy.js';
 import { startRaResponder } from './ra.js';
 import { finishReply } from './reply.js';
+import { type DhcpServer, type DhcpServerOptions, type DhcpStats, zeroStats } from './server-options.js';
 import { answerRequest, type DhcpRequest, type Outcome, type StateMachineEnv } from './state-machine.js';
 
+export type { DhcpServer, DhcpServerOptions, DhcpStats };
+
 const PLACEHOLDER_MACS = new Set([ZERO_MAC, 'ff:ff:ff:ff:ff:ff']);
-
-export type DhcpServerOptions = {
-  store: Store;
-  bus: Bus;
-  log: Logger;
-  /**
-   * The daemon's inventory cache (served subnets, reservations, prefs, quirks). Absent: the server loads its
-   * own from `store` and `bus` (and closes it with the server).
-   */
-  inventory?: InventoryCache;
-  /** Called (synchronously) for every reply carrying a boot decision, before it is sent: records the boot session. */
-  onBoot?: (offer: BootOffer) => void;
-  /**
-   * Interfaces to serve, one socket each (SO_BINDTODEVICE). Absent: every interface with an IPv4 address,
-   * followed as they come and go (needs the native helper; without it, one wildcard socket).
-   */
-  interfaces?: string[];
-  port?: number;
-  proxyPort?: number;
-  /** Where clients listen (68); tests use high ports. */
-  clientPort?: number;
-  /** Where relays listen (RFC 1542: 67, i.e. `port`). */
-  relayPort?: number;
-  httpPort: number;
-  /** One socket for all interfaces, as without the native helper: single-homed hosts and loopback tests. */
-  wildcard?: boolean;
-  /** This server's address on the served segment (option 54, next-server) when it cannot be found from the interface. */
-  serverAddress?: string;
-  /** Limited broadcast by default. */
-  broadcastAddress?: string;
-  /** Test hook: sees (and may rewrite) every reply destination, e.g. to loopback. */
-  replyTo?: (dest: { address: string; port: number }, kind: 'dhcp' | 'proxy') => { address: string; port: number };
-  now?: () => number;
-  /** A fixed firmware quirk table instead of the inventory cache's (tests). */
-  quirks?: readonly Quirk[];
-  hasLoader?: (name: string) => boolean;
-  offerSeconds?: number;
-  declineSeconds?: number;
-  reclaimIntervalMs?: number;
-  malformedLogIntervalMs?: number;
-  /** Interface rescan period in auto mode (default 30 s). */
-  rescanIntervalMs?: number;
-  /** Test hook: replaces os.networkInterfaces (e.g. one that throws EMFILE). */
-  networkInterfaces?: () => ReturnType<typeof os.networkInterfaces>;
-  /** Fraction of a pool's free addresses unknown clients' un-REQUESTed offers may hold (default 0.5; offers.ts). */
-  unknownOfferShare?: number;
-  /** Offer hold for unknown clients while the pool is under pressure, seconds (default 10). */
-  pressureOfferSeconds?: number;
-  /** New offers to unknown clients per ingress (giaddr or interface) per second under pressure (default 50, 0 = no limit). */
-  unknownOfferRate?: number;
-  /** Interval of the summary lines of repeated background errors and refused offers (default 60 s). */
-  errorLogIntervalMs?: number;
-};
-
-export type DhcpStats = {
-  received: number;
-  malformed: number;
-  ignored: number;
-  offers: number;
-  acks: number;
-  naks: number;
-  releases: number;
-  declines: number;
-  informs: number;
-  proxyOffers: number;
-  proxyAcks: number;
-  errors: number;
-  rogue: number;
-  /** DISCOVERs of unknown clients refused by the offer cap or the ingress rate (offers.ts). */
-  capped: number;
-  /** Requests with an all-zero or all-ones chaddr and no client identifier, dropped. */
-  badChaddr: number;
-  /** Failures of background tasks (interface rescan, reclaim, RA sync), caught and logged. */
-  backgroundErrors: number;
-};
-
-export type DhcpServer = {
-  close(): Promise<void>;
-  stats: DhcpStats;
-  /** For tests: the lease and inventory views the server uses. */
-  leases: LeaseTable;
-  inventory: InventoryCache;
-};
-
-const zeroStats = (): DhcpStats => ({
-  received: 0,
-  malformed: 0,
-  ignored: 0,
-  offers: 0,
-  acks: 0,
-  naks: 0,
-  releases: 0,
-  declines: 0,
-  informs: 0,
-  proxyOffers: 0,
-  proxyAcks: 0,
-  errors: 0,
-  rogue: 0,
-  capped: 0,
-  badChaddr: 0,
-  backgroundErrors: 0,
-});
 
 export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServer> {
   const { store, bus, log } = opts;
@@ -173,12 +72,15 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     }
   });
   const warnOnce = onceWarnings(log);
+  const noBootLog = rateLimitedLog(log, 60_000);
   const fixedQuirks = opts.quirks;
   const decide = bootDecider({
     prefs: () => inventory.prefs(),
     quirks: fixedQuirks ? () => fixedQuirks : () => inventory.quirks(),
     httpPort: opts.httpPort,
     hasLoader: opts.hasLoader,
+    // Say why a PXE client gets an address but nothing to boot (a loader missing): once a minute per reason.
+    onNoBoot: (mac, reason) => noBootLog('warn', reason, { mac }, `dhcp: not booting: ${reason}`),
   });
   const env: StateMachineEnv = {
     leases,
