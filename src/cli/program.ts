@@ -34,7 +34,10 @@ left alone when equal, so applying twice changes nothing the second time. \`plin
 document is checked before the first request; the API then applies one at a time, so a refusal stops there
 and the report says per document what was created, updated, unchanged, failed and not attempted (exit 1).`;
 
-/** A group (machines, files, prefs) without a verb, or with one it does not know, is a usage error. */
+/**
+ * A group (machines, files, prefs) without a verb, or with one it does not know, is a usage error. Set once the
+ * group's verbs exist: commander copies a parent's settings into the subcommands made after them.
+ */
 function groupAction(group: Command, readOnly = false) {
   group.allowUnknownOption().allowExcessArguments();
   group.action((_o, cmd: Command) => {
@@ -59,7 +62,6 @@ function resourceCommands(program: Command, kind: string, run: Runner) {
     .description(
       `${verbs}${kind === 'machines' ? ', params, boots' : ''}${kind === 'bootenvs' ? ', import-linuxkit, fetch' : ''}`,
     );
-  groupAction(g, r.readOnly);
   const idHelp = `its ${kind === 'machines' ? 'uuid, name or a MAC' : r.key}`;
   g.command('list')
     .description(`list ${kind}; FIELD=VALUE filters on any top-level field (a list field matches a member)`)
@@ -141,7 +143,6 @@ function fileCommands(program: Command, run: Runner) {
     .command('files')
     .description('files served to machines (uploads stream, digest-checked)')
     .addHelpText('after', `\n${FILES_HELP}`);
-  groupAction(g);
   g.command('list')
     .description("files under the daemon's files root")
     .action(() => run(async (ctx) => (await files()).listFiles(ctx)));
@@ -163,7 +164,6 @@ function fileCommands(program: Command, run: Runner) {
 
 function otherCommands(program: Command, run: Runner) {
   const prefs = program.command('prefs').description('global settings');
-  groupAction(prefs);
   prefs.command('show').action(() => run(async (ctx) => (await resources()).showPrefs(ctx)));
   prefs
     .command('set')
@@ -232,5 +232,6 @@ export function buildProgram(run: Runner): Command {
   }
   fileCommands(program, run);
   otherCommands(program, run);
+  for (const c of program.commands) if (c.commands.length) groupAction(c, CLI_RESOURCES[c.name()]?.readOnly);
   return program;
 }
