@@ -2,7 +2,6 @@
 // Actions import the module that runs them only when chosen, so `plinth info` loads neither zod, YAML nor the
 // upload code.
 import { Command } from 'commander';
-import { LAB_USAGE } from '../lab/cli.js';
 import { VERSION } from '../version.js';
 import type { CliContext } from './context.js';
 import { UsageError } from './errors.js';
@@ -197,11 +196,10 @@ function otherCommands(program: Command, run: Runner) {
     );
   program
     .command('lab')
-    .description('rehearse on QEMU VMs that PXE-boot from this Plinth (root): lab up|status|down')
+    .description('rehearse on QEMU VMs that PXE-boot from this Plinth (root): lab up|status|down (plinth lab --help)')
     .argument('[args...]')
     .helpOption(false)
     .allowUnknownOption()
-    .addHelpText('after', `\n${LAB_USAGE}`)
     .action((args) => run(async (ctx) => (await import('./lab.js')).runLabCommand(args, ctx)));
   program
     .command('serve')
