@@ -1,5 +1,5 @@
 import { type Command, CommanderError } from 'commander';
-import { createClient } from './client.js';
+import { type Client, createClient } from './client.js';
 import { ApiError, EXIT_API, EXIT_OK, EXIT_USAGE, UsageError } from './errors.js';
 import { type Io, outputMode } from './output.js';
 import { buildProgram, type Runner } from './program.js';
@@ -55,6 +55,32 @@ export function takeGlobals(argv: string[]): Globals {
     g.rest.push(a);
   }
   return g;
+}
+
+const MACHINE_UUID = /machine '([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})'/gi;
+
+/**
+ * A daemon's message may name a machine by its generated uuid (`macs '...' already belongs to machine '<uuid>'`):
+ * the operator knows it by name, so each one is looked up once and replaced. A lookup that fails leaves the uuid.
+ */
+export async function withMachineNames(err: ApiError, client: Client): Promise<ApiError> {
+  const uuids = [...new Set([...err.message.matchAll(MACHINE_UUID)].map((m) => m[1]!))];
+  if (uuids.length === 0) return err;
+  const names = new Map<string, string>();
+  for (const u of uuids.slice(0, 5)) {
+    try {
+      const r = await client.request('GET', `/machines/${u}`, { allow: [404] });
+      const name = (r.body as { name?: unknown } | undefined)?.name;
+      if (r.status === 200 && typeof name === 'string' && name) names.set(u.toLowerCase(), name);
+    } catch {}
+  }
+  const rename = (text: string) =>
+    text.replace(MACHINE_UUID, (all, u: string) => {
+      const name = names.get(u.toLowerCase());
+      return name ? `machine '${name}'` : all;
+    });
+  const errors = err.errors.map((e) => ({ ...e, message: rename(e.message) }));
+  return new ApiError(rename(err.message), err.status, errors);
 }
 
 export type RunOptions = { env?: NodeJS.ProcessEnv; cwd?: string; io?: Io; signal?: AbortSignal };
@@ -118,8 +144,12 @@ export async function run(argv: string[], o: RunOptions = {}): Promise<number> {
       const mode = outputMode(g.output, env, io.outTTY);
       const { endpoint, token, ca, fingerprint } = g;
       const client = createClient({ endpoint, token, ca, fingerprint, env, cwd, signal });
-      const r = await act({ io, mode, client, env, cwd, signal });
-      if (typeof r === 'number') code = r;
+      try {
+        const r = await act({ io, mode, client, env, cwd, signal });
+        if (typeof r === 'number') code = r;
+      } catch (err) {
+        throw err instanceof ApiError ? await withMachineNames(err, client) : err;
+      }
     };
     const program = buildProgram(runner);
     quietTree(program, io, (c) => {

@@ -142,4 +142,14 @@ describe('create -f with several documents', () => {
       /^plinth: machine 'cr-2' \(document 2 of 3\) was not created: .*; created before it: 'cr-1'; not attempted: 1 more/,
     );
   });
+
+  it('a clash with another machine names it by name, not by its uuid', async () => {
+    const first = await run(['machines', 'create', '-f', '-'], { input: 'name: owner-1\nmacs: [52:54:00:ee:00:01]\n' });
+    expect(first.code, first.stderr).toBe(0);
+    const uuid = first.json().uuid;
+    const r = await run(['machines', 'create', '-f', '-'], { input: 'name: thief\nmacs: [52:54:00:ee:00:01]\n' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("machine 'owner-1'");
+    expect(r.stderr).not.toContain(uuid);
+  });
 });

@@ -55,7 +55,7 @@ export async function cli(
     const t = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`plinth ${args.join(' ')} did not exit in time; stderr: ${child.err()}`));
-    }, opts.timeoutMs ?? 20_000);
+    }, opts.timeoutMs ?? 60_000);
     child.on('close', (c) => {
       clearTimeout(t);
       resolve(c);
