@@ -1,85 +1,34 @@
-import { ConfigError, helpText, loadConfig } from './config.js';
-import { StartupError, startDaemon } from './daemon.js';
-import { createLogger, type Logger } from './log.js';
-import { rateLimited } from './log-limit.js';
+// The `plinth` program's one entry (bin/plinth.js runs its compiled form, `npm run dev` its source): the daemon
+// for `serve`, the REST client for everything else. Each side is loaded only when chosen, so `plinth info` never
+// loads fastify, SQLite or the protocol servers and starts in a fraction of the daemon's time.
+import { VERSION } from './version.js';
+
+/** Options of the CLI itself: a line starting with one of them is a CLI command, not daemon flags. */
+const CLI_FIRST = new Set(['--endpoint', '--token', '--output', '-o', '--ca', '--fingerprint', '-h', '--help']);
+const VERSION_FLAGS = new Set(['-V', '--version']);
 
 /**
- * What a stray error does to the process. A rejected promise nobody awaited (a background task's failure, e.g.
- * os.networkInterfaces() throwing EMFILE while descriptors are exhausted) is logged, rate-limited, and the daemon
- * keeps serving: the failed task is a one-off, its state is the promise's own, and Node's default (exit) turned a
- * passing descriptor shortage into an outage. An uncaught exception still ends the process: it can leave a
- * handler half-way through changing shared state (a socket table, a lease in flight), so a restart by the service
- * manager is safer than serving from that state; the log says what happened first.
+ * Which side a command line is for. `serve` (the documented form) and, as before the CLI existed, a line that
+ * starts with a daemon flag (`plinth --no-dhcp`, what scripts and the test helpers run) start the daemon. A bare
+ * `plinth` is the CLI's usage: a typo or a curious operator must never start a DHCP server.
  */
-function installProcessHandlers(log: Logger) {
-  let last: unknown;
-  const report = rateLimited(10_000, (n) =>
-    log.error({ err: last, count: n }, 'unhandled promise rejection (the daemon keeps running): please report it'),
-  );
-  process.on('unhandledRejection', (reason) => {
-    last = reason;
-    report();
-  });
-  process.on('uncaughtException', (err) => {
-    log.fatal({ err }, 'uncaught exception: exiting (state may be inconsistent); restart the daemon');
-    log.flush?.();
-    process.stderr.write(`plinth: uncaught exception: ${err?.stack ?? err}\n`, () => process.exit(1));
-    setTimeout(() => process.exit(1), 1_000).unref();
-  });
+export function isDaemon(argv: string[]): boolean {
+  const first = argv[0];
+  if (first === undefined) return false;
+  if (first === 'serve') return true;
+  if (!first.startsWith('-') || first === '-') return false;
+  const flag = first.startsWith('--') ? first.split('=')[0]! : first;
+  return !CLI_FIRST.has(flag) && !VERSION_FLAGS.has(flag) && !/^-o[a-z]+$/.test(first);
 }
 
-/** The daemon's entry: config, start, signals. Exit codes: 0 clean stop, 1 failed start, 2 bad config. */
-async function main() {
-  // A closed log pipe (the reader of our stdout went away) must not take the daemon down or block its stop.
-  process.stdout.on('error', () => {});
-  process.stderr.on('error', () => {});
-  let cfg: ReturnType<typeof loadConfig>;
-  try {
-    cfg = loadConfig(process.argv.slice(2), process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`plinth: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
-  if (cfg === 'help') {
-    process.stdout.write(`${helpText()}\n`);
+export async function plinth(argv: string[]): Promise<void> {
+  if (!isDaemon(argv)) return (await import('./cli/main.js')).main(argv);
+  // The daemon's own option parser would print Node's raw parseArgs complaint for --version.
+  if (argv.some((a) => VERSION_FLAGS.has(a))) {
+    process.stdout.write(`${VERSION}\n`);
     return;
   }
-  const log = createLogger(cfg.logLevel);
-  installProcessHandlers(log);
-  let daemon: Awaited<ReturnType<typeof startDaemon>>;
-  try {
-    daemon = await startDaemon(cfg, log);
-  } catch (err) {
-    const msg = err instanceof StartupError ? err.message : `start failed: ${(err as Error).stack ?? err}`;
-    log.fatal(msg);
-    log.flush?.();
-    process.stderr.write(`plinth: ${msg}\n`);
-    process.exit(1);
-  }
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping: closing listeners, finishing requests');
-    // A hung close must not keep a service manager waiting for ever.
-    const force = setTimeout(() => {
-      log.error('stop took over 10 s: exiting anyway');
-      process.exit(1);
-    }, 10_000);
-    force.unref();
-    daemon.close().then(
-      () => process.exit(0),
-      (err) => {
-        log.error({ err }, 'stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  return (await import('./serve.js')).serve(argv);
 }
 
-main();
+await plinth(process.argv.slice(2));

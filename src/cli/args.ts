@@ -1,59 +1,8 @@
+// What commands read from their arguments: `-f FILE`/stdin, YAML or JSON documents, JSON values and
+// `key=value` assignments. The command line itself is parsed by commander (program.ts).
 import { readFileSync } from 'node:fs';
-import { type ParseArgsConfig, parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { UsageError } from './errors.js';
-
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-/**
- * parseArgs refuses a value that starts with '-' (`--sort -name`, `-f -`) as ambiguous; for options that take a
- * value, the next argument is the value, whatever it looks like.
- */
-function joinValues(args: string[], options: Options): string[] {
-  const takesValue = new Set<string>();
-  for (const [name, o] of Object.entries(options)) {
-    if (o.type !== 'string') continue;
-    takesValue.add(`--${name}`);
-    if (o.short) takesValue.add(`-${o.short}`);
-  }
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--') {
-      out.push(...args.slice(i));
-      break;
-    }
-    if (takesValue.has(a) && i + 1 < args.length) {
-      const long = a.startsWith('--') ? a : `--${Object.entries(options).find(([, o]) => `-${o.short}` === a)![0]}`;
-      out.push(`${long}=${args[++i]}`);
-    } else out.push(a);
-  }
-  return out;
-}
-
-/** node:util parseArgs, strict, with its complaints turned into a usage error that points at the help. */
-export function parseCommand<O extends Options>(
-  args: string[],
-  options: O,
-  usage: { help: string; min?: number; max?: number },
-) {
-  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
-  try {
-    parsed = parseArgs({
-      args: joinValues(args, options),
-      allowPositionals: true,
-      options,
-      strict: true,
-    }) as typeof parsed;
-  } catch (err) {
-    throw new UsageError((err as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, ''), usage.help);
-  }
-  const n = parsed.positionals.length;
-  if (usage.min !== undefined && n < usage.min) throw new UsageError('missing argument', usage.help);
-  if (usage.max !== undefined && n > usage.max)
-    throw new UsageError(`unexpected argument '${parsed.positionals[usage.max]}'`, usage.help);
-  return parsed;
-}
 
 /** The text of `-f FILE`, or standard input for `-f -`. */
 export function readInput(file: string): { text: string; name: string } {

@@ -3,30 +3,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { Name } from '../model/common.js';
-import { parseCommand } from './args.js';
 import { filePath, seg } from './client.js';
 import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { counter, type FileInfo, putStream, uploadFile } from './files.js';
 import { humanBytes, print } from './output.js';
-
-export const IMPORT_HELP = [
-  'Usage: plinth bootenv import-linuxkit PREFIX [--name NAME] [--replace]',
-  '',
-  'Imports the output of `linuxkit build -format kernel+initrd`: PREFIX-kernel, PREFIX-initrd.img and',
-  'PREFIX-cmdline are uploaded under NAME/ (NAME defaults to the last part of PREFIX), then a bootenv NAME is',
-  'created that boots them, pinned by their sha256 (the daemon refuses to serve bytes that differ), with',
-  'the cmdline as bootParams plus initrd=<initrd name>. --replace re-imports over an existing bootenv NAME.',
-].join('\n');
-
-export const FETCH_HELP = [
-  'Usage: plinth bootenv fetch NAME [--force]',
-  '',
-  'Downloads each artifact of bootenv NAME that carries a url, with progress, and streams it to the daemon,',
-  'which keeps it only when its sha256 is the one the bootenv pins. Artifacts already on the daemon with the',
-  'right digest are skipped (--force downloads them again). Artifacts without a url must be uploaded with',
-  '`plinth files upload`; the command fails when one of them is missing.',
-].join('\n');
 
 const PARTS = [
   { suffix: 'kernel', role: 'kernel' },
@@ -34,24 +15,20 @@ const PARTS = [
   { suffix: 'cmdline', role: 'cmdline' },
 ] as const;
 
-export async function importLinuxkit(args: string[], ctx: CliContext): Promise<void> {
-  const help = IMPORT_HELP;
-  const { values, positionals } = parseCommand(
-    args,
-    { name: { type: 'string' }, replace: { type: 'boolean' } },
-    { help, min: 1, max: 1 },
-  );
-  const prefix = positionals[0]!;
+export async function importLinuxkit(
+  prefix: string,
+  values: { name?: string; replace?: boolean },
+  ctx: CliContext,
+): Promise<void> {
   const base = path.basename(prefix);
-  const name = (values.name as string | undefined) ?? base;
+  const name = values.name ?? base;
   const valid = Name.safeParse(name);
   if (!valid.success)
-    throw new UsageError(`bootenv name '${name}': ${valid.error.issues[0]?.message}; choose one with --name`, help);
+    throw new UsageError(`bootenv name '${name}': ${valid.error.issues[0]?.message}; choose one with --name`);
   const missing = PARTS.map((p) => `${prefix}-${p.suffix}`).filter((f) => !existsSync(f));
   if (missing.length)
     throw new UsageError(
       `missing ${missing.join(', ')}: PREFIX is what \`linuxkit build -format kernel+initrd -name PREFIX\` wrote`,
-      help,
     );
   const cmdline = readFileSync(`${prefix}-cmdline`, 'utf8').replace(/\s+/g, ' ').trim();
 
@@ -126,10 +103,7 @@ async function fetchArtifact(ctx: CliContext, a: Artifact & { url: string }): Pr
   }
 }
 
-export async function fetchBootenv(args: string[], ctx: CliContext): Promise<void> {
-  const help = FETCH_HELP;
-  const { values, positionals } = parseCommand(args, { force: { type: 'boolean' } }, { help, min: 1, max: 1 });
-  const name = positionals[0]!;
+export async function fetchBootenv(name: string, values: { force?: boolean }, ctx: CliContext): Promise<void> {
   const be = (await ctx.client.request('GET', `/bootenvs/${seg(name)}`)).body as { artifacts?: Artifact[] };
   const arts = be.artifacts ?? [];
   if (arts.length === 0) ctx.io.err(`bootenv '${name}' pins no artifacts: nothing to fetch\n`);

@@ -5,7 +5,6 @@ import https from 'node:https';
 import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { parseCommand } from './args.js';
 import { filePath, networkError, problemOf } from './client.js';
 import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
@@ -14,19 +13,6 @@ import { progress } from './progress.js';
 import { tlsFailure } from './tls.js';
 
 export type FileInfo = { path: string; size: number; sha256: string; url?: string };
-
-export const FILES_HELP = [
-  'Usage: plinth files list',
-  '       plinth files show REMOTE',
-  '       plinth files upload LOCAL [REMOTE] [--sha256 HEX]',
-  '       plinth files delete REMOTE',
-  '',
-  "Files live under the daemon's files root and are served at http://HOST:8091/files/REMOTE.",
-  "upload streams LOCAL (any size) to REMOTE (default: LOCAL's name; a REMOTE ending in / keeps the name).",
-  'It hashes LOCAL first, sends the digest as X-Checksum-Sha256 so the daemon keeps nothing that does not',
-  'match, and checks the digest the daemon answers. --sha256 HEX skips the local pass and has the daemon check',
-  'the file against HEX instead (a digest from the vendor). A progress bar is drawn when stderr is a terminal.',
-].join('\n');
 
 const HEX64 = /^[0-9a-fA-F]{64}$/;
 
@@ -164,35 +150,32 @@ export async function uploadFile(ctx: CliContext, local: string, remote: string,
   return info;
 }
 
-export async function runFiles(verb: string | undefined, args: string[], ctx: CliContext): Promise<void> {
-  const { io, mode, client } = ctx;
-  const help = FILES_HELP;
-  switch (verb) {
-    case 'list': {
-      parseCommand(args, {}, { help, max: 0 });
-      const items = (await client.request('GET', '/files')).body as FileInfo[];
-      const shown = mode === 'table' ? items.map((f) => ({ ...f, size: humanBytes(f.size) })) : items;
-      return print(io, mode, shown, { columns: ['path', 'size', 'sha256'], what: 'files' });
-    }
-    case 'show': {
-      const { positionals } = parseCommand(args, {}, { help, min: 1, max: 1 });
-      return print(io, mode, (await client.request('GET', `/files/${filePath(positionals[0]!)}`)).body);
-    }
-    case 'upload': {
-      const { values, positionals } = parseCommand(args, { sha256: { type: 'string' } }, { help, min: 1, max: 2 });
-      const local = positionals[0]!;
-      let remote = positionals[1] ?? path.basename(local);
-      if (remote.endsWith('/')) remote += path.basename(local);
-      const expect = values.sha256 as string | undefined;
-      if (expect !== undefined && !HEX64.test(expect)) throw new UsageError('--sha256 takes 64 hex digits', help);
-      return print(io, mode, await uploadFile(ctx, local, remote, expect));
-    }
-    case 'delete': {
-      const { positionals } = parseCommand(args, {}, { help, min: 1, max: 1 });
-      await client.request('DELETE', `/files/${filePath(positionals[0]!)}`);
-      io.err(`file '${positionals[0]}' deleted\n`);
-      return;
-    }
-  }
-  throw new UsageError(verb ? `unknown verb '${verb}' for files` : 'files needs a verb', help);
+/** `plinth files list`: sizes for people in the table, bytes for scripts. */
+export async function listFiles(ctx: CliContext): Promise<void> {
+  const items = (await ctx.client.request('GET', '/files')).body as FileInfo[];
+  const shown = ctx.mode === 'table' ? items.map((f) => ({ ...f, size: humanBytes(f.size) })) : items;
+  print(ctx.io, ctx.mode, shown, { columns: ['path', 'size', 'sha256'], what: 'files' });
+}
+
+export async function showFile(remote: string, ctx: CliContext): Promise<void> {
+  print(ctx.io, ctx.mode, (await ctx.client.request('GET', `/files/${filePath(remote)}`)).body);
+}
+
+/** `plinth files upload LOCAL [REMOTE]`: REMOTE defaults to LOCAL's name; one ending in / keeps it. */
+export async function uploadCommand(
+  local: string,
+  remoteArg: string | undefined,
+  values: { sha256?: string },
+  ctx: CliContext,
+): Promise<void> {
+  let remote = remoteArg ?? path.basename(local);
+  if (remote.endsWith('/')) remote += path.basename(local);
+  const expect = values.sha256;
+  if (expect !== undefined && !HEX64.test(expect)) throw new UsageError('--sha256 takes 64 hex digits');
+  print(ctx.io, ctx.mode, await uploadFile(ctx, local, remote, expect));
+}
+
+export async function deleteFile(remote: string, ctx: CliContext): Promise<void> {
+  await ctx.client.request('DELETE', `/files/${filePath(remote)}`);
+  ctx.io.err(`file '${remote}' deleted\n`);
 }

@@ -1,68 +1,26 @@
-import { pathToFileURL } from 'node:url';
-import { LAB_USAGE, runLab } from '../lab/cli.js';
-import type { LabApi } from '../lab/lab.js';
-import { VERSION } from '../version.js';
-import { FETCH_HELP, fetchBootenv, IMPORT_HELP, importLinuxkit } from './bootenv.js';
+import { type Command, CommanderError } from 'commander';
 import { type Client, createClient } from './client.js';
-import type { CliContext } from './context.js';
 import { ApiError, EXIT_API, EXIT_OK, EXIT_USAGE, UsageError } from './errors.js';
-import { FILES_HELP, runFiles } from './files.js';
-import { type Io, outputMode, print } from './output.js';
-import { CLI_RESOURCES, PREFS_HELP, resourceHelp, resourceOf, runPrefs, runResource } from './resources.js';
-import { runWatch, WATCH_HELP } from './watch.js';
+import { type Io, outputMode } from './output.js';
+import { buildProgram, type Runner } from './program.js';
 
 /**
- * `plinth COMMAND ...`: dispatch to one file per concern. Exit codes are a contract with scripts: 0 done,
- * 1 the API (or the network, or a digest check) said no, 2 the command line is wrong.
+ * `plinth COMMAND ...`: the command line, parsed by commander (program.ts), run with a client made from the
+ * global options. Exit codes are a contract with scripts: 0 done, 1 the API (or the network, or a digest check)
+ * said no, 2 the command line is wrong.
  */
-export const HELP = [
-  'Usage: plinth COMMAND [arguments] [options]',
-  '',
-  "A client of a Plinth daemon's REST API. Run the daemon itself with `plinth serve` (see plinth --help).",
-  '',
-  'Commands:',
-  `  RESOURCE list|show|create|update|patch|delete   RESOURCE: ${Object.keys(CLI_RESOURCES).join(', ')}`,
-  '  machines params ID | machines boots ID        resolved params, boot timelines',
-  '  prefs show | prefs set KEY=VALUE...           global settings',
-  '  files list|show|upload|delete                 files served to machines (upload streams, digest-checked)',
-  '  bootenv import-linuxkit PREFIX [--name N]     upload a linuxkit kernel+initrd build as a pinned bootenv',
-  "  bootenv fetch NAME                            download a bootenv's artifacts from their urls",
-  '  watch [--type PREFIX] [--machine ID]          live events, one line each',
-  "  info                                          the daemon's version, listeners and features (no token)",
-  '  lab up --vms N [--uefi] | lab status | lab down   rehearse on QEMU VMs that PXE-boot from this Plinth (root)',
-  "  help [COMMAND]                                this help, or a command's",
-  '',
-  'Options (anywhere on the line):',
-  '  -o, --output table|json|yaml   default: table on a terminal, json when stdout is a pipe or file',
-  '                                 (also PLINTH_OUTPUT)',
-  '  --endpoint URL                 the daemon (PLINTH_ENDPOINT; default https://127.0.0.1:8443)',
-  '  --token TOKEN                  bearer token (PLINTH_TOKEN; default: the admin.token in $PLINTH_DATA_DIR',
-  '                                 or ./var, as the local daemon writes it)',
-  '  --ca FILE                      trust the https daemon whose certificate (or CA) is FILE (PLINTH_CA;',
-  '                                 default for 127.0.0.1/localhost: <data-dir>/tls/cert.pem as above)',
-  '  --fingerprint sha256:HEX       accept only the certificate with this SHA-256 fingerprint, as the daemon',
-  '                                 logs it (PLINTH_FINGERPRINT)',
-  '  -h, --help                     help for the command',
-  '',
-  'Exit codes: 0 ok; 1 API error (problem+json detail and field errors on stderr), unreachable daemon or',
-  'failed digest check; 2 usage error.',
-].join('\n');
-
-const INFO_HELP = "Usage: plinth info\n\nThe daemon's version, uptime, listeners and features (needs no token).";
-
 type Globals = {
   endpoint?: string;
   token?: string;
   output?: string;
   ca?: string;
   fingerprint?: string;
-  help: boolean;
   rest: string[];
 };
 
 /** Global options may stand anywhere; they are taken out before the command parses its own. */
 export function takeGlobals(argv: string[]): Globals {
-  const g: Globals = { help: false, rest: [] };
+  const g: Globals = { rest: [] };
   const valued: Record<string, 'endpoint' | 'token' | 'output' | 'ca' | 'fingerprint'> = {
     '--endpoint': 'endpoint',
     '--token': 'token',
@@ -76,10 +34,6 @@ export function takeGlobals(argv: string[]): Globals {
     if (a === '--') {
       g.rest.push(...argv.slice(i));
       break;
-    }
-    if (a === '--help' || a === '-h') {
-      g.help = true;
-      continue;
     }
     const eq = a.indexOf('=');
     const flag = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
@@ -103,62 +57,78 @@ export function takeGlobals(argv: string[]): Globals {
   return g;
 }
 
-function helpFor(cmd: string | undefined, verb: string | undefined): string {
-  if (!cmd || cmd === 'help') return HELP;
-  const kind = resourceOf(cmd);
-  if (kind === 'bootenvs' && verb === 'import-linuxkit') return IMPORT_HELP;
-  if (kind === 'bootenvs' && verb === 'fetch') return FETCH_HELP;
-  if (kind) return resourceHelp(kind);
-  if (cmd === 'prefs') return PREFS_HELP;
-  if (cmd === 'files') return FILES_HELP;
-  if (cmd === 'watch') return WATCH_HELP;
-  if (cmd === 'info') return INFO_HELP;
-  if (cmd === 'lab') return LAB_USAGE;
-  throw new UsageError(`unknown command '${cmd}'`, HELP);
-}
+const MACHINE_UUID = /machine '([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})'/gi;
 
-async function dispatch(cmd: string, verb: string | undefined, args: string[], ctx: CliContext): Promise<void> {
-  const kind = resourceOf(cmd);
-  if (kind === 'bootenvs' && verb === 'import-linuxkit') return importLinuxkit(args, ctx);
-  if (kind === 'bootenvs' && verb === 'fetch') return fetchBootenv(args, ctx);
-  if (kind) return runResource(kind, verb, args, ctx);
-  if (cmd === 'prefs') return runPrefs(verb, args, ctx);
-  if (cmd === 'files') return runFiles(verb, args, ctx);
-  if (cmd === 'watch') return runWatch(verb === undefined ? args : [verb, ...args], ctx);
-  if (cmd === 'info') {
-    if (verb !== undefined) throw new UsageError(`unexpected argument '${verb}'`, INFO_HELP);
-    return print(ctx.io, ctx.mode, (await ctx.client.request('GET', '/info')).body);
+/**
+ * A daemon's message may name a machine by its generated uuid (`macs '...' already belongs to machine '<uuid>'`):
+ * the operator knows it by name, so each one is looked up once and replaced. A lookup that fails leaves the uuid.
+ */
+export async function withMachineNames(err: ApiError, client: Client): Promise<ApiError> {
+  const uuids = [...new Set([...err.message.matchAll(MACHINE_UUID)].map((m) => m[1]!))];
+  if (uuids.length === 0) return err;
+  const names = new Map<string, string>();
+  for (const u of uuids.slice(0, 5)) {
+    try {
+      const r = await client.request('GET', `/machines/${u}`, { allow: [404] });
+      const name = (r.body as { name?: unknown } | undefined)?.name;
+      if (r.status === 200 && typeof name === 'string' && name) names.set(u.toLowerCase(), name);
+    } catch {}
   }
-  if (cmd === 'version') {
-    ctx.io.out(`${VERSION}\n`);
-    return;
-  }
-  if (cmd === 'serve')
-    throw new UsageError('serve runs the daemon: start it with bin/plinth.js serve (npx plinth serve)');
-  throw new UsageError(`unknown command '${cmd}'`, HELP);
+  const rename = (text: string) =>
+    text.replace(MACHINE_UUID, (all, u: string) => {
+      const name = names.get(u.toLowerCase());
+      return name ? `machine '${name}'` : all;
+    });
+  const errors = err.errors.map((e) => ({ ...e, message: rename(e.message) }));
+  return new ApiError(rename(err.message), err.status, errors);
 }
-
-/** The lab drives the API with the CLI's client (endpoint and token as for every command). */
-function labApi(client: Client): LabApi {
-  return {
-    json: async (method, path, body, contentType) => {
-      const r = await client.request(method, path.replace(/^\/api\/v1/, ''), {
-        body,
-        contentType,
-        allow: [400, 401, 403, 404, 409, 412, 500, 503],
-      });
-      return { status: r.status, body: r.body };
-    },
-  };
-}
-
-/** The part of a help text up to its first blank line: the usage lines. */
-const usageOf = (help: string) => help.split('\n\n')[0]!;
 
 export type RunOptions = { env?: NodeJS.ProcessEnv; cwd?: string; io?: Io; signal?: AbortSignal };
 
+/** Commander's errors and help go through `io` (tests capture them) and end in an exception, not process.exit. */
+function quietTree(cmd: Command, io: Io, onError: (c: Command) => void) {
+  cmd.exitOverride();
+  cmd.configureOutput({ writeOut: io.out, writeErr: io.err, outputError: () => onError(cmd) });
+  for (const sub of cmd.commands) quietTree(sub, io, onError);
+}
+
+/** `Usage: plinth machines patch [options] <id>` and where to read more. */
+function usageHint(cmd: Command | undefined): string {
+  if (!cmd) return '(see plinth --help)\n';
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return `${cmd.helpInformation().split('\n')[0]}\n(see ${names.join(' ')} --help)\n`;
+}
+
+function report(err: unknown, io: Io, signal: AbortSignal, where: Command | undefined): number {
+  if (err instanceof CommanderError) {
+    if (err.exitCode === 0) return EXIT_OK;
+    io.err(`plinth: ${err.message.replace(/^error: /, '')}\n${usageHint(where)}`);
+    return EXIT_USAGE;
+  }
+  if (err instanceof UsageError) {
+    io.err(`plinth: ${err.message}\n${usageHint(where)}`);
+    return EXIT_USAGE;
+  }
+  if (err instanceof ApiError) {
+    io.err(`plinth: ${err.message}\n`);
+    // Each field error, unless the detail already ends with it (the daemon's detail quotes the first one).
+    for (const e of err.errors)
+      if (!err.message.endsWith(`${e.path}: ${e.message}`) && !err.message.endsWith(e.message))
+        io.err(`  ${e.path || '(body)'}: ${e.message}\n`);
+    return EXIT_API;
+  }
+  if (signal.aborted) {
+    io.err('plinth: interrupted\n');
+    return 130;
+  }
+  io.err(`plinth: unexpected failure: ${(err as Error)?.stack ?? err}\n`);
+  return EXIT_API;
+}
+
 export async function run(argv: string[], o: RunOptions = {}): Promise<number> {
   const env = o.env ?? process.env;
+  const cwd = o.cwd ?? process.cwd();
   const io: Io = o.io ?? {
     out: (s) => void process.stdout.write(s),
     err: (s) => void process.stderr.write(s),
@@ -166,56 +136,37 @@ export async function run(argv: string[], o: RunOptions = {}): Promise<number> {
     errTTY: Boolean(process.stderr.isTTY),
   };
   const signal = o.signal ?? new AbortController().signal;
+  let code = EXIT_OK;
+  let where: Command | undefined;
   try {
     const g = takeGlobals(argv);
-    const [cmd, ...after] = g.rest;
-    const verb = after[0]?.startsWith('-') ? undefined : after[0];
-    const args = verb === undefined ? after : after.slice(1);
-    if (g.help || !cmd || cmd === 'help') {
-      const topic = cmd === 'help' ? after[0] : cmd;
-      const topicVerb = cmd === 'help' ? after[1] : verb;
-      io.out(`${helpFor(topic, topicVerb)}\n`);
-      return cmd || g.help ? EXIT_OK : EXIT_USAGE;
-    }
-    const mode = outputMode(g.output, env, io.outTTY);
-    const client = createClient({
-      endpoint: g.endpoint,
-      token: g.token,
-      ca: g.ca,
-      fingerprint: g.fingerprint,
-      env,
-      cwd: o.cwd ?? process.cwd(),
-      signal,
+    const runner: Runner = async (act) => {
+      const mode = outputMode(g.output, env, io.outTTY);
+      const { endpoint, token, ca, fingerprint } = g;
+      const client = createClient({ endpoint, token, ca, fingerprint, env, cwd, signal });
+      try {
+        const r = await act({ io, mode, client, env, cwd, signal });
+        if (typeof r === 'number') code = r;
+      } catch (err) {
+        throw err instanceof ApiError ? await withMachineNames(err, client) : err;
+      }
+    };
+    const program = buildProgram(runner);
+    quietTree(program, io, (c) => {
+      where = c;
     });
-    if (cmd === 'lab')
-      return await runLab(
-        verb === undefined ? args : [verb, ...args],
-        labApi(client),
-        { write: io.out },
-        { write: io.err },
-      );
-    await dispatch(cmd, verb, args, { io, mode, client, env, cwd: o.cwd ?? process.cwd(), signal });
-    return EXIT_OK;
-  } catch (err) {
-    if (err instanceof UsageError) {
-      io.err(`plinth: ${err.message}\n`);
-      if (err.help) io.err(`${usageOf(err.help)}\n(see --help)\n`);
+    program.hook('preAction', (_self, action) => {
+      where = action;
+    });
+    // A bare `plinth` is a question, not a command: the usage, and the status of a wrong command line.
+    if (g.rest.length === 0) {
+      io.out(program.helpInformation());
       return EXIT_USAGE;
     }
-    if (err instanceof ApiError) {
-      io.err(`plinth: ${err.message}\n`);
-      // Each field error, unless the detail already ends with it (the daemon's detail quotes the first one).
-      for (const e of err.errors)
-        if (!err.message.endsWith(`${e.path}: ${e.message}`) && !err.message.endsWith(e.message))
-          io.err(`  ${e.path || '(body)'}: ${e.message}\n`);
-      return EXIT_API;
-    }
-    if (signal.aborted) {
-      io.err('plinth: interrupted\n');
-      return 130;
-    }
-    io.err(`plinth: unexpected failure: ${(err as Error)?.stack ?? err}\n`);
-    return EXIT_API;
+    await program.parseAsync(g.rest, { from: 'user' });
+    return code;
+  } catch (err) {
+    return report(err, io, signal, where);
   }
 }
 
@@ -237,5 +188,3 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
   // fetch keeps idle connections open for seconds: exit now, once what was printed has been written.
   process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 }
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await main();

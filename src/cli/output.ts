@@ -1,5 +1,11 @@
-import YAML from 'yaml';
+import { createRequire } from 'node:module';
+import type Table from 'cli-table3';
+import type YAML from 'yaml';
 import { UsageError } from './errors.js';
+
+// Loaded when a table or YAML is printed: JSON output (every script's) starts without them.
+const load = createRequire(import.meta.url);
+const yaml = (): typeof YAML => load('yaml');
 
 /**
  * How results are printed: `table` for people (the default on a terminal), `json` for scripts (the default when
@@ -37,14 +43,41 @@ export function cell(v: unknown, limit = MAX_CELL): string {
   return s.length > limit ? `${s.slice(0, limit - 1)}…` : s;
 }
 
+/** No borders, two spaces between columns: lines that grep, cut and awk take as they are. */
+const PLAIN = Object.fromEntries(
+  [
+    'top',
+    'top-mid',
+    'top-left',
+    'top-right',
+    'bottom',
+    'bottom-mid',
+    'bottom-left',
+    'bottom-right',
+    'left',
+    'left-mid',
+    'mid',
+    'mid-mid',
+    'right',
+    'right-mid',
+    'middle',
+  ].map((k) => [k, '']),
+);
+
+/** Columns sized by cli-table3, which measures wide and combining characters as a terminal shows them. */
 export function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+  const Cli: typeof Table = load('cli-table3');
+  const t = new Cli({
+    head: headers,
+    chars: PLAIN,
+    style: { head: [], border: [], 'padding-left': 0, 'padding-right': 2, compact: true },
+  });
+  t.push(...rows);
+  return `${t
+    .toString()
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .join('\n')}\n`;
 }
 
 /** Columns of a list when the command names none: the scalar and short-list fields of the first items. */
@@ -75,7 +108,7 @@ export function objectTable(obj: Record<string, unknown>): string {
 }
 
 export function serialise(mode: 'json' | 'yaml', v: unknown): string {
-  return mode === 'json' ? `${JSON.stringify(v, null, 2)}\n` : YAML.stringify(v);
+  return mode === 'json' ? `${JSON.stringify(v, null, 2)}\n` : yaml().stringify(v);
 }
 
 /** Print a result: a list as rows, an object as fields, or the document as JSON/YAML. */

@@ -1,39 +1,54 @@
+import { createRequire } from 'node:module';
+import type { SingleBar } from 'cli-progress';
 import { humanBytes, type Io } from './output.js';
 
 /** A progress bar on stderr, drawn only when stderr is a terminal: logs and pipes never get carriage returns. */
 export type Progress = { add(n: number): void; done(): void };
 
 const noop: Progress = { add() {}, done() {} };
-const WIDTH = 24;
 
+/** The stream cli-progress draws on (it writes its escape sequences through write): the command's stderr. */
+function stderrOf(io: Io): NodeJS.WriteStream {
+  const write = (s: string) => {
+    io.err(s);
+    return true;
+  };
+  return { isTTY: true, columns: process.stderr.columns || 80, write } as unknown as NodeJS.WriteStream;
+}
+
+/** `label [########................]  42% 1.2 MiB / 3.0 MiB  5.1 MiB/s`; without a total, the bytes and the rate. */
 export function progress(io: Io, label: string, total?: number): Progress {
   if (!io.errTTY) return noop;
+  const { SingleBar: Bar } = createRequire(import.meta.url)('cli-progress') as typeof import('cli-progress');
   const started = Date.now();
   let n = 0;
-  let last = 0;
-  const draw = () => {
-    const secs = Math.max((Date.now() - started) / 1000, 0.001);
-    const rate = `${humanBytes(Math.round(n / secs))}/s`;
-    let bar = '';
-    if (total && total > 0) {
-      const f = Math.min(n / total, 1);
-      const full = Math.round(f * WIDTH);
-      bar = ` [${'#'.repeat(full)}${'.'.repeat(WIDTH - full)}] ${String(Math.floor(f * 100)).padStart(3)}% ${humanBytes(n)} / ${humanBytes(total)}`;
-    } else bar = ` ${humanBytes(n)}`;
-    io.err(`\r\x1b[2K${label}${bar}  ${rate}`);
-  };
+  const known = total !== undefined && total > 0;
+  const bar: SingleBar = new Bar({
+    stream: stderrOf(io),
+    format: (options, params, payload) => {
+      const rate = `${humanBytes(Math.round(n / Math.max((Date.now() - started) / 1000, 0.001)))}/s`;
+      if (!known) return `${label} ${humanBytes(n)}  ${rate}`;
+      const size = Math.round(params.progress * (options.barsize ?? 24));
+      const drawn = `${'#'.repeat(size)}${'.'.repeat((options.barsize ?? 24) - size)}`;
+      const pct = String(Math.floor(params.progress * 100)).padStart(3);
+      return `${label} [${drawn}] ${pct}% ${humanBytes(n)} / ${humanBytes(payload.total)}  ${rate}`;
+    },
+    barsize: 24,
+    fps: 10,
+    hideCursor: false,
+    clearOnComplete: false,
+    linewrap: false,
+    noTTYOutput: false,
+  });
+  bar.start(known ? total : Number.MAX_SAFE_INTEGER, 0, { total });
   return {
     add(k) {
       n += k;
-      const now = Date.now();
-      if (now - last >= 100) {
-        last = now;
-        draw();
-      }
+      bar.update(n);
     },
     done() {
-      draw();
-      io.err('\n');
+      bar.update(n);
+      bar.stop();
     },
   };
 }

@@ -1,20 +1,8 @@
 import YAML from 'yaml';
-import { parseCommand } from './args.js';
 import { problemOf, seg } from './client.js';
 import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { cell } from './output.js';
-
-export const WATCH_HELP = [
-  'Usage: plinth watch [--type PREFIX] [--machine ID] [--count N]',
-  '',
-  "Follows the daemon's live events (GET /api/v1/events) and prints one line per event until Ctrl-C:",
-  'machines.created/updated/deleted, lease.*, dhcp.*, boot.*, files.uploaded, ...',
-  '  --type PREFIX   only events whose type starts with PREFIX (comma-separate several: lease.,boot.)',
-  '  --machine ID    only events of one machine (uuid, name or MAC)',
-  '  --count N       stop after N events',
-  'With --output json each line is one event as a JSON object (NDJSON); yaml prints one document per event.',
-].join('\n');
 
 /**
  * An event as /api/v1/events streams it (src/events.ts's PlinthEvent on the wire): read from the network, so
@@ -65,20 +53,16 @@ export function eventLine(e: StreamedEvent): string {
   return parts.join('  ');
 }
 
-export async function runWatch(args: string[], ctx: CliContext): Promise<void> {
-  const help = WATCH_HELP;
-  const { values } = parseCommand(
-    args,
-    { type: { type: 'string' }, machine: { type: 'string' }, count: { type: 'string' } },
-    { help, max: 0 },
-  );
+export type WatchOptions = { type?: string; machine?: string; count?: string };
+
+export async function runWatch(values: WatchOptions, ctx: CliContext): Promise<void> {
   const { client, io, mode } = ctx;
   let count: number | undefined;
   if (values.count !== undefined) {
     count = Number(values.count);
-    if (!Number.isInteger(count) || count < 1) throw new UsageError('--count takes a whole number from 1', help);
+    if (!Number.isInteger(count) || count < 1) throw new UsageError('--count takes a whole number from 1');
   }
-  let machine = values.machine as string | undefined;
+  let machine = values.machine;
   // The stream filters by uuid; a name or MAC is looked up once (a uuid may name a machine not created yet).
   if (machine && !UUID.test(machine))
     machine = ((await client.request('GET', `/machines/${seg(machine)}`)).body as { uuid: string }).uuid;
@@ -86,7 +70,7 @@ export async function runWatch(args: string[], ctx: CliContext): Promise<void> {
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   ctx.signal.addEventListener('abort', onAbort);
-  const url = client.url('/events', { type: values.type as string | undefined, machine });
+  const url = client.url('/events', { type: values.type, machine });
   let r: Response;
   try {
     r = await client.fetch(url, {

@@ -170,9 +170,9 @@ describe('plinth bootenv fetch (artifacts from a local upstream)', () => {
     ]);
     const out = await cliInTty(['bootenv', 'fetch', 'tty'], { PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token });
     expect(out.code, out.text).toBe(0);
-    expect(out.text).toMatch(/\r\x1b\[2Kfetching tty\/vmlinuz \[#{24}\] 100% 1\.0 MiB \/ 1\.0 MiB/);
+    expect(out.text).toMatch(/\x1b\[1Gfetching tty\/vmlinuz \[#{24}\] 100% 1\.0 MiB \/ 1\.0 MiB/);
     // No length from upstream: bytes so far, no bar.
-    expect(out.text).toMatch(/\r\x1b\[2Kfetching tty\/initrd 300\.0 KiB/);
+    expect(out.text).toMatch(/\x1b\[1Gfetching tty\/initrd 300\.0 KiB/);
     expect(out.text).toMatch(/PATH\s+STATUS\s+SIZE\s+SHA256\s+URL/);
   });
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -13,15 +13,40 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** bin/plinth.js: the daemon as before for no arguments, `serve` or daemon flags; the CLI for anything else. */
-describe('bin/plinth.js dispatch', () => {
-  it("--help is the daemon's help; help is the CLI's", async () => {
-    const daemon = await cli(['--help']);
-    expect(daemon.code).toBe(0);
-    expect(daemon.stdout).toMatch(/^Usage: plinth \[serve\] \[options\]/);
-    const client = await cli(['help']);
+/** src/main.ts (what bin/plinth.js runs): `serve` or daemon flags run the daemon; anything else is the CLI. */
+describe('plinth dispatch', () => {
+  it("--help lists the commands; serve --help is the daemon's flags", async () => {
+    const client = await cli(['--help']);
     expect(client.code).toBe(0);
     expect(client.stdout).toMatch(/^Usage: plinth COMMAND/);
+    for (const cmd of ['machines', 'files', 'apply', 'watch', 'info', 'serve', 'lab'])
+      expect(client.stdout).toContain(`  ${cmd}`);
+    expect(client.stdout).not.toContain('--dhcp-port');
+    expect((await cli(['help'])).stdout).toBe(client.stdout);
+    const daemon = await cli(['serve', '--help']);
+    expect(daemon.code).toBe(0);
+    expect(daemon.stdout).toMatch(/^Usage: plinth \[serve\] \[options\]/);
+    expect(daemon.stdout).toContain('--dhcp-port');
+  });
+
+  it('a bare plinth prints the usage and exits 2 (it starts no daemon)', async () => {
+    const r = await cli([], { timeoutMs: 20_000 });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toMatch(/^Usage: plinth COMMAND/);
+    expect(r.stdout).toContain('serve');
+  });
+
+  it('--version and -V print the version, for the CLI and for serve; no parseArgs text', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    for (const args of [['--version'], ['-V'], ['serve', '--version'], ['version']]) {
+      const r = await cli(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toBe(`${version}\n`);
+      expect(r.stderr).toBe('');
+    }
+    const h = await cli(['machines', '-h']);
+    expect(h.stdout).toMatch(/^Usage: plinth machines/);
+    expect(h.stderr).not.toMatch(/To specify a positional argument/);
   });
 
   it("a wrong daemon flag is still the daemon's usage error (exit 2)", async () => {

@@ -129,8 +129,8 @@ describe('plinth files', () => {
     const p = local('tty.bin', randomBytes(2 * 1024 * 1024));
     const out = await cliInTty(['files', 'upload', p, 'tty.bin'], { PLINTH_ENDPOINT: d.url, PLINTH_TOKEN: d.token });
     expect(out.code, out.text).toBe(0);
-    expect(out.text).toMatch(/\r\x1b\[2Khashing tty\.bin \[#{24}\] 100%/);
-    expect(out.text).toMatch(/\r\x1b\[2Kuploading tty\.bin \[#{24}\] 100% 2\.0 MiB \/ 2\.0 MiB/);
+    expect(out.text).toMatch(/\x1b\[1Ghashing tty\.bin \[#{24}\] 100%/);
+    expect(out.text).toMatch(/\x1b\[1Guploading tty\.bin \[#{24}\] 100% 2\.0 MiB \/ 2\.0 MiB/);
     // On a terminal the default output is a table.
     expect(out.text).toMatch(/FIELD\s+VALUE/);
   });

@@ -6,8 +6,14 @@ import { afterAll, beforeAll, vi } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { ROOT } from '../helpers/proc.js';
 
-/** The CLI as operators run it: `node bin/plinth.js ...` in a child process (bin registers tsx itself). */
+/** The installed command (runs dist/ when built): dispatch.test.ts and build.test.ts run it. */
 export const BIN = path.join(ROOT, 'bin/plinth.js');
+
+/**
+ * The CLI as operators run it, in a child process, from the sources (`npm run dev`'s way): what is tested is the
+ * code in src/, never a dist/ left over from an earlier build.
+ */
+export const FROM_SOURCE = ['--import', import.meta.resolve('tsx'), path.join(ROOT, 'src/main.ts')];
 
 export type CliResult = { code: number | null; stdout: string; stderr: string; json(): any };
 
@@ -22,7 +28,7 @@ export function spawnCli(
   args: string[],
   opts: { env?: Record<string, string>; cwd?: string; node?: string[] } = {},
 ): ChildProcess & { out: () => string; err: () => string } {
-  const child = spawn(process.execPath, [...(opts.node ?? []), BIN, ...args], {
+  const child = spawn(process.execPath, [...(opts.node ?? []), ...FROM_SOURCE, ...args], {
     cwd: opts.cwd ?? ROOT,
     env: cleanEnv(opts.env),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -49,7 +55,7 @@ export async function cli(
     const t = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`plinth ${args.join(' ')} did not exit in time; stderr: ${child.err()}`));
-    }, opts.timeoutMs ?? 20_000);
+    }, opts.timeoutMs ?? 60_000);
     child.on('close', (c) => {
       clearTimeout(t);
       resolve(c);
@@ -125,7 +131,7 @@ export async function cliInProcess(args: string[], env: Record<string, string> =
 /** The CLI under script(1): stdout and stderr are a pseudo-terminal, as in an operator's shell. */
 export function cliInTty(args: string[], env: Record<string, string>): Promise<{ code: number | null; text: string }> {
   const quote = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
-  const cmd = [process.execPath, BIN, ...args].map(quote).join(' ');
+  const cmd = [process.execPath, ...FROM_SOURCE, ...args].map(quote).join(' ');
   return new Promise((resolve) => {
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], {
       env: cleanEnv(env),

@@ -105,8 +105,9 @@ describe('daemon lifecycle', () => {
     blocker.close();
   });
 
-  it('--help lists every flag and environment variable', async () => {
-    const p = spawnPlinth(['--help']);
+  it('serve --help lists every flag and environment variable', async () => {
+    // `plinth --help` is the CLI's list of commands; the daemon's flags are `plinth serve --help`.
+    const p = spawnPlinth(['serve', '--help']);
     expect((await exited(p)).code).toBe(0);
     for (const s of [
       '--data-dir',
