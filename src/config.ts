@@ -366,12 +366,12 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): Config | 'he
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message.split('\n')[0]} (see plinth --help)`);
+    throw new ConfigError(`${(err as Error).message.split('\n')[0]} (see plinth serve --help)`);
   }
   if (parsed.values.help) return 'help';
   const pos = parsed.positionals;
   if (pos.length > 1 || (pos.length === 1 && pos[0] !== 'serve')) {
-    throw new ConfigError(`unexpected argument '${pos.join(' ')}' (see plinth --help)`);
+    throw new ConfigError(`unexpected argument '${pos.join(' ')}' (see plinth serve --help)`);
   }
   const fromFlags: Record<string, unknown> = {};
   for (const s of SETTINGS) {

@@ -22,6 +22,11 @@ export function isDaemon(argv: string[]): boolean {
 }
 
 export async function plinth(argv: string[]): Promise<void> {
+  // Restoring replaces the database file: the daemon's side (it opens SQLite), never the REST client's.
+  if (argv[0] === 'restore') {
+    process.exitCode = await (await import('./backup.js')).runRestore(argv.slice(1));
+    return;
+  }
   if (!isDaemon(argv)) return (await import('./cli/main.js')).main(argv);
   // The daemon's own option parser would print Node's raw parseArgs complaint for --version.
   if (argv.some((a) => VERSION_FLAGS.has(a))) {

@@ -195,6 +195,25 @@ function otherCommands(program: Command, run: Runner) {
       }),
     );
   program
+    .command('backup')
+    .description("save a consistent copy of the running daemon's database to FILE (admin token; owner-only file)")
+    .argument('<file>')
+    .addHelpText('after', '\nRestore it with the daemon stopped, on its host: plinth restore FILE [--data-dir DIR]')
+    .action((file) => run(async (ctx) => (await import('./backup.js')).backupCommand(ctx, file)));
+  program
+    .command('restore')
+    .description(
+      'replace the database with a backup (daemon stopped, on its host): plinth restore FILE [--data-dir DIR]',
+    )
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(() => {
+      throw new UsageError(
+        'restore runs on the daemon side: plinth restore FILE [--data-dir DIR], not from within the CLI',
+      );
+    });
+  program
     .command('lab')
     .description('rehearse on QEMU VMs that PXE-boot from this Plinth (root): lab up|status|down (plinth lab --help)')
     .argument('[args...]')

@@ -52,7 +52,7 @@ describe('plinth dispatch', () => {
   it("a wrong daemon flag is still the daemon's usage error (exit 2)", async () => {
     const r = await cli(['--no-such-setting']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/see plinth --help/);
+    expect(r.stderr).toMatch(/see plinth serve --help/);
   });
 
   it('a CLI global option first means the CLI', async () => {
