@@ -2,14 +2,18 @@
  * The boot service an app built alone (buildApp in a test, without the daemon) is given: made as the daemon's
  * bootCore makes it (src/wiring.ts), with the trust rule fed by DHCP evidence on the same bus.
  */
-import type { Bus } from '../../src/events.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { type Bus, createBus } from '../../src/events.js';
 import { type AppOptions, buildApp } from '../../src/http/app.js';
 import { bootRecorder } from '../../src/inventory/boots.js';
-import { tokenChecker } from '../../src/inventory/tokens.js';
-import type { Logger } from '../../src/log.js';
+import { issueToken, newToken, tokenChecker } from '../../src/inventory/tokens.js';
+import { type Logger, silentLogger } from '../../src/log.js';
 import { bootService } from '../../src/provision/boot.js';
 import { dhcpEvidence } from '../../src/provision/evidence.js';
 import { trustRule } from '../../src/provision/trust.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 
 export function testBootService(d: { store: Store; bus: Bus; log: Logger; filesDir: string }) {
@@ -21,4 +25,37 @@ export function testBootService(d: { store: Store; bus: Bus; log: Logger; filesD
 /** buildApp as the daemon calls it, for a test that builds the app alone: the boot service made here. */
 export function buildTestApp(opts: Omit<AppOptions, 'boot'>) {
   return buildApp({ ...opts, boot: testBootService(opts) });
+}
+
+/**
+ * An app built alone on a fresh SQLite file with an admin token: what a test of the API's rules without the
+ * daemon's protocol servers needs. `close()` removes everything it made.
+ */
+export async function adminApp(name: string, over: Partial<Omit<AppOptions, 'boot'>> = {}) {
+  const dir = mkdtempSync(path.join(tmpdir(), `plinth-${name}-`));
+  const store = openSqliteStore(path.join(dir, 'plinth.db'));
+  const token = newToken();
+  await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
+  const app = await buildTestApp({
+    store,
+    bus: createBus(),
+    log: silentLogger,
+    dataDir: dir,
+    filesDir: dir,
+    info: () => ({}),
+    version: 'test',
+    ...over,
+  });
+  await app.ready();
+  return {
+    app,
+    store,
+    token,
+    dir,
+    async close() {
+      await app.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,40 +1,15 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBus } from '../../src/events.js';
-import { issueToken, newToken } from '../../src/inventory/tokens.js';
-import { silentLogger } from '../../src/log.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
-import type { Store } from '../../src/store/store.js';
-import { buildTestApp } from '../helpers/boot-service.js';
+import { adminApp } from '../helpers/boot-service.js';
 
-let dir: string;
-let store: Store;
 let app: FastifyInstance;
-const token = newToken();
+let token: string;
+let close: () => Promise<void>;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'plinth-dhcpopt-'));
-  store = openSqliteStore(path.join(dir, 'plinth.db'));
-  await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  app = await buildTestApp({
-    store,
-    bus: createBus(),
-    log: silentLogger,
-    dataDir: dir,
-    filesDir: dir,
-    info: () => ({}),
-    version: 'test',
-  });
-  await app.ready();
+  ({ app, token, close } = await adminApp('dhcpopt'));
 });
-afterAll(async () => {
-  await app.close();
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => close());
 
 type Problem = { status: number; detail: string; errors?: { path: string; message: string }[] };
 

@@ -1,43 +1,21 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBus } from '../../src/events.js';
-import { issueToken } from '../../src/inventory/tokens.js';
-import { silentLogger } from '../../src/log.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
-import type { Store } from '../../src/store/store.js';
-import { buildTestApp } from '../helpers/boot-service.js';
+import { adminApp } from '../helpers/boot-service.js';
 
 /*
  * What curl scripts send (issue 14): `Content-Type: application/json` on every request, a DELETE with no body
  * included. An empty body under a JSON media type is no body; a route that needs one still refuses it.
  */
-const ADMIN = 'json-body-test-admin-token-0123456789abcdef';
 let app: FastifyInstance;
-let store: Store;
-const json = { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' };
+let json: Record<string, string>;
+let close: () => Promise<void>;
 
 beforeAll(async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'plinth-json-body-'));
-  store = openSqliteStore(':memory:');
-  await issueToken(store, ADMIN, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  app = await buildTestApp({
-    store,
-    bus: createBus(),
-    log: silentLogger,
-    dataDir: dir,
-    filesDir: dir,
-    info: () => ({}),
-    version: 'test',
-  });
-  await app.ready();
+  let token: string;
+  ({ app, token, close } = await adminApp('json-body'));
+  json = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
 });
-afterAll(async () => {
-  await app.close();
-  await store.close();
-});
+afterAll(() => close());
 
 describe('a JSON content type with no body', () => {
   it('DELETE is accepted (204), as without the header', async () => {

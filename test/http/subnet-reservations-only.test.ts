@@ -1,44 +1,15 @@
-/**
- * A subnet without a dynamic range through the API (issue 13): created with 201, a reservation in it too, its
- * range never counted in the overlap check; half a range is a 400 that says what to fix.
- */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBus } from '../../src/events.js';
-import { issueToken, newToken } from '../../src/inventory/tokens.js';
-import { silentLogger } from '../../src/log.js';
-import { openSqliteStore } from '../../src/store/sqlite.js';
-import type { Store } from '../../src/store/store.js';
-import { buildTestApp } from '../helpers/boot-service.js';
+import { adminApp } from '../helpers/boot-service.js';
 
-let dir: string;
-let store: Store;
 let app: FastifyInstance;
-const token = newToken();
+let token: string;
+let close: () => Promise<void>;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'plinth-resonly-'));
-  store = openSqliteStore(path.join(dir, 'plinth.db'));
-  await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  app = await buildTestApp({
-    store,
-    bus: createBus(),
-    log: silentLogger,
-    dataDir: dir,
-    filesDir: dir,
-    info: () => ({}),
-    version: 'test',
-  });
-  await app.ready();
+  ({ app, token, close } = await adminApp('resonly'));
 });
-afterAll(async () => {
-  await app.close();
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => close());
 
 async function call(method: 'POST' | 'GET', url: string, body?: unknown) {
   const r = await app.inject({
