@@ -9,7 +9,14 @@ import type { BlksizeCap } from '../boot/caps.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import { bufferFile, chainSources, fileRootSource, type OpenResult, type TftpSource } from '../tftp/source.js';
+import {
+  bufferFile,
+  chainSources,
+  fileRootSource,
+  type OpenResult,
+  SourceBusy,
+  type TftpSource,
+} from '../tftp/source.js';
 import type { BootService } from './boot.js';
 import type { RenderFailure } from './boot-render.js';
 import type { BootSessions } from './sessions.js';
@@ -59,6 +66,8 @@ export function tftpOutcome(reason: RenderFailure, detail: string): OpenResult {
       return { status: 'not-found', reason: detail }; // ERROR 1 File not found
     case 'digest-mismatch':
       return { status: 'refused', reason: detail }; // ERROR 2 Access violation
+    case 'render-busy':
+      throw new SourceBusy(detail); // no answer: the client repeats its request
     default:
       throw new TftpRenderFailed(reason, detail); // ERROR 0
   }

@@ -16,7 +16,7 @@ import {
   type OptionList,
   toNetascii,
 } from './codec.js';
-import { bufferFile, type TftpClient, type TftpFile, type TftpSource } from './source.js';
+import { bufferFile, SourceBusy, type TftpClient, type TftpFile, type TftpSource } from './source.js';
 import type { TftpStats } from './stats.js';
 import { type UploadSink, uploadFile } from './write.js';
 
@@ -69,7 +69,7 @@ export async function prepareRead(
   try {
     opened = await env.source.open(filename, client);
   } catch (err) {
-    if (outOfDescriptors(err)) {
+    if (outOfDescriptors(err) || err instanceof SourceBusy) {
       env.openFailed(err, key, 'the file');
       return undefined;
     }
@@ -153,7 +153,7 @@ export async function prepareWrite(
   try {
     return { sink: await uploadFile(c.abs), neg };
   } catch (err) {
-    if (outOfDescriptors(err)) {
+    if (outOfDescriptors(err) || err instanceof SourceBusy) {
       env.openFailed(err, key, 'the file');
       return undefined;
     }

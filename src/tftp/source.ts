@@ -253,3 +253,11 @@ export function fileRootSource(root: string, opts: FileRootOptions = {}): TftpSo
     },
   };
 }
+
+/**
+ * Thrown by a source that cannot answer now (its render queue is full): the request goes unanswered, as when
+ * descriptors run out, so the firmware repeats it a moment later. An ERROR would make most PXE ROMs give up.
+ */
+export class SourceBusy extends Error {
+  readonly code = 'EBUSY';
+}

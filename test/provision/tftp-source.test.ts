@@ -18,6 +18,7 @@ import { bootTftpSource, TftpRenderFailed, tftpOutcome } from '../../src/provisi
 import { trustRule } from '../../src/provision/trust.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { SourceBusy } from '../../src/tftp/source.js';
 
 let store: Store;
 let dir: string;
@@ -117,7 +118,8 @@ describe('TFTP source: render outcomes', () => {
     expect(tftpOutcome('no-template', 't').status).toBe('not-found');
     expect(tftpOutcome('digest-mismatch', 'pinned')).toEqual({ status: 'refused', reason: 'pinned' });
     expect(() => tftpOutcome('render-error', 'bad template')).toThrow(TftpRenderFailed);
-    expect(() => tftpOutcome('render-busy', 'queue full')).toThrow('queue full');
+    // A full queue is load: no answer (SourceBusy), so the firmware repeats its request rather than abort.
+    expect(() => tftpOutcome('render-busy', 'queue full')).toThrow(SourceBusy);
   });
 
   it('a missing machine, a missing template, a pinned artifact that changed, a broken template', async () => {

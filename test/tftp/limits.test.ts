@@ -17,7 +17,7 @@ import { rateLimitedLog } from '../../src/log-limit.js';
 import { decodePacket, encodeAck, encodeRequest, negotiate, type OptionList } from '../../src/tftp/codec.js';
 import { Admission } from '../../src/tftp/limits.js';
 import { startTftpServer, type TftpServer, type TftpServerOptions } from '../../src/tftp/server.js';
-import { fileRootSource } from '../../src/tftp/source.js';
+import { fileRootSource, SourceBusy } from '../../src/tftp/source.js';
 import { openTransferSocket } from '../../src/tftp/transport.js';
 import { tftpGet } from './client.js';
 
@@ -363,6 +363,34 @@ describe('descriptor exhaustion in the source', () => {
     expect(s.stats).toMatchObject({ requestsRefused: 0, activeTransfers: 0 });
     expect(lines.filter((l) => /out of file descriptors/.test(l.msg))).toHaveLength(1);
     failing = false;
+    const r = await tftpGet(s.port, 'big.bin');
+    expect(sha(r.data)).toBe(sha(big));
+  });
+});
+
+describe('a source that cannot answer now', () => {
+  it('SourceBusy (a full render queue): no reply at all, counted, then served when it can', async () => {
+    let busy = true;
+    const files = fileRootSource(root);
+    const s = await startTftpServer({
+      address: '127.0.0.1',
+      port: 0,
+      logger: captureLogger().logger,
+      source: {
+        open: async (name, client) => {
+          if (busy) throw new SourceBusy('render queue full');
+          return files.open(name, client);
+        },
+      },
+    });
+    servers.push(s);
+    const p = await Peer.open();
+    p.rrq(s.port);
+    expect(await until(() => s.stats.openErrors === 1, 2000)).toBe(true);
+    await sleep(100);
+    // Neither an ERROR nor an OACK: PXE firmware repeats an RRQ after silence but ends the boot on an ERROR.
+    expect(p.got).toHaveLength(0);
+    busy = false;
     const r = await tftpGet(s.port, 'big.bin');
     expect(sha(r.data)).toBe(sha(big));
   });
