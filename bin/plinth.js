@@ -6,7 +6,11 @@
 import { existsSync } from 'node:fs';
 
 const compiled = new URL('../dist/main.js', import.meta.url);
-if (existsSync(compiled)) await import(compiled.href);
+// Started with tsx already loaded (`node --import tsx bin/plinth.js`, as the tests do): the sources, never a
+// dist/ that may be older than them.
+const underTsx = process.execArgv.some((a) => /(^|[/\\])tsx([/\\]|$)/.test(a));
+if (underTsx) await import('../src/main.ts');
+else if (existsSync(compiled)) await import(compiled.href);
 else {
   let register;
   try {

@@ -6,7 +6,15 @@
  * created here (src/lab/owner.ts): a namespace of the same name made by anyone else is refused, never touched.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { ForeignNamespaceError, forgetMarker, namespaceId, ownership, readMarker, writeMarker } from './owner.js';
+import {
+  ForeignNamespaceError,
+  forgetMarker,
+  namespaceId,
+  ownership,
+  readMarker,
+  staleEntry,
+  writeMarker,
+} from './owner.js';
 
 export const NS_PREFIX = 'plinth-';
 
@@ -34,7 +42,8 @@ export function namespaces(): string[] {
 export function deleteNamespace(name: string): void {
   ours(name);
   const id = namespaceId(name);
-  if (!id) {
+  if (!id || staleEntry(name)) {
+    if (id) sh(['ip', 'netns', 'del', name]);
     forgetMarker(name);
     return;
   }

@@ -27,6 +27,20 @@ export function namespaceId(name: string): NamespaceId | undefined {
   }
 }
 
+/**
+ * A leftover of iproute2 with no namespace behind it: the empty, mode-000 file `ip netns add` mounts the namespace
+ * on, no longer mounted (seen after e2e runs here: the mount gone, the file left). Nothing can run in it, so it
+ * is no one's lab; `ip netns del` removes the file.
+ */
+export function staleEntry(name: string): boolean {
+  try {
+    const st = statSync(path.join(netnsRunDir(), name));
+    return st.isFile() && st.size === 0 && (st.mode & 0o777) === 0;
+  } catch {
+    return false;
+  }
+}
+
 export function readMarker(name: string): Marker | undefined {
   try {
     const m = JSON.parse(readFileSync(markerFile(name), 'utf8')) as Partial<Marker>;

@@ -84,12 +84,13 @@ describe('plinth lab', () => {
       expect(b[0].bootEnv).toBe('lab-a');
     }
     // The page followed the boots live: both machines with the address DHCP gave them and their last boot.
+    // Columns: name, MACs, arch, address, bootEnv, last boot, last seen.
     for (const name of ['lab-vm-1', 'lab-vm-2']) {
       const row = page.locator(`#machines tr[data-name="${name}"]`);
       await expect
-        .poll(() => row.locator('td').nth(2).textContent(), { timeout: 20_000 })
+        .poll(() => row.locator('td').nth(3).textContent(), { timeout: 20_000 })
         .toMatch(/^10\.250\.0\.1\d\d$/);
-      await expect.poll(() => row.locator('td').nth(4).textContent(), { timeout: 20_000 }).toContain('lab-a');
+      await expect.poll(() => row.locator('td').nth(5).textContent(), { timeout: 20_000 }).toContain('lab-a');
     }
     await page.locator('#machines tr[data-name="lab-vm-1"]').click();
     await expect
