@@ -1,8 +1,7 @@
 /**
  * putBatched's group commit for the SQLite store: everything queued during one event-loop turn is committed in
  * one transaction, by the writer thread (writer-thread.mjs, which also joins the batches that arrive while it
- * commits; its checkpoints are checkpoint-thread.mjs's) or inline on the main thread. The transaction itself
- * is batch.mjs's, shared with the writer thread.
+ * commits) or inline on the main thread. The transaction itself is batch.mjs's, shared with the writer thread.
  */
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
@@ -32,11 +31,6 @@ type Waiter = { resolve: () => void; reject: (e: Error) => void };
 
 // The writer thread's module: plain JavaScript, so it needs no loader (tsx's is not registered in workers).
 const WRITER = new URL('./writer-thread.mjs', import.meta.url);
-// Batches sent to the writer and not yet confirmed. The writer joins whatever reaches it during a commit into
-// its next transaction, so sending a turn's writes at once (instead of waiting for the confirmation of the
-// batch in flight, then for the main thread to be scheduled, then for the writer again) starts the next commit
-// the moment the current one ends. Bounded so that a stalled disk does not turn into one message per turn.
-const MAX_IN_FLIGHT = 4;
 
 export function batchWriter(db: Database.Database, prep: Prep, file: string, opts: BatchOptions = {}): BatchWriter {
   const pending = new PendingBatch<BatchItem, Waiter>();
@@ -58,7 +52,7 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
     replay: commitInline,
     confirmed: () => {
       if (pending.items.length === 0) return true;
-      // What gathered while the writer was full goes now.
+      // The batch that gathered while this one committed goes now.
       flush();
       return false;
     },
@@ -84,7 +78,8 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
     commitInline(items, ws);
   };
   const schedule = () => {
-    // Up to MAX_IN_FLIGHT batches at the writer; beyond, what gathers goes when the writer confirms one.
+    // One batch at the writer at a time (a message per event-loop turn costs more than the writes): the next
+    // one is sent when the writer confirms the current one.
     if (scheduled || thread.busy()) return;
     scheduled = true;
     const wait = useThread ? 0 : lastFlush + GROUP_MS - performance.now();
@@ -116,7 +111,7 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
 type ThreadHooks = {
   /** Commits on the main thread what a writer that died had not confirmed. */
   replay(items: BatchItem[], ws: Waiter[]): void;
-  /** A batch was confirmed: sends what gathered meanwhile; true when nothing waits. */
+  /** All sent batches are confirmed; true when nothing waits, so the thread may stop holding the process. */
   confirmed(): boolean;
   /** The writer thread stopped: the queued writes go inline. */
   down(): void;
@@ -156,7 +151,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
         inFlight.delete(id);
         for (const x of b?.ws ?? []) e ? x.reject(e) : x.resolve();
       }
-      if (hooks.confirmed() && inFlight.size === 0) w.unref();
+      if (inFlight.size === 0 && hooks.confirmed()) w.unref();
     });
     w.on('error', (err) => down(err.message));
     w.on('exit', (code) => down(`exit code ${code}`));
@@ -173,7 +168,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
       worker.postMessage({ id, flat: encodeBatch(items) });
       return true;
     },
-    busy: () => worker !== undefined && inFlight.size >= MAX_IN_FLIGHT,
+    busy: () => worker !== undefined && inFlight.size > 0,
     async stop() {
       const w = worker;
       if (!w) return;

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, statSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,60 +135,5 @@ describe('putBatched on a file store (writer thread)', () => {
     expect(r.stdout).toContain('WRITTEN');
     expect(r.stderr).not.toMatch(/writer thread stopped/);
     expect(onDisk(file, '10.0.0.49')).toBeDefined();
-  });
-
-  // The writer's connection never checkpoints (a checkpoint inside a commit delays every ACK waiting on it): the
-  // checkpointer thread copies the WAL into the database file. Without it, 100 small writes stay in the WAL
-  // (SQLite's automatic checkpoint waits for 1,000 pages), and the database file alone has none of them.
-  it('the checkpointer thread copies committed writes into the database file, outside the commits', async () => {
-    const file = dbFile();
-    const store = openSqliteStore(file);
-    for (let i = 0; i < 100; i++) await store.putBatched('leases', `10.2.0.${i}`, { i });
-    const copy = `${file}.main-only`;
-    let rows = 0;
-    for (let t = 0; t < 50 && rows < 100; t++) {
-      await new Promise((r) => setTimeout(r, 100));
-      // The database file without its WAL: only what a checkpoint wrote there.
-      copyFileSync(file, copy);
-      const db = new Database(copy, { readonly: true });
-      try {
-        rows = (db.prepare('SELECT count(*) AS n FROM leases').get() as { n: number }).n;
-      } catch {
-        rows = 0; // not even the schema is there yet
-      } finally {
-        db.close();
-      }
-    }
-    expect(rows).toBe(100);
-    await store.close();
-  });
-
-  it('the WAL is started over once it holds 1,000 frames, so it stays bounded under a load with no pause', async () => {
-    const file = dbFile();
-    const store = openSqliteStore(file);
-    // 2,500 commits of one lease each (table and two index pages: ~7,500 frames, ~30 MiB of WAL if never restarted).
-    for (let i = 0; i < 2500; i++) await store.putBatched('leases', `10.3.${i >> 8}.${i & 255}`, { mac: `m${i}`, i });
-    const raw = new Database(file);
-    const [r] = raw.pragma('wal_checkpoint(PASSIVE)') as { log: number }[];
-    raw.close();
-    expect(r!.log).toBeLessThan(3000);
-    expect(statSync(`${file}-wal`).size).toBeLessThan(12 * 1024 * 1024);
-    await store.close();
-  }, 120_000);
-
-  it('batches pipelined to the writer commit in order: the last write of a key wins', async () => {
-    const store = openSqliteStore(dbFile());
-    const writes: Promise<void>[] = [];
-    for (let i = 0; i < 200; i++) {
-      writes.push(store.putBatched('leases', `k${i % 7}`, { i }));
-      // A new event-loop turn: a batch of its own, sent while the earlier ones may still be committing.
-      if (i % 3 === 0) await new Promise((r) => setImmediate(r));
-    }
-    await Promise.all(writes);
-    for (let k = 0; k < 7; k++) {
-      const last = 199 - ((199 - k) % 7);
-      expect((await store.get('leases', `k${k}`))?.doc).toEqual({ i: last });
-    }
-    await store.close();
   });
 });
