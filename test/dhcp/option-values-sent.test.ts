@@ -1,18 +1,7 @@
-/**
- * Option values written through the API, then read off the wire: what the API accepts (and normalises) is what a
- * client receives. The issue this answers: `True` for a boolean option was accepted with 201 and then left out
- * of every reply.
- */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MessageType } from '../../src/dhcp/options.js';
-import { createBus } from '../../src/events.js';
-import { issueToken, newToken } from '../../src/inventory/tokens.js';
-import { silentLogger } from '../../src/log.js';
 import type { Store } from '../../src/store/store.js';
-import { buildTestApp } from '../helpers/boot-service.js';
+import { adminApp } from '../helpers/boot-service.js';
 import { ip4, msgType, SUBNET, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
@@ -23,18 +12,7 @@ afterEach(async () => {
 
 /** Writes documents the way an operator does: POSTs through the HTTP API onto the store the server reads. */
 async function viaApi(store: Store, posts: [string, unknown][]) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'plinth-optsent-'));
-  const token = newToken();
-  await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
-  const app = await buildTestApp({
-    store,
-    bus: createBus(),
-    log: silentLogger,
-    dataDir: dir,
-    filesDir: dir,
-    info: () => ({}),
-    version: 'test',
-  });
+  const { app, token, close } = await adminApp('optsent', { store });
   try {
     for (const [url, body] of posts) {
       const r = await app.inject({
@@ -46,8 +24,7 @@ async function viaApi(store: Store, posts: [string, unknown][]) {
       expect(r.statusCode, r.body).toBe(201);
     }
   } finally {
-    await app.close();
-    rmSync(dir, { recursive: true, force: true });
+    await close();
   }
 }
 

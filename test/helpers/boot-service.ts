@@ -28,16 +28,17 @@ export function buildTestApp(opts: Omit<AppOptions, 'boot'>) {
 }
 
 /**
- * An app built alone on a fresh SQLite file with an admin token: what a test of the API's rules without the
- * daemon's protocol servers needs. `close()` removes everything it made.
+ * An app built alone with an admin token, on a fresh SQLite file or on `over.store` (one a DHCP server under test
+ * reads): what a test of the API's rules without the daemon's protocol servers needs. `close()` removes
+ * everything it made, and leaves a store it was given open.
  */
 export async function adminApp(name: string, over: Partial<Omit<AppOptions, 'boot'>> = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), `plinth-${name}-`));
-  const store = openSqliteStore(path.join(dir, 'plinth.db'));
+  const ownStore = !over.store;
+  const store = over.store ?? openSqliteStore(path.join(dir, 'plinth.db'));
   const token = newToken();
   await issueToken(store, token, { name: 'admin', role: 'admin', createdAt: new Date().toISOString() });
   const app = await buildTestApp({
-    store,
     bus: createBus(),
     log: silentLogger,
     dataDir: dir,
@@ -45,6 +46,7 @@ export async function adminApp(name: string, over: Partial<Omit<AppOptions, 'boo
     info: () => ({}),
     version: 'test',
     ...over,
+    store,
   });
   await app.ready();
   return {
@@ -54,7 +56,7 @@ export async function adminApp(name: string, over: Partial<Omit<AppOptions, 'boo
     dir,
     async close() {
       await app.close();
-      await store.close();
+      if (ownStore) await store.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
