@@ -49,6 +49,15 @@ export type EventData = {
   'render.error': { bootEnv: string; file: string; error: string };
   /** key: the file's path under the files directory. */
   'files.uploaded': { size: number; sha256: string };
+  /** machine: whose BMC; `action`: on, off, cycle, reset, status or bootdev:DEVICE; `ms`: the call's time. */
+  'power.done': { action: string; ms: number; state?: string };
+  'power.failed': { action: string; ms: number; code: string; error: string };
+  /** machine: the one reprovisioned; `step`: assign, bootdev, power, dhcp, fallback, booted. */
+  'reprovision.step': { bootEnv: string; step: string; ms: number };
+  'reprovision.done': { bootEnv: string; ms: number };
+  'reprovision.failed': { bootEnv: string; reason: string };
+  /** key: the rollout's id; `state`: running, paused, done, failed, rolled-back, aborted. */
+  'rollout.progress': { state: string; batch: number; batches: number; done: number; total: number; reason?: string };
 };
 
 /** What the CRUD layer (src/inventory/crud.ts) publishes for each inventory resource; key: the object's key. */

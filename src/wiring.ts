@@ -8,10 +8,12 @@ import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
+import { attachFleet, createFleet, type Fleet } from './fleet/index.js';
 import { type BootRecorder, bootRecorder } from './inventory/boots.js';
 import { type InventoryCache, loadInventoryCache } from './inventory/cache.js';
 import { tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
+import { createDriver, type DriverFactory } from './power/index.js';
 import { type BootService, bootService } from './provision/boot.js';
 import { recordDhcpFacts } from './provision/dhcp-facts.js';
 import { dhcpEvidence } from './provision/evidence.js';
@@ -33,8 +35,19 @@ export type BootCore = {
   inventory: InventoryCache;
   /** Where each boot loader is served from (assets dir, distribution, file store): DHCP, TFTP and /info ask it. */
   loaders: LoaderIndex;
-  close(): void;
+  /** BMC power control, reprovision and rollouts; the API reaches it through `boot` (src/fleet/index.ts). */
+  fleet: Fleet;
+  close(): Promise<void>;
 };
+
+let driverOverride: DriverFactory | undefined;
+/**
+ * The BMC driver factory the next daemon started in this process uses instead of src/power's: a test's fake BMC.
+ * (Until DaemonOptions carries one.)
+ */
+export function usePowerDrivers(f: DriverFactory | undefined) {
+  driverOverride = f;
+}
 
 export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger, filesDir: string): Promise<BootCore> {
   const boots = bootRecorder(store);
@@ -50,6 +63,10 @@ export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger,
     search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
     filesDir,
   });
+  const fleet = createFleet({ store, bus, log, boots, drivers: driverOverride ?? createDriver });
+  attachFleet(boot, fleet);
+  // With DHCP on, rollouts resume once it listens (startDhcp): a machine power-cycled before would go unanswered.
+  const resume = cfg.dhcp ? undefined : setTimeout(() => void fleet.start(), 1000).unref();
   return {
     loaders,
     boots,
@@ -57,7 +74,10 @@ export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger,
     boot,
     sessions,
     inventory,
-    close() {
+    fleet,
+    async close() {
+      clearTimeout(resume);
+      await fleet.close();
       inventory.close();
       boot.close();
       sessions.close();
@@ -147,6 +167,7 @@ export async function startDhcp(d: Deps) {
   };
   try {
     const srv = await startDhcpServer(options);
+    void d.core.fleet.start().catch((err) => log.error({ err }, 'rollouts could not resume'));
     return {
       ...srv,
       close: async () => {

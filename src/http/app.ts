@@ -20,8 +20,10 @@ import { addJsonParsers } from './json-body.js';
 import { registerMachineRoutes } from './machine-api.js';
 import { observeHttp, registerMetrics, type StatsSource } from './metrics.js';
 import { openApiDocument, registerApiDocs, registerOpenApi } from './openapi.js';
+import { registerPowerRoutes } from './power-api.js';
 import { logUrl } from './redact.js';
 import { registerResourceRoutes } from './resources.js';
+import { registerRolloutRoutes } from './rollouts-api.js';
 import { registerTokenRoutes } from './tokens.js';
 import { registerUi } from './ui.js';
 
@@ -119,6 +121,8 @@ function apiRoutes(opts: AppOptions) {
     registerTokenRoutes(api, { store });
     registerAuditRoutes(api, { store });
     registerBackupRoutes(api, { dataDir: opts.dataDir, log: opts.log });
+    registerPowerRoutes(api, { store, bus, boot: opts.boot });
+    registerRolloutRoutes(api, { boot: opts.boot });
   };
 }
 

@@ -4,6 +4,31 @@ import { IPv4, jsonBounds, MacSyntax, Name, Params, Timestamp } from './common.j
 /** A real server has a handful of NICs; thousands of MACs are an attack on every MAC lookup and unique index. */
 export const MAX_MACS = 64;
 
+/** What the API answers in place of a BMC password: the password is write-only. */
+export const BMC_PASSWORD_MASK = '********';
+
+/**
+ * How Plinth reaches a machine's BMC (src/power). The password is write-only: the API answers it as
+ * BMC_PASSWORD_MASK (src/http/power-api.ts), and a write that sends the mask back keeps the stored one.
+ */
+export const Bmc = z
+  .strictObject({
+    driver: z.enum(['ipmi', 'redfish', 'manual']).describe('How to talk to it; manual: a human powers the machine'),
+    address: z
+      .string()
+      .min(1)
+      .max(253)
+      .regex(/^[A-Za-z0-9.:[\]_-]+$/, 'a host name or an IP address')
+      .describe('Host name or IP address of the BMC'),
+    port: z.int().min(1).max(65535).optional().describe('Default: 623 for IPMI, 443 for Redfish'),
+    username: z.string().max(64).optional(),
+    password: z.string().max(128).optional().describe(`Write-only: answered as ${BMC_PASSWORD_MASK}`),
+    cipherSuite: z.int().min(0).max(17).optional().describe('IPMI lanplus cipher suite (default 3)'),
+    insecureTLS: z.boolean().optional().describe("Redfish: accept the BMC's self-signed certificate"),
+  })
+  .describe('Baseboard management controller: power control and the next boot device');
+export type Bmc = z.infer<typeof Bmc>;
+
 /** A physical (or virtual) server Plinth knows. JSON field names are a public contract. */
 export const Machine = z
   .strictObject({
@@ -26,6 +51,7 @@ export const Machine = z
       .describe('Profiles whose params apply, in order'),
     params: Params.default({}).describe('Machine-level param values; win over profiles'),
     description: z.string().max(4096).default(''),
+    bmc: Bmc.optional(),
     locked: z.boolean().default(false).describe('A locked machine refuses changes until unlocked'),
     createdAt: Timestamp.optional(),
     updatedAt: Timestamp.optional(),

@@ -69,11 +69,19 @@ const v4 = ['mac', 'state']
   .map((f) => `CREATE INDEX IF NOT EXISTS leases_${f} ON leases (json_extract(doc, '$.${f}'), key);`)
   .join('\n');
 
+// v5: fleet rollouts (src/fleet/rollouts.ts), one document each, written before every step acts so a restart
+// resumes them. Few (one per image roll-out), listed newest first; the engine reads the running ones at start.
+const v5 = [
+  'CREATE TABLE rollouts (key TEXT PRIMARY KEY, doc TEXT NOT NULL, etag TEXT NOT NULL) STRICT;',
+  "CREATE INDEX rollouts_createdAt ON rollouts (json_extract(doc, '$.createdAt'), key);",
+].join('\n');
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind, unique values', sql: v1() },
   { version: 2, description: 'no JSON indexes on leases (written at packet rate, never filtered by DHCP)', sql: v2 },
   { version: 3, description: 'audit log of API writes', sql: v3 },
   { version: 4, description: "indexes for the API's ?mac= and ?state= lease filters", sql: v4 },
+  { version: 5, description: 'fleet rollouts', sql: v5 },
 ];
 
 /** Applies the migrations the database lacks, each in its own transaction; refuses a database from a newer Plinth. */

@@ -19,6 +19,7 @@ export const KINDS = [
   'boots',
   'files',
   'audit',
+  'rollouts',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
