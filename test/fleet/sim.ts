@@ -55,6 +55,8 @@ export type SimOptions = {
   api: () => { url: string; token: string };
   /** Bootenvs whose OS never calls back. */
   broken?: Set<string>;
+  /** From power-on to the firmware's first DHCP request (default 20 ms). */
+  bootDelayMs?: number;
 };
 
 export async function simFleet(o: SimOptions) {
@@ -114,7 +116,7 @@ export async function simFleet(o: SimOptions) {
     }
   };
   const later = (m: SimMachine) => {
-    const p = new Promise((r) => setTimeout(r, 20)).then(() => boot(m));
+    const p = new Promise((r) => setTimeout(r, o.bootDelayMs ?? 20)).then(() => boot(m));
     pending.add(p);
     void p.finally(() => pending.delete(p));
   };
