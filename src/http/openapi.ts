@@ -11,6 +11,7 @@ import {
   resourceParts,
   tokenAndAuditParts,
 } from './openapi-parts.js';
+import { powerParts } from './openapi-power.js';
 
 /**
  * The OpenAPI 3.1 document of every route the app registers (test/http/openapi-routes.test.ts holds it to that),
@@ -26,6 +27,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
   tokenAndAuditParts(parts);
   infoParts(parts);
   machineApiParts(parts);
+  powerParts(parts);
   eventParts(parts);
   bootParts(parts);
   pageParts(parts);
