@@ -7,6 +7,8 @@ import type { CliContext } from './context.js';
 import { UsageError } from './errors.js';
 import { FETCH_HELP, FILES_HELP, IMPORT_HELP, PREFS_HELP, WATCH_HELP } from './help.js';
 import { CLI_RESOURCES } from './kinds.js';
+import { powerCommands } from './power.js';
+import { rolloutCommands } from './rollout.js';
 
 /** Runs an action with a context (client, output mode) made from the global options; an exit code or nothing (0). */
 export type Runner = (act: (ctx: CliContext) => Promise<unknown>) => Promise<void>;
@@ -248,6 +250,8 @@ export function buildProgram(run: Runner): Command {
     if (kind === 'bootenvs') bootenvCommands(g, run);
   }
   fileCommands(program, run);
+  powerCommands(program, run);
+  rolloutCommands(program, run);
   otherCommands(program, run);
   for (const c of program.commands) if (c.commands.length) groupAction(c, CLI_RESOURCES[c.name()]?.readOnly);
   return program;

@@ -9,7 +9,7 @@ import type { DriverFactory } from '../power/driver.js';
 import { type PowerService, powerService } from '../power/service.js';
 import type { Store } from '../store/store.js';
 import { DEFAULT_TIMING, type ReprovisionState, reprovisioner, type Timing } from './reprovision.js';
-import { type RolloutEngine, RolloutError, rolloutEngine } from './rollouts.js';
+import { RolloutEngine, RolloutError } from './rollouts.js';
 
 export type FleetOptions = {
   store: Store;
@@ -40,7 +40,7 @@ export function createFleet(o: FleetOptions): Fleet {
   const timing = { ...DEFAULT_TIMING, ...o.timing };
   const rp = reprovisioner({ ...o, power }, timing);
   const busy = new Set<string>();
-  const rollouts = rolloutEngine({ ...o, reprovision: rp, busy, timing: o.timing, healthPollMs: o.healthPollMs });
+  const rollouts = new RolloutEngine({ ...o, reprovision: rp, busy, timing: o.timing, healthPollMs: o.healthPollMs });
   const latest = new Map<string, ReprovisionState>();
   const ctl = new AbortController();
   let started: Promise<void> | undefined;

@@ -60,55 +60,61 @@ async function pool<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): 
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-export function rolloutEngine(deps: RolloutEngineDeps) {
-  const { store, bus, log, reprovision, busy } = deps;
-  const live = new Map<string, { doc: Rollout; ctl: AbortController; saving: Promise<unknown> }>();
-  let closing = false;
+export class RolloutEngine {
+  private readonly live = new Map<string, { doc: Rollout; ctl: AbortController; saving: Promise<unknown> }>();
+  private closing = false;
 
-  const save = (doc: Rollout): Promise<unknown> => {
+  constructor(private readonly deps: RolloutEngineDeps) {}
+
+  private save(doc: Rollout): Promise<unknown> {
     doc.updatedAt = new Date().toISOString();
     const snapshot = structuredClone(doc);
-    const l = live.get(doc.id);
-    const write = () => store.replace('rollouts', doc.id, snapshot as never);
+    const l = this.live.get(doc.id);
+    const write = () => this.deps.store.replace('rollouts', doc.id, snapshot as never);
     if (!l) return write();
     l.saving = l.saving.then(write, write);
     return l.saving;
-  };
+  }
 
-  const progress = (doc: Rollout) => {
+  private progress(doc: Rollout) {
     const done = doc.machines.filter((m) => m.result === 'ok').length;
     const data = { state: doc.state, batch: doc.batch, batches: doc.batches, done, total: doc.machines.length };
-    bus.emit({ type: 'rollout.progress', key: doc.id, data: doc.reason ? { ...data, reason: doc.reason } : data });
-  };
+    this.deps.bus.emit({
+      type: 'rollout.progress',
+      key: doc.id,
+      data: doc.reason ? { ...data, reason: doc.reason } : data,
+    });
+  }
 
-  const finish = async (doc: Rollout, state: Rollout['state'], reason?: string) => {
+  private async finish(doc: Rollout, state: Rollout['state'], reason?: string) {
     doc.state = state;
     if (reason) doc.reason = reason;
-    await save(doc);
-    progress(doc);
-    log.info({ rollout: doc.id, state, reason }, `rollout ${state}`);
-  };
+    await this.save(doc);
+    this.progress(doc);
+    this.deps.log.info({ rollout: doc.id, state, reason }, `rollout ${state}`);
+  }
 
   /** One machine's reprovision (or rollback when `to` is given), checkpointed into the rollout document. */
-  async function reprovisionOne(doc: Rollout, rm: RolloutMachine, signal: AbortSignal, to?: string) {
+  private async reprovisionOne(doc: Rollout, rm: RolloutMachine, signal: AbortSignal, to?: string) {
     const field = to ? 'rollback' : 'run';
     const prior = rm[field];
     if (prior?.step === 'done' || prior?.step === 'failed') return prior;
+    const { busy } = this.deps;
     busy.add(rm.uuid);
     try {
-      return await reprovision.run(rm.uuid, to ?? doc.spec.bootEnv, {
+      return await this.deps.reprovision.run(rm.uuid, to ?? doc.spec.bootEnv, {
         from: prior,
         signal,
         timing: {
           dhcpTimeoutMs: doc.spec.dhcpTimeout * 1000,
           bootTimeoutMs: doc.spec.healthTimeout * 1000,
-          ...deps.timing,
+          ...this.deps.timing,
         },
         checkpoint: async (s: ReprovisionState) => {
           // A daemon shutting down aborts its waits: that is no failure of the machine, the restart resumes it.
-          if (closing) throw new Error('daemon stopping');
+          if (this.closing) throw new Error('daemon stopping');
           rm[field] = s;
-          await save(doc);
+          await this.save(doc);
         },
       });
     } finally {
@@ -116,12 +122,12 @@ export function rolloutEngine(deps: RolloutEngineDeps) {
     }
   }
 
-  async function healthy(doc: Rollout, rm: RolloutMachine, signal: AbortSignal): Promise<string | undefined> {
+  private async healthy(doc: Rollout, rm: RolloutMachine, signal: AbortSignal): Promise<string | undefined> {
     const { healthUrl, healthParam, healthTimeout } = doc.spec;
     if (!healthUrl && !healthParam) return undefined;
     const end = Date.now() + healthTimeout * 1000;
     while (Date.now() < end && !signal.aborted) {
-      const m = (await store.get('machines', rm.uuid))?.doc as Machine | undefined;
+      const m = (await this.deps.store.get('machines', rm.uuid))?.doc as Machine | undefined;
       if (healthParam) {
         const v = m?.params?.[healthParam];
         if (v === true || v === 'true') return undefined;
@@ -133,188 +139,178 @@ export function rolloutEngine(deps: RolloutEngineDeps) {
         );
         if (ok) return undefined;
       }
-      await sleep(deps.healthPollMs ?? 2000, signal);
+      await sleep(this.deps.healthPollMs ?? 2000, signal);
     }
     return `not healthy within ${healthTimeout} s of booting (${healthUrl ? `health URL ${healthUrl}` : `param ${healthParam}`})`;
   }
 
-  async function runMachine(doc: Rollout, rm: RolloutMachine, signal: AbortSignal) {
-    const st = await reprovisionOne(doc, rm, signal);
-    if (closing || signal.aborted) return;
-    const why = st.step === 'failed' ? st.reason : await healthy(doc, rm, signal);
-    if (closing || signal.aborted) return;
+  private async runMachine(doc: Rollout, rm: RolloutMachine, signal: AbortSignal) {
+    const st = await this.reprovisionOne(doc, rm, signal);
+    if (this.closing || signal.aborted) return;
+    const why = st.step === 'failed' ? st.reason : await this.healthy(doc, rm, signal);
+    if (this.closing || signal.aborted) return;
     rm.result = why ? 'failed' : 'ok';
     if (why) rm.reason = why;
-    await save(doc);
-    progress(doc);
+    await this.save(doc);
+    this.progress(doc);
   }
 
-  async function rollbackBatch(doc: Rollout, signal: AbortSignal) {
+  private async rollbackBatch(doc: Rollout, signal: AbortSignal) {
     const batch = doc.machines.filter((m) => m.batch === doc.batch && m.previousBootEnv && m.result !== 'rolled-back');
     await pool(batch, doc.spec.maxUnavailable ?? batch.length, async (rm) => {
-      const st = await reprovisionOne(doc, rm, signal, rm.previousBootEnv);
-      if (closing || signal.aborted) return;
+      const st = await this.reprovisionOne(doc, rm, signal, rm.previousBootEnv);
+      if (this.closing || signal.aborted) return;
       rm.result = st.step === 'done' ? 'rolled-back' : 'rollback-failed';
       if (st.step !== 'done') rm.reason = `rollback: ${st.reason}`;
-      await save(doc);
+      await this.save(doc);
     });
   }
 
   /** Drives one rollout from where its document says it is until it ends, pauses or the daemon stops. */
-  async function drive(doc: Rollout, signal: AbortSignal) {
-    while (!closing && !signal.aborted) {
+  private async drive(doc: Rollout, signal: AbortSignal) {
+    while (!this.closing && !signal.aborted) {
       if (doc.state === 'rolling-back') {
-        await rollbackBatch(doc, signal);
-        if (closing || signal.aborted) return;
-        return finish(doc, 'rolled-back');
+        await this.rollbackBatch(doc, signal);
+        if (this.closing || signal.aborted) return;
+        return this.finish(doc, 'rolled-back');
       }
       if (doc.state !== 'running') return;
-      if (doc.batch >= doc.batches) return finish(doc, 'done');
+      if (doc.batch >= doc.batches) return this.finish(doc, 'done');
       const wait = doc.nextBatchAt ? Date.parse(doc.nextBatchAt) - Date.now() : 0;
       if (wait > 0) await sleep(wait, signal);
-      if (closing || signal.aborted) return;
+      if (this.closing || signal.aborted) return;
       const batch = doc.machines.filter((m) => m.batch === doc.batch);
-      const limit = doc.spec.maxUnavailable ?? batch.length;
-      await pool(
-        batch.filter((m) => !m.result),
-        limit,
-        (rm) => runMachine(doc, rm, signal),
-      );
-      if (closing || signal.aborted) return;
+      const todo = batch.filter((m) => !m.result);
+      await pool(todo, doc.spec.maxUnavailable ?? batch.length, (rm) => this.runMachine(doc, rm, signal));
+      if (this.closing || signal.aborted) return;
       const failed = batch.filter((m) => m.result === 'failed');
       if (failed.length) {
         const reason = `batch ${doc.batch + 1} failed: ${failed.map((m) => `${m.name}: ${m.reason}`).join('; ')}`;
-        if (doc.spec.onFailure === 'rollback') {
-          doc.state = 'rolling-back';
-          doc.reason = reason;
-          await save(doc);
-          progress(doc);
-          continue;
-        }
-        return finish(doc, 'failed', reason);
+        if (doc.spec.onFailure !== 'rollback') return this.finish(doc, 'failed', reason);
+        doc.state = 'rolling-back';
+        doc.reason = reason;
+      } else {
+        doc.batch++;
+        doc.nextBatchAt = doc.spec.pauseBetween
+          ? new Date(Date.now() + doc.spec.pauseBetween * 1000).toISOString()
+          : undefined;
       }
-      doc.batch++;
-      doc.nextBatchAt = doc.spec.pauseBetween
-        ? new Date(Date.now() + doc.spec.pauseBetween * 1000).toISOString()
-        : undefined;
-      await save(doc);
-      progress(doc);
+      await this.save(doc);
+      this.progress(doc);
     }
   }
 
-  function launch(doc: Rollout) {
-    if (live.has(doc.id) || closing) return;
+  private launch(doc: Rollout) {
+    if (this.live.has(doc.id) || this.closing) return;
     const ctl = new AbortController();
-    live.set(doc.id, { doc, ctl, saving: Promise.resolve() });
+    this.live.set(doc.id, { doc, ctl, saving: Promise.resolve() });
     let failed = false;
-    drive(doc, ctl.signal)
+    this.drive(doc, ctl.signal)
       .catch((err) => {
         failed = true;
-        log.error({ err, rollout: doc.id }, 'rollout stopped on an error; it resumes at restart');
+        this.deps.log.error({ err, rollout: doc.id }, 'rollout stopped on an error; it resumes at restart');
       })
       .finally(() => {
-        if (live.get(doc.id)?.ctl === ctl) live.delete(doc.id);
+        if (this.live.get(doc.id)?.ctl === ctl) this.live.delete(doc.id);
         // Resumed while this driver was returning from a pause: go on.
-        if (ACTIVE.has(doc.state) && !ctl.signal.aborted && !failed) launch(doc);
+        if (ACTIVE.has(doc.state) && !ctl.signal.aborted && !failed) this.launch(doc);
       });
   }
 
-  async function load(id: string): Promise<Rollout> {
-    const l = live.get(id);
+  async get(id: string): Promise<Rollout> {
+    const l = this.live.get(id);
     if (l) return l.doc;
-    const s = await store.get('rollouts', id);
+    const s = await this.deps.store.get('rollouts', id);
     if (!s) throw new RolloutError(404, `rollout '${id}' does not exist`);
     return s.doc as unknown as Rollout;
   }
 
-  return {
-    async create(spec: RolloutSpec): Promise<Rollout> {
-      if (!(await store.get('bootenvs', spec.bootEnv)))
-        throw new RolloutError(400, `bootenv '${spec.bootEnv}' does not exist`);
-      let machines: Machine[];
-      try {
-        machines = await selectMachines(store, spec.selector);
-      } catch (err) {
-        if (err instanceof SelectError) throw new RolloutError(400, err.message);
-        throw err;
-      }
-      if (!machines.length) throw new RolloutError(400, 'the selector matches no machine');
-      const taken = machines.filter((m) => busy.has(m.uuid)).map((m) => m.name);
-      if (taken.length) throw new RolloutError(409, `being reprovisioned already: ${taken.join(', ')}`);
-      const size = batchSize(spec, machines.length);
-      const now = new Date().toISOString();
-      const doc: Rollout = {
-        id: `${now.slice(0, 19).replace(/[-:]/g, '')}-${randomUUID().slice(0, 8)}`,
-        spec,
-        state: 'running',
-        batch: 0,
-        batches: Math.ceil(machines.length / size),
-        machines: machines.map((m, i) => ({
-          uuid: m.uuid,
-          name: m.name,
-          batch: Math.floor(i / size),
-          ...(m.bootEnv ? { previousBootEnv: m.bootEnv } : {}),
-        })),
-        createdAt: now,
-        updatedAt: now,
-      };
-      await store.create('rollouts', doc.id, doc as never);
-      progress(doc);
-      launch(doc);
-      return doc;
-    },
+  async list(): Promise<Rollout[]> {
+    const { items } = await this.deps.store.list('rollouts', { sort: { field: 'createdAt', desc: true } });
+    return items.map((i) => this.live.get(i.key)?.doc ?? (i.doc as unknown as Rollout));
+  }
 
-    /** At daemon start: every rollout that was running goes on from its last persisted step. */
-    async start() {
-      const { items } = await store.list('rollouts');
-      for (const i of items) {
-        const doc = i.doc as unknown as Rollout;
-        if (ACTIVE.has(doc.state)) {
-          log.info({ rollout: doc.id, batch: doc.batch, state: doc.state }, 'rollout resumes');
-          launch(doc);
-        }
-      }
-    },
+  async create(spec: RolloutSpec): Promise<Rollout> {
+    const { store, busy } = this.deps;
+    if (!(await store.get('bootenvs', spec.bootEnv)))
+      throw new RolloutError(400, `bootenv '${spec.bootEnv}' does not exist`);
+    let machines: Machine[];
+    try {
+      machines = await selectMachines(store, spec.selector);
+    } catch (err) {
+      if (err instanceof SelectError) throw new RolloutError(400, err.message);
+      throw err;
+    }
+    if (!machines.length) throw new RolloutError(400, 'the selector matches no machine');
+    const taken = machines.filter((m) => busy.has(m.uuid)).map((m) => m.name);
+    if (taken.length) throw new RolloutError(409, `being reprovisioned already: ${taken.join(', ')}`);
+    const size = batchSize(spec, machines.length);
+    const now = new Date().toISOString();
+    const doc: Rollout = {
+      id: `${now.slice(0, 19).replace(/[-:]/g, '')}-${randomUUID().slice(0, 8)}`,
+      spec,
+      state: 'running',
+      batch: 0,
+      batches: Math.ceil(machines.length / size),
+      machines: machines.map((m, i) => ({
+        uuid: m.uuid,
+        name: m.name,
+        batch: Math.floor(i / size),
+        ...(m.bootEnv ? { previousBootEnv: m.bootEnv } : {}),
+      })),
+      createdAt: now,
+      updatedAt: now,
+    };
+    await store.create('rollouts', doc.id, doc as never);
+    this.progress(doc);
+    this.launch(doc);
+    return doc;
+  }
 
-    get: load,
-    async list(): Promise<Rollout[]> {
-      const { items } = await store.list('rollouts', { sort: { field: 'createdAt', desc: true } });
-      return items.map((i) => live.get(i.key)?.doc ?? (i.doc as unknown as Rollout));
-    },
+  /** At daemon start: every rollout that was running goes on from its last persisted step. */
+  async start() {
+    const { items } = await this.deps.store.list('rollouts');
+    for (const i of items) {
+      const doc = i.doc as unknown as Rollout;
+      if (!ACTIVE.has(doc.state)) continue;
+      this.deps.log.info({ rollout: doc.id, batch: doc.batch, state: doc.state }, 'rollout resumes');
+      this.launch(doc);
+    }
+  }
 
-    async pause(id: string): Promise<Rollout> {
-      const doc = await load(id);
-      if (doc.state !== 'running') throw new RolloutError(409, `rollout is ${doc.state}: only a running one pauses`);
-      doc.state = 'paused';
-      await save(doc);
-      progress(doc);
-      return doc;
-    },
-    async resume(id: string): Promise<Rollout> {
-      const doc = await load(id);
-      if (doc.state !== 'paused') throw new RolloutError(409, `rollout is ${doc.state}: only a paused one resumes`);
-      doc.state = 'running';
-      await save(doc);
-      progress(doc);
-      // A pause lets the batch in flight finish: a driver still winding it down sees `running` and goes on, one
-      // that has just returned relaunches (launch's finally).
-      launch(doc);
-      return doc;
-    },
-    async abort(id: string): Promise<Rollout> {
-      const doc = await load(id);
-      if (FINAL.has(doc.state)) throw new RolloutError(409, `rollout is ${doc.state} already`);
-      live.get(id)?.ctl.abort();
-      await finish(doc, 'aborted', 'aborted by request');
-      return doc;
-    },
+  async pause(id: string): Promise<Rollout> {
+    const doc = await this.get(id);
+    if (doc.state !== 'running') throw new RolloutError(409, `rollout is ${doc.state}: only a running one pauses`);
+    doc.state = 'paused';
+    await this.save(doc);
+    this.progress(doc);
+    return doc;
+  }
 
-    /** Stops driving (the documents keep their state: the next start resumes them). */
-    async close() {
-      closing = true;
-      for (const l of live.values()) l.ctl.abort();
-      await Promise.all([...live.values()].map((l) => l.saving.catch(() => undefined)));
-    },
-  };
+  async resume(id: string): Promise<Rollout> {
+    const doc = await this.get(id);
+    if (doc.state !== 'paused') throw new RolloutError(409, `rollout is ${doc.state}: only a paused one resumes`);
+    doc.state = 'running';
+    await this.save(doc);
+    this.progress(doc);
+    // A pause lets the batch in flight finish: a driver still winding it down sees `running` and goes on, one
+    // that has just returned relaunches (launch's finally).
+    this.launch(doc);
+    return doc;
+  }
+
+  async abort(id: string): Promise<Rollout> {
+    const doc = await this.get(id);
+    if (FINAL.has(doc.state)) throw new RolloutError(409, `rollout is ${doc.state} already`);
+    this.live.get(id)?.ctl.abort();
+    await this.finish(doc, 'aborted', 'aborted by request');
+    return doc;
+  }
+
+  /** Stops driving (the documents keep their state: the next start resumes them). */
+  async close() {
+    this.closing = true;
+    for (const l of this.live.values()) l.ctl.abort();
+    await Promise.all([...this.live.values()].map((l) => l.saving.catch(() => undefined)));
+  }
 }
-export type RolloutEngine = ReturnType<typeof rolloutEngine>;
