@@ -2,7 +2,7 @@
  * Reprovision and rollouts end to end against a real daemon in this process: DHCP on loopback, simulated machines
  * behind a fake HTTP BMC (sim.ts) that PXE-boot, do their relayed DORA and call back when power-cycled.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -238,5 +238,48 @@ describe('rollouts', () => {
     expect((await api('GET', '/api/v1/rollouts')).body.map((x: any) => x.id)).toContain(r.body.id);
     expect(logText).toContain('rollout');
     expect(logText).not.toContain(BMC_PASSWORD);
+  });
+});
+
+describe('CLI', () => {
+  const cli = async (args: string[], errTTY = false) => {
+    const o = { out: '', err: '' };
+    const io = {
+      out: (s: string) => {
+        o.out += s;
+      },
+      err: (s: string) => {
+        o.err += s;
+      },
+      outTTY: false,
+      errTTY,
+    };
+    const { run } = await import('../../src/cli/main.js');
+    const code = await run([...args, '--endpoint', base(), '--token', token, '-o', 'json'], { io, env: {} });
+    return { code, out: o.out, err: o.err, json: () => JSON.parse(o.out) };
+  };
+
+  it('plinth power: status, bootdev with its flavour, and a usage error for an unknown action', async () => {
+    expect((await cli(['power', 'node1'])).json()).toMatchObject({ state: 'on' });
+    const bd = await cli(['power', 'node1', 'bootdev', 'pxe', '--uefi']);
+    expect(bd.json()).toMatchObject({ device: 'pxe', uefi: true, persistent: false });
+    expect(sim.machines.get('node1')!.ops.at(-1)!.op).toBe('bootdev:pxe');
+    expect((await cli(['power', 'node1', 'explode'])).code).toBe(2);
+  });
+
+  it('plinth reprovision --wait and plinth rollout create / status --watch follow to the end', async () => {
+    const rp = await cli(['reprovision', 'node5', '--bootenv', 'local', '--wait']);
+    expect(rp.code).toBe(0);
+    expect(rp.json().step).toBe('done');
+    const file = path.join(dataDir, 'rollout.yaml');
+    writeFileSync(file, 'selector: { machines: [node4, node5] }\nbootEnv: good\nbatchSize: 1\n');
+    const created = await cli(['rollout', 'create', '-f', file]);
+    expect(created.code).toBe(0);
+    const watched = await cli(['rollout', 'status', created.json().id, '--watch'], true);
+    expect(watched.code).toBe(0);
+    expect(watched.json().state).toBe('done');
+    // The progress bar drew on stderr up to every machine.
+    expect(watched.err).toMatch(/rollout .*\(machines\).*100%/);
+    expect((await cli(['rollout', 'status'])).json().length).toBeGreaterThanOrEqual(4);
   });
 });
