@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import type { Machine } from '../model/machine.js';
 import type { Rollout, RolloutMachine, RolloutSpec } from '../model/rollout.js';
 import type { Store } from '../store/store.js';
-import type { Reprovisioner, ReprovisionState, Timing } from './reprovision.js';
+import { DEFAULT_TIMING, type Reprovisioner, type ReprovisionState, type Timing } from './reprovision.js';
 import { batchSize, SelectError, selectMachines } from './select.js';
 
 export type RolloutEngineDeps = {
@@ -108,6 +108,8 @@ export class RolloutEngine {
         timing: {
           dhcpTimeoutMs: doc.spec.dhcpTimeout * 1000,
           bootTimeoutMs: doc.spec.healthTimeout * 1000,
+          // The fallback's off pause stays short next to a short DHCP wait (a lab's or a test's).
+          offPauseMs: Math.min(DEFAULT_TIMING.offPauseMs, doc.spec.dhcpTimeout * 250),
           ...this.deps.timing,
         },
         checkpoint: async (s: ReprovisionState) => {

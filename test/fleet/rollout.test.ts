@@ -221,6 +221,36 @@ describe('rollouts', () => {
     expect(sim.count('node3', 'cycle')).toBeGreaterThanOrEqual(2);
   });
 
+  it('retry once when the BMC ignores the boot override, then fail saying so', async () => {
+    const m = sim.add('stubborn', '52:54:00:fe:00:99');
+    m.ignoresOverride = true;
+    await api('POST', '/api/v1/machines', {
+      name: 'stubborn',
+      macs: [m.mac],
+      bootEnv: 'local',
+      bmc: sim.bmcOf('stubborn'),
+    });
+    const r = await api('POST', '/api/v1/rollouts', {
+      selector: { machines: ['stubborn'] },
+      bootEnv: 'good',
+      dhcpTimeout: 1,
+    });
+    const end = await waitRollout(r.body.id, ['done', 'failed', 'rolled-back']);
+    expect(end.state).toBe('failed');
+    expect(end.reason).toMatch(/stubborn: BMC ignored the boot override/);
+    expect(m.ops.map((o) => o.op)).toEqual(['bootdev:pxe', 'status', 'cycle', 'off', 'bootdev:pxe', 'on']);
+    expect(end.machines[0].run.steps.map((s: { step: string }) => s.step)).toEqual([
+      'assign',
+      'bootdev',
+      'power',
+      'dhcp',
+      'fallback',
+      'failed',
+    ]);
+    const timeline = JSON.stringify((await api('GET', '/api/v1/machines/stubborn/boots')).body);
+    expect(timeline).toContain('BMC ignored the boot override');
+  });
+
   it('pause, resume and abort through the API; the password is in no log line', async () => {
     const r = await api('POST', '/api/v1/rollouts', {
       selector: { machines: ['node1', 'node4'] },

@@ -44,6 +44,8 @@ export type SimMachine = {
   power: 'on' | 'off';
   pxeOnce: boolean;
   healthy: boolean;
+  /** A BMC that answers 200 to a boot override and does not keep it. */
+  ignoresOverride?: boolean;
   /** Every BMC call, in order, with its time. */
   ops: { op: string; at: number }[];
   boots: number;
@@ -133,7 +135,7 @@ export async function simFleet(o: SimOptions) {
       if (!m || !op) return res.writeHead(404).end('{}');
       if (req.headers.authorization !== `Basic ${cred}`) return res.writeHead(401).end('{}');
       m.ops.push({ op: op === 'bootdev' ? `bootdev:${JSON.parse(body).device}` : op, at: Date.now() });
-      if (op === 'bootdev') m.pxeOnce = JSON.parse(body).device === 'pxe';
+      if (op === 'bootdev') m.pxeOnce = !m.ignoresOverride && JSON.parse(body).device === 'pxe';
       if (op === 'off') m.power = 'off';
       if (op === 'on' || op === 'cycle' || op === 'reset') {
         const wasOff = m.power === 'off';
