@@ -244,8 +244,15 @@ export class RolloutEngine {
       throw err;
     }
     if (!machines.length) throw new RolloutError(400, 'the selector matches no machine');
-    const taken = machines.filter((m) => busy.has(m.uuid)).map((m) => m.name);
-    if (taken.length) throw new RolloutError(409, `being reprovisioned already: ${taken.join(', ')}`);
+    // A machine belongs to one unfinished rollout at a time: two would reprovision it over each other.
+    const claimed = new Set<string>();
+    for (const r of await this.list()) {
+      if (!FINAL.has(r.state)) for (const m of r.machines) claimed.add(m.uuid);
+    }
+    const taken = machines.filter((m) => busy.has(m.uuid) || claimed.has(m.uuid)).map((m) => m.name);
+    if (taken.length) {
+      throw new RolloutError(409, `in another unfinished rollout or being reprovisioned: ${taken.join(', ')}`);
+    }
     const size = batchSize(spec, machines.length);
     const now = new Date().toISOString();
     const doc: Rollout = {

@@ -221,6 +221,32 @@ describe('rollouts', () => {
     expect(sim.count('node3', 'cycle')).toBeGreaterThanOrEqual(2);
   });
 
+  it('fail a machine that boots but never passes its health check', async () => {
+    const r = await api('POST', '/api/v1/rollouts', {
+      selector: { machines: ['node1'] },
+      bootEnv: 'good',
+      healthUrl: sim.healthUrl.replace('{name}', 'nobody-{name}'),
+      healthTimeout: 2,
+    });
+    const end = await waitRollout(r.body.id, ['done', 'failed', 'rolled-back']);
+    expect(end.state).toBe('failed');
+    expect(end.reason).toMatch(/node1: not healthy within 2 s of booting/);
+    expect(end.machines[0].run.step).toBe('done');
+  });
+
+  it('refuse a machine that is in another unfinished rollout', async () => {
+    const a = await api('POST', '/api/v1/rollouts', {
+      selector: { machines: ['node1'] },
+      bootEnv: 'good',
+      pauseBetween: 3600,
+      batchSize: 1,
+    });
+    const b = await api('POST', '/api/v1/rollouts', { selector: { machines: ['node1'] }, bootEnv: 'local' });
+    expect(b.status).toBe(409);
+    expect(b.body.detail).toMatch(/another unfinished rollout.*node1/);
+    await waitRollout(a.body.id, ['done']);
+  });
+
   it('retry once when the BMC ignores the boot override, then fail saying so', async () => {
     const m = sim.add('stubborn', '52:54:00:fe:00:99');
     m.ignoresOverride = true;
