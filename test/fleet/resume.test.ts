@@ -36,7 +36,9 @@ function startChild(bmcUrl: string) {
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );
-  return waitHttp(httpPort, 30_000);
+  return waitHttp(httpPort, 60_000).catch((err) => {
+    throw new Error(`${(err as Error).message}; its output:\n${child?.output()}`);
+  });
 }
 
 async function api(method: string, u: string, body?: unknown) {
