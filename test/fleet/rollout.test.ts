@@ -294,6 +294,10 @@ describe('rollouts', () => {
     expect((await api('GET', '/api/v1/rollouts')).body.map((x: any) => x.id)).toContain(r.body.id);
     expect(logText).toContain('rollout');
     expect(logText).not.toContain(BMC_PASSWORD);
+    const audit = await api('GET', '/api/v1/audit?limit=1000');
+    expect(audit.status).toBe(200);
+    expect(audit.text).toContain('/machines');
+    expect(audit.text).not.toContain(BMC_PASSWORD);
   });
 });
 
