@@ -12,6 +12,7 @@ import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from '.
 import { loadTls, type TlsMaterial } from './http/tls.js';
 import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
+import type { DriverFactory } from './power/driver.js';
 import { checkAssets, type LoaderIndex } from './provision/loaders.js';
 import type { BootSessions } from './provision/sessions.js';
 import { seedStore } from './seed.js';
@@ -39,6 +40,8 @@ export class StartupError extends Error {}
 export type DaemonOptions = {
   /** Extra DHCP server options; tests use them to answer on loopback (`wildcard`, `replyTo`, `clientPort`). */
   dhcp?: Partial<DhcpServerOptions>;
+  /** The BMC drivers (src/power): tests pass a fake BMC's; by default the IPMI, Redfish and manual drivers. */
+  drivers?: DriverFactory;
 };
 
 type Closers = (() => Promise<void>)[];
@@ -82,7 +85,7 @@ export async function startDaemon(
   const stats: Record<string, () => unknown> = {};
   // One of each for HTTP, TFTP and DHCP: the boot service's cache of recently minted machine tokens is then one
   // too (a boot fetching over both transports mints one token), and so is the trust rule's DHCP evidence.
-  const core = await bootCore(cfg, store, bus, log, filesDir);
+  const core = await bootCore(cfg, store, bus, log, filesDir, opts.drivers);
   closers.push(async () => core.close());
   const app = await buildApp({
     store,
@@ -95,6 +98,7 @@ export async function startDaemon(
     loaderFile: (name) => core.loaders.find(name)?.path,
     advertiseAddress: cfg.advertiseAddress,
     boot: core.boot,
+    fleet: core.fleet,
     serverFactory: servers.serverFactory,
     ipxeHttpsPort: tls && cfg.ipxeHttps ? () => httpsPort : undefined,
     plainHttpPort: tls ? () => httpPort : undefined,

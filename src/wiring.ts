@@ -8,7 +8,7 @@ import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
-import { attachFleet, createFleet, type Fleet } from './fleet/index.js';
+import { createFleet, type Fleet } from './fleet/index.js';
 import { type BootRecorder, bootRecorder } from './inventory/boots.js';
 import { type InventoryCache, loadInventoryCache } from './inventory/cache.js';
 import { tokenChecker } from './inventory/tokens.js';
@@ -35,21 +35,19 @@ export type BootCore = {
   inventory: InventoryCache;
   /** Where each boot loader is served from (assets dir, distribution, file store): DHCP, TFTP and /info ask it. */
   loaders: LoaderIndex;
-  /** BMC power control, reprovision and rollouts; the API reaches it through `boot` (src/fleet/index.ts). */
+  /** BMC power control, reprovision and rollouts (src/fleet): the API's power and rollout routes use it. */
   fleet: Fleet;
   close(): Promise<void>;
 };
 
-let driverOverride: DriverFactory | undefined;
-/**
- * The BMC driver factory the next daemon started in this process uses instead of src/power's: a test's fake BMC.
- * (Until DaemonOptions carries one.)
- */
-export function usePowerDrivers(f: DriverFactory | undefined) {
-  driverOverride = f;
-}
-
-export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger, filesDir: string): Promise<BootCore> {
+export async function bootCore(
+  cfg: Config,
+  store: Store,
+  bus: Bus,
+  log: Logger,
+  filesDir: string,
+  drivers: DriverFactory = createDriver,
+): Promise<BootCore> {
   const boots = bootRecorder(store);
   // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
   const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
@@ -63,8 +61,7 @@ export async function bootCore(cfg: Config, store: Store, bus: Bus, log: Logger,
     search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
     filesDir,
   });
-  const fleet = createFleet({ store, bus, log, boots, drivers: driverOverride ?? createDriver });
-  attachFleet(boot, fleet);
+  const fleet = createFleet({ store, bus, log, boots, drivers });
   // With DHCP on, rollouts resume once it listens (startDhcp): a machine power-cycled before would go unanswered.
   const resume = cfg.dhcp ? undefined : setTimeout(() => void fleet.start(), 1000).unref();
   return {

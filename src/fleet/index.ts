@@ -75,9 +75,3 @@ export function createFleet(o: FleetOptions): Fleet {
     },
   };
 }
-
-// The HTTP app reaches the daemon's fleet through its boot service (the object buildApp is given), so the API's
-// wiring needs no new option; absent (an app built without a fleet), the power routes answer 503.
-const fleets = new WeakMap<object, Fleet>();
-export const attachFleet = (owner: object, f: Fleet) => void fleets.set(owner, f);
-export const fleetOf = (owner: object): Fleet | undefined => fleets.get(owner);

@@ -63,7 +63,7 @@ export type RunOptions = {
   timing?: Partial<Timing>;
 };
 
-const REPROVISION_KIND = 'reprovision' as BootEventKind;
+const REPROVISION_KIND: BootEventKind = 'reprovision';
 const machinesRes = inventoryResource('machines');
 const stepIndex = (s: Step) => STEPS.indexOf(s);
 

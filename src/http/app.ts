@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest, FastifyServerFactory } from 'fastify';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Bus } from '../events.js';
+import type { Fleet } from '../fleet/index.js';
 import { secureNamesCache } from '../inventory/params.js';
 import { tokenChecker } from '../inventory/tokens.js';
 import type { Logger } from '../log.js';
@@ -41,6 +42,8 @@ export type AppOptions = {
   advertiseAddress?: string;
   /** The daemon's boot service (src/provision/boot.ts), the one TFTP uses too. */
   boot: BootService;
+  /** BMC power, reprovision and rollouts (src/fleet); without it those routes answer 503. */
+  fleet?: Fleet;
   stats?: StatsSource;
   /** /metrics without a token (for a scraper that cannot send one); by default it needs a viewer token. */
   metricsPublic?: boolean;
@@ -121,8 +124,8 @@ function apiRoutes(opts: AppOptions) {
     registerTokenRoutes(api, { store });
     registerAuditRoutes(api, { store });
     registerBackupRoutes(api, { dataDir: opts.dataDir, log: opts.log });
-    registerPowerRoutes(api, { store, bus, boot: opts.boot });
-    registerRolloutRoutes(api, { boot: opts.boot });
+    registerPowerRoutes(api, { store, bus, fleet: opts.fleet });
+    registerRolloutRoutes(api, { fleet: opts.fleet });
   };
 }
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Bus } from '../events.js';
-import { type Fleet, fleetOf } from '../fleet/index.js';
+import type { Fleet } from '../fleet/index.js';
 import { RolloutError } from '../fleet/rollouts.js';
 import { resolveKey } from '../inventory/crud.js';
 import { inventoryResource } from '../inventory/resources.js';
@@ -16,7 +16,7 @@ import { HttpProblem, validationProblem } from './problem.js';
  * BMC password's write-only rule for the whole API scope: every response carries it as BMC_PASSWORD_MASK, and a
  * write that sends the mask back (a GET edited and PUT) keeps the stored password instead of storing the mask.
  */
-export type PowerApiDeps = { store: Store; bus: Bus; boot: object };
+export type PowerApiDeps = { store: Store; bus: Bus; fleet: Fleet | undefined };
 
 export const PowerRequest = z.discriminatedUnion('action', [
   z.strictObject({ action: z.enum(['status', 'on', 'off', 'cycle', 'reset']) }),
@@ -75,7 +75,7 @@ async function keepPassword(deps: PowerApiDeps, req: FastifyRequest) {
 }
 
 function fleet(deps: PowerApiDeps): Fleet {
-  const f = fleetOf(deps.boot);
+  const f = deps.fleet;
   if (!f) throw new HttpProblem(503, 'power control is not running in this daemon');
   return f;
 }

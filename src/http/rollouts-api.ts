@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { fleetOf } from '../fleet/index.js';
+import type { Fleet } from '../fleet/index.js';
 import { RolloutSpec } from '../model/rollout.js';
 import { API } from './api-prefix.js';
 import { powerProblem } from './power-api.js';
@@ -9,9 +9,9 @@ import { HttpProblem, validationProblem } from './problem.js';
  * Rollouts (src/fleet/rollouts.ts): create one from a selector and a bootenv, list, show, pause, resume, abort.
  * Progress also goes out as `rollout.progress` events (/api/v1/events).
  */
-export function registerRolloutRoutes(app: FastifyInstance, deps: { boot: object }) {
+export function registerRolloutRoutes(app: FastifyInstance, deps: { fleet: Fleet | undefined }) {
   const engine = () => {
-    const f = fleetOf(deps.boot);
+    const f = deps.fleet;
     if (!f) throw new HttpProblem(503, 'rollouts are not running in this daemon');
     return f.rollouts;
   };

@@ -6,7 +6,16 @@ import type { Store } from '../store/store.js';
  * each render (and its error), the bootEnv and the artifact digests served, and how it ended. An operator can
  * tell which image a machine runs and why a boot failed without a packet capture.
  */
-export type BootEventKind = 'dhcp' | 'tftp' | 'http' | 'render' | 'refused' | 'callback' | 'discovery';
+export type BootEventKind =
+  | 'dhcp'
+  | 'tftp'
+  | 'http'
+  | 'render'
+  | 'refused'
+  | 'callback'
+  | 'discovery'
+  | 'power'
+  | 'reprovision';
 export type BootEvent = { at: string; kind: BootEventKind; detail: string; data?: Record<string, unknown> };
 export type Boot = {
   id: string;

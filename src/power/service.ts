@@ -36,7 +36,7 @@ export type PowerServiceOptions = {
 export type PowerService = ReturnType<typeof powerService>;
 
 // The timeline's kinds are src/inventory/boots.ts's; 'power' is added there at merge (see the report).
-const POWER_KIND = 'power' as BootEventKind;
+const POWER_KIND: BootEventKind = 'power';
 
 /** A counting semaphore: FIFO, so no caller starves. */
 function semaphore(max: number) {

@@ -4,7 +4,6 @@
  */
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { usePowerDrivers } from '../../src/wiring.js';
 import { testConfig } from '../helpers/daemon.js';
 import { httpBmcDrivers } from './sim.js';
 
@@ -13,7 +12,6 @@ const env = (k: string) => {
   if (!v) throw new Error(`${k} is not set`);
   return v;
 };
-usePowerDrivers(httpBmcDrivers(env('FLEET_BMC_URL')));
 const n = (k: string) => Number(env(k));
 const daemon = await startDaemon(
   testConfig(env('FLEET_DATA_DIR'), {
@@ -31,6 +29,7 @@ const daemon = await startDaemon(
       relayPort: n('FLEET_RELAY_PORT'),
       replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
     },
+    drivers: httpBmcDrivers(env('FLEET_BMC_URL')),
   },
 );
 process.stdout.write(`READY ${daemon.httpPort}\n`);

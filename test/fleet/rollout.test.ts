@@ -11,7 +11,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from '../../src/daemon.js';
 import type { Logger } from '../../src/log.js';
 import { BMC_PASSWORD_MASK } from '../../src/model/machine.js';
-import { usePowerDrivers } from '../../src/wiring.js';
 import { ports } from '../dhcp/helpers.js';
 import { testConfig } from '../helpers/daemon.js';
 import { BMC_PASSWORD, httpBmcDrivers, type SimFleet, simFleet } from './sim.js';
@@ -56,7 +55,6 @@ beforeAll(async () => {
       cb();
     },
   });
-  usePowerDrivers(httpBmcDrivers(sim.bmcUrl));
   daemon = await startDaemon(
     testConfig(dataDir, { dhcp: true, dhcpPort: p.port, dhcpProxyPort: p.proxyPort, logLevel: 'debug' }),
     pino({ level: 'debug' }, sink) as unknown as Logger,
@@ -68,9 +66,9 @@ beforeAll(async () => {
         relayPort: p.relayPort,
         replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
       },
+      drivers: httpBmcDrivers(sim.bmcUrl),
     },
   );
-  usePowerDrivers(undefined);
   token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
   expect((await api('POST', '/api/v1/subnets', SUBNET)).status).toBe(201);
   const local = (await api('GET', '/api/v1/bootenvs/local')).body;
