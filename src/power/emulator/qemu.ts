@@ -6,7 +6,7 @@
  * at start). QMP goes over a unix socket per machine; the process is killed by its PID when QMP does not answer.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Backend, BootMode, BootTarget, RedfishPower } from './system.js';
 
@@ -17,6 +17,8 @@ export type QemuMachine = {
   qmp: string;
   /** Where QEMU's own output goes. */
   log?: string;
+  /** Written with QEMU's PID while it runs (`plinth lab status` reads it). */
+  pidFile?: string;
 };
 
 /** One QMP command over the socket: greeting, qmp_capabilities, the command; resolves with its `return`. */
@@ -85,6 +87,10 @@ export function qemuBackend(m: QemuMachine): Backend & { pid(): number | undefin
     child = spawn(m.command[0]!, args, { stdio: ['ignore', out, out] });
     if (typeof out === 'number') closeSync(out);
     child.on('error', () => {}); // a missing binary shows as power Off
+    if (m.pidFile && child.pid) writeFileSync(m.pidFile, `${child.pid}\n`);
+    child.once('exit', () => {
+      if (m.pidFile) rmSync(m.pidFile, { force: true });
+    });
   };
   const stop = async (graceful: boolean) => {
     if (!alive()) return;
