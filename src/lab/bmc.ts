@@ -74,7 +74,9 @@ exec ${qemu.map(shq).join(' ')} -boot "$1"
   const control = `#!/bin/sh
 # written by plinth (src/lab/bmc.ts): ipmi_sim chassis_control for one lab VM
 D=${shq(vmDir)}
-running() { [ -f "$D/pid" ] && kill -0 "$(cat "$D/pid")" 2>/dev/null; }
+# A zombie (QEMU exited, not yet reaped by whoever inherited it) is not running.
+alive() { s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1); [ -n "$s" ] && [ "$s" != Z ]; }
+running() { [ -f "$D/pid" ] && alive "$(cat "$D/pid")"; }
 on() {
   running && return 0
   b=$(cat "$D/boot" 2>/dev/null || echo default)
@@ -87,7 +89,7 @@ off() {
   running || return 0
   pid=$(cat "$D/pid")
   kill "$pid" 2>/dev/null
-  i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  i=0; while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
   kill -9 "$pid" 2>/dev/null
   rm -f "$D/pid"
 }
