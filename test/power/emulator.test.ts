@@ -123,6 +123,8 @@ describe('the emulator, protocol edges', () => {
     });
     expect(reset.status).toBe(400);
     expect((await req('/redfish/v1/Systems/zz')).status).toBe(404);
+    expect((await req('/redfish/v1/Systems/%E0%A4%A')).status).toBe(400);
+    expect((await req('/redfish/v1/Systems/a')).status).toBe(200); // still serving
   });
 
   it('opens and deletes sessions; a token works until it is deleted', async () => {

@@ -282,7 +282,12 @@ export async function startEmulator(o: EmulatorOptions): Promise<Emulator> {
   const log = c.log;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     route(c, req, res).catch((e: unknown) => {
-      const err = e instanceof HttpError ? e : new HttpError(500, 'InternalError', (e as Error).message);
+      const err =
+        e instanceof HttpError
+          ? e
+          : e instanceof URIError || e instanceof TypeError // a malformed path: the client's fault
+            ? new HttpError(400, 'MalformedRequest', 'malformed request path')
+            : new HttpError(500, 'InternalError', (e as Error).message);
       if (err.status === 500) log(`error on ${req.method} ${req.url}: ${err.message}`);
       if (res.headersSent) return res.end();
       redfishError(res, err, err.status === 401 ? { 'WWW-Authenticate': 'Basic realm="plinth-bmc"' } : {});
