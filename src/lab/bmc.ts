@@ -290,6 +290,12 @@ export async function startLabBmcs(o: {
   vms: BmcVmPlan[];
   api: LabApi;
 }): Promise<Array<{ pid: number; pidFile: string; bmc: LabBmcState; warning?: string }>> {
+  const need = o.kind === 'ipmi' ? ['ipmi_sim', 'ipmitool'] : [];
+  const missing = need.filter((bin) => !process.env.PATH?.split(':').some((d) => existsSync(path.join(d, bin))));
+  if (missing.length)
+    throw new Error(
+      `--bmc ipmi needs ${missing.join(' and ')}: apt-get install openipmi ipmitool (or --bmc redfish|none)`,
+    );
   const password = randomBytes(12).toString('base64url');
   const specs: LabBmcVm[] = o.vms.map((v) => {
     const dir = path.join(o.dir, `bmc-${v.name}`);
