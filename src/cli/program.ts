@@ -223,6 +223,21 @@ function otherCommands(program: Command, run: Runner) {
     .allowUnknownOption()
     .action((args) => run(async (ctx) => (await import('./lab.js')).runLabCommand(args, ctx)));
   program
+    .command('bmc-emulator')
+    .description('a Redfish BMC emulator for N fake or QEMU machines (plinth bmc-emulator --help)')
+    .argument('[args...]')
+    .helpOption(false)
+    .allowUnknownOption()
+    .action((args) =>
+      run(async (ctx) =>
+        (await import('../power/emulator/cli.js')).runEmulatorCommand(args, {
+          out: ctx.io.out,
+          err: ctx.io.err,
+          signal: ctx.signal,
+        }),
+      ),
+    );
+  program
     .command('serve')
     .description('run the daemon (its flags: plinth serve --help; npm start runs it too)')
     .helpOption(false)

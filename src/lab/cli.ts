@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { defaultLabName, type LabApi, labDown, labNames, labStatus, labUp } from './lab.js';
 
 export const LAB_USAGE = `Usage: plinth lab up --vms N [--name NAME] [--uefi] [--bootenv NAME] [--cidr 10.250.0.1/24] [--dir DIR]
+                     [--bmc ipmi|redfish|none]
        plinth lab status [--dir DIR]
        plinth lab down [--dir DIR]
 
@@ -12,7 +13,13 @@ PXE-boot from the running Plinth; their serial consoles stream to DIR/serial-lab
 ./var/lab). NAME defaults to one derived from the data dir (PLINTH_DATA_DIR, default ./var); 'up' prints the
 names. Plinth must serve DHCP on the veth (--dhcp-interfaces plinth-NAME0,...). Needs root.
 'up' refuses a namespace or interface of the lab's name that Plinth did not create, and never deletes it.
-'down' stops only the VMs 'up' started and removes the namespace and the veth.`;
+'down' stops only the VMs 'up' started and removes the namespace and the veth.
+--bmc (default ipmi) gives every VM a BMC on the bridge address (.254 of the lab subnet) and a 2 GB virtio
+disk (DIR/disk-NAME.img, sparse, kept across up/down): ipmi is one OpenIPMI ipmi_sim per VM (UDP 6230+N, user
+plinth, cipher suite 3), redfish one 'plinth bmc-emulator' (port 8000, user admin, system id = VM name).
+The BMC is stored on each machine (its password random per 'up'), and the VM is powered on through it with a
+PXE-once override; later power-ons boot from the disk unless Plinth sets PXE again. none: QEMU is started
+directly, always network-first, as before.`;
 
 /** `plinth lab ...`; returns the exit code (0 ok, 1 failure, 2 usage). */
 export async function runLab(
@@ -33,6 +40,7 @@ export async function runLab(
         bootenv: { type: 'string' },
         cidr: { type: 'string' },
         dir: { type: 'string' },
+        bmc: { type: 'string' },
         help: { type: 'boolean' },
       },
       strict: true,
@@ -54,6 +62,11 @@ export async function runLab(
         err.write('plinth lab up: --vms must be a whole number from 1 to 16\n');
         return 2;
       }
+      const bmc = (v.bmc as string | undefined) ?? 'ipmi';
+      if (bmc !== 'ipmi' && bmc !== 'redfish' && bmc !== 'none') {
+        err.write('plinth lab up: --bmc must be ipmi, redfish or none\n');
+        return 2;
+      }
       const name = (v.name as string | undefined) ?? defaultLabName(dataDir);
       labNames(name); // a bad --name is a usage error before anything is created
       const st = await labUp({
@@ -64,9 +77,13 @@ export async function runLab(
         cidr: v.cidr as string | undefined,
         dir,
         api,
+        bmc,
       });
+      for (const w of st.warnings) err.write(`plinth lab up: ${w}\n`);
       for (const vm of st.vms)
-        out.write(`${vm.name}  ${vm.mac}  ${vm.firmware}  pid ${vm.pid}  serial ${vm.serialLog}\n`);
+        out.write(
+          `${vm.name}  ${vm.mac}  ${vm.firmware}  pid ${vm.pid}  serial ${vm.serialLog}${vm.bmc ? `  bmc ${vm.bmc.driver} ${vm.bmc.address}${vm.bmc.port ? `:${vm.bmc.port}` : ''}` : ''}\n`,
+        );
       out.write(
         `lab up: namespace ${st.ns}, ${st.hostIf} ${st.cidr}; watch them boot in /ui or with: plinth lab status\n`,
       );

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { type BmcVmPlan, type LabBmcKind, type LabBmcState, startLabBmcs, vmPid } from './bmc.js';
 import { createNamespace, createSegment, deleteNamespace, ipn, namespaces, sh } from './netns.js';
 import { ForeignNamespaceError } from './owner.js';
 import { type Firmware, startDetachedVm } from './qemu.js';
@@ -47,7 +48,17 @@ function linkExists(name: string): boolean {
   }
 }
 
-export type LabVm = { name: string; mac: string; firmware: Firmware; pid: number; serialLog: string; machine?: string };
+export type LabVm = {
+  name: string;
+  mac: string;
+  firmware: Firmware;
+  /** QEMU's PID; with a BMC, the BMC's (ipmi_sim or the emulator), and QEMU's is in pidFile while it runs. */
+  pid: number;
+  serialLog: string;
+  machine?: string;
+  pidFile?: string;
+  bmc?: LabBmcState;
+};
 export type LabState = { ns: string; hostIf: string; cidr: string; createdAt: string; vms: LabVm[] };
 
 export type LabApi = {
@@ -83,7 +94,9 @@ export async function labUp(o: {
   bootEnv?: string;
   dir: string;
   api: LabApi;
-}): Promise<LabState> {
+  /** Each VM's BMC (default none: QEMU started directly); with one, the VM is powered on through it. */
+  bmc?: LabBmcKind;
+}): Promise<LabState & { warnings: string[] }> {
   const n = labNames(o.name ?? 'lab');
   const prior = readState(o.dir);
   if (prior && namespaces().includes(prior.ns))
@@ -124,6 +137,7 @@ export async function labUp(o: {
   }
   mkdirSync(o.dir, { recursive: true });
   const state: LabState = { ns: n.ns, hostIf: n.hostIf, cidr, createdAt: new Date().toISOString(), vms: [] };
+  const viaBmc: BmcVmPlan[] = [];
   for (let i = 0; i < o.vms; i++) {
     const name = `lab-vm-${i + 1}`;
     const mac = `52:54:00:1a:b0:${(i + 1).toString(16).padStart(2, '0')}`;
@@ -143,19 +157,34 @@ export async function labUp(o: {
     }
     const firmware: Firmware = o.uefi ? 'uefi' : 'bios';
     const serialLog = path.join(o.dir, `serial-${name}.log`);
-    const pid = startDetachedVm({
-      ns: n.ns,
-      tap: `tap${i}`,
-      mac,
-      firmware,
-      serialLog,
-      workDir: o.dir,
-      noReboot: false,
-    });
-    state.vms.push({ name, mac, firmware, pid, serialLog, machine });
+    const options = { ns: n.ns, tap: `tap${i}`, mac, firmware, serialLog, workDir: o.dir, noReboot: false };
+    if (o.bmc && o.bmc !== 'none') {
+      viaBmc.push({ name, machine, options });
+      state.vms.push({ name, mac, firmware, pid: 0, serialLog, machine });
+      continue;
+    }
+    state.vms.push({ name, mac, firmware, pid: startDetachedVm(options), serialLog, machine });
   }
-  writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`);
-  return state;
+  const warnings: string[] = [];
+  if (viaBmc.length) {
+    // State first: a BMC that fails to start leaves a lab that `down` can still remove.
+    writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+    const net0 = `${net}.254`;
+    const started = await startLabBmcs({
+      kind: o.bmc as 'ipmi',
+      ns: n.ns,
+      address: net0,
+      dir: o.dir,
+      vms: viaBmc,
+      api: o.api,
+    });
+    for (const [i, b] of started.entries()) {
+      Object.assign(state.vms[i]!, { pid: b.pid, pidFile: b.pidFile, bmc: b.bmc });
+      if (b.warning) warnings.push(b.warning);
+    }
+  }
+  writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  return { ...state, warnings };
 }
 
 export type VmStatus = LabVm & { running: boolean; lastLine: string };
@@ -173,7 +202,8 @@ export function labStatus(dir: string): (LabState & { vms: VmStatus[] }) | undef
         : '';
       const lines = log.split('\n').filter((l) => l.trim());
       const marker = lines.filter((l) => /PLINTH-|Plinth:/.test(l)).pop();
-      return { ...v, running: ourPid(v.pid, st.ns), lastLine: (marker ?? lines.pop() ?? '').trim().slice(0, 200) };
+      const pid = v.pidFile ? (vmPid(v.pidFile) ?? -1) : v.pid;
+      return { ...v, running: ourPid(pid, st.ns), lastLine: (marker ?? lines.pop() ?? '').trim().slice(0, 200) };
     }),
   };
 }

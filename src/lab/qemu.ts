@@ -30,6 +30,10 @@ export type VmOptions = {
   /** Off: a guest reboot resets the VM (discovery reboots into its assignment). On: a reboot ends QEMU. */
   noReboot?: boolean;
   workDir: string;
+  /** `-boot` value (default `n`); false leaves -boot out (a lab BMC adds it at each power-on). */
+  boot?: string | false;
+  /** A raw (sparse) image attached as a virtio disk (the lab VMs' "local" disk). */
+  disk?: string;
 };
 
 const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
@@ -37,18 +41,9 @@ const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
 export function qemuArgs(o: VmOptions, varsFile?: string): string[] {
   const uefi = o.firmware !== 'bios';
-  const args = [
-    'qemu-system-x86_64',
-    '-accel',
-    'tcg',
-    '-smp',
-    '1',
-    '-m',
-    String(o.memMiB ?? 512),
-    '-nographic',
-    '-boot',
-    'n',
-  ];
+  const args = ['qemu-system-x86_64', '-accel', 'tcg', '-smp', '1', '-m', String(o.memMiB ?? 512), '-nographic'];
+  if (o.boot !== false) args.push('-boot', o.boot ?? 'n');
+  if (o.disk) args.push('-drive', `file=${o.disk},if=virtio,format=raw`);
   if (o.noReboot) args.push('-no-reboot');
   if (o.uuid) args.push('-uuid', o.uuid);
   if (uefi) {
@@ -72,6 +67,17 @@ export function qemuArgs(o: VmOptions, varsFile?: string): string[] {
   args.push('-device', `${o.nic ?? 'virtio-net-pci'},netdev=n0,mac=${o.mac}${rom}`);
   args.push('-serial', `file:${o.serialLog}`, '-monitor', 'none');
   return args;
+}
+
+/** The QEMU command line of a VM that a lab BMC starts and stops: its own NVRAM copy for UEFI, made once here. */
+export function vmCommand(o: VmOptions): string[] {
+  mkdirSync(o.workDir, { recursive: true });
+  let vars: string | undefined;
+  if (o.firmware !== 'bios') {
+    vars = path.join(o.workDir, `OVMF_VARS-${o.mac.replace(/:/g, '')}.fd`);
+    copyFileSync(OVMF_VARS, vars);
+  }
+  return qemuArgs(o, vars);
 }
 
 /**

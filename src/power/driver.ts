@@ -30,6 +30,8 @@ export interface BmcSettings {
   cipherSuite?: number;
   /** Redfish: accept a self-signed certificate from this BMC. */
   insecureTLS?: boolean;
+  /** Redfish: which ComputerSystem (its Id or @odata.id) when the BMC lists several (a chassis BMC, the emulator). */
+  systemId?: string;
 }
 
 export type PowerErrorCode =
@@ -57,6 +59,8 @@ export interface PowerDriver {
   power(action: PowerAction, signal: AbortSignal): Promise<void>;
   /** Sets the next boot device and reads it back; throws PowerError('override-ignored') when it did not stick. */
   setBootDevice(override: BootOverride, signal: AbortSignal): Promise<void>;
+  /** Releases what the driver holds between calls (a Redfish session, kept-alive connections). Call it when done. */
+  close?(): Promise<void>;
 }
 
 export type DriverFactory = (bmc: BmcSettings) => PowerDriver;

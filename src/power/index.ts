@@ -1,8 +1,10 @@
 /**
- * Builds the driver for a machine's BMC settings. (Placeholder until the IPMI and Redfish drivers land: only the
- * manual driver exists, and it refuses everything with a clear reason.)
+ * Builds the driver for a machine's BMC settings: IPMI (ipmitool lanplus), Redfish (HTTP(S), no SDK), or manual,
+ * which refuses every action with a clear reason (a machine somebody powers by hand).
  */
 import { type BmcSettings, type DriverFactory, type PowerDriver, PowerError } from './driver.js';
+import { IpmiDriver } from './ipmi.js';
+import { RedfishDriver } from './redfish.js';
 
 export * from './driver.js';
 
@@ -13,4 +15,8 @@ function manual(bmc: BmcSettings): PowerDriver {
   return { status: async () => 'unknown', power: no, setBootDevice: no };
 }
 
-export const createDriver: DriverFactory = (bmc) => manual(bmc);
+export const createDriver: DriverFactory = (bmc) => {
+  if (bmc.driver === 'ipmi') return new IpmiDriver(bmc);
+  if (bmc.driver === 'redfish') return new RedfishDriver(bmc);
+  return manual(bmc);
+};
