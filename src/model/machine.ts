@@ -25,6 +25,13 @@ export const Bmc = z
     password: z.string().max(128).optional().describe(`Write-only: answered as ${BMC_PASSWORD_MASK}`),
     cipherSuite: z.int().min(0).max(17).optional().describe('IPMI lanplus cipher suite (default 3)'),
     insecureTLS: z.boolean().optional().describe("Redfish: accept the BMC's self-signed certificate"),
+    systemId: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[A-Za-z0-9._-]+$/, 'a Redfish System id (letters, digits, ".", "_", "-")')
+      .optional()
+      .describe('Redfish: which System of a BMC that lists several (a chassis manager, the lab emulator)'),
   })
   .describe('Baseboard management controller: power control and the next boot device');
 export type Bmc = z.infer<typeof Bmc>;

@@ -94,6 +94,7 @@ export function powerService(opts: PowerServiceOptions) {
     const started = Date.now();
     const ctl = new AbortController();
     let timer: NodeJS.Timeout | undefined;
+    const driver = opts.drivers(bmc);
     try {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -103,7 +104,7 @@ export function powerService(opts: PowerServiceOptions) {
           );
         }, timeoutMs);
       });
-      const result = await Promise.race([fn(opts.drivers(bmc), ctl.signal), timeout]);
+      const result = await Promise.race([fn(driver, ctl.signal), timeout]);
       const ms = Date.now() - started;
       const state = typeof result === 'string' ? result : undefined;
       bus.emit({ type: 'power.done', machine: uuid, key: uuid, data: { action, ms, ...(state ? { state } : {}) } });
@@ -123,6 +124,10 @@ export function powerService(opts: PowerServiceOptions) {
       throw e;
     } finally {
       clearTimeout(timer);
+      // A Redfish session is a BMC resource (often a handful per BMC): released after every operation.
+      await driver
+        .close?.()
+        .catch((err: Error) => log.debug({ err, bmc: bmc.address }, 'power: closing the BMC session'));
       release();
       done();
       if (tails.get(key) === tail) tails.delete(key);
