@@ -269,6 +269,7 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     );
     const cpu1 = cpuNs(proc.child.pid);
     const out = r.out;
+    if (process.env.PERFDHCP_OUT) writeFileSync(`${process.env.PERFDHCP_OUT}-${n}.txt`, out);
     const num = (s: string, re: RegExp) => Number(re.exec(s)?.[1] ?? Number.NaN);
     const doS = section(out, 'Statistics for: DISCOVER-OFFER');
     const raS = section(out, 'Statistics for: REQUEST-ACK');

@@ -85,6 +85,7 @@ export class EventRing {
     const id = ++this.seq;
     const estimate = sizeOf(e);
     const x = estimate === undefined ? exact(id, e) : new Entry(id, e, estimate);
+    if (this.size < 1) return x; // no replay kept
     if (this.count === this.buf.length) this.evict();
     this.buf[(this.head + this.count) % this.buf.length] = x;
     this.count++;
