@@ -280,11 +280,21 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       section(out, t)
         .split('\n')
         .filter((l) => l.startsWith('sent / received'));
-    const acked = section(out, 'Leases for REQUEST-ACK')
+    const leases = section(out, 'Leases for REQUEST-ACK')
       .split('\n')
-      .map((l) => l.split(',')[1])
-      .filter((a): a is string => !!a && /^\d+\.\d+\.\d+\.\d+$/.test(a));
-    let note = nonUnique > 0 ? `${nonUnique} NON-UNIQUE addresses` : '';
+      .map((l) => l.split(','))
+      .filter((f) => !!f[1] && /^\d+\.\d+\.\d+\.\d+$/.test(f[1]));
+    const acked = leases.map((f) => f[1]!);
+    // perfdhcp counts an address ACKed twice as non-unique even to the same client (-R repeats clients, and a
+    // client that starts over gets its lease again): an address ACKed to two client ids is the real fault.
+    const owner = new Map<string, string>();
+    let twice = 0;
+    for (const [client, address] of leases) {
+      const o = owner.get(address!);
+      if (o === undefined) owner.set(address!, client!);
+      else if (o !== client) twice++;
+    }
+    let note = nonUnique > 0 ? `${nonUnique} NON-UNIQUE addresses (${twice} to two clients)` : '';
     if (server.after) note = [note, await server.after(proc, n, [...new Set(acked)])].filter(Boolean).join(', ');
     return {
       rate,
