@@ -44,15 +44,26 @@ export function statementCache(db) {
  * dead writer thread left unconfirmed can be replayed on the main thread. `kind` is checked by the caller.
  */
 export function batchTransaction(db, prep) {
+  // By kind, not by SQL text: no statement text built and hashed per lease.
+  const byKind = new Map();
+  const statements = (kind) => {
+    let s = byKind.get(kind);
+    if (!s) {
+      s = {
+        del: prep(`DELETE FROM ${kind} WHERE key = ?`),
+        put: prep(
+          `INSERT INTO ${kind} (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag`,
+        ),
+      };
+      byKind.set(kind, s);
+    }
+    return s;
+  };
   return db.transaction((items) => {
     for (const it of items) {
-      if (it.json === null) {
-        prep(`DELETE FROM ${it.kind} WHERE key = ?`).run(it.key);
-      } else {
-        prep(
-          `INSERT INTO ${it.kind} (key, doc, etag) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, etag = excluded.etag`,
-        ).run(it.key, it.json, etagOf(it.json));
-      }
+      const s = statements(it.kind);
+      if (it.json === null) s.del.run(it.key);
+      else s.put.run(it.key, it.json, etagOf(it.json));
     }
   });
 }
