@@ -18,7 +18,7 @@
  * built (npm run build:native).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -195,8 +195,26 @@ type Result = {
   drop: number;
   p99do: number;
   p99ra: number;
+  /** The server's CPU time (every thread) per ACK over the measured period, in µs: robust on a loaded host. */
+  cpuPerAck: number;
+  /** The same for the main thread alone (the event loop that reads packets and sends replies). */
+  cpuMainPerAck: number;
   note: string;
 };
+
+/** CPU time in ns of every live thread of `pid`, and of its main thread (/proc/PID/task/TID/schedstat). */
+function cpuNs(pid: number | undefined): { all: number; main: number } {
+  const none = { all: Number.NaN, main: Number.NaN };
+  if (pid === undefined) return none;
+  try {
+    const of = (t: string) => Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+    let all = 0;
+    for (const t of readdirSync(`/proc/${pid}/task`)) all += of(t);
+    return { all, main: of(String(pid)) };
+  } catch {
+    return none;
+  }
+}
 
 function p99(lines: string[]): number {
   const d = lines.map((l) => {
@@ -224,6 +242,7 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       20_000,
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
+    const cpu0 = cpuNs(proc.child.pid);
     // -W: exchanges still in flight when the period ends get perfdhcp's drop time (1 s) to complete instead of
     // counting as lost, so the loss figure is the server's and not the length of the run's tail.
     const r = await runIn(
@@ -248,7 +267,9 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       ]),
       (secs + 30) * 1000,
     );
+    const cpu1 = cpuNs(proc.child.pid);
     const out = r.out;
+    if (process.env.PERFDHCP_OUT) writeFileSync(`${process.env.PERFDHCP_OUT}-${n}.txt`, out);
     const num = (s: string, re: RegExp) => Number(re.exec(s)?.[1] ?? Number.NaN);
     const doS = section(out, 'Statistics for: DISCOVER-OFFER');
     const raS = section(out, 'Statistics for: REQUEST-ACK');
@@ -259,11 +280,21 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       section(out, t)
         .split('\n')
         .filter((l) => l.startsWith('sent / received'));
-    const acked = section(out, 'Leases for REQUEST-ACK')
+    const leases = section(out, 'Leases for REQUEST-ACK')
       .split('\n')
-      .map((l) => l.split(',')[1])
-      .filter((a): a is string => !!a && /^\d+\.\d+\.\d+\.\d+$/.test(a));
-    let note = nonUnique > 0 ? `${nonUnique} NON-UNIQUE addresses` : '';
+      .map((l) => l.split(','))
+      .filter((f) => !!f[1] && /^\d+\.\d+\.\d+\.\d+$/.test(f[1]));
+    const acked = leases.map((f) => f[1]!);
+    // perfdhcp counts an address ACKed twice as non-unique even to the same client (-R repeats clients, and a
+    // client that starts over gets its lease again): an address ACKed to two client ids is the real fault.
+    const owner = new Map<string, string>();
+    let twice = 0;
+    for (const [client, address] of leases) {
+      const o = owner.get(address!);
+      if (o === undefined) owner.set(address!, client!);
+      else if (o !== client) twice++;
+    }
+    let note = nonUnique > 0 ? `${nonUnique} NON-UNIQUE addresses (${twice} to two clients)` : '';
     if (server.after) note = [note, await server.after(proc, n, [...new Set(acked)])].filter(Boolean).join(', ');
     return {
       rate,
@@ -274,6 +305,8 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       drop: sent > 0 ? 1 - acks / sent : 1,
       p99do: p99(lines('Timestamps for packets: DISCOVER-OFFER')),
       p99ra: p99(lines('Timestamps for packets: REQUEST-ACK')),
+      cpuPerAck: acks > 0 ? (cpu1.all - cpu0.all) / 1000 / acks : Number.NaN,
+      cpuMainPerAck: acks > 0 ? (cpu1.main - cpu0.main) / 1000 / acks : Number.NaN,
       note,
     };
   } finally {
@@ -312,7 +345,7 @@ async function main() {
   let n = 0;
   const report = (s: Server, r: Result) =>
     console.log(
-      `${s.name.padEnd(8)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms ${r.note}`,
+      `${s.name.padEnd(8)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms  cpu ${r.cpuPerAck.toFixed(0).padStart(4)} µs/DORA (main ${r.cpuMainPerAck.toFixed(0)}) ${r.note}`,
     );
   const ok = (r: Result) => r.drop < 0.01 && r.achieved >= r.rate * 0.95 && !/NON-UNIQUE|LOST/.test(r.note);
   // Every server runs each rate RUNS times, the runs interleaved so that machine noise hits all alike; the

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import type { BackgroundGuard } from './guard.js';
+import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
 
 export type LeaseState = Lease['state'];
@@ -105,9 +106,11 @@ class MemoryLeaseTable implements LeaseTable {
   private readonly byId = new Map<string, number>();
   private readonly byMac = new Map<string, number>();
   private readonly cursors = new Map<string, number>(); // next-free scan position per subnet
+  private readonly heldCounts: HeldCounts;
 
   constructor(private readonly deps: LeaseTableDeps) {
     this.now = deps.now ?? Date.now;
+    this.heldCounts = new HeldCounts((s, t) => this.countHeld(s, t), this.now);
   }
 
   /** A stored lease, at start. */
@@ -116,6 +119,7 @@ class MemoryLeaseTable implements LeaseTable {
     const rec: LeaseRec = { ...d, ip: ipInt(d.address), exp: Date.parse(d.expiresAt) || 0 };
     this.byIp.set(rec.ip, rec);
     if (rec.state !== 'declined') this.index(rec);
+    this.heldCounts.forget();
   }
 
   private index(r: LeaseRec): void {
@@ -295,6 +299,7 @@ class MemoryLeaseTable implements LeaseTable {
   async release(address: string, client: ClientRef): Promise<boolean> {
     const r = this.byIp.get(ipInt(address));
     if (!r || !belongsTo(r, who(client)) || r.state === 'declined') return false;
+    this.heldCounts.moved(r.ip, isHeld(r, this.now()), false);
     r.state = 'released';
     r.exp = this.now();
     r.expiresAt = new Date(r.exp).toISOString();
@@ -321,6 +326,7 @@ class MemoryLeaseTable implements LeaseTable {
     const old = this.byIp.get(rec.ip);
     if (old) this.unindex(old);
     this.byIp.set(rec.ip, rec);
+    this.heldCounts.moved(rec.ip, isHeld(old, t), isHeld(rec, t));
     await this.persist(rec);
     this.deps.bus.emit({
       type: 'lease.declined',
@@ -352,6 +358,7 @@ class MemoryLeaseTable implements LeaseTable {
         n++;
       }
     }
+    if (n > 0) this.heldCounts.forget();
     return n;
   }
 
@@ -361,6 +368,7 @@ class MemoryLeaseTable implements LeaseTable {
     if (!r) return;
     this.byIp.delete(ip);
     this.unindex(r);
+    this.heldCounts.moved(ip, isHeld(r, this.now()), false);
   }
 
   size(): number {
@@ -368,7 +376,10 @@ class MemoryLeaseTable implements LeaseTable {
   }
 
   held(s: SubnetInfo): number {
-    const t = this.now();
+    return this.heldCounts.held(s);
+  }
+
+  private countHeld(s: SubnetInfo, t: number): number {
     let n = 0;
     for (const r of this.byIp.values())
       if (inRange(s, r.ip) && r.exp > t && (r.state === 'bound' || r.state === 'declined')) n++;
@@ -388,6 +399,7 @@ class MemoryLeaseTable implements LeaseTable {
     // The client moves to another address: its old one becomes reusable at once.
     const prev = this.lookup(s.name, c);
     if (prev && prev.ip !== ip && live(prev, t)) {
+      this.heldCounts.moved(prev.ip, isHeld(prev, t), false);
       prev.state = 'released';
       prev.exp = t;
       prev.expiresAt = new Date(t).toISOString();
@@ -397,6 +409,7 @@ class MemoryLeaseTable implements LeaseTable {
     const old = this.byIp.get(ip);
     const same = old !== undefined && old.state !== 'declined' && belongsTo(old, c);
     if (old) this.unindex(old);
+    const wasHeld = isHeld(old, t);
     // A client that sent no identifier this time (a PXE ROM before its OS) keeps the one its lease has.
     const clientId = c.id ?? (same ? old.clientId : undefined);
     const hostname = extra.hostname ?? (same ? old.hostname : undefined);
@@ -414,6 +427,7 @@ class MemoryLeaseTable implements LeaseTable {
     };
     this.byIp.set(ip, rec);
     this.index(rec);
+    this.heldCounts.moved(ip, wasHeld, isHeld(rec, t));
     return rec;
   }
 }

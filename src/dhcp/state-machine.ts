@@ -285,13 +285,23 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   const machine = known !== undefined ? (known ?? undefined) : await env.machines.lookup(a.mac);
   const refused = refusal(a, env, state, address, machine !== undefined, own);
   if (refused) return refused;
-  // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC.
-  await leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
+  // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC. bind takes
+  // the address before it returns (synchronously) and resolves once the lease is on disk; the ACK is built
+  // meanwhile, so that a batch of ACKs confirmed by one commit has only their sending left.
+  const durable = leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
+  let r: DhcpPacket;
+  let boot: ReturnType<typeof filled>;
+  try {
+    r = baseReply(pkt, MessageType.ACK, a.server);
+    r.yiaddr = address;
+    r.ciaddr = pkt.ciaddr;
+    boot = filled(a, env, r, machine, address, a.leaseSeconds);
+  } catch (err) {
+    durable.catch(() => {}); // the lease write still goes on; this request fails with the first error
+    throw err;
+  }
+  await durable;
   env.offers.settle(ipInt(address), subnet.name);
-  const r = baseReply(pkt, MessageType.ACK, a.server);
-  r.yiaddr = address;
-  r.ciaddr = pkt.ciaddr;
-  const boot = filled(a, env, r, machine, address, a.leaseSeconds);
   env.log.info({ mac: a.mac, address, subnet: subnet.name }, 'dhcp: ACK');
   return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot };
 }

@@ -15,32 +15,91 @@ export type EventsOptions = {
 
 type Subscriber = { res: ServerResponse; match: (e: PlinthEvent) => boolean; ip: string };
 
-/** An event with its id and its SSE text, made once for every stream and the replay. */
-type Entry = { id: number; e: PlinthEvent; frame: string };
+/**
+ * An event with its id; its SSE text is made when a stream first needs it (a live stream or a replay), then kept
+ * for every other stream. A DHCP flood publishes several events per exchange, usually with nobody watching:
+ * serialising each as it is published cost the packet path a JSON.stringify per event for nothing.
+ */
+export class Entry {
+  private text: string | undefined;
+  constructor(
+    readonly id: number,
+    readonly e: PlinthEvent,
+    /** What the ring counts against its byte bound: the text's length, or an estimate of it (see sizeOf). */
+    readonly size: number,
+    text?: string,
+  ) {
+    this.text = text;
+  }
+
+  frame(): string {
+    this.text ??= `id: ${this.id}\nevent: ${this.e.type}\ndata: ${JSON.stringify(this.e)}\n\n`;
+    return this.text;
+  }
+}
+
+// Strings longer than this are measured by serialising the event: JSON escapes may make a string up to 6 times
+// longer, so an estimate may be short by at most this much per field.
+const SHORT = 256;
+
+/**
+ * The length of an event's SSE text without making it, for the daemon's flat events (a head and a `data` of a
+ * few short strings, numbers and booleans: leases, boots, CRUD); undefined for anything else (a machine's
+ * callback carries whatever body it posted), which the ring then serialises to count exactly.
+ */
+function sizeOf(e: PlinthEvent): number | undefined {
+  let n = 64 + 2 * e.type.length + e.at.length + (e.key?.length ?? 0) + (e.machine?.length ?? 0);
+  if (n > 64 + 4 * SHORT) return undefined;
+  const data = e.data as Record<string, unknown> | undefined;
+  if (data === undefined) return n;
+  for (const k in data) {
+    const v = data[k];
+    if (typeof v === 'string' && v.length <= SHORT) n += k.length + v.length + 6;
+    else if (typeof v === 'number' || typeof v === 'boolean' || v === undefined || v === null) n += k.length + 28;
+    else return undefined;
+  }
+  return n;
+}
 
 /**
  * The last events, at most `size` of them and `maxBytes` of their text (a machine's callback may carry a large
  * body: the count alone would not bound memory). Ids are the daemon's, one sequence for every stream, from 1 at
  * start: an id the ring no longer holds (or one from an earlier run) tells the replay that events were lost.
+ * A circular buffer: pushing evicts the oldest in O(1) (Array.shift moved all 1,024 entries, per event).
  */
 export class EventRing {
-  private buf: Entry[] = [];
+  private readonly buf: (Entry | undefined)[];
+  /** Index of the oldest entry in buf, and how many are kept. */
+  private head = 0;
+  private count = 0;
   private bytes = 0;
   private seq = 0;
   constructor(
     readonly size: number,
     readonly maxBytes = 8 * 1024 * 1024,
-  ) {}
+  ) {
+    this.buf = new Array(Math.max(1, size));
+  }
 
   push(e: PlinthEvent): Entry {
     const id = ++this.seq;
-    const x: Entry = { id, e, frame: `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n` };
-    this.buf.push(x);
-    this.bytes += x.frame.length;
-    while (this.buf.length > this.size || (this.bytes > this.maxBytes && this.buf.length > 1)) {
-      this.bytes -= this.buf.shift()!.frame.length;
-    }
+    const estimate = sizeOf(e);
+    const x = estimate === undefined ? exact(id, e) : new Entry(id, e, estimate);
+    if (this.size < 1) return x; // no replay kept
+    if (this.count === this.buf.length) this.evict();
+    this.buf[(this.head + this.count) % this.buf.length] = x;
+    this.count++;
+    this.bytes += x.size;
+    while (this.bytes > this.maxBytes && this.count > 1) this.evict();
     return x;
+  }
+
+  private evict() {
+    const x = this.buf[this.head]!;
+    this.buf[this.head] = undefined;
+    this.head = (this.head + 1) % this.buf.length;
+    this.count--;
+    this.bytes -= x.size;
   }
 
   /** The newest id given (0: none yet). */
@@ -53,10 +112,18 @@ export class EventRing {
    * than any given (a client of an earlier run of the daemon).
    */
   since(id: number): { entries: Entry[]; lost: boolean } {
-    if (id > this.seq) return { entries: [...this.buf], lost: true };
-    const oldest = this.buf[0]?.id ?? this.seq + 1;
-    return { entries: this.buf.filter((x) => x.id > id), lost: id < oldest - 1 };
+    // Kept ids are consecutive, the newest being seq: the one after `id` sits at a known offset.
+    const oldest = this.seq - this.count + 1;
+    const from = id > this.seq ? 0 : Math.max(0, id + 1 - oldest);
+    const entries: Entry[] = [];
+    for (let i = from; i < this.count; i++) entries.push(this.buf[(this.head + i) % this.buf.length]!);
+    return { entries, lost: id > this.seq || id < oldest - 1 };
   }
+}
+
+function exact(id: number, e: PlinthEvent): Entry {
+  const text = `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+  return new Entry(id, e, text.length, text);
 }
 
 /** `Last-Event-ID` (EventSource sends it when it reconnects) or `?lastEventId=`; anything but a count is none. */
@@ -72,7 +139,8 @@ function lastEventId(header: unknown, query: unknown): number | undefined {
  * Every event gets the daemon's next id whether anyone watches or not, and the last `replay` are kept: a client
  * reconnecting with `Last-Event-ID` gets those it missed (matching its filters), after an `event: lost` when the
  * buffer no longer reaches back to its id. One bus listener serves every stream: each event is serialised once,
- * however many watch it (a DHCP flood publishes thousands a second), and the number of streams is capped.
+ * however many watch it, and only when one does (a DHCP flood publishes thousands a second, mostly unwatched);
+ * the number of streams is capped.
  */
 export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logger } & EventsOptions) {
   const maxSubscribers = deps.maxSubscribers ?? 64;
@@ -91,7 +159,7 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
       s.res.destroy();
       return;
     }
-    s.res.write(x.frame);
+    s.res.write(x.frame());
   };
   const off = deps.bus.on((e) => {
     const x = ring.push(e);

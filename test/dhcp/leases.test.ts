@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { HeldCounts } from '../../src/dhcp/held.js';
 import { loadLeaseTable } from '../../src/dhcp/leases.js';
 import { createBus } from '../../src/events.js';
 import type { SubnetInfo } from '../../src/inventory/cache.js';
@@ -100,5 +101,71 @@ describe('lease allocation', () => {
     expect(await leases.release('10.99.1.10', 'aa:00:00:00:00:01')).toBe(true);
     expect(events).toContain('lease.released');
     expect(leases.usable(s, 'aa:00:00:00:00:02', '10.99.1.10', undefined)).toBe(true);
+  });
+});
+
+describe('held addresses (the offer cap asks on every unknown DISCOVER)', () => {
+  it('HeldCounts counts a pool once, follows changes, and counts again when a clock moves a second', () => {
+    let t = 1_000_000;
+    let scans = 0;
+    const counts = new HeldCounts(
+      () => {
+        scans++;
+        return 5;
+      },
+      () => t,
+    );
+    const s = subnet();
+    expect(counts.held(s)).toBe(5);
+    expect(counts.held(s)).toBe(5);
+    expect(scans).toBe(1);
+    counts.moved(s.start + 1, false, true);
+    counts.moved(s.start + 2, true, true); // bound again: no change
+    counts.moved(s.end + 1, false, true); // outside the pool
+    expect(counts.held(s)).toBe(6);
+    counts.moved(s.start, true, false);
+    expect(counts.held(s)).toBe(5);
+    expect(scans).toBe(1);
+    t += 1000;
+    expect(counts.held(s)).toBe(5);
+    expect(scans).toBe(2);
+    counts.forget();
+    counts.held(s);
+    expect(scans).toBe(3);
+  });
+
+  it('the lease table answers what a pass over its leases would, through binds, moves, releases and declines', async () => {
+    const { leases, clock } = await table();
+    const s = subnet({ activeStart: '10.99.1.10', activeEnd: '10.99.1.40' });
+    const addr = (i: number) => `10.99.1.${10 + i}`;
+    const mac = (i: number) => `aa:00:00:00:01:${i.toString(16).padStart(2, '0')}`;
+    const scan = () => {
+      let n = 0;
+      for (let i = 0; i <= 30; i++) {
+        const r = leases.get(addr(i));
+        if (r && (r.state === 'bound' || r.state === 'declined') && r.exp > clock.now()) n++;
+      }
+      return n;
+    };
+    // A deterministic sequence (a small LCG): every kind of change, checked after each.
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    expect(leases.held(s)).toBe(0);
+    for (let step = 0; step < 400; step++) {
+      const a = addr(rnd(31));
+      const m = mac(rnd(12));
+      const op = rnd(6);
+      if (op === 0) leases.offer(s, m, a, 30);
+      else if (op === 1 || op === 2) await leases.bind(s, m, a, 60 + rnd(60));
+      else if (op === 3) await leases.release(a, m);
+      else if (op === 4) await leases.decline(s, a, m, 30);
+      else if (rnd(4) === 0) leases.drop(a);
+      else clock.advance(rnd(3) === 0 ? 50 : 0);
+      if (rnd(10) === 0) leases.reclaim();
+      expect(leases.held(s), `step ${step}`).toBe(scan());
+    }
   });
 });

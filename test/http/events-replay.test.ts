@@ -5,7 +5,7 @@
  */
 import type net from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBus, type PlinthEvent } from '../../src/events.js';
 import { API } from '../../src/http/api-prefix.js';
 import { EventRing, registerEvents } from '../../src/http/events.js';
@@ -81,6 +81,49 @@ describe('EventRing', () => {
     const kept = ring.since(0).entries;
     expect(kept.length).toBe(2);
     expect(kept.map((x) => x.id)).toEqual([9, 10]);
+  });
+});
+
+describe('EventRing without watchers', () => {
+  const lease = (n: number): PlinthEvent => ({
+    type: 'lease.acked',
+    key: `10.0.${n >> 8}.${n & 255}`,
+    data: { mac: '52:54:00:12:34:56', subnet: 'lab', expiresAt: '2026-12-05T19:00:00.000Z' },
+    at: '2026-12-05T18:00:00.000Z',
+  });
+
+  it('serialises an event only when a stream reads it, once, and wraps around keeping ids in order', () => {
+    const ring = new EventRing(4);
+    const spy = vi.spyOn(JSON, 'stringify');
+    try {
+      for (let n = 1; n <= 10; n++) ring.push(lease(n));
+      expect(spy).not.toHaveBeenCalled();
+      const { entries, lost } = ring.since(5);
+      expect(lost).toBe(true); // 6 is gone: 7..10 are kept
+      expect(entries.map((x) => x.id)).toEqual([7, 8, 9, 10]);
+      const f = entries[0]!.frame();
+      expect(entries[0]!.frame()).toBe(f);
+      expect(spy).toHaveBeenCalledTimes(1);
+      expect(f).toBe(`id: 7\nevent: lease.acked\ndata: ${JSON.stringify(lease(7))}\n\n`);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(ring.since(9).entries.map((x) => x.id)).toEqual([10]);
+    expect(ring.since(6)).toMatchObject({ lost: false });
+  });
+
+  it('counts a flat event by an estimate close to its text, and anything else by its text', () => {
+    const ring = new EventRing(10);
+    const flat = ring.push(lease(1));
+    expect(flat.size).toBeGreaterThanOrEqual(flat.frame().length);
+    expect(flat.size).toBeLessThan(flat.frame().length * 1.5);
+    // A callback's body is whatever the machine posted: nested, so measured exactly.
+    const nested = ring.push({ type: 'machine.report', machine: 'm', data: { disks: [{ size: 1 }] }, at: '' });
+    expect(nested.size).toBe(nested.frame().length);
+    // A long string could be escaped to several times its length: measured exactly too.
+    const quotes = ring.push({ type: 'machine.note', machine: 'm', data: { text: '"'.repeat(1000) }, at: '' });
+    expect(quotes.size).toBe(quotes.frame().length);
+    expect(quotes.size).toBeGreaterThan(2000);
   });
 });
 
