@@ -109,6 +109,11 @@ describe('/ui power', () => {
     await page.click('#machines tr[data-name="nobmc"]');
     await expect.poll(() => page.textContent('#power-state')).toBe('no BMC');
     expect(await page.isHidden('#power-controls')).toBe(true);
+    // Given a BMC while shown: the panel asks for its power without being selected again.
+    sim.add('nobmc', '52:54:00:fd:00:99', 'off');
+    expect((await api('PATCH', '/api/v1/machines/nobmc', { bmc: sim.bmcOf('nobmc') })).status).toBe(200);
+    await expect.poll(() => page.textContent('#power-state'), { timeout: 10_000 }).toBe('off');
+    expect(await page.isVisible('#power-controls')).toBe(true);
 
     await page.click('#machines tr[data-name="pw1"]');
     await expect.poll(() => page.textContent('#power-state'), { timeout: 10_000 }).toBe('on');
@@ -151,8 +156,12 @@ describe('/ui power', () => {
       .toMatch(/^reprovisioned to good in \d+\.\d s$/);
     expect(sim.machines.get('pw1')!.ops.map((o) => o.op)).toContain('bootdev:pxe');
     expect((await api('GET', '/api/v1/machines/pw1')).body.bootEnv).toBe('good');
+    // The state is asked for on selection, after an action and by the reprovision, never because a power event
+    // refreshed the panel (a GET is a BMC call whose event would refresh it again).
+    expect(sim.count('pw1', 'status')).toBe(3);
+    expect(sim.count('nobmc', 'status')).toBe(1);
     await page.close();
-  }, 90_000);
+  }, 120_000);
 });
 
 describe('/ui rollouts', () => {
