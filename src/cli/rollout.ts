@@ -45,9 +45,9 @@ export async function rolloutStatus(id: string | undefined, o: { watch?: boolean
   const get = async () => (await ctx.client.request('GET', `/rollouts/${seg(id)}`)).body as Rollout;
   let r = await get();
   if (o.watch) {
-    // The bar counts machines done (the progress library's figures are byte counts: 1 B is one machine).
+    // The bar counts machines done: plain counts, not the byte sizes a download's bar shows.
     const { progress } = await import('./progress.js');
-    const bar = progress(ctx.io, `rollout ${r.id} (machines)`, r.machines.length);
+    const bar = progress(ctx.io, `rollout ${r.id} machines`, r.machines.length, { unit: 'count' });
     let shown = 0;
     let state = '';
     while (!ctx.signal.aborted) {
