@@ -12,7 +12,6 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from '../../src/daemon.js';
 import { silentLogger } from '../../src/log.js';
-import { usePowerDrivers } from '../../src/wiring.js';
 import { ports } from '../dhcp/helpers.js';
 import { BMC_PASSWORD, httpBmcDrivers, type SimFleet, simFleet } from '../fleet/sim.js';
 import { CHROMIUM, launchChromium } from '../helpers/browser.js';
@@ -46,7 +45,6 @@ beforeAll(async () => {
     api: () => ({ url: base(), token }),
     broken: new Set(['broken']),
   });
-  usePowerDrivers(httpBmcDrivers(sim.bmcUrl));
   daemon = await startDaemon(
     testConfig(dataDir, { dhcp: true, dhcpPort: p.port, dhcpProxyPort: p.proxyPort }),
     silentLogger,
@@ -58,9 +56,9 @@ beforeAll(async () => {
         relayPort: p.relayPort,
         replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
       },
+      drivers: httpBmcDrivers(sim.bmcUrl),
     },
   );
-  usePowerDrivers(undefined);
   token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
   const subnet = { name: 'lab', subnet: '10.99.1.0/24', activeStart: '10.99.1.100', activeEnd: '10.99.1.199' };
   expect((await api('POST', '/api/v1/subnets', subnet)).status).toBe(201);
