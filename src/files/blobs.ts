@@ -7,7 +7,7 @@
  * deletes, so a bootenv created while it ran keeps its blobs.
  */
 import { randomUUID } from 'node:crypto';
-import { chmod, link, lstat, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 export const BLOB_DIR = '.blobs';
@@ -23,10 +23,34 @@ export function blobAbs(root: string, sha256: string): string {
   return path.join(root, blobRel(sha256));
 }
 
-/** The digest a blob path names, or undefined for any other path. */
+/**
+ * A pinned artifact under its own name, for a bootenv whose path has since moved on to other bytes:
+ * `.blobs/views/<digest>/<path>`, a hard link to the blob. The name keeps the path's last segment, which iPXE
+ * gives the kernel as the initrd's name (`initrd=initrd.gz`), and it is shared by every bootenv pinning that digest
+ * at that path.
+ */
+export function viewRel(sha256: string, rel: string): string {
+  if (!SHA.test(sha256)) throw new Error(`not a sha256 digest: ${sha256}`);
+  return `${BLOB_DIR}/views/${sha256}/${rel}`;
+}
+
+/** The digest a blob or view path names, or undefined for any other path. */
 export function digestOfBlobRel(rel: string): string | undefined {
   const m = /^\.blobs\/sha256\/([0-9a-f]{2})\/([0-9a-f]{64})$/.exec(rel);
-  return m && m[2]!.startsWith(m[1]!) ? m[2] : undefined;
+  if (m) return m[2]!.startsWith(m[1]!) ? m[2] : undefined;
+  return /^\.blobs\/views\/([0-9a-f]{64})\/[^/]/.exec(rel)?.[1];
+}
+
+/** Makes (or finds) the view of a present blob; returns its path relative to the root. */
+export async function ensureView(root: string, sha256: string, rel: string): Promise<string> {
+  const v = viewRel(sha256, rel);
+  const abs = path.join(root, v);
+  const blob = blobAbs(root, sha256);
+  const [a, b] = await Promise.all([stat(abs).catch(() => undefined), stat(blob)]);
+  if (a && a.ino === b.ino && a.dev === b.dev) return v;
+  await mkdir(path.dirname(abs), { recursive: true, mode: 0o700 });
+  await linkPath(blob, abs);
+  return v;
 }
 
 /** Whether a path relative to the root lies in the blob store (never listed, never uploaded to by path). */
@@ -188,6 +212,8 @@ export async function collectGarbage(root: string, pinned: () => Promise<Set<str
     for (const b of candidates) {
       if (now.has(b.sha256)) continue;
       try {
+        // Its views first: a hard link left there would keep the bytes on disk.
+        await rm(path.join(root, BLOB_DIR, 'views', b.sha256), { recursive: true, force: true });
         await unlink(b.abs);
         removed.push({ sha256: b.sha256, size: b.size });
       } catch (err) {

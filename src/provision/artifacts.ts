@@ -6,7 +6,7 @@
  */
 
 import type { Bus } from '../events.js';
-import { blobAbs, blobRel, digestOfBlobRel, ingestPath } from '../files/blobs.js';
+import { blobRel, digestOfBlobRel, ensureView, ingestPath } from '../files/blobs.js';
 import { confineLexical } from '../files/confine.js';
 import { fileInfo } from '../files/store-files.js';
 import type { Logger } from '../log.js';
@@ -56,6 +56,22 @@ export function artifactCheck(deps: ArtifactDeps) {
     return { ...a, blob, state: 'missing', detail };
   };
 
+  /** The served name of each pinned kernel/initrd: its path while that holds the pinned bytes, else its view. */
+  const bind = async (be: BootEnv) => {
+    const served = async (rel: string) => {
+      const pin = be.artifacts.find((a) => a.path === rel);
+      if (!pin || (await info(rel))?.sha256 === pin.sha256) return rel;
+      try {
+        return await ensureView(filesDir, pin.sha256, rel);
+      } catch (err) {
+        log.warn({ err: (err as Error).message, path: rel }, 'artifact: cannot link the view of its pinned blob');
+        return blobRel(pin.sha256);
+      }
+    };
+    if (be.kernel) be.kernel = await served(be.kernel);
+    be.initrds = await Promise.all(be.initrds.map(served));
+  };
+
   // Which digests the bootenvs pin at each path, reloaded after any bootenv changes.
   let pins: Promise<Map<string, Map<string, string>>> | undefined;
   const off = deps.bus.on((e) => {
@@ -85,19 +101,17 @@ export function artifactCheck(deps: ArtifactDeps) {
       return { ready: bad.length === 0, artifacts, missing: bad.map((a) => a.path) };
     },
 
-    /** What is wrong with a bootenv's artifacts, one sentence each; empty when every pinned blob is there. */
+    /**
+     * What is wrong with a bootenv's artifacts, one sentence each; empty when every pinned blob is there. When
+     * all are, `be` (the render's own parsed copy) is bound to its pins: a kernel or initrd whose path now holds
+     * other bytes (a later PUT) is renamed to the view of its pinned blob, so the script the render writes names
+     * the bytes this bootenv pinned, over HTTP and TFTP alike, and assigning the previous bootenv rolls back.
+     */
     async verify(be: BootEnv): Promise<string[]> {
       const states = await Promise.all(be.artifacts.map(stateOf));
-      return states.filter((s) => s.state !== 'present').map((s) => s.detail!);
-    },
-
-    /**
-     * The file a machine booting `be` is served for `rel`: the blob its bootenv pins at that path (absolute), or
-     * undefined when the bootenv pins nothing there (the path is served as it is).
-     */
-    lookup(be: Pick<BootEnv, 'artifacts'>, rel: string): { abs: string; sha256: string } | undefined {
-      const a = be.artifacts.find((x) => x.path === rel);
-      return a ? { abs: blobAbs(filesDir, a.sha256), sha256: a.sha256 } : undefined;
+      const bad = states.filter((s) => s.state !== 'present').map((s) => s.detail!);
+      if (bad.length === 0) await bind(be);
+      return bad;
     },
 
     /**
