@@ -74,33 +74,35 @@ function verdict(r: Run, what: string, allowed: string[]): string {
       'bad-signature',
       `the signature of ${what} is BAD (key ${bad.split(' ')[1]}): its bytes were altered or it was signed over other bytes`,
     );
+  const revoked = line('REVKEYSIG');
+  if (revoked)
+    throw new SignatureError('bad-signature', `${what} is signed by key ${revoked.split(' ')[1]}, which is revoked`);
+  // Several signatures (Debian's InRelease carries two or three): enough that one is good and allowed; a BAD one
+  // anywhere was refused above.
+  const valid = r.status.filter((x) => x.startsWith('VALIDSIG ')).map((x) => x.split(' '));
+  const allow = allowed.map(normalFingerprint);
+  const signers = valid.map((f) => ({ primary: normalFingerprint(f[10] ?? f[1]!), key: normalFingerprint(f[1]!) }));
+  const ok = signers.find((v) => allow.length === 0 || allow.includes(v.primary) || allow.includes(v.key));
+  if (ok) return ok.primary;
+  if (signers.length)
+    throw new SignatureError(
+      'signer-not-allowed',
+      `${what} is signed by ${signers.map((v) => v.primary).join(', ')}, in the keyring but not among the manifest's fingerprints (${allow.join(', ')})`,
+    );
   const nokey = line('NO_PUBKEY') ?? line('ERRSIG');
-  if (nokey && !line('VALIDSIG')) {
+  if (nokey) {
     const keyid = nokey.split(' ')[1];
     throw new SignatureError(
       'unknown-key',
       `${what} is signed by key ${keyid}, which is not in the configured keyring: add the vendor's key to the keyring (after checking its fingerprint), or fix the manifest`,
     );
   }
-  const valid = line('VALIDSIG');
-  if (!valid || r.code !== 0) {
-    if (r.status.includes('NODATA 1') || r.status.some((s) => s.startsWith('NODATA')))
-      throw new SignatureError('no-signature', `${what}: no OpenPGP signature found in the signature file`);
-    throw new SignatureError(
-      'bad-signature',
-      `the signature of ${what} could not be verified: ${r.stderr.trim().split('\n').pop() ?? `gpgv exit ${r.code}`}`,
-    );
-  }
-  const f = valid.split(' ');
-  const signer = normalFingerprint(f[10] ?? f[1]!);
-  const subkey = normalFingerprint(f[1]!);
-  const allow = allowed.map(normalFingerprint);
-  if (allow.length && !allow.includes(signer) && !allow.includes(subkey))
-    throw new SignatureError(
-      'signer-not-allowed',
-      `${what} is signed by ${signer}, which is in the keyring but not among the manifest's fingerprints (${allow.join(', ')})`,
-    );
-  return signer;
+  if (r.status.some((x) => x.startsWith('NODATA')))
+    throw new SignatureError('no-signature', `${what}: no OpenPGP signature found in the signature file`);
+  throw new SignatureError(
+    'bad-signature',
+    `the signature of ${what} could not be verified: ${r.stderr.trim().split('\n').pop() || `gpgv exit ${r.code}`}`,
+  );
 }
 
 /** A detached signature (`.asc`, `.sig`, `.gpg`) over `data`. Returns the signer's primary fingerprint. */
