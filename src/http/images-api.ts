@@ -4,6 +4,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../events.js';
+import { pinNewBootenvs } from '../files/pins.js';
+import { fileInfo } from '../files/store-files.js';
 import { DownloadError } from '../images/fetch.js';
 import { ImportError, importManifest } from '../images/import.js';
 import { parseManifest, validateManifest } from '../images/manifest.js';
@@ -33,7 +35,11 @@ function importProblem(err: unknown): never {
 
 export function registerImageRoutes(app: FastifyInstance, deps: Deps) {
   const artifacts = artifactCheck(deps);
-  app.addHook('onClose', async () => artifacts.close());
+  const unpin = pinNewBootenvs({ ...deps, infoOf: (rel) => fileInfo(deps.store, deps.filesDir, rel) });
+  app.addHook('onClose', async () => {
+    artifacts.close();
+    unpin();
+  });
 
   app.get<{ Params: { name: string } }>('/bootenvs/:name/status', async (req) => {
     const s = await deps.store.get('bootenvs', req.params.name);
@@ -56,8 +62,11 @@ export function registerImageRoutes(app: FastifyInstance, deps: Deps) {
         { path: 'manifest', message: 'required' },
       ]);
     const m = typeof body.manifest === 'string' ? parseManifest(body.manifest) : validateManifest(body.manifest);
+    // The client gone (the connection closed): the downloads stop and their temp files go.
     const ac = new AbortController();
-    req.raw.socket.once('close', () => ac.abort());
+    const gone = () => ac.abort();
+    req.raw.socket.once('close', gone);
+    reply.raw.once('finish', () => req.raw.socket.off('close', gone));
     const run = (onProgress?: (e: Progress) => void) =>
       importManifest(deps, m, {
         replace: body.replace === true,

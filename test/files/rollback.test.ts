@@ -106,6 +106,23 @@ describe('immutable, content-addressed boot files', () => {
     expect(await overTftp(back.kernel)).toEqual(v1);
   });
 
+  it('a bootenv created without artifacts is pinned to its current files, and keeps them after a PUT', async () => {
+    await put('pin/vmlinuz', v1);
+    expect((await d.api('POST', '/api/v1/bootenvs', { name: 'P', kernel: 'pin/vmlinuz' })).status).toBe(201);
+    let artifacts: unknown;
+    for (let i = 0; i < 100 && !artifacts; i++) {
+      const be = await d.api('GET', '/api/v1/bootenvs/P');
+      if (be.body.artifacts.length) artifacts = be.body.artifacts;
+      else await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(artifacts).toEqual([{ path: 'pin/vmlinuz', sha256: sha(v1) }]);
+    await put('pin/vmlinuz', v2);
+    await d.api('POST', '/api/v1/machines', { name: 'on-p', macs: ['52:54:00:16:00:03'], bootEnv: 'P' });
+    expect(await bytes((await script('52-54-00-16-00-03')).kernel)).toEqual(v1);
+    await d.api('PATCH', '/api/v1/machines/on-p', { bootEnv: 'B' });
+    expect((await d.api('DELETE', '/api/v1/bootenvs/P')).status).toBe(204);
+  });
+
   it('readiness: every pinned blob present; a missing one is named', async () => {
     const a = await d.api('GET', '/api/v1/bootenvs/A/status');
     expect(a.status).toBe(200);
