@@ -4,6 +4,7 @@
  * only when every artifact passed keep them as blobs and create the bootenv pinning them. Any failure removes
  * every temp file: nothing half-imported is left in the files root or the blob store.
  */
+import { randomUUID } from 'node:crypto';
 import { readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Bus } from '../events.js';
@@ -139,7 +140,8 @@ async function verifiedChecksums(
     const f = await fetchOne(c.url, CHECKSUM_MAX, listed ? [listed.algorithm] : []);
     let text: string;
     if (c.signature === 'inline') {
-      const out = `${f.tmp}.txt`;
+      // Named like an upload's temp file: one a crash leaves behind is removed at the next start.
+      const out = path.join(path.dirname(f.tmp), `plinth-upload-${randomUUID()}.part`);
       try {
         signers.add(await verifyClearsigned(keyring!, f.tmp, out, c.url, m.fingerprints));
         text = await readFile(out, 'utf8');
