@@ -8,6 +8,7 @@ import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
 import { counter, type FileInfo, putStream, uploadFile } from './files.js';
 import { humanBytes, print } from './output.js';
+import { progress } from './progress.js';
 
 const PARTS = [
   { suffix: 'kernel', role: 'kernel' },
@@ -139,4 +140,131 @@ export async function fetchBootenv(name: string, values: { force?: boolean }, ct
       `bootenv '${name}': ${missing.map((m) => m.path).join(', ')} ${missing.length === 1 ? 'has' : 'have'} no url and ${missing.length === 1 ? 'is' : 'are'} not on the daemon: ` +
         'upload with plinth files upload LOCAL PATH (the digest must match the pin)',
     );
+}
+
+type Readiness = { name: string; ready: boolean; missing: string[] };
+
+/** Each bootenv's readiness, asked a few at a time: `READY` is `yes`, `no (missing: ...)`, or `-` (pins nothing). */
+async function readinessOf(ctx: CliContext, names: string[]): Promise<Map<string, Readiness>> {
+  const out = new Map<string, Readiness>();
+  const queue = [...names];
+  const worker = async () => {
+    for (let n = queue.shift(); n !== undefined; n = queue.shift()) {
+      const r = await ctx.client.request('GET', `/bootenvs/${seg(n)}/status`, { allow: [404] });
+      if (r.status === 200) out.set(n, r.body as Readiness);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(4, names.length) }, worker));
+  return out;
+}
+
+const readyCell = (r: Readiness | undefined, pins: number) =>
+  !r ? '?' : pins === 0 ? '-' : r.ready ? 'yes' : `no (missing: ${r.missing.join(', ')})`;
+
+/** `plinth bootenv list` with a READY column (every pinned artifact present with its digest). */
+export async function listBootenvs(ctx: CliContext): Promise<void> {
+  const items = (await ctx.client.request('GET', '/bootenvs')).body as { name: string; artifacts?: unknown[] }[];
+  const ready = await readinessOf(
+    ctx,
+    items.map((b) => b.name),
+  );
+  const rows = items.map((b) => ({
+    ...b,
+    ready: ctx.mode === 'table' ? readyCell(ready.get(b.name), b.artifacts?.length ?? 0) : ready.get(b.name)?.ready,
+  }));
+  print(ctx.io, ctx.mode, rows, { columns: ['name', 'kernel', 'ready', 'description'], what: 'bootenvs' });
+}
+
+/** `plinth bootenv get NAME`: the document, with `ready` and `missing`. */
+export async function getBootenv(name: string, ctx: CliContext): Promise<void> {
+  const be = (await ctx.client.request('GET', `/bootenvs/${seg(name)}`)).body as { name: string; artifacts?: [] };
+  const r = (await readinessOf(ctx, [be.name])).get(be.name);
+  print(ctx.io, ctx.mode, { ...be, ready: r?.ready, missing: r?.missing });
+}
+
+type ImportLine = {
+  progress?: { url: string; bytes: number; total?: number };
+  result?: { bootEnv: string; ready: boolean; artifacts: unknown[]; signers: string[]; warnings: string[] };
+  problem?: { status: number; detail: string };
+};
+
+/**
+ * `plinth bootenv import MANIFEST`: the daemon fetches and verifies; its NDJSON answer drives a progress bar per
+ * download on a terminal (src/cli/progress.ts), and the last line is the result or the problem.
+ */
+export async function importBootenv(
+  file: string,
+  values: { replace?: boolean; allowUnsigned?: boolean },
+  ctx: CliContext,
+): Promise<void> {
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : path.resolve(ctx.cwd, file), 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const post = ctx.client.fetch as (u: string, i: RequestInit) => Promise<Response>;
+  let r: Response;
+  try {
+    r = await post(ctx.client.url('/bootenvs/import'), {
+      method: 'POST',
+      headers: { ...ctx.client.authHeaders(), 'content-type': 'application/json', accept: 'application/x-ndjson' },
+      body: JSON.stringify({ manifest: text, replace: values.replace, allowUnsigned: values.allowUnsigned }),
+      signal: ctx.signal,
+    });
+  } catch (err) {
+    throw await ctx.client.explain(err);
+  }
+  if (!r.ok || !r.body) {
+    const body = await r.text();
+    let detail = body;
+    try {
+      detail = JSON.parse(body).detail ?? body;
+    } catch {}
+    throw new ApiError(`import refused: ${detail}`, r.status);
+  }
+  const bars = new Map<string, ReturnType<typeof progressFrom>>();
+  let last: ImportLine | undefined;
+  let pending = '';
+  const handle = (l: ImportLine) => {
+    if (!l.progress) {
+      last = l;
+      return;
+    }
+    const { url, bytes, total } = l.progress;
+    const bar = bars.get(url) ?? progressFrom(ctx, url, total);
+    bars.set(url, bar);
+    bar.to(bytes);
+  };
+  for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+    pending += Buffer.from(chunk).toString('utf8');
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) if (line.trim()) handle(JSON.parse(line) as ImportLine);
+  }
+  if (pending.trim()) handle(JSON.parse(pending) as ImportLine);
+  for (const b of bars.values()) b.done();
+  if (last?.problem) throw new ApiError(`import refused: ${last.problem.detail}`, last.problem.status);
+  if (!last?.result) throw new ApiError('the daemon ended the import without a result: see its log');
+  for (const w of last.result.warnings) ctx.io.err(`warning: ${w}\n`);
+  print(ctx.io, ctx.mode, last.result.artifacts, {
+    columns: ['path', 'size', 'sha256', 'verifiedBy'],
+    what: 'artifacts',
+  });
+  ctx.io.err(
+    `bootenv '${last.result.bootEnv}' imported${last.result.signers.length ? `, signed by ${last.result.signers.join(', ')}` : ''}: ${last.result.ready ? 'ready' : 'NOT ready'}\n`,
+  );
+}
+
+/** A bar that is told the total so far rather than each increment. */
+function progressFrom(ctx: CliContext, url: string, total?: number) {
+  const bar = progress(ctx.io, `fetching ${url.split('/').pop()}`, total);
+  let shown = 0;
+  return {
+    to(n: number) {
+      bar.add(n - shown);
+      shown = n;
+    },
+    done: () => bar.done(),
+  };
 }

@@ -179,3 +179,15 @@ export async function deleteFile(remote: string, ctx: CliContext): Promise<void>
   await ctx.client.request('DELETE', `/files/${filePath(remote)}`);
   ctx.io.err(`file '${remote}' deleted\n`);
 }
+
+/** `plinth files gc`: remove the blobs no bootenv pins and no path links; say what it freed. */
+export async function gcFiles(ctx: CliContext): Promise<void> {
+  const r = (await ctx.client.request('POST', '/files/gc')).body as {
+    removed: { sha256: string; size: number }[];
+    freedBytes: number;
+    kept: number;
+  };
+  if (ctx.mode !== 'table') return print(ctx.io, ctx.mode, r);
+  if (r.removed.length) print(ctx.io, ctx.mode, r.removed, { columns: ['sha256', 'size'], what: 'blobs' });
+  ctx.io.err(`${r.removed.length} blob(s) removed, ${humanBytes(r.freedBytes)} freed; ${r.kept} kept\n`);
+}

@@ -1,10 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Store } from '../store/store.js';
+import { adoptBlob, filesLock, inBlobStore, linkPath } from './blobs.js';
 import { type Confined, confine } from './confine.js';
 
 /** Metadata of one file under <data-dir>/files, as the API lists it. */
@@ -16,6 +17,12 @@ export class FileDigestMismatch extends Error {}
 async function confineOrThrow(root: string, rel: string): Promise<Extract<Confined, { ok: true }>> {
   const c = await confine(root, rel);
   if (!c.ok) throw new FileRefused(`path '${rel}' is refused: ${c.reason}`);
+  return c;
+}
+
+async function writablePath(root: string, rel: string): Promise<Extract<Confined, { ok: true }>> {
+  const c = await confineOrThrow(root, rel);
+  if (inBlobStore(c.rel)) throw new FileRefused(`path '${rel}' is refused: the blob store is written only by Plinth`);
   return c;
 }
 
@@ -56,8 +63,8 @@ export async function removeStaleUploads(tmpDir: string, before: Date): Promise<
 
 /**
  * Stream `body` into <root>/<rel>: written to a temp file beside the root (same filesystem), hashed on the way,
- * fsynced, then renamed into place and the directory fsynced. A failed or interrupted upload, or a digest
- * that does not match `expectSha256`, leaves nothing behind.
+ * fsynced, kept as the blob of its digest (src/files/blobs.ts), and the path pointed at that blob by an atomic
+ * rename. A failed or interrupted upload, or a digest that does not match `expectSha256`, leaves nothing behind.
  */
 export async function writeFileAtomically(
   store: Store,
@@ -67,10 +74,7 @@ export async function writeFileAtomically(
   body: Readable,
   expectSha256?: string,
 ): Promise<{ info: FileInfo; created: boolean }> {
-  const c = await confineOrThrow(root, rel);
-  // Owner only: uploads are the operator's boot files, sometimes with secrets baked in (an initrd, a config).
-  await mkdir(path.dirname(c.abs), { recursive: true, mode: 0o700 });
-  await confineOrThrow(root, rel); // the directories just made must not have raced a symlink in
+  const c = await writablePath(root, rel);
   await mkdir(tmpDir, { recursive: true, mode: 0o700 });
   const tmp = path.join(tmpDir, `plinth-upload-${randomUUID()}.part`);
   const hash = createHash('sha256');
@@ -89,20 +93,51 @@ export async function writeFileAtomically(
       throw new FileDigestMismatch(`sha256 of the upload is ${sha256}, not ${expectSha256}: the file was not kept`);
     }
     await fsyncPath(tmp);
-    const created = !(await stat(c.abs).then(
-      () => true,
-      () => false,
-    ));
-    await rename(tmp, c.abs);
-    await fsyncPath(path.dirname(c.abs));
-    const st = await stat(c.abs);
-    const info: FileInfo = { path: c.rel, size, sha256, modifiedAt: st.mtime.toISOString() };
-    await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs });
-    return { info, created };
+    return await adoptAt(store, root, c, tmp, sha256, size);
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
   }
+}
+
+/**
+ * A complete, fsynced temp file with a known digest becomes the blob of that digest and the content of `rel`.
+ * Under the files lock (shared): gc never runs between the blob appearing and the path linking it.
+ */
+export async function adoptFile(
+  store: Store,
+  root: string,
+  rel: string,
+  tmp: string,
+  sha256: string,
+  size: number,
+): Promise<{ info: FileInfo; created: boolean }> {
+  return adoptAt(store, root, await writablePath(root, rel), tmp, sha256, size);
+}
+
+async function adoptAt(
+  store: Store,
+  root: string,
+  c: Extract<Confined, { ok: true }>,
+  tmp: string,
+  sha256: string,
+  size: number,
+): Promise<{ info: FileInfo; created: boolean }> {
+  return filesLock(root).withShared(async () => {
+    // Owner only: uploads are the operator's boot files, sometimes with secrets baked in (an initrd, a config).
+    await mkdir(path.dirname(c.abs), { recursive: true, mode: 0o700 });
+    await confineOrThrow(root, c.rel); // the directories just made must not have raced a symlink in
+    const blob = await adoptBlob(root, tmp, sha256);
+    const created = !(await stat(c.abs).then(
+      () => true,
+      () => false,
+    ));
+    await linkPath(blob, c.abs);
+    const st = await stat(c.abs);
+    const info: FileInfo = { path: c.rel, size, sha256, modifiedAt: st.mtime.toISOString() };
+    await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs });
+    return { info, created };
+  });
 }
 
 export async function sha256File(abs: string): Promise<string> {
@@ -137,6 +172,7 @@ export async function listFiles(store: Store, root: string): Promise<FileInfo[]>
     const entries = await readdir(path.join(root, dir), { withFileTypes: true }).catch(() => []);
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
       const rel = dir ? `${dir}/${e.name}` : e.name;
+      if (inBlobStore(rel)) continue; // blobs are listed by digest (GET /bootenvs/:name/status, gc), not as paths
       if (e.isDirectory()) await walk(rel);
       else if (e.isFile()) {
         const i = await fileInfo(store, root, rel);
@@ -148,8 +184,9 @@ export async function listFiles(store: Store, root: string): Promise<FileInfo[]>
   return out;
 }
 
+/** Removes the path only: its blob stays (a bootenv may pin it) until `plinth files gc`. */
 export async function removeFile(store: Store, root: string, rel: string): Promise<boolean> {
-  const c = await confineOrThrow(root, rel);
+  const c = await writablePath(root, rel);
   try {
     await unlink(c.abs);
   } catch (err) {

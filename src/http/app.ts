@@ -16,6 +16,7 @@ import { setProblemHandlers } from './errors.js';
 import { registerEvents } from './events.js';
 import { registerFileRoutes } from './files-api.js';
 import { registerFileServing } from './files-serve.js';
+import { registerImageRoutes } from './images-api.js';
 import { type InfoSource, registerInfo } from './info.js';
 import { addJsonParsers } from './json-body.js';
 import { registerMachineRoutes } from './machine-api.js';
@@ -121,6 +122,7 @@ function apiRoutes(opts: AppOptions) {
     registerMachineRoutes(api, { store, bus, secureNames, reports: opts.boot.reports });
     registerEvents(api, { bus, log: opts.log });
     registerFileRoutes(api, { store, bus, filesDir: opts.filesDir, log: opts.log });
+    registerImageRoutes(api, { store, bus, filesDir: opts.filesDir, dataDir: opts.dataDir, log: opts.log });
     registerTokenRoutes(api, { store });
     registerAuditRoutes(api, { store });
     registerBackupRoutes(api, { dataDir: opts.dataDir, log: opts.log });

@@ -1,6 +1,8 @@
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../events.js';
+import { blobRel, collectGarbage } from '../files/blobs.js';
+import { pinnedDigests } from '../files/pins.js';
 import {
   FileDigestMismatch,
   FileRefused,
@@ -81,6 +83,14 @@ export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
       return [];
     });
     if (removed.length) deps.log.info({ count: removed.length }, 'removed temp files of interrupted uploads');
+  });
+
+  // Mark and sweep of the blob store (src/files/blobs.ts): admin only (a write route that says nothing is).
+  app.post('/files/gc', async () => {
+    const r = await collectGarbage(deps.filesDir, () => pinnedDigests(deps.store));
+    for (const b of r.removed) await deps.store.putBatched('files', blobRel(b.sha256), null);
+    deps.log.info({ removed: r.removed.length, freedBytes: r.freedBytes, kept: r.kept }, 'files: blobs collected');
+    return r;
   });
 
   app.get('/files', async (_req, reply) => {

@@ -2,6 +2,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { bootParts, eventParts, machineApiParts, pageParts } from './openapi-boot-parts.js';
+import { imageParts } from './openapi-images.js';
 import {
   baseSchemas,
   fileParts,
@@ -24,6 +25,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
   resourceParts(parts);
   paramsAndPrefsParts(parts);
   fileParts(parts);
+  imageParts(parts);
   tokenAndAuditParts(parts);
   infoParts(parts);
   machineApiParts(parts);

@@ -1,66 +1,138 @@
 /**
- * A bootenv pins its artifacts (kernel, initrd, image) by sha256: an immutable image is exactly the bytes it was
- * pinned to. One check, asked twice: before a render (the bootenv's own artifacts: refuse to boot it) and before
- * /files serves a file some bootenv pins (refuse to serve it).
+ * A bootenv pins its artifacts (kernel, initrd, image) by sha256, and what it boots is the blob of that digest
+ * (src/files/blobs.ts), whatever its path holds today: an immutable image is exactly the bytes it was pinned to,
+ * and assigning the previous bootenv really rolls back. One module, asked by the render (is the bootenv ready?),
+ * by /files (may this path be served? which blob does a machine on this bootenv get?) and by the API (readiness).
  */
+
 import type { Bus } from '../events.js';
+import { blobRel, digestOfBlobRel, ensureView, ingestPath } from '../files/blobs.js';
+import { confineLexical } from '../files/confine.js';
 import { fileInfo } from '../files/store-files.js';
 import type { Logger } from '../log.js';
 import type { BootEnv } from '../model/bootenv.js';
 import type { Store } from '../store/store.js';
 
 export type ArtifactDeps = { store: Store; bus: Bus; log: Logger; filesDir: string };
-type Pin = { sha256: string; bootEnv: string };
+
+/** One pinned artifact as the API reports it: `present` (its blob has the pinned bytes), `missing`, `corrupt`. */
+export type ArtifactState = {
+  path: string;
+  sha256: string;
+  blob: string;
+  state: 'present' | 'missing' | 'corrupt';
+  size?: number;
+  detail?: string;
+};
+export type Readiness = { ready: boolean; artifacts: ArtifactState[]; missing: string[] };
 
 export function artifactCheck(deps: ArtifactDeps) {
-  const { store, log } = deps;
-  /** undefined: the file has the pinned digest; else its digest (undefined when it is missing). */
-  const mismatch = async (rel: string, sha256: string): Promise<{ actual?: string } | undefined> => {
-    const info = await fileInfo(store, deps.filesDir, rel).catch(() => undefined);
-    return info?.sha256 === sha256 ? undefined : { actual: info?.sha256 };
+  const { store, log, filesDir } = deps;
+  const info = (rel: string) => fileInfo(store, filesDir, rel).catch(() => undefined);
+
+  /**
+   * The state of one pin. A blob that is absent while the path still holds the pinned bytes (a file copied in by
+   * hand, or uploaded before the blob store) is taken into the store here, by a hard link: no copy.
+   */
+  const stateOf = async (a: { path: string; sha256: string }): Promise<ArtifactState> => {
+    const blob = blobRel(a.sha256);
+    const b = await info(blob);
+    if (b?.sha256 === a.sha256) return { ...a, blob, state: 'present', size: b.size };
+    if (b)
+      return { ...a, blob, state: 'corrupt', detail: `${a.path} has sha256 ${b.sha256}, bootenv pins ${a.sha256}` };
+    const p = await info(a.path);
+    if (p?.sha256 === a.sha256) {
+      const c = confineLexical(filesDir, a.path);
+      if (c.ok) {
+        try {
+          await ingestPath(filesDir, c.abs, a.sha256);
+          return { ...a, blob, state: 'present', size: p.size };
+        } catch (err) {
+          log.warn({ err: (err as Error).message, path: a.path }, 'artifact: cannot link the file into the blob store');
+        }
+      }
+    }
+    const detail = p ? `${a.path} has sha256 ${p.sha256}, bootenv pins ${a.sha256}` : `${a.path} is missing`;
+    return { ...a, blob, state: 'missing', detail };
   };
 
-  // Which bootenv pins which path, reloaded after any bootenv changes.
-  let pins: Promise<Map<string, Pin>> | undefined;
+  /** The served name of each pinned kernel/initrd: its path while that holds the pinned bytes, else its view. */
+  const bind = async (be: BootEnv) => {
+    const served = async (rel: string) => {
+      const pin = be.artifacts.find((a) => a.path === rel);
+      if (!pin || (await info(rel))?.sha256 === pin.sha256) return rel;
+      try {
+        return await ensureView(filesDir, pin.sha256, rel);
+      } catch (err) {
+        log.warn({ err: (err as Error).message, path: rel }, 'artifact: cannot link the view of its pinned blob');
+        return blobRel(pin.sha256);
+      }
+    };
+    if (be.kernel) be.kernel = await served(be.kernel);
+    be.initrds = await Promise.all(be.initrds.map(served));
+  };
+
+  // Which digests the bootenvs pin at each path, reloaded after any bootenv changes.
+  let pins: Promise<Map<string, Map<string, string>>> | undefined;
   const off = deps.bus.on((e) => {
     if (e.type.startsWith('bootenvs.')) pins = undefined;
   });
   const loadPins = async () => {
     const { items } = await store.list('bootenvs');
-    const m = new Map<string, Pin>();
+    const m = new Map<string, Map<string, string>>();
     for (const b of items)
-      for (const a of (b.doc.artifacts as { path: string; sha256: string }[]) ?? [])
-        m.set(a.path, { sha256: a.sha256, bootEnv: b.key });
+      for (const a of (b.doc.artifacts as { path: string; sha256: string }[]) ?? []) {
+        if (!m.has(a.path)) m.set(a.path, new Map());
+        m.get(a.path)!.set(a.sha256, b.key);
+      }
     return m;
   };
+  const currentPins = () =>
+    (pins ??= loadPins().catch((err) => {
+      pins = undefined;
+      throw err;
+    }));
 
   return {
-    /** What is wrong with a bootenv's artifacts, one sentence each; empty when all match. */
+    /** Every pin's state, and whether the bootenv can boot (all present). */
+    async readiness(be: Pick<BootEnv, 'artifacts'>): Promise<Readiness> {
+      const artifacts = await Promise.all(be.artifacts.map(stateOf));
+      const bad = artifacts.filter((a) => a.state !== 'present');
+      return { ready: bad.length === 0, artifacts, missing: bad.map((a) => a.path) };
+    },
+
+    /**
+     * What is wrong with a bootenv's artifacts, one sentence each; empty when every pinned blob is there. When
+     * all are, `be` (the render's own parsed copy) is bound to its pins: a kernel or initrd whose path now holds
+     * other bytes (a later PUT) is renamed to the view of its pinned blob, so the script the render writes names
+     * the bytes this bootenv pinned, over HTTP and TFTP alike, and assigning the previous bootenv rolls back.
+     */
     async verify(be: BootEnv): Promise<string[]> {
-      const bad: string[] = [];
-      for (const a of be.artifacts) {
-        const m = await mismatch(a.path, a.sha256);
-        if (!m) continue;
-        bad.push(m.actual ? `${a.path} has sha256 ${m.actual}, bootenv pins ${a.sha256}` : `${a.path} is missing`);
-      }
+      const states = await Promise.all(be.artifacts.map(stateOf));
+      const bad = states.filter((s) => s.state !== 'present').map((s) => s.detail!);
+      if (bad.length === 0) await bind(be);
       return bad;
     },
 
-    /** Why /files must not serve `rel` (a pinned artifact whose bytes changed), or undefined. */
+    /**
+     * Why /files must not serve `rel`, or undefined: a blob whose bytes no longer match its name, or a pinned path
+     * whose bytes match none of the digests the bootenvs pin there.
+     */
     async refuse(rel: string): Promise<string | undefined> {
-      pins ??= loadPins().catch((err) => {
-        pins = undefined;
-        throw err;
-      });
-      const pin = (await pins).get(rel);
-      if (!pin) return undefined;
-      const m = await mismatch(rel, pin.sha256);
-      if (!m) return undefined;
-      log.error(
-        { path: rel, bootEnv: pin.bootEnv, expected: pin.sha256, actual: m.actual },
-        'artifact digest mismatch: not served',
-      );
-      return `artifact ${rel} of bootenv ${pin.bootEnv} has sha256 ${m.actual}, but the bootenv pins ${pin.sha256}: refusing to serve it`;
+      const named = digestOfBlobRel(rel);
+      if (named) {
+        const b = await info(rel);
+        if (!b || b.sha256 === named) return undefined;
+        log.error({ path: rel, actual: b.sha256 }, 'blob digest mismatch: not served');
+        return `blob ${rel} has sha256 ${b.sha256}: its bytes were altered, refusing to serve it`;
+      }
+      const at = (await currentPins()).get(rel);
+      if (!at) return undefined;
+      const actual = (await info(rel))?.sha256;
+      if (actual && at.has(actual)) return undefined;
+      const [sha256, bootEnv] = [...at.entries()][0]!;
+      log.error({ path: rel, bootEnv, expected: sha256, actual }, 'artifact digest mismatch: not served');
+      return `artifact ${rel} of bootenv ${bootEnv} has sha256 ${actual}, but the bootenv pins ${sha256}: refusing to serve it`;
     },
 
     close: off,
