@@ -61,7 +61,7 @@ function resourceCommands(program: Command, kind: string, run: Runner) {
     .command(kind)
     .alias(r.one)
     .description(
-      `${verbs}${kind === 'machines' ? ', params, boots' : ''}${kind === 'bootenvs' ? ', import-linuxkit, fetch' : ''}`,
+      `${verbs}${kind === 'machines' ? ', params, boots' : ''}${kind === 'bootenvs' ? ', import, import-linuxkit, fetch' : ''}`,
     );
   const idHelp = `its ${kind === 'machines' ? 'uuid, name or a MAC' : r.key}`;
   g.command('list')
@@ -70,11 +70,24 @@ function resourceCommands(program: Command, kind: string, run: Runner) {
     .option('--sort <field>', 'sort by FIELD; -FIELD sorts descending')
     .option('--limit <n>', 'at most N items')
     .option('--offset <n>', 'skip N items')
-    .action((filters, o) => run(async (ctx) => (await resources()).listResources(kind, filters, o, ctx)));
+    .action((filters, o) =>
+      run(async (ctx) =>
+        // A bootenv list shows whether each can boot (READY); filtered or paged lists are the generic ones.
+        kind === 'bootenvs' && filters.length === 0 && !o.sort && !o.limit && !o.offset
+          ? (await import('./bootenv.js')).listBootenvs(ctx)
+          : (await resources()).listResources(kind, filters, o, ctx),
+      ),
+    );
   g.command('show')
     .description(`one ${r.one}`)
     .argument('<id>', idHelp)
-    .action((id) => run(async (ctx) => (await resources()).showResource(kind, id, ctx)));
+    .action((id) =>
+      run(async (ctx) =>
+        kind === 'bootenvs'
+          ? (await import('./bootenv.js')).getBootenv(id, ctx)
+          : (await resources()).showResource(kind, id, ctx),
+      ),
+    );
   if (!r.readOnly) {
     g.command('create')
       .description('create from YAML or JSON (several documents create several, in order)')
@@ -136,6 +149,12 @@ function bootenvCommands(g: Command, run: Runner) {
     .option('--force', 'download artifacts the daemon already has')
     .addHelpText('after', `\n${FETCH_HELP}`)
     .action((name, o) => run(async (ctx) => (await bootenv()).fetchBootenv(name, o, ctx)));
+  g.command('import')
+    .description('fetch, verify (checksum file and its OpenPGP signature) and pin a bootenv from a manifest')
+    .argument('<manifest>', 'a manifest file (assets/manifests/*) or - for standard input')
+    .option('--replace', 're-import over an existing bootenv')
+    .option('--allow-unsigned', "accept a manifest whose checksums carry no OpenPGP signature (Talos's cosign)")
+    .action((manifest, o) => run(async (ctx) => (await bootenv()).importBootenv(manifest, o, ctx)));
 }
 
 function fileCommands(program: Command, run: Runner) {
@@ -161,6 +180,9 @@ function fileCommands(program: Command, run: Runner) {
     .description('delete a file')
     .argument('<remote>', 'its path under the files root')
     .action((remote) => run(async (ctx) => (await files()).deleteFile(remote, ctx)));
+  g.command('gc')
+    .description('delete stored blobs no path and no bootenv pins (admin); says what it freed')
+    .action(() => run(async (ctx) => (await files()).gcFiles(ctx)));
 }
 
 function otherCommands(program: Command, run: Runner) {
