@@ -30,13 +30,18 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1' },
     servers: { type: 'string', default: 'plinth,tftpd-hpa,dnsmasq,atftpd' },
     quick: { type: 'boolean', default: false },
-    /** Substring filter on the case label, e.g. "1 client" or "window 16". */
+    /** Substring filters on the case label, all must match, e.g. "1 client" or "1 client,window 16". */
     only: { type: 'string', default: '' },
     /** CPU the servers are pinned to (taskset -c), and the clients' CPU list (default: every other CPU). */
     'server-cpu': { type: 'string', default: '0' },
     'client-cpu': { type: 'string' },
     /** One server up at a time: each started and warmed up for its run, stopped after it. */
     'one-up': { type: 'boolean', default: false },
+    /**
+     * Servers and clients under SCHED_FIFO (chrt -f 10): on a machine shared with other work, what was measured is
+     * then the servers, not the scheduler's share (the kernel's RT throttling still leaves others 5%).
+     */
+    rt: { type: 'boolean', default: false },
     /** GSO and TSO off on both veth ends (see the header). */
     'no-gso': { type: 'boolean', default: false },
     /** Namespace prefix (two namespaces, PREFIX-srv and PREFIX-cli); must start with plinth-. */
@@ -47,6 +52,7 @@ const RUNS = Math.max(1, Math.min(9, Number(values.runs)));
 const MiB = 1024 * 1024;
 const repo = path.resolve(import.meta.dirname, '..');
 const ncpu = cpus().length;
+const RT = values.rt ? ['chrt', '-f', '10'] : [];
 const SERVER_CPU = values['server-cpu'];
 const CLIENT_CPUS =
   values['client-cpu'] ??
@@ -173,7 +179,7 @@ function cases(): Case[] {
       for (const windowsize of [1, 16]) out.push({ file, size, clients, blksize, windowsize });
     }
   }
-  return out.filter((c) => label(c).includes(values.only ?? ''));
+  return out.filter((c) => (values.only ?? '').split(',').every((part) => label(c).includes(part)));
 }
 
 const label = (c: Case) =>
@@ -186,6 +192,7 @@ async function runCase(ns: { cli: string }, srvIp: string, c: Case, outDir: stri
       runIn(
         ns.cli,
         [
+          ...RT,
           'atftp',
           '--option',
           `blksize ${c.blksize}`,
@@ -284,7 +291,7 @@ async function main(): Promise<void> {
   >();
   const up = async (s: ServerDef) => {
     const ip = ipOf.get(s.name)!;
-    const started = await startServer(ns.srv, s.cmd(root, ip), () => listeningOn(ns.srv, ip), {
+    const started = await startServer(ns.srv, [...RT, ...s.cmd(root, ip)], () => listeningOn(ns.srv, ip), {
       cpus: SERVER_CPU,
       cwd: repo,
     });
@@ -302,7 +309,7 @@ async function main(): Promise<void> {
   const pidOf = (name: string) => running.get(name)?.child.pid;
   try {
     const gso = values['no-gso'] ? 'GSO/TSO off on the veth' : 'GSO on (veth default)';
-    const mode = values['one-up'] ? 'one server up at a time' : 'all servers up';
+    const mode = `${values['one-up'] ? 'one server up at a time' : 'all servers up'}${values.rt ? ', SCHED_FIFO' : ''}`;
     console.log(
       `cpus: ${ncpu}, servers on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, ${mode}, ${gso}, ${RUNS} round(s) per case`,
     );
