@@ -6,16 +6,18 @@
  * lock-step figures are bimodal). --one-up starts each server only for its own runs (started, warmed up, measured,
  * stopped), so no idle server shares the machine with the one measured. --no-gso turns GSO/TSO off on both veth ends
  * (ethtool): a veth with GSO hands a whole UDP GSO window to the receiving socket before splitting it, which a real NIC
- * without UDP segmentation offload does not, so windowed figures with it on may flatter. `plinth-nopoll` is Plinth
- * with busy polling off (--tftp-busy-poll-us 0): its CPU per MiB against plinth's is what the polling costs. Cases: a 64 MiB
- * file to one client and a 30 MiB file to 16 concurrent clients, blksize 512 and 1468, windowsize 1 and 16 (servers
- * that do not speak RFC 7440 fall back to lock-step). Runs go round-robin (server A, B, C, D, then again in another
- * order), so on a shared machine a burst of load from elsewhere hits every server of a round alike rather than one
- * server's whole series. Prints MiB/s (median of --runs, with the spread) and the ratio against atftpd: the median of
- * the per-round ratios, each taken from runs minutes apart at most.
+ * without UDP segmentation offload does not, so windowed figures with it on may flatter. --rt runs servers and clients
+ * under SCHED_FIFO, for a machine shared with other work. `plinth-nopoll` (--servers plinth,plinth-nopoll,atftpd) is
+ * Plinth with busy polling off (--tftp-busy-poll-us 0): its CPU per MiB against plinth's is what the polling costs.
+ * Cases: a 64 MiB file to one client and a 30 MiB file to 16 concurrent clients, blksize 512 and 1468, windowsize 1
+ * and 16 (servers that do not speak RFC 7440 fall back to lock-step). Runs go round-robin (server A, B, C, D, then
+ * again in another order), so on a shared machine a burst of load from elsewhere hits every server of a round alike
+ * rather than one server's whole series. Prints MiB/s (median of --runs, with the spread) and the ratio against
+ * atftpd: the median of the per-round ratios, each taken from runs minutes apart at most.
  *
- * Needs: iproute2, util-linux (taskset), ethtool (--no-gso), atftp, tftpd-hpa, dnsmasq, and atftpd unpacked under .lab/atftpd (done here
- * with `apt-get download atftpd` + `dpkg -x` if missing, because the atftpd package conflicts with tftpd-hpa).
+ * Needs: iproute2, util-linux (taskset, chrt), ethtool (--no-gso), atftp, tftpd-hpa, dnsmasq, and atftpd unpacked
+ * under .lab/atftpd (done here with `apt-get download atftpd` + `dpkg -x` if missing, because the atftpd package
+ * conflicts with tftpd-hpa).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
