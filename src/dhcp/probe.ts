@@ -24,6 +24,9 @@ export type AddressProbe = {
   close(): void;
 };
 
+/** Probes out at once at most (a DISCOVER flood): beyond, a probe fails and the address is offered unprobed. */
+export const MAX_PROBES_OUT = 4096;
+
 type Pending = { address: string; seq: number; timer: NodeJS.Timeout; resolve: (inUse: boolean) => void };
 
 /**
@@ -33,11 +36,14 @@ type Pending = { address: string; seq: number; timer: NodeJS.Timeout; resolve: (
 export function openAddressProbe(opts: {
   log: Logger;
   timeoutMs?: number;
+  /** Probes out at once at most (default MAX_PROBES_OUT). */
+  maxOut?: number;
   addon?: IcmpEcho;
 }): AddressProbe | undefined {
   const addon = opts.addon ?? native.icmpEcho;
   if (addon === undefined) return undefined;
   const timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
+  const maxOut = Math.min(opts.maxOut ?? MAX_PROBES_OUT, MAX_PROBES_OUT);
   // A raw socket sees every echo reply the host gets: ours carry this identifier. A ping socket gets only its own.
   const id = (process.pid ^ 0x504c) & 0xffff;
   const bySeq = new Map<number, Pending>();
@@ -76,7 +82,8 @@ export function openAddressProbe(opts: {
       } catch (err) {
         return reject(err);
       }
-      // The next sequence number not out (at most 65536 probes are ever pending: each ends by its timeout).
+      if (bySeq.size >= maxOut) return reject(new Error(`${maxOut} ICMP echo probes already out`));
+      // The next sequence number not out (fewer than 65536 are: the bound above).
       do seq = (seq + 1) & 0xffff;
       while (bySeq.has(seq));
       const p: Pending = { address, seq, resolve, timer: setTimeout(() => settle(p, false), timeoutMs) };

@@ -6,7 +6,7 @@
  */
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { openAddressProbe } from '../../src/dhcp/probe.js';
+import { MAX_PROBES_OUT, openAddressProbe } from '../../src/dhcp/probe.js';
 import { type IcmpEcho, type IcmpReplyHandler, native } from '../../src/native/index.js';
 
 const log = pino({ level: 'silent' });
@@ -136,6 +136,21 @@ describe('ICMP echo probe (fake socket)', () => {
     expect(f.counts().closed).toBe(1);
     await expect(p.probe('10.0.0.14')).resolves.toBe(false);
     expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('a bounded number of probes out at once (a DISCOVER flood): the next one fails until some end', async () => {
+    expect(MAX_PROBES_OUT).toBeLessThan(0x10000); // sequence numbers stay unique
+    const f = fakeAddon();
+    const p = openAddressProbe({ log, addon: f.addon, timeoutMs: 500, maxOut: 8 })!;
+    const out = Array.from({ length: 8 }, (_, i) => p.probe(`10.0.1.${i}`));
+    await expect(p.probe('10.200.0.1')).rejects.toThrow('8 ICMP echo probes already out');
+    expect(new Set(f.sent.map((s) => s.seq)).size).toBe(8);
+    await vi.advanceTimersByTimeAsync(500);
+    await Promise.all(out);
+    const later = p.probe('10.200.0.1');
+    f.reply('10.200.0.1', f.sent.at(-1)!.id, f.sent.at(-1)!.seq);
+    await expect(later).resolves.toBe(true);
+    p.close();
   });
 
   it('a socket that cannot be opened rejects the probe (the state machine offers unprobed and warns)', async () => {
