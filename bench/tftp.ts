@@ -7,7 +7,7 @@
  * stopped), so no idle server shares the machine with the one measured. --no-gso turns GSO/TSO off on both veth ends
  * (ethtool): a veth with GSO hands a whole UDP GSO window to the receiving socket before splitting it, which a real NIC
  * without UDP segmentation offload does not, so windowed figures with it on may flatter. --rt runs servers and clients
- * under SCHED_FIFO, for a machine shared with other work. `plinth-nopoll` (--servers plinth,plinth-nopoll,atftpd) is
+ * under SCHED_RR, for a machine shared with other work. `plinth-nopoll` (--servers plinth,plinth-nopoll,atftpd) is
  * Plinth with busy polling off (--tftp-busy-poll-us 0): its CPU per MiB against plinth's is what the polling costs.
  * Cases: a 64 MiB file to one client and a 30 MiB file to 16 concurrent clients, blksize 512 and 1468, windowsize 1
  * and 16 (servers that do not speak RFC 7440 fall back to lock-step). Runs go round-robin (server A, B, C, D, then
@@ -40,8 +40,9 @@ const { values } = parseArgs({
     /** One server up at a time: each started and warmed up for its run, stopped after it. */
     'one-up': { type: 'boolean', default: false },
     /**
-     * Servers and clients under SCHED_FIFO (chrt -f 10): on a machine shared with other work, what was measured is
-     * then the servers, not the scheduler's share (the kernel's RT throttling still leaves others 5%).
+     * Servers and clients under SCHED_RR (chrt -r 10): on a machine shared with other work, what is measured is then
+     * the servers, not the scheduler's share (RT throttling still leaves others 5%). Round-robin, not FIFO: under FIFO
+     * Node's own helper threads (thread pool, GC) starved behind its busy main thread and 16-client runs stalled.
      */
     rt: { type: 'boolean', default: false },
     /** GSO and TSO off on both veth ends (see the header). */
@@ -54,7 +55,7 @@ const RUNS = Math.max(1, Math.min(9, Number(values.runs)));
 const MiB = 1024 * 1024;
 const repo = path.resolve(import.meta.dirname, '..');
 const ncpu = cpus().length;
-const RT = values.rt ? ['chrt', '-f', '10'] : [];
+const RT = values.rt ? ['chrt', '-r', '10'] : [];
 const SERVER_CPU = values['server-cpu'];
 const CLIENT_CPUS =
   values['client-cpu'] ??
@@ -296,6 +297,8 @@ async function main(): Promise<void> {
     const started = await startServer(ns.srv, [...RT, ...s.cmd(root, ip)], () => listeningOn(ns.srv, ip), {
       cpus: SERVER_CPU,
       cwd: repo,
+      // Node and tsx start slowly on a loaded machine.
+      limitMs: 60_000,
     });
     running.set(s.name, started);
     // Warm-up (JIT, page cache, thread pools), the same for every server; not measured.
@@ -311,7 +314,7 @@ async function main(): Promise<void> {
   const pidOf = (name: string) => running.get(name)?.child.pid;
   try {
     const gso = values['no-gso'] ? 'GSO/TSO off on the veth' : 'GSO on (veth default)';
-    const mode = `${values['one-up'] ? 'one server up at a time' : 'all servers up'}${values.rt ? ', SCHED_FIFO' : ''}`;
+    const mode = `${values['one-up'] ? 'one server up at a time' : 'all servers up'}${values.rt ? ', SCHED_RR' : ''}`;
     console.log(
       `cpus: ${ncpu}, servers on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, ${mode}, ${gso}, ${RUNS} round(s) per case`,
     );
