@@ -1,16 +1,23 @@
 /**
  * TFTP throughput: Plinth vs tftpd-hpa, dnsmasq and atftpd, side by side in one run (`npm run bench:tftp`, as root).
  *
- * All servers run at once in namespace plinth-bench-srv, each on its own address (port 69), pinned to CPU 0; atftp
- * clients run in plinth-bench-cli, pinned to the other CPUs (unpinned lock-step figures are bimodal). Cases: a 64 MiB
- * file to one client and a 30 MiB file to 16 concurrent clients, blksize 512 and 1468, windowsize 1 and 16 (servers
- * that do not speak RFC 7440 fall back to lock-step). Runs go round-robin (server A, B, C, D, then again in another
- * order), so on a shared machine a burst of load from elsewhere hits every server of a round alike rather than one
- * server's whole series. Prints MiB/s (median of --runs, with the spread) and the ratio against atftpd: the median of
- * the per-round ratios, each taken from runs minutes apart at most.
+ * All servers run at once in namespace plinth-bench-tftp-srv, each on its own address (port 69), pinned to CPU 0 (or
+ * --server-cpu N); atftp clients run in plinth-bench-tftp-cli, pinned to the other CPUs (or --client-cpu M; unpinned
+ * lock-step figures are bimodal). --one-up starts each server only for its own runs (started, warmed up, measured,
+ * stopped), so no idle server shares the machine with the one measured. --no-gso turns GSO/TSO off on both veth ends
+ * (ethtool): a veth with GSO hands a whole UDP GSO window to the receiving socket before splitting it, which a real NIC
+ * without UDP segmentation offload does not, so windowed figures with it on may flatter. --rt runs servers and clients
+ * under SCHED_RR, for a machine shared with other work. `plinth-nopoll` (--servers plinth,plinth-nopoll,atftpd) is
+ * Plinth with busy polling off (--tftp-busy-poll-us 0): its CPU per MiB against plinth's is what the polling costs.
+ * Cases: a 64 MiB file to one client and a 30 MiB file to 16 concurrent clients, blksize 512 and 1468, windowsize 1
+ * and 16 (servers that do not speak RFC 7440 fall back to lock-step). Runs go round-robin (server A, B, C, D, then
+ * again in another order), so on a shared machine a burst of load from elsewhere hits every server of a round alike
+ * rather than one server's whole series. Prints MiB/s (median of --runs, with the spread) and the ratio against
+ * atftpd: the median of the per-round ratios, each taken from runs minutes apart at most.
  *
- * Needs: iproute2, util-linux (taskset), atftp, tftpd-hpa, dnsmasq, and atftpd unpacked under .lab/atftpd (done here
- * with `apt-get download atftpd` + `dpkg -x` if missing, because the atftpd package conflicts with tftpd-hpa).
+ * Needs: iproute2, util-linux (taskset, chrt), ethtool (--no-gso), atftp, tftpd-hpa, dnsmasq, and atftpd unpacked
+ * under .lab/atftpd (done here with `apt-get download atftpd` + `dpkg -x` if missing, because the atftpd package
+ * conflicts with tftpd-hpa).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -25,16 +32,38 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1' },
     servers: { type: 'string', default: 'plinth,tftpd-hpa,dnsmasq,atftpd' },
     quick: { type: 'boolean', default: false },
-    /** Substring filter on the case label, e.g. "1 client" or "window 16". */
+    /** Substring filters on the case label, all must match, e.g. "1 client" or "1 client,window 16". */
     only: { type: 'string', default: '' },
+    /** CPU the servers are pinned to (taskset -c), and the clients' CPU list (default: every other CPU). */
+    'server-cpu': { type: 'string', default: '0' },
+    'client-cpu': { type: 'string' },
+    /** One server up at a time: each started and warmed up for its run, stopped after it. */
+    'one-up': { type: 'boolean', default: false },
+    /**
+     * Servers and clients under SCHED_RR (chrt -r 10): on a machine shared with other work, what is measured is then
+     * the servers, not the scheduler's share (RT throttling still leaves others 5%). Round-robin, not FIFO: under FIFO
+     * Node's own helper threads (thread pool, GC) starved behind its busy main thread and 16-client runs stalled.
+     */
+    rt: { type: 'boolean', default: false },
+    /** GSO and TSO off on both veth ends (see the header). */
+    'no-gso': { type: 'boolean', default: false },
+    /** Namespace prefix (two namespaces, PREFIX-srv and PREFIX-cli); must start with plinth-. */
+    ns: { type: 'string', default: 'plinth-bench-tftp' },
   },
 });
 const RUNS = Math.max(1, Math.min(9, Number(values.runs)));
 const MiB = 1024 * 1024;
 const repo = path.resolve(import.meta.dirname, '..');
 const ncpu = cpus().length;
-const SERVER_CPU = '0';
-const CLIENT_CPUS = ncpu > 1 ? `1-${ncpu - 1}` : '0';
+const RT = values.rt ? ['chrt', '-r', '10'] : [];
+const SERVER_CPU = values['server-cpu'];
+const CLIENT_CPUS =
+  values['client-cpu'] ??
+  (ncpu > 1
+    ? Array.from({ length: ncpu }, (_, i) => String(i))
+        .filter((c) => c !== SERVER_CPU)
+        .join(',')
+    : '0');
 
 function atftpdPath(): string {
   const dir = path.join(repo, '.lab', 'atftpd');
@@ -82,6 +111,23 @@ const allServers: ServerDef[] = [
       ip,
       '--port',
       '69',
+    ],
+  },
+  {
+    name: 'plinth-nopoll',
+    cmd: (root, ip) => [
+      process.execPath,
+      '--import',
+      'tsx',
+      path.join(repo, 'test/e2e/tftp-run.ts'),
+      '--root',
+      root,
+      '--address',
+      ip,
+      '--port',
+      '69',
+      '--busy-poll-us',
+      '0',
     ],
   },
   { name: 'tftpd-hpa', cmd: (root, ip) => ['/usr/sbin/in.tftpd', '-L', '-s', '-u', 'root', '-a', `${ip}:69`, root] },
@@ -136,7 +182,7 @@ function cases(): Case[] {
       for (const windowsize of [1, 16]) out.push({ file, size, clients, blksize, windowsize });
     }
   }
-  return out.filter((c) => label(c).includes(values.only ?? ''));
+  return out.filter((c) => (values.only ?? '').split(',').every((part) => label(c).includes(part)));
 }
 
 const label = (c: Case) =>
@@ -149,6 +195,7 @@ async function runCase(ns: { cli: string }, srvIp: string, c: Case, outDir: stri
       runIn(
         ns.cli,
         [
+          ...RT,
           'atftp',
           '--option',
           `blksize ${c.blksize}`,
@@ -227,31 +274,51 @@ async function main(): Promise<void> {
   await mkdir(outDir, { recursive: true });
   await makeFile(path.join(root, 'f64'), 64 * MiB);
   await makeFile(path.join(root, 'f30'), 30 * MiB);
-  const ns = createNetns('plinth-bench', 5);
+  const ns = createNetns(values.ns, 5);
+  if (values['no-gso']) {
+    for (const [n, dev] of [
+      [ns.srv, 'pt5s'],
+      [ns.cli, 'pt5c'],
+    ])
+      execFileSync('ip', ['netns', 'exec', n, 'ethtool', '-K', dev, 'gso', 'off', 'tso', 'off']);
+  }
   // One address per server on the server side of the veth pair (10.99.5.11, .12, ...): all listen on port 69 at once.
   const ipOf = new Map(servers.map((s, i) => [s.name, `10.99.5.${11 + i}`]));
   for (const a of ipOf.values()) execFileSync('ip', ['-n', ns.srv, 'addr', 'add', `${a}/24`, 'dev', 'pt5s']);
-  const running: Array<Awaited<ReturnType<typeof startServer>>> = [];
+  const running = new Map<string, Awaited<ReturnType<typeof startServer>>>();
+  const outputs: string[] = [];
   // Per case: each server's figures, and the per-round ratio against atftpd.
   const results = new Map<
     string,
     { figures: Map<string, number[]>; ratios: Map<string, number[]>; cpu: Map<string, number[]> }
   >();
-  const pidOf = new Map<string, number | undefined>();
+  const up = async (s: ServerDef) => {
+    const ip = ipOf.get(s.name)!;
+    const started = await startServer(ns.srv, [...RT, ...s.cmd(root, ip)], () => listeningOn(ns.srv, ip), {
+      cpus: SERVER_CPU,
+      cwd: repo,
+      // Node and tsx start slowly on a loaded machine.
+      limitMs: 60_000,
+    });
+    running.set(s.name, started);
+    // Warm-up (JIT, page cache, thread pools), the same for every server; not measured.
+    await runCase(ns, ip, { file: 'f30', size: 30 * MiB, clients: 2, blksize: 1468, windowsize: 16 }, outDir);
+  };
+  const down = async (s: ServerDef) => {
+    const r = running.get(s.name);
+    running.delete(s.name);
+    await r?.stop();
+    if (r) outputs.push(r.output());
+  };
+  // `ip netns exec` and taskset exec the server: the child's PID is the server's.
+  const pidOf = (name: string) => running.get(name)?.child.pid;
   try {
-    console.log(`cpus: ${ncpu}, servers on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, ${RUNS} round(s) per case`);
-    for (const s of servers) {
-      const ip = ipOf.get(s.name)!;
-      const started = await startServer(ns.srv, s.cmd(root, ip), () => listeningOn(ns.srv, ip), {
-        cpus: SERVER_CPU,
-        cwd: repo,
-      });
-      running.push(started);
-      // `ip netns exec` and taskset exec the server: the child's PID is the server's.
-      pidOf.set(s.name, started.child.pid);
-      // Warm-up (JIT, page cache, thread pools), the same for every server; not measured.
-      await runCase(ns, ip, { file: 'f30', size: 30 * MiB, clients: 2, blksize: 1468, windowsize: 16 }, outDir);
-    }
+    const gso = values['no-gso'] ? 'GSO/TSO off on the veth' : 'GSO on (veth default)';
+    const mode = `${values['one-up'] ? 'one server up at a time' : 'all servers up'}${values.rt ? ', SCHED_RR' : ''}`;
+    console.log(
+      `cpus: ${ncpu}, servers on ${SERVER_CPU}, clients on ${CLIENT_CPUS}, ${mode}, ${gso}, ${RUNS} round(s) per case`,
+    );
+    if (!values['one-up']) for (const s of servers) await up(s);
     for (const c of cases()) {
       const row = {
         figures: new Map<string, number[]>(),
@@ -264,11 +331,12 @@ async function main(): Promise<void> {
         const order = servers.map((_, i) => servers[(i + r) % servers.length]);
         const round = new Map<string, number>();
         for (const s of order) {
+          if (values['one-up']) await up(s);
           for (let failures = 0; ; ) {
             try {
-              const cpu0 = cpuMs(pidOf.get(s.name));
+              const cpu0 = cpuMs(pidOf(s.name));
               round.set(s.name, await runCase(ns, ipOf.get(s.name)!, c, outDir));
-              const perMiB = (cpuMs(pidOf.get(s.name)) - cpu0) / ((c.size * c.clients) / MiB);
+              const perMiB = (cpuMs(pidOf(s.name)) - cpu0) / ((c.size * c.clients) / MiB);
               if (!row.cpu.has(s.name)) row.cpu.set(s.name, []);
               row.cpu.get(s.name)!.push(perMiB);
               break;
@@ -278,6 +346,7 @@ async function main(): Promise<void> {
               console.log(`${s.name}: ${label(c)}: run failed, retrying: ${String(err).slice(0, 200)}`);
             }
           }
+          if (values['one-up']) await down(s);
         }
         const ref = round.get('atftpd');
         for (const [name, v] of round) {
@@ -294,14 +363,14 @@ async function main(): Promise<void> {
         const q = row.ratios.get(s.name);
         const cpu = median(row.cpu.get(s.name) ?? [Number.NaN]);
         console.log(
-          `${s.name.padEnd(10)} ${label(c)}  ${median(f).toFixed(1).padStart(6)} MiB/s  [${f.map((x) => x.toFixed(1)).join(' ')}]${q ? `  ratio ${median(q).toFixed(2)}x [${q.map((x) => x.toFixed(2)).join(' ')}]` : ''}  cpu ${cpu.toFixed(1)} ms/MiB  load ${loadavg()[0].toFixed(1)}`,
+          `${s.name.padEnd(13)} ${label(c)}  ${median(f).toFixed(1).padStart(6)} MiB/s  [${f.map((x) => x.toFixed(1)).join(' ')}]${q ? `  ratio ${median(q).toFixed(2)}x [${q.map((x) => x.toFixed(2)).join(' ')}]` : ''}  cpu ${cpu.toFixed(1)} ms/MiB  load ${loadavg()[0].toFixed(1)}`,
         );
       }
     }
   } finally {
-    await Promise.all(running.map((r) => r.stop()));
+    for (const s of servers) await down(s);
     // Plinth prints its counters when stopped: retransmissions explain a slow figure.
-    const stats = running.flatMap((r) => r.output().split('\n')).filter((l) => l.startsWith('STATS '));
+    const stats = outputs.flatMap((o) => o.split('\n')).filter((l) => l.startsWith('STATS '));
     for (const line of stats) console.log(line);
     deleteNetns(ns);
     await rm(work, { recursive: true, force: true });

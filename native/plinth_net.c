@@ -8,6 +8,7 @@
  *   tftp_send.c    sending a transfer's window in one system call (UDP GSO, else sendmmsg), armed windows
  *   tftp_read.c    DATA packets read straight from the page cache (preadv2 RWF_NOWAIT)
  *   sendfile.c     a file onto an HTTP connection with sendfile(2), watched on Node's loop
+ *   icmp_echo.c    ICMP echo for the DHCP probe before an offer, watched on Node's loop
  *   napi_util.c    the N-API argument and error helpers they share
  *
  * Built by `npm run build:native` (node-gyp rebuild -C native, against the headers installed beside node via
@@ -38,6 +39,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readPackets", NULL, read_packets, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpSendFile", NULL, tcp_send_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpSendFileCancel", NULL, tcp_send_file_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"icmpOpen", NULL, icmp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"icmpKind", NULL, icmp_kind, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"icmpEcho", NULL, icmp_echo, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"icmpClose", NULL, icmp_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

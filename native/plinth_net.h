@@ -38,4 +38,10 @@ PN_INTERNAL napi_value read_packets(napi_env env, napi_callback_info info); /* r
 PN_INTERNAL napi_value tcp_send_file(napi_env env, napi_callback_info info);        /* tcpSendFile */
 PN_INTERNAL napi_value tcp_send_file_cancel(napi_env env, napi_callback_info info); /* tcpSendFileCancel */
 
+/* icmp_echo.c */
+PN_INTERNAL napi_value icmp_open(napi_env env, napi_callback_info info);  /* icmpOpen */
+PN_INTERNAL napi_value icmp_kind(napi_env env, napi_callback_info info);  /* icmpKind */
+PN_INTERNAL napi_value icmp_echo(napi_env env, napi_callback_info info);  /* icmpEcho */
+PN_INTERNAL napi_value icmp_close(napi_env env, napi_callback_info info); /* icmpClose */
+
 #endif

@@ -158,17 +158,34 @@ static const char *errno_name(int e) {
  * spin ends as soon as this socket has a datagram (true: read it now), any other handle of the loop is ready (its
  * epoll descriptor is readable: go back and serve it), or the expected moment has passed by half again (false).
  * Linux offers the same trade for NIC queues (SO_BUSY_POLL, net.core.busy_read); nothing there covers a veth or a
- * halted vCPU, hence here. */
+ * halted vCPU, hence here.
+ *
+ * Polling pays only on a CPU that would otherwise sit idle. Where other tasks want this CPU the scheduler takes it
+ * from the spinner, and a task that burnt its share spinning is the last to get it back when the ACK arrives,
+ * where a task asleep in epoll_wait is woken ahead of them: measured under load, polling then made one windowed
+ * client slower than no polling at all. A gap between two polls (preempted: the kernel ran something else) stops
+ * the spin and every spin of this thread for SPIN_BACKOFF_NS. */
+#define SPIN_PREEMPTED_NS 50000
+#define SPIN_BACKOFF_NS 100000000
+static int64_t spin_resume_ns; /* no spin before this: one was preempted (Node's loop is one thread) */
+
 static bool xfer_spin(xfer *x, int64_t entered_ns) {
   if (x->busy_max_us <= 0 || x->turn_us <= 0 || x->turn_us > x->busy_max_us || x->sent_at_ns == 0) return false;
+  int64_t now = realtime_ns();
+  if (now < spin_resume_ns) return false;
   /* Timers and immediates are not descriptors the poll can see: hand the thread back to the loop every 2 ms. */
-  if (realtime_ns() - entered_ns > SPIN_SLICE_NS) return false;
+  if (now - entered_ns > SPIN_SLICE_NS) return false;
   int64_t budget = (int64_t)x->turn_us * 3 / 2 + 10;
   if (budget > x->busy_max_us) budget = x->busy_max_us;
   int64_t until = x->sent_at_ns + budget * 1000;
   struct pollfd pf[2] = {{x->fd, POLLIN, 0}, {uv_backend_fd(x->loop), POLLIN, 0}};
-  while (realtime_ns() < until) {
+  for (int64_t prev = now; now < until; prev = now) {
     if (poll(pf, 2, 0) > 0) return (pf[0].revents & POLLIN) != 0;
+    now = realtime_ns();
+    if (now - prev > SPIN_PREEMPTED_NS) {
+      spin_resume_ns = now + SPIN_BACKOFF_NS;
+      return false;
+    }
   }
   return false;
 }

@@ -20,6 +20,7 @@ import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
 import { Opt, relayInfo } from './options.js';
 import { type DhcpPacket, decode, macOf, ZERO_MAC } from './packet.js';
+import { openAddressProbe } from './probe.js';
 
 import { answerBootServer, answerProxy, type ProxyEnv } from './proxy.js';
 import { startRaResponder } from './ra.js';
@@ -82,6 +83,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     // Say why a PXE client gets an address but nothing to boot (a loader missing): once a minute per reason.
     onNoBoot: (mac, reason) => noBootLog('warn', reason, { mac }, `dhcp: not booting: ${reason}`),
   });
+  // probeBeforeOffer: ICMP echo before a new address is offered (RFC 2131 2.2, 3.1 step 2); see probe.ts.
+  const prober = openAddressProbe({ log });
   const env: StateMachineEnv = {
     leases,
     // A placeholder chaddr (IPoIB's hlen 0, a zero chaddr with 61) is many clients: a reservation by that MAC
@@ -97,6 +100,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     bus,
     log,
     warnOnce,
+    probe: prober?.probe,
   };
 
   const addon = loadNetAddon();
@@ -127,6 +131,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     machines.close();
     offLeases();
     rogue.close();
+    prober?.close();
     throw err;
   }
   conn.follow(bus, rescanMs);
@@ -169,6 +174,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       if (ownInventory) inventory.close();
       ra?.close();
       rogue.close();
+      prober?.close();
       await conn.close();
     },
   };

@@ -1,7 +1,7 @@
 /**
  * The native helper (native/, one N-API addon built by `npm run build:native`, which npm install and npm ci run as
  * postinstall), loaded once and typed once for every user: DHCP sockets, the RA responder, TFTP transfer sockets,
- * page-cache reads and sendfile(2) onto HTTP connections. Callers ask a capability flag (`native.caps.tftpFastPath`) or take a typed view that is
+ * page-cache reads, sendfile(2) onto HTTP connections and ICMP echo for the DHCP probe. Callers ask a capability flag (`native.caps.tftpFastPath`) or take a typed view that is
  * undefined when the flag is false (`native.tftpFastPath`), instead of casting the module to a shape of their own.
  *
  * PLINTH_NET_ADDON, when set, is the only path tried (a test or a packaged build points it elsewhere; a wrong path
@@ -27,6 +27,12 @@ export type TransferPacketHandler = (
   err: string | undefined,
   fired: boolean,
 ) => void;
+
+/** What icmpOpen returns: an opaque handle to one ICMP socket (an N-API external). */
+export type IcmpHandle = object;
+
+/** onReply of icmpOpen: an echo reply from `address` (on a ping socket `id` is the kernel's, not the one sent). */
+export type IcmpReplyHandler = (address: string, id: number, seq: number) => void;
 
 /** What tcpSendFile returns: an opaque handle to one file being sent (an N-API external). */
 export type SendFileHandle = object;
@@ -136,6 +142,17 @@ export type PlinthNet = {
   ): SendFileHandle;
   /** sendfile.c: stops a send and closes its dup of the socket (idempotent); the bytes sent so far. */
   tcpSendFileCancel?(h: SendFileHandle): number;
+  /**
+   * icmp_echo.c: an ICMP socket watched on Node's loop, raw (CAP_NET_RAW) or else an unprivileged ping socket;
+   * onReply for each echo reply. Throws (EPERM, EACCES) when neither is allowed.
+   */
+  icmpOpen?(onReply: IcmpReplyHandler): IcmpHandle;
+  /** icmp_echo.c: which socket icmpOpen got. */
+  icmpKind?(h: IcmpHandle): 'raw' | 'dgram';
+  /** icmp_echo.c: one echo request to `address`; 1 when queued, or -errno. */
+  icmpEcho?(h: IcmpHandle, address: string, id: number, seq: number): number;
+  /** icmp_echo.c: stops watching and closes the socket (idempotent); 0. */
+  icmpClose?(h: IcmpHandle): number;
 };
 
 type Fn = keyof PlinthNet;
@@ -149,6 +166,8 @@ export type RaResponder = Has<'openIcmp6' | 'raStart' | 'raStop' | 'raAnswered'>
 export type TftpFastPath = Has<'udpOpen' | 'udpLocalPort' | 'udpSend' | 'udpSendBatch' | 'udpClose'> &
   Pick<PlinthNet, 'udpArm' | 'udpDisarm'>;
 export type ReadPackets = NonNullable<PlinthNet['readPackets']>;
+/** ICMP echo (the DHCP probe before an offer). */
+export type IcmpEcho = Has<'icmpOpen' | 'icmpKind' | 'icmpEcho' | 'icmpClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 
@@ -159,6 +178,7 @@ const NEEDS = {
   tftpArmedWindows: ['udpArm', 'udpDisarm'],
   readPackets: ['readPackets'],
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
+  icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -195,6 +215,7 @@ function load(): Loaded {
     tftpArmedWindows: has(NEEDS.tftpArmedWindows),
     readPackets: has(NEEDS.readPackets),
     httpSendfile: has(NEEDS.httpSendfile),
+    icmpEcho: has(NEEDS.icmpEcho),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;
@@ -232,5 +253,9 @@ export const native = {
   get httpSendfile(): HttpSendfile | undefined {
     const l = load();
     return l.caps.httpSendfile ? (l.addon as HttpSendfile) : undefined;
+  },
+  get icmpEcho(): IcmpEcho | undefined {
+    const l = load();
+    return l.caps.icmpEcho ? (l.addon as IcmpEcho) : undefined;
   },
 };

@@ -44,6 +44,7 @@ describe.skipIf(!built)('native facade with the built addon', () => {
       tftpArmedWindows: true,
       readPackets: true,
       httpSendfile: true,
+      icmpEcho: true,
     });
     expect(native.dhcpSockets).toBeDefined();
     expect(native.raResponder).toBeDefined();
@@ -90,6 +91,7 @@ describe('native facade with PLINTH_NET_ADDON overridden (child processes)', () 
       tftpArmedWindows: false,
       readPackets: false,
       httpSendfile: false,
+      icmpEcho: false,
     },
     path: null,
     addon: false,
