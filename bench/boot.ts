@@ -168,6 +168,8 @@ async function main() {
           `    ratio ${(pf.MiBps / ng.MiBps).toFixed(2)}`
         : '    (no nginx: apt-get install nginx-light)'),
   );
+  if (res.downloadErrors)
+    console.log(`  ${res.downloadErrors} errors in the downloads alone (${res.errorsSeen.join('; ')})`);
   if (res.retried) console.log(`  (${res.retried} requests sent again after an idle keep-alive connection was closed)`);
   console.log('  (servers pinned to core 0, clients to core 1)');
 }

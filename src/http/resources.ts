@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { Bus } from '../events.js';
-import { createDoc, deleteDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
+import { createDoc, deleteDoc, findDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
 import { getPrefs, INVENTORY_RESOURCES, PREFS_KEY, type Resource } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import type { Filter, Store, Stored } from '../store/store.js';
@@ -139,9 +139,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
     // A machine's own token may read its record (by uuid).
     const readOne = { config: { machineToken: res.kind === 'machines' } };
     app.get<{ Params: { id: string } }>(`${base}/:id`, readOne, async (req, reply) => {
-      const key = await keyOf(req.params.id);
-      const s = await deps.store.get(res.kind, key);
-      if (!s) throw new HttpProblem(404, `${res.kind.replace(/s$/, '')} '${req.params.id}' does not exist`);
+      const s = await findDoc(inv, res, req.params.id);
       const inm = req.headers['if-none-match'];
       if (
         inm
