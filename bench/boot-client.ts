@@ -11,7 +11,8 @@ import { decode, emptyPacket, encode, macBytes } from '../src/dhcp/packet.js';
 const [server, relay, countS, concS, nginx] = process.argv.slice(2);
 const COUNT = Number(countS ?? 200);
 const CONC = Number(concS ?? 50);
-const DEADLINE = Date.now() + 300_000;
+/** Each phase (the storm, each download run) stops starting machines after this long. */
+const PHASE_MS = 300_000;
 
 const sock = dgram.createSocket('udp4');
 await new Promise<void>((r) => sock.bind(67, relay, () => r()));
@@ -97,7 +98,9 @@ function describe(err: unknown): string {
   return `${(err as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`;
 }
 
+let started = 0;
 async function machine(i: number) {
+  started++;
   const mac = `02:be:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
   let step = 'dora';
   try {
@@ -135,9 +138,10 @@ async function machine(i: number) {
 
 async function pool(n: number, conc: number, fn: (i: number) => Promise<void>) {
   let next = 0;
+  const deadline = Date.now() + PHASE_MS;
   await Promise.all(
     Array.from({ length: conc }, async () => {
-      while (next < n && Date.now() < DEADLINE) await fn(next++);
+      while (next < n && Date.now() < deadline) await fn(next++);
     }),
   );
 }
@@ -149,6 +153,7 @@ await pool(COUNT, CONC, machine);
 const seconds = (performance.now() - t0) / 1000;
 const out: Record<string, unknown> = {
   machines: COUNT,
+  started,
   seconds,
   errors,
   httpMiBps: bytes / 1048576 / seconds,
