@@ -152,6 +152,8 @@ async function main() {
     `boot storm: ${res.machines} machines (DORA + iPXE script + 10 MiB kernel + 30 MiB initrd), ${CONC} at a time`,
   );
   console.log(`  completed in ${res.seconds.toFixed(1)} s, errors ${res.errors}`);
+  if (res.started < res.machines)
+    console.log(`  only ${res.started} of ${res.machines} machines started within the 300 s a phase may take`);
   console.log(
     `  p99 per step (ms): DORA ${res.p99ms.dora}, script ${res.p99ms.script}, kernel ${res.p99ms.kernel}, initrd ${res.p99ms.initrd}`,
   );
