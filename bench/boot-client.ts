@@ -11,7 +11,8 @@ import { decode, emptyPacket, encode, macBytes } from '../src/dhcp/packet.js';
 const [server, relay, countS, concS, nginx] = process.argv.slice(2);
 const COUNT = Number(countS ?? 200);
 const CONC = Number(concS ?? 50);
-const DEADLINE = Date.now() + 300_000;
+/** Each phase (the storm, each download run) stops starting machines after this long. */
+const PHASE_MS = 300_000;
 
 const sock = dgram.createSocket('udp4');
 await new Promise<void>((r) => sock.bind(67, relay, () => r()));
@@ -60,13 +61,25 @@ function ask(
 }
 
 let retried = 0;
+/**
+ * A GET, sent again (at most twice, and counted) when its connection closed before any response: a pooled
+ * keep-alive connection the server closed as idle just as this client reused it. The request was never served,
+ * and an idempotent request is retried then (RFC 9112 9.3.1). The next pooled connection may be as old, hence
+ * more than once. A failure after the response began is an error.
+ */
+async function get(url: string): Promise<Response> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetch(url);
+    } catch (err) {
+      if (attempt >= 2) throw err;
+      retried++;
+    }
+  }
+}
+
 async function drain(url: string): Promise<number> {
-  // A pooled keep-alive connection the server closed as idle while this client was busy elsewhere (the other
-  // server's run) fails before any response: the request was never served, so it is sent once more, and counted.
-  const r = await fetch(url).catch(() => {
-    retried++;
-    return fetch(url);
-  });
+  const r = await get(url);
   if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
   let n = 0;
   for await (const c of r.body!) n += (c as Uint8Array).length;
@@ -76,9 +89,18 @@ async function drain(url: string): Promise<number> {
 const steps: Record<string, number[]> = { dora: [], script: [], kernel: [], initrd: [] };
 let errors = 0;
 let bytes = 0;
-const errorsSeen: string[] = [];
+/** Each kind of error (step, message, cause) and how often it happened: the first five are rarely the story. */
+const errorKinds = new Map<string, number>();
+const seen = (what: string) => errorKinds.set(what, (errorKinds.get(what) ?? 0) + 1);
 
+function describe(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  return `${(err as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`;
+}
+
+let started = 0;
 async function machine(i: number) {
+  started++;
   const mac = `02:be:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
   let step = 'dora';
   try {
@@ -93,7 +115,7 @@ async function machine(i: number) {
     steps.dora!.push(performance.now() - t);
     t = performance.now();
     step = 'script';
-    const script = await (await fetch(`http://${server}:8091/boot/ipxe/${mac.replace(/:/g, '-')}`)).text();
+    const script = await (await get(`http://${server}:8091/boot/ipxe/${mac.replace(/:/g, '-')}`)).text();
     steps.script!.push(performance.now() - t);
     const kernel = /^kernel (\S+)/m.exec(script)?.[1];
     const initrd = /^initrd (\S+)/m.exec(script)?.[1];
@@ -110,19 +132,16 @@ async function machine(i: number) {
     steps.initrd!.push(performance.now() - t);
   } catch (err) {
     errors++;
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    if (errorsSeen.length < 5)
-      errorsSeen.push(
-        `${step}: ${(err as Error).message}${cause ? ` (${cause.code ?? ''} ${cause.message ?? ''})` : ''}`,
-      );
+    seen(`${step}: ${describe(err).replace(/02:be:\S+/g, 'MAC')}`);
   }
 }
 
 async function pool(n: number, conc: number, fn: (i: number) => Promise<void>) {
   let next = 0;
+  const deadline = Date.now() + PHASE_MS;
   await Promise.all(
     Array.from({ length: conc }, async () => {
-      while (next < n && Date.now() < DEADLINE) await fn(next++);
+      while (next < n && Date.now() < deadline) await fn(next++);
     }),
   );
 }
@@ -134,9 +153,9 @@ await pool(COUNT, CONC, machine);
 const seconds = (performance.now() - t0) / 1000;
 const out: Record<string, unknown> = {
   machines: COUNT,
+  started,
   seconds,
   errors,
-  errorsSeen,
   httpMiBps: bytes / 1048576 / seconds,
   p99ms: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, Math.round(p99(v))])),
 };
@@ -149,12 +168,18 @@ const downloads = async (base: string) => {
   await pool(COUNT, CONC, async () => {
     // Not `n += await ...`: that reads n before the await and loses the other workers' bytes.
     let t1 = performance.now();
-    const kb = await drain(`${base}/lab/vmlinuz`);
-    k.push(performance.now() - t1);
-    t1 = performance.now();
-    const ib = await drain(`${base}/lab/initrd.img`);
-    i.push(performance.now() - t1);
-    n += kb + ib;
+    try {
+      const kb = await drain(`${base}/lab/vmlinuz`);
+      k.push(performance.now() - t1);
+      t1 = performance.now();
+      const ib = await drain(`${base}/lab/initrd.img`);
+      i.push(performance.now() - t1);
+      n += kb + ib;
+    } catch (err) {
+      // Counted and shown like the storm's errors, never a crash that loses the whole run's figures.
+      errors++;
+      seen(`${base} downloads: ${describe(err)}`);
+    }
   });
   return {
     MiBps: n / 1048576 / ((performance.now() - t) / 1000),
@@ -176,6 +201,8 @@ const best = (a: { MiBps: number; p99ms: { kernel: number; initrd: number } }[])
     : undefined;
 out.plinthFiles = best(runs.plinth!);
 out.retried = retried;
+out.downloadErrors = errors - (out.errors as number);
+out.errorsSeen = [...errorKinds].sort((a, b) => b[1] - a[1]).map(([what, n]) => `${n} x ${what}`);
 if (nginx) out.nginx = best(runs.nginx!);
 console.log(JSON.stringify(out));
 sock.close();

@@ -151,9 +151,9 @@ async function main() {
   console.log(
     `boot storm: ${res.machines} machines (DORA + iPXE script + 10 MiB kernel + 30 MiB initrd), ${CONC} at a time`,
   );
-  console.log(
-    `  completed in ${res.seconds.toFixed(1)} s, errors ${res.errors}${res.errors ? ` (${res.errorsSeen.join('; ')})` : ''}`,
-  );
+  console.log(`  completed in ${res.seconds.toFixed(1)} s, errors ${res.errors}`);
+  if (res.started < res.machines)
+    console.log(`  only ${res.started} of ${res.machines} machines started within the 300 s a phase may take`);
   console.log(
     `  p99 per step (ms): DORA ${res.p99ms.dora}, script ${res.p99ms.script}, kernel ${res.p99ms.kernel}, initrd ${res.p99ms.initrd}`,
   );
@@ -168,6 +168,8 @@ async function main() {
           `    ratio ${(pf.MiBps / ng.MiBps).toFixed(2)}`
         : '    (no nginx: apt-get install nginx-light)'),
   );
+  if (res.downloadErrors) console.log(`  ${res.downloadErrors} errors in the downloads alone`);
+  if (res.errorsSeen.length) console.log(`  errors by kind: ${res.errorsSeen.join('; ')}`);
   if (res.retried) console.log(`  (${res.retried} requests sent again after an idle keep-alive connection was closed)`);
   console.log('  (servers pinned to core 0, clients to core 1)');
 }

@@ -27,3 +27,29 @@ export function createLogger(level: string, opts: { pretty?: boolean } = {}): Lo
 
 /** A logger that drops everything: tests and benchmarks. */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * Writes lines exactly as `log.info({...fields}, msg)` would (the logger's level, time and bindings, then the
+ * fields, then msg), built from a template: for the one line every HTTP request leaves, pino's per-line work (the
+ * redaction paths walked over fields that never hold a secret, the generic serializer) was a tenth of an API
+ * GET's CPU time. `fields` is the JSON object's inside, escaped by the caller (`"a":1,"b":"x"`). Lines wait for
+ * the end of the event-loop turn and go to the destination then, one write call each, so that a turn that
+ * answered 16 requests sends them in one or two write(2)s (the destination gathers while a write is in flight).
+ */
+export function infoLines(log: Logger, msg: string): (fields: string) => void {
+  const l = log as Logger & Record<symbol, unknown>;
+  const tail = `,"msg":${JSON.stringify(msg)}}\n`;
+  let pending: string[] = [];
+  const flush = () => {
+    const lines = pending;
+    pending = [];
+    const stream = l[pino.symbols.streamSym] as { write(s: string): unknown };
+    for (const line of lines) stream.write(line);
+  };
+  return (fields) => {
+    if (!log.isLevelEnabled('info')) return;
+    const time = (l[pino.symbols.timeSym] as () => string)();
+    if (pending.length === 0) setImmediate(flush);
+    pending.push(`{"level":${log.levels.values.info}${time}${l[pino.symbols.chindingsSym]},${fields}${tail}`);
+  };
+}

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Principal } from '../inventory/tokens.js';
 import { requestToken } from '../provision/trust.js';
 import { API } from './api-prefix.js';
@@ -67,11 +67,28 @@ const unauthorized = (detail: string, error?: string) =>
     'www-authenticate': `Bearer realm="plinth"${error ? `, error="${error}"` : ''}`,
   });
 
-export type Authenticate = (req: FastifyRequest) => Promise<void>;
+/**
+ * Token -> principal (`tokenChecker`); `cached` answers at once when the answer is known (a principal, or null for a
+ * refused token) and undefined when the store must be asked.
+ */
+export type TokenCheck = ((token: string) => Promise<Principal | null>) & {
+  cached?(token: string): Principal | null | undefined;
+};
+
+/** A callback-style onRequest hook: a known token (nearly every request) is decided without a promise. */
+export type Authenticate = (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => void;
+
+/** The principal's verdict on this request: nothing when it may go on, else the problem to answer. */
+function admit(req: FastifyRequest, p: Principal | null): HttpProblem | undefined {
+  if (!p) return unauthorized('the bearer token is not valid (or has expired)', 'invalid_token');
+  req.principal = p;
+  const why = refusal(p, req);
+  return why ? new HttpProblem(403, why) : undefined;
+}
 
 /** The onRequest hook of a token scope: a bearer token, then the role check of `refusal`. */
-export function authenticate(check: (token: string) => Promise<Principal | null>): Authenticate {
-  return async (req: FastifyRequest) => {
+export function authenticate(check: TokenCheck): Authenticate {
+  return (req, _reply, done) => {
     // A booted machine's initrd may only manage a GET with the token in the query (busybox wget): the query
     // counts only on the routes a machine token may use.
     const token = requestToken(
@@ -79,15 +96,13 @@ export function authenticate(check: (token: string) => Promise<Principal | null>
       req.routeOptions.config?.machineToken ? req.query : undefined,
     );
     if (!token) {
-      throw unauthorized(
-        'this route needs "Authorization: Bearer <token>"; the admin token is in <data-dir>/admin.token',
+      return done(
+        unauthorized('this route needs "Authorization: Bearer <token>"; the admin token is in <data-dir>/admin.token'),
       );
     }
-    const p = await check(token);
-    if (!p) throw unauthorized('the bearer token is not valid (or has expired)', 'invalid_token');
-    req.principal = p;
-    const why = refusal(p, req);
-    if (why) throw new HttpProblem(403, why);
+    const known = check.cached?.(token);
+    if (known !== undefined) return done(admit(req, known));
+    check(token).then((p) => done(admit(req, p)), done);
   };
 }
 
@@ -122,12 +137,12 @@ export function publicScope(routes: Routes): FastifyPluginAsync {
  * The root's onRequest net: a route under the API prefix that is in neither scope above (registered on the root
  * or in another plugin) needs a token all the same. Matched route patterns only, never the raw URL.
  */
-export function failClosed(auth: Authenticate) {
-  return async (req: FastifyRequest) => {
+export function failClosed(auth: Authenticate): Authenticate {
+  return (req, reply, done) => {
     const url = req.routeOptions.url;
-    if (!url || (url !== API && !url.startsWith(`${API}/`))) return;
+    if (!url || (url !== API && !url.startsWith(`${API}/`))) return done();
     const cfg = req.routeOptions.config;
-    if (cfg?.apiScope || cfg?.publicApi) return;
-    await auth(req);
+    if (cfg?.apiScope || cfg?.publicApi) return done();
+    auth(req, reply, done);
   };
 }

@@ -52,15 +52,20 @@ export function httpLimits(cfg: {
   httpRequestTimeoutMs?: number;
 }): HttpLimits {
   const requestTimeoutMs = cfg.httpRequestTimeoutMs ?? 3_600_000;
+  const idleTimeoutMs = cfg.httpIdleTimeoutMs ?? 60_000;
   const maxConnections = cfg.httpMaxConnections ?? defaultMaxConnections();
   return {
     maxConnections,
     maxPerClient: Math.min(cfg.httpMaxConnectionsPerClient ?? 64, maxConnections),
     // Node refuses a headers timeout longer than the request timeout.
     headersTimeoutMs: Math.min(cfg.httpHeadersTimeoutMs ?? 10_000, requestTimeoutMs),
-    idleTimeoutMs: cfg.httpIdleTimeoutMs ?? 60_000,
+    idleTimeoutMs,
     requestTimeoutMs,
-    keepAliveTimeoutMs: 5_000,
+    // Longer than the clients' own idle expiry (undici: 4 s, checked on a 1 s tick): the server closing first races
+    // a request the client sends on the connection at that moment, which then fails with no response (bench:boot's
+    // "fetch failed"). The server's count starts when the last byte is handed to the socket; a client 50 downloads
+    // deep reads the buffered megabytes a second or more later. nginx keeps 75 s.
+    keepAliveTimeoutMs: Math.min(30_000, idleTimeoutMs),
   };
 }
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import type { Bus } from '../events.js';
-import { createDoc, deleteDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
+import { createDoc, deleteDoc, findDoc, modifyDoc, replaceDoc, resolveKey } from '../inventory/crud.js';
 import { getPrefs, INVENTORY_RESOURCES, PREFS_KEY, type Resource } from '../inventory/resources.js';
 import { Prefs } from '../model/profile.js';
 import type { Filter, Store, Stored } from '../store/store.js';
@@ -86,6 +86,7 @@ function parseList(res: Resource, query: Record<string, string | string[]>) {
 }
 
 const quoted = (etag: string) => `"${etag}"`;
+const quotedNames = (names: Set<string>) => [...names].map((n) => JSON.stringify(n));
 
 /** If-Match: "*" or one or more quoted etags (weak ones never match for writes, RFC 9110 13.1.1). */
 function ifMatchOf(
@@ -108,6 +109,17 @@ function sendDoc(reply: FastifyReply, s: Stored) {
   return reply.header('etag', quoted(s.etag)).type('application/json; charset=utf-8').send(s.json);
 }
 
+/**
+ * A document as a token that may not see secure values gets it. A JSON text without a backslash spells every
+ * string as it is, so when none of the secure names appears in it quoted, no param of it is secure: the stored
+ * text goes out unparsed (a list of 2,500 machines is parsed and written again only where a secret may be).
+ */
+function redactedJson(res: Resource, s: Stored, secure: Set<string>, quoted: string[]): string {
+  const json = s.json;
+  if (!json.includes('\\') && !quoted.some((q) => json.includes(q))) return json;
+  return JSON.stringify(res.redact!(s.doc, secure));
+}
+
 /** CRUD for every inventory resource and the prefs; relative to the API's prefix (machine-api.ts: the rest of a machine's). */
 export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
   const inv = { store: deps.store, bus: deps.bus };
@@ -124,7 +136,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
       return reply
         .header('etag', quoted(s.etag))
         .type('application/json; charset=utf-8')
-        .send(JSON.stringify(res.redact(s.doc, secure)));
+        .send(redactedJson(res, s, secure, quotedNames(secure)));
     };
 
     app.get(base, async (req, reply) => {
@@ -133,15 +145,14 @@ export function registerResourceRoutes(app: FastifyInstance, deps: Deps) {
       const secure = res.redact ? await secureNames() : new Set<string>();
       reply.header('x-total-count', String(total)).type('application/json; charset=utf-8');
       if (secure.size === 0) return `[${items.map((i) => i.json).join(',')}]`;
-      return JSON.stringify(items.map((i) => (res.redact ? res.redact(i.doc, secure) : i.doc)));
+      const names = quotedNames(secure);
+      return `[${items.map((i) => redactedJson(res, i, secure, names)).join(',')}]`;
     });
 
     // A machine's own token may read its record (by uuid).
     const readOne = { config: { machineToken: res.kind === 'machines' } };
     app.get<{ Params: { id: string } }>(`${base}/:id`, readOne, async (req, reply) => {
-      const key = await keyOf(req.params.id);
-      const s = await deps.store.get(res.kind, key);
-      if (!s) throw new HttpProblem(404, `${res.kind.replace(/s$/, '')} '${req.params.id}' does not exist`);
+      const s = await findDoc(inv, res, req.params.id);
       const inm = req.headers['if-none-match'];
       if (
         inm

@@ -8,7 +8,7 @@ import { ParamDef, Prefs, Profile } from '../model/profile.js';
 import { Lease, Reservation, Subnet } from '../model/subnet.js';
 import { Template } from '../model/template.js';
 import { includeCycle, literalIncludes } from '../render/includes.js';
-import type { Doc, Kind, Store, UniqueValue } from '../store/store.js';
+import type { Doc, Kind, Store, Stored, UniqueValue } from '../store/store.js';
 import { checkParamValues, compileSchema, GLOBAL_PROFILE, redactParams } from './params.js';
 
 /** What a resource's hooks see while a write is validated: the store to check references in, and the write's time. */
@@ -41,6 +41,8 @@ export type Resource = {
   beforeDelete?(key: string, doc: Doc, ctx: WriteCtx): Promise<void>;
   /** Alternative identifiers accepted in URLs (a machine's name as well as its uuid). */
   resolveKey?(store: Store, id: string): Promise<string | undefined>;
+  /** The document `resolveKey` names, fetched with as few lookups as the id allows. */
+  find?(store: Store, id: string): Promise<Stored | undefined>;
   redact?(doc: Doc, secure: Set<string>): Doc;
 };
 
@@ -62,6 +64,8 @@ async function refuseIfUsed(ctx: WriteCtx, what: string, kind: Kind, field: stri
     ]);
   }
 }
+
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const machines: Resource = {
   kind: 'machines',
@@ -124,6 +128,19 @@ const machines: Resource = {
   async resolveKey(store, id) {
     if (await store.get('machines', id)) return id;
     return (await store.keyOf('machines', 'name', id)) ?? (await store.keyOf('machines', 'macs', id.toLowerCase()));
+  },
+  // resolveKey's answer (uuid, then name, then MAC) in fewer lookups: keys are uuids (z.uuid() on every write), so
+  // an id of another shape is looked up as a key only when it is no name or MAC either.
+  async find(store, id) {
+    const uuid = UUID_SHAPE.test(id);
+    if (uuid) {
+      const s = await store.get('machines', id);
+      if (s) return s;
+    }
+    const key =
+      (await store.keyOf('machines', 'name', id)) ?? (await store.keyOf('machines', 'macs', id.toLowerCase()));
+    if (key !== undefined) return store.get('machines', key);
+    return uuid ? undefined : store.get('machines', id);
   },
   redact: (d, secure) => ({ ...d, params: redactParams(d.params as Record<string, unknown>, secure) }),
 };

@@ -129,7 +129,14 @@ export function tokenChecker(store: Store, ttlMs = 5000) {
     }
     return h;
   };
-  return async (token: string): Promise<Principal | null> => {
+  // The cached answer, once its entry is fresh: the principal, null for a refused or expired token.
+  const settle = (h: string, hit: Entry, now: number): Principal | null => {
+    // The cache may hold a token past its expiry for up to ttlMs; the expiry itself is exact.
+    if (hit.doc?.expiresAt && Date.parse(hit.doc.expiresAt) <= now) return null;
+    if (hit.p && hit.doc) touch(store, sh, h, hit.doc, now);
+    return hit.p;
+  };
+  const check = async (token: string): Promise<Principal | null> => {
     const h = hashOf(token);
     const now = Date.now();
     let hit = sh.cache.get(h);
@@ -143,11 +150,16 @@ export function tokenChecker(store: Store, ttlMs = 5000) {
       if (sh.cache.size > 10_000) sh.cache.clear();
       sh.cache.set(h, hit);
     }
-    // The cache may hold a token past its expiry for up to ttlMs; the expiry itself is exact.
-    if (hit.doc?.expiresAt && Date.parse(hit.doc.expiresAt) <= now) return null;
-    if (hit.p && hit.doc) touch(store, sh, h, hit.doc, now);
-    return hit.p;
+    return settle(h, hit, now);
   };
+  /** The answer without a store read when the cache has a fresh one (the API's hot path); else undefined. */
+  const cached = (token: string): Principal | null | undefined => {
+    const h = hashOf(token);
+    const now = Date.now();
+    const hit = sh.cache.get(h);
+    return hit && hit.until > now ? settle(h, hit, now) : undefined;
+  };
+  return Object.assign(check, { cached });
 }
 
 function touch(store: Store, sh: Shared, h: string, doc: TokenDoc, now: number) {
