@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../events.js';
-import { pinNewBootenvs } from '../files/pins.js';
+import { pinNewBootenvs } from '../files/pin-new.js';
 import { fileInfo } from '../files/store-files.js';
 import { DownloadError } from '../images/fetch.js';
 import { ImportError, importManifest } from '../images/import.js';

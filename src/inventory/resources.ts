@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
+import { indexedInfo, pinCurrentFiles } from '../files/pins.js';
 import { BootEnv } from '../model/bootenv.js';
 import { cidrContains, hostBitsSet, ipToInt, notNicMac } from '../model/common.js';
 import { type FieldError, InvalidError, StateConflictError } from '../model/errors.js';
@@ -150,6 +151,9 @@ const bootenvs: Resource = {
   keyField: 'name',
   schema: BootEnv,
   summary: 'Boot environments: what a machine boots (kernel, initrds, command line, rendered templates)',
+  // Created without pins: pinned to its kernel and initrds as uploaded now, inside the create, so a later upload
+  // to the same paths never changes what this bootenv boots (src/files/pins.ts).
+  prepare: (d, old, ctx) => (old ? d : pinCurrentFiles(d, indexedInfo(ctx.store))),
   async check(d, _old, ctx) {
     const errors: FieldError[] = [];
     for (const [i, t] of ((d.templates as { templateId?: string }[]) ?? []).entries()) {
