@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, w
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { section, shBlocks, tourScript, walkBlocks } from './blocks.js';
 
 /*
  * The README's curl walk and the five-minute tour's API steps, run as written (issue 14): the fenced blocks that
@@ -17,14 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
  */
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const README = path.join(ROOT, 'README.md');
-
-/** The sh blocks after each `<!-- walk -->` marker, in document order. */
-function walkBlocks(markdown: string): string[] {
-  const blocks: string[] = [];
-  const re = /^<!-- walk -->\n```sh\n([\s\S]*?)^```$/gm;
-  for (let m = re.exec(markdown); m; m = re.exec(markdown)) blocks.push(m[1]!);
-  return blocks;
-}
 
 type LogLine = { msg?: string; method?: string; url?: string; status?: number };
 
@@ -66,6 +59,30 @@ echo "walk exit $rc (daemon up: $up)"
 exit $rc
 `;
 }
+
+describe('every runnable block of the walk and the tour is run by a test', () => {
+  it('the curl walk: each of its sh blocks is a walk block (run below)', () => {
+    const readme = readFileSync(README, 'utf8');
+    const walk = walkBlocks(readme);
+    const blocks = shBlocks(section(readme, '## A walk through the API with curl'));
+    expect(blocks.length).toBeGreaterThan(0);
+    for (const b of blocks) expect(walk, b.slice(0, 200)).toContain(b);
+  });
+
+  it('the five-minute tour: install, API and lab blocks in the shape test/e2e/readme-tour.test.ts runs', () => {
+    const readme = readFileSync(README, 'utf8');
+    const all = shBlocks(section(readme, '### Five-minute tour'));
+    const t = tourScript(readme);
+    // The e2e test runs every block of the section: the two before the lab block, then the lab block around step 4.
+    expect(t.blocks.length + 1).toBe(all.length);
+    expect(t.beforeStep4 + t.afterStep4).toBe(all.at(-1));
+    expect(t.blocks[0]).toMatch(/npm ci && sudo npm start &/);
+    // The API block is also a walk block, so `npm test` runs it on every change.
+    expect(walkBlocks(readme)).toContain(t.blocks[1]);
+    expect(t.beforeStep4).toMatch(/plinth lab up/);
+    expect(t.afterStep4).toMatch(/plinth lab down/);
+  });
+});
 
 describe.skipIf(!canUnshare)('the README walk runs verbatim', () => {
   let dir: string;
