@@ -36,8 +36,8 @@ describe('the README five-minute tour runs verbatim', () => {
     const t = tourScript(readme);
     expect(t.blocks).toHaveLength(2);
     expect(t.blocks[0]).toMatch(/npm ci && sudo npm start &/);
-    expect(t.beforeStep4).toMatch(/plinth lab up/);
-    expect(t.afterStep4).toMatch(/plinth lab down/);
+    expect(t.beforeStep4).toMatch(/plinth.js lab up/);
+    expect(t.afterStep4).toMatch(/plinth.js lab down/);
 
     // A clean copy: what git has (tracked and new files), nothing built or installed.
     const files = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '-z'], { cwd: ROOT, encoding: 'utf8' })
