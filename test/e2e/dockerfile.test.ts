@@ -26,6 +26,9 @@ const NOT_REPLAYED = [
   'mkdir -p /var/lib/plinth && chown node:node /var/lib/plinth',
 ];
 
+/** A RUN line that touches the system (packages, capabilities, users, paths outside /app) is never run here. */
+const SYSTEM_LEVEL = /\b(apt-get|apt|dpkg|setcap|chown|chmod|useradd|adduser|groupadd)\b|(^|[\s;&|])\/(?!app\b)/;
+
 type Instr = { op: string; args: string };
 
 /** Instructions in order: continuation lines joined, comments and blank lines dropped. */
@@ -125,6 +128,8 @@ describe.skipIf(!canUnshare)('the Dockerfile, replayed in a clean directory', ()
           skipped.push(args);
           continue;
         }
+        // Fail rather than run a new system-level line on the host: it must be listed above, or kept out of it.
+        expect(SYSTEM_LEVEL.test(args), `RUN ${args}: system-level, not replayed; list it in NOT_REPLAYED`).toBe(false);
         log.push(`RUN ${args}`);
         const r = spawnSync('bash', ['-ec', args], {
           cwd: inImage('.'),
