@@ -6,7 +6,9 @@
  * lab (../shared/lab gotcha 3). No DHCP option or boot script can switch that off, so we answer each RS with an
  * RA of router lifetime 0 (RFC 4861 4.2: "not a default router"), no prefix, M=0 and O=0, sent unicast to the
  * soliciting link-local address: iPXE ignored an RA to ff02::1 in the lab, the unicast one works. Only
- * solicitations are answered (no periodic RAs), only on served interfaces, so hosts that do not ask hear nothing.
+ * solicitations are answered (no periodic RAs), only on served interfaces, so hosts that do not ask hear nothing;
+ * and not on an interface where this host has an IPv6 address beyond link-local: there a router (or an operator)
+ * configures IPv6, iPXE hears that router, and our M=0/O=0 answer must not contradict its flags to other hosts.
  *
  * Node has no raw sockets, and libuv refuses to drive a raw socket's fd ("Unsupported fd type"), so the
  * responder lives in the native helper (native/ra.c, raStart): a raw ICMPv6 socket per interface,
@@ -15,6 +17,7 @@
  * (a lab's veth appears after the daemon started).
  */
 
+import os from 'node:os';
 import type { InventoryCache } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { NetAddon } from './bind.js';
@@ -33,7 +36,27 @@ export function startRaResponder(deps: {
   checkEveryMs?: number;
   /** Where errors of the periodic check go (listing interfaces fails under descriptor exhaustion). */
   guard?: BackgroundGuard;
+  /** The host's IPv6 addresses on an interface (default: os.networkInterfaces). */
+  ipv6Of?: (ifname: string) => string[];
 }): { close(): void; answered: () => number; interfaces: () => string[] } {
+  const ipv6Of =
+    deps.ipv6Of ??
+    ((ifname: string) =>
+      (os.networkInterfaces()[ifname] ?? []).filter((a) => a.family === 'IPv6').map((a) => a.address));
+  // An interface with IPv6 configured beyond link-local has its own router: said once per interface.
+  const routed = new Set<string>();
+  const hasOwnIpv6 = (ifname: string) => {
+    const global = ipv6Of(ifname).filter((a) => !/^fe[89ab]/i.test(a) && a !== '::1');
+    if (global.length && !routed.has(ifname)) {
+      routed.add(ifname);
+      deps.log.info(
+        { ifname, address: global[0] },
+        'dhcp: not answering IPv6 router solicitations here: IPv6 is configured on this segment (its router answers)',
+      );
+    }
+    if (!global.length) routed.delete(ifname);
+    return global.length > 0;
+  };
   const running = new Map<string, number>();
   // Interfaces whose start failed for good (no privilege, no IPv6): not retried while they stay wanted.
   const failed = new Set<string>();
@@ -42,7 +65,9 @@ export function startRaResponder(deps: {
     running.delete(ifname);
   };
   const sync = () => {
-    const wanted = new Set(deps.inventory.prefs().answerRouterSolicitations ? deps.interfaces() : []);
+    const wanted = new Set(
+      deps.inventory.prefs().answerRouterSolicitations ? deps.interfaces().filter((i) => !hasOwnIpv6(i)) : [],
+    );
     for (const ifname of [...running.keys()]) if (!wanted.has(ifname)) stop(ifname);
     for (const ifname of [...failed]) if (!wanted.has(ifname)) failed.delete(ifname);
     const started: string[] = [];

@@ -42,7 +42,13 @@ describe('router solicitation responder', () => {
     expect(Prefs.parse({}).answerRouterSolicitations).toBe(true);
     const f = fakeAddon();
     const inventory = { prefs: () => Prefs.parse({}) } as unknown as InventoryCache;
-    const ra = startRaResponder({ interfaces: () => ['br0'], inventory, log: silent, addon: f.addon });
+    const ra = startRaResponder({
+      interfaces: () => ['br0'],
+      inventory,
+      log: silent,
+      addon: f.addon,
+      ipv6Of: () => ['fe80::1'],
+    });
     try {
       expect(f.live()).toEqual(['br0']);
       expect(ra.answered()).toBe(1);
@@ -76,6 +82,30 @@ describe('router solicitation responder', () => {
       ra.close();
     }
     expect(f.live()).toEqual([]);
+  });
+
+  it('stays silent where IPv6 is configured (a router answers there), and answers once it is gone', async () => {
+    const f = fakeAddon();
+    const v6: Record<string, string[]> = { br0: ['fe80::1'], eth0: ['fe80::2', '2001:db8::5'] };
+    const inventory = { prefs: () => ({ answerRouterSolicitations: true }) } as unknown as InventoryCache;
+    const ra = startRaResponder({
+      interfaces: () => ['br0', 'eth0'],
+      inventory,
+      log: silent,
+      addon: f.addon,
+      checkEveryMs: 10,
+      ipv6Of: (i) => v6[i] ?? [],
+    });
+    try {
+      expect(f.live()).toEqual(['br0']); // link-local only: answered; a global address: not
+      v6.eth0 = ['fe80::2'];
+      expect(await until(() => f.live().length === 2)).toBe(true);
+      v6.br0 = ['fe80::1', 'fd00::1'];
+      expect(await until(() => f.live().length === 1)).toBe(true);
+      expect(f.live()).toEqual(['eth0']);
+    } finally {
+      ra.close();
+    }
   });
 
   it('an interface that refuses (no privilege, no IPv6) is not retried while served, and does not stop the others', async () => {
