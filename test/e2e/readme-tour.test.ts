@@ -6,12 +6,24 @@
  * `lab up` with two QEMU VMs; step 4 (assign lab-a to lab-vm-1 in /ui) is done through the API, and the test
  * waits until lab-vm-1 has booted lab-a before the block's `lab down`.
  *
- * What the test provides is what the machine would have: root (`sudo` is a shim), Debian's package lists, and
- * the .debs build-images.sh downloads (copied from the lab cache, so the run does not fetch 160 MB each time).
+ * What the test provides is what the machine would have: root (`sudo` is a shim), Debian's package lists, npm's
+ * cache (the namespace has no route to the registry) and the .debs build-images.sh downloads (copied from the lab
+ * cache, so the run does not fetch 160 MB each time).
  * Everything runs in a network namespace of its own: the daemon's default ports and the lab's veth live there.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { homedir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { labDown } from '../../src/lab/lab.js';
@@ -66,7 +78,14 @@ for i in $(seq 600); do
 done
 grep -ao 'PLINTH-LAB-BOOTED image=lab-a[^\\r]*' var/lab/serial-lab-vm-1.log
 `;
-    const waitUp = `for i in $(seq 1200); do [ -s var/admin.token ] && curl -s -o /dev/null http://127.0.0.1:8091/api/v1/info && break; sleep 0.5; done\n`;
+    // $! is block 1's `npm ci && sudo npm start &`: stop waiting if it ended (npm ci failed).
+    const waitUp = `bg=$!
+for i in $(seq 1800); do
+  [ -s var/admin.token ] && curl -s -o /dev/null http://127.0.0.1:8091/api/v1/info && break
+  kill -0 $bg 2>/dev/null || { echo "npm ci && npm start ended before the daemon answered"; exit 1; }
+  sleep 0.5
+done
+`;
     writeFileSync(
       path.join(work, 'tour.sh'),
       [
@@ -97,13 +116,26 @@ grep -ao 'PLINTH-LAB-BOOTED image=lab-a[^\\r]*' var/lab/serial-lab-vm-1.log
       npm_config_update_notifier: 'false',
       npm_config_fund: 'false',
       npm_config_audit: 'false',
+      // The namespace has no route out: npm ci installs from the machine's npm cache (filled by the checkout's
+      // own npm ci), and native modules build against this Node's own headers.
+      npm_config_cache: path.join(homedir(), '.npm'),
+      npm_config_offline: 'true',
+      npm_config_nodedir: path.dirname(path.dirname(realpathSync(process.execPath))),
       DEBIAN_FRONTEND: 'noninteractive',
     });
     // Its own session: at the end every process the tour started in it (the daemon under `npm start &`) is stopped
     // with one signal to the group; the VMs, detached by `lab up`, are stopped by its `lab down` (or afterAll).
     const child = spawn(
       'ip',
-      ['netns', 'exec', NS, 'setsid', 'bash', '-c', 'bash tour.sh; rc=$?; trap "" TERM; kill -TERM 0; exit $rc'],
+      [
+        'netns',
+        'exec',
+        NS,
+        'setsid',
+        'bash',
+        '-c',
+        `bash ${path.join(work, 'tour.sh')}; rc=$?; trap "" TERM; kill -TERM 0; exit $rc`,
+      ],
       {
         cwd: clone,
         env,
