@@ -10,6 +10,8 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 COPY native ./native
+# npm ci runs `prepare` (scripts/build.mjs --if-possible: skipped until src/ is there), so the script comes first.
+COPY scripts ./scripts
 # npm ci's postinstall builds the socket helper (native/) against the image's Node headers.
 RUN npm ci && test -f native/build/Release/plinth_net.node
 COPY . .

@@ -4,7 +4,15 @@
 // nothing the second time. The REST API has no transaction over several objects, so apply is all-or-nothing only
 // for what can be checked locally (every document parsed, typed and named before the first request); after
 // that it stops at the first refusal and reports, per document, what was already applied and what was not.
+// The file is compared as the server will store it (MACs lower-case with colons, DHCP option values in their
+// canonical spelling): written any other valid way, the same file is still "unchanged" the second time.
 import { isDeepStrictEqual } from 'node:util';
+import type { z } from 'zod';
+import { BootEnv } from '../model/bootenv.js';
+import { Machine } from '../model/machine.js';
+import { ParamDef, Profile } from '../model/profile.js';
+import { Reservation, Subnet } from '../model/subnet.js';
+import { Template } from '../model/template.js';
 import { seg } from './client.js';
 import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
@@ -35,6 +43,32 @@ export function mergeDiff(current: Record<string, unknown>, desired: Record<stri
   const patch: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(desired)) if (!mergeIsNoop(v, current[k])) patch[k] = v;
   return patch;
+}
+
+const SCHEMAS: Record<string, z.ZodObject> = {
+  machines: Machine,
+  bootenvs: BootEnv,
+  templates: Template,
+  subnets: Subnet,
+  reservations: Reservation,
+  profiles: Profile,
+  params: ParamDef,
+};
+
+/**
+ * The document's fields as the server stores them, each parsed by the resource's own field schema (so the
+ * spelling is the server's). Only the fields the document names: a default the server fills in is not a
+ * difference. A value its schema refuses is left as written, for the server to refuse with its reason.
+ */
+export function normalise(kind: string, body: Record<string, unknown>): Record<string, unknown> {
+  const shape = SCHEMAS[kind]?.shape as Record<string, z.ZodType> | undefined;
+  if (!shape) return body;
+  return Object.fromEntries(
+    Object.entries(body).map(([k, v]) => {
+      const r = shape[k]?.safeParse(v);
+      return [k, r?.success ? r.data : v];
+    }),
+  );
 }
 
 /** Every document typed and named before anything is sent: a mistake in the file changes nothing. */
@@ -70,7 +104,7 @@ async function applyOne(p: Planned, dryRun: boolean, ctx: CliContext): Promise<O
     if (!dryRun) await ctx.client.request('POST', `/${p.kind}`, { body: p.body });
     return { ...base, result: dryRun ? 'would create' : 'created' };
   }
-  const patch = mergeDiff(cur.body as Record<string, unknown>, p.body);
+  const patch = mergeDiff(cur.body as Record<string, unknown>, normalise(p.kind, p.body));
   const changed = Object.keys(patch);
   if (changed.length === 0) return { ...base, result: 'unchanged' };
   if (!dryRun) {

@@ -7,7 +7,10 @@
  * - bios: SeaBIOS + the NIC's default iPXE option ROM. Never name romfile= for virtio: Debian's virtio ROMs carry
  *   PCI ID 1af4:1041 while QEMU's transitional virtio-net is 1af4:1000, and QEMU patches the ID only into its
  *   default ROM (an explicit one is skipped: "No bootable device").
- * - uefi: OVMF + the same (combined legacy+EFI) default ROM.
+ * - uefi: OVMF + the same (combined legacy+EFI) default ROM: OVMF loads the ROM's EFI iPXE driver and boots it
+ *   first, DHCP to `GET /boot/ipxe` in 0.1 s once router solicitations are answered (dhcp/ra.ts). A VM whose ROM
+ *   iPXE saw no DHCP answer ("Nothing to boot", then OVMF's own PXE) met a server not yet serving its segment, not
+ *   a ROM that cannot boot.
  * - uefi-pxe: OVMF's own PXE client (romfile= empty): DHCP -> TFTP ipxe.efi -> iPXE -> HTTP.
  * - uefi-http: OVMF's own UEFI HTTP Boot; PXE switched off through fw_cfg so it goes straight to HTTPv4.
  */

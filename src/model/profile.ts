@@ -33,8 +33,10 @@ export const Prefs = z.strictObject({
   rogueDhcpWarnings: z.boolean().default(true).describe('Warn when another DHCP server answers on a served segment'),
   answerRouterSolicitations: z
     .boolean()
-    .default(false)
-    .describe('Answer IPv6 router solicitations with lifetime-0 RAs (speeds up iPXE on IPv4-only segments)'),
+    .default(true)
+    .describe(
+      'Answer IPv6 router solicitations on served interfaces with lifetime-0 RAs (iPXE otherwise waits ~16 s for IPv6)',
+    ),
   firmwareQuirks: z
     .array(FirmwareQuirk)
     .max(256)

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mergeDiff, mergeIsNoop, plan } from '../../src/cli/apply.js';
+import { mergeDiff, mergeIsNoop, normalise, plan } from '../../src/cli/apply.js';
 import type { TestDaemon } from '../helpers/daemon.js';
 import { type CliSuite, cliInProcess, useCliDaemon } from './run.js';
 
@@ -53,6 +53,15 @@ describe('merge patches (RFC 7396) as apply compares them', () => {
     expect(mergeDiff({ name: 'n', a: 1, b: [1], uuid: 'u' }, { name: 'n', a: 2, b: [1] })).toEqual({ a: 2 });
   });
 
+  it('documents are compared as the server spells them, field by field, without its defaults', () => {
+    expect(normalise('machines', { name: 'm', macs: ['52-54-00-AB-CD-EF'] })).toEqual({
+      name: 'm',
+      macs: ['52:54:00:ab:cd:ef'],
+    });
+    // A value the schema refuses stays as written (the server says why); a null (merge-patch removal) stays null.
+    expect(normalise('reservations', { mac: 'nonsense', nextServer: null })).toEqual({ mac: 'nonsense', nextServer: null });
+  });
+
   it('every document is typed and named before any request', () => {
     expect(plan([{ kind: 'machine', name: 'm' }], undefined)).toEqual([
       { kind: 'machines', name: 'm', body: { name: 'm' } },
@@ -89,6 +98,40 @@ describe('plinth apply against a live daemon', () => {
     expect(second.json().map((o: { result: string }) => o.result)).toEqual(Array(4).fill('unchanged'));
     const after = await d.api('GET', '/api/v1/machines/ap-m1');
     // Nothing was written: the same version of the machine.
+    expect(after.headers.get('etag')).toBe(before.headers.get('etag'));
+  });
+
+  it('a file the server normalises (MAC spelling, option values, defaults filled) is unchanged the second time', async () => {
+    const f = file(
+      'norm.yaml',
+      `kind: subnet
+name: ap-norm
+subnet: 10.79.0.0/24
+options:
+  - { code: 42, value: "10.79.0.1, 10.79.0.2" }
+---
+kind: reservation
+address: 10.79.0.5
+mac: 52-54-00-AB-CD-11
+subnet: ap-norm
+---
+kind: machine
+name: ap-norm-m
+macs: [52-54-00-AB-CD-12]
+`,
+    );
+    const first = await run(['apply', '-f', f]);
+    expect(first.code, first.stderr).toBe(0);
+    const stored = (await d.api('GET', '/api/v1/subnets/ap-norm')).body;
+    // The server did rewrite what the file says, and filled in what it does not.
+    expect(stored.options).toEqual([{ code: 42, value: ['10.79.0.1', '10.79.0.2'] }]);
+    expect(stored.leaseTime).toBe(3600);
+    expect((await d.api('GET', '/api/v1/machines/ap-norm-m')).body.macs).toEqual(['52:54:00:ab:cd:12']);
+    const before = await d.api('GET', '/api/v1/machines/ap-norm-m');
+    const second = await run(['apply', '-f', f]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.json().map((o: { result: string }) => o.result)).toEqual(Array(3).fill('unchanged'));
+    const after = await d.api('GET', '/api/v1/machines/ap-norm-m');
     expect(after.headers.get('etag')).toBe(before.headers.get('etag'));
   });
 

@@ -45,7 +45,8 @@ beforeAll(async () => {
     leaseTime: 600,
   };
   expect(api.json('POST', '/api/v1/subnets', subnet).status).toBe(201);
-  expect(api.json('PATCH', '/api/v1/prefs', { answerRouterSolicitations: true }).status).toBe(200);
+  // Router solicitations are answered by default (iPXE would otherwise wait ~16 s for IPv6 after each ACK).
+  expect(api.json('GET', '/api/v1/prefs').body.answerRouterSolicitations).toBe(true);
   // The shipped discovery bootenv boots these paths.
   expect(api.upload(path.join(IMAGES, 'vmlinuz-generic'), 'discovery/vmlinuz').status).toBeLessThan(300);
   expect(api.upload(path.join(IMAGES, 'discovery.img'), 'discovery/discovery.img').status).toBeLessThan(300);
@@ -86,6 +87,7 @@ describe('PXE boot end to end', () => {
       const kinds = b.events.map((e) => e.kind);
       for (const k of ['dhcp', 'render', 'http', 'callback']) expect(kinds).toContain(k);
       expect(b.events.find((e) => e.kind === 'dhcp')!.detail).toMatch(/iPXE/);
+      expect(plinth.output()).toMatch(/"interfaces":\["br0"\],"msg":"dhcp: answering IPv6 router solicitations/);
       expect(b.artifacts.map((a) => a.path)).toEqual(['lab/vmlinuz', 'lab/lab-a.img']);
       await watch.stop();
       const seen = watch

@@ -82,6 +82,17 @@ describe('plinth lab', () => {
       const b = api.json('GET', `/api/v1/machines/${name}/boots`).body;
       expect(b[0].result, name).toBe('booted');
       expect(b[0].bootEnv).toBe('lab-a');
+      // For the record (README: boot timings), never asserted: seconds from the ACK to each step.
+      const ev = b[0].events as { at: string; kind: string; detail: string }[];
+      const ack = ev.find((e) => e.kind === 'dhcp' && /acknowledged/.test(e.detail)) ?? ev[0]!;
+      const at = (f: (e: { kind: string; detail: string }) => boolean) => {
+        const e = ev.find(f);
+        return e ? ((Date.parse(e.at) - Date.parse(ack.at)) / 1000).toFixed(1) : '-';
+      };
+      console.log(
+        `${name}: ACK +0, GET /boot/ipxe +${at((e) => e.kind === 'http' && e.detail.includes('/boot/ipxe'))} s, ` +
+          `kernel +${at((e) => e.kind === 'http' && e.detail.includes('vmlinuz'))} s, callback +${at((e) => e.kind === 'callback')} s`,
+      );
     }
     // The page followed the boots live: both machines with the address DHCP gave them and their last boot.
     // Columns: name, MACs, arch, address, bootEnv, last boot, last seen.

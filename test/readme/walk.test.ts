@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, w
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { section, shBlocks, tourScript, walkBlocks } from './blocks.js';
 
 /*
  * The README's curl walk and the five-minute tour's API steps, run as written (issue 14): the fenced blocks that
@@ -13,18 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
  * namespaces are allowed): its loopback holds the default ports 8443 and 8091, so the walk needs no port of its
  * own and a daemon the developer runs is never reached. What the test provides is what the README tells the
  * operator to have: `vmlinuz` and `initrd.gz` to upload, `var/images/` from the tour's build step (small stand-ins),
- * `npx plinth` resolving to this clone, and `sudo` (a shim: the namespace's root is the test's user).
+ * the clone's `bin/plinth.js`, and `sudo` (a shim: the namespace's root is the test's user).
  */
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const README = path.join(ROOT, 'README.md');
-
-/** The sh blocks after each `<!-- walk -->` marker, in document order. */
-function walkBlocks(markdown: string): string[] {
-  const blocks: string[] = [];
-  const re = /^<!-- walk -->\n```sh\n([\s\S]*?)^```$/gm;
-  for (let m = re.exec(markdown); m; m = re.exec(markdown)) blocks.push(m[1]!);
-  return blocks;
-}
 
 type LogLine = { msg?: string; method?: string; url?: string; status?: number };
 
@@ -67,6 +60,30 @@ exit $rc
 `;
 }
 
+describe('every runnable block of the walk and the tour is run by a test', () => {
+  it('the curl walk: each of its sh blocks is a walk block (run below)', () => {
+    const readme = readFileSync(README, 'utf8');
+    const walk = walkBlocks(readme);
+    const blocks = shBlocks(section(readme, '## A walk through the API with curl'));
+    expect(blocks.length).toBeGreaterThan(0);
+    for (const b of blocks) expect(walk, b.slice(0, 200)).toContain(b);
+  });
+
+  it('the five-minute tour: install, API and lab blocks in the shape test/e2e/readme-tour.test.ts runs', () => {
+    const readme = readFileSync(README, 'utf8');
+    const all = shBlocks(section(readme, '### Five-minute tour'));
+    const t = tourScript(readme);
+    // The e2e test runs every block of the section: the two before the lab block, then the lab block around step 4.
+    expect(t.blocks.length + 1).toBe(all.length);
+    expect(t.beforeStep4 + t.afterStep4).toBe(all.at(-1));
+    expect(t.blocks[0]).toMatch(/npm ci && sudo npm start &/);
+    // The API block is also a walk block, so `npm test` runs it on every change.
+    expect(walkBlocks(readme)).toContain(t.blocks[1]);
+    expect(t.beforeStep4).toMatch(/plinth.js lab up/);
+    expect(t.afterStep4).toMatch(/plinth.js lab down/);
+  });
+});
+
 describe.skipIf(!canUnshare)('the README walk runs verbatim', () => {
   let dir: string;
   let result: { code: number | null; out: string; walk: string; log: string };
@@ -81,8 +98,9 @@ describe.skipIf(!canUnshare)('the README walk runs verbatim', () => {
       mkdirSync('var/images', { recursive: true });
       writeFileSync('var/images/vmlinuz', Buffer.alloc(4096, 3));
       writeFileSync('var/images/lab-a.img', Buffer.alloc(8192, 4));
-      mkdirSync('node_modules/.bin', { recursive: true });
-      symlinkSync(path.join(ROOT, 'bin/plinth.js'), 'node_modules/.bin/plinth');
+      // The README's CLI is the clone's bin/plinth.js, run from the clone's root.
+      mkdirSync('bin');
+      symlinkSync(path.join(ROOT, 'bin/plinth.js'), 'bin/plinth.js');
       mkdirSync('shim');
       writeFileSync('shim/sudo', '#!/bin/sh\nexec "$@"\n');
       chmodSync('shim/sudo', 0o755);
@@ -95,7 +113,7 @@ describe.skipIf(!canUnshare)('the README walk runs verbatim', () => {
     Object.assign(env, {
       HOME: dir,
       PATH: `${path.join(dir, 'shim')}:${process.env.PATH}`,
-      // npx must run this clone's plinth, never fetch a package of that name.
+      // Nothing may be fetched from a registry.
       npm_config_offline: 'true',
       npm_config_update_notifier: 'false',
       PLINTH_BOOTENVS_DIR: path.join(ROOT, 'bootenvs'),
@@ -133,7 +151,7 @@ describe.skipIf(!canUnshare)('the README walk runs verbatim', () => {
     const blocks = walkBlocks(readFileSync(README, 'utf8'));
     expect(blocks.length).toBeGreaterThanOrEqual(2);
     expect(blocks[0]).toMatch(/API=https:\/\/localhost:8443\/api\/v1/);
-    expect(blocks.at(-1)).toMatch(/plinth bootenvs create/);
+    expect(blocks.at(-1)).toMatch(/bin\/plinth.js bootenvs create/);
   });
 
   it('every command succeeds', () => {
