@@ -61,6 +61,9 @@ export function localAddresses(netIfs: NetIfs, guard: BackgroundGuard, ttlMs: nu
   };
 }
 
+/** How often auto mode looks for interfaces that came or went (names only; a full rescan is `intervalMs`). */
+const WATCH_MS = 2000;
+
 export type ConnectionOptions = {
   port: number;
   proxyPort: number;
@@ -85,7 +88,8 @@ const noAddrs: readonly string[] = [];
 
 /**
  * The sockets. Explicit `interfaces`: exactly those. None given and the native helper built ("auto"): every
- * interface with an IPv4 address, rescanned every 30 s and on subnet changes, so a multi-homed host answers
+ * interface with an IPv4 address, rescanned every 30 s, on subnet changes and within ~2 s of an interface coming
+ * or going, so a multi-homed host answers
  * each segment from its own socket without configuration. No helper: one wildcard socket (single-homed only).
  */
 export class Connections {
@@ -93,6 +97,7 @@ export class Connections {
   readonly listeners: Listener[] = [];
   private syncing: Promise<void> | undefined;
   private rescan: NodeJS.Timeout | undefined;
+  private watch: NodeJS.Timeout | undefined;
   private offRescan = () => {};
 
   constructor(private readonly o: ConnectionOptions) {
@@ -122,6 +127,20 @@ export class Connections {
     };
     this.rescan = setInterval(again, intervalMs);
     this.rescan.unref();
+    // A NIC that comes up after the start (a lab's veth, a hot-plugged port) is served within ~2 s, not at the
+    // next full rescan: a PXE ROM that gets no answer in its few seconds of DHCP gives up ("Nothing to boot").
+    // Listing interfaces is one netlink dump; the sockets are only touched when the set of names changed.
+    this.watch = setInterval(() => {
+      let now: string[];
+      try {
+        now = this.autoInterfaces();
+      } catch {
+        return; // the full rescan reports it
+      }
+      const served = new Set(this.listeners.filter((l) => l.kind === 'dhcp').map((l) => l.ifname));
+      if (now.length !== served.size || now.some((n) => !served.has(n))) again();
+    }, WATCH_MS);
+    this.watch.unref();
     this.offRescan = bus.on((e) => {
       if (e.type.startsWith('subnets.')) again();
     });
@@ -293,6 +312,7 @@ export class Connections {
 
   async close(): Promise<void> {
     if (this.rescan) clearInterval(this.rescan);
+    if (this.watch) clearInterval(this.watch);
     this.offRescan();
     await this.syncing;
     await this.closeAll();

@@ -148,6 +148,23 @@ describe.skipIf(!loadNetAddon() || process.getuid?.() !== 0)('auto interface mod
     }
   });
 
+  it('an interface that comes up after the start is served within seconds, long before the next full rescan', async () => {
+    let up = false;
+    const c = capture();
+    env = await testEnv(async (s) => void (await s.create('subnets', 'lo', loopback)), {
+      wildcard: false,
+      serverAddress: undefined,
+      networkInterfaces: () => (up ? LO : {}),
+      rescanIntervalMs: 600_000,
+      log: c.log,
+    });
+    expect(await offered(env, '52:54:00:00:08:10')).toBe(false);
+    up = true;
+    // The name watch runs every 2 s; the full rescan would come after 10 minutes.
+    expect(await until(() => c.with('dhcp: serving interface').length === 1, 6000)).toBe(true);
+    expect(await offered(env, '52:54:00:00:08:11')).toBe(true);
+  });
+
   it('an interface whose 4011 socket cannot be opened is retried whole at the next rescan', async () => {
     let ifs: ReturnType<typeof os.networkInterfaces> = {};
     env = await testEnv(async (s) => void (await s.create('subnets', 'lo', loopback)), {

@@ -58,8 +58,9 @@ export async function startPlinth(ns: string, work: string, token: string, base:
   return { plinth, api };
 }
 
+// no_timer_check: under software emulation on a loaded host the kernel's IO-APIC timer check can fail and panic.
 export const LAB_PARAMS =
-  'console=ttyS0 quiet panic=-1 BOOTIF=01-${netX/mac:hexhyp} plinth.callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}';
+  'console=ttyS0 quiet panic=-1 no_timer_check BOOTIF=01-${netX/mac:hexhyp} plinth.callback={{ apiUrl }}/machines/{{ machine.uuid }}/callback?token={{ token }}';
 
 /**
  * Bootenv `name`: uploads the image files `kernel` and `initrd` under lab/ and pins their digests.
