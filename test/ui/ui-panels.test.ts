@@ -35,6 +35,13 @@ beforeAll(async () => {
   expect(kernel.status).toBeLessThan(300);
   await ok(d.api('POST', '/api/v1/bootenvs', { name: 'be-ready', kernel: 'ok/vmlinuz' }));
   await ok(d.api('POST', '/api/v1/bootenvs', { name: 'be-broken', kernel: 'gone/vmlinuz' }));
+  // A new kernel uploaded to the same path: be-ready keeps booting the one it pinned, so it is still ready.
+  const v2 = await fetch(`${d.url}/api/v1/files/ok/vmlinuz`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${d.token}`, 'content-type': 'application/octet-stream' },
+    body: 'kernel bytes, version 2',
+  });
+  expect(v2.status).toBeLessThan(300);
   await ok(d.api('POST', '/api/v1/params', { name: 'rootpw', schema: { type: 'string' }, secure: true }));
   await ok(
     d.api('POST', '/api/v1/subnets', {
