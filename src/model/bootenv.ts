@@ -14,6 +14,10 @@ export const BootEnvTemplate = z
   .strictObject({
     name: z.string().min(1).max(128),
     path: z.string().min(1).max(1024).describe('Where the rendered file is served, under /machines/<uuid>/'),
+    kind: z
+      .enum(['raw', 'ignition', 'cloud-config', 'meta-data', 'network-config', 'talos'])
+      .optional()
+      .describe('Validated as this format before it is served (src/provision/config-kind.ts); absent: raw'),
     contents: z.string().max(1_000_000).optional(),
     templateId: Name.optional(),
   })

@@ -10,6 +10,7 @@ import type { Machine } from '../model/machine.js';
 import { RenderBusyError, RenderError } from '../render/engine.js';
 import type { Store } from '../store/store.js';
 import { type ArtifactCheck, artifactCheck } from './artifacts.js';
+import { validateConfig } from './config-kind.js';
 import { type RenderTokens, renderTokens } from './render-token.js';
 import type { TrustVerdict } from './trust.js';
 
@@ -61,6 +62,14 @@ export type BootContext =
       params: Resolved & { secure: Set<string> };
       templates: Record<string, string>;
     };
+
+/** Throws a RenderError when `file` is a template of a config kind and `text` is not a valid config of it. */
+export function checkConfig(be: BootEnv, file: string, text: string): void {
+  const t = be.templates.find((x) => x.path === file || x.name === file);
+  const problems = validateConfig(t?.kind, text);
+  if (problems.length)
+    throw new RenderError(`${file} is not a valid ${t!.kind} config: ${problems.join('; ')}`, `${be.name}/${t!.name}`);
+}
 
 /**
  * Renders a machine's boot files for any transport (HTTP, TFTP): picks the bootEnv (the machine's, or the
@@ -151,6 +160,8 @@ export function bootRenderer(deps: BootRendererDeps) {
             reason: 'no-template',
             detail: `bootenv '${be.name}' has no template for '${file}'`,
           };
+        // A first-boot config (Ignition, cloud-init, Talos) that is not valid is refused before a token is minted.
+        checkConfig(be, file, raw);
         const { text, used } = await tokens.settle(m, token, raw);
         const notes = [
           ...(used && !trusted ? ['without token'] : []),
