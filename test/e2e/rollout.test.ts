@@ -20,7 +20,7 @@ const TOKEN = 'e2e-roll-token-0123456789abcdefghijkl';
 const WORK = path.join(ROOT, '.lab/e2e-roll');
 const LABDIR = path.join(WORK, 'lab');
 const VMS = ['lab-vm-1', 'lab-vm-2', 'lab-vm-3'];
-const api = nsCurl(SRV, 'http://127.0.0.1:8092', TOKEN);
+const api = nsCurl(SRV, 'http://127.0.0.1:8091', TOKEN);
 let plinth: NsProcess | undefined;
 
 const cli = (...args: string[]) =>
@@ -28,7 +28,7 @@ const cli = (...args: string[]) =>
     SRV,
     [
       'env',
-      'PLINTH_ENDPOINT=http://127.0.0.1:8092',
+      'PLINTH_ENDPOINT=http://127.0.0.1:8091',
       `PLINTH_TOKEN=${TOKEN}`,
       process.execPath,
       '--import',
@@ -80,7 +80,7 @@ beforeAll(async () => {
   mkdirSync(WORK, { recursive: true });
   buildImages();
   createNamespace(SRV);
-  ({ plinth } = await startPlinth(SRV, WORK, TOKEN, 'http://127.0.0.1:8092'));
+  ({ plinth } = await startPlinth(SRV, WORK, TOKEN, 'http://127.0.0.1:8091'));
   await labBootenv(api, 'lab-a', 'vmlinuz', 'lab-a.img');
   // The broken image: lab-b's initrd, booted without plinth.callback on its command line, so it never calls back.
   await labBootenv(api, 'lab-b', 'vmlinuz', 'lab-b.img');
