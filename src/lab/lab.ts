@@ -216,14 +216,20 @@ export function labStatus(dir: string): (LabState & { vms: VmStatus[] }) | undef
 export function labDown(dir: string): string[] {
   const st = readState(dir);
   const said: string[] = [];
-  for (const v of st?.vms ?? []) {
-    if (ourPid(v.pid, st!.ns)) {
-      try {
-        process.kill(v.pid, 'SIGKILL');
-        said.push(`stopped ${v.name} (pid ${v.pid})`);
-      } catch {
-        // gone
-      }
+  // A VM behind a BMC: its QEMU (PID file, written by the BMC's backend) and the BMC (pid) both go.
+  const pids = (st?.vms ?? []).flatMap((v) => [
+    ...(v.pidFile ? [{ pid: vmPid(v.pidFile) ?? -1, what: `${v.name} (VM)` }] : []),
+    { pid: v.pid, what: v.name },
+  ]);
+  const stopped = new Set<number>();
+  for (const { pid, what } of pids) {
+    if (stopped.has(pid) || !ourPid(pid, st!.ns)) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+      stopped.add(pid);
+      said.push(`stopped ${what} (pid ${pid})`);
+    } catch {
+      // gone
     }
   }
   // The veth goes with the namespace; a namespace of the lab's name that this code did not create is left alone.

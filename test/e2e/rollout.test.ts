@@ -5,13 +5,14 @@
  * back stops after its first batch and rolls that machine back. Asserted through the API only; the timings
  * (reprovision steps, boot timeline) are printed, never asserted.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256File } from '../../src/files/store-files.js';
 import { nsCurl } from '../../src/lab/api.js';
 import { labDown } from '../../src/lab/lab.js';
-import { createNamespace, deleteNamespace, type NsProcess, runIn } from '../../src/lab/netns.js';
+import { createNamespace, deleteNamespace, type NsProcess, namespaces } from '../../src/lab/netns.js';
 import { buildImages, IMAGES, labBootenv, ROOT, startPlinth } from './setup.js';
 
 const SRV = 'plinth-e2e-rollsrv';
@@ -23,10 +24,16 @@ const VMS = ['lab-vm-1', 'lab-vm-2', 'lab-vm-3'];
 const api = nsCurl(SRV, 'http://127.0.0.1:8091', TOKEN);
 let plinth: NsProcess | undefined;
 
-const cli = (...args: string[]) =>
-  runIn(
-    SRV,
+/**
+ * The CLI in the server's network namespace only (nsenter, not `ip netns exec`): `ip netns exec` also gives it a
+ * mount namespace of its own, so the lab namespace `lab up` creates would be mounted there alone, invisible to
+ * `labDown` here, and its BMCs and VMs would outlive the test.
+ */
+function cli(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(
+    'nsenter',
     [
+      `--net=/run/netns/${SRV}`,
       'env',
       'PLINTH_ENDPOINT=http://127.0.0.1:8091',
       `PLINTH_TOKEN=${TOKEN}`,
@@ -36,8 +43,10 @@ const cli = (...args: string[]) =>
       path.join(ROOT, 'bin/plinth.js'),
       ...args,
     ],
-    180_000,
+    { encoding: 'utf8', timeout: 180_000, cwd: ROOT },
   );
+  return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -98,7 +107,9 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
-  labDown(LABDIR);
+  const down = labDown(LABDIR);
+  console.log(`[lab down] ${down.join('; ')}`);
+  expect(namespaces()).not.toContain(`plinth-${LAB}`);
   if (plinth) {
     await plinth.stop();
     writeFileSync(path.join(WORK, 'plinth.log'), plinth.output());
