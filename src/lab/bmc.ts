@@ -283,14 +283,16 @@ const REDFISH_PORT = 8000;
  * keeps it, and a warning when the API refused the machine's bmc (a Plinth without power control).
  */
 export async function startLabBmcs(o: {
-  kind: 'ipmi' | 'redfish';
+  /** One kind for all VMs, or one per VM (a mixed lab: `--bmc ipmi,ipmi,redfish`). */
+  kind: 'ipmi' | 'redfish' | Array<'ipmi' | 'redfish'>;
   ns: string;
   address: string;
   dir: string;
   vms: BmcVmPlan[];
   api: LabApi;
 }): Promise<Array<{ pid: number; pidFile: string; bmc: LabBmcState; warning?: string }>> {
-  const need = o.kind === 'ipmi' ? ['ipmi_sim', 'ipmitool'] : [];
+  const kinds = o.vms.map((_, i) => (Array.isArray(o.kind) ? o.kind[i]! : o.kind));
+  const need = kinds.includes('ipmi') ? ['ipmi_sim', 'ipmitool'] : [];
   const missing = need.filter((bin) => !process.env.PATH?.split(':').some((d) => existsSync(path.join(d, bin))));
   if (missing.length)
     throw new Error(
@@ -308,10 +310,15 @@ export async function startLabBmcs(o: {
     }
     return { name: v.name, dir, qemu: vmCommand({ ...v.options, boot: false, disk }) };
   });
-  const bmcs =
-    o.kind === 'ipmi'
-      ? startIpmiBmcs({ ns: o.ns, address: o.address, basePort: IPMI_BASE_PORT, password, vms: specs })
-      : startRedfishBmc({ ns: o.ns, address: o.address, port: REDFISH_PORT, password, dir: o.dir, vms: specs });
+  // Each kind's VMs go to their BMCs together (one Redfish emulator serves all of its VMs), then back in order.
+  const of = (k: 'ipmi' | 'redfish') => specs.filter((_, i) => kinds[i] === k);
+  const ipmi = of('ipmi').length
+    ? startIpmiBmcs({ ns: o.ns, address: o.address, basePort: IPMI_BASE_PORT, password, vms: of('ipmi') })
+    : [];
+  const redfish = of('redfish').length
+    ? startRedfishBmc({ ns: o.ns, address: o.address, port: REDFISH_PORT, password, dir: o.dir, vms: of('redfish') })
+    : [];
+  const bmcs = kinds.map((k) => (k === 'ipmi' ? ipmi : redfish).shift()!);
   const out = [];
   for (const [i, v] of o.vms.entries()) {
     const b = bmcs[i]!;

@@ -1,8 +1,9 @@
 import { parseArgs } from 'node:util';
+import type { LabBmcKind } from './bmc.js';
 import { defaultLabName, type LabApi, labDown, labNames, labStatus, labUp } from './lab.js';
 
 export const LAB_USAGE = `Usage: plinth lab up --vms N [--name NAME] [--uefi] [--bootenv NAME] [--cidr 10.250.0.1/24] [--dir DIR]
-                     [--bmc ipmi|redfish|none]
+                     [--bmc ipmi|redfish|none, or one per VM: --bmc ipmi,ipmi,redfish]
        plinth lab status [--dir DIR]
        plinth lab down [--dir DIR]
 
@@ -62,11 +63,15 @@ export async function runLab(
         err.write('plinth lab up: --vms must be a whole number from 1 to 16\n');
         return 2;
       }
-      const bmc = (v.bmc as string | undefined) ?? 'ipmi';
-      if (bmc !== 'ipmi' && bmc !== 'redfish' && bmc !== 'none') {
-        err.write('plinth lab up: --bmc must be ipmi, redfish or none\n');
+      const kinds = ((v.bmc as string | undefined) ?? 'ipmi').split(',');
+      if (
+        kinds.some((k) => k !== 'ipmi' && k !== 'redfish' && k !== 'none') ||
+        (kinds.length > 1 && kinds.length !== n)
+      ) {
+        err.write('plinth lab up: --bmc must be ipmi, redfish or none, or one of those per VM (--vms of them)\n');
         return 2;
       }
+      const bmc = (kinds.length === 1 ? kinds[0] : kinds) as LabBmcKind | LabBmcKind[];
       const name = (v.name as string | undefined) ?? defaultLabName(dataDir);
       labNames(name); // a bad --name is a usage error before anything is created
       const st = await labUp({

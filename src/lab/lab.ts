@@ -95,7 +95,7 @@ export async function labUp(o: {
   dir: string;
   api: LabApi;
   /** Each VM's BMC (default none: QEMU started directly); with one, the VM is powered on through it. */
-  bmc?: LabBmcKind;
+  bmc?: LabBmcKind | LabBmcKind[];
 }): Promise<LabState & { warnings: string[] }> {
   const n = labNames(o.name ?? 'lab');
   const prior = readState(o.dir);
@@ -138,7 +138,10 @@ export async function labUp(o: {
   mkdirSync(o.dir, { recursive: true });
   const state: LabState = { ns: n.ns, hostIf: n.hostIf, cidr, createdAt: new Date().toISOString(), vms: [] };
   const viaBmc: BmcVmPlan[] = [];
+  const kinds: Array<'ipmi' | 'redfish'> = [];
+  const viaIdx: number[] = [];
   for (let i = 0; i < o.vms; i++) {
+    const kind = Array.isArray(o.bmc) ? o.bmc[i] : o.bmc;
     const name = `lab-vm-${i + 1}`;
     const mac = `52:54:00:1a:b0:${(i + 1).toString(16).padStart(2, '0')}`;
     const existing = await o.api.json('GET', `/api/v1/machines/${name}`);
@@ -158,8 +161,10 @@ export async function labUp(o: {
     const firmware: Firmware = o.uefi ? 'uefi' : 'bios';
     const serialLog = path.join(o.dir, `serial-${name}.log`);
     const options = { ns: n.ns, tap: `tap${i}`, mac, firmware, serialLog, workDir: o.dir, noReboot: false };
-    if (o.bmc && o.bmc !== 'none') {
+    if (kind && kind !== 'none') {
       viaBmc.push({ name, machine, options });
+      kinds.push(kind);
+      viaIdx.push(i);
       state.vms.push({ name, mac, firmware, pid: 0, serialLog, machine });
       continue;
     }
@@ -171,7 +176,7 @@ export async function labUp(o: {
     writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
     const net0 = `${net}.254`;
     const started = await startLabBmcs({
-      kind: o.bmc as 'ipmi',
+      kind: kinds,
       ns: n.ns,
       address: net0,
       dir: o.dir,
@@ -179,7 +184,7 @@ export async function labUp(o: {
       api: o.api,
     });
     for (const [i, b] of started.entries()) {
-      Object.assign(state.vms[i]!, { pid: b.pid, pidFile: b.pidFile, bmc: b.bmc });
+      Object.assign(state.vms[viaIdx[i]!]!, { pid: b.pid, pidFile: b.pidFile, bmc: b.bmc });
       if (b.warning) warnings.push(b.warning);
     }
   }
@@ -211,14 +216,20 @@ export function labStatus(dir: string): (LabState & { vms: VmStatus[] }) | undef
 export function labDown(dir: string): string[] {
   const st = readState(dir);
   const said: string[] = [];
-  for (const v of st?.vms ?? []) {
-    if (ourPid(v.pid, st!.ns)) {
-      try {
-        process.kill(v.pid, 'SIGKILL');
-        said.push(`stopped ${v.name} (pid ${v.pid})`);
-      } catch {
-        // gone
-      }
+  // A VM behind a BMC: its QEMU (PID file, written by the BMC's backend) and the BMC (pid) both go.
+  const pids = (st?.vms ?? []).flatMap((v) => [
+    ...(v.pidFile ? [{ pid: vmPid(v.pidFile) ?? -1, what: `${v.name} (VM)` }] : []),
+    { pid: v.pid, what: v.name },
+  ]);
+  const stopped = new Set<number>();
+  for (const { pid, what } of pids) {
+    if (stopped.has(pid) || !ourPid(pid, st!.ns)) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+      stopped.add(pid);
+      said.push(`stopped ${what} (pid ${pid})`);
+    } catch {
+      // gone
     }
   }
   // The veth goes with the namespace; a namespace of the lab's name that this code did not create is left alone.

@@ -18,8 +18,9 @@ export const Bmc = z
       .string()
       .min(1)
       .max(253)
-      .regex(/^[A-Za-z0-9.:[\]_-]+$/, 'a host name or an IP address')
-      .describe('Host name or IP address of the BMC'),
+      // Redfish: an http(s):// URL too (the lab's emulator speaks plain http), read by src/power/redfish.ts baseUrl.
+      .regex(/^(https?:\/\/)?[A-Za-z0-9.:[\]_-]+\/?$/, 'a host name, an IP address, or (Redfish) an http(s):// URL')
+      .describe('Host name or IP address of the BMC (Redfish: or its http(s):// base URL)'),
     port: z.int().min(1).max(65535).optional().describe('Default: 623 for IPMI, 443 for Redfish'),
     username: z.string().max(64).optional(),
     password: z.string().max(128).optional().describe(`Write-only: answered as ${BMC_PASSWORD_MASK}`),
