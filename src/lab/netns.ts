@@ -140,9 +140,18 @@ export function spawnIn(
 }
 
 /** Run a command inside a namespace to completion (bounded), e.g. curl against the API. */
-export function runIn(ns: string, cmd: string[], limitMs = 60_000): { code: number; stdout: string; stderr: string } {
+export function runIn(
+  ns: string,
+  cmd: string[],
+  limitMs = 60_000,
+  opts: { netOnly?: boolean } = {},
+): { code: number; stdout: string; stderr: string } {
+  // netOnly: nsenter joins the network namespace alone. `ip netns exec` also gives the command a mount namespace
+  // of its own (sysfs remounted), so a namespace the command creates (`plinth lab up`) is mounted there only:
+  // invisible to the host afterwards, and what runs in it outlives a `lab down` run from the host.
+  const argv = opts.netOnly ? ['nsenter', `--net=/run/netns/${ns}`, ...cmd] : ['ip', 'netns', 'exec', ns, ...cmd];
   try {
-    const stdout = execFileSync('ip', ['netns', 'exec', ns, ...cmd], {
+    const stdout = execFileSync(argv[0]!, argv.slice(1), {
       encoding: 'utf8',
       timeout: limitMs,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -34,6 +34,10 @@ export const Bmc = z
       .optional()
       .describe('Redfish: which System of a BMC that lists several (a chassis manager, the lab emulator)'),
   })
+  .refine((b) => b.driver === 'redfish' || !/^https?:\/\//.test(b.address), {
+    path: ['address'],
+    message: 'a URL is a Redfish address: an IPMI BMC is a host name or an IP address',
+  })
   .describe('Baseboard management controller: power control and the next boot device');
 export type Bmc = z.infer<typeof Bmc>;
 

@@ -30,6 +30,7 @@ const cli = (...args: string[]) =>
       ...args,
     ],
     120_000,
+    { netOnly: true },
   );
 
 beforeAll(async () => {

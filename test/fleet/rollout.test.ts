@@ -337,7 +337,7 @@ describe('CLI', () => {
     expect(watched.code).toBe(0);
     expect(watched.json().state).toBe('done');
     // The progress bar drew on stderr up to every machine.
-    expect(watched.err).toMatch(/rollout .*\(machines\).*100%/);
+    expect(watched.err).toMatch(/rollout .* machines .*100% +\d+ \/ \d+/);
     expect((await cli(['rollout', 'status'])).json().length).toBeGreaterThanOrEqual(4);
   });
 });
