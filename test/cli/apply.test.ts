@@ -59,7 +59,10 @@ describe('merge patches (RFC 7396) as apply compares them', () => {
       macs: ['52:54:00:ab:cd:ef'],
     });
     // A value the schema refuses stays as written (the server says why); a null (merge-patch removal) stays null.
-    expect(normalise('reservations', { mac: 'nonsense', nextServer: null })).toEqual({ mac: 'nonsense', nextServer: null });
+    expect(normalise('reservations', { mac: 'nonsense', nextServer: null })).toEqual({
+      mac: 'nonsense',
+      nextServer: null,
+    });
   });
 
   it('every document is typed and named before any request', () => {
