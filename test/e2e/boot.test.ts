@@ -1,4 +1,13 @@
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  copyFileSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nsCurl } from '../../src/lab/api.js';
@@ -53,8 +62,14 @@ beforeAll(async () => {
   await labBootenv(api, 'lab-a', 'vmlinuz', 'lab-a.img');
   await labBootenv(api, 'lab-b', 'vmlinuz', 'lab-b.img');
   await labBootenv(api, 'lab-generic', 'vmlinuz-generic', 'lab-generic.img');
-  // lab-t pins lab-a's digest, but the file at its path holds other bytes: a tampered image.
-  await labBootenv(api, 'lab-t', 'vmlinuz', 'lab-t.img', { uploadFrom: 'lab-b.img', pinFrom: 'lab-a.img' });
+  // lab-t: an initrd of its own (lab-b's plus zero padding, so no other bootenv shares its stored blob), pinned
+  // at its real digest; test 6 alters the stored bytes on disk. (A new upload to the path would not do: a
+  // bootenv keeps serving the blob it pinned.)
+  const tImg = path.join(WORK, 'lab-t.img');
+  copyFileSync(path.join(IMAGES, 'lab-b.img'), tImg);
+  appendFileSync(tImg, Buffer.alloc(512));
+  const own = path.relative(IMAGES, tImg);
+  await labBootenv(api, 'lab-t', 'vmlinuz', 'lab-t.img', { uploadFrom: own, pinFrom: own });
 }, 900_000);
 
 afterAll(async () => {
@@ -214,6 +229,10 @@ describe('PXE boot end to end', () => {
 
   it('6. a tampered artifact is refused with a clear message and the machine does not boot it', async () => {
     const m = api.json('POST', '/api/v1/machines', { name: 'tampered', macs: ['52:54:00:e2:00:06'], bootEnv: 'lab-t' });
+    // Someone with access to the disk alters the stored initrd in place (the path and its blob are one inode).
+    const fd = openSync(path.join(WORK, 'data/files/lab/lab-t.img'), 'r+');
+    writeSync(fd, Buffer.from('tampered'), 0, 8, 1024);
+    closeSync(fd);
     await withVm('tampered', '52:54:00:e2:00:06', 'bios', async (v) => {
       await v.waitFor(/refusing to boot lab-t.*/, BOOT_TIMEOUT, BOOTED);
       expect(v.log()).not.toMatch(BOOTED);
