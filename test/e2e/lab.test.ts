@@ -66,7 +66,7 @@ describe('plinth lab', () => {
     await page.click('#login-form button');
     await expect.poll(() => page.textContent('#status'), { timeout: 15_000 }).toBe('live');
 
-    const up = cli('lab', 'up', '--name', 'lab', '--vms', '2', '--bootenv', 'lab-a', '--dir', LABDIR);
+    const up = cli('lab', 'up', '--name', 'lab', '--vms', '2', '--bootenv', 'lab-a', '--dir', LABDIR, '--bmc', 'ipmi');
     expect(up.code, up.stderr + up.stdout).toBe(0);
     expect(up.stdout).toContain('lab-vm-1');
     expect(up.stdout).toContain('lab-vm-2');
