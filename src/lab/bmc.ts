@@ -319,6 +319,28 @@ export async function startLabBmcs(o: {
     ? startRedfishBmc({ ns: o.ns, address: o.address, port: REDFISH_PORT, password, dir: o.dir, vms: of('redfish') })
     : [];
   const bmcs = kinds.map((k) => (k === 'ipmi' ? ipmi : redfish).shift()!);
+  try {
+    return await registerAndPowerOn(o.vms, bmcs, o.api);
+  } catch (err) {
+    // A lab that did not come up leaves nothing running: the BMCs started above (and any VM one of them started).
+    for (const b of new Set(bmcs)) {
+      const vm = vmPid(b.vmPidFile);
+      for (const pid of [b.bmcPid, vm]) if (pid) killQuietly(pid);
+    }
+    throw err;
+  }
+}
+
+function killQuietly(pid: number) {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+}
+
+async function registerAndPowerOn(vms: BmcVmPlan[], bmcs: LabBmc[], api: LabApi) {
+  const o = { vms, api };
   const out = [];
   for (const [i, v] of o.vms.entries()) {
     const b = bmcs[i]!;
