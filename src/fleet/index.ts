@@ -1,24 +1,9 @@
-/**
- * The fleet: power control, single-machine reprovision and rollouts, built once per daemon (src/wiring.ts) on the
- * power service and a driver factory that is injected (tests pass a fake BMC, the daemon src/power's createDriver).
- */
-import type { Bus } from '../events.js';
-import type { BootRecorder } from '../inventory/boots.js';
-import type { Logger } from '../log.js';
-import type { DriverFactory } from '../power/driver.js';
-import { type PowerService, powerService } from '../power/service.js';
-import type { Store } from '../store/store.js';
+import { type PowerService, type PowerServiceOptions, powerService } from '../power/service.js';
 import { DEFAULT_TIMING, type ReprovisionState, reprovisioner, type Timing } from './reprovision.js';
 import { RolloutEngine, RolloutError } from './rollouts.js';
 
-export type FleetOptions = {
-  store: Store;
-  bus: Bus;
-  log: Logger;
-  boots: BootRecorder;
-  drivers: DriverFactory;
-  maxConcurrent?: number;
-  timeoutMs?: number;
+/** The power service's options (the fleet builds it) and the reprovision and rollout timings. */
+export type FleetOptions = PowerServiceOptions & {
   timing?: Partial<Timing>;
   healthPollMs?: number;
 };
