@@ -1,3 +1,7 @@
+/**
+ * The fleet: power control, single-machine reprovision and rollouts, built once per daemon (src/wiring.ts) on the
+ * power service and a driver factory that is injected (tests pass a fake BMC, the daemon src/power's createDriver).
+ */
 import { type PowerService, type PowerServiceOptions, powerService } from '../power/service.js';
 import { DEFAULT_TIMING, type ReprovisionState, reprovisioner, type Timing } from './reprovision.js';
 import { RolloutEngine, RolloutError } from './rollouts.js';
