@@ -7,6 +7,7 @@
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { zodIssues } from '../inventory/zod.js';
+import { BootEnvOs } from '../model/bootenv.js';
 import { Name } from '../model/common.js';
 import { InvalidError } from '../model/errors.js';
 
@@ -62,13 +63,7 @@ export const Manifest = z
   .strictObject({
     name: Name,
     description: z.string().max(4096).default(''),
-    os: z
-      .strictObject({
-        name: z.string().max(128).default(''),
-        family: z.string().max(128).default(''),
-        version: z.string().max(128).default(''),
-      })
-      .default({ name: '', family: '', version: '' }),
+    os: BootEnvOs,
     bootParams: z.string().max(16384).default(''),
     /** A keyring file in <data-dir>/keyrings/ (binary, as `gpg --export` or `gpg --dearmor` writes it). */
     keyring: z

@@ -25,16 +25,19 @@ export const BootEnvTemplate = z
     message: 'give exactly one of contents or templateId',
   });
 
+/** What OS a bootenv boots (display and selection only); an image manifest carries the same. */
+export const BootEnvOs = z
+  .strictObject({
+    name: z.string().max(128).default(''),
+    family: z.string().max(128).default(''),
+    version: z.string().max(128).default(''),
+  })
+  .default({ name: '', family: '', version: '' });
+
 export const BootEnv = z.strictObject({
   name: Name,
   description: z.string().max(4096).default(''),
-  os: z
-    .strictObject({
-      name: z.string().max(128).default(''),
-      family: z.string().max(128).default(''),
-      version: z.string().max(128).default(''),
-    })
-    .default({ name: '', family: '', version: '' }),
+  os: BootEnvOs,
   kernel: z.string().max(1024).default('').describe('Kernel path under the files root (or an artifact path)'),
   initrds: z.array(z.string().max(1024)).max(64, 'at most 64 initrds').default([]),
   bootParams: z.string().max(16384).default('').describe('Kernel command line: a template'),
