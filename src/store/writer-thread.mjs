@@ -10,13 +10,18 @@
 // inside the commits: SQLite's automatic checkpoint runs in the COMMIT that crosses 1,000 WAL frames (every few
 // hundred DHCP leases), copies those pages into the database and fsyncs it, so the ACKs of that batch and of the
 // batches queued behind it waited several ms more (the REQUEST->ACK tail; why synchronous=NORMAL did not help:
-// it keeps the checkpoints). A PASSIVE checkpoint on another connection runs while this one goes on committing.
+// it keeps the checkpoints). A PASSIVE checkpoint on another connection runs while this one goes on committing;
+// the writer asks for one at about SQLite's cadence.
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { batchTransaction, decodeBatch, durablePragmas, PendingBatch, statementCache } from './batch.mjs';
 
-/** How often the checkpointer copies the WAL into the database. */
-const CHECKPOINT_MS = 200;
+/**
+ * The writer asks for a checkpoint after this many written items (about 2 WAL frames each for leases: about the
+ * 1,000 frames of SQLite's own cadence), and at the latest a second after a write.
+ */
+const CHECKPOINT_ITEMS = 500;
+const CHECKPOINT_IDLE_MS = 1000;
 /**
  * WAL frames (4 KiB pages) past which the checkpointer waits for the writer (RESTART) so the WAL starts over: under
  * a flood that never pauses, PASSIVE checkpoints keep up but never catch the writer between two commits, and SQLite
@@ -36,6 +41,15 @@ function writer() {
   // A checkpointer that fails leaves the commits to checkpoint as SQLite does by default.
   cp.on('error', () => db.pragma('wal_autocheckpoint = 1000'));
 
+  let written = 0;
+  let idle;
+  const checkpoint = () => {
+    written = 0;
+    clearTimeout(idle);
+    idle = undefined;
+    cp.postMessage({ checkpoint: true });
+  };
+
   // The waiters are the ids of the messages whose writes a transaction carries.
   const pending = new PendingBatch();
   let scheduled = false;
@@ -49,10 +63,14 @@ function writer() {
     } catch (err) {
       parentPort.postMessage({ ids: done, error: String(err?.message || err) });
     }
+    written += items.length;
+    if (written >= CHECKPOINT_ITEMS) checkpoint();
+    else idle ??= setTimeout(checkpoint, CHECKPOINT_IDLE_MS);
   };
   parentPort.on('message', async (m) => {
     if (m.close) {
       if (pending.items.length) flush();
+      clearTimeout(idle);
       cp.postMessage({ close: true });
       await new Promise((r) => (cp.threadId === -1 ? r() : cp.once('exit', r)));
       db.close();
@@ -79,10 +97,9 @@ function checkpointer() {
       // SQLITE_BUSY (another checkpoint, a writer holding RESTART off past busy_timeout): the next turn retries.
     }
   };
-  const timer = setInterval(run, CHECKPOINT_MS);
   parentPort.on('message', (m) => {
+    if (m.checkpoint) return run();
     if (!m.close) return;
-    clearInterval(timer);
     db.close();
     parentPort.close();
   });

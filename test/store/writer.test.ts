@@ -102,7 +102,7 @@ describe('putBatched on a file store (writer thread)', () => {
 
   // SQLite's own checkpoint runs inside the COMMIT that crosses 1,000 WAL frames, holding that batch's ACKs (and
   // the batches behind it) for the copy and the database's fsync. The writer's connection does not checkpoint; a
-  // checkpointer thread does, every 200 ms. Fails with SQLite's default: a few hundred leases stay under 1,000
+  // checkpointer thread does (at the latest a second after a write). Fails with SQLite's default: 300 leases stay under 1,000
   // frames, so nothing reaches the database file until much later.
   it('copies the WAL into the database file on a thread of its own, without waiting for 1,000 frames', async () => {
     const file = dbFile();
