@@ -18,7 +18,7 @@
  * built (npm run build:native).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,9 @@ const { values } = parseArgs({
     // 'split': servers on CPU 1, perfdhcp on CPU 0 (one core each, as measured for the README). 'none': no
     // pinning, every process anywhere (how the disagreeing ladder ran: perfdhcp's two threads then compete with
     // the server for both cores, and where the scheduler puts them changes the result from run to run).
+    // 'apart': as split, but after the warm-up every thread of Plinth's server except its main thread (the store's
+    // writer, V8's GC and compiler helpers) moves to CPU 0 beside perfdhcp: how much of the latency is the
+    // event loop sharing its core.
     pin: { type: 'string', default: 'split' },
     pool: { type: 'string', default: '50000' },
     // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
@@ -55,7 +58,8 @@ const { values } = parseArgs({
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
     profile: { type: 'string' },
-    // Extra node flags for Plinth's server process (this checkout's and the baseline's), e.g. V8 heap settings.
+    // Extra node flags for this checkout's server process (not the baseline's), e.g. V8 heap settings: with
+    // `--baseline .` the same code runs with and without them.
     'plinth-node-flags': { type: 'string' },
   },
 });
@@ -88,10 +92,13 @@ const ctx: BenchContext = {
   pool: POOL,
   pinServer,
   profile: values.profile ? path.resolve(values.profile) : undefined,
-  nodeFlags: values['plinth-node-flags']?.split(' ').filter(Boolean) ?? [],
+  nodeFlags: [],
   probeFile,
 };
-const plinth = plinthServer('plinth', root, ctx);
+const plinth = plinthServer('plinth', root, {
+  ...ctx,
+  nodeFlags: values['plinth-node-flags']?.split(' ').filter(Boolean) ?? [],
+});
 // Another checkout of Plinth (--baseline DIR: e.g. the commit before a change), in the same run as this one.
 const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline), ctx) : undefined;
 const dnsmasq = dnsmasqServer(ctx);
@@ -125,6 +132,7 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       20_000,
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
+    if (values.pin === 'apart' && server.after && proc.child.pid) threadsApart(proc.child.pid);
     const cpu0 = cpuNs(proc.child.pid);
     const probed = server.after !== undefined; // Plinth: bench/dhcp-probe.mjs is loaded
     if (probed) proc.child.kill('SIGUSR2');
@@ -203,6 +211,12 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
   } finally {
     await proc.stop();
   }
+}
+
+/** --pin apart: every thread of `pid` but the main one to CPU 0 (the writer thread exists after the warm-up). */
+function threadsApart(pid: number): void {
+  for (const tid of readdirSync(`/proc/${pid}/task`))
+    if (tid !== String(pid)) execFileSync('taskset', ['-p', '-c', '0', tid], { stdio: 'ignore' });
 }
 
 async function main() {
