@@ -3,6 +3,7 @@
 // writes the period's figures as one JSON line to PLINTH_PROBE_OUT (a file, so it survives the kill -9 that
 // follows for the durability check) and starts a new one. Plain JavaScript: loaded before tsx.
 import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 
 const out = process.env.PLINTH_PROBE_OUT;
@@ -35,8 +36,23 @@ if (out) {
   }).observe({ entryTypes: ['gc'] });
   let started = performance.now();
   let armed = false;
+  // PLINTH_PROBE_HEAP=FILE: V8's sampling heap profile of the period, garbage included (what makes the
+  // scavenges), written as a .heapprofile for DevTools or a script.
+  const heapOut = process.env.PLINTH_PROBE_HEAP;
+  const session = heapOut ? new Session() : undefined;
+  session?.connect();
   process.on('SIGUSR2', () => {
     if (armed) write();
+    if (session && armed)
+      session.post('HeapProfiler.stopSampling', (err, r) => {
+        if (!err) writeFileSync(heapOut, JSON.stringify(r.profile));
+      });
+    if (session && !armed)
+      session.post('HeapProfiler.startSampling', {
+        samplingInterval: 4096,
+        includeObjectsCollectedByMinorGC: true,
+        includeObjectsCollectedByMajorGC: true,
+      });
     armed = true;
     eld.reset();
     gc = fresh();

@@ -20,6 +20,8 @@ export type BenchContext = {
   profile?: string;
   /** --plinth-node-flags: extra node flags for Plinth's process (V8 heap settings, say). */
   nodeFlags: string[];
+  /** --heap-profile: a directory for sampling heap profiles of the measured period, garbage included. */
+  heapProfile?: string;
   probeFile: (step: number) => string;
 };
 
@@ -52,6 +54,9 @@ export function plinthServer(name: string, checkout: string, ctx: BenchContext):
         [
           'env',
           `PLINTH_PROBE_OUT=${ctx.probeFile(step)}`,
+          ...(ctx.heapProfile
+            ? [`PLINTH_PROBE_HEAP=${path.join(ctx.heapProfile, `${name}-${step}.heapprofile`)}`]
+            : []),
           ...pinServer([
             process.execPath,
             ...ctx.nodeFlags,

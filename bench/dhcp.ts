@@ -58,6 +58,8 @@ const { values } = parseArgs({
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
     profile: { type: 'string' },
+    // Sampling heap profiles (garbage included) of Plinth's measured period into this directory.
+    'heap-profile': { type: 'string' },
     // Extra node flags for this checkout's server process (not the baseline's), e.g. V8 heap settings: with
     // `--baseline .` the same code runs with and without them.
     'plinth-node-flags': { type: 'string' },
@@ -93,6 +95,7 @@ const ctx: BenchContext = {
   pinServer,
   profile: values.profile ? path.resolve(values.profile) : undefined,
   nodeFlags: [],
+  heapProfile: values['heap-profile'] ? path.resolve(values['heap-profile']) : undefined,
   probeFile,
 };
 const plinth = plinthServer('plinth', root, {
