@@ -18,14 +18,24 @@
  * built (npm run build:native).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { openSqliteStore } from '../src/store/sqlite.js';
 import { ensureAddon } from '../test/dhcp/addon.js';
-import { addNamespace, deleteNamespaces, ipn, type Proc, runIn, startIn } from '../test/e2e/dhcp-netns.js';
+import { addNamespace, deleteNamespaces, ipn, runIn } from '../test/e2e/dhcp-netns.js';
+import {
+  type BenchContext,
+  cpuNs,
+  dnsmasqServer,
+  keaServer,
+  p99,
+  plinthServer,
+  readWhenWritten,
+  type Server,
+  section,
+} from './dhcp-servers.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,6 +48,9 @@ const { values } = parseArgs({
     // 'split': servers on CPU 1, perfdhcp on CPU 0 (one core each, as measured for the README). 'none': no
     // pinning, every process anywhere (how the disagreeing ladder ran: perfdhcp's two threads then compete with
     // the server for both cores, and where the scheduler puts them changes the result from run to run).
+    // 'apart': as split, but after the warm-up every thread of Plinth's server except its main thread (the store's
+    // writer, V8's GC and compiler helpers) moves to CPU 0 beside perfdhcp: how much of the latency is the
+    // event loop sharing its core.
     pin: { type: 'string', default: 'split' },
     pool: { type: 'string', default: '50000' },
     // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
@@ -45,6 +58,11 @@ const { values } = parseArgs({
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
     profile: { type: 'string' },
+    // Sampling heap profiles (garbage included) of Plinth's measured period into this directory.
+    'heap-profile': { type: 'string' },
+    // Extra node flags for this checkout's server process (not the baseline's), e.g. V8 heap settings: with
+    // `--baseline .` the same code runs with and without them.
+    'plinth-node-flags': { type: 'string' },
   },
 });
 const SRV = 'plinth-dhcp-bsrv';
@@ -62,130 +80,33 @@ const MAX_EXCHANGES = Math.floor(POOL_SIZE * 0.9);
 const pinServer = (cmd: string[]) => (values.pin === 'none' ? cmd : ['taskset', '-c', '1', ...cmd]);
 const pinClient = (cmd: string[]) => (values.pin === 'none' ? cmd : ['taskset', '-c', '0', ...cmd]);
 
+const probeFile = (step: number) => path.join(tmp, `probe-${step}.json`);
+
 function ipPlus(ip: string, n: number): string {
   const v = ip.split('.').reduce((a, b) => a * 256 + Number(b), 0) + n;
   return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
 }
 
-type Server = {
-  name: string;
-  start(step: number): Promise<Proc>;
-  after?(proc: Proc, step: number, acked: string[]): Promise<string>;
+const ctx: BenchContext = {
+  ns: SRV,
+  tmp,
+  root,
+  pool: POOL,
+  pinServer,
+  profile: values.profile ? path.resolve(values.profile) : undefined,
+  nodeFlags: [],
+  heapProfile: values['heap-profile'] ? path.resolve(values['heap-profile']) : undefined,
+  probeFile,
 };
-
-function plinthServer(name: string, checkout: string): Server {
-  return {
-    name,
-    async start(step) {
-      const cfg = {
-        store: path.join(tmp, `plinth-${step}.db`),
-        interfaces: ['b0'],
-        logLevel: 'warn',
-        subnets: [
-          { name: 'bench', subnet: '10.98.0.0/16', activeStart: POOL.start, activeEnd: POOL.end, leaseTime: 3600 },
-        ],
-      };
-      const file = path.join(tmp, `plinth-${step}.json`);
-      writeFileSync(file, JSON.stringify(cfg));
-      const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [];
-      return startIn(
-        SRV,
-        pinServer([process.execPath, ...prof, '--import', 'tsx', path.join(checkout, 'test/e2e/dhcp-run.ts'), file]),
-        (o) => o.includes('READY'),
-        30_000,
-      );
-    },
-    // kill -9 right after the run, then every address perfdhcp saw ACKed must be a bound lease in the store.
-    async after(proc, step, acked) {
-      if (values.profile) await proc.stop();
-      else proc.child.kill('SIGKILL');
-      await new Promise<void>((r) =>
-        proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
-      );
-      // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
-      const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
-      if (exit) console.log(`    plinth exit: ${exit}`);
-      const store = openSqliteStore(path.join(tmp, `plinth-${step}.db`));
-      try {
-        const bound = new Set(
-          (await store.list('leases', { filters: [{ field: 'state', value: 'bound' }] })).items.map((i) => i.key),
-        );
-        const missing = acked.filter((a) => !bound.has(a));
-        return missing.length === 0
-          ? `durable ${acked.length}/${acked.length}`
-          : `LOST ${missing.length} of ${acked.length}`;
-      } finally {
-        await store.close();
-      }
-    },
-  };
-}
-const plinth = plinthServer('plinth', root);
+const plinth = plinthServer('plinth', root, {
+  ...ctx,
+  nodeFlags: values['plinth-node-flags']?.split(' ').filter(Boolean) ?? [],
+});
 // Another checkout of Plinth (--baseline DIR: e.g. the commit before a change), in the same run as this one.
-const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline)) : undefined;
-
-const dnsmasq: Server = {
-  name: 'dnsmasq',
-  start: (step) =>
-    startIn(
-      SRV,
-      pinServer([
-        'dnsmasq',
-        '-k',
-        '--conf-file=/dev/null',
-        '--port=0',
-        '--interface=b0',
-        '--bind-interfaces',
-        '--no-ping',
-        '--quiet-dhcp',
-        '--dhcp-authoritative',
-        '--dhcp-lease-max=60000',
-        `--dhcp-range=${POOL.start},${POOL.end},255.255.0.0,1h`,
-        `--dhcp-leasefile=${tmp}/dnsmasq-${step}.leases`,
-        `--pid-file=${tmp}/dnsmasq.pid`,
-        '--log-facility=-',
-      ]),
-      (o) => /DHCP, IP range/.test(o),
-      10_000,
-    ),
-};
-
-/**
- * kea-dhcp4 with the memfile backend, its fastest (leases in memory, each change appended to a CSV file with
- * write(2); no fsync, so a lease survives kill -9 but not a power loss, where Plinth fsyncs every ACK).
- * `kea`: Kea 2.2's defaults (single-threaded). `kea-mt`: multi-threading as Kea's ARM recommends for DHCPv4 with
- * memfile (thread-pool-size 4, packet-queue-size 28), Kea 2.4's default; with the server pinned to one core it
- * gains little, unpinned it may use both.
- */
-function keaServer(name: string, mt: boolean): Server {
-  return {
-    name,
-    start(step) {
-      const cfg = {
-        Dhcp4: {
-          'interfaces-config': { interfaces: ['b0'], 'dhcp-socket-type': 'udp' },
-          'lease-database': { type: 'memfile', persist: true, name: `${tmp}/kea-${step}.csv`, 'lfc-interval': 0 },
-          ...(mt
-            ? { 'multi-threading': { 'enable-multi-threading': true, 'thread-pool-size': 4, 'packet-queue-size': 28 } }
-            : {}),
-          'valid-lifetime': 3600,
-          subnet4: [{ id: 1, subnet: '10.98.0.0/16', pools: [{ pool: `${POOL.start} - ${POOL.end}` }] }],
-          loggers: [{ name: 'kea-dhcp4', output_options: [{ output: 'stdout' }], severity: 'INFO' }],
-        },
-      };
-      const file = path.join(tmp, `kea-${step}.json`);
-      writeFileSync(file, JSON.stringify(cfg));
-      return startIn(
-        SRV,
-        ['env', `KEA_PIDFILE_DIR=${tmp}`, `KEA_LOCKFILE_DIR=${tmp}`, ...pinServer(['kea-dhcp4', '-c', file])],
-        (o) => /DHCP4_STARTED/.test(o),
-        15_000,
-      );
-    },
-  };
-}
-const kea = keaServer('kea', false);
-const keaMt = keaServer('kea-mt', true);
+const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline), ctx) : undefined;
+const dnsmasq = dnsmasqServer(ctx);
+const kea = keaServer('kea', false, ctx);
+const keaMt = keaServer('kea-mt', true, ctx);
 
 type Result = {
   rate: number;
@@ -200,37 +121,9 @@ type Result = {
   /** The same for the main thread alone (the event loop that reads packets and sends replies). */
   cpuMainPerAck: number;
   note: string;
+  /** Plinth: the event loop's delay and GC pauses over the measured period (bench/dhcp-probe.mjs). */
+  probe?: string;
 };
-
-/** CPU time in ns of every live thread of `pid`, and of its main thread (/proc/PID/task/TID/schedstat). */
-function cpuNs(pid: number | undefined): { all: number; main: number } {
-  const none = { all: Number.NaN, main: Number.NaN };
-  if (pid === undefined) return none;
-  try {
-    const of = (t: string) => Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
-    let all = 0;
-    for (const t of readdirSync(`/proc/${pid}/task`)) all += of(t);
-    return { all, main: of(String(pid)) };
-  } catch {
-    return none;
-  }
-}
-
-function p99(lines: string[]): number {
-  const d = lines.map((l) => {
-    const m = /sent \/ received: ([\d.]+) \/ ([\d.]+)/.exec(l)!;
-    return (Number(m[2]) - Number(m[1])) * 1000;
-  });
-  d.sort((a, b) => a - b);
-  return d.length ? d[Math.min(d.length - 1, Math.floor(d.length * 0.99))]! : Number.NaN;
-}
-
-function section(out: string, title: string): string {
-  const i = out.indexOf(title);
-  if (i < 0) return '';
-  const j = out.indexOf('***', i + title.length + 3);
-  return out.slice(i, j < 0 ? undefined : j);
-}
 
 async function step(server: Server, rate: number, n: number): Promise<Result> {
   const proc = await server.start(n);
@@ -242,7 +135,10 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       20_000,
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
+    if (values.pin === 'apart' && server.after && proc.child.pid) threadsApart(proc.child.pid);
     const cpu0 = cpuNs(proc.child.pid);
+    const probed = server.after !== undefined; // Plinth: bench/dhcp-probe.mjs is loaded
+    if (probed) proc.child.kill('SIGUSR2');
     // -W: exchanges still in flight when the period ends get perfdhcp's drop time (1 s) to complete instead of
     // counting as lost, so the loss figure is the server's and not the length of the run's tail.
     const r = await runIn(
@@ -268,6 +164,11 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       (secs + 30) * 1000,
     );
     const cpu1 = cpuNs(proc.child.pid);
+    let probe: string | undefined;
+    if (probed) {
+      proc.child.kill('SIGUSR2');
+      probe = await readWhenWritten(probeFile(n), 2000);
+    }
     const out = r.out;
     if (process.env.PERFDHCP_OUT) writeFileSync(`${process.env.PERFDHCP_OUT}-${n}.txt`, out);
     const num = (s: string, re: RegExp) => Number(re.exec(s)?.[1] ?? Number.NaN);
@@ -308,10 +209,17 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       cpuPerAck: acks > 0 ? (cpu1.all - cpu0.all) / 1000 / acks : Number.NaN,
       cpuMainPerAck: acks > 0 ? (cpu1.main - cpu0.main) / 1000 / acks : Number.NaN,
       note,
+      probe,
     };
   } finally {
     await proc.stop();
   }
+}
+
+/** --pin apart: every thread of `pid` but the main one to CPU 0 (the writer thread exists after the warm-up). */
+function threadsApart(pid: number): void {
+  for (const tid of readdirSync(`/proc/${pid}/task`))
+    if (tid !== String(pid)) execFileSync('taskset', ['-p', '-c', '0', tid], { stdio: 'ignore' });
 }
 
 async function main() {
@@ -343,10 +251,12 @@ async function main() {
   const misses = new Map<string, number>();
   const table = new Map<number, Map<string, Result>>(); // rate -> server -> median run
   let n = 0;
-  const report = (s: Server, r: Result) =>
+  const report = (s: Server, r: Result) => {
     console.log(
       `${s.name.padEnd(8)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms  cpu ${r.cpuPerAck.toFixed(0).padStart(4)} µs/DORA (main ${r.cpuMainPerAck.toFixed(0)}) ${r.note}`,
     );
+    if (r.probe) console.log(`    ${s.name} loop/gc: ${r.probe}`);
+  };
   const ok = (r: Result) => r.drop < 0.01 && r.achieved >= r.rate * 0.95 && !/NON-UNIQUE|LOST/.test(r.note);
   // Every server runs each rate RUNS times, the runs interleaved so that machine noise hits all alike; the
   // step is the median run by loss (its p99s with it), and a lost lease or a duplicate address in any run fails it.

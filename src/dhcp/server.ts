@@ -31,6 +31,9 @@ import { answerRequest, type DhcpRequest, type Outcome, type StateMachineEnv } f
 export type { DhcpServer, DhcpServerOptions, DhcpStats };
 
 const PLACEHOLDER_MACS = new Set([ZERO_MAC, 'ff:ff:ff:ff:ff:ff']);
+// How replies are finished for the wire (finishReply): option 61 is echoed on port 67, not on the PXE port 4011.
+const WIRE_DHCP = { echoClientId: true };
+const WIRE_PROXY = { echoClientId: false };
 
 export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServer> {
   const { store, bus, log } = opts;
@@ -289,6 +292,11 @@ class Dispatcher {
       server: loc.server,
       ingress: `${l.ifname ?? '*'}/${pkt.giaddr}`,
       source: rinfo.address,
+      wire: relay?.serverIdOverride
+        ? { echoClientId: l.kind === 'dhcp', serverIdOverride: relay.serverIdOverride }
+        : l.kind === 'dhcp'
+          ? WIRE_DHCP
+          : WIRE_PROXY,
     };
     const out =
       l.kind === 'proxy'
@@ -315,7 +323,7 @@ class Dispatcher {
     if (!out.reply) return;
     if (out.boot) announceBoot(opts, out.boot.choice, out.boot.offer);
     const { pkt, mac } = req;
-    const { buf, dropped } = finishReply(out.reply, pkt, l.kind === 'dhcp', serverIdOverride);
+    const { buf, dropped } = out.wire ?? finishReply(out.reply, pkt, l.kind === 'dhcp', serverIdOverride);
     if (dropped.length)
       this.d.warnOnce(`drop-${mac}`, { mac, dropped }, 'dhcp: reply too large for the client: options dropped');
     const dest = conn.destination(out.delivery, l, pkt, out.reply, rinfo);

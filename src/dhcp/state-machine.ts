@@ -17,7 +17,7 @@ import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
 import type { DhcpPacket } from './packet.js';
-import { applyBoot, baseReply, fillOptions, leaseTimeFor, nakReply } from './reply.js';
+import { applyBoot, baseReply, fillOptions, finishReply, leaseTimeFor, nakReply } from './reply.js';
 
 /** The stats counter an outcome adds one to. */
 export type Counter =
@@ -39,7 +39,10 @@ export type Reply = {
   boot?: { choice: BootChoice; offer: BootOffer };
   /** A 4011 REQUEST from the address it names: evidence the MAC is there (`proxy.acked`, after the send). */
   proxyAcked?: { address: string; subnet: string };
+  /** The reply already finished for the wire (finishReply), when the request said how (`DhcpRequest.wire`). */
+  wire?: Wire;
 };
+export type Wire = ReturnType<typeof finishReply>;
 export type Silence = { reply?: undefined; reason: string; count?: Counter };
 export type Outcome = Reply | Silence;
 
@@ -54,6 +57,11 @@ export type DhcpRequest = {
   ingress: string;
   /** The UDP source address. */
   source: string;
+  /**
+   * How the reply is finished for the wire (finishReply's arguments). Given, an ACK is encoded while its lease
+   * commits, so the event-loop turn that confirms a batch of leases only has their sends left.
+   */
+  wire?: { echoClientId: boolean; serverIdOverride?: string };
 };
 
 export type StateMachineEnv = {
@@ -116,6 +124,7 @@ export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Pro
     server: req.server,
     ingress: req.ingress,
     source: req.source,
+    wire: req.wire,
     reservation,
     client: cidOpt && cidOpt.length >= 2 ? { mac, id: cidOpt.toString('hex') } : { mac },
     requested: reqIp?.length === 4 ? ipStr(reqIp.readUInt32BE(0)) : undefined,
@@ -291,11 +300,13 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   const durable = leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
   let r: DhcpPacket;
   let boot: ReturnType<typeof filled>;
+  let wire: Wire | undefined;
   try {
     r = baseReply(pkt, MessageType.ACK, a.server);
     r.yiaddr = address;
     r.ciaddr = pkt.ciaddr;
     boot = filled(a, env, r, machine, address, a.leaseSeconds);
+    if (a.wire) wire = finishReply(r, pkt, a.wire.echoClientId, a.wire.serverIdOverride);
   } catch (err) {
     durable.catch(() => {}); // the lease write still goes on; this request fails with the first error
     throw err;
@@ -303,7 +314,7 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   await durable;
   env.offers.settle(ipInt(address), subnet.name);
   env.log.info({ mac: a.mac, address, subnet: subnet.name }, 'dhcp: ACK');
-  return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot };
+  return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot, wire };
 }
 
 /** Why a REQUEST for `address` gets no ACK: a NAK, silence, or undefined (ACK it). */

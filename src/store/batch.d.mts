@@ -15,3 +15,10 @@ export class PendingBatch<I, W> {
   waiters: W[];
   take(): { items: I[]; waiters: W[] };
 }
+export function groupCommitter<W>(o: {
+  commit(items: BatchItem[]): void;
+  confirm(waiters: W[], error?: string): void;
+  checkpoint(): void;
+  checkpointEvery: number;
+  defer?: (f: () => void) => void;
+}): { add(items: readonly BatchItem[], waiter: W): void; flush(): void };

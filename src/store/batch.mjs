@@ -96,3 +96,58 @@ export class PendingBatch {
     return taken;
   }
 }
+
+/**
+ * The writer thread's loop, without the thread: writes added during one turn are committed together in the next
+ * (setImmediate), each transaction confirmed as soon as it is committed, and every `checkpointEvery` items a WAL
+ * checkpoint, run after the confirmation (the ACKs of that batch leave first) and after whatever batches are
+ * queued by then (committed and confirmed first). SQLite's own checkpoint runs inside the COMMIT that crosses
+ * 1,000 WAL frames, so that batch's ACKs waited for the copy and the database's fsync.
+ *
+ * commit(items) throws on failure; confirm(waiters, error?) answers them; checkpoint() copies the WAL.
+ */
+export function groupCommitter({ commit, confirm, checkpoint, checkpointEvery, defer = setImmediate }) {
+  const pending = new PendingBatch();
+  let scheduled = false;
+  let written = 0;
+  let checkpointDue = false;
+  const flush = () => {
+    scheduled = false;
+    const { items, waiters } = pending.take();
+    if (items.length === 0) return;
+    try {
+      commit(items);
+      confirm(waiters);
+    } catch (err) {
+      confirm(waiters, String(err?.message || err));
+    }
+    written += items.length;
+    if (written >= checkpointEvery && !checkpointDue) {
+      checkpointDue = true;
+      defer(runCheckpoint);
+    }
+  };
+  const runCheckpoint = () => {
+    flush();
+    checkpointDue = false;
+    written = 0;
+    try {
+      checkpoint();
+    } catch {
+      // SQLITE_BUSY (a reader holds the WAL): the next one copies it.
+    }
+  };
+  return {
+    /** Queues writes (their waiter: whatever confirm gets back); committed in the next turn with the others. */
+    add(items, waiter) {
+      for (const it of items) pending.items.push(it);
+      pending.waiters.push(waiter);
+      if (!scheduled) {
+        scheduled = true;
+        defer(flush);
+      }
+    },
+    /** Commits what is queued now. */
+    flush,
+  };
+}

@@ -27,7 +27,16 @@ export type BatchWriter = {
   close(): Promise<void>;
 };
 
-type Waiter = { resolve: () => void; reject: (e: Error) => void };
+type Waiter = { resolve: () => void; reject: (e: Error) => void; at?: number };
+
+/**
+ * Where the group commit's timings go when a benchmark asks for them (bench/dhcp-probe.mjs installs this sink
+ * before the daemon loads): per batch its size, the time from sending it to the writer to its confirmation and the
+ * transaction's own time in the writer (statements, COMMIT, fsync); per write the time from put() to durable. Unset,
+ * nothing is recorded.
+ */
+type BatchStats = { sizes: number[]; commits: number[]; tx: number[]; waits: number[] };
+const STATS = (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.batchStats')] as BatchStats | undefined;
 
 // The writer thread's module: plain JavaScript, so it needs no loader (tsx's is not registered in workers).
 const WRITER = new URL('./writer-thread.mjs', import.meta.url);
@@ -96,7 +105,7 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
         } catch (err) {
           return reject(asStoreError(err));
         }
-        pending.waiters.push({ resolve, reject });
+        pending.waiters.push({ resolve, reject, at: STATS ? performance.now() : undefined });
         schedule();
       }),
     close: async () => {
@@ -125,7 +134,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
   let nextId = 1;
   // Sent to the writer, not yet confirmed: kept so that a writer that dies can be replayed inline (the writes
   // are idempotent upserts and deletes, replayed in order).
-  const inFlight = new Map<number, { items: BatchItem[]; ws: Waiter[] }>();
+  const inFlight = new Map<number, { items: BatchItem[]; ws: Waiter[]; at: number }>();
   let onClosed: (() => void) | undefined;
   const down = (why: string) => {
     if (!worker) return;
@@ -143,12 +152,14 @@ function writerThread(file: string, hooks: ThreadHooks) {
     // Not the daemon's loader flags (tsx): the writer is plain JavaScript.
     const w = new Worker(WRITER, { workerData: { file }, execArgv: [] });
     w.unref(); // referenced only while a batch is in flight, so an idle store never keeps a process alive
-    w.on('message', (m: { ids?: number[]; error?: string; closed?: boolean }) => {
+    w.on('message', (m: { ids?: number[]; error?: string; closed?: boolean; ms?: number }) => {
       if (m.closed) return onClosed?.();
       const e = m.error === undefined ? undefined : new BackendError(`storage failed: ${m.error}`);
+      if (STATS && m.ms !== undefined) STATS.tx.push(m.ms);
       for (const id of m.ids ?? []) {
         const b = inFlight.get(id);
         inFlight.delete(id);
+        if (STATS && b) record(STATS, b);
         for (const x of b?.ws ?? []) e ? x.reject(e) : x.resolve();
       }
       if (inFlight.size === 0 && hooks.confirmed()) w.unref();
@@ -163,7 +174,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
       if (!worker && !failed) start();
       if (!worker) return false;
       const id = nextId++;
-      inFlight.set(id, { items, ws });
+      inFlight.set(id, { items, ws, at: STATS ? performance.now() : 0 });
       worker.ref();
       worker.postMessage({ id, flat: encodeBatch(items) });
       return true;
@@ -186,4 +197,11 @@ function writerThread(file: string, hooks: ThreadHooks) {
       await w.terminate();
     },
   };
+}
+
+function record(stats: BatchStats, b: { items: BatchItem[]; ws: Waiter[]; at: number }): void {
+  const t = performance.now();
+  stats.sizes.push(b.items.length);
+  stats.commits.push(t - b.at);
+  for (const w of b.ws) if (w.at !== undefined) stats.waits.push(t - w.at);
 }

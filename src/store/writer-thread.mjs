@@ -1,42 +1,40 @@
 // The store's writer thread (sqlite.ts starts it for a file store): its own connection commits putBatched's
-// batches, so the commit and its fsync (and WAL checkpoints) never block the daemon's event loop.
+// batches, so the commit and its fsync never block the daemon's event loop.
 // Plain ES module, no TypeScript, so that it loads the same way under tsx, vitest and plain node.
 //
 // In:  { id, flat } (encodeBatch) | { close: true }
-// Out: { ids, error? } once those batches are committed (or failed) | { closed: true }
-// Every message that arrives while a transaction runs joins the next one (group commit).
+// Out: { ids, ms, error? } once those batches are committed (or failed; ms: the transaction's time) | { closed: true }
+// Every message that arrives while a transaction runs joins the next one (group commit). WAL checkpoints are
+// this thread's too, between transactions rather than inside one (batch.mjs, groupCommitter).
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { batchTransaction, decodeBatch, durablePragmas, PendingBatch, statementCache } from './batch.mjs';
+import { batchTransaction, decodeBatch, durablePragmas, groupCommitter, statementCache } from './batch.mjs';
+
+/** Items (leases: about 2 WAL frames each) between checkpoints: about SQLite's default of 1,000 frames. */
+const CHECKPOINT_ITEMS = 500;
 
 const db = new Database(workerData.file);
 durablePragmas(db);
+db.pragma('wal_autocheckpoint = 0');
 const tx = batchTransaction(db, statementCache(db));
-
-// The waiters are the ids of the messages whose writes a transaction carries.
-const pending = new PendingBatch();
-let scheduled = false;
-const flush = () => {
-  scheduled = false;
-  const { items, waiters: done } = pending.take();
-  try {
+let t0 = 0;
+const writer = groupCommitter({
+  commit(items) {
+    t0 = performance.now();
     tx(items);
-    parentPort.postMessage({ ids: done });
-  } catch (err) {
-    parentPort.postMessage({ ids: done, error: String(err?.message || err) });
-  }
-};
+  },
+  // The waiters are the ids of the messages whose writes a transaction carries.
+  confirm: (ids, error) =>
+    parentPort.postMessage(error === undefined ? { ids, ms: performance.now() - t0 } : { ids, error }),
+  checkpoint: () => db.pragma('wal_checkpoint(PASSIVE)'),
+  checkpointEvery: CHECKPOINT_ITEMS,
+});
 parentPort.on('message', (m) => {
   if (m.close) {
-    if (pending.items.length) flush();
+    writer.flush();
     db.close();
     parentPort.postMessage({ closed: true });
     return;
   }
-  decodeBatch(m.flat, pending.items);
-  pending.waiters.push(m.id);
-  if (!scheduled) {
-    scheduled = true;
-    setImmediate(flush);
-  }
+  writer.add(decodeBatch(m.flat, []), m.id);
 });

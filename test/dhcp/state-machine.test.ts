@@ -8,8 +8,10 @@ import type { Quirk } from '../../src/boot/quirks.js';
 import { announceBoot, type BootOffer, type Decide } from '../../src/dhcp/boot.js';
 import type { CachedMachine } from '../../src/dhcp/machines.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
-import type { DhcpPacket } from '../../src/dhcp/packet.js';
+import { type DhcpPacket, decode } from '../../src/dhcp/packet.js';
 import { answerBootServer } from '../../src/dhcp/proxy.js';
+import { finishReply } from '../../src/dhcp/reply.js';
+import { answerRequest } from '../../src/dhcp/state-machine.js';
 import { silentLogger } from '../../src/log.js';
 import { Reservation } from '../../src/model/subnet.js';
 import { ip4 } from './helpers.js';
@@ -269,5 +271,54 @@ describe('DHCP state machine (no sockets)', () => {
     };
     expect(() => announceBoot({ bus: m.env.bus, log, onBoot: boom }, o.boot!.choice, o.boot!.offer)).not.toThrow();
     expect(error).toHaveBeenCalledTimes(1);
+  });
+
+  // The server asks for the ACK finished for the wire (DhcpRequest.wire) so that it is encoded while its lease
+  // commits: the bytes must be the ones the server would otherwise have made after the commit.
+  it('an ACK asked for with `wire` comes back encoded as finishReply makes it (61 and 82 echoed, RFC 5107 override)', async () => {
+    const m = await machine();
+    const mac = 'aa:00:00:00:00:60';
+    const cid = Buffer.from([1, 0xaa, 0, 0, 0, 0, 0x60]);
+    const relay = { giaddr: '10.99.1.254' };
+    const o82 = Buffer.from([1, 3, 0x65, 0x74, 0x68]);
+    const offer = replied(await m.ask(pkt(MessageType.DISCOVER, mac, relay, [[Opt.ClientId, cid]])));
+    const req = pkt(MessageType.REQUEST, mac, relay, [
+      [Opt.ServerId, ip4(SERVER)],
+      [Opt.RequestedIp, ip4(offer.reply.yiaddr)],
+      [Opt.ClientId, cid],
+      [Opt.RelayAgentInfo, o82],
+    ]);
+    const base = {
+      pkt: req,
+      mac,
+      type: MessageType.REQUEST,
+      subnet: m.lab,
+      server: SERVER,
+      ingress: 'eth0/x',
+      source: '',
+    };
+    const wire = { echoClientId: true, serverIdOverride: '10.99.1.254' };
+    const ack = replied(await answerRequest({ ...base, wire }, m.env));
+    expect(typeOf(ack)).toBe(MessageType.ACK);
+    expect(ack.wire).toBeDefined();
+    expect(ack.wire!.buf.equals(finishReply(ack.reply, req, true, wire.serverIdOverride).buf)).toBe(true);
+    const sent = decode(ack.wire!.buf);
+    if (!sent.ok) throw new Error(sent.message);
+    expect(sent.packet.yiaddr).toBe(offer.reply.yiaddr);
+    expect([...sent.packet.options.get(Opt.ClientId)!]).toEqual([...cid]);
+    expect([...sent.packet.options.get(Opt.RelayAgentInfo)!]).toEqual([...o82]);
+    expect([...sent.packet.options.get(Opt.ServerId)!]).toEqual([10, 99, 1, 254]);
+    // Without it the reply is left for the server to finish.
+    const renew = replied(
+      await answerRequest(
+        {
+          ...base,
+          pkt: pkt(MessageType.REQUEST, mac, { ...relay, ciaddr: offer.reply.yiaddr }, [[Opt.ClientId, cid]]),
+        },
+        m.env,
+      ),
+    );
+    expect(typeOf(renew)).toBe(MessageType.ACK);
+    expect(renew.wire).toBeUndefined();
   });
 });
