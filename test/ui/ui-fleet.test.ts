@@ -3,7 +3,7 @@
  * sit behind the fleet tests' fake HTTP BMC (test/fleet/sim.ts) and do their DHCP on loopback: the machine panel
  * shows a machine's power state and BMC settings (never its password), a confirmed "cycle" click reaches the BMC,
  * a BMC error's detail is shown; a rollout created through the API appears in the Rollouts panel and its progress,
- * pause, resume, failures and abort show live from the event stream, with no reload.
+ * pause, resume, failures, abort and each machine's current step show live from the event stream, with no reload.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -147,13 +147,16 @@ describe('/ui rollouts', () => {
     expect(await cell(page, id, 'done')).toBe('0 / 2');
     expect(await cell(page, id, 'batch')).toBe('1 / 2');
 
-    // ro1 boots and calls back; once it is healthy the first batch is done and the second starts.
+    // ro1 boots and calls back; once it is healthy the first batch is done and the second starts. Meanwhile the
+    // row shows where ro1 is: booted, now in the health gate (its steps reach the page as events).
     await expect
       .poll(async () => (await api('GET', `/api/v1/rollouts/${id}`)).body.machines[0].run?.step, { timeout: 30_000 })
       .toBe('done');
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 10_000 }).toBe('ro1: health check');
     expect((await healthy('ro1')).status).toBe(200);
     await expect.poll(() => cell(page, id, 'done'), { timeout: 15_000 }).toBe('1 / 2');
     await expect.poll(() => cell(page, id, 'batch')).toBe('2 / 2');
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 15_000 }).toBe('ro2: health check');
 
     // Pause takes effect between batches: the second finishes, the rollout waits until resumed.
     await click(page, id, 'pause');
@@ -189,7 +192,9 @@ describe('/ui rollouts', () => {
 
     const id = stuck.body.id;
     await row(page, id).waitFor({ timeout: 10_000 });
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 30_000 }).toBe('ro4: health check');
     await click(page, id, 'abort');
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 10_000 }).toBe('');
     await expect.poll(() => cell(page, id, 'state'), { timeout: 10_000 }).toBe('aborted');
     expect(await cell(page, id, 'failures')).toBe('aborted by request');
     expect((await api('GET', `/api/v1/rollouts/${id}`)).body.state).toBe('aborted');
