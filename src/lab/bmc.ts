@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EmulatorConfig } from '../power/emulator/cli.js';
@@ -158,6 +158,9 @@ export function startIpmiBmcs(o: {
 }): LabBmc[] {
   return o.vms.map((v, i) => {
     const vm = { ...v, dir: path.resolve(v.dir) };
+    // A fresh state dir per start: ipmi_sim prefers users it persisted there to lan.conf's, and each `lab up` has
+    // a new password (and a lab dir is reused across up/down).
+    rmSync(path.join(vm.dir, 'sim'), { recursive: true, force: true });
     mkdirSync(path.join(vm.dir, 'sim'), { recursive: true });
     const { control, start } = chassisControlScript(vm.dir, vm.qemu);
     writeFileSync(path.join(vm.dir, 'chassis.sh'), control, { mode: 0o755 });
