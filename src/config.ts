@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { POWER_SETTINGS } from './power/settings.js';
 
 /**
  * Every setting once: its flag, environment variable, file key, type, default and help. Precedence:
@@ -260,6 +261,7 @@ export const SETTINGS: Setting[] = [
     schema: z.coerce.number().int().min(0).max(1_000_000).default(1000),
     help: 'Discovered machines still on the unknown bootenv beyond which no new one is created (default 1000)',
   },
+  ...POWER_SETTINGS,
   {
     key: 'assetsDir',
     flag: 'assets-dir',
@@ -326,6 +328,8 @@ export type Config = {
   metricsPublic?: boolean;
   trustEvidenceSeconds?: number;
   discoveryMaxUnclaimed?: number;
+  powerConcurrency?: number;
+  powerTimeout?: number;
   assetsDir: string;
   /** Absent in a Config built in code (tests): the distribution's iPXE locations. */
   loaderSearch?: string[];

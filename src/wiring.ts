@@ -14,6 +14,7 @@ import { type InventoryCache, loadInventoryCache } from './inventory/cache.js';
 import { tokenChecker } from './inventory/tokens.js';
 import type { Logger } from './log.js';
 import { createDriver, type DriverFactory } from './power/index.js';
+import { powerOptions } from './power/settings.js';
 import { type BootService, bootService } from './provision/boot.js';
 import { recordDhcpFacts } from './provision/dhcp-facts.js';
 import { dhcpEvidence } from './provision/evidence.js';
@@ -61,7 +62,7 @@ export async function bootCore(
     search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
     filesDir,
   });
-  const fleet = createFleet({ store, bus, log, boots, drivers });
+  const fleet = createFleet({ store, bus, log, boots, drivers, ...powerOptions(cfg) });
   // With DHCP on, rollouts resume once it listens (startDhcp): a machine power-cycled before would go unanswered.
   const resume = cfg.dhcp ? undefined : setTimeout(() => void fleet.start(), 1000).unref();
   return {

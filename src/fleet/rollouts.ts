@@ -40,6 +40,8 @@ export class RolloutError extends Error {
 
 const FINAL = new Set(['done', 'failed', 'rolled-back', 'aborted']);
 const ACTIVE = new Set(['running', 'rolling-back']);
+/** Rollouts only: the table also keeps single reprovisions (singles.ts, `type: 'reprovision'`). */
+const NOT_SINGLE = { field: 'type', value: null };
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -223,12 +225,17 @@ export class RolloutEngine {
     const l = this.live.get(id);
     if (l) return l.doc;
     const s = await this.deps.store.get('rollouts', id);
-    if (!s) throw new RolloutError(404, `rollout '${id}' does not exist`);
+    // The table also keeps single reprovisions (singles.ts): they are no rollout.
+    if (!s || (s.doc as { type?: string }).type !== undefined)
+      throw new RolloutError(404, `rollout '${id}' does not exist`);
     return s.doc as unknown as Rollout;
   }
 
   async list(): Promise<Rollout[]> {
-    const { items } = await this.deps.store.list('rollouts', { sort: { field: 'createdAt', desc: true } });
+    const { items } = await this.deps.store.list('rollouts', {
+      filters: [NOT_SINGLE],
+      sort: { field: 'createdAt', desc: true },
+    });
     return items.map((i) => this.live.get(i.key)?.doc ?? (i.doc as unknown as Rollout));
   }
 
@@ -278,7 +285,7 @@ export class RolloutEngine {
 
   /** At daemon start: every rollout that was running goes on from its last persisted step. */
   async start() {
-    const { items } = await this.deps.store.list('rollouts');
+    const { items } = await this.deps.store.list('rollouts', { filters: [NOT_SINGLE] });
     for (const i of items) {
       const doc = i.doc as unknown as Rollout;
       if (!ACTIVE.has(doc.state)) continue;

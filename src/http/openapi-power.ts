@@ -107,7 +107,7 @@ export function powerParts({ schemas, paths }: Parts) {
     },
     get: {
       tags,
-      summary: "The machine's latest reprovision since the daemon started",
+      summary: "The machine's latest reprovision outside a rollout (persisted: it survives a restart)",
       responses: { 200: ok('Its state', ref('ReprovisionState')), ...errors },
     },
   };

@@ -152,7 +152,7 @@ export function registerPowerRoutes(app: FastifyInstance, deps: PowerApiDeps) {
       ]);
     }
     try {
-      return reply.code(202).send(fleet(deps).reprovision(m.uuid, parsed.data.bootEnv));
+      return reply.code(202).send(await fleet(deps).reprovision(m.uuid, parsed.data.bootEnv));
     } catch (err) {
       throw powerProblem(err);
     }
@@ -160,8 +160,8 @@ export function registerPowerRoutes(app: FastifyInstance, deps: PowerApiDeps) {
 
   app.get<{ Params: { id: string } }>('/machines/:id/actions/reprovision', async (req) => {
     const m = await machineOf(deps, req.params.id);
-    const s = fleet(deps).lastReprovision(m.uuid);
-    if (!s) throw new HttpProblem(404, `no reprovision of machine '${m.name}' since the daemon started`);
+    const s = await fleet(deps).lastReprovision(m.uuid);
+    if (!s) throw new HttpProblem(404, `machine '${m.name}' has not been reprovisioned outside a rollout`);
     return s;
   });
 }

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EmulatorConfig } from '../power/emulator/cli.js';
@@ -121,9 +121,17 @@ export type LabBmcVm = { name: string; dir: string; qemu: string[] };
 /** A lab VM's BMC as Plinth stores it on the machine, and the PID file of the VM's QEMU. */
 export type LabBmc = { settings: BmcSettings; bmcPid: number; vmPidFile: string };
 
-function detached(ns: string, argv: string[], cwd: string, log: string, env: NodeJS.ProcessEnv = {}): number {
+/** Starts `argv` detached, in namespace `ns` (none: this process's own, as tests on loopback do). */
+function detached(
+  ns: string | undefined,
+  argv: string[],
+  cwd: string,
+  log: string,
+  env: NodeJS.ProcessEnv = {},
+): number {
   const out = openSync(log, 'a');
-  const child = spawn('ip', ['netns', 'exec', ns, ...argv], {
+  const [bin, ...args] = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
+  const child = spawn(bin!, args, {
     cwd,
     detached: true,
     stdio: ['ignore', out, out],
@@ -134,15 +142,25 @@ function detached(ns: string, argv: string[], cwd: string, log: string, env: Nod
   return child.pid!;
 }
 
-/** One ipmi_sim per VM on `address`, ports basePort, basePort+1, ... (in the lab namespace). */
+/**
+ * One ipmi_sim per VM on `address`, ports basePort, basePort+1, ... (in the lab namespace). ipmi_sim runs in the
+ * VM's directory and its chassis_control script starts QEMU from there: every path it is given is made absolute
+ * (a relative one, from the default `--dir var/lab`, made every chassis call fail "not found", which ipmi_sim
+ * answers with "Insufficient privilege level").
+ */
 export function startIpmiBmcs(o: {
-  ns: string;
+  /** The lab namespace; none: this process's own (tests on loopback). */
+  ns?: string;
   address: string;
   basePort: number;
   password: string;
   vms: LabBmcVm[];
 }): LabBmc[] {
-  return o.vms.map((vm, i) => {
+  return o.vms.map((v, i) => {
+    const vm = { ...v, dir: path.resolve(v.dir) };
+    // A fresh state dir per start: ipmi_sim prefers users it persisted there to lan.conf's, and each `lab up` has
+    // a new password (and a lab dir is reused across up/down).
+    rmSync(path.join(vm.dir, 'sim'), { recursive: true, force: true });
     mkdirSync(path.join(vm.dir, 'sim'), { recursive: true });
     const { control, start } = chassisControlScript(vm.dir, vm.qemu);
     writeFileSync(path.join(vm.dir, 'chassis.sh'), control, { mode: 0o755 });
@@ -177,7 +195,7 @@ export function startIpmiBmcs(o: {
 
 /** One Redfish emulator (qemu backend) for all VMs, one System per VM named after it. */
 export function startRedfishBmc(o: {
-  ns: string;
+  ns?: string;
   address: string;
   port: number;
   password: string;
@@ -186,8 +204,10 @@ export function startRedfishBmc(o: {
   /** How to run `plinth` (default: this very program). */
   plinth?: string[];
 }): LabBmc[] {
+  const dir = path.resolve(o.dir);
   const config: EmulatorConfig = {
-    systems: o.vms.map((vm) => {
+    systems: o.vms.map((v) => {
+      const vm = { ...v, dir: path.resolve(v.dir) };
       mkdirSync(vm.dir, { recursive: true });
       return {
         id: vm.name,
@@ -199,7 +219,7 @@ export function startRedfishBmc(o: {
       };
     }),
   };
-  const cfgFile = path.join(o.dir, 'bmc-redfish.json');
+  const cfgFile = path.join(dir, 'bmc-redfish.json');
   writeFileSync(cfgFile, `${JSON.stringify(config, null, 2)}\n`);
   // bin/plinth.js of this checkout (from src/lab or dist/lab alike), with this Node's loader flags (tsx in dev).
   const entry = fileURLToPath(new URL('../../bin/plinth.js', import.meta.url));
@@ -218,8 +238,8 @@ export function startRedfishBmc(o: {
       '--port',
       String(o.port),
     ],
-    o.dir,
-    path.join(o.dir, 'bmc-redfish.log'),
+    dir,
+    path.join(dir, 'bmc-redfish.log'),
     { PLINTH_BMC_PASSWORD: o.password },
   );
   return o.vms.map((vm) => ({
@@ -231,7 +251,7 @@ export function startRedfishBmc(o: {
       systemId: vm.name,
     },
     bmcPid,
-    vmPidFile: path.join(vm.dir, 'pid'),
+    vmPidFile: path.join(path.resolve(vm.dir), 'pid'),
   }));
 }
 
@@ -285,11 +305,13 @@ const REDFISH_PORT = 8000;
 export async function startLabBmcs(o: {
   /** One kind for all VMs, or one per VM (a mixed lab: `--bmc ipmi,ipmi,redfish`). */
   kind: 'ipmi' | 'redfish' | Array<'ipmi' | 'redfish'>;
-  ns: string;
+  ns?: string;
   address: string;
   dir: string;
   vms: BmcVmPlan[];
   api: LabApi;
+  /** The first VM's ipmi_sim port (default 6230; tests on loopback pick a free one). */
+  ipmiBasePort?: number;
 }): Promise<Array<{ pid: number; pidFile: string; bmc: LabBmcState; warning?: string }>> {
   const kinds = o.vms.map((_, i) => (Array.isArray(o.kind) ? o.kind[i]! : o.kind));
   const need = kinds.includes('ipmi') ? ['ipmi_sim', 'ipmitool'] : [];
@@ -299,24 +321,33 @@ export async function startLabBmcs(o: {
       `--bmc ipmi needs ${missing.join(' and ')}: apt-get install openipmi ipmitool (or --bmc redfish|none)`,
     );
   const password = randomBytes(12).toString('base64url');
+  // QEMU is started from the BMC's directory: its paths must not be relative to ours.
+  const labDir = path.resolve(o.dir);
   const specs: LabBmcVm[] = o.vms.map((v) => {
-    const dir = path.join(o.dir, `bmc-${v.name}`);
+    const dir = path.join(labDir, `bmc-${v.name}`);
     mkdirSync(dir, { recursive: true });
     // Sparse: 2 GB that costs nothing until the OS writes to it.
-    const disk = path.join(o.dir, `disk-${v.name}.img`);
+    const disk = path.join(labDir, `disk-${v.name}.img`);
     if (!existsSync(disk)) {
       writeFileSync(disk, '');
       truncateSync(disk, 2 * 1024 ** 3);
     }
-    return { name: v.name, dir, qemu: vmCommand({ ...v.options, boot: false, disk }) };
+    const paths = { serialLog: path.resolve(v.options.serialLog), workDir: path.resolve(v.options.workDir) };
+    return { name: v.name, dir, qemu: vmCommand({ ...v.options, ...paths, boot: false, disk }) };
   });
   // Each kind's VMs go to their BMCs together (one Redfish emulator serves all of its VMs), then back in order.
   const of = (k: 'ipmi' | 'redfish') => specs.filter((_, i) => kinds[i] === k);
   const ipmi = of('ipmi').length
-    ? startIpmiBmcs({ ns: o.ns, address: o.address, basePort: IPMI_BASE_PORT, password, vms: of('ipmi') })
+    ? startIpmiBmcs({
+        ns: o.ns,
+        address: o.address,
+        basePort: o.ipmiBasePort ?? IPMI_BASE_PORT,
+        password,
+        vms: of('ipmi'),
+      })
     : [];
   const redfish = of('redfish').length
-    ? startRedfishBmc({ ns: o.ns, address: o.address, port: REDFISH_PORT, password, dir: o.dir, vms: of('redfish') })
+    ? startRedfishBmc({ ns: o.ns, address: o.address, port: REDFISH_PORT, password, dir: labDir, vms: of('redfish') })
     : [];
   const bmcs = kinds.map((k) => (k === 'ipmi' ? ipmi : redfish).shift()!);
   try {

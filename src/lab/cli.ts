@@ -15,12 +15,12 @@ PXE-boot from the running Plinth; their serial consoles stream to DIR/serial-lab
 names. Plinth must serve DHCP on the veth (--dhcp-interfaces plinth-NAME0,...). Needs root.
 'up' refuses a namespace or interface of the lab's name that Plinth did not create, and never deletes it.
 'down' stops only the VMs 'up' started and removes the namespace and the veth.
---bmc ipmi|redfish (default none) gives every VM a BMC on the bridge address (.254 of the lab subnet) and a 2 GB virtio
+--bmc ipmi|redfish|none (default ipmi) gives every VM a BMC on the bridge address (.254 of the lab subnet) and a 2 GB virtio
 disk (DIR/disk-NAME.img, sparse, kept across up/down): ipmi is one OpenIPMI ipmi_sim per VM (UDP 6230+N, user
 plinth, cipher suite 3), redfish one 'plinth bmc-emulator' (port 8000, user admin, system id = VM name).
 The BMC is stored on each machine (its password random per 'up'), and the VM is powered on through it with a
-PXE-once override; later power-ons boot from the disk unless Plinth sets PXE again. none: QEMU is started
-directly, always network-first, as before.`;
+PXE-once override; later power-ons boot from the disk unless Plinth sets PXE again (plinth reprovision).
+none: QEMU is started directly, always network-first, with no disk.`;
 
 /** `plinth lab ...`; returns the exit code (0 ok, 1 failure, 2 usage). */
 export async function runLab(
@@ -63,10 +63,7 @@ export async function runLab(
         err.write('plinth lab up: --vms must be a whole number from 1 to 16\n');
         return 2;
       }
-      // No BMC unless asked: with ipmi_sim BMCs, the README tour's lab (compiled CLI, from a clean copy) got
-      // "Insufficient privilege level" on every status call (not yet understood); lab.test.ts and rollout.test.ts
-      // run BMC labs.
-      const kinds = ((v.bmc as string | undefined) ?? 'none').split(',');
+      const kinds = ((v.bmc as string | undefined) ?? 'ipmi').split(',');
       if (
         kinds.some((k) => k !== 'ipmi' && k !== 'redfish' && k !== 'none') ||
         (kinds.length > 1 && kinds.length !== n)

@@ -98,7 +98,10 @@ export async function labUp(o: {
   bmc?: LabBmcKind | LabBmcKind[];
 }): Promise<LabState & { warnings: string[] }> {
   const n = labNames(o.name ?? 'lab');
-  const prior = readState(o.dir);
+  // Absolute from here on: the BMCs run QEMU from their own directories (an ipmi_sim's chassis_control script, the
+  // Redfish emulator), where a relative `var/lab/...` (the default --dir) names nothing.
+  const dir = path.resolve(o.dir);
+  const prior = readState(dir);
   if (prior && namespaces().includes(prior.ns))
     throw new Error(`a lab is already up here (namespace ${prior.ns}): run \`plinth lab down\` first`);
   const cidr = o.cidr ?? '10.250.0.1/24';
@@ -135,7 +138,7 @@ export async function labUp(o: {
     });
     if (r.status !== 201) throw new Error(`could not create the lab subnet: ${JSON.stringify(r.body)}`);
   }
-  mkdirSync(o.dir, { recursive: true });
+  mkdirSync(dir, { recursive: true });
   const state: LabState = { ns: n.ns, hostIf: n.hostIf, cidr, createdAt: new Date().toISOString(), vms: [] };
   const viaBmc: BmcVmPlan[] = [];
   const kinds: Array<'ipmi' | 'redfish'> = [];
@@ -159,8 +162,8 @@ export async function labUp(o: {
       await o.api.json('PATCH', `/api/v1/machines/${machine}`, { bootEnv: o.bootEnv }, 'application/merge-patch+json');
     }
     const firmware: Firmware = o.uefi ? 'uefi' : 'bios';
-    const serialLog = path.join(o.dir, `serial-${name}.log`);
-    const options = { ns: n.ns, tap: `tap${i}`, mac, firmware, serialLog, workDir: o.dir, noReboot: false };
+    const serialLog = path.join(dir, `serial-${name}.log`);
+    const options = { ns: n.ns, tap: `tap${i}`, mac, firmware, serialLog, workDir: dir, noReboot: false };
     if (kind && kind !== 'none') {
       viaBmc.push({ name, machine, options });
       kinds.push(kind);
@@ -173,13 +176,13 @@ export async function labUp(o: {
   const warnings: string[] = [];
   if (viaBmc.length) {
     // State first: a BMC that fails to start leaves a lab that `down` can still remove.
-    writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+    writeFileSync(stateFile(dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
     const net0 = `${net}.254`;
     const started = await startLabBmcs({
       kind: kinds,
       ns: n.ns,
       address: net0,
-      dir: o.dir,
+      dir,
       vms: viaBmc,
       api: o.api,
     });
@@ -188,7 +191,7 @@ export async function labUp(o: {
       if (b.warning) warnings.push(b.warning);
     }
   }
-  writeFileSync(stateFile(o.dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(stateFile(dir), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
   return { ...state, warnings };
 }
 

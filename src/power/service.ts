@@ -98,10 +98,11 @@ export function powerService(opts: PowerServiceOptions) {
     try {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          ctl.abort();
+          // Rejected before the abort: a driver that rejects on abort (with its own words) must not win the race.
           reject(
             new PowerError('timeout', `the BMC at ${bmc.address} did not answer ${action} within ${timeoutMs} ms`),
           );
+          ctl.abort();
         }, timeoutMs);
       });
       const result = await Promise.race([fn(driver, ctl.signal), timeout]);

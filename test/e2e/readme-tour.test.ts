@@ -3,8 +3,9 @@
  * suite's walk test runs the tour's API block; this one runs all of them, as an operator would on a fresh
  * machine: in a clean copy of the tree (git's files, no node_modules, no dist, no var), the install block
  * (`npm ci && sudo npm start &`, apt-get, build-images.sh, the loaders copied to assets/), the API block, then
- * `lab up` with two QEMU VMs; step 4 (assign lab-a to lab-vm-1 in /ui) is done through the API, and the test
- * waits until lab-vm-1 has booted lab-a before the block's `lab down`.
+ * `lab up` with two QEMU VMs, each behind its own IPMI BMC (ipmi_sim, the lab's default); step 4 (reprovision
+ * lab-vm-1 to lab-a in /ui) is done through the API: Plinth sets PXE once and power-cycles the VM through its BMC,
+ * and the test waits until the reprovision is done and lab-vm-1 has booted lab-a before the block's `lab down`.
  *
  * What the test provides is what the machine would have: root (`sudo` is a shim), Debian's package lists, npm's
  * cache (the namespace has no route to the registry) and the .debs build-images.sh downloads (copied from the lab
@@ -68,14 +69,18 @@ describe('the README five-minute tour runs verbatim', () => {
     chmodSync(path.join(work, 'shim/sudo'), 0o755);
 
     const token = path.join(clone, 'var/admin.token');
-    // Step 4 as the operator does it in /ui: lab-vm-1 gets lab-a; then wait for it to boot lab-a (bounded).
+    // Step 4 as the operator does it in /ui: reprovision lab-vm-1 to lab-a (through its BMC); then wait until the
+    // reprovision is done (bounded) and show its steps, the VM's power through the BMC and its serial line.
     const step4 = `TOKEN=$(cat var/admin.token)
-curl -sf --cacert var/tls/cert.pem -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/merge-patch+json' \\
-  -X PATCH https://localhost:8443/api/v1/machines/lab-vm-1 -d '{"bootEnv": "lab-a"}' > /dev/null
+api() { curl -sf --cacert var/tls/cert.pem -H "Authorization: Bearer $TOKEN" "$@"; }
+api -H 'Content-Type: application/json' -X POST https://localhost:8443/api/v1/machines/lab-vm-1/actions/reprovision \\
+  -d '{"bootEnv": "lab-a"}' > /dev/null
 for i in $(seq 600); do
-  grep -aq 'PLINTH-LAB-BOOTED image=lab-a' var/lab/serial-lab-vm-1.log 2>/dev/null && break
+  api https://localhost:8443/api/v1/machines/lab-vm-1/actions/reprovision | grep -Eq '"step":"(done|failed)"' && break
   sleep 0.5
 done
+echo "reprovision: $(api https://localhost:8443/api/v1/machines/lab-vm-1/actions/reprovision)"
+echo "power: $(api https://localhost:8443/api/v1/machines/lab-vm-1/power)"
 grep -ao 'PLINTH-LAB-BOOTED image=lab-a[^\\r]*' var/lab/serial-lab-vm-1.log
 `;
     // $! is block 1's `npm ci && sudo npm start &`: stop waiting if it ended (npm ci failed).
@@ -154,6 +159,22 @@ done
     expect(out, out.slice(-6000)).toContain('### tour done');
     expect(code, out.slice(-3000)).toBe(0);
     expect(out).toMatch(/PLINTH-LAB-BOOTED image=lab-a mac=52:54:00:1a:b0:01/);
+    // Booted through its BMC: the reprovision went assign, PXE once, power cycle, DHCP, callback.
+    const rp = JSON.parse(/^reprovision: (.*)$/m.exec(out)![1]!);
+    expect(rp).toMatchObject({ bootEnv: 'lab-a', step: 'done' });
+    expect(rp.steps.map((x: { step: string }) => x.step)).toEqual([
+      'assign',
+      'bootdev',
+      'power',
+      'dhcp',
+      'booting',
+      'done',
+    ]);
+    // The lab image powers off after its callback: the BMC reports what the VM did, on or (soon after) off.
+    const power = JSON.parse(/^power: (.*)$/m.exec(out)![1]!);
+    expect(power.driver).toBe('ipmi');
+    expect(['on', 'off']).toContain(power.state);
+    expect(out).toMatch(/^lab-vm-1 .* bmc ipmi 10\.250\.0\.254:6230$/m);
     expect(existsSync(token)).toBe(true);
   }, 1_800_000);
 });

@@ -4,8 +4,7 @@
  */
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
-import { testConfig } from '../helpers/daemon.js';
-import { httpBmcDrivers } from './sim.js';
+import { fleetDaemonConfig, fleetDaemonOptions } from './sim.js';
 
 const env = (k: string) => {
   const v = process.env[k];
@@ -13,24 +12,17 @@ const env = (k: string) => {
   return v;
 };
 const n = (k: string) => Number(env(k));
+const p = {
+  port: n('FLEET_DHCP_PORT'),
+  proxyPort: n('FLEET_PROXY_PORT'),
+  clientPort: n('FLEET_CLIENT_PORT'),
+  relayPort: n('FLEET_RELAY_PORT'),
+};
 const daemon = await startDaemon(
-  testConfig(env('FLEET_DATA_DIR'), {
-    httpPort: n('FLEET_HTTP_PORT'),
-    dhcp: true,
-    dhcpPort: n('FLEET_DHCP_PORT'),
-    dhcpProxyPort: n('FLEET_PROXY_PORT'),
-  }),
+  fleetDaemonConfig(env('FLEET_DATA_DIR'), p, { httpPort: n('FLEET_HTTP_PORT') }),
   createLogger('warn'),
   {},
-  {
-    dhcp: {
-      wildcard: true,
-      clientPort: n('FLEET_CLIENT_PORT'),
-      relayPort: n('FLEET_RELAY_PORT'),
-      replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
-    },
-    drivers: httpBmcDrivers(env('FLEET_BMC_URL')),
-  },
+  fleetDaemonOptions(p, env('FLEET_BMC_URL')),
 );
 process.stdout.write(`READY ${daemon.httpPort}\n`);
 process.on('SIGTERM', () => void daemon.close().then(() => process.exit(0)));

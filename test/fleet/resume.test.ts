@@ -1,6 +1,6 @@
 /**
- * A rollout survives kill -9 of the daemon: the restarted daemon resumes it from the step it had persisted and
- * finishes, and no machine is power-cycled twice for one step. The BMC (and its call counts) lives in this test
+ * A rollout, and a single reprovision, survive kill -9 of the daemon: the restarted daemon resumes each from the
+ * step it had persisted and finishes, and no machine is power-cycled twice for one step. The BMC (and its call counts) lives in this test
  * process, outside the daemon that is killed.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -102,5 +102,43 @@ describe('rollout across kill -9', () => {
     }
     const end = (await api('GET', `/api/v1/rollouts/${r.body.id}`)).body;
     expect(end.machines.map((m: { result: string }) => m.result)).toEqual(['ok', 'ok', 'ok']);
+  });
+
+  it('a single reprovision (outside a rollout) resumes too, without a second power cycle', {
+    timeout: 120_000,
+  }, async () => {
+    expect(sim, 'the rollout test above set up the daemon and the machines').toBeDefined();
+    const cycles = sim!.count('r1', 'cycle');
+    const bootdevs = sim!.count('r1', 'bootdev:pxe');
+    const r = await api('POST', '/api/v1/machines/r1/actions/reprovision', { bootEnv: 'local' });
+    expect(r.status).toBe(202);
+    // Killed once the BMC has power-cycled it, while the (slow) firmware has not yet sent its DHCP.
+    await expect.poll(() => sim!.count('r1', 'cycle'), { timeout: 30_000, interval: 20 }).toBe(cycles + 1);
+    child!.kill('SIGKILL');
+    await exited(child!);
+    await startChild(sim!.bmcUrl);
+    await expect
+      .poll(async () => (await api('GET', '/api/v1/machines/r1/actions/reprovision')).body?.step, {
+        timeout: 90_000,
+        interval: 250,
+      })
+      .toBe('done');
+    const end = (await api('GET', '/api/v1/machines/r1/actions/reprovision')).body;
+    expect(end.steps.map((s: { step: string }) => s.step)).toEqual([
+      'assign',
+      'bootdev',
+      'power',
+      'dhcp',
+      'booting',
+      'done',
+    ]);
+    expect(sim!.count('r1', 'cycle')).toBe(cycles + 1);
+    expect(sim!.count('r1', 'bootdev:pxe')).toBe(bootdevs + 1);
+    expect(sim!.count('r1', 'on') + sim!.count('r1', 'off')).toBe(0);
+    // Not a rollout: the rollouts list does not show it.
+    const list = (await api('GET', '/api/v1/rollouts')).body as { id: string }[];
+    expect(list).toHaveLength(1);
+    // A second one for the same machine starts once this one is done.
+    expect((await api('POST', '/api/v1/machines/r1/actions/reprovision', { bootEnv: 'local' })).status).toBe(202);
   });
 });

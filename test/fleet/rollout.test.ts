@@ -2,80 +2,35 @@
  * Reprovision and rollouts end to end against a real daemon in this process: DHCP on loopback, simulated machines
  * behind a fake HTTP BMC (sim.ts) that PXE-boot, do their relayed DORA and call back when power-cycled.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Daemon, startDaemon } from '../../src/daemon.js';
 import type { Logger } from '../../src/log.js';
 import { BMC_PASSWORD_MASK } from '../../src/model/machine.js';
-import { ports } from '../dhcp/helpers.js';
-import { testConfig } from '../helpers/daemon.js';
-import { BMC_PASSWORD, httpBmcDrivers, type SimFleet, simFleet } from './sim.js';
+import { BMC_PASSWORD, type FleetApi, type FleetDaemon, type SimFleet, startFleetDaemon } from './sim.js';
 
-let daemon: Daemon;
-let dataDir: string;
-let token: string;
+let fleet: FleetDaemon;
 let sim: SimFleet;
+let api: FleetApi;
+let token: string;
+let dataDir: string;
 let logText = '';
-const p = ports();
-const base = () => `http://127.0.0.1:${daemon.httpPort}`;
-
-async function api(method: string, u: string, body?: unknown, ct = 'application/json') {
-  const r = await fetch(base() + u, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': ct } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : undefined, text };
-}
-
-const SUBNET = {
-  name: 'lab',
-  subnet: '10.99.1.0/24',
-  activeStart: '10.99.1.100',
-  activeEnd: '10.99.1.199',
-  options: [{ code: 3, value: '10.99.1.1' }],
-};
+const base = () => fleet.base();
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-fleet-'));
-  sim = await simFleet({
-    dhcpPort: p.port,
-    relayPort: p.relayPort,
-    api: () => ({ url: base(), token }),
-    broken: new Set(['broken']),
-  });
   const sink = new Writable({
     write(chunk, _e, cb) {
       logText += chunk;
       cb();
     },
   });
-  daemon = await startDaemon(
-    testConfig(dataDir, { dhcp: true, dhcpPort: p.port, dhcpProxyPort: p.proxyPort, logLevel: 'debug' }),
-    pino({ level: 'debug' }, sink) as unknown as Logger,
-    {},
-    {
-      dhcp: {
-        wildcard: true,
-        clientPort: p.clientPort,
-        relayPort: p.relayPort,
-        replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
-      },
-      drivers: httpBmcDrivers(sim.bmcUrl),
-    },
-  );
-  token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
-  expect((await api('POST', '/api/v1/subnets', SUBNET)).status).toBe(201);
-  const local = (await api('GET', '/api/v1/bootenvs/local')).body;
-  for (const name of ['good', 'broken']) {
-    const { createdAt: _c, updatedAt: _u, ...rest } = local;
-    expect((await api('POST', '/api/v1/bootenvs', { ...rest, name })).status).toBe(201);
-  }
+  fleet = await startFleetDaemon({
+    log: pino({ level: 'debug' }, sink) as unknown as Logger,
+    config: { logLevel: 'debug' },
+  });
+  ({ sim, api, token, dataDir } = fleet);
   for (let i = 1; i <= 5; i++) {
     const name = `node${i}`;
     const mac = `52:54:00:fe:00:0${i}`;
@@ -85,9 +40,7 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
-  await daemon?.close();
-  await sim?.close();
-  rmSync(dataDir, { recursive: true, force: true });
+  await fleet?.close();
 });
 
 const waitRollout = async (id: string, states: string[]) => {

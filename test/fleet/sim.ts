@@ -3,12 +3,20 @@
  * (so a daemon child killed with -9 cannot take its call counts with it); its driver (httpBmcDrivers) runs in the
  * daemon. A power-on or cycle with a PXE-once override makes the machine do a relayed DHCP DORA against the
  * daemon on loopback and, unless its bootenv is a broken one, call back `booted` and turn healthy.
+ * startFleetDaemon: such a fleet and a real daemon in this process, wired together (the fleet and /ui tests).
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Config } from '../../src/config.js';
+import { type Daemon, type DaemonOptions, startDaemon } from '../../src/daemon.js';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
+import { type Logger, silentLogger } from '../../src/log.js';
 import { type BootOverride, type DriverFactory, PowerError } from '../../src/power/driver.js';
-import { ip4, listener, request } from '../dhcp/helpers.js';
+import { ip4, listener, ports, request } from '../dhcp/helpers.js';
+import { testConfig } from '../helpers/daemon.js';
 
 export const BMC_PASSWORD = 'hunter2-bmc-secret';
 
@@ -177,3 +185,92 @@ export async function simFleet(o: SimOptions) {
   };
 }
 export type SimFleet = Awaited<ReturnType<typeof simFleet>>;
+
+export type FleetPorts = ReturnType<typeof ports>;
+
+/** The daemon side of a simulated fleet: DHCP on loopback `p` (relayed, replies to 127.0.0.1), the fake BMC's driver. */
+export function fleetDaemonConfig(dataDir: string, p: FleetPorts, over: Partial<Config> = {}): Config {
+  return testConfig(dataDir, { dhcp: true, dhcpPort: p.port, dhcpProxyPort: p.proxyPort, ...over });
+}
+export function fleetDaemonOptions(p: FleetPorts, bmcUrl: string): DaemonOptions {
+  return {
+    dhcp: {
+      wildcard: true,
+      clientPort: p.clientPort,
+      relayPort: p.relayPort,
+      replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
+    },
+    drivers: httpBmcDrivers(bmcUrl),
+  };
+}
+
+/** The subnet the simulated machines' relay (giaddr 10.99.1.1) is in. */
+export const FLEET_SUBNET = {
+  name: 'lab',
+  subnet: '10.99.1.0/24',
+  activeStart: '10.99.1.100',
+  activeEnd: '10.99.1.199',
+  options: [{ code: 3, value: '10.99.1.1' }],
+};
+
+export type FleetApi = (
+  method: string,
+  u: string,
+  body?: unknown,
+  contentType?: string,
+) => Promise<{ status: number; body: any; text: string }>;
+
+/**
+ * A daemon in this process with a simulated fleet behind the fake BMC: the lab subnet, and bootenvs `good` and
+ * `broken` (copies of `local`; a machine on `broken` never calls back). Machines are the caller's (sim.add and the
+ * API). close() stops both and removes the data dir.
+ */
+export async function startFleetDaemon(o: { log?: Logger; config?: Partial<Config> } = {}) {
+  const p = ports();
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-fleet-'));
+  let daemon: Daemon | undefined;
+  let token = '';
+  const base = () => `http://127.0.0.1:${daemon!.httpPort}`;
+  const sim = await simFleet({
+    dhcpPort: p.port,
+    relayPort: p.relayPort,
+    api: () => ({ url: base(), token }),
+    broken: new Set(['broken']),
+  });
+  const api: FleetApi = async (method, u, body, contentType = 'application/json') => {
+    const r = await fetch(base() + u, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': contentType } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : undefined, text };
+  };
+  const close = async () => {
+    await daemon?.close();
+    await sim.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    daemon = await startDaemon(
+      fleetDaemonConfig(dataDir, p, o.config),
+      o.log ?? silentLogger,
+      {},
+      fleetDaemonOptions(p, sim.bmcUrl),
+    );
+    token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
+    const must = async (what: string, r: Promise<{ status: number; text: string }>, want: number) => {
+      const got = await r;
+      if (got.status !== want) throw new Error(`${what}: ${got.status} ${got.text}`);
+    };
+    await must('the lab subnet', api('POST', '/api/v1/subnets', FLEET_SUBNET), 201);
+    const { createdAt: _c, updatedAt: _u, ...local } = (await api('GET', '/api/v1/bootenvs/local')).body;
+    for (const name of ['good', 'broken'])
+      await must(`bootenv ${name}`, api('POST', '/api/v1/bootenvs', { ...local, name }), 201);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { daemon: daemon!, sim, dataDir, token, base, api, close };
+}
+export type FleetDaemon = Awaited<ReturnType<typeof startFleetDaemon>>;

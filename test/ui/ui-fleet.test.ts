@@ -3,68 +3,27 @@
  * sit behind the fleet tests' fake HTTP BMC (test/fleet/sim.ts) and do their DHCP on loopback: the machine panel
  * shows a machine's power state and BMC settings (never its password), a confirmed "cycle" click reaches the BMC,
  * a BMC error's detail is shown; a rollout created through the API appears in the Rollouts panel and its progress,
- * pause, resume, failures and abort show live from the event stream, with no reload.
+ * pause, resume, failures, abort and each machine's current step show live from the event stream, with no reload.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Daemon, startDaemon } from '../../src/daemon.js';
-import { silentLogger } from '../../src/log.js';
-import { ports } from '../dhcp/helpers.js';
-import { BMC_PASSWORD, httpBmcDrivers, type SimFleet, simFleet } from '../fleet/sim.js';
+import { BMC_PASSWORD, type FleetApi, type FleetDaemon, type SimFleet, startFleetDaemon } from '../fleet/sim.js';
 import { CHROMIUM, launchChromium } from '../helpers/browser.js';
-import { testConfig } from '../helpers/daemon.js';
 
 const ARTIFACTS = path.resolve(import.meta.dirname, '../artifacts');
-let daemon: Daemon;
-let dataDir: string;
-let token: string;
+let fleet: FleetDaemon;
 let sim: SimFleet;
+let api: FleetApi;
+let token: string;
 let browser: Browser;
-const p = ports();
-const base = () => `http://127.0.0.1:${daemon.httpPort}`;
-
-async function api(method: string, u: string, body?: unknown) {
-  const r = await fetch(base() + u, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) : undefined, text };
-}
+const base = () => fleet.base();
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`);
-  dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-ui-fleet-'));
-  sim = await simFleet({
-    dhcpPort: p.port,
-    relayPort: p.relayPort,
-    api: () => ({ url: base(), token }),
-    broken: new Set(['broken']),
-  });
-  daemon = await startDaemon(
-    testConfig(dataDir, { dhcp: true, dhcpPort: p.port, dhcpProxyPort: p.proxyPort }),
-    silentLogger,
-    {},
-    {
-      dhcp: {
-        wildcard: true,
-        clientPort: p.clientPort,
-        relayPort: p.relayPort,
-        replyTo: (d) => ({ address: '127.0.0.1', port: d.port }),
-      },
-      drivers: httpBmcDrivers(sim.bmcUrl),
-    },
-  );
-  token = readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
-  const subnet = { name: 'lab', subnet: '10.99.1.0/24', activeStart: '10.99.1.100', activeEnd: '10.99.1.199' };
-  expect((await api('POST', '/api/v1/subnets', subnet)).status).toBe(201);
-  const { createdAt: _c, updatedAt: _u, ...local } = (await api('GET', '/api/v1/bootenvs/local')).body;
-  for (const name of ['good', 'broken'])
-    expect((await api('POST', '/api/v1/bootenvs', { ...local, name })).status).toBe(201);
+  fleet = await startFleetDaemon();
+  ({ sim, api, token } = fleet);
   for (const [i, name] of ['pw1', 'ro1', 'ro2', 'ro3', 'ro4'].entries()) {
     const mac = `52:54:00:fd:00:0${i + 1}`;
     sim.add(name, mac, 'on');
@@ -76,9 +35,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   await browser?.close();
-  await daemon?.close();
-  await sim?.close();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  await fleet?.close();
 });
 
 async function signIn(): Promise<Page> {
@@ -190,13 +147,16 @@ describe('/ui rollouts', () => {
     expect(await cell(page, id, 'done')).toBe('0 / 2');
     expect(await cell(page, id, 'batch')).toBe('1 / 2');
 
-    // ro1 boots and calls back; once it is healthy the first batch is done and the second starts.
+    // ro1 boots and calls back; once it is healthy the first batch is done and the second starts. Meanwhile the
+    // row shows where ro1 is: booted, now in the health gate (its steps reach the page as events).
     await expect
       .poll(async () => (await api('GET', `/api/v1/rollouts/${id}`)).body.machines[0].run?.step, { timeout: 30_000 })
       .toBe('done');
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 10_000 }).toBe('ro1: health check');
     expect((await healthy('ro1')).status).toBe(200);
     await expect.poll(() => cell(page, id, 'done'), { timeout: 15_000 }).toBe('1 / 2');
     await expect.poll(() => cell(page, id, 'batch')).toBe('2 / 2');
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 15_000 }).toBe('ro2: health check');
 
     // Pause takes effect between batches: the second finishes, the rollout waits until resumed.
     await click(page, id, 'pause');
@@ -232,7 +192,9 @@ describe('/ui rollouts', () => {
 
     const id = stuck.body.id;
     await row(page, id).waitFor({ timeout: 10_000 });
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 30_000 }).toBe('ro4: health check');
     await click(page, id, 'abort');
+    await expect.poll(() => cell(page, id, 'steps'), { timeout: 10_000 }).toBe('');
     await expect.poll(() => cell(page, id, 'state'), { timeout: 10_000 }).toBe('aborted');
     expect(await cell(page, id, 'failures')).toBe('aborted by request');
     expect((await api('GET', `/api/v1/rollouts/${id}`)).body.state).toBe('aborted');
