@@ -16,7 +16,7 @@ import type { DriverFactory } from './power/driver.js';
 import { checkAssets, type LoaderIndex } from './provision/loaders.js';
 import type { BootSessions } from './provision/sessions.js';
 import { seedStore } from './seed.js';
-import { openSqliteStore } from './store/sqlite.js';
+import { type OpenedStore, openStore, storeLabel } from './store/open.js';
 import type { Store } from './store/store.js';
 import { VERSION } from './version.js';
 import { bootCore, ServiceBindError, startDhcp, startTftp } from './wiring.js';
@@ -62,12 +62,13 @@ export async function startDaemon(
   const servers = createListeners({ tls, limits, log });
   /** Bound once the HTTPS listener is up (port 0 in tests). */
   let httpsPort: number | undefined;
-  let store: Store & { schemaVersion: number };
+  let store: OpenedStore;
   try {
-    store = openSqliteStore(path.join(dataDir, 'plinth.db'));
+    store = await openStore(cfg.store, dataDir);
   } catch (err) {
-    throw new StartupError(`database ${path.join(dataDir, 'plinth.db')} cannot be opened: ${(err as Error).message}`);
+    throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);
   }
+  log.info({ backend: store.backend, schemaVersion: store.schemaVersion }, 'inventory opened');
   const bus = createBus(log);
   const closers: Closers = [];
   const fail = async (msg: string): Promise<never> => {
@@ -114,7 +115,7 @@ export async function startDaemon(
       tls: tls
         ? { fingerprint: tls.fingerprint, source: tls.source, subject: tls.subject, notAfter: tls.notAfter }
         : undefined,
-      store: { backend: 'sqlite', schemaVersion: store.schemaVersion },
+      store: { backend: store.backend, schemaVersion: store.schemaVersion },
       loaders: loadersInfo(core.loaders),
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
