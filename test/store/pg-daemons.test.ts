@@ -1,0 +1,96 @@
+/**
+ * Two Plinth daemons on one PostgreSQL inventory (issue 17), as operators start them: `--store postgres://...`,
+ * each with its own data dir and port. What one writes through the API the other reads; a name taken through one
+ * is a 409 through the other; /info names the backend; one daemon killed with SIGKILL loses nothing it answered
+ * 201 for, and the other keeps serving. PostgreSQL only.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { exited, freePort, spawnPlinth, stopChild, waitHttp } from '../helpers/proc.js';
+import { backends, PG_URL, skipUnavailable } from './backends.js';
+
+const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
+const TOKEN = 'pg-daemons-test-admin-token-0123456789abcdef';
+const started: ReturnType<typeof spawnPlinth>[] = [];
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const p of started) await stopChild(p);
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function daemon(storeUrl: string) {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-pgd-'));
+  dirs.push(dataDir);
+  const port = await freePort();
+  const p = spawnPlinth(
+    ['--no-dhcp', '--no-tftp', '--http-address', '127.0.0.1', '--http-port', String(port), '--data-dir', dataDir],
+    { PLINTH_STORE_URL: storeUrl, PLINTH_ADMIN_TOKEN: TOKEN },
+  );
+  started.push(p);
+  await waitHttp(port, 60_000).catch((err) => {
+    throw new Error(`${err.message}: ${p.output()}`);
+  });
+  const api = (method: string, url: string, body?: unknown) =>
+    fetch(`http://127.0.0.1:${port}/api/v1${url}`, {
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  return { p, port, api };
+}
+
+describe('two daemons on one PostgreSQL inventory', () => {
+  skipUnavailable(pgBackend);
+
+  it('share machines, uniqueness and etags; a SIGKILLed one loses nothing acknowledged', async () => {
+    const { where: schema } = await pgBackend.db();
+    const url = new URL(PG_URL!);
+    url.searchParams.set('options', `-c search_path=${schema}`);
+    const [a, b] = await Promise.all([daemon(url.toString()), daemon(url.toString())]);
+
+    const info = (await (await fetch(`http://127.0.0.1:${a.port}/api/v1/info`)).json()) as {
+      store: { backend: string };
+    };
+    expect(info.store.backend).toBe('postgres');
+    // The URL's password or path never shows in the public /info.
+    expect(JSON.stringify(info)).not.toContain(schema);
+
+    const made = await a.api('POST', '/machines', { name: 'shared-1' });
+    expect(made.status).toBe(201);
+    const { uuid } = (await made.json()) as { uuid: string };
+    const seen = await b.api('GET', `/machines/${uuid}`);
+    expect(seen.status).toBe(200);
+    expect(((await seen.json()) as { name: string }).name).toBe('shared-1');
+    expect((await b.api('POST', '/machines', { name: 'shared-1' })).status).toBe(409);
+    // An etag read from one daemon is checked by the other.
+    const etag = seen.headers.get('etag')!;
+    expect((await a.api('PATCH', `/machines/${uuid}`, { description: 'via a' })).status).toBe(200);
+    const stale = await fetch(`http://127.0.0.1:${b.port}/api/v1/machines/${uuid}`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', 'if-match': etag },
+      body: JSON.stringify({ description: 'via b' }),
+    });
+    expect(stale.status).toBe(412);
+
+    // Daemon A creates machines until it is killed; B sees every one A acknowledged, and keeps serving.
+    const acked: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await a.api('POST', '/machines', { name: `burst-${i}` });
+      if (r.status === 201) acked.push(((await r.json()) as { uuid: string }).uuid);
+    }
+    a.p.kill('SIGKILL');
+    expect((await exited(a.p)).signal).toBe('SIGKILL');
+    expect(acked).toHaveLength(40);
+    const listed = (await (await b.api('GET', '/machines?limit=1000')).json()) as
+      | { uuid: string }[]
+      | {
+          items: { uuid: string }[];
+        };
+    const items = Array.isArray(listed) ? listed : listed.items;
+    const uuids = new Set(items.map((m) => m.uuid));
+    expect(acked.filter((u) => !uuids.has(u))).toEqual([]);
+    expect((await b.api('POST', '/machines', { name: 'after-kill' })).status).toBe(201);
+  }, 120_000);
+});
