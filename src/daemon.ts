@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
+import { defaultServerId, startRegistry } from './daemon-registry.js';
 import type { DhcpServerOptions } from './dhcp/server.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
@@ -69,6 +70,7 @@ export async function startDaemon(
     throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);
   }
   log.info({ backend: store.backend, schemaVersion: store.schemaVersion }, 'inventory opened');
+  const serverId = cfg.serverId ?? defaultServerId();
   const bus = createBus(log);
   const closers: Closers = [];
   const fail = async (msg: string): Promise<never> => {
@@ -116,6 +118,7 @@ export async function startDaemon(
         ? { fingerprint: tls.fingerprint, source: tls.source, subject: tls.subject, notAfter: tls.notAfter }
         : undefined,
       store: { backend: store.backend, schemaVersion: store.schemaVersion },
+      daemon: { serverId },
       loaders: loadersInfo(core.loaders),
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
@@ -129,6 +132,9 @@ export async function startDaemon(
   if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
   const apiBase =
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
+  const me = { serverId, version: VERSION, backend: store.backend, api: apiBase };
+  const registry = await startRegistry(store, me, log).catch((err) => fail(`daemons list: ${err.message}`));
+  closers.push(() => registry.close());
   log.info(
     {
       address: cfg.httpAddress,

@@ -23,6 +23,7 @@ const V1_KINDS = [
   'files',
   'audit',
   'rollouts',
+  'daemons',
 ] as const;
 
 // The same fields SQLite indexes (its migrations v1-v5): the API's common filters. An expression index on

@@ -20,6 +20,7 @@ export const KINDS = [
   'files',
   'audit',
   'rollouts',
+  'daemons',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { exited, freePort, spawnPlinth, stopChild, waitHttp } from '../helpers/proc.js';
-import { backends, PG_URL, skipUnavailable } from './backends.js';
+import { adminQuery, backends, PG_URL, skipUnavailable } from './backends.js';
 
 const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
 const TOKEN = 'pg-daemons-test-admin-token-0123456789abcdef';
@@ -20,13 +20,13 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-async function daemon(storeUrl: string) {
+async function daemon(storeUrl: string, serverId: string) {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'plinth-pgd-'));
   dirs.push(dataDir);
   const port = await freePort();
   const p = spawnPlinth(
     ['--no-dhcp', '--no-tftp', '--http-address', '127.0.0.1', '--http-port', String(port), '--data-dir', dataDir],
-    { PLINTH_STORE_URL: storeUrl, PLINTH_ADMIN_TOKEN: TOKEN },
+    { PLINTH_STORE_URL: storeUrl, PLINTH_ADMIN_TOKEN: TOKEN, PLINTH_SERVER_ID: serverId },
   );
   started.push(p);
   await waitHttp(port, 60_000).catch((err) => {
@@ -48,12 +48,20 @@ describe('two daemons on one PostgreSQL inventory', () => {
     const { where: schema } = await pgBackend.db();
     const url = new URL(PG_URL!);
     url.searchParams.set('options', `-c search_path=${schema}`);
-    const [a, b] = await Promise.all([daemon(url.toString()), daemon(url.toString())]);
+    const [a, b] = await Promise.all([daemon(url.toString(), 'rack-a'), daemon(url.toString(), 'rack-b')]);
+    // Each registered its heartbeat under its own serverId.
+    const beats = await adminQuery(`SELECT key, doc FROM ${schema}.daemons ORDER BY key`);
+    expect(beats.rows.map((r) => [r.key, r.doc.backend])).toEqual([
+      ['rack-a', 'postgres'],
+      ['rack-b', 'postgres'],
+    ]);
 
     const info = (await (await fetch(`http://127.0.0.1:${a.port}/api/v1/info`)).json()) as {
       store: { backend: string };
+      daemon: { serverId: string };
     };
     expect(info.store.backend).toBe('postgres');
+    expect(info.daemon.serverId).toBe('rack-a');
     // The URL's password or path never shows in the public /info.
     expect(JSON.stringify(info)).not.toContain(schema);
 
@@ -92,5 +100,12 @@ describe('two daemons on one PostgreSQL inventory', () => {
     const uuids = new Set(items.map((m) => m.uuid));
     expect(acked.filter((u) => !uuids.has(u))).toEqual([]);
     expect((await b.api('POST', '/machines', { name: 'after-kill' })).status).toBe(201);
+    // B stops cleanly and says so; A, killed, did not.
+    await stopChild(b.p);
+    const after = await adminQuery(`SELECT key, doc FROM ${schema}.daemons ORDER BY key`);
+    expect(after.rows.map((r) => [r.key, typeof r.doc.stoppedAt])).toEqual([
+      ['rack-a', 'undefined'],
+      ['rack-b', 'string'],
+    ]);
   }, 120_000);
 });
