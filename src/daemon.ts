@@ -65,7 +65,9 @@ export async function startDaemon(
   let httpsPort: number | undefined;
   let store: OpenedStore;
   try {
-    store = await openStore(cfg.store, dataDir);
+    store = await openStore(cfg.store, dataDir, (err) =>
+      log.warn({ err: err.message }, 'inventory: an idle database connection failed; the next request reconnects'),
+    );
   } catch (err) {
     throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);
   }

@@ -17,11 +17,16 @@ export function storeLabel(url: string | undefined, dataDir: string): string {
   return url ? redactUrl(url) : path.join(dataDir, 'plinth.db');
 }
 
-export async function openStore(url: string | undefined, dataDir: string): Promise<OpenedStore> {
+/** `warn` hears what happens to idle PostgreSQL connections (the server restarted, the network dropped). */
+export async function openStore(
+  url: string | undefined,
+  dataDir: string,
+  warn?: (err: Error) => void,
+): Promise<OpenedStore> {
   if (url === undefined || url === '') {
     return Object.assign(openSqliteStore(path.join(dataDir, 'plinth.db')), { backend: 'sqlite' as const });
   }
   if (!isPgUrl(url))
     throw new StoreError(`--store ${url}: expected a postgres:// URL (or nothing for the SQLite file)`);
-  return openPgStore(url);
+  return openPgStore(url, { onIdleError: warn });
 }

@@ -45,6 +45,8 @@ const jsonParam = (v: unknown) => {
   return jsonbCopy(json) ?? json;
 };
 
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 // PostgreSQL text holds no NUL: such a key or value cannot be stored, so it exists nowhere.
 const hasNul = (s: string) => s.includes('\0');
 
@@ -106,7 +108,10 @@ export function pgListClauses(q: ListQuery): { where: string; order: string; arg
 
 type Query = pg.Pool | pg.PoolClient;
 
-/** The unique values without repeats (a repeat would make the claiming upsert touch a row twice). */
+/**
+ * The unique values without repeats (a repeat would make the claiming upsert touch a row twice). The claim sorts
+ * them: two transactions claiming the same values then lock their rows in one order and cannot deadlock.
+ */
 function distinct(uniques: UniqueValue[]): UniqueValue[] {
   const seen = new Set<string>();
   return uniques.filter((u) => {
@@ -125,8 +130,9 @@ function distinct(uniques: UniqueValue[]): UniqueValue[] {
 async function claimUniques(c: pg.PoolClient, kind: Kind, key: string, uniques: UniqueValue[]): Promise<void> {
   const list = distinct(uniques);
   for (const u of list) if (hasNul(u.value)) throw new BackendError(`${u.field} holds a NUL character`);
-  const fields = list.map((u) => u.field);
-  const values = list.map((u) => u.value);
+  const ordered = [...list].sort((a, b) => (a.field === b.field ? cmp(a.value, b.value) : cmp(a.field, b.field)));
+  const fields = ordered.map((u) => u.field);
+  const values = ordered.map((u) => u.value);
   await c.query({
     name: 'plinth-uniq-release',
     text: `DELETE FROM uniq d WHERE d.kind = $1 AND d.key = $2 AND NOT EXISTS
@@ -147,8 +153,23 @@ async function claimUniques(c: pg.PoolClient, kind: Kind, key: string, uniques: 
   }
 }
 
-/** Runs `fn` in one transaction on one pooled connection; a connection that failed is not returned to the pool. */
-export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+// Deadlock detected, serialization failure: the server rolled the transaction back; running it again is safe.
+const RETRY = new Set(['40P01', '40001']);
+
+/**
+ * Runs `fn` in one transaction on one pooled connection, again (at most twice more) when the server aborted it
+ * for a deadlock or a serialization failure; a connection that failed is not returned to the pool.
+ */
+export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>, tries = 3): Promise<T> {
+  try {
+    return await once(pool, fn);
+  } catch (err) {
+    if (tries > 1 && RETRY.has((err as { code?: string }).code ?? '')) return inTransaction(pool, fn, tries - 1);
+    throw err;
+  }
+}
+
+async function once<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const c = await pool.connect();
   let broken: Error | undefined;
   try {

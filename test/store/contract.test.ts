@@ -193,6 +193,18 @@ describe.each(backends(import.meta.filename))('store contract on $name', (b) => 
     await expect(one.replace('machines', owner!, { name: 'mine' }, [], { ifMatch: read.etag })).rejects.toBeInstanceOf(
       PreconditionError,
     );
+    // Claims of the same values listed in opposite orders: one wins each round, the other gets a
+    // ConflictError, never a deadlock's BackendError.
+    for (let round = 0; round < 20; round++) {
+      const macs = [`x${round}`, `y${round}`].map((value) => ({ field: 'mac', value }));
+      const [p, q] = await Promise.allSettled([
+        one.create('machines', `p${round}`, {}, macs),
+        two.create('machines', `q${round}`, {}, [...macs].reverse()),
+      ]);
+      const failures = [p, q].filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason);
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).toBeInstanceOf(ConflictError);
+    }
     await one.putBatched('leases', 'l', { from: 'one' });
     expect((await two.get('leases', 'l'))?.doc).toEqual({ from: 'one' });
   });
