@@ -63,16 +63,19 @@ export async function startDaemon(
   const servers = createListeners({ tls, limits, log });
   /** Bound once the HTTPS listener is up (port 0 in tests). */
   let httpsPort: number | undefined;
+  const serverId = cfg.serverId ?? defaultServerId();
   let store: OpenedStore;
   try {
-    store = await openStore(cfg.store, dataDir, (err) =>
-      log.warn({ err: err.message }, 'inventory: an idle database connection failed; the next request reconnects'),
+    store = await openStore(
+      cfg.store,
+      dataDir,
+      (err) => log.warn({ err: err.message }, 'inventory: a database connection failed; it reconnects'),
+      serverId,
     );
   } catch (err) {
     throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);
   }
   log.info({ backend: store.backend, schemaVersion: store.schemaVersion }, 'inventory opened');
-  const serverId = cfg.serverId ?? defaultServerId();
   const bus = createBus(log);
   const closers: Closers = [];
   const fail = async (msg: string): Promise<never> => {

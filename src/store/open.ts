@@ -22,11 +22,12 @@ export async function openStore(
   url: string | undefined,
   dataDir: string,
   warn?: (err: Error) => void,
+  serverId?: string,
 ): Promise<OpenedStore> {
   if (url === undefined || url === '') {
     return Object.assign(openSqliteStore(path.join(dataDir, 'plinth.db')), { backend: 'sqlite' as const });
   }
   if (!isPgUrl(url))
     throw new StoreError(`--store ${url}: expected a postgres:// URL (or nothing for the SQLite file)`);
-  return openPgStore(url, { onIdleError: warn });
+  return openPgStore(url, { onIdleError: warn, serverId, follow: { onError: warn } });
 }

@@ -6,6 +6,7 @@
  */
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
+import { appendEvent } from './pg-events.js';
 import {
   BackendError,
   ConflictError,
@@ -187,7 +188,12 @@ async function once<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Pro
   }
 }
 
-export function pgDocStatements(pool: pg.Pool) {
+/** Who writes (recorded with each event) and where its events ring (pg-events.ts). */
+export type EventTarget = { serverId: string; channel: string };
+
+export function pgDocStatements(pool: pg.Pool, target: EventTarget) {
+  const event = (c: pg.PoolClient, opts: WriteOptions) =>
+    opts.event ? appendEvent(c, target.serverId, target.channel, opts.event) : undefined;
   const getRow = async (q: Query, kind: Kind, key: string) => {
     if (hasNul(key)) return undefined;
     const r = await q.query<{ body: string; etag: string }>({
@@ -237,7 +243,7 @@ export function pgDocStatements(pool: pg.Pool) {
       });
       return r.rows[0]?.key;
     },
-    create: (kind: Kind, key: string, doc: Doc, uniques: UniqueValue[]): Promise<Stored> => {
+    create: (kind: Kind, key: string, doc: Doc, uniques: UniqueValue[], opts: WriteOptions): Promise<Stored> => {
       if (hasNul(key)) return Promise.reject(new BackendError('a key cannot hold a NUL character'));
       return inTransaction(pool, async (c) => {
         const { json, values } = row(key, doc);
@@ -249,6 +255,7 @@ export function pgDocStatements(pool: pg.Pool) {
         });
         if (r.rowCount === 0) throw new ConflictError(kind, 'key', key, key);
         await claimUniques(c, kind, key, uniques);
+        await event(c, opts);
         return { key, doc, etag: values[3] as string, json };
       });
     },
@@ -264,25 +271,34 @@ export function pgDocStatements(pool: pg.Pool) {
         });
         if (r.rowCount === 0) await notWritten(c, kind, key);
         await claimUniques(c, kind, key, uniques);
+        await event(c, opts);
         return { key, doc, etag: values[3] as string, json };
       });
     },
-    // One statement, so one transaction without BEGIN/COMMIT round trips. A row changed meanwhile by another
-    // daemon is re-checked against If-Match after its lock is released (READ COMMITTED), so it is not removed.
+    // One statement, so one transaction without BEGIN/COMMIT round trips (two more with an event to append).
+    // A row changed meanwhile by another daemon is re-checked against If-Match after its lock is released
+    // (READ COMMITTED), so it is not removed.
     async remove(kind: Kind, key: string, opts: WriteOptions): Promise<void> {
       if (hasNul(key)) throw new NotFoundError(kind, key);
-      const r = await pool.query<{ etag: string | null; n: number }>({
-        name: `plinth-remove-${kindOk(kind)}`,
-        text: `WITH cur AS (SELECT etag FROM ${kind} WHERE key = $1),
-          d AS (DELETE FROM ${kind} WHERE key = $1 AND ($2::text IS NULL OR etag = $2) RETURNING key),
-          u AS (DELETE FROM uniq WHERE kind = $3 AND key IN (SELECT key FROM d))
-          SELECT (SELECT etag FROM cur) AS etag, (SELECT count(*)::int FROM d) AS n`,
-        values: [key, opts.ifMatch ?? null, kind],
+      const run = async (q: Query) => {
+        const r = await q.query<{ etag: string | null; n: number }>({
+          name: `plinth-remove-${kindOk(kind)}`,
+          text: `WITH cur AS (SELECT etag FROM ${kind} WHERE key = $1),
+            d AS (DELETE FROM ${kind} WHERE key = $1 AND ($2::text IS NULL OR etag = $2) RETURNING key),
+            u AS (DELETE FROM uniq WHERE kind = $3 AND key IN (SELECT key FROM d))
+            SELECT (SELECT etag FROM cur) AS etag, (SELECT count(*)::int FROM d) AS n`,
+          values: [key, opts.ifMatch ?? null, kind],
+        });
+        const { etag, n } = r.rows[0]!;
+        if (n > 0) return;
+        if (etag === null) throw new NotFoundError(kind, key);
+        throw new PreconditionError(kind, key);
+      };
+      if (!opts.event) return run(pool);
+      return inTransaction(pool, async (c) => {
+        await run(c);
+        await event(c, opts);
       });
-      const { etag, n } = r.rows[0]!;
-      if (n > 0) return;
-      if (etag === null) throw new NotFoundError(kind, key);
-      throw new PreconditionError(kind, key);
     },
   };
 }

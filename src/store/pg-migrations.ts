@@ -60,8 +60,16 @@ function v1(): string {
   return parts.join('\n');
 }
 
+// v2: the event log every daemon follows (pg-events.ts): appended in the same transaction as the change it
+// describes, under a transaction-scoped advisory lock so ids commit in increasing order and a reader's
+// `id > last seen` never skips one that committed late.
+const v2 = `CREATE TABLE events (
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), server_id text NOT NULL,
+  type text NOT NULL, key text, data jsonb);`;
+
 export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
+  { version: 2, description: 'the event log daemons follow', sql: v2 },
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;

@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
+import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
 import { migratePg } from './pg-migrations.js';
 import { asStoreError, BackendError, type Store, StoreError } from './store.js';
 
@@ -19,6 +20,10 @@ export type PgOptions = {
   connectTimeoutMs?: number;
   /** Called with errors of idle connections (the server restarted, the network dropped); default: ignored. */
   onIdleError?: (err: Error) => void;
+  /** This daemon's serverId, recorded with each event it appends (default 'plinth'). */
+  serverId?: string;
+  /** The event follower's probe and reconnect pacing, and where its connection errors go. */
+  follow?: FollowOptions;
 };
 
 export type PgStore = Store & { schemaVersion: number; backend: 'postgres'; pool: pg.Pool };
@@ -46,14 +51,14 @@ function guard<T>(p: Promise<T>): Promise<T> {
 
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
-  const pool = new pg.Pool({
+  const clientConfig: pg.ClientConfig = {
     connectionString: url,
-    max: opts.max ?? 10,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
     keepAlive: true,
     application_name: 'plinth',
     ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
-  });
+  };
+  const pool = new pg.Pool({ ...clientConfig, max: opts.max ?? 10 });
   // An idle connection the server drops emits 'error' on the pool; unhandled, it would end the process.
   pool.on('error', (err) => opts.onIdleError?.(err));
   let schemaVersion: number;
@@ -70,17 +75,26 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     throw new BackendError(`PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
   }
 
-  const docs = pgDocStatements(pool);
+  const channel = eventChannel(
+    opts.schema ?? (new URL(url).searchParams.get('options') ?? '').match(/search_path=(\w+)/)?.[1],
+  );
+  const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
+  const events = pgEventLog(pool, clientConfig, channel, opts.follow);
   const batches = pgBatchWriter(pool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
     schemaVersion,
     pool,
+    events: {
+      since: (id, limit) => guard(events.since(id, limit)),
+      last: () => guard(events.last()),
+      follow: events.follow,
+    },
     get: (kind, key) => guard(docs.get(kind, key)),
     list: (kind, q = {}) => guard(docs.list(kind, q)),
     keyOf: (kind, field, value) => guard(docs.keyOf(kind, field, value)),
-    create: (kind, key, doc, uniques = []) => guard(docs.create(kind, key, doc, uniques)),
+    create: (kind, key, doc, uniques = [], o = {}) => guard(docs.create(kind, key, doc, uniques, o)),
     replace: (kind, key, doc, uniques = [], o = {}) => guard(docs.replace(kind, key, doc, uniques, o)),
     remove: (kind, key, o = {}) => guard(docs.remove(kind, key, o)),
     putBatched: (kind, key, doc) =>
