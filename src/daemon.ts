@@ -13,6 +13,7 @@ import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from '.
 import { loadTls, type TlsMaterial } from './http/tls.js';
 import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
+import { followPeers } from './peer-events.js';
 import type { DriverFactory } from './power/driver.js';
 import { checkAssets, type LoaderIndex } from './provision/loaders.js';
 import type { BootSessions } from './provision/sessions.js';
@@ -137,6 +138,8 @@ export async function startDaemon(
   if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
   const apiBase =
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
+  const peers = await followPeers(store, bus, serverId, log).catch((err) => fail(`event log: ${err.message}`));
+  if (peers) closers.push(peers);
   const me = { serverId, version: VERSION, backend: store.backend, api: apiBase };
   const registry = await startRegistry(store, me, log).catch((err) => fail(`daemons list: ${err.message}`));
   closers.push(() => registry.close());

@@ -1,13 +1,15 @@
 /**
  * Two Plinth daemons on one PostgreSQL inventory (issue 17), as operators start them: `--store postgres://...`,
  * each with its own data dir and port. What one writes through the API the other reads; a name taken through one
- * is a 409 through the other; /info names the backend; one daemon killed with SIGKILL loses nothing it answered
- * 201 for, and the other keeps serving. PostgreSQL only.
+ * is a 409 through the other; /info names the backend; each registers its heartbeat; an event appended to the
+ * shared log by another writer reaches a daemon's SSE subscribers; one daemon killed with SIGKILL loses nothing it
+ * answered 201 for, and the other keeps serving. PostgreSQL only.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openPgStore, type PgStore } from '../../src/store/pg.js';
 import { exited, freePort, spawnPlinth, stopChild, waitHttp } from '../helpers/proc.js';
 import { adminQuery, backends, PG_URL, skipUnavailable } from './backends.js';
 
@@ -81,6 +83,26 @@ describe('two daemons on one PostgreSQL inventory', () => {
       body: JSON.stringify({ description: 'via b' }),
     });
     expect(stale.status).toBe(412);
+
+    // An event another daemon appends to the shared log reaches B's SSE subscribers (B follows the log).
+    const stream = await b.api('GET', '/events');
+    const reader = stream.body!.getReader();
+    const outside = (await openPgStore(PG_URL!, { schema, serverId: 'outside' })) as PgStore;
+    const bus = { type: 'subnets.created', key: 'from-outside', data: { name: 'from-outside' } };
+    await outside.create('subnets', 'from-outside', {}, [], { event: { type: bus.type, key: bus.key, data: bus } });
+    let sse = '';
+    const deadline = Date.now() + 10_000;
+    while (!sse.includes('from-outside') && Date.now() < deadline) {
+      const chunk = await Promise.race([
+        reader.read(),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), deadline - Date.now())),
+      ]);
+      if (!chunk || chunk.done) break;
+      sse += Buffer.from(chunk.value).toString();
+    }
+    await reader.cancel();
+    await outside.close();
+    expect(sse).toMatch(/subnets\.created[\s\S]*from-outside/);
 
     // Daemon A creates machines until it is killed; B sees every one A acknowledged, and keeps serving.
     const acked: string[] = [];
