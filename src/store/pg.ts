@@ -62,10 +62,14 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // An idle connection the server drops emits 'error' on the pool; unhandled, it would end the process.
   pool.on('error', (err) => opts.onIdleError?.(err));
   let schemaVersion: number;
+  // The schema the tables live in, as the server resolved search_path (from `schema` or the URL's options): one
+  // inventory per schema, so one event channel per schema.
+  let schema: string;
   try {
     const c = await pool.connect();
     try {
       schemaVersion = await migratePg(c);
+      schema = (await c.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
     } finally {
       c.release();
     }
@@ -75,9 +79,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     throw new BackendError(`PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
   }
 
-  const channel = eventChannel(
-    opts.schema ?? (new URL(url).searchParams.get('options') ?? '').match(/search_path=(\w+)/)?.[1],
-  );
+  const channel = eventChannel(schema === 'public' ? undefined : schema);
   const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
   const events = pgEventLog(pool, clientConfig, channel, opts.follow);
   const batches = pgBatchWriter(pool);
