@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { CLUSTER_SETTINGS } from './config-cluster.js';
 import { POWER_SETTINGS } from './power/settings.js';
 
 /**
@@ -290,6 +291,7 @@ export const SETTINGS: Setting[] = [
     schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
     help: 'trace, debug, info, warn, error, fatal or silent (default info)',
   },
+  ...CLUSTER_SETTINGS,
 ];
 
 export type Config = {
@@ -335,6 +337,8 @@ export type Config = {
   loaderSearch?: string[];
   bootenvsDir: string;
   logLevel: string;
+  store?: string; // a postgres:// URL (issue 17); absent: the SQLite file in the data dir
+  serverId?: string;
 };
 
 export class ConfigError extends Error {}

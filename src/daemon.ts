@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
+import { defaultServerId, startRegistry } from './daemon-registry.js';
 import type { DhcpServerOptions } from './dhcp/server.js';
 import { type Bus, createBus } from './events.js';
 import { buildApp } from './http/app.js';
@@ -12,11 +13,12 @@ import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from '.
 import { loadTls, type TlsMaterial } from './http/tls.js';
 import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
 import type { Logger } from './log.js';
+import { followPeers } from './peer-events.js';
 import type { DriverFactory } from './power/driver.js';
 import { checkAssets, type LoaderIndex } from './provision/loaders.js';
 import type { BootSessions } from './provision/sessions.js';
 import { seedStore } from './seed.js';
-import { openSqliteStore } from './store/sqlite.js';
+import { type OpenedStore, openStore, storeLabel } from './store/open.js';
 import type { Store } from './store/store.js';
 import { VERSION } from './version.js';
 import { bootCore, ServiceBindError, startDhcp, startTftp } from './wiring.js';
@@ -62,12 +64,19 @@ export async function startDaemon(
   const servers = createListeners({ tls, limits, log });
   /** Bound once the HTTPS listener is up (port 0 in tests). */
   let httpsPort: number | undefined;
-  let store: Store & { schemaVersion: number };
+  const serverId = cfg.serverId ?? defaultServerId();
+  let store: OpenedStore;
   try {
-    store = openSqliteStore(path.join(dataDir, 'plinth.db'));
+    store = await openStore(
+      cfg.store,
+      dataDir,
+      (err) => log.warn({ err: err.message }, 'inventory: a database connection failed; it reconnects'),
+      serverId,
+    );
   } catch (err) {
-    throw new StartupError(`database ${path.join(dataDir, 'plinth.db')} cannot be opened: ${(err as Error).message}`);
+    throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);
   }
+  log.info({ backend: store.backend, schemaVersion: store.schemaVersion }, 'inventory opened');
   const bus = createBus(log);
   const closers: Closers = [];
   const fail = async (msg: string): Promise<never> => {
@@ -114,7 +123,8 @@ export async function startDaemon(
       tls: tls
         ? { fingerprint: tls.fingerprint, source: tls.source, subject: tls.subject, notAfter: tls.notAfter }
         : undefined,
-      store: { backend: 'sqlite', schemaVersion: store.schemaVersion },
+      store: { backend: store.backend, schemaVersion: store.schemaVersion },
+      daemon: { serverId },
       loaders: loadersInfo(core.loaders),
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
@@ -128,6 +138,11 @@ export async function startDaemon(
   if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
   const apiBase =
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
+  const peers = await followPeers(store, bus, serverId, log).catch((err) => fail(`event log: ${err.message}`));
+  if (peers) closers.push(peers);
+  const me = { serverId, version: VERSION, backend: store.backend, api: apiBase };
+  const registry = await startRegistry(store, me, log).catch((err) => fail(`daemons list: ${err.message}`));
+  closers.push(() => registry.close());
   log.info(
     {
       address: cfg.httpAddress,

@@ -76,12 +76,17 @@ const v5 = [
   "CREATE INDEX rollouts_createdAt ON rollouts (json_extract(doc, '$.createdAt'), key);",
 ].join('\n');
 
+// v6: the daemons sharing this inventory (src/daemon-registry.ts), one heartbeat document each. A handful of
+// rows rewritten every few seconds; with SQLite there is one daemon, listed all the same.
+const v6 = 'CREATE TABLE daemons (key TEXT PRIMARY KEY, doc TEXT NOT NULL, etag TEXT NOT NULL) STRICT;';
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind, unique values', sql: v1() },
   { version: 2, description: 'no JSON indexes on leases (written at packet rate, never filtered by DHCP)', sql: v2 },
   { version: 3, description: 'audit log of API writes', sql: v3 },
   { version: 4, description: "indexes for the API's ?mac= and ?state= lease filters", sql: v4 },
   { version: 5, description: 'fleet rollouts', sql: v5 },
+  { version: 6, description: 'daemons and their heartbeats', sql: v6 },
 ];
 
 /** Applies the migrations the database lacks, each in its own transaction; refuses a database from a newer Plinth. */

@@ -20,6 +20,7 @@ export const KINDS = [
   'files',
   'audit',
   'rollouts',
+  'daemons',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
@@ -38,14 +39,31 @@ export type ListQuery = {
   offset?: number;
 };
 
-export type WriteOptions = { ifMatch?: string };
+/** An inventory change as other daemons learn of it (issue 17); written in the change's own transaction. */
+export type ChangeEvent = { type: string; key?: string; data?: unknown };
+/** `event`: appended to the event log (PostgreSQL) in the same transaction; SQLite's one daemon ignores it. */
+export type WriteOptions = { ifMatch?: string; event?: ChangeEvent };
+export type LoggedEvent = ChangeEvent & { id: number; at: string; serverId: string };
+
+/** The log of changes every daemon on a shared inventory reads (PostgreSQL only; SQLite has one daemon). */
+export interface EventLog {
+  /** Events after `id`, oldest first, at most `limit` (default 500). */
+  since(id: number, limit?: number): Promise<LoggedEvent[]>;
+  /** The newest event's id (0 when none): where a daemon starting now begins following. */
+  last(): Promise<number>;
+  /**
+   * Calls `onEvent` for each event after `from`, in id order, whichever daemon wrote it: woken by NOTIFY, and
+   * reading `id > last seen` after every notification and every reconnect, so none is missed across an outage.
+   */
+  follow(from: number, onEvent: (e: LoggedEvent) => void): { close(): Promise<void> };
+}
 
 export interface Store {
   get(kind: Kind, key: string): Promise<Stored | undefined>;
   list(kind: Kind, q?: ListQuery): Promise<{ items: Stored[]; total: number }>;
   /** Key owning a unique value (machine by MAC or name). */
   keyOf(kind: Kind, field: string, value: string): Promise<string | undefined>;
-  create(kind: Kind, key: string, doc: Doc, uniques?: UniqueValue[]): Promise<Stored>;
+  create(kind: Kind, key: string, doc: Doc, uniques?: UniqueValue[], opts?: WriteOptions): Promise<Stored>;
   replace(kind: Kind, key: string, doc: Doc, uniques?: UniqueValue[], opts?: WriteOptions): Promise<Stored>;
   remove(kind: Kind, key: string, opts?: WriteOptions): Promise<void>;
   /**
@@ -54,6 +72,8 @@ export interface Store {
    * only once the batch is durable, so a caller can acknowledge after awaiting it.
    */
   putBatched(kind: Kind, key: string, doc: Doc | null): Promise<void>;
+  /** The shared event log, where the backend has one (PostgreSQL). */
+  readonly events?: EventLog;
   /** Whether the store still answers (for /info and health checks). */
   ping(): Promise<boolean>;
   close(): Promise<void>;

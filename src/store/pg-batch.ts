@@ -1,0 +1,135 @@
+/**
+ * putBatched's group commit for the PostgreSQL store: everything queued during one event-loop turn is written by
+ * one statement (one transaction, one WAL flush on the server), and each caller's promise resolves only after
+ * the server acknowledged its COMMIT, so the DHCP server still sends an ACK only for a durable lease. One batch
+ * is in flight at a time, so writes to one key commit in the order they were made; what gathers meanwhile goes
+ * next, in one statement again.
+ */
+import type pg from 'pg';
+import { etagOf } from './batch.mjs';
+import { jsonbCopy } from './pg-docs.js';
+import { asStoreError, BackendError } from './store.js';
+
+/** One putBatched write: an upsert of `json`, or a delete when it is null. */
+export type PgBatchItem = { kind: string; key: string; json: string | null };
+type Waiter = { resolve: () => void; reject: (e: Error) => void };
+
+/**
+ * The batch as one statement: per kind, one upsert of every key written and one delete of every key removed,
+ * as data-modifying CTEs of one statement (atomic in autocommit, one round trip). Only the last write of a key
+ * counts (the writes are idempotent upserts and deletes), which also keeps an upsert from touching a row twice.
+ */
+export function batchStatement(items: readonly PgBatchItem[]): { name: string; text: string; values: unknown[] } {
+  const last = new Map<string, Map<string, string | null>>();
+  for (const it of items) {
+    let byKey = last.get(it.kind);
+    if (!byKey) {
+      byKey = new Map();
+      last.set(it.kind, byKey);
+    }
+    byKey.set(it.key, it.json);
+  }
+  const parts: string[] = [];
+  const values: unknown[] = [];
+  const shape: string[] = [];
+  for (const [kind, byKey] of last) {
+    const keys: string[] = [];
+    const bodies: string[] = [];
+    const copies: (string | null)[] = [];
+    const etags: string[] = [];
+    const gone: string[] = [];
+    for (const [key, json] of byKey) {
+      if (json === null) gone.push(key);
+      else {
+        keys.push(key);
+        bodies.push(json);
+        copies.push(jsonbCopy(json));
+        etags.push(etagOf(json));
+      }
+    }
+    if (keys.length) {
+      const n = values.push(keys, bodies, copies, etags);
+      parts.push(`INSERT INTO ${kind} (key, doc, body, etag)
+        SELECT k, coalesce(j, b)::jsonb, b, e FROM unnest($${n - 3}::text[], $${n - 2}::text[], $${n - 1}::text[], $${n}::text[]) AS u(k, b, j, e)
+        ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag`);
+      shape.push(`${kind}+`);
+    }
+    if (gone.length) {
+      const n = values.push(gone);
+      parts.push(`DELETE FROM ${kind} WHERE key = ANY($${n}::text[])`);
+      shape.push(`${kind}-`);
+    }
+  }
+  const text = parts.length === 1 ? parts[0]! : `WITH ${parts.map((p, i) => `w${i} AS (${p})`).join(', ')} SELECT 1`;
+  // Named by shape: a connection prepares each shape once (the lease upsert nearly always).
+  return { name: `plinth-batch-${shape.join(',')}`, text, values };
+}
+
+export type PgBatchWriter = {
+  /** Queues the write `item()` builds (a throw rejects this write only); resolves once it is committed. */
+  put(item: () => PgBatchItem): Promise<void>;
+  /** Commits what is queued and waits for the batch in flight; later puts are refused. */
+  close(): Promise<void>;
+};
+
+export function pgBatchWriter(pool: pg.Pool): PgBatchWriter {
+  let items: PgBatchItem[] = [];
+  let waiters: Waiter[] = [];
+  let scheduled = false;
+  let inFlight: Promise<void> | undefined;
+  let closed = false;
+
+  const flush = () => {
+    scheduled = false;
+    if (inFlight || items.length === 0) return;
+    const batch = items;
+    const ws = waiters;
+    items = [];
+    waiters = [];
+    inFlight = pool
+      .query(batchStatement(batch))
+      .then(
+        () => {
+          for (const w of ws) w.resolve();
+        },
+        (err: unknown) => {
+          // The outcome of a batch whose connection broke is unknown: its callers are told it failed, so
+          // nothing is acknowledged that may not be durable.
+          const e = asStoreError(err);
+          for (const w of ws) w.reject(e);
+        },
+      )
+      .finally(() => {
+        inFlight = undefined;
+        if (items.length) schedule();
+      });
+  };
+  const schedule = () => {
+    if (scheduled || inFlight) return;
+    scheduled = true;
+    setImmediate(flush);
+  };
+
+  return {
+    put: (item) =>
+      new Promise<void>((resolve, reject) => {
+        if (closed) return reject(new BackendError('store is closed'));
+        try {
+          items.push(item());
+        } catch (err) {
+          return reject(asStoreError(err));
+        }
+        waiters.push({ resolve, reject });
+        schedule();
+      }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      // Everything queued before close() is committed (or rejected) before it resolves.
+      while (inFlight || items.length) {
+        if (inFlight) await inFlight;
+        else flush();
+      }
+    },
+  };
+}

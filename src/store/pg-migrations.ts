@@ -1,0 +1,109 @@
+/**
+ * The PostgreSQL store's schema migrations: versioned like SQLite's (migrations.ts) but numbered on their own,
+ * since the two dialects' histories differ (PostgreSQL starts at what SQLite reached in five steps). Several
+ * daemons may start at once on one database: each applies what is missing under one advisory lock, so exactly
+ * one of them runs a migration and the others find it applied. Never edit a released migration: append one.
+ */
+import type pg from 'pg';
+import { type KINDS, StoreError } from './store.js';
+
+// The kinds v1 created: frozen here, since KINDS grows and a released migration must not change.
+const V1_KINDS = [
+  'machines',
+  'bootenvs',
+  'templates',
+  'subnets',
+  'reservations',
+  'leases',
+  'profiles',
+  'params',
+  'prefs',
+  'tokens',
+  'boots',
+  'files',
+  'audit',
+  'rollouts',
+  'daemons',
+] as const;
+
+// The same fields SQLite indexes (its migrations v1-v5): the API's common filters. An expression index on
+// `doc -> 'f'` serves the list filter `doc -> 'f' = $1::jsonb` (pg-docs.ts). Leases get only mac and state: the
+// DHCP server writes one per ACK and never filters them in SQL.
+const indexed: Partial<Record<(typeof KINDS)[number], string[]>> = {
+  machines: ['name', 'bootEnv', 'address', 'arch'],
+  leases: ['mac', 'state'],
+  reservations: ['mac', 'subnet'],
+  boots: ['machine'],
+  audit: ['at', 'who'],
+  rollouts: ['createdAt'],
+};
+
+/**
+ * Each kind a table: `doc` (JSONB) for filters and sorts, `body` the JSON text exactly as written (what reads
+ * return, so responses and etags are byte-for-byte those of SQLite; JSONB reorders keys), `etag` of `body`.
+ * Keys and unique values sort and compare by bytes (COLLATE "C"), as in SQLite, whatever the cluster's locale.
+ */
+function v1(): string {
+  const parts: string[] = [];
+  for (const kind of V1_KINDS) {
+    parts.push(
+      `CREATE TABLE ${kind} (key text COLLATE "C" PRIMARY KEY, doc jsonb NOT NULL, body text NOT NULL, etag text NOT NULL);`,
+    );
+    for (const f of indexed[kind] ?? []) parts.push(`CREATE INDEX ${kind}_${f} ON ${kind} ((doc -> '${f}'), key);`);
+  }
+  // A unique value belongs to one key by constraint, not by a read-then-write in code: two daemons creating
+  // machines with the same MAC at the same moment cannot both succeed.
+  parts.push(`CREATE TABLE uniq (
+    kind text NOT NULL, field text COLLATE "C" NOT NULL, value text COLLATE "C" NOT NULL, key text COLLATE "C" NOT NULL,
+    PRIMARY KEY (kind, field, value));`);
+  parts.push('CREATE INDEX uniq_owner ON uniq (kind, key);');
+  return parts.join('\n');
+}
+
+// v2: the event log every daemon follows (pg-events.ts): appended in the same transaction as the change it
+// describes, under a transaction-scoped advisory lock so ids commit in increasing order and a reader's
+// `id > last seen` never skips one that committed late.
+const v2 = `CREATE TABLE events (
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), server_id text NOT NULL,
+  type text NOT NULL, key text, data jsonb);`;
+
+export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
+  { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
+  { version: 2, description: 'the event log daemons follow', sql: v2 },
+];
+
+export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
+
+/**
+ * Applies the migrations the schema lacks in one transaction, under a transaction-scoped advisory lock keyed by
+ * the schema: a second daemon starting meanwhile waits, then sees them applied. Refuses a schema from a newer
+ * Plinth. Returns the schema's version.
+ */
+export async function migratePg(client: pg.ClientBase): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    await client.query("SELECT pg_advisory_xact_lock(hashtext('plinth-migrate:' || current_schema()))");
+    await client.query(`CREATE TABLE IF NOT EXISTS plinth_migrations (
+      version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const r = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM plinth_migrations');
+    const current = r.rows[0]?.v ?? 0;
+    if (current > PG_SCHEMA_VERSION) {
+      throw new StoreError(
+        `the database schema is version ${current} but this Plinth knows up to ${PG_SCHEMA_VERSION}: run a newer Plinth or restore a backup`,
+      );
+    }
+    for (const m of PG_MIGRATIONS) {
+      if (m.version <= current) continue;
+      await client.query(m.sql);
+      await client.query('INSERT INTO plinth_migrations (version, description) VALUES ($1, $2)', [
+        m.version,
+        m.description,
+      ]);
+    }
+    await client.query('COMMIT');
+    return Math.max(current, PG_SCHEMA_VERSION);
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}

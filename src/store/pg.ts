@@ -1,0 +1,121 @@
+/**
+ * The PostgreSQL backend of the Store, for several daemons sharing one inventory (issue 17): a connection pool,
+ * migrations applied at open under an advisory lock (pg-migrations.ts), statements with SQLite's semantics
+ * (pg-docs.ts) and putBatched's group commit (pg-batch.ts). Durability is the server's: a write resolves after
+ * its COMMIT is acknowledged (synchronous_commit on, PostgreSQL's default).
+ */
+import pg from 'pg';
+import { pgBatchWriter } from './pg-batch.js';
+import { kindOk, pgDocStatements } from './pg-docs.js';
+import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
+import { migratePg } from './pg-migrations.js';
+import { asStoreError, BackendError, type Store, StoreError } from './store.js';
+
+export type PgOptions = {
+  /** Schema for every table (search_path); tests give each file its own. Default: the server's search_path. */
+  schema?: string;
+  /** Pool size (default 10). */
+  max?: number;
+  /** How long a request waits for a connection before it fails with a BackendError, in ms (default 5000). */
+  connectTimeoutMs?: number;
+  /** Called with errors of idle connections (the server restarted, the network dropped); default: ignored. */
+  onIdleError?: (err: Error) => void;
+  /** This daemon's serverId, recorded with each event it appends (default 'plinth'). */
+  serverId?: string;
+  /** The event follower's probe and reconnect pacing, and where its connection errors go. */
+  follow?: FollowOptions;
+};
+
+export type PgStore = Store & { schemaVersion: number; backend: 'postgres'; pool: pg.Pool };
+
+const schemaRe = /^[a-z_][a-z0-9_]*$/;
+
+/** The URL without its password, for logs and errors. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparsable URL)';
+  }
+}
+
+// Driver errors leave the store as StoreErrors: a lost connection, a refused one, a server shutting down are
+// BackendErrors (the API answers 503), and carry no stack or driver object.
+function guard<T>(p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    throw asStoreError(err);
+  });
+}
+
+export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
+  if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
+  const clientConfig: pg.ClientConfig = {
+    connectionString: url,
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+    keepAlive: true,
+    application_name: 'plinth',
+    ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+  };
+  const pool = new pg.Pool({ ...clientConfig, max: opts.max ?? 10 });
+  // An idle connection the server drops emits 'error' on the pool; unhandled, it would end the process.
+  pool.on('error', (err) => opts.onIdleError?.(err));
+  let schemaVersion: number;
+  // The schema the tables live in, as the server resolved search_path (from `schema` or the URL's options): one
+  // inventory per schema, so one event channel per schema.
+  let schema: string;
+  try {
+    const c = await pool.connect();
+    try {
+      schemaVersion = await migratePg(c);
+      schema = (await c.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
+    } finally {
+      c.release();
+    }
+  } catch (err) {
+    await pool.end().catch(() => {});
+    if (err instanceof StoreError) throw err;
+    throw new BackendError(`PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
+  }
+
+  const channel = eventChannel(schema === 'public' ? undefined : schema);
+  const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
+  const events = pgEventLog(pool, clientConfig, channel, opts.follow);
+  const batches = pgBatchWriter(pool);
+  let closed: Promise<void> | undefined;
+  return {
+    backend: 'postgres',
+    schemaVersion,
+    pool,
+    events: {
+      since: (id, limit) => guard(events.since(id, limit)),
+      last: () => guard(events.last()),
+      follow: events.follow,
+    },
+    get: (kind, key) => guard(docs.get(kind, key)),
+    list: (kind, q = {}) => guard(docs.list(kind, q)),
+    keyOf: (kind, field, value) => guard(docs.keyOf(kind, field, value)),
+    create: (kind, key, doc, uniques = [], o = {}) => guard(docs.create(kind, key, doc, uniques, o)),
+    replace: (kind, key, doc, uniques = [], o = {}) => guard(docs.replace(kind, key, doc, uniques, o)),
+    remove: (kind, key, o = {}) => guard(docs.remove(kind, key, o)),
+    putBatched: (kind, key, doc) =>
+      batches.put(() => {
+        // Refused alone: in the batch's statement it would fail every write gathered with it.
+        if (key.includes('\0')) throw new BackendError('a key cannot hold a NUL character');
+        return { kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) };
+      }),
+    ping: () =>
+      pool.query('SELECT 1').then(
+        () => true,
+        () => false,
+      ),
+    close() {
+      closed ??= (async () => {
+        await batches.close();
+        await pool.end();
+      })();
+      return closed;
+    },
+  };
+}

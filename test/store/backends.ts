@@ -1,0 +1,105 @@
+/**
+ * The two store backends for the contract suite (`describe.each(backends(...))`). SQLite always; PostgreSQL when
+ * PLINTH_TEST_PG_URL names a server (scripts/pg-throwaway.sh starts one), else its half is skipped with a line
+ * saying so. Every PostgreSQL store a test file opens lives in a schema of its own, named after the file, created
+ * here and dropped when the file is done, so files running in parallel on one server never see each other.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeEach } from 'vitest';
+import { openPgStore, type PgOptions } from '../../src/store/pg.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { Store } from '../../src/store/store.js';
+
+export const PG_URL = process.env.PLINTH_TEST_PG_URL || undefined;
+
+/** One database of a backend: `open()` gives a store on it; a second `open()` is a second daemon on the same one. */
+export type TestDb = { open(opts?: PgOptions): Promise<Store>; where: string };
+export type Backend = { name: 'sqlite' | 'postgres'; available: boolean; db(): Promise<TestDb> };
+
+let reported = false;
+/** Logs once per file that the PostgreSQL half is skipped, so a green run cannot hide it. */
+export function reportPgSkip(file: string): void {
+  if (PG_URL || reported) return;
+  reported = true;
+  console.warn(
+    `[${path.basename(file)}] PostgreSQL half SKIPPED: set PLINTH_TEST_PG_URL (scripts/pg-throwaway.sh start DIR)`,
+  );
+}
+
+/** Runs SQL as the test's administrator (creating and dropping schemas). */
+export async function adminQuery(sql: string, values: unknown[] = []): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: PG_URL });
+  await c.connect();
+  try {
+    return await c.query(sql, values);
+  } finally {
+    await c.end();
+  }
+}
+
+/** The backends of a test file; `file` is import.meta.filename (names its schemas). */
+export function backends(file: string): Backend[] {
+  const slug = path
+    .basename(file)
+    .replace(/\.test\.ts$/, '')
+    .replace(/[^a-z0-9]/gi, '_')
+    .toLowerCase();
+  const dirs: string[] = [];
+  const schemas: string[] = [];
+  const stores: Store[] = [];
+  afterAll(async () => {
+    for (const s of stores.splice(0)) await s.close().catch(() => {});
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+    for (const s of schemas.splice(0)) await adminQuery(`DROP SCHEMA IF EXISTS ${s} CASCADE`);
+  });
+  reportPgSkip(file);
+  let n = 0;
+  const sqlite: Backend = {
+    name: 'sqlite',
+    available: true,
+    async db() {
+      const dir = mkdtempSync(path.join(tmpdir(), `plinth-${slug}-`));
+      dirs.push(dir);
+      const where = path.join(dir, 'plinth.db');
+      return {
+        where,
+        open: async () => {
+          const s = openSqliteStore(where);
+          stores.push(s);
+          return s;
+        },
+      };
+    },
+  };
+  const postgres: Backend = {
+    name: 'postgres',
+    available: Boolean(PG_URL),
+    async db() {
+      const schema = `t_${slug}_${process.pid}_${++n}`;
+      await adminQuery(`CREATE SCHEMA ${schema}`);
+      schemas.push(schema);
+      return {
+        where: schema,
+        open: async (opts) => {
+          const s = await openPgStore(PG_URL!, { schema, ...opts });
+          stores.push(s);
+          return s;
+        },
+      };
+    },
+  };
+  return [sqlite, postgres];
+}
+
+/** Call first in a `describe.each(backends(...))` body: the tests of a backend that is not there are skipped. */
+export function skipUnavailable(b: Backend): void {
+  beforeEach((ctx) => {
+    if (!b.available) ctx.skip();
+  });
+}
+
+/** For `describe.skipIf`: true when there is no PostgreSQL to test against. */
+export const noPg = !PG_URL;

@@ -1,0 +1,50 @@
+/**
+ * The PostgreSQL store's migrations: applied once whatever the number of daemons opening the schema at the same
+ * moment (advisory lock), not again on reopen, and a schema from a newer Plinth is refused. PostgreSQL only
+ * (SQLite's are migrations.test.ts); skipped with a line saying so without PLINTH_TEST_PG_URL.
+ */
+import { describe, expect, it } from 'vitest';
+import { openPgStore } from '../../src/store/pg.js';
+import { PG_MIGRATIONS, PG_SCHEMA_VERSION } from '../../src/store/pg-migrations.js';
+import { BackendError, StoreError } from '../../src/store/store.js';
+import { adminQuery, backends, skipUnavailable } from './backends.js';
+
+const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
+
+describe('PostgreSQL migrations', () => {
+  skipUnavailable(pgBackend);
+
+  it('five daemons opening an empty schema at once: each version applied exactly once, all open', async () => {
+    const db = await pgBackend.db();
+    const stores = await Promise.all(Array.from({ length: 5 }, () => db.open()));
+    for (const s of stores) expect((s as { schemaVersion?: number }).schemaVersion).toBe(PG_SCHEMA_VERSION);
+    const applied = await adminQuery(`SELECT version FROM ${db.where}.plinth_migrations ORDER BY version`);
+    expect(applied.rows.map((r) => r.version)).toEqual(PG_MIGRATIONS.map((m) => m.version));
+    await stores[0]!.create('machines', 'u1', { name: 'a' });
+    expect((await stores[4]!.get('machines', 'u1'))?.doc).toEqual({ name: 'a' });
+  });
+
+  it('reopening applies nothing again and keeps the data', async () => {
+    const db = await pgBackend.db();
+    const first = await db.open();
+    await first.putBatched('leases', '10.0.0.1', { mac: 'aa' });
+    await first.close();
+    const before = await adminQuery(`SELECT version, applied_at FROM ${db.where}.plinth_migrations`);
+    const again = await db.open();
+    const after = await adminQuery(`SELECT version, applied_at FROM ${db.where}.plinth_migrations`);
+    expect(after.rows).toEqual(before.rows);
+    expect((await again.list('leases', { filters: [{ field: 'mac', value: 'aa' }] })).total).toBe(1);
+  });
+
+  it('a schema from a newer Plinth is refused with a StoreError; an unreachable server with a BackendError', async () => {
+    const db = await pgBackend.db();
+    await (await db.open()).close();
+    await adminQuery(`INSERT INTO ${db.where}.plinth_migrations (version, description) VALUES (999, 'future')`);
+    const newer = db.open();
+    await expect(newer).rejects.toBeInstanceOf(StoreError);
+    await expect(newer).rejects.toThrow(/version 999 but this Plinth knows up to/);
+    const nowhere = openPgStore('postgres://nobody:secret@127.0.0.1:1/x', { connectTimeoutMs: 2000 });
+    await expect(nowhere).rejects.toBeInstanceOf(BackendError);
+    await expect(nowhere).rejects.not.toThrow(/secret/);
+  });
+});
