@@ -12,6 +12,7 @@ import { type AuditOptions, auditHook, auditLog, registerAuditRoutes } from './a
 import { type Authenticate, authenticate, failClosed, publicScope, tokenScope } from './auth.js';
 import { registerBackupRoutes } from './backup.js';
 import { fileHooks, registerBootRoutes } from './boot.js';
+import { registerDaemonRoutes } from './daemons-api.js';
 import { setProblemHandlers } from './errors.js';
 import { registerEvents } from './events.js';
 import { registerFileRoutes } from './files-api.js';
@@ -109,7 +110,8 @@ function apiRoutes(opts: AppOptions) {
     registerImageRoutes(api, { store, bus, filesDir: opts.filesDir, dataDir: opts.dataDir, log: opts.log });
     registerTokenRoutes(api, { store });
     registerAuditRoutes(api, { store });
-    registerBackupRoutes(api, { dataDir: opts.dataDir, log: opts.log });
+    registerBackupRoutes(api, { store, dataDir: opts.dataDir, log: opts.log });
+    registerDaemonRoutes(api, { store });
     registerPowerRoutes(api, { store, bus, fleet: opts.fleet });
     registerRolloutRoutes(api, { fleet: opts.fleet });
   };

@@ -10,10 +10,16 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { DB_FILE, snapshotDatabase } from '../backup.js';
 import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
 import { sendProblem } from './problem.js';
 
-export function registerBackupRoutes(api: FastifyInstance, deps: { dataDir: string; log: Logger }) {
+export function registerBackupRoutes(api: FastifyInstance, deps: { store: Store; dataDir: string; log: Logger }) {
   api.get('/backup', { config: { adminOnly: true } }, async (req, reply) => {
+    // On PostgreSQL the inventory is not the data dir's plinth.db (absent, or stale from before the move): a
+    // snapshot of it would be a silent lie. The database's own tools take a consistent one.
+    if ((deps.store as { backend?: string }).backend === 'postgres') {
+      return sendProblem(reply, 409, 'the inventory is on PostgreSQL: back it up with pg_dump, not this route');
+    }
     // mkdtemp makes the directory 0700: the snapshot is never readable by others, even for a moment.
     const dir = await mkdtemp(path.join(tmpdir(), 'plinth-backup-'));
     const file = path.join(dir, DB_FILE);

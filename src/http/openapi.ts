@@ -1,6 +1,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
+import { daemonParts } from './daemons-api.js';
 import { bootParts, eventParts, machineApiParts, pageParts } from './openapi-boot-parts.js';
 import { imageParts } from './openapi-images.js';
 import {
@@ -30,6 +31,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
   infoParts(parts);
   machineApiParts(parts);
   powerParts(parts);
+  daemonParts(parts);
   eventParts(parts);
   bootParts(parts);
   pageParts(parts);

@@ -1,5 +1,6 @@
 import { type Bus, type CrudData, crudEvent } from '../events.js';
 import { InvalidError, StateConflictError } from '../model/errors.js';
+import { etagOf } from '../store/batch.mjs';
 import { type Doc, NotFoundError, PreconditionError, type Store, type Stored } from '../store/store.js';
 import type { Resource } from './resources.js';
 import { zodIssues } from './zod.js';
@@ -8,6 +9,16 @@ import { zodIssues } from './zod.js';
 export type CrudDeps = { store: Store; bus: Bus; now?: () => Date };
 
 /** Which object an event is about (never its content: events go to viewer tokens, params may be secure). */
+/**
+ * The event a write publishes, also handed to the store so that a shared inventory (PostgreSQL) logs it in the
+ * write's own transaction and the other daemons publish the same (src/peer-events.ts). The etag is the one the
+ * store will give the document (both backends hash the JSON as written), so peers' SSE carries the real one.
+ */
+function changeOf(res: Resource, verb: 'created' | 'updated' | 'deleted', key: string, doc: Doc) {
+  const bus = crudEvent(res.kind, verb, key, named(doc, verb === 'deleted' ? undefined : etagOf(JSON.stringify(doc))));
+  return { bus, event: { type: bus.type, key, data: bus } };
+}
+
 const named = (doc: Doc, etag?: string): CrudData => ({
   ...(typeof doc.name === 'string' ? { name: doc.name } : {}),
   ...(etag ? { etag } : {}),
@@ -49,8 +60,9 @@ export async function findDoc(inv: CrudDeps, res: Resource, id: string): Promise
 export async function createDoc(inv: CrudDeps, res: Resource, input: unknown): Promise<Stored> {
   const doc = await validate(inv, res, input, undefined);
   const key = String(doc[res.keyField]);
-  const stored = await inv.store.create(res.kind, key, doc, res.uniques?.(doc) ?? []);
-  inv.bus.emit(crudEvent(res.kind, 'created', key, named(doc, stored.etag)));
+  const change = changeOf(res, 'created', key, doc);
+  const stored = await inv.store.create(res.kind, key, doc, res.uniques?.(doc) ?? [], { event: change.event });
+  inv.bus.emit(change.bus);
   return stored;
 }
 
@@ -81,8 +93,12 @@ export async function replaceDoc(
     (body as Doc)[res.keyField] = key;
   }
   const doc = await validate(inv, res, body, old.doc);
-  const stored = await inv.store.replace(res.kind, key, doc, res.uniques?.(doc) ?? [], { ifMatch: old.etag });
-  inv.bus.emit(crudEvent(res.kind, 'updated', key, named(doc, stored.etag)));
+  const change = changeOf(res, 'updated', key, doc);
+  const stored = await inv.store.replace(res.kind, key, doc, res.uniques?.(doc) ?? [], {
+    ifMatch: old.etag,
+    event: change.event,
+  });
+  inv.bus.emit(change.bus);
   return stored;
 }
 
@@ -108,8 +124,12 @@ export async function modifyDoc(
     keyMustMatch(res, key, next as Doc);
     const doc = await validate(inv, res, next, old.doc);
     try {
-      const stored = await inv.store.replace(res.kind, key, doc, res.uniques?.(doc) ?? [], { ifMatch: old.etag });
-      inv.bus.emit(crudEvent(res.kind, 'updated', key, named(doc, stored.etag)));
+      const change = changeOf(res, 'updated', key, doc);
+      const stored = await inv.store.replace(res.kind, key, doc, res.uniques?.(doc) ?? [], {
+        ifMatch: old.etag,
+        event: change.event,
+      });
+      inv.bus.emit(change.bus);
       return stored;
     } catch (err) {
       if (err instanceof PreconditionError && ifMatch === undefined && attempt < 3) continue;
@@ -123,6 +143,7 @@ export async function deleteDoc(inv: CrudDeps, res: Resource, key: string, ifMat
   if (!old) throw new NotFoundError(res.kind, key);
   if (ifMatch !== undefined && ifMatch !== old.etag) throw new PreconditionError(res.kind, key);
   await res.beforeDelete?.(key, old.doc, { store: inv.store, now: nowOf(inv) });
-  await inv.store.remove(res.kind, key, { ifMatch: old.etag });
-  inv.bus.emit(crudEvent(res.kind, 'deleted', key, named(old.doc)));
+  const change = changeOf(res, 'deleted', key, old.doc);
+  await inv.store.remove(res.kind, key, { ifMatch: old.etag, event: change.event });
+  inv.bus.emit(change.bus);
 }

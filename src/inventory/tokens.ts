@@ -94,7 +94,7 @@ export async function bootstrapAdminToken(
 
 export type Principal = { role: Role; machine?: string; name: string; id: string };
 
-type Entry = { p: Principal | null; doc?: TokenDoc; until: number };
+type Entry = { p: Principal | null; doc?: TokenDoc; etag?: string; until: number };
 /**
  * One cache per store, shared by every checker on it (the API's and the boot routes'), so that a revoke clears
  * it for all of them at once.
@@ -133,7 +133,7 @@ export function tokenChecker(store: Store, ttlMs = 5000) {
   const settle = (h: string, hit: Entry, now: number): Principal | null => {
     // The cache may hold a token past its expiry for up to ttlMs; the expiry itself is exact.
     if (hit.doc?.expiresAt && Date.parse(hit.doc.expiresAt) <= now) return null;
-    if (hit.p && hit.doc) touch(store, sh, h, hit.doc, now);
+    if (hit.p && hit.doc) touch(store, sh, h, hit, now);
     return hit.p;
   };
   const check = async (token: string): Promise<Principal | null> => {
@@ -145,7 +145,12 @@ export function tokenChecker(store: Store, ttlMs = 5000) {
       const d = s?.doc as TokenDoc | undefined;
       const live = d && !sh.revoked.has(h) && (!d.expiresAt || Date.parse(d.expiresAt) > now);
       hit = live
-        ? { p: { role: d.role, machine: d.machine, name: d.name, id: tokenId(h) }, doc: d, until: now + ttlMs }
+        ? {
+            p: { role: d.role, machine: d.machine, name: d.name, id: tokenId(h) },
+            doc: d,
+            etag: s?.etag,
+            until: now + ttlMs,
+          }
         : { p: null, until: now + ttlMs };
       if (sh.cache.size > 10_000) sh.cache.clear();
       sh.cache.set(h, hit);
@@ -162,20 +167,32 @@ export function tokenChecker(store: Store, ttlMs = 5000) {
   return Object.assign(check, { cached });
 }
 
-function touch(store: Store, sh: Shared, h: string, doc: TokenDoc, now: number) {
+function touch(store: Store, sh: Shared, h: string, hit: Entry, now: number) {
+  const doc = hit.doc as TokenDoc;
   const last = sh.lastWrite.get(h) ?? (doc.lastUsedAt ? Date.parse(doc.lastUsedAt) : 0);
-  if (now - last < LAST_USED_EVERY_MS) return;
+  if (now - last < LAST_USED_EVERY_MS || sh.revoked.has(h) || !hit.etag) return;
   if (sh.lastWrite.size > 10_000) sh.lastWrite.clear();
   sh.lastWrite.set(h, now);
-  doc.lastUsedAt = new Date(now).toISOString();
-  // Through the batch queue, after which a revoke's delete (same queue, later) still wins.
-  if (!sh.revoked.has(h)) store.putBatched('tokens', h, doc).catch(() => sh.lastWrite.delete(h));
+  const next = { ...doc, lastUsedAt: new Date(now).toISOString() };
+  // An update of the version this daemon read (If-Match), never an upsert: on an inventory several daemons share,
+  // another daemon may have revoked the token since, and an upsert of the cached document would bring it back.
+  // A token gone or changed since is left as it is. API tokens keep their unique name.
+  const uniques = doc.source === 'api' ? [{ field: 'name', value: doc.name }] : [];
+  store
+    .replace('tokens', h, next, uniques, { ifMatch: hit.etag })
+    .then((stored) => {
+      hit.doc = next;
+      hit.etag = stored.etag;
+    })
+    .catch(() => sh.lastWrite.delete(h));
 }
 
 /**
  * Revokes at once on this daemon: every checker on this store forgets the token before this returns. The row
- * (and its unique name) goes in a transaction, then once more through the batched queue, behind any lastUsedAt
- * upsert already queued, so none of those can bring it back.
+ * (and its unique name) goes in a transaction, then once more through the batched queue, behind any batched
+ * write of it already queued (issueToken's). A lastUsedAt update is conditional on the version read, so none
+ * can bring it back, on this daemon or another sharing the inventory; another daemon's cache forgets the token
+ * within its TTL (5 s).
  */
 export async function revokeToken(store: Store, hash: string): Promise<void> {
   const sh = sharedOf(store);

@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   AdminTokenError,
   bootstrapAdminToken,
@@ -115,15 +115,15 @@ describe('tokenChecker', () => {
     const real = openSqliteStore(':memory:');
     store = {
       ...real,
-      putBatched: (kind, key, doc) => {
-        if (kind === 'tokens' && doc) writes++;
-        return real.putBatched(kind, key, doc);
+      replace: (kind, key, doc, uniques, opts) => {
+        if (kind === 'tokens') writes++;
+        return real.replace(kind, key, doc, uniques, opts);
       },
     };
   });
   afterAll(() => store.close());
 
-  it('writes lastUsedAt once a minute per token at most, through the batched queue', async () => {
+  it('writes lastUsedAt once a minute per token at most', async () => {
     await issueToken(store, 'tok-1', { name: 't', role: 'viewer', createdAt: new Date().toISOString() });
     writes = 0;
     const check = tokenChecker(store, 0); // no cache: every call reads the store
@@ -147,5 +147,26 @@ describe('tokenChecker', () => {
     expect(await one('tok-2')).toBeNull();
     expect(await two('tok-2')).toBeNull();
     expect(await store.get('tokens', hashToken('tok-2'))).toBeUndefined();
+  });
+
+  it("another daemon's lastUsedAt write never brings back a token revoked meanwhile (shared inventory)", async () => {
+    // Two daemons on one inventory: the same database, each with its own store object and so its own cache.
+    const daemonB = { ...store };
+    const t0 = Date.now();
+    await issueToken(store, 'tok-3', { name: 't3', role: 'viewer', createdAt: new Date(t0).toISOString() });
+    const onB = tokenChecker(daemonB, 10 * 60_000);
+    expect(await onB('tok-3')).not.toBeNull(); // B caches it, writing lastUsedAt now
+    await new Promise((r) => setTimeout(r, 20));
+    await revokeToken(store, hashToken('tok-3')); // revoked through daemon A
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(t0 + LAST_USED_EVERY_MS + 1000);
+      // Still in B's cache (its TTL), and a minute on: B writes lastUsedAt again, conditionally on what it read.
+      expect(await onB('tok-3')).not.toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await store.get('tokens', hashToken('tok-3'))).toBeUndefined();
   });
 });

@@ -18,17 +18,23 @@ import { registerBackupRoutes } from '../../src/http/backup.js';
 import { silentLogger } from '../../src/log.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { Store } from '../../src/store/store.js';
 
 let root: string;
 let dataDir: string;
 let app: FastifyInstance;
 let base: string;
+// The route reads only which backend the inventory is on.
+const inventory = { backend: 'sqlite' as 'sqlite' | 'postgres' };
 
 beforeAll(async () => {
   root = mkdtempSync(path.join(tmpdir(), 'plinth-backup-t-'));
   dataDir = path.join(root, 'data');
   app = Fastify();
-  await app.register(async (api) => registerBackupRoutes(api, { dataDir, log: silentLogger }), { prefix: '/api/v1' });
+  await app.register(
+    async (api) => registerBackupRoutes(api, { store: inventory as unknown as Store, dataDir, log: silentLogger }),
+    { prefix: '/api/v1' },
+  );
   await app.listen({ port: 0, host: '127.0.0.1' });
   base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
 });
@@ -57,6 +63,17 @@ function ctx(errs: string[]): CliContext {
 }
 
 describe('backup while serving, restore offline', () => {
+  it('is refused with 409 naming pg_dump when the inventory is on PostgreSQL', async () => {
+    inventory.backend = 'postgres';
+    try {
+      const r = await fetch(`${base}/api/v1/backup`);
+      expect(r.status).toBe(409);
+      expect(await r.text()).toContain('pg_dump');
+    } finally {
+      inventory.backend = 'sqlite';
+    }
+  });
+
   it('snapshots a database being written, and restore replaces it only with the daemon stopped', async () => {
     const store = openSqliteStore(path.join(dataDir, 'plinth.db'));
     for (let i = 0; i < 300; i++) await store.create('machines', `m-${i}`, { name: `m-${i}` });

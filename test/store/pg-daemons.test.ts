@@ -91,18 +91,36 @@ describe('two daemons on one PostgreSQL inventory', () => {
     const bus = { type: 'subnets.created', key: 'from-outside', data: { name: 'from-outside' } };
     await outside.create('subnets', 'from-outside', {}, [], { event: { type: bus.type, key: bus.key, data: bus } });
     let sse = '';
-    const deadline = Date.now() + 10_000;
-    while (!sse.includes('from-outside') && Date.now() < deadline) {
-      const chunk = await Promise.race([
-        reader.read(),
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), deadline - Date.now())),
-      ]);
-      if (!chunk || chunk.done) break;
-      sse += Buffer.from(chunk.value).toString();
-    }
-    await reader.cancel();
+    const readUntil = async (needle: string) => {
+      const deadline = Date.now() + 10_000;
+      while (!sse.includes(needle) && Date.now() < deadline) {
+        const chunk = await Promise.race([
+          reader.read(),
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), deadline - Date.now())),
+        ]);
+        if (!chunk || chunk.done) break;
+        sse += Buffer.from(chunk.value).toString();
+      }
+    };
+    await readUntil('from-outside');
     await outside.close();
     expect(sse).toMatch(/subnets\.created[\s\S]*from-outside/);
+    // A change made through A's API reaches B's SSE subscribers, with the etag A's write stored.
+    const viaA = await a.api('POST', '/machines', { name: 'via-a-sse' });
+    expect(viaA.status).toBe(201);
+    await readUntil('via-a-sse');
+    await reader.cancel();
+    const line = sse.split('\n').find((l) => l.startsWith('data:') && l.includes('via-a-sse'));
+    expect(line, sse.slice(-2000)).toBeDefined();
+    const published = JSON.parse(line!.slice(5)) as { type: string; data: { etag: string } };
+    expect(published.type).toBe('machines.created');
+    expect(published.data.etag).toBe(viaA.headers.get('etag')?.replace(/"/g, ''));
+    // Both daemons are listed, alive, by either.
+    const daemons = (await (await b.api('GET', '/daemons')).json()) as { serverId: string; alive: boolean }[];
+    expect(daemons.map((d) => [d.serverId, d.alive])).toEqual([
+      ['rack-a', true],
+      ['rack-b', true],
+    ]);
 
     // Daemon A creates machines until it is killed; B sees every one A acknowledged, and keeps serving.
     const acked: string[] = [];
