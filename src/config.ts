@@ -3,35 +3,8 @@ import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { CLUSTER_SETTINGS } from './config-cluster.js';
+import { bool, list, port, type Setting } from './config-kit.js';
 import { POWER_SETTINGS } from './power/settings.js';
-
-/**
- * Every setting once: its flag, environment variable, file key, type, default and help. Precedence:
- * flag > environment > config file > default. A wrong value stops the daemon with one line naming it.
- */
-type Setting = {
-  key: string;
-  flag: string;
-  env?: string;
-  schema: z.ZodType;
-  help: string;
-  boolean?: boolean;
-};
-
-const port = z.coerce.number().int().min(0).max(65535);
-const bool = z.union([
-  z.boolean(),
-  z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((s) => ['true', '1', 'yes'].includes(s)),
-]);
-const list = z.union([
-  z.array(z.string()),
-  z.string().transform((s) =>
-    s
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean),
-  ),
-]);
 
 export const SETTINGS: Setting[] = [
   {
