@@ -21,6 +21,11 @@ export type RenderRequest = {
   server: ServerView;
   token?: string;
   templates: Record<string, string>;
+  /**
+   * Where /files serves each file the bootenv pins or names, for this bootenv (src/provision/artifacts.ts
+   * `served`): path -> name under /files. Templates get the URLs as `artifacts["<path>"]`.
+   */
+  artifacts?: Record<string, string>;
 };
 
 export function baseUrl(s: ServerView): string {
@@ -87,6 +92,7 @@ export async function renderMachineFile(req: RenderRequest, file: string): Promi
     bootEnv: { name: bootEnv.name, os: bootEnv.os, kernel: bootEnv.kernel, initrds: bootEnv.initrds },
     server: { address: server.address, httpUrl: base, tftp: server.address },
     files: `${base}/files`,
+    artifacts: Object.fromEntries(Object.entries(req.artifacts ?? {}).map(([p, rel]) => [p, `${base}/files/${rel}`])),
     machineUrl: `${base}/machines/${machine.uuid}`,
     apiUrl: `${base}/api/v1`,
     token: req.token ?? '',

@@ -10,8 +10,8 @@ import { type Artifact, pinCurrentFiles } from './pins.js';
 import type { FileInfo } from './store-files.js';
 
 /**
- * Pins every bootenv created without artifacts to its kernel and initrds as the files root holds them then, right
- * after the create (the bus tells us). The inventory's write hook (src/inventory/resources.ts `prepare`) already
+ * Pins every bootenv created without artifacts to its kernel, initrds and named files (`artifacts["<path>"]`) as
+ * the files root holds them then, right after the create (the bus tells us). The inventory's write hook (src/inventory/resources.ts `prepare`) already
  * pins, inside the create, what the upload index knows; this catches files the index did not know yet (copied
  * into the files root by hand), hashed here. Returns the unsubscribe function.
  */

@@ -18,8 +18,25 @@ export async function pinnedDigests(store: Store): Promise<Set<string>> {
 }
 
 /**
- * The bootenv document with `artifacts` filled from the current files when it has none: its kernel and each
- * initrd that exists gets a pin. `infoOf` says what the files root holds at a path (the upload index, or
+ * The files a bootenv's text names by `artifacts["<path>"]` (its bootParams and inline templates): the pinned URL
+ * the render gives for that path (src/provision/artifacts.ts), e.g. the root image live-boot's `fetch=` downloads.
+ */
+export function referencedArtifacts(doc: { bootParams?: unknown; templates?: unknown }): string[] {
+  const texts = [
+    typeof doc.bootParams === 'string' ? doc.bootParams : '',
+    ...((doc.templates as { contents?: unknown }[] | undefined) ?? []).map((t) =>
+      typeof t?.contents === 'string' ? t.contents : '',
+    ),
+  ];
+  const out = new Set<string>();
+  for (const t of texts) for (const m of t.matchAll(ARTIFACT_REF)) out.add(m[2]!);
+  return [...out];
+}
+const ARTIFACT_REF = /artifacts\[\s*(["'])([^"'\]]+)\1\s*\]/g;
+
+/**
+ * The bootenv document with `artifacts` filled from the current files when it has none: its kernel, each
+ * initrd and each file its text names by `artifacts["<path>"]` that exists gets a pin. `infoOf` says what the files root holds at a path (the upload index, or
  * fileInfo). A bootenv with pins of its own is returned as it is: the operator's pins are the truth.
  */
 export async function pinCurrentFiles(
@@ -28,9 +45,11 @@ export async function pinCurrentFiles(
 ): Promise<Doc> {
   const given = (doc.artifacts as Artifact[] | undefined) ?? [];
   if (given.length > 0) return doc;
-  const paths = [doc.kernel as string | undefined, ...((doc.initrds as string[] | undefined) ?? [])].filter(
-    (p): p is string => typeof p === 'string' && p.length > 0,
-  );
+  const paths = [
+    doc.kernel as string | undefined,
+    ...((doc.initrds as string[] | undefined) ?? []),
+    ...referencedArtifacts(doc),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
   const artifacts: Artifact[] = [];
   for (const p of [...new Set(paths)]) {
     const info = await infoOf(p).catch(() => undefined);

@@ -11,6 +11,8 @@ import path from 'node:path';
 import type { Algorithm } from './checksums.js';
 
 export class DownloadError extends Error {}
+/** The answer is, or announces, more bytes than the caller allows. */
+export class TooLargeError extends DownloadError {}
 
 export type Downloaded = { tmp: string; size: number; digests: Partial<Record<Algorithm, string>> };
 
@@ -83,14 +85,14 @@ export async function download(url: string, tmpDir: string, o: DownloadOptions =
       validator = r.headers.get('etag') ?? r.headers.get('last-modified') ?? validator;
       total = totalOf(r, got) ?? total;
       if (o.maxBytes !== undefined && total !== undefined && total > o.maxBytes)
-        throw new DownloadError(`${url} is ${total} bytes, more than the ${o.maxBytes} allowed`);
+        throw new TooLargeError(`${url} is ${total} bytes, more than the ${o.maxBytes} allowed`);
       let timer = setTimeout(() => idle.abort(), o.idleMs ?? 30_000);
       try {
         for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
           clearTimeout(timer);
           timer = setTimeout(() => idle.abort(), o.idleMs ?? 30_000);
           if (o.maxBytes !== undefined && got + chunk.length > o.maxBytes)
-            throw new DownloadError(`${url} sent more than the ${o.maxBytes} bytes allowed`);
+            throw new TooLargeError(`${url} sent more than the ${o.maxBytes} bytes allowed`);
           await fh.write(chunk, 0, chunk.length, got);
           for (const h of hashes.values()) h.update(chunk);
           got += chunk.length;

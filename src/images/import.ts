@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import { StateConflictError } from '../model/errors.js';
 import type { Store } from '../store/store.js';
 import { type Algorithm, type ChecksumEntry, digestFor, parseChecksums } from './checksums.js';
-import { type Downloaded, download } from './fetch.js';
+import { type Downloaded, download, TooLargeError } from './fetch.js';
 import { checksumNameOf, type Manifest } from './manifest.js';
 import { verifyClearsigned, verifyDetached } from './verify.js';
 
@@ -26,14 +26,21 @@ export type ImportOptions = {
   allowUnsigned?: boolean;
   onProgress?(event: { url: string; bytes: number; total?: number }): void;
   signal?: AbortSignal;
+  /** Each artifact is refused beyond this many bytes (default ARTIFACT_MAX). */
+  maxArtifactBytes?: number;
 };
+/**
+ * The most one artifact may be: a server that streams forever, or a wrong URL to a multi-terabyte file, must not
+ * fill the data disk. The largest boot artifacts published (full-disk images, xz) are a few GiB.
+ */
+export const ARTIFACT_MAX = 16 * 1024 ** 3;
 export type ImportedArtifact = { path: string; url: string; sha256: string; size: number; verifiedBy: string };
 export type ImportResult = { bootEnv: string; artifacts: ImportedArtifact[]; signers: string[]; warnings: string[] };
 
 /** Why an import was refused, for the operator: `problem` names the class (wrong digest, signature ...). */
 export class ImportError extends Error {
   constructor(
-    readonly problem: 'wrong-digest' | 'unsigned' | 'not-listed' | 'no-keyring',
+    readonly problem: 'wrong-digest' | 'unsigned' | 'not-listed' | 'no-keyring' | 'too-large',
     message: string,
   ) {
     super(message);
@@ -93,7 +100,11 @@ export async function importManifest(deps: ImportDeps, m: Manifest, o: ImportOpt
           'not-listed',
           `artifact ${a.url}: '${name}' is in none of the verified checksum files, and the manifest pins no sha256 for it`,
         );
-      const d = await fetchOne(a.url, undefined, entry ? [entry.algorithm] : []);
+      const limit = o.maxArtifactBytes ?? ARTIFACT_MAX;
+      const d = await fetchOne(a.url, limit, entry ? [entry.algorithm] : []).catch((err) => {
+        if (!(err instanceof TooLargeError)) throw err;
+        throw new ImportError('too-large', `artifact ${err.message} (per artifact): refused, nothing was kept`);
+      });
       const got = entry ? d.digests[entry.algorithm] : d.digests.sha256;
       const want = entry?.digest ?? a.sha256;
       if (want && got !== want)

@@ -56,20 +56,15 @@ export function artifactCheck(deps: ArtifactDeps) {
     return { ...a, blob, state: 'missing', detail };
   };
 
-  /** The served name of each pinned kernel/initrd: its path while that holds the pinned bytes, else its view. */
-  const bind = async (be: BootEnv) => {
-    const served = async (rel: string) => {
-      const pin = be.artifacts.find((a) => a.path === rel);
-      if (!pin || (await info(rel))?.sha256 === pin.sha256) return rel;
-      try {
-        return await ensureView(filesDir, pin.sha256, rel);
-      } catch (err) {
-        log.warn({ err: (err as Error).message, path: rel }, 'artifact: cannot link the view of its pinned blob');
-        return blobRel(pin.sha256);
-      }
-    };
-    if (be.kernel) be.kernel = await served(be.kernel);
-    be.initrds = await Promise.all(be.initrds.map(served));
+  /** Where /files serves a pinned path: the path while it holds the pinned bytes, else the view of the blob. */
+  const servedRel = async (pin: { path: string; sha256: string }) => {
+    if ((await info(pin.path))?.sha256 === pin.sha256) return pin.path;
+    try {
+      return await ensureView(filesDir, pin.sha256, pin.path);
+    } catch (err) {
+      log.warn({ err: (err as Error).message, path: pin.path }, 'artifact: cannot link the view of its pinned blob');
+      return blobRel(pin.sha256);
+    }
   };
 
   // Which digests the bootenvs pin at each path, reloaded after any bootenv changes.
@@ -101,17 +96,24 @@ export function artifactCheck(deps: ArtifactDeps) {
       return { ready: bad.length === 0, artifacts, missing: bad.map((a) => a.path) };
     },
 
-    /**
-     * What is wrong with a bootenv's artifacts, one sentence each; empty when every pinned blob is there. When
-     * all are, `be` (the render's own parsed copy) is bound to its pins: a kernel or initrd whose path now holds
-     * other bytes (a later PUT) is renamed to the view of its pinned blob, so the script the render writes names
-     * the bytes this bootenv pinned, over HTTP and TFTP alike, and assigning the previous bootenv rolls back.
-     */
-    async verify(be: BootEnv): Promise<string[]> {
+    /** What is wrong with a bootenv's artifacts, one sentence each; empty when every pinned blob is there. */
+    async verify(be: Pick<BootEnv, 'artifacts'>): Promise<string[]> {
       const states = await Promise.all(be.artifacts.map(stateOf));
-      const bad = states.filter((s) => s.state !== 'present').map((s) => s.detail!);
-      if (bad.length === 0) await bind(be);
-      return bad;
+      return states.filter((s) => s.state !== 'present').map((s) => s.detail!);
+    },
+
+    /**
+     * The name under /files that serves each of `paths` (a bootenv's kernel, initrds and the files its text
+     * names) for this bootenv: a pinned path whose bytes are still the pinned ones is served as itself; one
+     * overwritten since (a later PUT) by the view of its pinned blob, `.blobs/views/<digest>/<path>`, which keeps
+     * the file name for iPXE and TFTP. So what a render names is what the bootenv pinned, and assigning the previous
+     * bootenv rolls back every file it names. A path the bootenv does not pin is served as the path is.
+     */
+    async served(be: Pick<BootEnv, 'artifacts'>, paths: readonly string[]): Promise<Record<string, string>> {
+      const pinned = new Map(be.artifacts.map((a) => [a.path, a]));
+      const all = [...new Set([...pinned.keys(), ...paths])];
+      const rels = await Promise.all(all.map((p) => (pinned.has(p) ? servedRel(pinned.get(p)!) : p)));
+      return Object.fromEntries(all.map((p, i) => [p, rels[i]!]));
     },
 
     /**

@@ -1,5 +1,6 @@
 import { renderMachineFile, type ServerView, withholdSecure } from '../boot/render.js';
 import type { Bus } from '../events.js';
+import { referencedArtifacts } from '../files/pins.js';
 import type { BootRecorder } from '../inventory/boots.js';
 import { type Resolved, resolveParamsForBoot } from '../inventory/params.js';
 import { getPrefs } from '../inventory/resources.js';
@@ -58,7 +59,10 @@ export type BootContext =
   | { kind: 'digest-mismatch'; bootEnv: BootEnv; problems: string[] }
   | {
       kind: 'ready';
+      /** Bound to its pins: kernel and initrds name what /files serves for this bootenv (see `served`). */
       bootEnv: BootEnv;
+      /** Path -> name under /files for every file the bootenv pins or names (src/provision/artifacts.ts). */
+      artifacts: Record<string, string>;
       params: Resolved & { secure: Set<string> };
       templates: Record<string, string>;
     };
@@ -96,8 +100,15 @@ export function bootRenderer(deps: BootRendererDeps) {
     if (!be) return { kind: 'no-bootenv', envName };
     const problems = await artifacts.verify(be);
     if (problems.length) return { kind: 'digest-mismatch', bootEnv: be, problems };
-    const [params, templates] = await Promise.all([resolveParamsForBoot(store, m), allTemplates()]);
-    return { kind: 'ready', bootEnv: be, params, templates };
+    const named = [...(be.kernel ? [be.kernel] : []), ...be.initrds, ...referencedArtifacts(be)];
+    const [served, params, templates] = await Promise.all([
+      artifacts.served(be, named),
+      resolveParamsForBoot(store, m),
+      allTemplates(),
+    ]);
+    // The default iPXE script names kernel and initrds by `bootEnv`: bound to what this bootenv pinned.
+    const bound = { ...be, kernel: be.kernel && served[be.kernel], initrds: be.initrds.map((i) => served[i]!) };
+    return { kind: 'ready', bootEnv: bound, artifacts: served, params, templates };
   };
 
   const tokens =
@@ -151,6 +162,7 @@ export function bootRenderer(deps: BootRendererDeps) {
             server: view.server,
             token: token.value,
             templates: ctx.templates,
+            artifacts: ctx.artifacts,
           },
           file,
         );

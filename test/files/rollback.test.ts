@@ -106,6 +106,66 @@ describe('immutable, content-addressed boot files', () => {
     expect(await overTftp(back.kernel)).toEqual(v1);
   });
 
+  it('a root image named in bootParams by artifacts["<path>"] rolls back with its bootenv', async () => {
+    const r1 = Buffer.from('squashfs root, build one\n');
+    const r2 = Buffer.from('squashfs root, build two: other bytes\n');
+    const live = (name: string, root: Buffer) => ({
+      name,
+      kernel: 'os/vmlinuz',
+      bootParams: 'boot=live fetch={{ artifacts["live/filesystem.squashfs"] }} quiet',
+      artifacts: [
+        { path: 'os/vmlinuz', sha256: sha(v2) },
+        { path: 'live/filesystem.squashfs', sha256: sha(root) },
+      ],
+    });
+    const fetchUrl = async (mac: string) => /fetch=(\S+)/.exec((await script(mac)).text)![1]!;
+    await put('live/filesystem.squashfs', r1);
+    expect((await d.api('POST', '/api/v1/bootenvs', live('L1', r1))).status).toBe(201);
+    await put('live/filesystem.squashfs', r2);
+    expect((await d.api('POST', '/api/v1/bootenvs', live('L2', r2))).status).toBe(201);
+    await d.api('POST', '/api/v1/machines', { name: 'live-1', macs: ['52:54:00:16:00:11'], bootEnv: 'L1' });
+    await d.api('POST', '/api/v1/machines', { name: 'live-2', macs: ['52:54:00:16:00:12'], bootEnv: 'L2' });
+
+    // The path holds build two now: L2 is served it by its path, L1 by the view of the blob it pinned.
+    const u1 = await fetchUrl('52-54-00-16-00-11');
+    const u2 = await fetchUrl('52-54-00-16-00-12');
+    expect(u1).toBe(`${d.url}/files/.blobs/views/${sha(r1)}/live/filesystem.squashfs`);
+    expect(u2).toBe(`${d.url}/files/live/filesystem.squashfs`);
+    expect(await bytes(u1)).toEqual(r1);
+    expect(await bytes(u2)).toEqual(r2);
+
+    // Roll live-2 back to L1, then forward again: the URL, and the bytes, follow the bootenv.
+    await d.api('PATCH', '/api/v1/machines/live-2', { bootEnv: 'L1' });
+    expect(await bytes(await fetchUrl('52-54-00-16-00-12'))).toEqual(r1);
+    await d.api('PATCH', '/api/v1/machines/live-2', { bootEnv: 'L2' });
+    expect(await bytes(await fetchUrl('52-54-00-16-00-12'))).toEqual(r2);
+    for (const m of ['live-1', 'live-2']) expect((await d.api('DELETE', `/api/v1/machines/${m}`)).status).toBe(204);
+    for (const b of ['L1', 'L2']) expect((await d.api('DELETE', `/api/v1/bootenvs/${b}`)).status).toBe(204);
+    expect((await d.api('DELETE', '/api/v1/files/live/filesystem.squashfs')).status).toBe(204);
+  });
+
+  it('a bootenv created without artifacts pins the files its text names too', async () => {
+    const root = Buffer.from('a root image named only in bootParams\n');
+    await put('named/root.squashfs', root);
+    const c = await d.api('POST', '/api/v1/bootenvs', {
+      name: 'N',
+      kernel: 'os/vmlinuz',
+      bootParams: "fetch={{ artifacts['named/root.squashfs'] }}",
+    });
+    expect(c.status).toBe(201);
+    const pinned = (await d.api('GET', '/api/v1/bootenvs/N')).body.artifacts as { path: string; sha256: string }[];
+    expect(pinned).toContainEqual({ path: 'named/root.squashfs', sha256: sha(root) });
+    await put('named/root.squashfs', Buffer.from('changed after\n'));
+    await d.api('POST', '/api/v1/machines', { name: 'on-n', macs: ['52:54:00:16:00:13'], bootEnv: 'N' });
+    const url = /fetch=(\S+)/.exec((await script('52-54-00-16-00-13')).text)![1]!;
+    expect(await bytes(url)).toEqual(root);
+    expect((await d.api('DELETE', '/api/v1/machines/on-n')).status).toBe(204);
+    expect((await d.api('DELETE', '/api/v1/bootenvs/N')).status).toBe(204);
+    expect((await d.api('DELETE', '/api/v1/files/named/root.squashfs')).status).toBe(204);
+    // Leave no blob of this test for the gc test below to count.
+    expect((await d.api('POST', '/api/v1/files/gc')).body.removed).toHaveLength(4);
+  });
+
   it('a bootenv created without artifacts is pinned to its current files, and keeps them after a PUT', async () => {
     await put('pin/vmlinuz', v1);
     expect((await d.api('POST', '/api/v1/bootenvs', { name: 'P', kernel: 'pin/vmlinuz' })).status).toBe(201);

@@ -80,7 +80,7 @@ export function imageBootenv(m: ImageManifest, name: string): Record<string, unk
     description: `${doc.description} (squashfs ${digestOf(m, 'filesystem.squashfs').slice(0, 12)}, inputs ${m.inputs.slice(0, 12)})`,
     kernel: `${prefix}/vmlinuz`,
     initrds: [`${prefix}/initrd.img`],
-    bootParams: String(doc.bootParams).replaceAll('{{ files }}/debian-live/', `{{ files }}/${prefix}/`),
+    bootParams: String(doc.bootParams).replaceAll('artifacts["debian-live/', `artifacts["${prefix}/`),
     artifacts: files.map((f) => ({ path: `${prefix}/${f}`, sha256: digestOf(m, f) })),
   };
 }
