@@ -2,10 +2,15 @@
 # download-bench.sh — the Debian live squashfs downloaded from Plinth's /files and from nginx (sendfile,
 # bench/nginx.ts's config), both on loopback, alternating, one connection (as live-boot's busybox wget), ROUNDS
 # rounds; prints MiB/s and the ratio of each round.
-# Usage: download-bench.sh REPO IMAGE_DIR [ROUNDS]   (root not needed; nginx-light, curl, taskset)
+# Usage: download-bench.sh REPO [IMAGE_DIR [ROUNDS]]   (root not needed; nginx-light, curl, taskset)
+# `npm run bench:image` runs it on the newest image built in /var/cache/plinth/images (npm run image:build).
 # Plinth and nginx on CPU 0 (one at a time is loaded), curl on CPU 1. Issue 16 target: Plinth >= 0.8x nginx.
 set -euo pipefail
-repo=$1; img=$2; rounds=${3:-5}
+repo=$1; img=${2:-}; rounds=${3:-5}
+if [ -z "$img" ]; then
+  img=$(ls -td /var/cache/plinth/images/*/ 2>/dev/null | while read -r d; do [ -f "$d/filesystem.squashfs" ] && { echo "${d%/}"; break; }; done)
+  [ -n "$img" ] || { echo "no image in /var/cache/plinth/images: npm run image:build first" >&2; exit 1; }
+fi
 w=$(mktemp -d /tmp/sqbench.XXXXXX); trap 'kill $pp $np 2>/dev/null; rm -rf "$w"' EXIT
 mkdir -p "$w/www" "$w/data" "$w/assets"
 ln "$img/filesystem.squashfs" "$w/www/filesystem.squashfs" 2>/dev/null || cp "$img/filesystem.squashfs" "$w/www/"
