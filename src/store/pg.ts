@@ -8,6 +8,7 @@ import pg from 'pg';
 import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
+import { pgLeaseClaims } from './pg-leases.js';
 import { migratePg } from './pg-migrations.js';
 import { asStoreError, BackendError, type Store, StoreError } from './store.js';
 
@@ -83,6 +84,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
   const events = pgEventLog(pool, clientConfig, channel, opts.follow);
   const batches = pgBatchWriter(pool);
+  const claim = pgLeaseClaims(pool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -105,6 +107,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
         if (key.includes('\0')) throw new BackendError('a key cannot hold a NUL character');
         return { kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) };
       }),
+    claimLease: (c) => guard(claim(c)),
+    sharedLeases: true,
     ping: () =>
       pool.query('SELECT 1').then(
         () => true,

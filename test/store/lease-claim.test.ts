@@ -1,0 +1,170 @@
+/**
+ * claimLease, the contract on both backends (issue 17: several daemons serving one subnet): a free address is
+ * won, a live lease of another client is not (and its holder is returned), an ended one is reused, the same
+ * client renews, a quarantined DECLINE holds; two stores on one database racing for one address: exactly one
+ * wins; 200 claims at once from two connections on a 50-address pool: no address given twice, no client with two
+ * addresses (checked in SQL on the tables themselves).
+ */
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import type { Doc, Store } from '../../src/store/store.js';
+import { adminQuery, type Backend, backends, skipUnavailable, type TestDb } from './backends.js';
+
+const T0 = Date.parse('2026-01-01T00:00:00.000Z');
+const iso = (ms: number) => new Date(ms).toISOString();
+const NOW = iso(T0);
+
+type Who = { mac: string; clientId?: string };
+const lease = (address: string, c: Who, state = 'offered', until = T0 + 30_000, subnet = 'lab'): Doc & {
+  address: string;
+  subnet: string;
+  mac: string;
+  state: string;
+} => ({ address, subnet, mac: c.mac, ...(c.clientId ? { clientId: c.clientId } : {}), state, expiresAt: iso(until), updatedAt: NOW });
+const mac = (i: number) => `52:54:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+const claim = (s: Store, doc: ReturnType<typeof lease>, now = NOW) => s.claimLease!({ doc, now });
+
+/** Rows of the leases table read with SQL, not through the store: (address, subnet, state, client key). */
+async function rows(db: TestDb, b: Backend): Promise<{ address: string; subnet: string; state: string; client: string; mac: string }[]> {
+  if (b.name === 'postgres') {
+    const r = await adminQuery(
+      `SELECT key AS address, doc ->> 'subnet' AS subnet, doc ->> 'state' AS state, doc ->> 'mac' AS mac,
+         coalesce(doc ->> 'clientId', doc ->> 'mac') AS client FROM ${db.where}.leases ORDER BY key`,
+    );
+    return r.rows;
+  }
+  const d = new Database(db.where, { readonly: true });
+  try {
+    return d
+      .prepare(
+        `SELECT key AS address, json_extract(doc, '$.subnet') AS subnet, json_extract(doc, '$.state') AS state,
+           json_extract(doc, '$.mac') AS mac, coalesce(json_extract(doc, '$.clientId'), json_extract(doc, '$.mac')) AS client
+         FROM leases ORDER BY key`,
+      )
+      .all() as never;
+  } finally {
+    d.close();
+  }
+}
+
+/** Clients with more than one offered/bound row in a subnet, by SQL GROUP BY on the table. */
+async function clientsTwice(db: TestDb, b: Backend): Promise<unknown[]> {
+  if (b.name === 'postgres') {
+    const r = await adminQuery(
+      `SELECT doc ->> 'subnet' AS s, coalesce(doc ->> 'clientId', doc ->> 'mac') AS c, count(*) AS n FROM ${db.where}.leases
+       WHERE doc ->> 'state' IN ('offered', 'bound') GROUP BY 1, 2 HAVING count(*) > 1`,
+    );
+    return r.rows;
+  }
+  const d = new Database(db.where, { readonly: true });
+  try {
+    return d
+      .prepare(
+        `SELECT json_extract(doc, '$.subnet') AS s, coalesce(json_extract(doc, '$.clientId'), json_extract(doc, '$.mac')) AS c, count(*) AS n
+         FROM leases WHERE json_extract(doc, '$.state') IN ('offered', 'bound') GROUP BY 1, 2 HAVING count(*) > 1`,
+      )
+      .all();
+  } finally {
+    d.close();
+  }
+}
+
+describe.each(backends(import.meta.filename))('claimLease on $name', (b) => {
+  skipUnavailable(b);
+
+  it('a free address is won and stored as given; a live lease of another client is not, and names its holder', async () => {
+    const s = await (await b.db()).open();
+    const a = { mac: mac(1) };
+    const doc = lease('10.0.0.10', a);
+    expect(await claim(s, doc)).toEqual({ ok: true });
+    const got = await s.get('leases', '10.0.0.10');
+    expect(got?.json).toBe(JSON.stringify(doc));
+    const lost = await claim(s, lease('10.0.0.10', { mac: mac(2) }, 'bound'));
+    expect(lost.ok).toBe(false);
+    expect(lost.ok === false && lost.holder?.mac).toBe(mac(1));
+    expect((await s.get('leases', '10.0.0.10'))?.doc.mac).toBe(mac(1));
+  });
+
+  it('an ended lease (by time, released, expired) is reused; a quarantined DECLINE holds until it ends', async () => {
+    const s = await (await b.db()).open();
+    await claim(s, lease('10.0.0.1', { mac: mac(1) }, 'bound', T0 + 1000));
+    // Past its end by the claimant's clock: taken over.
+    expect(await claim(s, lease('10.0.0.1', { mac: mac(2) }), iso(T0 + 1000))).toEqual({ ok: true });
+    await claim(s, lease('10.0.0.2', { mac: mac(3) }, 'released', T0 + 60_000));
+    expect(await claim(s, lease('10.0.0.2', { mac: mac(4) }))).toEqual({ ok: true });
+    await claim(s, lease('10.0.0.3', { mac: mac(5) }, 'declined', T0 + 60_000));
+    // The DECLINE's own client cannot take it back during the quarantine either.
+    expect((await claim(s, lease('10.0.0.3', { mac: mac(5) }))).ok).toBe(false);
+    expect(await claim(s, lease('10.0.0.3', { mac: mac(6) }), iso(T0 + 60_000))).toEqual({ ok: true });
+  });
+
+  it('the same client renews (by identifier when both have one, else MAC); another identifier behind the MAC does not', async () => {
+    const s = await (await b.db()).open();
+    expect(await claim(s, lease('10.0.0.5', { mac: mac(1) }))).toEqual({ ok: true });
+    // A PXE ROM's lease without 61, the OS with 61 after it: one client.
+    expect(await claim(s, lease('10.0.0.5', { mac: mac(1), clientId: '01aa' }, 'bound', T0 + 3600_000))).toEqual({
+      ok: true,
+    });
+    expect(await claim(s, lease('10.0.0.5', { mac: mac(1), clientId: '01aa' }, 'bound', T0 + 7200_000))).toEqual({
+      ok: true,
+    });
+    // Dual boot: the other OS's identifier, same MAC, is another client.
+    expect((await claim(s, lease('10.0.0.5', { mac: mac(1), clientId: '01bb' }))).ok).toBe(false);
+    expect((await s.get('leases', '10.0.0.5'))?.doc.expiresAt).toBe(iso(T0 + 7200_000));
+  });
+
+  it("a live claim at a new address releases the client's other live lease in the subnet, not in another subnet", async () => {
+    const db = await b.db();
+    const s = await db.open();
+    const c = { mac: mac(7) };
+    await claim(s, lease('10.0.0.7', c, 'bound', T0 + 3600_000));
+    await claim(s, lease('10.1.0.7', c, 'bound', T0 + 3600_000, 'other'));
+    expect(await claim(s, lease('10.0.0.8', c))).toEqual({ ok: true });
+    const byAddr = Object.fromEntries((await rows(db, b)).map((r) => [r.address, r.state]));
+    expect(byAddr).toEqual({ '10.0.0.7': 'released', '10.0.0.8': 'offered', '10.1.0.7': 'bound' });
+    // A losing claim releases nothing.
+    await claim(s, lease('10.0.0.9', { mac: mac(8) }));
+    expect((await claim(s, lease('10.0.0.9', c))).ok).toBe(false);
+    expect((await s.get('leases', '10.0.0.8'))?.doc.state).toBe('offered');
+  });
+
+  it('two stores on one database racing for one address: exactly one wins, each time', async () => {
+    const db = await b.db();
+    const [s1, s2] = [await db.open(), await db.open()];
+    for (let i = 0; i < 20; i++) {
+      const address = `10.0.1.${i}`;
+      const r = await Promise.all([claim(s1, lease(address, { mac: mac(100 + i) })), claim(s2, lease(address, { mac: mac(200 + i) }))]);
+      expect(r.filter((x) => x.ok)).toHaveLength(1);
+      const winner = r[0]!.ok ? mac(100 + i) : mac(200 + i);
+      expect((await s1.get('leases', address))?.doc.mac).toBe(winner);
+    }
+  });
+
+  it('200 clients claiming at once from two connections on a 50-address pool: no address twice, no client twice', async () => {
+    const db = await b.db();
+    const stores = [await db.open(), await db.open()];
+    const won = new Map<number, string>(); // client -> the address it won last
+    const tryClient = async (i: number) => {
+      const c = { mac: mac(1000 + i), ...(i % 3 === 0 ? { clientId: `01${i.toString(16).padStart(4, '0')}` } : {}) };
+      // Each client asks both connections in turn, from its own starting point, as two daemons would be asked.
+      for (let t = 0; t < 8; t++) {
+        const address = `10.0.2.${(i * 7 + t * 13) % 50}`;
+        const r = await claim(stores[(i + t) % 2]!, lease(address, c, t % 2 ? 'bound' : 'offered'));
+        if (r.ok) won.set(i, address);
+      }
+    };
+    await Promise.all(Array.from({ length: 200 }, (_, i) => tryClient(i)));
+    expect(await clientsTwice(db, b)).toEqual([]);
+    const live = (await rows(db, b)).filter((r) => r.state === 'offered' || r.state === 'bound');
+    expect(live.length).toBeGreaterThan(0);
+    expect(live.length).toBeLessThanOrEqual(50);
+    // Every live row is the last address its client won: no claim overwrote another client's live lease.
+    for (const r of live) {
+      const i = Number.parseInt(r.mac.slice(-5).replace(':', ''), 16) - 1000;
+      expect(won.get(i)).toBe(r.address);
+    }
+    // And every client whose last win is live holds exactly it (a later claim of its own may have released it).
+    const liveBy = new Map(live.map((r) => [r.address, r.mac]));
+    for (const [i, address] of won) if (liveBy.has(address)) expect(liveBy.get(address)).toBe(mac(1000 + i));
+  });
+});
