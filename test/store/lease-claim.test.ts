@@ -15,17 +15,35 @@ const iso = (ms: number) => new Date(ms).toISOString();
 const NOW = iso(T0);
 
 type Who = { mac: string; clientId?: string };
-const lease = (address: string, c: Who, state = 'offered', until = T0 + 30_000, subnet = 'lab'): Doc & {
+const lease = (
+  address: string,
+  c: Who,
+  state = 'offered',
+  until = T0 + 30_000,
+  subnet = 'lab',
+): Doc & {
   address: string;
   subnet: string;
   mac: string;
   state: string;
-} => ({ address, subnet, mac: c.mac, ...(c.clientId ? { clientId: c.clientId } : {}), state, expiresAt: iso(until), updatedAt: NOW });
-const mac = (i: number) => `52:54:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+} => ({
+  address,
+  subnet,
+  mac: c.mac,
+  ...(c.clientId ? { clientId: c.clientId } : {}),
+  state,
+  expiresAt: iso(until),
+  updatedAt: NOW,
+});
+const mac = (i: number) =>
+  `52:54:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
 const claim = (s: Store, doc: ReturnType<typeof lease>, now = NOW) => s.claimLease!({ doc, now });
 
 /** Rows of the leases table read with SQL, not through the store: (address, subnet, state, client key). */
-async function rows(db: TestDb, b: Backend): Promise<{ address: string; subnet: string; state: string; client: string; mac: string }[]> {
+async function rows(
+  db: TestDb,
+  b: Backend,
+): Promise<{ address: string; subnet: string; state: string; client: string; mac: string }[]> {
   if (b.name === 'postgres') {
     const r = await adminQuery(
       `SELECT key AS address, doc ->> 'subnet' AS subnet, doc ->> 'state' AS state, doc ->> 'mac' AS mac,
@@ -133,7 +151,10 @@ describe.each(backends(import.meta.filename))('claimLease on $name', (b) => {
     const [s1, s2] = [await db.open(), await db.open()];
     for (let i = 0; i < 20; i++) {
       const address = `10.0.1.${i}`;
-      const r = await Promise.all([claim(s1, lease(address, { mac: mac(100 + i) })), claim(s2, lease(address, { mac: mac(200 + i) }))]);
+      const r = await Promise.all([
+        claim(s1, lease(address, { mac: mac(100 + i) })),
+        claim(s2, lease(address, { mac: mac(200 + i) })),
+      ]);
       expect(r.filter((x) => x.ok)).toHaveLength(1);
       const winner = r[0]!.ok ? mac(100 + i) : mac(200 + i);
       expect((await s1.get('leases', address))?.doc.mac).toBe(winner);
