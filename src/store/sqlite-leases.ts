@@ -7,7 +7,7 @@
  */
 import type Database from 'better-sqlite3';
 import { etagOf, type Prep } from './batch.mjs';
-import { claimable, clientKey, isLiveState, retired } from './lease-claim.js';
+import { claimable, clientKey, isLiveState, keeps, retired, retires } from './lease-claim.js';
 import type { ClaimResult, Doc, LeaseClaim } from './store.js';
 
 export function sqliteLeaseClaims(db: Database.Database, prep: Prep): (claim: LeaseClaim) => ClaimResult {
@@ -21,17 +21,17 @@ export function sqliteLeaseClaims(db: Database.Database, prep: Prep): (claim: Le
     const c = claim.doc;
     const row = prep('SELECT doc FROM leases WHERE key = ?').get(c.address) as { doc: string } | undefined;
     const held = row ? (JSON.parse(row.doc) as Doc) : undefined;
+    if (keeps(held, claim)) return { ok: true };
     if (!claimable(held, claim)) return { ok: false, holder: held };
     if (isLiveState(c.state)) {
-      // The client's other live rows in the subnet (leases_mac index, then the identifier checked here).
-      const key = clientKey(c);
       const rows = prep(
         "SELECT key, doc FROM leases WHERE json_extract(doc, '$.subnet') = ? AND json_extract(doc, '$.state') IN ('offered', 'bound') AND key <> ?",
       ).all(c.subnet, c.address) as { key: string; doc: string }[];
-      for (const r of rows) {
-        const d = JSON.parse(r.doc) as Doc;
-        if (clientKey(d) === key) write(r.key, retired(d, claim.now));
-      }
+      const others = rows.map((r) => JSON.parse(r.doc) as Doc).filter((d) => clientKey(d) === clientKey(c));
+      // The one-live-row rule PostgreSQL's constraint enforces: a lease in force the claim may not release wins.
+      const kept = others.find((d) => !retires(d, claim));
+      if (kept) return { ok: false, holder: kept };
+      for (const d of others) write(String(d.address), retired(d, claim.now));
     }
     write(c.address, c);
     return { ok: true };

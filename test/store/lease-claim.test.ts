@@ -137,13 +137,45 @@ describe.each(backends(import.meta.filename))('claimLease on $name', (b) => {
     const c = { mac: mac(7) };
     await claim(s, lease('10.0.0.7', c, 'bound', T0 + 3600_000));
     await claim(s, lease('10.1.0.7', c, 'bound', T0 + 3600_000, 'other'));
-    expect(await claim(s, lease('10.0.0.8', c))).toEqual({ ok: true });
+    // An offer elsewhere loses to the client's live lease and names it; a bind (a REQUEST) moves the client.
+    expect(await claim(s, lease('10.0.0.8', c))).toMatchObject({ ok: false, holder: { address: '10.0.0.7' } });
+    expect(await claim(s, lease('10.0.0.8', c, 'bound'))).toEqual({ ok: true });
     const byAddr = Object.fromEntries((await rows(db, b)).map((r) => [r.address, r.state]));
-    expect(byAddr).toEqual({ '10.0.0.7': 'released', '10.0.0.8': 'offered', '10.1.0.7': 'bound' });
+    expect(byAddr).toEqual({ '10.0.0.7': 'released', '10.0.0.8': 'bound', '10.1.0.7': 'bound' });
     // A losing claim releases nothing.
     await claim(s, lease('10.0.0.9', { mac: mac(8) }));
-    expect((await claim(s, lease('10.0.0.9', c))).ok).toBe(false);
-    expect((await s.get('leases', '10.0.0.8'))?.doc.state).toBe('offered');
+    expect((await claim(s, lease('10.0.0.9', c, 'bound'))).ok).toBe(false);
+    expect((await s.get('leases', '10.0.0.8'))?.doc.state).toBe('bound');
+    // An ended lease of the client elsewhere does not stop an offer, and is released by it.
+    await claim(s, lease('10.0.0.8', c, 'bound', T0 + 1000));
+    expect(await claim(s, lease('10.0.0.10', c), iso(T0 + 1000))).toEqual({ ok: true });
+    expect((await s.get('leases', '10.0.0.8'))?.doc.state).toBe('released');
+  });
+
+  it("a late offer never undoes a bind: it keeps the client's bound lease, and cannot release it elsewhere", async () => {
+    const db = await b.db();
+    const s = await db.open();
+    const c = { mac: mac(9) };
+    await claim(s, lease('10.0.0.20', c, 'bound', T0 + 3600_000));
+    // Another daemon offers the client the address it has bound: the offer stands, the lease is untouched.
+    expect(await claim(s, lease('10.0.0.20', c, 'offered', T0 + 30_000))).toEqual({ ok: true });
+    expect((await s.get('leases', '10.0.0.20'))?.doc).toMatchObject({ state: 'bound', expiresAt: iso(T0 + 3600_000) });
+    // An offer of another address loses to the lease in force and names it.
+    const lost = await claim(s, lease('10.0.0.21', c));
+    expect(lost).toMatchObject({ ok: false, holder: { address: '10.0.0.20', state: 'bound' } });
+    expect((await rows(db, b)).map((r) => [r.address, r.state])).toEqual([['10.0.0.20', 'bound']]);
+    // A bind elsewhere (the client REQUESTed it) moves the client: its old lease is released.
+    expect(await claim(s, lease('10.0.0.21', c, 'bound', T0 + 3600_000))).toEqual({ ok: true });
+    // Two offers to one client (two daemons answering one DISCOVER): the second loses to the first and names it.
+    const d = { mac: mac(10) };
+    await claim(s, lease('10.0.0.30', d));
+    expect(await claim(s, lease('10.0.0.31', d))).toMatchObject({ ok: false, holder: { address: '10.0.0.30' } });
+    expect(await claim(s, lease('10.0.0.30', d))).toEqual({ ok: true });
+    expect((await rows(db, b)).map((r) => [r.address, r.state])).toEqual([
+      ['10.0.0.20', 'released'],
+      ['10.0.0.21', 'bound'],
+      ['10.0.0.30', 'offered'],
+    ]);
   });
 
   it('two stores on one database racing for one address: exactly one wins, each time', async () => {
