@@ -71,15 +71,19 @@ describe('two DHCP daemons on one PostgreSQL schema, one subnet', () => {
           const i = next++;
           const d = request(MessageType.DISCOVER, mac(i), { giaddr: GIADDR, hops: 1 });
           await toBoth(d);
-          const offer = await relay.wait(d.xid, 500);
-          if (!offer) continue;
+          // Both OFFERs when both come; odd clients take 10.99.1.2's, even ones 10.99.1.1's, so both daemons ACK.
+          const first = await relay.wait(d.xid, 500);
+          if (!first) continue;
+          const second = await relay.wait(d.xid, 200);
+          const want = i % 2 ? '10.99.1.2' : '10.99.1.1';
+          const offer = second && [...second.options.get(Opt.ServerId)!].join('.') === want ? second : first;
           const server = offer.options.get(Opt.ServerId)!;
           const r = request(MessageType.REQUEST, mac(i), { xid: d.xid, giaddr: GIADDR, hops: 1 }, [
             [Opt.ServerId, server],
             [Opt.RequestedIp, ip4(offer.yiaddr)],
           ]);
           await toBoth(r);
-          // Replies with this xid: the second OFFER may still be queued; the ACK or NAK is what counts.
+          // Replies with this xid: a late OFFER may still come; the ACK or NAK is what counts.
           for (let n = 0; n < 3; n++) {
             const reply = await relay.wait(d.xid, 500);
             if (!reply) break;
