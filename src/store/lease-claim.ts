@@ -34,7 +34,9 @@ export function keeps(held: Doc | undefined, claim: LeaseClaim): boolean {
 /** Whether `claim` may overwrite the row `held` (undefined: no row). */
 export function claimable(held: Doc | undefined, claim: LeaseClaim): boolean {
   if (!held || ended(held, claim.now)) return true;
-  if (held.state === 'declined' || keeps(held, claim)) return false;
+  // 'expired' is a daemon's reclaim of a lease it saw end: a lease the client renewed through another daemon
+  // (a later expiresAt) has not ended and stays.
+  if (claim.doc.state === 'expired' || held.state === 'declined' || keeps(held, claim)) return false;
   return sameClient(held, claim.doc);
 }
 

@@ -17,19 +17,19 @@ const ETAG = (t: string) => `left(translate(encode(sha256(convert_to(${t}, 'UTF8
 
 // $1 address, $2 body, $3 its JSONB copy (null: body), $4 etag, $5 now, $6 subnet, $7 client key, $8 clientId,
 // $9 mac, $10 whether the claim is live (then the client's other live rows are released), $11 what they become,
-// $12 whether it binds (an offer neither replaces nor releases a lease in force: lease-claim.ts, keeps/retires).
+// $12 its state (an offer neither replaces nor releases a lease in force, a reclaim no renewed lease: lease-claim.ts).
 const CLAIM = `WITH claimed AS (
   INSERT INTO leases AS l (key, doc, body, etag) VALUES ($1, coalesce($3, $2)::jsonb, $2, $4)
   ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
   WHERE l.doc ->> 'expiresAt' <= $5 OR l.doc ->> 'state' IN ('expired', 'released')
-    OR (l.doc ->> 'state' <> 'declined' AND ($12 OR l.doc ->> 'state' <> 'bound') AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND $8::text IS NOT NULL
+    OR ($12 <> 'expired' AND l.doc ->> 'state' <> 'declined' AND ($12 <> 'offered' OR l.doc ->> 'state' <> 'bound') AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND $8::text IS NOT NULL
       THEN l.doc ->> 'clientId' = $8 ELSE l.doc ->> 'mac' = $9 END)
   RETURNING 1
 ), gone AS (
   SELECT key AS k, doc || $11::jsonb AS d FROM leases
   WHERE $10 AND EXISTS (SELECT 1 FROM claimed) AND key <> $1 AND doc ->> 'subnet' = $6
     AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $7 AND doc ->> 'state' IN ('offered', 'bound')
-    AND ($12 OR doc ->> 'expiresAt' <= $5)
+    AND ($12 = 'bound' OR doc ->> 'expiresAt' <= $5)
 ), retired AS (
   UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone WHERE key = gone.k
   RETURNING 1
@@ -71,7 +71,7 @@ export function pgLeaseClaims(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
           c.mac,
           isLiveState(c.state),
           off,
-          c.state === 'bound',
+          c.state,
         ],
       });
       if (r.rows[0]!.won === 1) return { ok: true };

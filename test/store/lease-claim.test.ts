@@ -129,6 +129,11 @@ describe.each(backends(import.meta.filename))('claimLease on $name', (b) => {
     // Dual boot: the other OS's identifier, same MAC, is another client.
     expect((await claim(s, lease('10.0.0.5', { mac: mac(1), clientId: '01bb' }))).ok).toBe(false);
     expect((await s.get('leases', '10.0.0.5'))?.doc.expiresAt).toBe(iso(T0 + 7200_000));
+    // A daemon reclaiming the lease it saw end (its own older copy) leaves the renewed one alone.
+    const stale = lease('10.0.0.5', { mac: mac(1), clientId: '01aa' }, 'expired', T0 + 3600_000);
+    expect((await claim(s, stale, iso(T0 + 3600_000))).ok).toBe(false);
+    expect((await s.get('leases', '10.0.0.5'))?.doc.state).toBe('bound');
+    expect(await claim(s, stale, iso(T0 + 7200_000))).toEqual({ ok: true });
   });
 
   it("a live claim at a new address releases the client's other live lease in the subnet, not in another subnet", async () => {
