@@ -39,7 +39,8 @@ SELECT (SELECT count(*) FROM claimed)::int AS won, (SELECT count(*) FROM retired
 // The exclusion constraint at COMMIT (23P01), or a deadlock between two such COMMITs (40P01): this claim lost.
 const LOST_CODES = new Set(['23P01', '40P01', '23505']);
 
-export function pgLeaseClaims(pool: pg.Pool): (claim: LeaseClaim) => Promise<ClaimResult> {
+/** `offers`: the pool offered claims go to (synchronous_commit off); everything else on `pool`. */
+export function pgLeaseClaims(pool: pg.Pool, offers = pool): (claim: LeaseClaim) => Promise<ClaimResult> {
   const holder = async (claim: LeaseClaim, byClient: boolean): Promise<Doc | undefined> => {
     const c = claim.doc;
     const r = byClient
@@ -56,7 +57,7 @@ export function pgLeaseClaims(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
     const body = JSON.stringify(c);
     const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now });
     try {
-      const r = await pool.query<{ won: number }>({
+      const r = await (c.state === 'offered' ? offers : pool).query<{ won: number }>({
         name: 'plinth-claim-lease',
         text: CLAIM,
         values: [

@@ -84,7 +84,15 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
   const events = pgEventLog(pool, clientConfig, channel, opts.follow);
   const batches = pgBatchWriter(pool);
-  const claim = pgLeaseClaims(pool);
+  // Offers are claimed on connections of their own with synchronous_commit off: an offer's hold is 30 s and a lost
+  // one costs nothing (the client's REQUEST is claimed durably, or it DISCOVERs again), so the OFFER need not wait
+  // for the WAL flush. ACKs, releases and everything else stay on `pool`, durable at COMMIT.
+  const offerPool = new pg.Pool({ ...clientConfig, max: 4 });
+  offerPool.on('error', (err) => opts.onIdleError?.(err));
+  offerPool.on('connect', (c) => {
+    c.query('SET synchronous_commit = off').catch(() => {});
+  });
+  const claim = pgLeaseClaims(pool, offerPool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -117,6 +125,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     close() {
       closed ??= (async () => {
         await batches.close();
+        await offerPool.end();
         await pool.end();
       })();
       return closed;
