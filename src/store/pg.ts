@@ -50,6 +50,20 @@ function guard<T>(p: Promise<T>): Promise<T> {
   });
 }
 
+/**
+ * The client config with one more server option. The URL's own `options` parameter wins over the config's in the
+ * driver, so the option joins it there; a URL that does not parse keeps the config as it is (durable offers).
+ */
+export function withOption(url: string, config: pg.ClientConfig, option: string): pg.ClientConfig {
+  try {
+    const u = new URL(url);
+    u.searchParams.set('options', [u.searchParams.get('options'), config.options, option].filter(Boolean).join(' '));
+    return { ...config, connectionString: u.toString() };
+  } catch {
+    return config;
+  }
+}
+
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
   const clientConfig: pg.ClientConfig = {
@@ -87,11 +101,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // Offers are claimed on connections of their own with synchronous_commit off: an offer's hold is 30 s and a lost
   // one costs nothing (the client's REQUEST is claimed durably, or it DISCOVERs again), so the OFFER need not wait
   // for the WAL flush. ACKs, releases and everything else stay on `pool`, durable at COMMIT.
-  const offerPool = new pg.Pool({ ...clientConfig, max: 4 });
+  const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
   offerPool.on('error', (err) => opts.onIdleError?.(err));
-  offerPool.on('connect', (c) => {
-    c.query('SET synchronous_commit = off').catch(() => {});
-  });
   const claim = pgLeaseClaims(pool, offerPool);
   let closed: Promise<void> | undefined;
   return {

@@ -6,9 +6,11 @@
  * addresses (checked in SQL on the tables themselves).
  */
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { withOption } from '../../src/store/pg.js';
 import type { Doc, Store } from '../../src/store/store.js';
-import { adminQuery, type Backend, backends, skipUnavailable, type TestDb } from './backends.js';
+import { adminQuery, type Backend, backends, PG_URL, skipUnavailable, type TestDb } from './backends.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -224,5 +226,22 @@ describe.each(backends(import.meta.filename))('claimLease on $name', (b) => {
     // And every client whose last win is live holds exactly it (a later claim of its own may have released it).
     const liveBy = new Map(live.map((r) => [r.address, r.mac]));
     for (const [i, address] of won) if (liveBy.has(address)) expect(liveBy.get(address)).toBe(mac(1000 + i));
+  });
+
+  it("PostgreSQL: the offers' connections commit asynchronously, keeping the schema and the URL's own options", async () => {
+    const url = new URL(PG_URL!);
+    url.searchParams.set('options', '-c application_name=from-url');
+    const c = new pg.Client(
+      withOption(url.toString(), { options: '-c search_path=some_schema' }, '-c synchronous_commit=off'),
+    );
+    await c.connect();
+    try {
+      const r = await c.query(
+        "SELECT current_setting('synchronous_commit') AS sc, current_setting('search_path') AS sp, current_setting('application_name') AS app",
+      );
+      expect(r.rows[0]).toEqual({ sc: 'off', sp: 'some_schema', app: 'from-url' });
+    } finally {
+      await c.end();
+    }
   });
 });
