@@ -11,9 +11,8 @@ import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { clientKey, isLiveState, keeps } from './lease-claim.js';
 import { jsonbCopy } from './pg-docs.js';
+import { ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
 import type { ClaimResult, Doc, LeaseClaim } from './store.js';
-
-const ETAG = (t: string) => `left(translate(encode(sha256(convert_to(${t}, 'UTF8')), 'base64'), '+/', '-_'), 22)`;
 
 // $1 address, $2 body, $3 its JSONB copy (null: body), $4 etag, $5 now, $6 subnet, $7 client key, $8 clientId,
 // $9 mac, $10 whether the claim is live (then the client's other live rows are released), $11 what they become,
@@ -36,11 +35,8 @@ const CLAIM = `WITH claimed AS (
 )
 SELECT (SELECT count(*) FROM claimed)::int AS won, (SELECT count(*) FROM retired)::int AS retired`;
 
-// The exclusion constraint at COMMIT (23P01), or a deadlock between two such COMMITs (40P01): this claim lost.
-const LOST_CODES = new Set(['23P01', '40P01', '23505']);
-
-/** `offers`: the pool offered claims go to (synchronous_commit off); everything else on `pool`. */
-export function pgLeaseClaims(pool: pg.Pool, offers = pool): (claim: LeaseClaim) => Promise<ClaimResult> {
+/** One claim alone on `pool` (the batch's fallback, and a batch of one). */
+export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<ClaimResult> {
   const holder = async (claim: LeaseClaim, byClient: boolean): Promise<Doc | undefined> => {
     const c = claim.doc;
     const r = byClient
@@ -57,7 +53,7 @@ export function pgLeaseClaims(pool: pg.Pool, offers = pool): (claim: LeaseClaim)
     const body = JSON.stringify(c);
     const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now });
     try {
-      const r = await (c.state === 'offered' ? offers : pool).query<{ won: number }>({
+      const r = await pool.query<{ won: number }>({
         name: 'plinth-claim-lease',
         text: CLAIM,
         values: [
@@ -82,5 +78,22 @@ export function pgLeaseClaims(pool: pg.Pool, offers = pool): (claim: LeaseClaim)
       if (!LOST_CODES.has((err as { code?: string }).code ?? '')) throw err;
       return { ok: false, holder: await holder(claim, true) };
     }
+  };
+}
+
+export type PgLeaseClaims = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
+
+/**
+ * claimLease for the store: offers batched on `offers` (a pool whose connections commit with synchronous_commit
+ * off), every other claim batched on `pool`, durable at COMMIT (pg-lease-batch.ts).
+ */
+export function pgLeaseClaims(pool: pg.Pool, offers = pool): PgLeaseClaims {
+  const durable = pgClaimBatcher(pool, pgSingleClaim(pool));
+  const offered = pgClaimBatcher(offers, pgSingleClaim(offers));
+  return {
+    claim: (c) => (c.doc.state === 'offered' ? offered : durable).claim(c),
+    close: async () => {
+      await Promise.all([durable.close(), offered.close()]);
+    },
   };
 }

@@ -103,7 +103,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // for the WAL flush. ACKs, releases and everything else stay on `pool`, durable at COMMIT.
   const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
   offerPool.on('error', (err) => opts.onIdleError?.(err));
-  const claim = pgLeaseClaims(pool, offerPool);
+  const claims = pgLeaseClaims(pool, offerPool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -126,7 +126,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
         if (key.includes('\0')) throw new BackendError('a key cannot hold a NUL character');
         return { kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) };
       }),
-    claimLease: (c) => guard(claim(c)),
+    claimLease: (c) => guard(claims.claim(c)),
     sharedLeases: true,
     ping: () =>
       pool.query('SELECT 1').then(
@@ -136,6 +136,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     close() {
       closed ??= (async () => {
         await batches.close();
+        await claims.close();
         await offerPool.end();
         await pool.end();
       })();

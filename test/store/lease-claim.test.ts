@@ -200,6 +200,89 @@ describe.each(backends(import.meta.filename))('claimLease on $name', (b) => {
     }
   });
 
+  it('claims made in one turn (one statement on PostgreSQL): one per address wins, a client claiming thrice keeps one', async () => {
+    const db = await b.db();
+    const [s1, s2] = [await db.open(), await db.open()];
+    const c = { mac: mac(400) };
+    const r = await Promise.all([
+      claim(s1, lease('10.0.3.1', { mac: mac(401) })),
+      claim(s1, lease('10.0.3.1', { mac: mac(402) })),
+      claim(s1, lease('10.0.3.2', c, 'bound')),
+      claim(s1, lease('10.0.3.3', c, 'bound')),
+      claim(s2, lease('10.0.3.4', c, 'bound')),
+      ...Array.from({ length: 20 }, (_, i) => claim(s1, lease(`10.0.3.${10 + i}`, { mac: mac(410 + i) }))),
+    ]);
+    expect(r.slice(0, 2).filter((x) => x.ok)).toHaveLength(1);
+    expect(r.slice(5).every((x) => x.ok)).toBe(true);
+    expect(await clientsTwice(db, b)).toEqual([]);
+    const all = await rows(db, b);
+    expect(all.find((x) => x.address === '10.0.3.1')?.mac).toBe(r[0]!.ok ? mac(401) : mac(402));
+    // The client's one live row is one of the addresses it won.
+    const mine = all.filter((x) => x.mac === c.mac && x.state === 'bound').map((x) => x.address);
+    const wonBy = ['10.0.3.2', '10.0.3.3', '10.0.3.4'].filter((_, i) => r[2 + i]!.ok);
+    expect(mine).toHaveLength(1);
+    expect(wonBy).toContain(mine[0]);
+    for (let i = 0; i < 20; i++) expect(all.find((x) => x.address === `10.0.3.${10 + i}`)?.state).toBe('offered');
+    // One client bound at once through both stores, each in a batch with others' claims, 20 times: on PostgreSQL
+    // the loser's whole batch fails at COMMIT on the one-live-row constraint and is run claim by claim, so the
+    // others in it still win.
+    for (let round = 0; round < 20; round++) {
+      const d = { mac: mac(500 + round) };
+      const others = (s: Store, base: number) =>
+        Array.from({ length: 5 }, (_, i) =>
+          claim(s, lease(`10.${10 + round}.4.${base + i}`, { mac: mac(600 + round * 10 + base + i) })),
+        );
+      const a = `10.0.5.${round * 2}`;
+      const z = `10.0.5.${round * 2 + 1}`;
+      const got = await Promise.all([
+        claim(s1, lease(a, d, 'bound')),
+        claim(s2, lease(z, d, 'bound')),
+        ...others(s1, 0),
+        ...others(s2, 5),
+      ]);
+      expect(got.filter((x) => x.ok).length).toBeGreaterThanOrEqual(1 + 8);
+      const now = await rows(db, b);
+      const live = now.filter((x) => x.mac === d.mac && x.state === 'bound').map((x) => x.address);
+      expect(live).toHaveLength(1);
+      expect([a, z].filter((_, i) => got[i]!.ok)).toContain(live[0]);
+    }
+    expect(await clientsTwice(db, b)).toEqual([]);
+  });
+
+  it.skipIf(b.name !== 'postgres')(
+    'PostgreSQL: a batch that fails at COMMIT on the one-live-row constraint is run claim by claim, and the others win',
+    async () => {
+      const db = await b.db();
+      const s = await db.open();
+      const c = { mac: mac(700) };
+      // Another daemon's transaction gives the client a lease and has not committed when the batch runs: the
+      // batch cannot see it, and its COMMIT waits for it, then fails (23P01).
+      const other = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${db.where}` });
+      await other.connect();
+      try {
+        await other.query('BEGIN');
+        const body = JSON.stringify(lease('10.0.6.99', c, 'bound', T0 + 3600_000));
+        await other.query("INSERT INTO leases (key, doc, body, etag) VALUES ('10.0.6.99', $1::jsonb, $1, 'x')", [body]);
+        const pending = Promise.all([
+          claim(s, lease('10.0.6.1', c, 'bound', T0 + 3600_000)),
+          ...Array.from({ length: 5 }, (_, i) => claim(s, lease(`10.0.6.${10 + i}`, { mac: mac(710 + i) }, 'bound'))),
+        ]);
+        await new Promise((r) => setTimeout(r, 300));
+        await other.query('COMMIT');
+        const got = await pending;
+        // Run alone, the client's bind sees the committed lease and moves the client; the others win as well.
+        expect(got).toEqual(got.map(() => ({ ok: true })));
+      } finally {
+        await other.end();
+      }
+      const all = await rows(db, b);
+      expect(all.find((x) => x.address === '10.0.6.99')?.state).toBe('released');
+      expect(all.find((x) => x.address === '10.0.6.1')?.state).toBe('bound');
+      expect(all.filter((x) => x.address.startsWith('10.0.6.1') && x.state === 'bound')).toHaveLength(6);
+      expect(await clientsTwice(db, b)).toEqual([]);
+    },
+  );
+
   it('200 clients claiming at once from two connections on a 50-address pool: no address twice, no client twice', async () => {
     const db = await b.db();
     const stores = [await db.open(), await db.open()];
