@@ -4,7 +4,9 @@
  * resolves only once the lease is durable, so an ACK never leaves before its lease is on disk.
  *
  * Everything that decides who gets which address is synchronous: two requests handled in the same turn
- * cannot both take one address.
+ * cannot both take one address. On a store other daemons write too (PostgreSQL, `store.sharedLeases`), the
+ * index is this daemon's view only: every lease write is a claimLease (the database refuses an address another
+ * client holds), an offer is claimed before it leaves, and a lost claim teaches the index the holder's lease.
  */
 import type { Bus } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
@@ -14,65 +16,19 @@ import type { Store } from '../store/store.js';
 import type { BackgroundGuard } from './guard.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
+import {
+  type Allocation,
+  belongsTo,
+  type Client,
+  type ClientRef,
+  type LeaseRec,
+  type LeaseState,
+  type LeaseTable,
+  LeaseTakenError,
+  who,
+} from './lease-types.js';
 
-export type LeaseState = Lease['state'];
-export type LeaseRec = Lease & { ip: number; exp: number };
-
-export type Allocation = { address: string; why: string } | { address?: undefined; why: string };
-
-/**
- * Who a request comes from. RFC 2131 4.2: the client identifier (option 61, hex here), when sent, identifies
- * the client; chaddr otherwise. A bare string is a MAC (a client without option 61).
- */
-export type Client = { mac: string; id?: string };
-export type ClientRef = string | Client;
-const who = (c: ClientRef): Client => (typeof c === 'string' ? { mac: c } : c);
-
-/**
- * Whether a lease is this client's (kea's Lease4::belongsToClient): the client identifiers decide when both
- * sides have one; otherwise the hardware address does. So a PXE ROM without option 61 and the OS that boots
- * after it with one keep one address, while two clients with different identifiers behind one MAC (two OSes
- * of a dual-boot, a VM host's bridge) are different clients.
- */
-export const belongsTo = (r: Pick<Lease, 'mac' | 'clientId'>, c: Client): boolean =>
-  r.clientId && c.id ? r.clientId === c.id : r.mac === c.mac;
-
-export type LeaseTable = {
-  get(address: string): LeaseRec | undefined;
-  /** The client's lease in a subnet (by client identifier, else by MAC; see belongsTo). */
-  forMac(subnet: string, client: ClientRef): LeaseRec | undefined;
-  /** Chooses an address: reservation, existing lease, hint, next free, most expired (subnet.pickers order). */
-  allocate(
-    subnet: SubnetInfo,
-    client: ClientRef,
-    hint: string | undefined,
-    reservation: Reservation | undefined,
-  ): Allocation;
-  /** Whether the client may hold `address` now (free, expired, or already its own; not reserved for another). */
-  usable(subnet: SubnetInfo, client: ClientRef, address: string, reservation: Reservation | undefined): boolean;
-  offer(subnet: SubnetInfo, client: ClientRef, address: string, seconds: number, extra?: Partial<Lease>): LeaseRec;
-  /** Binds and resolves when durable. */
-  bind(
-    subnet: SubnetInfo,
-    client: ClientRef,
-    address: string,
-    seconds: number,
-    extra?: Partial<Lease>,
-  ): Promise<LeaseRec>;
-  /** RELEASE: only the lease's own client may release it. */
-  release(address: string, client: ClientRef): Promise<boolean>;
-  /** DECLINE (RFC 2131 4.3.3): someone else uses the address; keep it out of the pool for `seconds`. */
-  decline(subnet: SubnetInfo, address: string, client: ClientRef, seconds: number): Promise<void>;
-  /** Drops an offer the client turned down (it chose another server). */
-  forgetOffer(subnet: string, client: ClientRef): void;
-  /** Marks leases past their end as expired; returns how many. */
-  reclaim(): number;
-  /** The API deleted a lease: forget it. */
-  drop(address: string): void;
-  size(): number;
-  /** Addresses of the subnet's range bound or declined now (not offered, not free): one pass over the table. */
-  held(subnet: SubnetInfo): number;
-};
+export * from './lease-types.js';
 
 export type LeaseTableDeps = {
   store: Store;
@@ -150,8 +106,41 @@ class MemoryLeaseTable implements LeaseTable {
   // Group commit is the store's: a write waits at most for the batch in progress (writer thread) or for the
   // next paced inline commit; persist resolves once the lease is on disk.
   private persist(rec: LeaseRec): Promise<void> {
+    return this.write(rec).then(() => undefined);
+  }
+
+  // False: another daemon's client holds the address (shared store only); the index has learnt its lease.
+  private write(rec: LeaseRec): Promise<boolean> {
     const { ip: _ip, exp: _exp, ...doc } = rec;
-    return this.deps.store.putBatched('leases', rec.address, doc);
+    const { store } = this.deps;
+    if (!store.sharedLeases || !store.claimLease) return store.putBatched('leases', rec.address, doc).then(() => true);
+    return store.claimLease({ doc, now: new Date(this.now()).toISOString() }).then((r) => {
+      if (r.ok) return true;
+      if (r.holder) this.learn(r.holder as Lease);
+      return false;
+    });
+  }
+
+  /** Another daemon's lease: replaces what the index had at its address. */
+  private learn(d: Lease): void {
+    if (typeof d.address !== 'string') return;
+    const old = this.byIp.get(ipInt(d.address));
+    if (old) this.unindex(old);
+    this.load(d);
+  }
+
+  claimOffer(rec: LeaseRec): Promise<boolean> | undefined {
+    if (!this.deps.store.sharedLeases) return undefined;
+    return this.write(rec);
+  }
+
+  refresh(address: string, client: ClientRef): Promise<void> | undefined {
+    if (!this.deps.store.sharedLeases) return undefined;
+    const r = this.byIp.get(ipInt(address));
+    if (r && live(r, this.now()) && belongsTo(r, who(client))) return undefined;
+    return this.deps.store.get('leases', address).then((got) => {
+      if (got) this.learn(got.doc as Lease);
+    });
   }
 
   private persistLater(rec: LeaseRec): void {
@@ -287,7 +276,7 @@ class MemoryLeaseTable implements LeaseTable {
   async bind(s: SubnetInfo, client: ClientRef, address: string, seconds: number, extra: Partial<Lease> = {}) {
     const c = who(client);
     const rec = this.upsert(s, c, address, 'bound', seconds, extra);
-    await this.persist(rec);
+    if (!(await this.write(rec))) throw new LeaseTakenError(address);
     this.deps.bus.emit({
       type: 'lease.acked',
       key: address,

@@ -12,7 +12,7 @@ import type { Reservation } from '../model/subnet.js';
 import { type BootChoice, type BootOffer, bootOffer, type Decide } from './boot.js';
 import { type Delivery, deliveryFor } from './delivery.js';
 import { inNet, ipInt, ipStr } from './ip.js';
-import { belongsTo, type Client, type LeaseRec, type LeaseTable } from './leases.js';
+import { belongsTo, type Client, type LeaseRec, type LeaseTable, LeaseTakenError } from './leases.js';
 import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
@@ -198,12 +198,20 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     }
   }
   let alloc = leases.allocate(subnet, client, a.requested, a.reservation);
-  for (let probes = 0; ; probes++) {
+  for (let probes = 0, lost = 0; ; probes++) {
     if (!alloc.address) {
       env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
       return silence(alloc.why, 'ignored');
     }
-    leases.offer(subnet, client, alloc.address, hold, a.extra);
+    const held = leases.offer(subnet, client, alloc.address, hold, a.extra);
+    // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
+    const claimed = leases.claimOffer(held);
+    if (claimed && !(await claimed)) {
+      if (++lost >= MAX_CLAIMS) return silence(`${MAX_CLAIMS} addresses held by other servers' clients`, 'ignored');
+      probes--;
+      alloc = leases.allocate(subnet, client, a.requested, a.reservation);
+      continue;
+    }
     if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
     else offers.settle(ipInt(alloc.address));
     // The offer above holds the address while the probe is out: no other DISCOVER can take it meanwhile.
@@ -217,6 +225,9 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
   return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
 }
+
+/** Offers claimed for one DISCOVER at most when other daemons' clients keep winning the addresses tried. */
+const MAX_CLAIMS = 8;
 
 /** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
 const MAX_PROBES = 3;
@@ -292,6 +303,9 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   }
   const known = env.machines.cached(a.mac);
   const machine = known !== undefined ? (known ?? undefined) : await env.machines.lookup(a.mac);
+  // Another daemon on the same inventory may have given this address, or this client's lease: the store says.
+  const fresh = leases.refresh(address, client);
+  if (fresh) await fresh;
   const refused = refusal(a, env, state, address, machine !== undefined, own);
   if (refused) return refused;
   // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC. bind takes
@@ -311,7 +325,13 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     durable.catch(() => {}); // the lease write still goes on; this request fails with the first error
     throw err;
   }
-  await durable;
+  try {
+    await durable;
+  } catch (err) {
+    // Another daemon's client won the address between our check and our COMMIT: RFC 2131 4.3.2, NAK.
+    if (err instanceof LeaseTakenError) return nak(a, env, err.message, address);
+    throw err;
+  }
   env.offers.settle(ipInt(address), subnet.name);
   env.log.info({ mac: a.mac, address, subnet: subnet.name }, 'dhcp: ACK');
   return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot, wire };

@@ -67,9 +67,31 @@ const v2 = `CREATE TABLE events (
   id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), server_id text NOT NULL,
   type text NOT NULL, key text, data jsonb);`;
 
+// etagOf (batch.mjs) in SQL: the first 22 characters of the SHA-256 in base64url, for rows rewritten here.
+const sqlEtag = (text: string) =>
+  `left(translate(encode(sha256(convert_to(${text}, 'UTF8')), 'base64'), '+/', '-_'), 22)`;
+
+// v3: one offered/bound lease per client and subnet, by constraint (issue 17: several daemons on one subnet).
+// Deferred to COMMIT, so claimLease (pg-leases.ts) can write the new row and release the client's old one in one
+// statement in either order; two daemons giving one client two addresses at once: one COMMIT fails. Rows from
+// before that break it (a client's lease that ended by time while still 'bound', then a new one) keep the
+// newest; the others become 'expired', which is what they are.
+const v3 = `WITH ranked AS (
+  SELECT key, row_number() OVER (PARTITION BY doc ->> 'subnet', coalesce(doc ->> 'clientId', doc ->> 'mac')
+    ORDER BY doc ->> 'expiresAt' DESC, key) AS n
+  FROM leases WHERE doc ->> 'state' IN ('offered', 'bound')
+), fixed AS (
+  SELECT l.key, l.doc || '{"state": "expired"}'::jsonb AS d FROM leases l JOIN ranked r USING (key) WHERE r.n > 1
+)
+UPDATE leases SET doc = fixed.d, body = fixed.d::text, etag = ${sqlEtag('fixed.d::text')} FROM fixed WHERE leases.key = fixed.key;
+ALTER TABLE leases ADD CONSTRAINT leases_live_client EXCLUDE USING btree (
+  (doc ->> 'subnet') WITH =, (coalesce(doc ->> 'clientId', doc ->> 'mac')) WITH =
+) WHERE (doc ->> 'state' IN ('offered', 'bound')) DEFERRABLE INITIALLY DEFERRED;`;
+
 export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
   { version: 2, description: 'the event log daemons follow', sql: v2 },
+  { version: 3, description: 'one offered or bound lease per client and subnet', sql: v3 },
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;

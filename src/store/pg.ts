@@ -8,6 +8,7 @@ import pg from 'pg';
 import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
+import { pgLeaseClaims } from './pg-leases.js';
 import { migratePg } from './pg-migrations.js';
 import { asStoreError, BackendError, type Store, StoreError } from './store.js';
 
@@ -49,6 +50,20 @@ function guard<T>(p: Promise<T>): Promise<T> {
   });
 }
 
+/**
+ * The client config with one more server option. The URL's own `options` parameter wins over the config's in the
+ * driver, so the option joins it there; a URL that does not parse keeps the config as it is (durable offers).
+ */
+export function withOption(url: string, config: pg.ClientConfig, option: string): pg.ClientConfig {
+  try {
+    const u = new URL(url);
+    u.searchParams.set('options', [u.searchParams.get('options'), config.options, option].filter(Boolean).join(' '));
+    return { ...config, connectionString: u.toString() };
+  } catch {
+    return config;
+  }
+}
+
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
   const clientConfig: pg.ClientConfig = {
@@ -83,6 +98,12 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
   const events = pgEventLog(pool, clientConfig, channel, opts.follow);
   const batches = pgBatchWriter(pool);
+  // Offers are claimed on connections of their own with synchronous_commit off: an offer's hold is 30 s and a lost
+  // one costs nothing (the client's REQUEST is claimed durably, or it DISCOVERs again), so the OFFER need not wait
+  // for the WAL flush. ACKs, releases and everything else stay on `pool`, durable at COMMIT.
+  const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
+  offerPool.on('error', (err) => opts.onIdleError?.(err));
+  const claims = pgLeaseClaims(pool, offerPool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -105,6 +126,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
         if (key.includes('\0')) throw new BackendError('a key cannot hold a NUL character');
         return { kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) };
       }),
+    claimLease: (c) => guard(claims.claim(c)),
+    sharedLeases: true,
     ping: () =>
       pool.query('SELECT 1').then(
         () => true,
@@ -113,6 +136,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     close() {
       closed ??= (async () => {
         await batches.close();
+        await claims.close();
+        await offerPool.end();
         await pool.end();
       })();
       return closed;

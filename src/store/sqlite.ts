@@ -11,6 +11,7 @@ import { durablePragmas, etagOf, statementCache } from './batch.mjs';
 import { migrate } from './migrations.js';
 import { type BatchOptions, batchWriter } from './sqlite-batch.js';
 import { docStatements, kindOk } from './sqlite-docs.js';
+import { sqliteLeaseClaims } from './sqlite-leases.js';
 import { asStoreError, type Store } from './store.js';
 
 export { etagOf };
@@ -53,6 +54,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
   const prep = statementCache(db);
   const docs = docStatements(db, prep);
   const batches = batchWriter(db, prep, file, opts);
+  const claim = sqliteLeaseClaims(db, prep);
   let closed = false;
 
   return {
@@ -68,6 +70,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     remove: (kind, key, o = {}) => guard(() => docs.remove.immediate(kind, key, o)),
     putBatched: (kind, key, doc) =>
       batches.put(() => ({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) })),
+    claimLease: (c) => guard(() => claim(c)),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),
     close: async () => {
       if (closed) return;

@@ -58,6 +58,18 @@ export interface EventLog {
   follow(from: number, onEvent: (e: LoggedEvent) => void): { close(): Promise<void> };
 }
 
+/**
+ * A lease write that must not take an address from another client (issue 17): `doc` is the whole lease document
+ * (address, subnet, mac, clientId?, state, expiresAt), `now` the writer's clock (ISO). It wins when the
+ * address has no row, or its row ended (expiresAt <= now, or state expired/released), or the row is the same
+ * client's (identifier when both have one, else MAC; not a quarantined DECLINE). A winning offered/bound claim
+ * also releases the client's other offered/bound rows in the subnet. One offered/bound row per (subnet,
+ * clientId or MAC) holds by constraint (PostgreSQL) or within the write transaction (SQLite).
+ */
+export type LeaseClaim = { doc: Doc & { address: string; subnet: string; mac: string; state: string }; now: string };
+/** `holder`: the lease that kept the address (or the client's other lease when the client lost a race), if read. */
+export type ClaimResult = { ok: true } | { ok: false; holder?: Doc };
+
 export interface Store {
   get(kind: Kind, key: string): Promise<Stored | undefined>;
   list(kind: Kind, q?: ListQuery): Promise<{ items: Stored[]; total: number }>;
@@ -72,6 +84,13 @@ export interface Store {
    * only once the batch is durable, so a caller can acknowledge after awaiting it.
    */
   putBatched(kind: Kind, key: string, doc: Doc | null): Promise<void>;
+  /** A conditional lease write (LeaseClaim); resolves once committed, so a winning `bound` claim may be ACKed. Both backends have it. */
+  claimLease?(claim: LeaseClaim): Promise<ClaimResult>;
+  /**
+   * Whether other daemons write leases to this store (PostgreSQL): the DHCP server then persists every lease
+   * with claimLease. SQLite has one daemon, whose in-memory index is the authority (putBatched).
+   */
+  readonly sharedLeases?: boolean;
   /** The shared event log, where the backend has one (PostgreSQL). */
   readonly events?: EventLog;
   /** Whether the store still answers (for /info and health checks). */

@@ -4,6 +4,7 @@
  * (SQLite's are migrations.test.ts); skipped with a line saying so without PLINTH_TEST_PG_URL.
  */
 import { describe, expect, it } from 'vitest';
+import { etagOf } from '../../src/store/batch.mjs';
 import { openPgStore } from '../../src/store/pg.js';
 import { PG_MIGRATIONS, PG_SCHEMA_VERSION } from '../../src/store/pg-migrations.js';
 import { BackendError, StoreError } from '../../src/store/store.js';
@@ -22,6 +23,39 @@ describe('PostgreSQL migrations', () => {
     expect(applied.rows.map((r) => r.version)).toEqual(PG_MIGRATIONS.map((m) => m.version));
     await stores[0]!.create('machines', 'u1', { name: 'a' });
     expect((await stores[4]!.get('machines', 'u1'))?.doc).toEqual({ name: 'a' });
+  });
+
+  it("v3 upgrades a schema where a client holds two live leases: the older one becomes expired, its etag its JSON's", async () => {
+    const db = await pgBackend.db();
+    // The schema as Plinth left it at v2, with a client whose ended lease was still 'bound' when it got a new one.
+    const v2 = PG_MIGRATIONS.filter((m) => m.version <= 2);
+    await adminQuery(`SET search_path = ${db.where}; ${v2.map((m) => m.sql).join('\n')}
+      CREATE TABLE plinth_migrations (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+      INSERT INTO plinth_migrations (version, description) VALUES (1, 'v1'), (2, 'v2');`);
+    const put = async (address: string, doc: object) => {
+      const body = JSON.stringify({ address, ...doc });
+      await adminQuery(`INSERT INTO ${db.where}.leases (key, doc, body, etag) VALUES ($1, $2::jsonb, $2, $3)`, [
+        address,
+        body,
+        etagOf(body),
+      ]);
+    };
+    const c = { subnet: 'lab', mac: '52:54:00:00:00:01' };
+    await put('10.0.0.1', { ...c, state: 'bound', expiresAt: '2026-01-01T00:00:00.000Z' });
+    await put('10.0.0.2', { ...c, state: 'bound', expiresAt: '2026-01-02T00:00:00.000Z' });
+    await put('10.0.0.3', {
+      subnet: 'lab',
+      mac: '52:54:00:00:00:02',
+      state: 'bound',
+      expiresAt: '2026-01-01T00:00:00.000Z',
+    });
+    const s = await db.open();
+    expect((s as { schemaVersion?: number }).schemaVersion).toBe(PG_SCHEMA_VERSION);
+    const old = await s.get('leases', '10.0.0.1');
+    expect(old?.doc).toMatchObject({ state: 'expired', mac: c.mac });
+    expect(old?.etag).toBe(etagOf(old!.json));
+    expect((await s.get('leases', '10.0.0.2'))?.doc.state).toBe('bound');
+    expect((await s.get('leases', '10.0.0.3'))?.doc.state).toBe('bound');
   });
 
   it('reopening applies nothing again and keeps the data', async () => {

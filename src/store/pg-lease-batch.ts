@@ -1,0 +1,144 @@
+/**
+ * claimLease's group commit on PostgreSQL: the claims of one event-loop turn go in one statement (one round trip,
+ * one COMMIT and WAL flush), as putBatched's writes do (pg-batch.ts), each claim resolved after that COMMIT. The
+ * statement is pg-leases.ts's rule over arrays: per row, an INSERT on the address or a DO UPDATE whose WHERE is
+ * the rule with the claim's values read from `excluded`, then the release of the winners' other rows.
+ *
+ * One claim per address and per client goes in a batch (a row cannot be upserted twice by one statement, and a
+ * client's two claims would release each other); the others wait for the next. When the batch's COMMIT fails on
+ * the one-live-row constraint (two daemons claiming for one client at once), nothing of it was written and its
+ * claims are run one by one, so only the claims that really lost, lose.
+ */
+import type pg from 'pg';
+import { etagOf } from './batch.mjs';
+import { clientKey, keeps } from './lease-claim.js';
+import { jsonbCopy } from './pg-docs.js';
+import { asStoreError, BackendError, type ClaimResult, type Doc, type LeaseClaim } from './store.js';
+
+/** etagOf (batch.mjs) in SQL, for rows a statement rewrites. */
+export const ETAG = (t: string) =>
+  `left(translate(encode(sha256(convert_to(${t}, 'UTF8')), 'base64'), '+/', '-_'), 22)`;
+
+// The exclusion constraint at COMMIT (23P01), or a deadlock between two such COMMITs (40P01): this claim lost.
+export const LOST_CODES = new Set(['23P01', '40P01', '23505']);
+
+// $1 addresses, $2 bodies, $3 JSONB copies (null: the body), $4 etags, $5 the batch's earliest `now`.
+const BATCH = `WITH claimed AS (
+  INSERT INTO leases AS l (key, doc, body, etag)
+  SELECT k, coalesce(j, b)::jsonb, b, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, b, j, e)
+  ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
+  WHERE l.doc ->> 'expiresAt' <= $5 OR l.doc ->> 'state' IN ('expired', 'released')
+    OR (excluded.doc ->> 'state' <> 'expired' AND l.doc ->> 'state' <> 'declined'
+      AND (excluded.doc ->> 'state' <> 'offered' OR l.doc ->> 'state' <> 'bound')
+      AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND excluded.doc ->> 'clientId' IS NOT NULL
+        THEN l.doc ->> 'clientId' = excluded.doc ->> 'clientId' ELSE l.doc ->> 'mac' = excluded.doc ->> 'mac' END)
+  RETURNING key, doc ->> 'state' AS st, doc ->> 'subnet' AS sub, coalesce(doc ->> 'clientId', doc ->> 'mac') AS ck
+), gone AS (
+  SELECT l.key AS k, l.doc || jsonb_build_object('state', 'released', 'expiresAt', $5::text, 'updatedAt', $5::text) AS d
+  FROM leases l JOIN claimed w ON l.doc ->> 'subnet' = w.sub AND coalesce(l.doc ->> 'clientId', l.doc ->> 'mac') = w.ck
+  WHERE l.key <> w.key AND l.key <> ALL($1::text[]) AND l.doc ->> 'state' IN ('offered', 'bound')
+    AND (w.st = 'bound' OR l.doc ->> 'expiresAt' <= $5)
+), retired AS (
+  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone WHERE key = gone.k
+  RETURNING 1
+)
+SELECT key FROM claimed`;
+
+type Pending = { claim: LeaseClaim; resolve: (r: ClaimResult) => void; reject: (e: Error) => void };
+export type ClaimBatcher = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
+
+/** Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). */
+export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise<ClaimResult>): ClaimBatcher {
+  let queue: Pending[] = [];
+  let scheduled = false;
+  let inFlight: Promise<void> | undefined;
+  let closed = false;
+
+  const run = async (batch: Pending[]) => {
+    if (batch.length === 1) return settle(batch[0]!, single(batch[0]!.claim));
+    const bodies = batch.map((p) => JSON.stringify(p.claim.doc));
+    const now = batch.map((p) => p.claim.now).sort()[0]!;
+    let won: Set<string>;
+    try {
+      const r = await pool.query<{ key: string }>({
+        name: 'plinth-claim-leases',
+        text: BATCH,
+        values: [batch.map((p) => p.claim.doc.address), bodies, bodies.map(jsonbCopy), bodies.map(etagOf), now],
+      });
+      won = new Set(r.rows.map((x) => x.key));
+    } catch (err) {
+      if (!LOST_CODES.has((err as { code?: string }).code ?? '')) {
+        const e = asStoreError(err);
+        for (const p of batch) p.reject(e);
+        return;
+      }
+      // Rolled back whole: each claim again, alone.
+      await Promise.all(batch.map((p) => settle(p, single(p.claim))));
+      return;
+    }
+    const lost = batch.filter((p) => !won.has(p.claim.doc.address));
+    const held = new Map<string, Doc>();
+    if (lost.length) {
+      try {
+        const r = await pool.query<{ key: string; body: string }>('SELECT key, body FROM leases WHERE key = ANY($1)', [
+          lost.map((p) => p.claim.doc.address),
+        ]);
+        for (const x of r.rows) held.set(x.key, JSON.parse(x.body) as Doc);
+      } catch {
+        // The claims are decided; only their holders are not known.
+      }
+    }
+    for (const p of batch) {
+      if (won.has(p.claim.doc.address)) p.resolve({ ok: true });
+      else {
+        const h = held.get(p.claim.doc.address);
+        p.resolve(keeps(h, p.claim) ? { ok: true } : { ok: false, holder: h });
+      }
+    }
+  };
+  const settle = (p: Pending, r: Promise<ClaimResult>) => r.then(p.resolve, (e: unknown) => p.reject(asStoreError(e)));
+
+  const flush = () => {
+    scheduled = false;
+    if (inFlight || queue.length === 0) return;
+    const addresses = new Set<string>();
+    const clients = new Set<string>();
+    const batch: Pending[] = [];
+    const rest: Pending[] = [];
+    for (const p of queue) {
+      const c = p.claim.doc;
+      const who = `${c.subnet}|${clientKey(c)}`;
+      if (addresses.has(c.address) || clients.has(who)) rest.push(p);
+      else {
+        addresses.add(c.address);
+        clients.add(who);
+        batch.push(p);
+      }
+    }
+    queue = rest;
+    inFlight = run(batch).finally(() => {
+      inFlight = undefined;
+      if (queue.length) schedule();
+    });
+  };
+  const schedule = () => {
+    if (scheduled || inFlight) return;
+    scheduled = true;
+    setImmediate(flush);
+  };
+  return {
+    claim: (claim) =>
+      new Promise<ClaimResult>((resolve, reject) => {
+        if (closed) return reject(new BackendError('store is closed'));
+        queue.push({ claim, resolve, reject });
+        schedule();
+      }),
+    async close() {
+      closed = true;
+      while (inFlight || queue.length) {
+        if (inFlight) await inFlight;
+        else flush();
+      }
+    },
+  };
+}

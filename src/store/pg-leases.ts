@@ -1,0 +1,99 @@
+/**
+ * claimLease on PostgreSQL (store.ts, LeaseClaim): one statement, atomic in autocommit, resolved after COMMIT.
+ * The address is the primary key, so a new lease is an INSERT and two daemons inserting one address cannot both
+ * succeed: the second waits for the first's row, then takes the DO UPDATE path, whose WHERE (the row ended, or it
+ * is this client's) is evaluated on the committed row and is false (Kea's pgsql lease backend: INSERT on the
+ * address, UPDATE of an expired lease only WHERE it is still that lease). A winning live claim releases the
+ * client's other live rows in the same statement; one live row per client and subnet is the deferred exclusion
+ * constraint of migration v3, so the loser of two daemons giving one client two addresses fails at COMMIT.
+ */
+import type pg from 'pg';
+import { etagOf } from './batch.mjs';
+import { clientKey, isLiveState, keeps } from './lease-claim.js';
+import { jsonbCopy } from './pg-docs.js';
+import { ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
+import type { ClaimResult, Doc, LeaseClaim } from './store.js';
+
+// $1 address, $2 body, $3 its JSONB copy (null: body), $4 etag, $5 now, $6 subnet, $7 client key, $8 clientId,
+// $9 mac, $10 whether the claim is live (then the client's other live rows are released), $11 what they become,
+// $12 its state (an offer neither replaces nor releases a lease in force, a reclaim no renewed lease: lease-claim.ts).
+const CLAIM = `WITH claimed AS (
+  INSERT INTO leases AS l (key, doc, body, etag) VALUES ($1, coalesce($3, $2)::jsonb, $2, $4)
+  ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
+  WHERE l.doc ->> 'expiresAt' <= $5 OR l.doc ->> 'state' IN ('expired', 'released')
+    OR ($12 <> 'expired' AND l.doc ->> 'state' <> 'declined' AND ($12 <> 'offered' OR l.doc ->> 'state' <> 'bound') AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND $8::text IS NOT NULL
+      THEN l.doc ->> 'clientId' = $8 ELSE l.doc ->> 'mac' = $9 END)
+  RETURNING 1
+), gone AS (
+  SELECT key AS k, doc || $11::jsonb AS d FROM leases
+  WHERE $10 AND EXISTS (SELECT 1 FROM claimed) AND key <> $1 AND doc ->> 'subnet' = $6
+    AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $7 AND doc ->> 'state' IN ('offered', 'bound')
+    AND ($12 = 'bound' OR doc ->> 'expiresAt' <= $5)
+), retired AS (
+  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone WHERE key = gone.k
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM claimed)::int AS won, (SELECT count(*) FROM retired)::int AS retired`;
+
+/** One claim alone on `pool` (the batch's fallback, and a batch of one). */
+export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<ClaimResult> {
+  const holder = async (claim: LeaseClaim, byClient: boolean): Promise<Doc | undefined> => {
+    const c = claim.doc;
+    const r = byClient
+      ? await pool.query<{ body: string }>(
+          `SELECT body FROM leases WHERE doc ->> 'subnet' = $1 AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $2
+            AND doc ->> 'state' IN ('offered', 'bound') LIMIT 1`,
+          [c.subnet, clientKey(c)],
+        )
+      : await pool.query<{ body: string }>('SELECT body FROM leases WHERE key = $1', [c.address]);
+    return r.rows[0] ? (JSON.parse(r.rows[0].body) as Doc) : undefined;
+  };
+  return async (claim) => {
+    const c = claim.doc;
+    const body = JSON.stringify(c);
+    const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now });
+    try {
+      const r = await pool.query<{ won: number }>({
+        name: 'plinth-claim-lease',
+        text: CLAIM,
+        values: [
+          c.address,
+          body,
+          jsonbCopy(body),
+          etagOf(body),
+          claim.now,
+          c.subnet,
+          clientKey(c),
+          c.clientId ?? null,
+          c.mac,
+          isLiveState(c.state),
+          off,
+          c.state,
+        ],
+      });
+      if (r.rows[0]!.won === 1) return { ok: true };
+      const held = await holder(claim, false);
+      return keeps(held, claim) ? { ok: true } : { ok: false, holder: held };
+    } catch (err) {
+      if (!LOST_CODES.has((err as { code?: string }).code ?? '')) throw err;
+      return { ok: false, holder: await holder(claim, true) };
+    }
+  };
+}
+
+export type PgLeaseClaims = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
+
+/**
+ * claimLease for the store: offers batched on `offers` (a pool whose connections commit with synchronous_commit
+ * off), every other claim batched on `pool`, durable at COMMIT (pg-lease-batch.ts).
+ */
+export function pgLeaseClaims(pool: pg.Pool, offers = pool): PgLeaseClaims {
+  const durable = pgClaimBatcher(pool, pgSingleClaim(pool));
+  const offered = pgClaimBatcher(offers, pgSingleClaim(offers));
+  return {
+    claim: (c) => (c.doc.state === 'offered' ? offered : durable).claim(c),
+    close: async () => {
+      await Promise.all([durable.close(), offered.close()]);
+    },
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * The lease table on a store other daemons write too (PostgreSQL), without sockets: two tables on two
+ * connections to one schema, as two daemons. An offer of an address the other daemon gave is refused by the
+ * database and the table learns the holder (the next candidate is then another address); a bind of it is a
+ * LeaseTakenError (the REQUEST's NAK); refresh() teaches a table the other daemon's lease of a client (so it can
+ * renew it); a late offer to the client does not shorten its lease. PostgreSQL only.
+ */
+import { describe, expect, it } from 'vitest';
+import { LeaseTakenError, loadLeaseTable } from '../../src/dhcp/leases.js';
+import { createBus } from '../../src/events.js';
+import type { SubnetInfo } from '../../src/inventory/cache.js';
+import { silentLogger } from '../../src/log.js';
+import { ipToInt, parseCidr } from '../../src/model/common.js';
+import { backends, skipUnavailable } from '../store/backends.js';
+import { SUBNET } from './helpers.js';
+
+const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
+const s = { ...SUBNET, activeStart: '10.99.1.10', activeEnd: '10.99.1.13' } as SubnetInfo;
+const subnet: SubnetInfo = { ...s, net: parseCidr(s.subnet), start: ipToInt('10.99.1.10'), end: ipToInt('10.99.1.13') };
+
+describe('lease table on a shared store', () => {
+  skipUnavailable(pgBackend);
+
+  it('learns what the other daemon holds from lost claims and refresh, and NAKs a bind of it', async () => {
+    const db = await pgBackend.db();
+    const t = Date.parse('2026-01-01T00:00:00Z');
+    const open = async () =>
+      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, now: () => t });
+    // Both loaded before either wrote: neither knows the other's leases.
+    const [a, b, b2] = [await open(), await open(), await open()];
+    const c1 = { mac: '52:54:00:00:00:01' };
+    const c2 = { mac: '52:54:00:00:00:02' };
+    const x = a.allocate(subnet, c1, undefined, undefined).address!;
+    await a.bind(subnet, c1, x, 3600);
+    // B picks the same address for another client from its own view: the database refuses the offer.
+    expect(b.allocate(subnet, c2, undefined, undefined).address).toBe(x);
+    const offered = b.offer(subnet, c2, x, 30);
+    expect(await b.claimOffer(offered)).toBe(false);
+    // B now knows A's lease: the next candidate is another address, which it wins.
+    expect(b.get(x)?.mac).toBe(c1.mac);
+    const y = b.allocate(subnet, c2, undefined, undefined).address!;
+    expect(y).not.toBe(x);
+    expect(await b.claimOffer(b.offer(subnet, c2, y, 30))).toBe(true);
+    // A REQUEST on A for B's offer (A never saw it): the bind fails, the address stays c2's.
+    await expect(a.bind(subnet, { mac: '52:54:00:00:00:03' }, y, 3600)).rejects.toBeInstanceOf(LeaseTakenError);
+    expect(a.get(y)?.mac).toBe(c2.mac);
+    // A RENEWING c1 reaching B: refresh() reads c1's lease, which B can then extend.
+    expect(b2.get(x)).toBeUndefined();
+    await b2.refresh(x, c1);
+    expect(b2.get(x)).toMatchObject({ mac: c1.mac, state: 'bound' });
+    const renewed = await b2.bind(subnet, c1, x, 7200);
+    expect(renewed.expiresAt).toBe(new Date(t + 7200_000).toISOString());
+    // A late offer of c1's own address from the first table keeps the lease as bound.
+    expect(await a.claimOffer(a.offer(subnet, c1, x, 30))).toBe(true);
+    const check = await db.open();
+    expect((await check.get('leases', x))?.doc).toMatchObject({ state: 'bound', mac: c1.mac });
+  });
+});
