@@ -11,6 +11,7 @@ export function brokenStore(): Store {
     replace: fail,
     remove: fail,
     putBatched: fail,
+    claimLease: fail,
     ping: () => Promise.resolve(false),
     close: () => Promise.resolve(),
   };
