@@ -18,7 +18,7 @@ import { type LabBmc, startRedfishBmc, vmPid } from '../../src/lab/bmc.js';
 import { type BuiltImage, buildImage, imageBootenv, imagePrefix } from '../../src/lab/image/image.js';
 import { createNamespace, createSegment, deleteNamespace, type NsProcess } from '../../src/lab/netns.js';
 import { vmCommand } from '../../src/lab/qemu.js';
-import { BOOTED, buildImages, FAILED, labBootenv, ROOT, startPlinth, vmRunner } from './setup.js';
+import { BOOTED, buildImages, FAILED, labBootenv, ROOT, rolloutEnd, startPlinth, vmRunner } from './setup.js';
 
 const NS = 'plinth-s6img-live';
 const SERVER = '10.86.0.1';
@@ -76,17 +76,6 @@ function registerImage(i: BuiltImage, name: string) {
     expect(api.upload(path.join(i.dir, f), `${prefix}/${f}`).status).toBeLessThan(300);
   const r = api.json('POST', '/api/v1/bootenvs', imageBootenv(i.manifest, name));
   expect(r.status, r.text).toBe(201);
-}
-
-/** Polls a rollout until it ends (or `ms` passes) and returns its last document. */
-async function rolloutEnd(id: string, ms: number) {
-  const until = Date.now() + ms;
-  let doc = api.json('GET', `/api/v1/rollouts/${id}`).body;
-  while (!['done', 'failed', 'rolled-back', 'aborted'].includes(doc?.state) && Date.now() < until) {
-    await sleep(3000);
-    doc = api.json('GET', `/api/v1/rollouts/${id}`).body;
-  }
-  return doc;
 }
 
 beforeAll(async () => {
@@ -229,7 +218,7 @@ describe('the immutable Debian image boots from Plinth', () => {
           onFailure: 'stop',
         });
         expect(r.status, r.text).toBe(201);
-        const doc = await rolloutEnd(r.body.id, BOOT_TIMEOUT + 300_000);
+        const doc = await rolloutEnd(api, r.body.id, BOOT_TIMEOUT + 300_000);
         console.log(`rollout to ${bootEnv}: ${((Date.now() - t0) / 1000).toFixed(1)} s (${doc.state})`);
         expect(doc.state, JSON.stringify(doc)).toBe('done');
         expect(doc.machines.map((x: { result: string }) => x.result)).toEqual(['ok']);

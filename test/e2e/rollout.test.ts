@@ -13,7 +13,7 @@ import { sha256File } from '../../src/files/store-files.js';
 import { nsCurl } from '../../src/lab/api.js';
 import { labDown } from '../../src/lab/lab.js';
 import { createNamespace, deleteNamespace, type NsProcess, namespaces } from '../../src/lab/netns.js';
-import { buildImages, IMAGES, labBootenv, ROOT, startPlinth } from './setup.js';
+import { buildImages, IMAGES, labBootenv, ROOT, rolloutEnd, startPlinth } from './setup.js';
 
 const SRV = 'plinth-e2e-rollsrv';
 const LAB = 'e2e-roll'; // its namespace: plinth-e2e-roll
@@ -55,17 +55,6 @@ const boots = (name: string): Boot[] => {
   const r = api.json('GET', `/api/v1/machines/${name}/boots`);
   return r.status === 200 && Array.isArray(r.body) ? r.body : [];
 };
-
-/** Polls the rollout until it is in a final state or `ms` passes; returns the last document. */
-async function rolloutEnd(id: string, ms: number) {
-  const until = Date.now() + ms;
-  let doc = api.json('GET', `/api/v1/rollouts/${id}`).body;
-  while (!['done', 'failed', 'rolled-back', 'aborted'].includes(doc?.state) && Date.now() < until) {
-    await sleep(3000);
-    doc = api.json('GET', `/api/v1/rollouts/${id}`).body;
-  }
-  return doc;
-}
 
 /** What the report needs: each machine's reprovision steps, relative to its start, and its latest boot. */
 function timings(label: string, doc: { machines: Array<Record<string, any>> }) {
@@ -160,7 +149,7 @@ describe('rollouts on lab VMs with BMCs', () => {
       onFailure: 'stop',
     });
     expect(a.status, a.text).toBe(201);
-    const da = await rolloutEnd(a.body.id, 2_400_000);
+    const da = await rolloutEnd(api, a.body.id, 2_400_000);
     console.log(`[timing] rollout a: ${((Date.now() - t0) / 1000).toFixed(1)} s for 3 batches`);
     timings('a', da);
     expect(da.state, JSON.stringify(da)).toBe('done');
@@ -187,7 +176,7 @@ describe('rollouts on lab VMs with BMCs', () => {
       onFailure: 'rollback',
     });
     expect(b.status, b.text).toBe(201);
-    const db = await rolloutEnd(b.body.id, 1_800_000);
+    const db = await rolloutEnd(api, b.body.id, 1_800_000);
     timings('b', db);
     expect(db.state, JSON.stringify(db)).toBe('rolled-back');
     const [first, ...rest] = db.machines;

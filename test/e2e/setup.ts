@@ -122,3 +122,14 @@ export function vmRunner(ns: string, work: string) {
     },
   };
 }
+
+/** Polls a rollout through `api` until it is in a final state or `ms` passes; returns its last document. */
+export async function rolloutEnd(api: ReturnType<typeof nsCurl>, id: string, ms: number) {
+  const until = Date.now() + ms;
+  let doc = api.json('GET', `/api/v1/rollouts/${id}`).body;
+  while (!['done', 'failed', 'rolled-back', 'aborted'].includes(doc?.state) && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 3000));
+    doc = api.json('GET', `/api/v1/rollouts/${id}`).body;
+  }
+  return doc;
+}

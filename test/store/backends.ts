@@ -5,6 +5,7 @@
  * here and dropped when the file is done, so files running in parallel on one server never see each other.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -103,3 +104,29 @@ export function skipUnavailable(b: Backend): void {
 
 /** For `describe.skipIf`: true when there is no PostgreSQL to test against. */
 export const noPg = !PG_URL;
+
+/**
+ * A TCP relay on `port` (0: any) to the test server, for outage tests: cut() closes every connection and stops
+ * listening; a new relay on the same port restores the path.
+ */
+export async function relay(port = 0) {
+  const target = new URL(PG_URL!);
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const up = net.connect(Number(target.port || 5432), target.hostname);
+    for (const s of [client, up]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    client.pipe(up).pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    async cut() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}

@@ -4,11 +4,10 @@
  * that wrote it, and a follower whose connection was cut catches up on what was written meanwhile (NOTIFY alone
  * would have lost it). PostgreSQL only.
  */
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { openPgStore, type PgStore } from '../../src/store/pg.js';
 import { ConflictError, type LoggedEvent, PreconditionError } from '../../src/store/store.js';
-import { adminQuery, backends, PG_URL, skipUnavailable } from './backends.js';
+import { adminQuery, backends, PG_URL, relay, skipUnavailable } from './backends.js';
 
 const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
 
@@ -16,29 +15,6 @@ const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgre
 async function until(got: LoggedEvent[], n: number): Promise<void> {
   for (let i = 0; i < 200 && got.length < n; i++) await new Promise((r) => setTimeout(r, 50));
   expect(got.length).toBe(n);
-}
-
-/** A TCP relay to the test server that the test can cut and restore on the same port. */
-async function relay(port = 0) {
-  const target = new URL(PG_URL!);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const up = net.connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, up]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.pipe(up).pipe(client);
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    async cut() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
 }
 
 describe('PostgreSQL event log', () => {

@@ -4,36 +4,12 @@
  * store works again once the server is reachable. The server is reached through a TCP relay the test cuts
  * (the shared test cluster itself keeps running for the other files). PostgreSQL only.
  */
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { openPgStore } from '../../src/store/pg.js';
 import { BackendError } from '../../src/store/store.js';
-import { adminQuery, backends, PG_URL, skipUnavailable } from './backends.js';
+import { adminQuery, backends, PG_URL, relay, skipUnavailable } from './backends.js';
 
 const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
-
-/** A relay on `port` (0: any) to the test server; cut() closes every connection and stops listening. */
-async function relay(port = 0) {
-  const target = new URL(PG_URL!);
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const up = net.connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, up]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.pipe(up).pipe(client);
-  });
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    async cut() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 describe('PostgreSQL outage', () => {
   skipUnavailable(pgBackend);
