@@ -175,6 +175,18 @@ describe('/ui rollouts', () => {
 
   it('shows a failed machine with its reason, and aborts a rollout by its button', async () => {
     const page = await signIn();
+    // The page's first read of ro4's rollout that finds it short of its health gate answers last (held 1.5 s): the
+    // row must keep the newest answer, not freeze at that stale step (CI once showed 'waiting for DHCP' for 30 s).
+    const held: string[] = [];
+    await page.route('**/api/v1/rollouts/*', async (route) => {
+      const res = await route.fetch();
+      const step = (await res.json().catch(() => undefined))?.machines?.find((m: any) => m.name === 'ro4')?.run?.step;
+      if (held.length === 0 && step && step !== 'done') {
+        held.push(step);
+        await new Promise((r) => setTimeout(r, 1_500));
+      }
+      await route.fulfill({ response: res });
+    });
     const bad = await api('POST', '/api/v1/rollouts', {
       selector: { machines: ['ro3'] },
       bootEnv: 'broken',
@@ -193,6 +205,7 @@ describe('/ui rollouts', () => {
     const id = stuck.body.id;
     await row(page, id).waitFor({ timeout: 10_000 });
     await expect.poll(() => cell(page, id, 'steps'), { timeout: 30_000 }).toBe('ro4: health check');
+    expect(held.length, 'no read of the rollout was held').toBe(1);
     await click(page, id, 'abort');
     await expect.poll(() => cell(page, id, 'steps'), { timeout: 10_000 }).toBe('');
     await expect.poll(() => cell(page, id, 'state'), { timeout: 10_000 }).toBe('aborted');
