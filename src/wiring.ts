@@ -161,6 +161,7 @@ export async function startDhcp(d: Deps) {
     hasLoader: d.core.loaders.has,
     inventory: d.core.inventory,
     onBoot: d.core.sessions.record,
+    serverId: cfg.serverId,
     ...d.dhcpOptions,
   };
   try {

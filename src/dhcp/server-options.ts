@@ -62,6 +62,10 @@ export type DhcpServerOptions = {
   unknownOfferRate?: number;
   /** Interval of the summary lines of repeated background errors and refused offers (default 60 s). */
   errorLogIntervalMs?: number;
+  /** This daemon's serverId, matched against subnets' `owners` (owners.ts; default: the host name, as the daemon's). */
+  serverId?: string;
+  /** How often the live-daemon cache for subnet owners reads the daemons list (default 2 s). */
+  ownersRefreshMs?: number;
 };
 
 export type DhcpStats = {
@@ -84,6 +88,10 @@ export type DhcpStats = {
   badChaddr: number;
   /** Failures of background tasks (interface rescan, reclaim, RA sync), caught and logged. */
   backgroundErrors: number;
+  /** Requests for a subnet whose `owners` do not list this daemon, dropped (owners.ts). */
+  notOwner: number;
+  /** Requests a standby owner left to an earlier owner that is alive, dropped (owners.ts). */
+  standbySilent: number;
 };
 
 export type DhcpServer = {
@@ -111,4 +119,6 @@ export const zeroStats = (): DhcpStats => ({
   capped: 0,
   badChaddr: 0,
   backgroundErrors: 0,
+  notOwner: 0,
+  standbySilent: 0,
 });

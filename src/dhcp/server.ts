@@ -19,6 +19,7 @@ import { loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
 import { Opt, relayInfo } from './options.js';
+import { type OwnerGate, serverOwnerGate } from './owners.js';
 import { type DhcpPacket, decode, macOf, ZERO_MAC } from './packet.js';
 import { openAddressProbe } from './probe.js';
 
@@ -106,6 +107,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     probe: prober?.probe,
   };
 
+  const owners = serverOwnerGate(opts, stats, guard, env.isOurs, inventory);
   const addon = loadNetAddon();
   let dispatcher: Dispatcher | undefined;
   const conn = new Connections({
@@ -126,7 +128,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     onMessage: (l, msg, rinfo) => dispatcher?.onMessage(l, msg, rinfo),
   });
   const rogue = rogueWatch(log);
-  dispatcher = new Dispatcher({ opts, stats, guard, conn, inventory, env, addresses, rogue, warnOnce });
+  dispatcher = new Dispatcher({ opts, stats, guard, conn, inventory, env, addresses, rogue, warnOnce, owners });
   try {
     await conn.start();
   } catch (err) {
@@ -135,6 +137,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     offLeases();
     rogue.close();
     prober?.close();
+    owners.close();
     throw err;
   }
   conn.follow(bus, rescanMs);
@@ -178,6 +181,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       ra?.close();
       rogue.close();
       prober?.close();
+      owners.close();
       await conn.close();
     },
   };
@@ -204,6 +208,7 @@ type DispatcherDeps = {
   addresses: ReturnType<typeof localAddresses>;
   rogue: ReturnType<typeof rogueWatch>;
   warnOnce: (key: string, obj: object, msg: string) => void;
+  owners: OwnerGate;
 };
 
 /** The packet path: decode, drop what names no client, place, ask the answerer, send what it says. */
@@ -284,6 +289,7 @@ class Dispatcher {
       this.d.stats.ignored++;
       return;
     }
+    if (!this.d.owners.answers(loc.subnet, pkt, loc.server, relay?.serverIdOverride)) return;
     const req: DhcpRequest = {
       pkt,
       mac: macOf(pkt),

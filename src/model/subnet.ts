@@ -24,6 +24,11 @@ export const DhcpOption = z
     return z.NEVER;
   });
 
+/** A daemon's serverId, as `--server-id` takes it (src/config-cluster.ts). */
+const ServerId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a serverId: letters, digits, dot, dash, underscore; at most 63');
+
 export const Picker = z.enum(['hint', 'nextFree', 'mostExpired', 'none']);
 
 export const Subnet = z
@@ -63,9 +68,29 @@ export const Subnet = z
       .describe(
         'Probe a new address before offering it (as ISC dhcpd ping-check, dnsmasq); one that answers is quarantined like a DECLINEd one. Default off',
       ),
+    owners: z
+      .array(ServerId)
+      .max(16)
+      .optional()
+      .describe(
+        "serverIds of the daemons that serve this subnet, in order of preference: owners[0] (the primary) always answers, a standby only when every owner before it is not alive (heartbeat stale, GET /api/v1/daemons), the client's secs reaches standbySecs or the request names the standby in option 54; a daemon not listed never answers. Absent or empty: every daemon serves it",
+      ),
+    standbySecs: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe(
+        "A standby owner answers a client whose secs field is at least this while the primary is alive (ISC dhcpd failover's load balance max seconds). Default 10",
+      ),
     description: z.string().max(4096).default(''),
   })
   .superRefine((s, ctx) => {
+    s.owners?.forEach((o, i) => {
+      if (s.owners!.indexOf(o) !== i)
+        ctx.addIssue({ code: 'custom', path: ['owners', i], message: `${o} is listed twice` });
+    });
     if (!Cidr.safeParse(s.subnet).success) return;
     const c = parseCidr(s.subnet);
     for (const f of ['activeStart', 'activeEnd'] as const) {
