@@ -19,6 +19,12 @@ const packets = (outcome: string): Family => ({
   label: ['outcome', outcome],
 });
 
+const notServing = (reason: string): Family => ({
+  name: 'plinth_dhcp_not_owner_total',
+  help: "DHCP requests left unanswered for a subnet's owners (src/dhcp/owners.ts): this daemon is not among them, or a standby while an earlier owner is alive",
+  label: ['reason', reason],
+});
+
 /** The DHCP server's stats (src/dhcp/server.ts DhcpStats): every field counts packets but one. */
 const DHCP: Record<string, Family> = {
   received: { name: 'plinth_dhcp_received_packets_total', help: 'DHCP packets received since start' },
@@ -36,6 +42,8 @@ const DHCP: Record<string, Family> = {
   rogue: packets('rogue'),
   capped: packets('capped'),
   badChaddr: packets('bad_chaddr'),
+  notOwner: notServing('not_owner'),
+  standbySilent: notServing('standby'),
   backgroundErrors: {
     name: 'plinth_dhcp_background_errors_total',
     help: 'Failures of DHCP background tasks (interface rescan, reclaim, RA sync), caught and logged',

@@ -91,7 +91,7 @@ describe('subnet owners on one SQLite daemon (--server-id rack-a)', () => {
     await until('offer', '10.99.2.5');
     expect(await discover('10.99.1.5', 0, 800)).toBeUndefined();
     expect(await discover('10.99.1.5', 60, 800)).toBeUndefined();
-    expect((await api('GET', '/metrics')).text).toMatch(/not_owner.* [1-9]/);
+    expect((await api('GET', '/metrics')).text).toMatch(/^plinth_dhcp_not_owner_total\{reason="not_owner"\} [1-9]/m);
 
     // Named as the only owner: served.
     expect((await api('PATCH', '/api/v1/subnets/lab', { owners: ['rack-a'] })).status).toBe(200);
@@ -119,6 +119,7 @@ describe('subnet owners on one SQLite daemon (--server-id rack-a)', () => {
     await until('silence', '10.99.1.5');
     expect(await discover('10.99.1.5', 4, 800)).toBeUndefined();
     expect(await discover('10.99.1.5', 5)).toBeDefined();
+    expect((await api('GET', '/metrics')).text).toMatch(/^plinth_dhcp_not_owner_total\{reason="standby"\} [1-9]/m);
     // Stopped cleanly: not alive, rack-a answers everyone again.
     await daemon.store.putBatched('daemons', 'rack-b', {
       serverId: 'rack-b',
