@@ -50,7 +50,7 @@ export async function ensureView(root: string, sha256: string, rel: string): Pro
   const v = viewRel(sha256, rel);
   const abs = path.join(root, v);
   const blob = blobAbs(root, sha256);
-  const absent = filesCluster(root) ? undefined : (err: unknown) => Promise.reject(err);
+  const absent = filesCluster(root) ? () => undefined : (err: unknown) => Promise.reject(err);
   const [a, b] = await Promise.all([stat(abs).catch(() => undefined), stat(blob).catch(absent)]);
   if (!b) return v;
   if (a && a.ino === b.ino && a.dev === b.dev) return v;

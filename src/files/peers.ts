@@ -189,7 +189,7 @@ export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: numbe
       const st = await stat(abs).catch(() => undefined);
       const rec = await fileRecord(store, rel);
       if (!rec) {
-        if (st?.isFile() && (await dropDeleted(abs, st)))
+        if (st?.isFile() && (await dropDeleted(root, abs, st)))
           log.info({ path: rel }, 'file deleted through another daemon: its copy here is removed');
         return undefined;
       }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Store } from '../store/store.js';
-import { adoptBlob, blobRel, filesLock, inBlobStore, linkPath } from './blobs.js';
+import { adoptBlob, blobAbs, blobRel, filesLock, inBlobStore, linkPath } from './blobs.js';
 import { filesCluster } from './cluster.js';
 import { type Confined, confine } from './confine.js';
 
@@ -150,18 +150,29 @@ async function adoptAt(
       () => true,
       () => false,
     ));
-    await linkPath(blob, c.abs);
-    const st = await stat(c.abs);
+    // The record before the link (the path becomes the blob's inode, so its dates are the blob's): on a shared
+    // inventory a linked path without a record is one deleted through another daemon (dropDeleted).
+    const st = await stat(blob);
     const info: FileInfo = { path: c.rel, size, sha256, modifiedAt: st.mtime.toISOString() };
     const cl = filesCluster(root);
-    const mine = cl ? { serverId: cl.serverId } : {};
-    await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs, ...mine });
+    const record = () => store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs, ...(cl ? mine : {}) });
+    const mine = { serverId: cl?.serverId };
+    if (!cl) {
+      await linkPath(blob, c.abs);
+      await record();
+      return { info, created };
+    }
     // Several daemons: the digest is recorded as content the cluster holds, so a peer asked for it (a pinned
     // artifact's blob URL, or this path) knows it exists and fetches it (src/files/peers.ts).
     const b = blobRel(sha256);
-    if (cl && !(await fileRecord(store, b))) {
+    if (!(await fileRecord(store, b)))
       await store.putBatched('files', b, { ...info, path: b, mtimeMs: st.mtimeMs, ...mine });
-    }
+    const before = (await store.get('files', c.rel))?.doc ?? null;
+    await record();
+    await linkPath(blob, c.abs).catch(async (err) => {
+      await store.putBatched('files', c.rel, before);
+      throw err;
+    });
     return { info, created };
   });
 }
@@ -186,7 +197,7 @@ export async function fileInfo(store: Store, root: string, rel: string): Promise
   const cached = await fileRecord(store, c.rel);
   if (!st) return cached ? publicInfo(cached) : undefined;
   if (!st.isFile()) return undefined;
-  if (!cached && cl && !inBlobStore(c.rel) && (await dropDeleted(c.abs, st))) return undefined;
+  if (!cached && cl && !inBlobStore(c.rel) && (await dropDeleted(root, c.abs, st))) return undefined;
   if (cl && cached?.serverId !== undefined && cached.serverId !== cl.serverId) return publicInfo(cached);
   if (cached && cached.size === st.size && cached.mtimeMs === st.mtimeMs) return publicInfo(cached);
   const info: FileInfo = {
@@ -227,13 +238,15 @@ export async function listFiles(store: Store, root: string): Promise<FileInfo[]>
 }
 
 /**
- * On a shared inventory, a path with no record that links a blob (it came in through the API or an import, which
- * record it) was deleted through another daemon: it is removed here, lazily, when next asked for. A file copied in
- * by hand links nothing (one link) and is kept. A link made in the last minute is left alone: its upload may not
- * have written its record yet.
+ * On a shared inventory, a path with no record that is a link of its blob here (it came in through the API or an
+ * import, which write the record before the link) was deleted through another daemon: it is removed here, lazily,
+ * when next asked for. A file copied in by hand is no link of a blob (until an artifact check takes it in, after
+ * recording it) and is kept.
  */
-export async function dropDeleted(abs: string, st: { nlink: number; ctimeMs: number }): Promise<boolean> {
-  if (st.nlink < 2 || Date.now() - st.ctimeMs < 60_000) return false;
+export async function dropDeleted(root: string, abs: string, st: { nlink: number; ino: number }): Promise<boolean> {
+  if (st.nlink < 2) return false;
+  const blob = await stat(blobAbs(root, await sha256File(abs))).catch(() => undefined);
+  if (blob?.ino !== st.ino) return false;
   await unlink(abs).catch(() => {});
   return true;
 }
