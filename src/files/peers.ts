@@ -23,6 +23,7 @@ import type { Logger } from '../log.js';
 import { ConflictError, type Store } from '../store/store.js';
 import { adoptBlob, blobAbs, blobRel, digestOfBlobRel, ensureView, filesLock } from './blobs.js';
 import { BlobUnavailable, type FilesCluster, setFilesCluster } from './cluster.js';
+import { pinnedDigests } from './pins.js';
 import { dropDeleted, type FileRecord, fileRecord, sha256File } from './store-files.js';
 
 export type PeerDeps = {
@@ -39,6 +40,9 @@ export type PeerDeps = {
 };
 
 type Source = { name: string; url: string; headers: Record<string, string> };
+
+/** How long a blob no source gave is not asked for again. */
+const FAILED_MS = 5000;
 
 /** The route peers serve blobs at (src/http/peer-blobs.ts). */
 export const PEER_BLOBS = '/peer/v1/blobs';
@@ -142,13 +146,25 @@ export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: numbe
     );
   };
 
+  // A blob no source gave, for a few seconds: requests for it (any client can send them) fail at once instead of
+  // each asking every peer again.
+  const unavailable = new Map<string, { at: number; err: BlobUnavailable }>();
   const ensureBlob = (sha256: string, size?: number, prefer?: string): Promise<string> => {
     const running = inflight.get(sha256);
     if (running) return running;
     const p = (async () => {
       const abs = blobAbs(root, sha256);
       if ((await stat(abs).catch(() => undefined))?.isFile()) return abs;
-      return fetchBlob(sha256, size, prefer);
+      const f = unavailable.get(sha256);
+      if (f && Date.now() - f.at < FAILED_MS) throw f.err;
+      unavailable.delete(sha256);
+      return fetchBlob(sha256, size, prefer).catch((err) => {
+        if (err instanceof BlobUnavailable) {
+          if (unavailable.size >= 1000) unavailable.clear();
+          unavailable.set(sha256, { at: Date.now(), err });
+        }
+        throw err;
+      });
     })().finally(() => inflight.delete(sha256));
     inflight.set(sha256, p);
     return p;
@@ -171,8 +187,9 @@ export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: numbe
   const resolveBlobRel = async (rel: string, sha256: string): Promise<string | undefined> => {
     if (await stat(path.join(root, rel)).catch(() => undefined)) return undefined;
     const rec = await fileRecord(store, blobRel(sha256));
-    if (!rec) return undefined;
-    const blob = await ensureBlob(sha256, rec.size, rec.serverId);
+    // A digest a bootenv pins but no upload recorded (the origin may have it): fetched too, its size unknown.
+    if (!rec && !(await pinnedDigests(store)).has(sha256)) return undefined;
+    const blob = await ensureBlob(sha256, rec?.size, rec?.serverId);
     if (rel === blobRel(sha256)) return blob;
     return path.join(root, await ensureView(root, sha256, rel.slice(`.blobs/views/${sha256}/`.length)));
   };

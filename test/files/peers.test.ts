@@ -8,6 +8,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -176,6 +178,34 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     const t = await tftpGet(tftpPort, 'os/tampered.img', { limitMs: 5000 });
     expect(t.error).toBeDefined();
     expect(t.data.length).toBe(0);
+  });
+
+  it('a daemon with --files-origin takes the next source when a peer sends altered bytes', async () => {
+    const body = randomBytes(20_000);
+    const digest = sha(body);
+    const asked: string[] = [];
+    const origin = http.createServer((req, res) => {
+      asked.push(req.url ?? '');
+      if (req.url === `/blobs/${digest}`) res.end(body);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+    try {
+      const port = (origin.address() as AddressInfo).port;
+      const c = await start('files-c', { filesOrigin: `http://127.0.0.1:${port}/blobs/{sha256}` } as never);
+      await put(a, 'os/mirrored.img', body);
+      const altered = Buffer.from(body);
+      altered[0] ^= 0xff;
+      writeFileSync(path.join(a.files, 'os/mirrored.img'), altered); // A's copy no longer matches
+      const r = await get(`${c.url}/files/os/mirrored.img`);
+      expect(r.status).toBe(200);
+      expect(sha(r.body)).toBe(digest);
+      expect(asked).toEqual([`/blobs/${digest}`]);
+      expect(c.lines.some((l) => l.includes('wrong sha256: discarded') && l.includes('"from":"files-a"'))).toBe(true);
+      expect(c.lines.some((l) => l.includes('"msg":"blob fetched"') && l.includes('"from":"origin"'))).toBe(true);
+    } finally {
+      origin.close();
+    }
   });
 
   it('a digest the inventory does not know is 404 on B without asking any peer', async () => {
