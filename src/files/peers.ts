@@ -24,7 +24,7 @@ import { ConflictError, type Store } from '../store/store.js';
 import { adoptBlob, blobAbs, blobRel, digestOfBlobRel, ensureView, filesLock } from './blobs.js';
 import { BlobUnavailable, type FilesCluster, setFilesCluster } from './cluster.js';
 import { pinnedDigests } from './pins.js';
-import { dropDeleted, type FileRecord, fileRecord, sha256File } from './store-files.js';
+import { digestRecord, dropDeleted, type FileRecord, fileRecord, sha256File } from './store-files.js';
 
 export type PeerDeps = {
   store: Store;
@@ -186,7 +186,7 @@ export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: numbe
   /** A blob or its view by name: fetched when the inventory knows the digest (never for any other digest). */
   const resolveBlobRel = async (rel: string, sha256: string): Promise<string | undefined> => {
     if (await stat(path.join(root, rel)).catch(() => undefined)) return undefined;
-    const rec = await fileRecord(store, blobRel(sha256));
+    const rec = await digestRecord(store, sha256);
     // A digest a bootenv pins but no upload recorded (the origin may have it): fetched too, its size unknown.
     if (!rec && !(await pinnedDigests(store)).has(sha256)) return undefined;
     const blob = await ensureBlob(sha256, rec?.size, rec?.serverId);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Store } from '../store/store.js';
-import { adoptBlob, blobAbs, blobRel, filesLock, inBlobStore, linkPath } from './blobs.js';
+import { adoptBlob, blobAbs, blobRel, digestOfBlobRel, filesLock, inBlobStore, linkPath } from './blobs.js';
 import { filesCluster } from './cluster.js';
 import { type Confined, confine } from './confine.js';
 
@@ -27,6 +27,19 @@ const publicInfo = (r: FileRecord): FileInfo => ({
 export async function fileRecord(store: Store, rel: string): Promise<FileRecord | undefined> {
   const d = (await store.get('files', rel))?.doc as FileRecord | undefined;
   return typeof d?.sha256 === 'string' ? d : undefined;
+}
+
+/**
+ * What the inventory records of a digest: its blob's record (written at upload on a shared inventory), else the
+ * record of a path holding it (an upload made before blobs were recorded), as the blob's.
+ */
+export async function digestRecord(store: Store, sha256: string): Promise<FileRecord | undefined> {
+  const b = blobRel(sha256);
+  const own = await fileRecord(store, b);
+  if (own) return own;
+  const { items } = await store.list('files', { filters: [{ field: 'sha256', value: sha256 }], limit: 1 });
+  const d = items[0]?.doc as FileRecord | undefined;
+  return d ? { ...d, path: b } : undefined;
 }
 
 export class FileRefused extends Error {}
@@ -195,7 +208,11 @@ export async function fileInfo(store: Store, root: string, rel: string): Promise
   const st = await stat(c.abs).catch(() => undefined);
   if (!st && !cl) return undefined;
   const cached = await fileRecord(store, c.rel);
-  if (!st) return cached ? publicInfo(cached) : undefined;
+  if (!st) {
+    const named = cl && !cached ? digestOfBlobRel(c.rel) : undefined;
+    const rec = named ? await digestRecord(store, named) : cached;
+    return rec ? publicInfo(rec) : undefined;
+  }
   if (!st.isFile()) return undefined;
   if (!cached && cl && !inBlobStore(c.rel) && (await dropDeleted(root, c.abs, st))) return undefined;
   if (cl && cached?.serverId !== undefined && cached.serverId !== cl.serverId) return publicInfo(cached);

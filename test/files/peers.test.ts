@@ -208,6 +208,15 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     }
   });
 
+  it('a blob recorded only by the path holding it (uploaded before blob records) is fetched by digest too', async () => {
+    const body = randomBytes(3000);
+    const { sha256 } = await put(a, 'old/kernel', body);
+    await adminQuery(`DELETE FROM ${schema}.files WHERE key = $1`, [blobRel(sha256)]);
+    const r = await get(`${b.url}/files/${blobRel(sha256)}`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual(body);
+  });
+
   it('a digest the inventory does not know is 404 on B without asking any peer', async () => {
     const before = fetches(b);
     const r = await get(`${b.url}/files/${blobRel(sha(Buffer.from('never uploaded')))}`);
