@@ -20,6 +20,11 @@ export type FilesCluster = {
   resolve(rel: string): Promise<string | undefined>;
   /** The blob of `sha256`, fetched from a peer or the origin when absent: its absolute path. */
   ensureBlob(sha256: string, size?: number): Promise<string>;
+  /**
+   * The blob of `sha256` on this disk for a peer asking (never fetched from others): the blob store's, else a path
+   * this daemon recorded with that digest and still holds (a file copied in by hand), taken into the blob store.
+   */
+  localBlob(sha256: string): Promise<string | undefined>;
   /** The secret peers present at /peer/v1/blobs (src/http/peer-blobs.ts). */
   secret: string;
 };

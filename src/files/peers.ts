@@ -21,10 +21,20 @@ import { pipeline } from 'node:stream/promises';
 import { listDaemons } from '../daemon-registry.js';
 import type { Logger } from '../log.js';
 import { ConflictError, type Store } from '../store/store.js';
-import { adoptBlob, blobAbs, blobRel, digestOfBlobRel, ensureView, filesLock } from './blobs.js';
+import {
+  adoptBlob,
+  blobAbs,
+  blobRel,
+  digestOfBlobRel,
+  ensureView,
+  filesLock,
+  inBlobStore,
+  ingestPath,
+} from './blobs.js';
 import { BlobUnavailable, type FilesCluster, setFilesCluster } from './cluster.js';
+import { confineLexical } from './confine.js';
 import { pinnedDigests } from './pins.js';
-import { digestRecord, dropDeleted, type FileRecord, fileRecord, sha256File } from './store-files.js';
+import { digestRecord, dropDeleted, type FileRecord, fileInfo, fileRecord, sha256File } from './store-files.js';
 
 export type PeerDeps = {
   store: Store;
@@ -194,10 +204,26 @@ export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: numbe
     return path.join(root, await ensureView(root, sha256, rel.slice(`.blobs/views/${sha256}/`.length)));
   };
 
+  const localBlob = async (sha256: string): Promise<string | undefined> => {
+    const abs = blobAbs(root, sha256);
+    if ((await stat(abs).catch(() => undefined))?.isFile()) return abs;
+    const { items } = await store.list('files', { filters: [{ field: 'sha256', value: sha256 }] });
+    for (const { key, doc } of items) {
+      const mine = (doc as FileRecord).serverId === d.serverId;
+      if (!mine || inBlobStore(key)) continue;
+      const info = await fileInfo(store, root, key).catch(() => undefined);
+      const c = confineLexical(root, key);
+      if (info?.sha256 !== sha256 || !c.ok) continue;
+      return ingestPath(root, c.abs, sha256).catch(() => undefined);
+    }
+    return undefined;
+  };
+
   return {
     serverId: d.serverId,
     secret: d.secret,
     stats,
+    localBlob,
     ensureBlob: (sha256, size) => ensureBlob(sha256, size),
     async resolve(rel) {
       const named = digestOfBlobRel(rel);

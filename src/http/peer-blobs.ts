@@ -36,8 +36,9 @@ export function registerPeerBlobs(app: FastifyInstance, deps: { filesDir: string
     if (!/^[0-9a-f]{64}$/.test(sha256)) return sendProblem(reply, 400, 'a blob is named by 64 lowercase hex digits');
     const c = await confine(deps.filesDir, blobRel(sha256));
     if (!c.ok) return sendProblem(reply, 400, `blob refused: ${c.reason}`);
-    const st = await stat(c.abs).catch(() => undefined);
-    if (!st?.isFile()) return sendProblem(reply, 404, `blob ${sha256} is not on this daemon`);
-    return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log);
+    const abs = await cluster.localBlob(sha256);
+    const st = abs ? await stat(abs).catch(() => undefined) : undefined;
+    if (!abs || !st?.isFile()) return sendProblem(reply, 404, `blob ${sha256} is not on this daemon`);
+    return sendFile(req, reply, abs, st.size, st.mtimeMs, st.mtime, deps.log);
   });
 }

@@ -7,7 +7,7 @@
  * a file deleted through A is 404 on B; the peer endpoint wants the inventory's peer secret. PostgreSQL only.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -215,6 +215,17 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     const r = await get(`${b.url}/files/${blobRel(sha256)}`);
     expect(r.status).toBe(200);
     expect(r.body).toEqual(body);
+  });
+
+  it('a file copied by hand into A and indexed there is fetched by B from A', async () => {
+    const body = randomBytes(7000);
+    mkdirSync(path.join(a.files, 'byhand'), { recursive: true });
+    writeFileSync(path.join(a.files, 'byhand/loader.efi'), body);
+    expect((await api(a, 'GET', '/files/byhand/loader.efi')).status).toBe(200); // A hashes and records it
+    const r = await get(`${b.url}/files/byhand/loader.efi`);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual(body);
+    expect(hasBlob(a, sha(body))).toBe(true); // taken into A's blob store by a hard link when B asked
   });
 
   it('a digest the inventory does not know is 404 on B without asking any peer', async () => {
