@@ -95,66 +95,69 @@ async function fsyncFile(p: string) {
   }
 }
 
+/** The live peers (the record's writer first), then the origin. */
+async function sources(d: PeerDeps, sha256: string, prefer?: string): Promise<Source[]> {
+  const peers = (await listDaemons(d.store)).filter((p) => p.alive && p.serverId !== d.serverId && p.peerUrl);
+  peers.sort((a, b) => Number(b.serverId === prefer) - Number(a.serverId === prefer));
+  const out: Source[] = peers.map((p) => ({
+    name: p.serverId,
+    url: `${p.peerUrl!.replace(/\/+$/, '')}${PEER_BLOBS}/${sha256}`,
+    headers: { authorization: `Bearer ${d.secret}` },
+  }));
+  if (d.origin) out.push({ name: 'origin', url: d.origin.replaceAll('{sha256}', sha256), headers: {} });
+  return out;
+}
+
+/** Each source in turn until one gives bytes with this digest, which become the blob; BlobUnavailable if none. */
+async function fetchBlob(d: PeerDeps, stats: Stats, sha256: string, size?: number, prefer?: string): Promise<string> {
+  const { log, root } = d;
+  const tmpDir = path.join(path.dirname(root), 'tmp');
+  const list = await sources(d, sha256, prefer);
+  const failed: string[] = [];
+  await mkdir(tmpDir, { recursive: true, mode: 0o700 });
+  for (const s of list) {
+    // The upload temp name: a fetch a kill -9 interrupts is removed at the next start (removeStaleUploads).
+    const tmp = path.join(tmpDir, `plinth-upload-${randomUUID()}.part`);
+    const t0 = Date.now();
+    stats.fetches++;
+    try {
+      const got = await fetchInto(s, tmp, size, d.timeoutMs ?? 30_000);
+      if (got.sha256 !== sha256) {
+        stats.failures++;
+        log.error(
+          { sha256, got: got.sha256, from: s.name, size: got.size },
+          'blob fetched with the wrong sha256: discarded',
+        );
+        failed.push(`${s.name} sent bytes with sha256 ${got.sha256}`);
+        await unlink(tmp).catch(() => {});
+        continue;
+      }
+      await fsyncFile(tmp);
+      const abs = await filesLock(root).withShared(() => adoptBlob(root, tmp, sha256));
+      log.info({ sha256, from: s.name, size: got.size, ms: Date.now() - t0 }, 'blob fetched');
+      return abs;
+    } catch (err) {
+      stats.failures++;
+      await unlink(tmp).catch(() => {});
+      log.warn({ sha256, from: s.name, err: (err as Error).message }, 'blob fetch failed; next source');
+      failed.push(`${s.name}: ${(err as Error).message}`);
+    }
+  }
+  throw new BlobUnavailable(
+    list.length
+      ? `no source gave the bytes of sha256 ${sha256} (${failed.join('; ')})`
+      : `sha256 ${sha256} is on no live daemon reachable from here, and no --files-origin is set`,
+  );
+}
+
+type Stats = { fetches: number; failures: number };
+
 export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: number; failures: number } } {
   const { store, log, root } = d;
-  const tmpDir = path.join(path.dirname(root), 'tmp');
-  const timeoutMs = d.timeoutMs ?? 30_000;
   const inflight = new Map<string, Promise<string>>();
-  const stats = { fetches: 0, failures: 0 };
+  const stats: Stats = { fetches: 0, failures: 0 };
   // Digests of files whose record another daemon wrote, by path and identity (the hash is not recomputed).
   const hashed = new Map<string, { key: string; sha256: string }>();
-
-  /** The live peers (the record's writer first), then the origin. */
-  const sources = async (sha256: string, prefer?: string): Promise<Source[]> => {
-    const peers = (await listDaemons(store)).filter((p) => p.alive && p.serverId !== d.serverId && p.peerUrl);
-    peers.sort((a, b) => Number(b.serverId === prefer) - Number(a.serverId === prefer));
-    const out: Source[] = peers.map((p) => ({
-      name: p.serverId,
-      url: `${p.peerUrl!.replace(/\/+$/, '')}${PEER_BLOBS}/${sha256}`,
-      headers: { authorization: `Bearer ${d.secret}` },
-    }));
-    if (d.origin) out.push({ name: 'origin', url: d.origin.replaceAll('{sha256}', sha256), headers: {} });
-    return out;
-  };
-
-  const fetchBlob = async (sha256: string, size?: number, prefer?: string): Promise<string> => {
-    const list = await sources(sha256, prefer);
-    const failed: string[] = [];
-    await mkdir(tmpDir, { recursive: true, mode: 0o700 });
-    for (const s of list) {
-      // The upload temp name: a fetch a kill -9 interrupts is removed at the next start (removeStaleUploads).
-      const tmp = path.join(tmpDir, `plinth-upload-${randomUUID()}.part`);
-      const t0 = Date.now();
-      stats.fetches++;
-      try {
-        const got = await fetchInto(s, tmp, size, timeoutMs);
-        if (got.sha256 !== sha256) {
-          stats.failures++;
-          log.error(
-            { sha256, got: got.sha256, from: s.name, size: got.size },
-            'blob fetched with the wrong sha256: discarded',
-          );
-          failed.push(`${s.name} sent bytes with sha256 ${got.sha256}`);
-          await unlink(tmp).catch(() => {});
-          continue;
-        }
-        await fsyncFile(tmp);
-        const abs = await filesLock(root).withShared(() => adoptBlob(root, tmp, sha256));
-        log.info({ sha256, from: s.name, size: got.size, ms: Date.now() - t0 }, 'blob fetched');
-        return abs;
-      } catch (err) {
-        stats.failures++;
-        await unlink(tmp).catch(() => {});
-        log.warn({ sha256, from: s.name, err: (err as Error).message }, 'blob fetch failed; next source');
-        failed.push(`${s.name}: ${(err as Error).message}`);
-      }
-    }
-    throw new BlobUnavailable(
-      list.length
-        ? `no source gave the bytes of sha256 ${sha256} (${failed.join('; ')})`
-        : `sha256 ${sha256} is on no live daemon reachable from here, and no --files-origin is set`,
-    );
-  };
 
   // A blob no source gave, for a few seconds: requests for it (any client can send them) fail at once instead of
   // each asking every peer again.
@@ -168,7 +171,7 @@ export function filePeers(d: PeerDeps): FilesCluster & { stats: { fetches: numbe
       const f = unavailable.get(sha256);
       if (f && Date.now() - f.at < FAILED_MS) throw f.err;
       unavailable.delete(sha256);
-      return fetchBlob(sha256, size, prefer).catch((err) => {
+      return fetchBlob(d, stats, sha256, size, prefer).catch((err) => {
         if (err instanceof BlobUnavailable) {
           if (unavailable.size >= 1000) unavailable.clear();
           unavailable.set(sha256, { at: Date.now(), err });
