@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon } from '../../src/daemon.js';
 import { blobRel } from '../../src/files/blobs.js';
 import { filesCluster } from '../../src/files/cluster.js';
+import { peerSecret } from '../../src/files/peers.js';
 import type { Logger } from '../../src/log.js';
 import { testConfig } from '../helpers/daemon.js';
 import { adminQuery, backends, PG_URL } from '../store/backends.js';
@@ -95,6 +96,17 @@ afterAll(async () => {
     await n.d.close();
     rmSync(n.dir, { recursive: true, force: true });
   }
+});
+
+describe.skipIf(!PG_URL)('the peer secret', () => {
+  it('is made once for the inventory, however many daemons start together', async () => {
+    const db = await pgBackend.db();
+    const stores = await Promise.all([db.open(), db.open(), db.open()]);
+    const secrets = await Promise.all(stores.map((s) => peerSecret(s)));
+    expect(new Set(secrets).size).toBe(1);
+    expect(secrets[0]!.length).toBeGreaterThanOrEqual(43);
+    expect(await peerSecret(stores[0]!)).toBe(secrets[0]);
+  });
 });
 
 describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () => {
