@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { ClusterFilesConfig } from '../config-cluster.js';
 import { listDaemons } from '../daemon-registry.js';
 import type { Logger } from '../log.js';
 import { ConflictError, type Store } from '../store/store.js';
@@ -280,7 +281,7 @@ export type FilePeersHandle = { url(port: number): string | undefined; close(): 
  * fetches what it lacks; a lone daemon without an origin is left as it was. Returns the URL to advertise.
  */
 export async function startFilePeers(
-  cfg: { httpAddress: string; advertiseAddress?: string; advertiseUrl?: string; filesOrigin?: string },
+  cfg: ClusterFilesConfig & { httpAddress: string; advertiseAddress?: string },
   d: { store: Store; log: Logger; serverId: string; filesDir: string },
 ): Promise<FilePeersHandle> {
   if (!d.store.events && !cfg.filesOrigin) return { url: () => undefined, close() {} };

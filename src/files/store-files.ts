@@ -168,8 +168,8 @@ async function adoptAt(
     const st = await stat(blob);
     const info: FileInfo = { path: c.rel, size, sha256, modifiedAt: st.mtime.toISOString() };
     const cl = filesCluster(root);
-    const record = () => store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs, ...(cl ? mine : {}) });
-    const mine = { serverId: cl?.serverId };
+    const mine = cl ? { serverId: cl.serverId } : {};
+    const record = () => store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs, ...mine });
     if (!cl) {
       await linkPath(blob, c.abs);
       await record();
