@@ -26,4 +26,27 @@ export const CLUSTER_SETTINGS = [
       .optional(),
     help: "This daemon's name among several on one inventory, recorded with what it writes (default: the host name)",
   },
+  {
+    key: 'advertiseUrl',
+    flag: 'advertise-url',
+    env: 'PLINTH_ADVERTISE_URL',
+    schema: z
+      .string()
+      .regex(/^https?:\/\/[^/?#\s]+\/?$/, 'expected http(s)://host:port')
+      .optional(),
+    help: 'URL the other daemons on the inventory reach this one at, to fetch boot files it holds (default: http://<http-address, or for 0.0.0.0 the advertise address or host name>:<http-port>)',
+  },
+  {
+    key: 'filesOrigin',
+    flag: 'files-origin',
+    env: 'PLINTH_FILES_ORIGIN',
+    schema: z
+      .string()
+      .regex(/^https?:\/\/\S*\{sha256\}/, 'expected an http(s) URL holding {sha256}')
+      .optional(),
+    help: 'Where a boot file no daemon holds is fetched from, by digest: an http(s) URL with {sha256} in it (e.g. https://mirror/blobs/{sha256}); the bytes are checked against the digest',
+  },
 ];
+
+/** The settings above as the daemon reads them (config.ts's Config carries the first two). */
+export type ClusterFilesConfig = { advertiseUrl?: string; filesOrigin?: string };

@@ -20,6 +20,8 @@ export type DaemonDoc = {
   stoppedAt?: string;
   /** Where its API answers, as it advertises it (for an operator, and later for peers fetching files). */
   api?: string;
+  /** Where peers fetch blobs from it (`<peerUrl>/peer/v1/blobs/<sha256>`, src/files/peers.ts): --advertise-url. */
+  peerUrl?: string;
 };
 export type DaemonState = DaemonDoc & { alive: boolean };
 
@@ -55,7 +57,7 @@ export type Registry = { serverId: string; close(): Promise<void> };
  */
 export async function startRegistry(
   store: Store,
-  me: { serverId: string; version: string; backend: string; api?: string },
+  me: { serverId: string; version: string; backend: string; api?: string; peerUrl?: string },
   log: Logger,
   beatSeconds = 10,
 ): Promise<Registry> {
@@ -70,6 +72,7 @@ export async function startRegistry(
     beatAt: new Date().toISOString(),
     beatSeconds,
     ...(me.api ? { api: me.api } : {}),
+    ...(me.peerUrl ? { peerUrl: me.peerUrl } : {}),
   });
   const other = (await listDaemons(store)).find((d) => d.serverId === me.serverId && d.alive);
   if (other && (other.host !== os.hostname() || other.pid !== process.pid)) {

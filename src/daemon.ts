@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import { defaultServerId, startRegistry } from './daemon-registry.js';
 import type { DhcpServerOptions } from './dhcp/server.js';
 import { type Bus, createBus } from './events.js';
+import { startFilePeers } from './files/peers.js';
 import { buildApp } from './http/app.js';
 import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from './http/listeners.js';
 import { loadTls, type TlsMaterial } from './http/tls.js';
@@ -94,6 +95,11 @@ export async function startDaemon(
   const stats: Record<string, () => unknown> = {};
   // One of each for HTTP, TFTP and DHCP: the boot service's cache of recently minted machine tokens is then one
   // too (a boot fetching over both transports mints one token), and so is the trust rule's DHCP evidence.
+  // Several daemons on one inventory: a file uploaded to another is fetched from it when asked for here.
+  const filePeers = await startFilePeers(cfg, { store, log, serverId, filesDir }).catch((err) =>
+    fail(`files across daemons: ${err.message}`),
+  );
+  closers.push(async () => filePeers.close());
   const core = await bootCore(cfg, store, bus, log, filesDir, opts.drivers);
   closers.push(async () => core.close());
   const app = await buildApp({
@@ -140,7 +146,7 @@ export async function startDaemon(
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
   const peers = await followPeers(store, bus, serverId, log).catch((err) => fail(`event log: ${err.message}`));
   if (peers) closers.push(peers);
-  const me = { serverId, version: VERSION, backend: store.backend, api: apiBase };
+  const me = { serverId, version: VERSION, backend: store.backend, api: apiBase, peerUrl: filePeers.url(httpPort) };
   const registry = await startRegistry(store, me, log).catch((err) => fail(`daemons list: ${err.message}`));
   closers.push(() => registry.close());
   log.info(

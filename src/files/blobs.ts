@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { chmod, link, lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { filesCluster } from './cluster.js';
 
 export const BLOB_DIR = '.blobs';
 const SHA = /^[0-9a-f]{64}$/;
@@ -41,12 +42,17 @@ export function digestOfBlobRel(rel: string): string | undefined {
   return /^\.blobs\/views\/([0-9a-f]{64})\/[^/]/.exec(rel)?.[1];
 }
 
-/** Makes (or finds) the view of a present blob; returns its path relative to the root. */
+/**
+ * Makes (or finds) the view of a present blob; returns its path relative to the root. On a shared inventory a blob
+ * this daemon lacks still gets its view's name: the first request for it fetches the blob (src/files/peers.ts).
+ */
 export async function ensureView(root: string, sha256: string, rel: string): Promise<string> {
   const v = viewRel(sha256, rel);
   const abs = path.join(root, v);
   const blob = blobAbs(root, sha256);
-  const [a, b] = await Promise.all([stat(abs).catch(() => undefined), stat(blob)]);
+  const absent = filesCluster(root) ? () => undefined : (err: unknown) => Promise.reject(err);
+  const [a, b] = await Promise.all([stat(abs).catch(() => undefined), stat(blob).catch(absent)]);
+  if (!b) return v;
   if (a && a.ino === b.ino && a.dev === b.dev) return v;
   await mkdir(path.dirname(abs), { recursive: true, mode: 0o700 });
   await linkPath(blob, abs);

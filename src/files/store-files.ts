@@ -5,11 +5,42 @@ import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Store } from '../store/store.js';
-import { adoptBlob, filesLock, inBlobStore, linkPath } from './blobs.js';
+import { adoptBlob, blobAbs, blobRel, digestOfBlobRel, filesLock, inBlobStore, linkPath } from './blobs.js';
+import { filesCluster } from './cluster.js';
 import { type Confined, confine } from './confine.js';
 
 /** Metadata of one file under <data-dir>/files, as the API lists it. */
 export type FileInfo = { path: string; size: number; sha256: string; modifiedAt: string };
+/**
+ * What the inventory's `files` kind holds per path: the metadata above, and `mtimeMs` of the copy that was hashed
+ * (a cache key, meaningful only on the disk of the daemon that wrote it: `serverId`, set on a shared inventory).
+ */
+export type FileRecord = FileInfo & { mtimeMs: number; serverId?: string };
+
+const publicInfo = (r: FileRecord): FileInfo => ({
+  path: r.path,
+  size: r.size,
+  sha256: r.sha256,
+  modifiedAt: r.modifiedAt,
+});
+
+export async function fileRecord(store: Store, rel: string): Promise<FileRecord | undefined> {
+  const d = (await store.get('files', rel))?.doc as FileRecord | undefined;
+  return typeof d?.sha256 === 'string' ? d : undefined;
+}
+
+/**
+ * What the inventory records of a digest: its blob's record (written at upload on a shared inventory), else the
+ * record of a path holding it (an upload made before blobs were recorded), as the blob's.
+ */
+export async function digestRecord(store: Store, sha256: string): Promise<FileRecord | undefined> {
+  const b = blobRel(sha256);
+  const own = await fileRecord(store, b);
+  if (own) return own;
+  const { items } = await store.list('files', { filters: [{ field: 'sha256', value: sha256 }], limit: 1 });
+  const d = items[0]?.doc as FileRecord | undefined;
+  return d ? { ...d, path: b } : undefined;
+}
 
 export class FileRefused extends Error {}
 export class FileDigestMismatch extends Error {}
@@ -132,10 +163,29 @@ async function adoptAt(
       () => true,
       () => false,
     ));
-    await linkPath(blob, c.abs);
-    const st = await stat(c.abs);
+    // The record before the link (the path becomes the blob's inode, so its dates are the blob's): on a shared
+    // inventory a linked path without a record is one deleted through another daemon (dropDeleted).
+    const st = await stat(blob);
     const info: FileInfo = { path: c.rel, size, sha256, modifiedAt: st.mtime.toISOString() };
-    await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs });
+    const cl = filesCluster(root);
+    const mine = cl ? { serverId: cl.serverId } : {};
+    const record = () => store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs, ...mine });
+    if (!cl) {
+      await linkPath(blob, c.abs);
+      await record();
+      return { info, created };
+    }
+    // Several daemons: the digest is recorded as content the cluster holds, so a peer asked for it (a pinned
+    // artifact's blob URL, or this path) knows it exists and fetches it (src/files/peers.ts).
+    const b = blobRel(sha256);
+    if (!(await fileRecord(store, b)))
+      await store.putBatched('files', b, { ...info, path: b, mtimeMs: st.mtimeMs, ...mine });
+    const before = (await store.get('files', c.rel))?.doc ?? null;
+    await record();
+    await linkPath(blob, c.abs).catch(async (err) => {
+      await store.putBatched('files', c.rel, before);
+      throw err;
+    });
     return { info, created };
   });
 }
@@ -146,22 +196,34 @@ export async function sha256File(abs: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** Size, digest and date of one file; the digest is cached in the store and recomputed when the file changed. */
+/**
+ * Size, digest and date of one file; the digest is cached in the store and recomputed when the file changed.
+ * On a shared inventory (src/files/cluster.ts) the record another daemon wrote is the truth for its path: this
+ * daemon serves those bytes (fetching them when its disk lacks them or holds others), so it reports them, and it
+ * never overwrites that record with a hash of its own disk (a stale copy would undo the other daemon's upload).
+ */
 export async function fileInfo(store: Store, root: string, rel: string): Promise<FileInfo | undefined> {
   const c = await confineOrThrow(root, rel);
+  const cl = filesCluster(root);
   const st = await stat(c.abs).catch(() => undefined);
-  if (!st?.isFile()) return undefined;
-  const cached = (await store.get('files', c.rel))?.doc as (FileInfo & { mtimeMs: number }) | undefined;
-  if (cached && cached.size === st.size && cached.mtimeMs === st.mtimeMs) {
-    return { path: cached.path, size: cached.size, sha256: cached.sha256, modifiedAt: cached.modifiedAt };
+  if (!st && !cl) return undefined;
+  const cached = await fileRecord(store, c.rel);
+  if (!st) {
+    const named = cl && !cached ? digestOfBlobRel(c.rel) : undefined;
+    const rec = named ? await digestRecord(store, named) : cached;
+    return rec ? publicInfo(rec) : undefined;
   }
+  if (!st.isFile()) return undefined;
+  if (!cached && cl && !inBlobStore(c.rel) && (await dropDeleted(root, c.abs, st))) return undefined;
+  if (cl && cached?.serverId !== undefined && cached.serverId !== cl.serverId) return publicInfo(cached);
+  if (cached && cached.size === st.size && cached.mtimeMs === st.mtimeMs) return publicInfo(cached);
   const info: FileInfo = {
     path: c.rel,
     size: st.size,
     sha256: await sha256File(c.abs),
     modifiedAt: st.mtime.toISOString(),
   };
-  await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs });
+  await store.putBatched('files', c.rel, { ...info, mtimeMs: st.mtimeMs, ...(cl ? { serverId: cl.serverId } : {}) });
   return info;
 }
 
@@ -181,16 +243,46 @@ export async function listFiles(store: Store, root: string): Promise<FileInfo[]>
     }
   };
   await walk('');
-  return out;
+  if (!filesCluster(root)) return out;
+  // Several daemons: what the others hold is listed too (this daemon fetches it when asked for it).
+  const here = new Set(out.map((f) => f.path));
+  for (const r of (await store.list('files')).items) {
+    const d = r.doc as FileRecord;
+    if (inBlobStore(r.key) || here.has(r.key) || typeof d.sha256 !== 'string') continue;
+    out.push(publicInfo(d));
+  }
+  return out.sort((a, b) => a.path.localeCompare(b.path));
 }
 
-/** Removes the path only: its blob stays (a bootenv may pin it) until `plinth files gc`. */
+/**
+ * On a shared inventory, a path with no record that is a link of its blob here (it came in through the API or an
+ * import, which write the record before the link) was deleted through another daemon: it is removed here, lazily,
+ * when next asked for. A file copied in by hand is no link of a blob (until an artifact check takes it in, after
+ * recording it) and is kept.
+ */
+export async function dropDeleted(root: string, abs: string, st: { nlink: number; ino: number }): Promise<boolean> {
+  if (st.nlink < 2) return false;
+  const blob = await stat(blobAbs(root, await sha256File(abs))).catch(() => undefined);
+  if (blob?.ino !== st.ino) return false;
+  await unlink(abs).catch(() => {});
+  return true;
+}
+
+/**
+ * Removes the path only: its blob stays (a bootenv may pin it) until `plinth files gc`. On a shared inventory the
+ * record goes too, for every daemon: a path only another daemon holds is removed by removing its record, and the
+ * daemons that fetched a copy stop serving it on its next request (no record: 404, src/files/peers.ts).
+ */
 export async function removeFile(store: Store, root: string, rel: string): Promise<boolean> {
   const c = await writablePath(root, rel);
   try {
     await unlink(c.abs);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (!filesCluster(root) || !(await fileRecord(store, c.rel))) return false;
+      await store.putBatched('files', c.rel, null);
+      return true;
+    }
     if ((err as NodeJS.ErrnoException).code === 'EISDIR' || (err as NodeJS.ErrnoException).code === 'EPERM') {
       throw new FileRefused(`'${rel}' is a directory`);
     }

@@ -23,6 +23,7 @@ import { addJsonParsers } from './json-body.js';
 import { registerMachineRoutes } from './machine-api.js';
 import { observeHttp, registerMetrics, type StatsSource } from './metrics.js';
 import { openApiDocument, registerApiDocs, registerOpenApi } from './openapi.js';
+import { registerPeerBlobs } from './peer-blobs.js';
 import { registerPowerRoutes } from './power-api.js';
 import { logUrl } from './redact.js';
 import { registerResourceRoutes } from './resources.js';
@@ -164,6 +165,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     { prefix: API },
   );
   await bootScope(app, opts);
+  // Peers on a shared inventory fetch blobs here with the peer secret (registered only on such a daemon).
+  await app.register(async (peer) => registerPeerBlobs(peer, { filesDir: opts.filesDir, log: opts.log }));
 
   // Token: /metrics (unless public) and the API.
   const metricsDeps = { store: opts.store, bus: opts.bus, stats: opts.stats ?? (() => ({})) };

@@ -2,11 +2,13 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Bus } from '../events.js';
 import { blobRel, collectGarbage } from '../files/blobs.js';
+import { filesCluster } from '../files/cluster.js';
 import { pinnedDigests } from '../files/pins.js';
 import {
   FileDigestMismatch,
   FileRefused,
   fileInfo,
+  fileRecord,
   listFiles,
   removeFile,
   removeStaleUploads,
@@ -88,7 +90,15 @@ export function registerFileRoutes(app: FastifyInstance, deps: Deps) {
   // Mark and sweep of the blob store (src/files/blobs.ts): admin only (a write route that says nothing is).
   app.post('/files/gc', async () => {
     const r = await collectGarbage(deps.filesDir, () => pinnedDigests(deps.store));
-    for (const b of r.removed) await deps.store.putBatched('files', blobRel(b.sha256), null);
+    // Several daemons: a blob's record says the cluster holds it; only the daemon that recorded it drops it here
+    // (a copy fetched from it and collected here says nothing about the original).
+    const cluster = filesCluster(deps.filesDir);
+    for (const b of r.removed) {
+      const rec = cluster && (await fileRecord(deps.store, blobRel(b.sha256)));
+      if (!rec || rec.serverId === undefined || rec.serverId === cluster.serverId) {
+        await deps.store.putBatched('files', blobRel(b.sha256), null);
+      }
+    }
     deps.log.info({ removed: r.removed.length, freedBytes: r.freedBytes, kept: r.kept }, 'files: blobs collected');
     return r;
   });

@@ -4,6 +4,7 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { BlobUnavailable, filesCluster } from '../files/cluster.js';
 import { confine } from '../files/confine.js';
 import type { Logger } from '../log.js';
 import { type HttpSendfile, native } from '../native/index.js';
@@ -116,6 +117,22 @@ export function registerFileServing(
     loaderFile?: (name: string) => string | undefined;
   },
 ) {
+  /**
+   * Several daemons on one inventory (src/files/cluster.ts): what to serve for a path of the files root, fetched
+   * from a peer when the inventory maps it to bytes this disk lacks; undefined when no source gave the right bytes.
+   */
+  const fromPeers = async (rel: string): Promise<string | undefined> => {
+    const abs = path.join(deps.filesDir, rel);
+    const cluster = filesCluster(deps.filesDir);
+    if (!cluster) return abs;
+    try {
+      return (await cluster.resolve(rel)) ?? abs;
+    } catch (err) {
+      if (!(err instanceof BlobUnavailable)) throw err;
+      deps.log.error({ path: rel, err: err.message }, 'file not served: its blob could not be fetched');
+      return undefined;
+    }
+  };
   const serve = async (req: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply) => {
     let rel: string;
     try {
@@ -130,15 +147,20 @@ export function registerFileServing(
         deps.log.warn({ path: rel, ip: req.ip, reason: c.reason }, 'file request refused');
         return sendProblem(reply, 400, `path refused: ${c.reason}`);
       }
-      const st = await stat(c.abs).catch(() => undefined);
+      const abs = root === deps.filesDir ? await fromPeers(c.rel) : c.abs;
+      if (abs === undefined) {
+        deps.hooks?.served?.(c.rel, req, 502);
+        return sendProblem(reply, 502, `file '${rel}' is not on this daemon and no peer gave its bytes: see the log`);
+      }
+      const st = await stat(abs).catch(() => undefined);
       if (!st?.isFile()) continue;
-      const why = root === deps.filesDir ? await deps.hooks?.refuse?.(c.rel, c.abs, req) : undefined;
+      const why = root === deps.filesDir ? await deps.hooks?.refuse?.(c.rel, abs, req) : undefined;
       if (why) {
         deps.hooks?.served?.(c.rel, req, 409);
         return sendProblem(reply, 409, why);
       }
       deps.hooks?.served?.(c.rel, req, 200);
-      return sendFile(req, reply, c.abs, st.size, st.mtimeMs, st.mtime, deps.log, deps.sendfile !== false);
+      return sendFile(req, reply, abs, st.size, st.mtimeMs, st.mtime, deps.log, deps.sendfile !== false);
     }
     // Only a loader's bare name reaches the distribution's directories, never anything else in them.
     const loader = rel.includes('/') ? undefined : deps.loaderFile?.(rel);

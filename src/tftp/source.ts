@@ -5,6 +5,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { open, stat } from 'node:fs/promises';
+import { filesCluster } from '../files/cluster.js';
 import { confine } from '../files/confine.js';
 
 export type TftpClient = { address: string; port: number };
@@ -226,7 +227,8 @@ export function fileRootSource(root: string, opts: FileRootOptions = {}): TftpSo
       if (!c.ok) return { status: 'refused', reason: c.reason };
       let s: Shared | 'not-file';
       try {
-        s = await acquire(c.abs);
+        // Several daemons (src/files/cluster.ts): a file the inventory knows but this disk lacks is fetched first.
+        s = await acquire((await filesCluster(root)?.resolve(c.rel)) ?? c.abs);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT' || code === 'ENOTDIR') return { status: 'not-found', reason: `${c.abs} does not exist` };
