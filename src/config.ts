@@ -312,6 +312,10 @@ export type Config = {
   logLevel: string;
   store?: string; // a postgres:// URL (issue 17); absent: the SQLite file in the data dir
   serverId?: string;
+  /** The URL peer daemons fetch this daemon's blobs at (issue 17, src/files/peers.ts). */
+  advertiseUrl?: string;
+  /** An http(s) URL with `{sha256}` a blob missing everywhere is fetched from. */
+  filesOrigin?: string;
 };
 
 export class ConfigError extends Error {}
