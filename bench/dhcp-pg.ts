@@ -23,7 +23,7 @@
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the
  * server's alone, as in the SQLite bench); the same for every server. --pin none: no pinning at all.
  *
- * Steps, rates, runs, warm-up (500 DORAs at 500/s per relay), the 1% loss rule and the bisection are the SQLite
+ * Steps, rates, runs, warm-up (500 DORAs per daemon, 500/s in total), the 1% loss rule and the bisection are the SQLite
  * bench's (bench/dhcp-ladder.ts). Durability, every step and every server: kill -9 of the daemon(s) right after the
  * run, then SQL: every address perfdhcp saw ACKed is a bound lease of the client it was ACKed to (Kea: lease4
  * state 0), and (Plinth) no client holds two live leases. Also printed per step: CPU time per DORA of the server
@@ -36,7 +36,7 @@
  * Needs: postgresql (15), kea-admin (perfdhcp), kea-dhcp4-server, iproute2, util-linux (taskset).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,10 +132,16 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
   try {
     await server.prepare(db);
     procs = await server.start(n, db);
-    await Promise.all(mine.map((p) => runIn(p.cli, perfdhcp(p, ['-r', '500', '-n', '500'], clients), 20_000)));
+    // Warm-up: 500 DORAs per daemon (its JIT), 500/s in total whatever the number of daemons, and -W so that a
+    // late reply reaches the warm-up's perfdhcp and not the measured one (where it would be an orphan).
+    const warm = String(Math.round(500 / mine.length));
+    await Promise.all(
+      mine.map((p) => runIn(p.cli, perfdhcp(p, ['-r', warm, '-n', '500', '-W', '1000000'], clients), 30_000)),
+    );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
     const cpu = () =>
       procs.map((p) => cpuNs(p.child.pid)).reduce((a, b) => ({ all: a.all + b.all, main: a.main + b.main }));
+    const db0 = await dbCounters(server, db);
     const cpu0 = cpu();
     const pg0 = pgCpuNs(ctx.pgDir);
     const each = Math.max(1, Math.round(rate / mine.length));
@@ -151,10 +157,28 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
     );
     const cpu1 = cpu();
     const pg1 = pgCpuNs(ctx.pgDir);
+    const db1 = await dbCounters(server, db);
     const x = parsePerfdhcp(runs.map((r) => r.out));
+    // PERFDHCP_OUT=PREFIX: each relay's perfdhcp output and each daemon's log (PLINTH_LOG_LEVEL) kept as files.
+    if (process.env.PERFDHCP_OUT) {
+      runs.forEach((r, i) =>
+        writeFileSync(`${process.env.PERFDHCP_OUT}-${n}-${server.name}-perfdhcp${i + 1}.txt`, r.out),
+      );
+      procs.forEach((p, i) =>
+        writeFileSync(`${process.env.PERFDHCP_OUT}-${n}-${server.name}-server${i + 1}.log`, p.out()),
+      );
+    }
     const { sent, acks } = x;
     const notes = [x.nonUnique > 0 ? `${x.nonUnique} non-unique` : ''];
     if (x.twice > 0) notes.push(`TWICE: ${x.twice} addresses ACKed to two clients`);
+    if (acks > 0) {
+      // Write transactions (xids) and WAL per DORA, the events table's rows per DORA, connections held.
+      const per1 = (d: number) => (d / acks).toFixed(2);
+      notes.push(
+        `pg: ${per1(db1.xid - db0.xid)} xact/DORA, ${((db1.wal - db0.wal) / acks / 1024).toFixed(2)} kB WAL/DORA, ${db1.conns} conns` +
+          (server.name.startsWith('plinth') ? `, ${per1(db1.events - db0.events)} events/DORA` : ''),
+      );
+    }
     notes.push(await server.check(procs, db, x.owners));
     const per = (ns: number) => (acks > 0 ? ns / 1000 / acks : Number.NaN);
     return {
@@ -174,6 +198,20 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
     for (const p of procs) await p.stop();
     await sql(ctx, 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
   }
+}
+
+/** Cluster-wide xid and WAL position, the step database's connections and (Plinth) its newest event id. */
+async function dbCounters(server: PgServer, db: string) {
+  const [r] = await sql<{ xid: string; wal: string; conns: string }>(
+    ctx,
+    'postgres',
+    `SELECT pg_current_xact_id()::text AS xid, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS wal,
+       (SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}')::text AS conns`,
+  );
+  const events = server.name.startsWith('plinth')
+    ? Number((await sql<{ n: string }>(ctx, db, 'SELECT coalesce(max(id), 0)::text AS n FROM events'))[0]!.n)
+    : 0;
+  return { xid: Number(r!.xid), wal: Number(r!.wal), conns: Number(r!.conns), events };
 }
 
 /** The throwaway cluster, started pinned; its processes (a cluster already running too) moved to --pg-cpu. */
