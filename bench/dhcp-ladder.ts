@@ -194,14 +194,14 @@ export function printSummary(
   for (const [rate, row] of [...table].sort((a, b) => a[0] - b[0])) {
     const k = row.get(reference);
     if (!k || !ok(k)) continue;
-    const cells = all
-      .filter((s) => s.name !== reference)
-      .map((s) => {
-        const r = row.get(s.name);
-        return r && ok(r)
-          ? `${s.name} RA p99 ${(r.p99ra / k.p99ra).toFixed(2)}x DO ${(r.p99do / k.p99do).toFixed(2)}x`
-          : `${s.name} -`;
-      });
+    const others = all.filter((s) => s.name !== reference && row.has(s.name));
+    if (others.length === 0) continue;
+    const cells = others.map((s) => {
+      const r = row.get(s.name);
+      return r && ok(r)
+        ? `${s.name} RA p99 ${(r.p99ra / k.p99ra).toFixed(2)}x DO ${(r.p99do / k.p99do).toFixed(2)}x`
+        : `${s.name} -`;
+    });
     console.log(`  at ${rate}/s vs ${reference}: ${cells.join(', ')}`);
   }
 }
