@@ -72,7 +72,6 @@ const { values } = parseArgs({
   },
 });
 const root = fileURLToPath(new URL('../', import.meta.url));
-const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-pg-bench-'));
 const POOL_SIZE = Number(values.pool);
 if (!(POOL_SIZE >= 1000 && POOL_SIZE <= 60_000)) throw new Error('--pool: 1000 to 60000 addresses');
 const SECONDS = Number(values.seconds);
@@ -91,7 +90,7 @@ const pairs: Pair[] = [1, 2, 3].map((i) => ({
   mac: `00:0c:0${i}:00:00:00`,
 }));
 const ctx: PgBenchContext = {
-  tmp,
+  tmp: '',
   root,
   pool: { start: '10.98.1.1', end: ipPlus('10.98.1.1', POOL_SIZE - 1) },
   pinServer,
@@ -110,6 +109,9 @@ const known: PgServer[] = [
 const wanted = values.servers.split(',');
 for (const w of wanted) if (!known.some((s) => s.name === w)) throw new Error(`--servers: unknown ${w}`);
 const all = known.filter((s) => wanted.includes(s.name));
+// Made once the options are known good, so that a refused option leaves nothing behind.
+const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-pg-bench-'));
+ctx.tmp = tmp;
 const usedPairs = pairs.slice(0, Math.max(...all.map((s) => s.daemons)));
 const namespaces = usedPairs.flatMap((p) => [p.srv, p.cli]);
 

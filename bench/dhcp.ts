@@ -16,6 +16,9 @@
  *
  * Needs: iproute2, util-linux (taskset), kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq; the native addon
  * built (npm run build:native).
+ *
+ * `--store postgres` runs the PostgreSQL comparison instead (bench/dhcp-pg.ts: Plinth with 1 and 3 daemons on one
+ * database vs Kea's PostgreSQL lease backend); the ladder and perfdhcp's figures are shared (bench/dhcp-ladder.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -81,9 +84,9 @@ const { values } = parseArgs({
 const SRV = 'plinth-dhcp-bsrv';
 const CLI = 'plinth-dhcp-bcli';
 const root = fileURLToPath(new URL('../', import.meta.url));
-const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-bench-'));
 const POOL_SIZE = Number(values.pool);
 if (!(POOL_SIZE >= 1000 && POOL_SIZE <= 60_000)) throw new Error('--pool: 1000 to 60000 addresses');
+const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-bench-'));
 const POOL = { start: '10.98.1.1', end: ipPlus('10.98.1.1', POOL_SIZE - 1) };
 const SECONDS = Number(values.seconds);
 const RUNS = Math.max(1, Number(values.runs));
