@@ -81,7 +81,7 @@ const ok = (r: Result) => r.drop < 0.01 && r.achieved >= r.rate * 0.95 && !faili
 export function report(name: string, r: Result): void {
   const pg = r.pgCpuPerAck !== undefined ? ` pg ${r.pgCpuPerAck.toFixed(0)} µs/DORA` : '';
   console.log(
-    `${name.padEnd(10)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms  cpu ${r.cpuPerAck.toFixed(0).padStart(4)} µs/DORA (main ${r.cpuMainPerAck.toFixed(0)})${pg} ${r.note}`,
+    `${name.padEnd(13)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms  cpu ${r.cpuPerAck.toFixed(0).padStart(4)} µs/DORA (main ${r.cpuMainPerAck.toFixed(0)})${pg} ${r.note}`,
   );
   if (r.probe) console.log(`    ${name} loop/gc: ${r.probe}`);
 }
@@ -185,8 +185,8 @@ export function printSummary(
         : '';
     console.log(
       r
-        ? `  ${s.name.padEnd(10)} ${String(r.rate).padStart(6)} DORA/s   p99 DISCOVER->OFFER ${r.p99do.toFixed(1)} ms, REQUEST->ACK ${r.p99ra.toFixed(1)} ms ${r.note}${ratio}`
-        : `  ${s.name.padEnd(10)} none of the rates tried`,
+        ? `  ${s.name.padEnd(13)} ${String(r.rate).padStart(6)} DORA/s   p99 DISCOVER->OFFER ${r.p99do.toFixed(1)} ms, REQUEST->ACK ${r.p99ra.toFixed(1)} ms ${r.note}${ratio}`
+        : `  ${s.name.padEnd(13)} none of the rates tried`,
     );
   }
   if (!reference) return;

@@ -12,7 +12,15 @@ import { openPgStore } from '../src/store/pg.js';
 import { type Proc, startIn } from '../test/e2e/dhcp-netns.js';
 
 /** One server namespace and the client namespace whose perfdhcp relays to it. */
-export type Pair = { srv: string; cli: string; srvAddr: string; cliAddr: string; mac: string };
+export type Pair = {
+  srv: string;
+  cli: string;
+  srvAddr: string;
+  cliAddr: string;
+  mac: string;
+  /** `plinth-pg3own`: this pair's own subnet (server and relay addresses in it, a third of the pool). */
+  own: { subnet: string; srvAddr: string; cliAddr: string; start: string; end: string };
+};
 
 export type PgBenchContext = {
   tmp: string;
@@ -31,6 +39,8 @@ export type PgServer = {
   name: string;
   /** How many pairs (daemons, each behind its own relay) the step drives. */
   daemons: number;
+  /** Each daemon serves its own subnet (pair.own) instead of all serving one. */
+  own?: boolean;
   /** Tables and the subnet in the step's fresh database. */
   prepare(db: string): Promise<void>;
   start(step: number, db: string): Promise<Proc[]>;
@@ -91,20 +101,32 @@ function compare(owners: Map<string, string>, bound: Map<string, string>): strin
   return parts.filter(Boolean).join(', ');
 }
 
-export function plinthPgServer(name: string, daemons: number, ctx: PgBenchContext): PgServer {
+export function plinthPgServer(name: string, daemons: number, ctx: PgBenchContext, own = false): PgServer {
   return {
     name,
     daemons,
+    own,
     async prepare(db) {
       // Migrations and the subnet once, before the daemons start (they would otherwise race to migrate).
       const store = await openPgStore(pgUrl(ctx, db));
-      await store.create('subnets', 'bench', {
-        name: 'bench',
-        subnet: '10.98.0.0/16',
-        activeStart: ctx.pool.start,
-        activeEnd: ctx.pool.end,
-        leaseTime: 3600,
-      });
+      const subnets = own
+        ? ctx.pairs.slice(0, daemons).map((p, i) => ({
+            name: `bench-${i + 1}`,
+            subnet: p.own.subnet,
+            activeStart: p.own.start,
+            activeEnd: p.own.end,
+            leaseTime: 3600,
+          }))
+        : [
+            {
+              name: 'bench',
+              subnet: '10.98.0.0/16',
+              activeStart: ctx.pool.start,
+              activeEnd: ctx.pool.end,
+              leaseTime: 3600,
+            },
+          ];
+      for (const s of subnets) await store.create('subnets', s.name, s);
       await store.close();
     },
     start(_step, db) {

@@ -17,7 +17,10 @@
  * client behind two racks' relays is not a thing), but all three daemons allocate from the same pool, so every free
  * address is fought over by three daemons (the lease uniqueness in the database, not in code). Why not three
  * daemons on three addresses of one namespace: each daemon binds port 67 on the interface, and one perfdhcp relays
- * to one address anyway.
+ * to one address anyway. `plinth-pg3own` is the per-rack layout instead: the same three daemons and relays, each
+ * pair with a subnet of its own (10.101/16, 10.102/16, 10.103/16, a third of the pool each; second addresses on
+ * the same veths), so no two daemons want the same address: against plinth-pg3 it separates the cost of three
+ * daemons fighting over one pool from the cost of three processes on one core.
  *
  * Pinning (--pin split): the DHCP server processes (Kea, or every Plinth daemon) on CPU 1, perfdhcp on CPU 0, and
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the
@@ -88,6 +91,13 @@ const pairs: Pair[] = [1, 2, 3].map((i) => ({
   srvAddr: `10.98.0.${4 * i - 3}`,
   cliAddr: `10.98.0.${4 * i - 2}`,
   mac: `00:0c:0${i}:00:00:00`,
+  own: {
+    subnet: `10.${100 + i}.0.0/16`,
+    srvAddr: `10.${100 + i}.0.1`,
+    cliAddr: `10.${100 + i}.0.2`,
+    start: `10.${100 + i}.1.1`,
+    end: ipPlus(`10.${100 + i}.1.1`, Math.floor(POOL_SIZE / 3) - 1),
+  },
 }));
 const ctx: PgBenchContext = {
   tmp: '',
@@ -103,6 +113,7 @@ const ctx: PgBenchContext = {
 const known: PgServer[] = [
   plinthPgServer('plinth-pg', 1, ctx),
   plinthPgServer('plinth-pg3', 3, ctx),
+  plinthPgServer('plinth-pg3own', 3, ctx, true),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
 ];
@@ -120,8 +131,19 @@ function ipPlus(ip: string, n: number): string {
   return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
 }
 
-const perfdhcp = (p: Pair, args: string[], clients: number) =>
-  pinClient(['perfdhcp', '-4', '-l', p.cliAddr, ...args, '-R', String(clients), '-b', `mac=${p.mac}`, p.srvAddr]);
+const perfdhcp = (p: Pair, own: boolean | undefined, args: string[], clients: number) =>
+  pinClient([
+    'perfdhcp',
+    '-4',
+    '-l',
+    own ? p.own.cliAddr : p.cliAddr,
+    ...args,
+    '-R',
+    String(clients),
+    '-b',
+    `mac=${p.mac}`,
+    own ? p.own.srvAddr : p.srvAddr,
+  ]);
 
 async function step(server: PgServer, rate: number, n: number): Promise<Result> {
   const db = `bench_${n}`;
@@ -138,7 +160,9 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
     // late reply reaches the warm-up's perfdhcp and not the measured one (where it would be an orphan).
     const warm = String(Math.round(500 / mine.length));
     await Promise.all(
-      mine.map((p) => runIn(p.cli, perfdhcp(p, ['-r', warm, '-n', '500', '-W', '1000000'], clients), 30_000)),
+      mine.map((p) =>
+        runIn(p.cli, perfdhcp(p, server.own, ['-r', warm, '-n', '500', '-W', '1000000'], clients), 30_000),
+      ),
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
     const cpu = () =>
@@ -152,7 +176,7 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
       mine.map((p) =>
         runIn(
           p.cli,
-          perfdhcp(p, ['-r', String(each), '-p', String(secs), '-W', '1000000', '-u', '-x', 'tl'], clients),
+          perfdhcp(p, server.own, ['-r', String(each), '-p', String(secs), '-W', '1000000', '-u', '-x', 'tl'], clients),
           (secs + 30) * 1000,
         ),
       ),
@@ -265,6 +289,9 @@ async function main() {
     ipn(p.srv, 'link', 'add', 'b0', 'type', 'veth', 'peer', 'name', 'b1', 'netns', p.cli);
     ipn(p.srv, 'addr', 'add', `${p.srvAddr}/16`, 'dev', 'b0');
     ipn(p.cli, 'addr', 'add', `${p.cliAddr}/16`, 'dev', 'b1');
+    // plinth-pg3own's relays and servers: one more subnet per pair, on the same veth.
+    ipn(p.srv, 'addr', 'add', `${p.own.srvAddr}/16`, 'dev', 'b0');
+    ipn(p.cli, 'addr', 'add', `${p.own.cliAddr}/16`, 'dev', 'b1');
     ipn(p.srv, 'link', 'set', 'b0', 'up');
     ipn(p.cli, 'link', 'set', 'b1', 'up');
   }
