@@ -61,7 +61,7 @@ import { cpuNs } from './dhcp-servers.js';
 const { values } = parseArgs({
   options: {
     store: { type: 'string', default: 'postgres' },
-    servers: { type: 'string', default: 'plinth-pg,plinth-pg3,kea-pg' },
+    servers: { type: 'string', default: 'plinth-pg,plinth-pg3,plinth-pg3own,kea-pg' },
     rates: { type: 'string', default: '500,1000,1500,2000,3000,4000,5000,6000,8000' },
     seconds: { type: 'string', default: '5' },
     runs: { type: 'string', default: '3' },
