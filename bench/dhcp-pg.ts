@@ -187,12 +187,9 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
     const x = parsePerfdhcp(runs.map((r) => r.out));
     // PERFDHCP_OUT=PREFIX: each relay's perfdhcp output and each daemon's log (PLINTH_LOG_LEVEL) kept as files.
     if (process.env.PERFDHCP_OUT) {
-      runs.forEach((r, i) =>
-        writeFileSync(`${process.env.PERFDHCP_OUT}-${n}-${server.name}-perfdhcp${i + 1}.txt`, r.out),
-      );
-      procs.forEach((p, i) =>
-        writeFileSync(`${process.env.PERFDHCP_OUT}-${n}-${server.name}-server${i + 1}.log`, p.out()),
-      );
+      const out = `${process.env.PERFDHCP_OUT}-${n}-${server.name}`;
+      for (const [i, r] of runs.entries()) writeFileSync(`${out}-perfdhcp${i + 1}.txt`, r.out);
+      for (const [i, p] of procs.entries()) writeFileSync(`${out}-server${i + 1}.log`, p.out());
     }
     const { sent, acks } = x;
     const notes = [x.nonUnique > 0 ? `${x.nonUnique} non-unique` : ''];
