@@ -16,6 +16,9 @@
  *
  * Needs: iproute2, util-linux (taskset), kea-admin (perfdhcp), kea-dhcp4-server, dnsmasq; the native addon
  * built (npm run build:native).
+ *
+ * `--store postgres` runs the PostgreSQL comparison instead (bench/dhcp-pg.ts: Plinth with 1 and 3 daemons on one
+ * database vs Kea's PostgreSQL lease backend); the ladder and perfdhcp's figures are shared (bench/dhcp-ladder.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,17 +28,30 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ensureAddon } from '../test/dhcp/addon.js';
 import { addNamespace, deleteNamespaces, ipn, runIn } from '../test/e2e/dhcp-netns.js';
+import { parsePerfdhcp, printSummary, type Result, runLadder } from './dhcp-ladder.js';
 import {
   type BenchContext,
   cpuNs,
   dnsmasqServer,
   keaServer,
-  p99,
   plinthServer,
   readWhenWritten,
   type Server,
-  section,
 } from './dhcp-servers.js';
+
+// `--store postgres`: Plinth with 1 and 3 daemons on one PostgreSQL against Kea's PostgreSQL backend
+// (bench/dhcp-pg.ts, its own options); `--store sqlite` (the default) is this file's comparison.
+const storeArg = process.argv.findIndex((a) => a === '--store' || a.startsWith('--store='));
+if (storeArg >= 0) {
+  const a = process.argv[storeArg]!;
+  const store = a.includes('=') ? a.slice(a.indexOf('=') + 1) : process.argv[storeArg + 1];
+  if (store === 'postgres') {
+    await import('./dhcp-pg.js');
+    process.exit(process.exitCode ?? 0);
+  }
+  if (store !== 'sqlite') throw new Error('--store: sqlite (the default) or postgres');
+  process.argv.splice(storeArg, a.includes('=') ? 1 : 2);
+}
 
 const { values } = parseArgs({
   options: {
@@ -68,9 +84,9 @@ const { values } = parseArgs({
 const SRV = 'plinth-dhcp-bsrv';
 const CLI = 'plinth-dhcp-bcli';
 const root = fileURLToPath(new URL('../', import.meta.url));
-const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-bench-'));
 const POOL_SIZE = Number(values.pool);
 if (!(POOL_SIZE >= 1000 && POOL_SIZE <= 60_000)) throw new Error('--pool: 1000 to 60000 addresses');
+const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-bench-'));
 const POOL = { start: '10.98.1.1', end: ipPlus('10.98.1.1', POOL_SIZE - 1) };
 const SECONDS = Number(values.seconds);
 const RUNS = Math.max(1, Number(values.runs));
@@ -107,23 +123,6 @@ const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.
 const dnsmasq = dnsmasqServer(ctx);
 const kea = keaServer('kea', false, ctx);
 const keaMt = keaServer('kea-mt', true, ctx);
-
-type Result = {
-  rate: number;
-  achieved: number;
-  sent: number;
-  acks: number;
-  drop: number;
-  p99do: number;
-  p99ra: number;
-  /** The server's CPU time (every thread) per ACK over the measured period, in µs: robust on a loaded host. */
-  cpuPerAck: number;
-  /** The same for the main thread alone (the event loop that reads packets and sends replies). */
-  cpuMainPerAck: number;
-  note: string;
-  /** Plinth: the event loop's delay and GC pauses over the measured period (bench/dhcp-probe.mjs). */
-  probe?: string;
-};
 
 async function step(server: Server, rate: number, n: number): Promise<Result> {
   const proc = await server.start(n);
@@ -171,32 +170,11 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     }
     const out = r.out;
     if (process.env.PERFDHCP_OUT) writeFileSync(`${process.env.PERFDHCP_OUT}-${n}.txt`, out);
-    const num = (s: string, re: RegExp) => Number(re.exec(s)?.[1] ?? Number.NaN);
-    const doS = section(out, 'Statistics for: DISCOVER-OFFER');
-    const raS = section(out, 'Statistics for: REQUEST-ACK');
-    const sent = num(doS, /sent packets: (\d+)/);
-    const acks = num(raS, /received packets: (\d+)/);
-    const nonUnique = num(raS, /non unique addresses: (\d+)/) + num(doS, /non unique addresses: (\d+)/);
-    const lines = (t: string) =>
-      section(out, t)
-        .split('\n')
-        .filter((l) => l.startsWith('sent / received'));
-    const leases = section(out, 'Leases for REQUEST-ACK')
-      .split('\n')
-      .map((l) => l.split(','))
-      .filter((f) => !!f[1] && /^\d+\.\d+\.\d+\.\d+$/.test(f[1]));
-    const acked = leases.map((f) => f[1]!);
-    // perfdhcp counts an address ACKed twice as non-unique even to the same client (-R repeats clients, and a
-    // client that starts over gets its lease again): an address ACKed to two client ids is the real fault.
-    const owner = new Map<string, string>();
-    let twice = 0;
-    for (const [client, address] of leases) {
-      const o = owner.get(address!);
-      if (o === undefined) owner.set(address!, client!);
-      else if (o !== client) twice++;
-    }
-    let note = nonUnique > 0 ? `${nonUnique} NON-UNIQUE addresses (${twice} to two clients)` : '';
-    if (server.after) note = [note, await server.after(proc, n, [...new Set(acked)])].filter(Boolean).join(', ');
+    const x = parsePerfdhcp([out]);
+    const { sent, acks } = x;
+    const acked = [...x.owners.keys()];
+    let note = x.nonUnique > 0 ? `${x.nonUnique} NON-UNIQUE addresses (${x.twice} to two clients)` : '';
+    if (server.after) note = [note, await server.after(proc, n, acked)].filter(Boolean).join(', ');
     return {
       rate,
       // DISCOVERs sent over the period: perfdhcp's own "Rate" also counts the -W wait.
@@ -204,8 +182,8 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
       sent,
       acks,
       drop: sent > 0 ? 1 - acks / sent : 1,
-      p99do: p99(lines('Timestamps for packets: DISCOVER-OFFER')),
-      p99ra: p99(lines('Timestamps for packets: REQUEST-ACK')),
+      p99do: x.p99do,
+      p99ra: x.p99ra,
       cpuPerAck: acks > 0 ? (cpu1.all - cpu0.all) / 1000 / acks : Number.NaN,
       cpuMainPerAck: acks > 0 ? (cpu1.main - cpu0.main) / 1000 / acks : Number.NaN,
       note,
@@ -246,94 +224,14 @@ async function main() {
     (s): s is Server => !!s && (s === baseline || values.servers.split(',').includes(s.name)),
   );
   const rates = values.rates.split(',').map(Number);
-  const best = new Map<string, Result | undefined>();
-  const failedAt = new Map<string, number>(); // first rate of the current run of failures
-  const misses = new Map<string, number>();
-  const table = new Map<number, Map<string, Result>>(); // rate -> server -> median run
-  let n = 0;
-  const report = (s: Server, r: Result) => {
-    console.log(
-      `${s.name.padEnd(8)} rate ${String(r.rate).padStart(6)}/s achieved ${r.achieved.toFixed(0).padStart(6)}/s  DORAs ${String(r.acks).padStart(6)}/${String(r.sent).padEnd(6)} drops ${(r.drop * 100).toFixed(2).padStart(6)}%  p99 DO ${r.p99do.toFixed(1).padStart(7)} ms RA ${r.p99ra.toFixed(1).padStart(7)} ms  cpu ${r.cpuPerAck.toFixed(0).padStart(4)} µs/DORA (main ${r.cpuMainPerAck.toFixed(0)}) ${r.note}`,
-    );
-    if (r.probe) console.log(`    ${s.name} loop/gc: ${r.probe}`);
-  };
-  const ok = (r: Result) => r.drop < 0.01 && r.achieved >= r.rate * 0.95 && !/NON-UNIQUE|LOST/.test(r.note);
-  // Every server runs each rate RUNS times, the runs interleaved so that machine noise hits all alike; the
-  // step is the median run by loss (its p99s with it), and a lost lease or a duplicate address in any run fails it.
-  const ladderStep = async (rate: number, servers: Server[]) => {
-    const runs = new Map<string, Result[]>(servers.map((s) => [s.name, []]));
-    for (let i = 0; i < RUNS; i++)
-      for (const s of servers) {
-        const r = await step(s, rate, n++);
-        report(s, r);
-        runs.get(s.name)!.push(r);
-      }
-    const out = new Map<string, { median: Result; pass: boolean }>();
-    for (const s of servers) {
-      const rs = runs.get(s.name)!;
-      const median = [...rs].sort((a, b) => a.drop - b.drop)[Math.floor((rs.length - 1) / 2)]!;
-      const bad = rs.find((r) => /NON-UNIQUE|LOST/.test(r.note));
-      const m = bad ? { ...median, note: bad.note } : median;
-      out.set(s.name, { median: m, pass: ok(m) });
-      if (!table.has(rate)) table.set(rate, new Map());
-      table.get(rate)!.set(s.name, m);
-    }
-    return out;
-  };
-  // A server leaves the ladder after two failed rates in a row.
-  const done = (s: Server) => (misses.get(s.name) ?? 0) >= 2;
-  for (const rate of rates) {
-    const res = await ladderStep(
-      rate,
-      all.filter((s) => !done(s)),
-    );
-    for (const [name, { median, pass }] of res) {
-      if (pass) {
-        best.set(name, median);
-        misses.set(name, 0);
-        failedAt.delete(name);
-      } else {
-        misses.set(name, (misses.get(name) ?? 0) + 1);
-        if (!failedAt.has(name)) failedAt.set(name, rate);
-      }
-    }
-    if (all.every(done)) break;
-  }
-  // One bisection step between the best passing and the first failing rate.
-  for (const s of all) {
-    const lo = best.get(s.name)?.rate ?? 0;
-    const hi = failedAt.get(s.name);
-    if (!hi || hi - lo < 500) continue;
-    const mid = Math.round((lo + hi) / 2 / 100) * 100;
-    const r = (await ladderStep(mid, [s])).get(s.name)!;
-    if (r.pass) best.set(s.name, r.median);
-  }
-  printSummary(all, best, table);
-}
-
-function printSummary(all: Server[], best: Map<string, Result | undefined>, table: Map<number, Map<string, Result>>) {
-  console.log(
-    `\nmedian of ${RUNS} run(s) per step, pinning ${values.pin}, pool ${POOL_SIZE}: REQUEST->ACK p99 (ms) / loss per rate`,
+  const { best, table } = await runLadder(all, rates, RUNS, step);
+  printSummary(
+    all,
+    best,
+    table,
+    `median of ${RUNS} run(s) per step, pinning ${values.pin}, pool ${POOL_SIZE}`,
+    `full DORA, relayed, ${POOL_SIZE}-address pool`,
   );
-  console.log(`  ${'rate'.padStart(6)}  ${all.map((s) => s.name.padStart(16)).join('')}`);
-  for (const [rate, row] of [...table].sort((a, b) => a[0] - b[0]))
-    console.log(
-      `  ${String(rate).padStart(6)}  ${all
-        .map((s) => {
-          const r = row.get(s.name);
-          return (r ? `${r.p99ra.toFixed(1)} / ${(r.drop * 100).toFixed(1)}%` : '-').padStart(16);
-        })
-        .join('')}`,
-    );
-  console.log(`\nhighest rate with < 1% drops (full DORA, relayed, ${POOL_SIZE}-address pool):`);
-  for (const s of all) {
-    const r = best.get(s.name);
-    console.log(
-      r
-        ? `  ${s.name.padEnd(8)} ${String(r.rate).padStart(6)} DORA/s   p99 DISCOVER->OFFER ${r.p99do.toFixed(1)} ms, REQUEST->ACK ${r.p99ra.toFixed(1)} ms ${r.note}`
-        : `  ${s.name.padEnd(8)} none of the rates tried`,
-    );
-  }
 }
 
 try {

@@ -1,0 +1,37 @@
+/**
+ * One Plinth DHCP daemon on a PostgreSQL inventory, for `bench:dhcp -- --store postgres` (bench/dhcp-pg.ts), run
+ * inside the server namespace:
+ *   ip netns exec NS node --import tsx bench/dhcp-pg-run.ts URL SERVER_ID INTERFACE
+ * What a daemon started with `--store URL --server-id ID` runs for DHCP: the store opened as src/daemon.ts opens it
+ * (src/store/open.ts: the pool, the offer pool, the event log), the other daemons' events followed (the LISTEN
+ * connection and its reads of the events table), the heartbeat row, and the DHCP server on INTERFACE; no HTTP, TFTP
+ * or API, as the SQLite bench's test/e2e/dhcp-run.ts. The subnet is seeded by the bench before the start. Prints
+ * READY; SIGTERM closes it; the bench ends it with kill -9.
+ */
+import pino from 'pino';
+import { startRegistry } from '../src/daemon-registry.js';
+import { startDhcpServer } from '../src/dhcp/server.js';
+import { createBus } from '../src/events.js';
+import { followPeers } from '../src/peer-events.js';
+import { openStore } from '../src/store/open.js';
+import { VERSION } from '../src/version.js';
+
+const [url, serverId, iface] = process.argv.slice(2);
+if (!url || !serverId || !iface) throw new Error('usage: dhcp-pg-run.ts URL SERVER_ID INTERFACE');
+const log = pino({ level: process.env.PLINTH_LOG_LEVEL ?? 'warn' }, pino.destination(2));
+const store = await openStore(url, '/nonexistent', (err) => log.warn({ err: err.message }, 'pg connection'), serverId);
+const bus = createBus(log);
+const peers = await followPeers(store, bus, serverId, log);
+const registry = await startRegistry(store, { serverId, version: VERSION, backend: store.backend }, log);
+const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080 });
+process.stdout.write('READY\n');
+const stop = async () => {
+  await server.close();
+  await registry.close();
+  await peers?.();
+  await store.close();
+  process.stderr.write(`${JSON.stringify({ stats: server.stats })}\n`);
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

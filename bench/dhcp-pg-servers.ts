@@ -1,0 +1,293 @@
+/**
+ * The servers `bench:dhcp -- --store postgres` (bench/dhcp-pg.ts) runs on one PostgreSQL cluster: Plinth with one
+ * daemon (`plinth-pg`) or three (`plinth-pg3`) on one database, and kea-dhcp4 with its PostgreSQL lease backend
+ * (`kea-pg`, multi-threaded; `kea-pg-st`, Kea 2.2's default single thread). Each step gets a fresh database; the
+ * durability check kills the server(s) with SIGKILL and reads the lease table with SQL.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { openPgStore } from '../src/store/pg.js';
+import { type Proc, startIn } from '../test/e2e/dhcp-netns.js';
+
+/** One server namespace and the client namespace whose perfdhcp relays to it. */
+export type Pair = {
+  srv: string;
+  cli: string;
+  srvAddr: string;
+  cliAddr: string;
+  mac: string;
+  /** `plinth-pg3own`: this pair's own subnet (server and relay addresses in it, a third of the pool). */
+  own: { subnet: string; srvAddr: string; cliAddr: string; start: string; end: string };
+};
+
+export type PgBenchContext = {
+  tmp: string;
+  root: string;
+  pool: { start: string; end: string };
+  pinServer: (cmd: string[]) => string[];
+  /** The cluster's socket directory and port: the servers run in namespaces, the unix socket reaches them all. */
+  pgDir: string;
+  pgPort: number;
+  pairs: Pair[];
+  keaThreads: number;
+  keaQueue: number;
+};
+
+export type PgServer = {
+  name: string;
+  /** How many pairs (daemons, each behind its own relay) the step drives. */
+  daemons: number;
+  /** Each daemon serves its own subnet (pair.own) instead of all serving one. */
+  own?: boolean;
+  /** Tables and the subnet in the step's fresh database. */
+  prepare(db: string): Promise<void>;
+  start(step: number, db: string): Promise<Proc[]>;
+  /** After kill -9 of every process: every ACKed address in the lease table, bound to the client it was ACKed to. */
+  check(procs: Proc[], db: string, owners: Map<string, string>): Promise<string>;
+};
+
+/** node-postgres and libpq both take a socket directory as the host. */
+export const pgUrl = (ctx: PgBenchContext, db: string) =>
+  `postgres://postgres@localhost:${ctx.pgPort}/${db}?host=${encodeURIComponent(ctx.pgDir)}`;
+
+export async function sql<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  ctx: PgBenchContext,
+  db: string,
+  text: string,
+): Promise<R[]> {
+  const c = new pg.Client({ connectionString: pgUrl(ctx, db) });
+  await c.connect();
+  try {
+    return (await c.query<R>(text)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+const killAll = async (procs: Proc[]) => {
+  for (const p of procs) p.child.kill('SIGKILL');
+  await Promise.all(
+    procs.map(
+      (p) =>
+        new Promise<void>((r) =>
+          p.child.exitCode !== null || p.child.signalCode ? r() : p.child.once('exit', () => r()),
+        ),
+    ),
+  );
+};
+
+/** ACKed (perfdhcp: address -> client) against the table's bound rows (address -> MAC as 12 hex digits). */
+function compare(owners: Map<string, string>, bound: Map<string, string>): string {
+  let missing = 0;
+  let other = 0;
+  for (const [address, client] of owners) {
+    const mac = bound.get(address);
+    if (mac === undefined) missing++;
+    else if (
+      mac !==
+      client
+        .replace(/[^0-9a-f]/gi, '')
+        .toLowerCase()
+        .slice(-12)
+    )
+      other++;
+  }
+  const parts = [
+    missing === 0 ? `durable ${owners.size}/${owners.size}` : `LOST ${missing} of ${owners.size}`,
+    other ? `TWICE: ${other} ACKed addresses held by another client in the table` : '',
+  ];
+  return parts.filter(Boolean).join(', ');
+}
+
+export function plinthPgServer(name: string, daemons: number, ctx: PgBenchContext, own = false): PgServer {
+  return {
+    name,
+    daemons,
+    own,
+    async prepare(db) {
+      // Migrations and the subnet once, before the daemons start (they would otherwise race to migrate).
+      const store = await openPgStore(pgUrl(ctx, db));
+      const subnets = own
+        ? ctx.pairs.slice(0, daemons).map((p, i) => ({
+            name: `bench-${i + 1}`,
+            subnet: p.own.subnet,
+            activeStart: p.own.start,
+            activeEnd: p.own.end,
+            leaseTime: 3600,
+          }))
+        : [
+            {
+              name: 'bench',
+              subnet: '10.98.0.0/16',
+              activeStart: ctx.pool.start,
+              activeEnd: ctx.pool.end,
+              leaseTime: 3600,
+            },
+          ];
+      for (const s of subnets) await store.create('subnets', s.name, s);
+      await store.close();
+    },
+    start(_step, db) {
+      return Promise.all(
+        ctx.pairs
+          .slice(0, daemons)
+          .map((pair, i) =>
+            startIn(
+              pair.srv,
+              ctx.pinServer([
+                process.execPath,
+                '--import',
+                'tsx',
+                path.join(ctx.root, 'bench/dhcp-pg-run.ts'),
+                pgUrl(ctx, db),
+                `bench-${i + 1}`,
+                'b0',
+              ]),
+              (o) => o.includes('READY'),
+              30_000,
+            ),
+          ),
+      );
+    },
+    async check(procs, db, owners) {
+      await killAll(procs);
+      const rows = await sql<{ key: string; mac: string }>(
+        ctx,
+        db,
+        "SELECT key, doc ->> 'mac' AS mac FROM leases WHERE doc ->> 'state' = 'bound'",
+      );
+      const bound = new Map(rows.map((r) => [r.key, r.mac.replace(/:/g, '').toLowerCase()]));
+      // One client, two live rows: the other half of "one address per client" (src/store/pg-leases.ts).
+      const twice = await sql(
+        ctx,
+        db,
+        `SELECT coalesce(doc ->> 'clientId', doc ->> 'mac') AS c FROM leases
+         WHERE doc ->> 'state' IN ('offered', 'bound') GROUP BY 1 HAVING count(*) > 1`,
+      );
+      const errors = procs.flatMap((p) => p.out().match(/"level":(50|60)[^\n]*/g) ?? []);
+      return [
+        compare(owners, bound),
+        twice.length ? `TWICE: ${twice.length} clients with two live leases` : '',
+        errors.length ? `ERROR: ${errors.length} error lines, first ${errors[0]!.slice(0, 300)}` : '',
+      ]
+        .filter(Boolean)
+        .join(', ');
+    },
+  };
+}
+
+/**
+ * kea-dhcp4 2.2 with `lease-database { type: postgresql }` on the same cluster: a lease INSERT (or an UPDATE to
+ * reuse one) committed before the ACK, synchronous_commit on as for Plinth. `mt`: multi-threading with
+ * --kea-threads threads (each with its own connection) and --kea-queue packets queued.
+ */
+export function keaPgServer(name: string, mt: boolean, ctx: PgBenchContext): PgServer {
+  const pair = ctx.pairs[0]!;
+  return {
+    name,
+    daemons: 1,
+    async prepare(db) {
+      execFileSync(
+        'psql',
+        [
+          '-q',
+          '-v',
+          'ON_ERROR_STOP=1',
+          '-h',
+          ctx.pgDir,
+          '-p',
+          String(ctx.pgPort),
+          '-U',
+          'postgres',
+          '-d',
+          db,
+          '-f',
+          '/usr/share/kea/scripts/pgsql/dhcpdb_create.pgsql',
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+    },
+    async start(step, db) {
+      const cfg = {
+        Dhcp4: {
+          'interfaces-config': { interfaces: ['b0'], 'dhcp-socket-type': 'udp' },
+          'lease-database': {
+            type: 'postgresql',
+            name: db,
+            host: ctx.pgDir,
+            port: ctx.pgPort,
+            user: 'postgres',
+            password: 'unused',
+          },
+          ...(mt
+            ? {
+                'multi-threading': {
+                  'enable-multi-threading': true,
+                  'thread-pool-size': ctx.keaThreads,
+                  'packet-queue-size': ctx.keaQueue,
+                },
+              }
+            : {}),
+          'valid-lifetime': 3600,
+          subnet4: [{ id: 1, subnet: '10.98.0.0/16', pools: [{ pool: `${ctx.pool.start} - ${ctx.pool.end}` }] }],
+          // INFO for the start line; not one line per lease (kea-dhcp4.leases logs each allocation at INFO).
+          loggers: [
+            { name: 'kea-dhcp4', output_options: [{ output: 'stdout' }], severity: 'INFO' },
+            { name: 'kea-dhcp4.leases', output_options: [{ output: 'stdout' }], severity: 'WARN' },
+          ],
+        },
+      };
+      const file = path.join(ctx.tmp, `kea-${step}.json`);
+      writeFileSync(file, JSON.stringify(cfg));
+      const proc = await startIn(
+        pair.srv,
+        [
+          'env',
+          `KEA_PIDFILE_DIR=${ctx.tmp}`,
+          `KEA_LOCKFILE_DIR=${ctx.tmp}`,
+          ...ctx.pinServer(['kea-dhcp4', '-c', file]),
+        ],
+        (o) => /DHCP4_STARTED/.test(o),
+        15_000,
+      );
+      return [proc];
+    },
+    async check(procs, db, owners) {
+      await killAll(procs);
+      const rows = await sql<{ a: string; mac: string }>(
+        ctx,
+        db,
+        "SELECT host('0.0.0.0'::inet + address) AS a, encode(hwaddr, 'hex') AS mac FROM lease4 WHERE state = 0",
+      );
+      const errors = procs.flatMap((p) => p.out().match(/ERROR [^\n]*/g) ?? []);
+      return [
+        compare(owners, new Map(rows.map((r) => [r.a, r.mac]))),
+        errors.length ? `ERROR: ${errors.length} error lines, first ${errors[0]!.slice(0, 300)}` : '',
+      ]
+        .filter(Boolean)
+        .join(', ');
+    },
+  };
+}
+
+/** CPU time in ns of PostgreSQL's postmaster and every process it started (the backends, WAL writer...). */
+export function pgCpuNs(pgDir: string): number {
+  try {
+    const postmaster = readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]!.trim();
+    let ns = 0;
+    for (const pid of readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const ppid = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1];
+        if (pid !== postmaster && ppid !== postmaster) continue;
+        ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {}
+    }
+    return ns;
+  } catch {
+    return Number.NaN;
+  }
+}
