@@ -7,7 +7,7 @@
  *   plinth-cl-bb: bridge br0, the backbone: daemon a 10.120.0.11, b .12, c .13 (API, peers, server id)
  *   plinth-cl-d{a,b,c}: the daemon; rack0 10.121.N.1 to its rack's relay; a and b also ha0 10.122.N.1 to the
  *     shared relay. Routes to their racks' client networks through the relays.
- *   plinth-cl-r{a,b,c}: the rack relay (IP forwarding): up0 10.121.N.2; br0 10.13N.0.1/24 with dhcrelay downstream
+ *   plinth-cl-r{a,b,c}: the rack relay (IP forwarding): up0 10.121.N.2; br0 10.13N.0.1/16 with dhcrelay downstream
  *     (dhclient's namespace plinth-cl-c{a,b,c} on eth0, and tap0 for a QEMU VM); pf0 10.13N.1.1/24 to
  *     plinth-cl-p{a,b,c} (perfdhcp, eth0 10.13N.1.2, its giaddr). Rack N's subnet is 10.13N.0.0/16: both giaddrs.
  *   plinth-cl-rs: the shared relay: upa 10.122.1.2 (to a), upb 10.122.2.2 (to b), br0 10.140.0.1/24 with
@@ -91,7 +91,8 @@ export function buildTopology(): void {
     veth({ ns: d, ifname: 'rack0', cidr: `10.121.${i}.1/24` }, { ns: rel, ifname: 'up0', cidr: `10.121.${i}.2/24` });
     ipn(d, 'route', 'add', `10.13${i}.0.0/16`, 'via', `10.121.${i}.2`);
     sysctl(rel, 'net.ipv4.ip_forward=1');
-    bridge(rel, `10.13${i}.0.1/24`);
+    // /16: the rack's whole subnet is on this segment (its clients' addresses start at 10.13N.2.1).
+    bridge(rel, `10.13${i}.0.1/16`);
     ipn(rel, 'route', 'add', 'default', 'via', `10.121.${i}.1`);
     for (const k of [0, 1])
       veth({ ns: rel, ifname: `c${k}`, bridge: 'br0' }, { ns: c, ifname: `eth${k}`, mac: clientMac(k) });
