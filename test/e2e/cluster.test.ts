@@ -223,7 +223,8 @@ describe('three daemons on one PostgreSQL', () => {
     await expectCommitted(runs.flatMap((x) => x.acks));
     // Every daemon is still running and serves its rack again.
     for (const r of RACKS) {
-      expect(daemon(r).proc.child.exitCode, daemonLog(r).slice(-3000)).toBeNull();
+      const { exitCode, signalCode } = daemon(r).proc.child;
+      expect({ exitCode, signalCode }, daemonLog(r).slice(-3000)).toEqual({ exitCode: null, signalCode: null });
       const after = await perfdhcp(r, { rate: 20, count: 40, clients: 300 });
       expect(after.acks.length, after.out).toBeGreaterThan(20);
       acks.push(...after.acks);
