@@ -234,16 +234,17 @@ describe('three daemons on one PostgreSQL', () => {
     }
     expect(created.some((c) => c.at > restartedAt)).toBe(true);
     // c's subscriber saw every machine a created, before and after the outage...
-    await sleep(2000);
-    const seen = new Set(live.events().map((e) => e.data.key));
+    const keys = (sub: ReturnType<typeof subscribe>) => new Set(sub.events().map((e) => e.data.key));
+    await until(() => created.every((c) => keys(live).has(c.uuid)), 15_000);
+    const seen = keys(live);
     for (const c of created) expect(seen.has(c.uuid), c.uuid).toBe(true);
     // ...and one reconnecting with the last id it had before the outage gets the rest replayed.
     const replay = subscribe(NS.d('c'), base, 'type=machines.', lastBefore);
-    await sleep(2000);
+    const afterOutage = created.filter((c) => c.at > restartedAt);
+    await until(() => afterOutage.every((c) => keys(replay).has(c.uuid)), 15_000);
     await replay.proc.stop();
     await live.proc.stop();
-    const replayed = new Set(replay.events().map((e) => e.data.key));
-    const afterOutage = created.filter((c) => c.at > restartedAt);
+    const replayed = keys(replay);
     for (const c of afterOutage) expect(replayed.has(c.uuid), c.uuid).toBe(true);
   });
 
@@ -257,11 +258,19 @@ describe('three daemons on one PostgreSQL', () => {
       options: [{ code: 3, value: '10.140.0.1' }],
       owners: [serverId('a'), serverId('b')],
     };
+    // b must know the subnet before its clients come (else its silence would prove nothing): it hears of it on its
+    // bus, from a's event, which is what reloads its DHCP cache too.
+    const onB = subscribe(NS.d('b'), `http://${daemonAddr('b')}:8091`, 'type=subnets.');
+    await sleep(500);
     const res = api('a').json('POST', '/api/v1/subnets', shared);
     expect(res.status, res.text).toBe(201);
+    await until(() => onB.events().some((e) => e.data.key === 'shared'), 15_000);
+    await onB.proc.stop();
+    expect(onB.events().map((e) => e.data.key)).toContain('shared');
     relays.push(await dhcrelay(NS.rs, ['upa', 'upb'], ['10.122.1.1', '10.122.2.1']));
     await sleep(1000);
     const offersOfB = dhcpCount('b', 'offer');
+    const receivedByB = receivedCount('b');
     const pair: Dhclient[] = [];
     for (const k of [0, 1, 2]) pair.push(await startClient(NS.cs, `eth${k}`, `52:54:00:5a:00:0${k}`, 'shared'));
     const first = new Map<Dhclient, string>();
@@ -272,6 +281,7 @@ describe('three daemons on one PostgreSQL', () => {
       acks.push(...dhclientAcks(c));
     }
     // The primary answered; the standby did not even offer (dhclient names the relay, not the server: b's own count).
+    expect(receivedCount('b')).toBeGreaterThan(receivedByB);
     expect(dhcpCount('b', 'offer')).toBe(offersOfB);
     await killDaemon('a');
     try {
@@ -364,6 +374,15 @@ function dhcpCount(r: Rack, outcome: string): number {
   const m = new RegExp(`^plinth_dhcp_packets_total\\{[^}]*outcome="${outcome}"[^}]*\\} (\\d+)`, 'm').exec(text);
   if (!m) throw new Error(`no ${outcome} count in /metrics of ${r}: ${text.slice(0, 500)}`);
   return Number(m[1]);
+}
+/** Packets the daemon's DHCP server received (its /metrics): the relay forwards the pair's clients to both. */
+function receivedCount(r: Rack): number {
+  const m = /^plinth_dhcp_received_packets_total (\d+)/m.exec(api(r).get('/metrics').text);
+  if (!m) throw new Error(`no received count in /metrics of ${r}`);
+  return Number(m[1]);
+}
+async function until(ok: () => boolean, ms: number) {
+  for (const end = Date.now() + ms; !ok() && Date.now() < end; ) await sleep(250);
 }
 function countBy(xs: number[]) {
   const m: Record<string, number> = {};
