@@ -143,9 +143,10 @@ export function bootRenderer(deps: BootRendererDeps) {
       if (ctx.kind === 'digest-mismatch') {
         const bad = ctx.problems;
         const why = `refusing to boot ${be.name}: ${bad.join('; ')}`;
+        const missing = bad.every((p) => p.endsWith(' is missing'));
         log.error(
           { machine: m.name, bootEnv: be.name, problems: bad },
-          `boot refused: artifact digest mismatch: ${why}`,
+          `boot refused: ${missing ? 'pinned artifacts missing' : 'artifact digest mismatch'}: ${why}`,
         );
         await record(m.uuid, { kind: 'refused', detail: why, data: { file } }, { bootEnv: be.name, result: 'failed' });
         bus.emit({ type: 'boot.refused', machine, data: { bootEnv: be.name, problems: bad } });
