@@ -216,8 +216,15 @@ class Dispatcher {
     this.proxyEnv = { machines: d.env.machines, decide: d.env.decide };
   }
 
+  // One send callback for every reply (not a closure per packet); dgram's error names the address and port.
+  private readonly sent = (err: Error | null) => {
+    if (!err) return this.d.guard.passed('sending replies');
+    this.d.stats.errors++;
+    this.d.guard.failed('sending replies', err);
+  };
+
   onMessage(l: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const { stats, guard, opts } = this.d;
+    const { stats, opts } = this.d;
     stats.received++;
     const res = decode(msg);
     if (!res.ok) {
@@ -247,14 +254,7 @@ class Dispatcher {
       );
       return;
     }
-    this.handle(l, pkt, rinfo).then(
-      () => guard.passed('answering requests'),
-      (err) => {
-        // One line a minute while requests keep failing (a full disk, a broken store: every packet would log).
-        stats.errors++;
-        guard.failed('answering requests', err, { mac: macOf(pkt) });
-      },
-    );
+    void this.handle(l, pkt, rinfo);
   }
 
   private onRogue(l: Listener, pkt: DhcpPacket, src: string): void {
@@ -276,38 +276,45 @@ class Dispatcher {
     );
   }
 
+  // Never rejects: every packet's failure is counted and logged here (no promise chain per packet).
   private async handle(l: Listener, pkt: DhcpPacket, rinfo: dgram.RemoteInfo): Promise<void> {
-    // Option 82 sub-options are a relay's word: read only in relayed requests (a client could send its own).
-    const relay = pkt.giaddr !== '0.0.0.0' ? relayInfo(pkt.options.get(Opt.RelayAgentInfo)) : undefined;
-    const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce, relay?.linkSelection);
-    if (!loc) {
-      this.d.stats.ignored++;
-      return;
+    const { stats, guard } = this.d;
+    try {
+      // Option 82 sub-options are a relay's word: read only in relayed requests (a client could send its own).
+      const relay = pkt.giaddr !== '0.0.0.0' ? relayInfo(pkt.options.get(Opt.RelayAgentInfo)) : undefined;
+      const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce, relay?.linkSelection);
+      if (loc) {
+        const req: DhcpRequest = {
+          pkt,
+          mac: macOf(pkt),
+          type: pkt.options.get(Opt.MessageType)![0]!,
+          subnet: loc.subnet,
+          server: loc.server,
+          ingress: `${l.ifname ?? '*'}/${pkt.giaddr}`,
+          source: rinfo.address,
+          wire: relay?.serverIdOverride
+            ? { echoClientId: l.kind === 'dhcp', serverIdOverride: relay.serverIdOverride }
+            : l.kind === 'dhcp'
+              ? WIRE_DHCP
+              : WIRE_PROXY,
+        };
+        const out =
+          l.kind === 'proxy'
+            ? await answerBootServer(req, this.proxyEnv)
+            : loc.subnet.proxy
+              ? await answerProxy(req, this.proxyEnv)
+              : await answerRequest(
+                  req,
+                  relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
+                );
+        this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
+      } else stats.ignored++;
+      guard.passed('answering requests');
+    } catch (err) {
+      // One line a minute while requests keep failing (a full disk, a broken store: every packet would log).
+      stats.errors++;
+      guard.failed('answering requests', err, { mac: macOf(pkt) });
     }
-    const req: DhcpRequest = {
-      pkt,
-      mac: macOf(pkt),
-      type: pkt.options.get(Opt.MessageType)![0]!,
-      subnet: loc.subnet,
-      server: loc.server,
-      ingress: `${l.ifname ?? '*'}/${pkt.giaddr}`,
-      source: rinfo.address,
-      wire: relay?.serverIdOverride
-        ? { echoClientId: l.kind === 'dhcp', serverIdOverride: relay.serverIdOverride }
-        : l.kind === 'dhcp'
-          ? WIRE_DHCP
-          : WIRE_PROXY,
-    };
-    const out =
-      l.kind === 'proxy'
-        ? await answerBootServer(req, this.proxyEnv)
-        : loc.subnet.proxy
-          ? await answerProxy(req, this.proxyEnv)
-          : await answerRequest(
-              req,
-              relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
-            );
-    this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
   }
 
   /** Counts the outcome; for a reply: hands its boot on (event, onBoot), encodes and sends it. */
@@ -318,7 +325,7 @@ class Dispatcher {
     rinfo: dgram.RemoteInfo,
     serverIdOverride?: string,
   ): void {
-    const { stats, opts, conn, guard } = this.d;
+    const { stats, opts, conn } = this.d;
     if (out.count) stats[out.count]++;
     if (!out.reply) return;
     if (out.boot) announceBoot(opts, out.boot.choice, out.boot.offer);
@@ -327,10 +334,7 @@ class Dispatcher {
     if (dropped.length)
       this.d.warnOnce(`drop-${mac}`, { mac, dropped }, 'dhcp: reply too large for the client: options dropped');
     const dest = conn.destination(out.delivery, l, pkt, out.reply, rinfo);
-    conn.send(l, buf, dest, (err) => {
-      stats.errors++;
-      guard.failed('sending replies', err, { dest });
-    });
+    conn.send(l, buf, dest, this.sent);
     if (out.proxyAcked)
       opts.bus.emit({ type: 'proxy.acked', key: out.proxyAcked.address, data: { mac, subnet: out.proxyAcked.subnet } });
   }
