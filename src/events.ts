@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { ResourceKind } from './inventory/resources.js';
 import { createLogger, type Logger } from './log.js';
 import { rateLimitedLog } from './log-limit.js';
@@ -132,27 +131,62 @@ const fallbackLogger = () => {
  * one line per type and interval, so one that fails on every lease cannot flood the log.
  */
 export function createBus(log?: Logger, opts: { logIntervalMs?: number; clock?: () => number } = {}): Bus {
-  const ee = new EventEmitter();
-  ee.setMaxListeners(0);
+  // A plain list replaced on every on/off rather than an EventEmitter: emit() runs on every lease event of the
+  // DHCP packet path, and EventEmitter copies its listener array per emit. Replacing the list keeps its
+  // semantics: a listener added during an emit hears the next event, one removed during an emit still hears this one.
+  let listeners: readonly ((e: PlinthEvent) => void)[] = [];
   let limited: ReturnType<typeof rateLimitedLog> | undefined;
   const failed = (e: PlinthEvent, err: unknown) => {
     limited ??= rateLimitedLog(log ?? fallbackLogger(), opts.logIntervalMs, opts.clock);
     limited('error', `bus:${e.type}`, { err, event: e.type }, `event subscriber failed on ${e.type}`);
   };
+  const stamp = isoClock();
   return {
     emit(e) {
-      ee.emit('event', { ...e, at: new Date().toISOString() });
+      const list = listeners;
+      if (list.length === 0) return;
+      const ev = { ...e, at: stamp(Date.now()) } as PlinthEvent;
+      for (const fn of list) {
+        try {
+          fn(ev);
+        } catch (err) {
+          failed(ev, err);
+        }
+      }
     },
     on(fn) {
-      const safe = (e: PlinthEvent) => {
-        try {
-          fn(e);
-        } catch (err) {
-          failed(e, err);
-        }
+      // Each subscription is its own entry, so one function subscribed twice is removed once per off().
+      const entry = (e: PlinthEvent) => fn(e);
+      listeners = [...listeners, entry];
+      return () => {
+        listeners = listeners.filter((l) => l !== entry);
       };
-      ee.on('event', safe);
-      return () => ee.off('event', safe);
     },
+  };
+}
+
+/**
+ * A formatter of epoch milliseconds as `Date.prototype.toISOString` does, with the text up to the minute cached:
+ * the DHCP packet path stamps every lease (updated, expires) and every event, and `toISOString` costs about ten
+ * times a cached prefix. Each formatter caches one minute, so give each stream of times (now, now + lease time)
+ * its own. Throws a RangeError for an invalid time, as `toISOString`.
+ */
+export function isoClock(): (ms: number) => string {
+  let minute = Number.NaN;
+  let prefix = '';
+  return (time) => {
+    // Date's TimeClip: whole milliseconds toward zero; out of range (or NaN) throws below, as toISOString does.
+    const ms = Math.trunc(time);
+    if (!(Math.abs(ms) <= 8.64e15)) return new Date(ms).toISOString();
+    const m = Math.floor(ms / 60_000);
+    if (m !== minute) {
+      const full = new Date(m * 60_000).toISOString(); // ...THH:MM:00.000Z; throws when out of range
+      prefix = full.slice(0, full.length - 7);
+      minute = m;
+    }
+    const rest = ms - m * 60_000;
+    const sec = Math.floor(rest / 1000);
+    const milli = rest - sec * 1000;
+    return `${prefix}${sec < 10 ? '0' : ''}${sec}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`;
   };
 }

@@ -298,12 +298,10 @@ export class Connections {
     }
   }
 
-  send(l: Listener, buf: Buffer, dest: Destination, onError: (err: Error) => void): void {
+  /** Sends a reply; `done` gets the outcome (null when sent): one function for every send, not one per packet. */
+  send(l: Listener, buf: Buffer, dest: Destination, done: (err: Error | null) => void): void {
     const to = this.o.replyTo ? this.o.replyTo(dest, l.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
-    l.socket.send(buf, to.port, to.address, (err) => {
-      if (err) onError(err);
-      else this.o.guard.passed('sending replies');
-    });
+    l.socket.send(buf, to.port, to.address, done);
   }
 
   private async closeAll(): Promise<void> {

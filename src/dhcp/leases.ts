@@ -8,7 +8,7 @@
  * index is this daemon's view only: every lease write is a claimLease (the database refuses an address another
  * client holds), an offer is claimed before it leaves, and a lost claim teaches the index the holder's lease.
  */
-import type { Bus } from '../events.js';
+import { type Bus, isoClock } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
@@ -63,6 +63,9 @@ class MemoryLeaseTable implements LeaseTable {
   private readonly byMac = new Map<string, number>();
   private readonly cursors = new Map<string, number>(); // next-free scan position per subnet
   private readonly heldCounts: HeldCounts;
+  // Two formatters, each caching its own minute: now (updatedAt) and now + a lease time (expiresAt).
+  private readonly isoNow = isoClock();
+  private readonly isoLater = isoClock();
 
   constructor(private readonly deps: LeaseTableDeps) {
     this.now = deps.now ?? Date.now;
@@ -391,7 +394,7 @@ class MemoryLeaseTable implements LeaseTable {
       this.heldCounts.moved(prev.ip, isHeld(prev, t), false);
       prev.state = 'released';
       prev.exp = t;
-      prev.expiresAt = new Date(t).toISOString();
+      prev.expiresAt = this.isoNow(t);
       this.persistLater(prev);
     }
     // Whoever held this address before (expired/released) loses its stickiness to it.
@@ -402,18 +405,19 @@ class MemoryLeaseTable implements LeaseTable {
     // A client that sent no identifier this time (a PXE ROM before its OS) keeps the one its lease has.
     const clientId = c.id ?? (same ? old.clientId : undefined);
     const hostname = extra.hostname ?? (same ? old.hostname : undefined);
+    const exp = t + seconds * 1000;
     const rec: LeaseRec = {
       address,
       mac: c.mac,
       subnet: s.name,
       state,
       ip,
-      exp: t + seconds * 1000,
-      expiresAt: new Date(t + seconds * 1000).toISOString(),
-      updatedAt: new Date(t).toISOString(),
-      ...(clientId ? { clientId } : {}),
-      ...(hostname ? { hostname } : {}),
+      exp,
+      expiresAt: this.isoLater(exp),
+      updatedAt: this.isoNow(t),
     };
+    if (clientId) rec.clientId = clientId;
+    if (hostname) rec.hostname = hostname;
     this.byIp.set(ip, rec);
     this.index(rec);
     this.heldCounts.moved(ip, wasHeld, isHeld(rec, t));

@@ -7,7 +7,7 @@
 import type dgram from 'node:dgram';
 import os from 'node:os';
 import { type InventoryCache, loadInventoryCache, type SubnetInfo } from '../inventory/cache.js';
-import type { Logger } from '../log.js';
+import { infoLines, type Logger } from '../log.js';
 import { rateLimitedLog } from '../log-limit.js';
 import { cidrContains } from '../model/common.js';
 import { ADDON_HINT, loadNetAddon } from './bind.js';
@@ -215,14 +215,25 @@ type DispatcherDeps = {
 class Dispatcher {
   private readonly malformed: (src: string, code: string, message: string) => void;
   private readonly proxyEnv: ProxyEnv;
+  // The ACK's info line, one per DORA at the default level: from a template (log.ts infoLines), a fifth of pino's
+  // cost, read exactly as log.info({ mac, address, subnet }, 'dhcp: ACK') wrote it.
+  private readonly ackLine: (fields: string) => void;
 
   constructor(private readonly d: DispatcherDeps) {
     this.malformed = malformedLog(d.opts.log, () => d.stats.malformed, d.opts.malformedLogIntervalMs);
     this.proxyEnv = { machines: d.env.machines, decide: d.env.decide };
+    this.ackLine = infoLines(d.opts.log, 'dhcp: ACK');
   }
 
+  // One send callback for every reply (not a closure per packet); dgram's error names the address and port.
+  private readonly sent = (err: Error | null) => {
+    if (!err) return this.d.guard.passed('sending replies');
+    this.d.stats.errors++;
+    this.d.guard.failed('sending replies', err);
+  };
+
   onMessage(l: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const { stats, guard, opts } = this.d;
+    const { stats, opts } = this.d;
     stats.received++;
     const res = decode(msg);
     if (!res.ok) {
@@ -252,14 +263,7 @@ class Dispatcher {
       );
       return;
     }
-    this.handle(l, pkt, rinfo).then(
-      () => guard.passed('answering requests'),
-      (err) => {
-        // One line a minute while requests keep failing (a full disk, a broken store: every packet would log).
-        stats.errors++;
-        guard.failed('answering requests', err, { mac: macOf(pkt) });
-      },
-    );
+    void this.handle(l, pkt, rinfo);
   }
 
   private onRogue(l: Listener, pkt: DhcpPacket, src: string): void {
@@ -281,39 +285,46 @@ class Dispatcher {
     );
   }
 
+  // Never rejects: every packet's failure is counted and logged here (no promise chain per packet).
   private async handle(l: Listener, pkt: DhcpPacket, rinfo: dgram.RemoteInfo): Promise<void> {
-    // Option 82 sub-options are a relay's word: read only in relayed requests (a client could send its own).
-    const relay = pkt.giaddr !== '0.0.0.0' ? relayInfo(pkt.options.get(Opt.RelayAgentInfo)) : undefined;
-    const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce, relay?.linkSelection);
-    if (!loc) {
-      this.d.stats.ignored++;
-      return;
+    const { stats, guard } = this.d;
+    try {
+      // Option 82 sub-options are a relay's word: read only in relayed requests (a client could send its own).
+      const relay = pkt.giaddr !== '0.0.0.0' ? relayInfo(pkt.options.get(Opt.RelayAgentInfo)) : undefined;
+      const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce, relay?.linkSelection);
+      if (loc) {
+        if (!this.d.owners.answers(loc.subnet, pkt, loc.server, relay?.serverIdOverride)) return;
+        const req: DhcpRequest = {
+          pkt,
+          mac: macOf(pkt),
+          type: pkt.options.get(Opt.MessageType)![0]!,
+          subnet: loc.subnet,
+          server: loc.server,
+          ingress: `${l.ifname ?? '*'}/${pkt.giaddr}`,
+          source: rinfo.address,
+          wire: relay?.serverIdOverride
+            ? { echoClientId: l.kind === 'dhcp', serverIdOverride: relay.serverIdOverride }
+            : l.kind === 'dhcp'
+              ? WIRE_DHCP
+              : WIRE_PROXY,
+        };
+        const out =
+          l.kind === 'proxy'
+            ? await answerBootServer(req, this.proxyEnv)
+            : loc.subnet.proxy
+              ? await answerProxy(req, this.proxyEnv)
+              : await answerRequest(
+                  req,
+                  relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
+                );
+        this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
+      } else stats.ignored++;
+      guard.passed('answering requests');
+    } catch (err) {
+      // One line a minute while requests keep failing (a full disk, a broken store: every packet would log).
+      stats.errors++;
+      guard.failed('answering requests', err, { mac: macOf(pkt) });
     }
-    if (!this.d.owners.answers(loc.subnet, pkt, loc.server, relay?.serverIdOverride)) return;
-    const req: DhcpRequest = {
-      pkt,
-      mac: macOf(pkt),
-      type: pkt.options.get(Opt.MessageType)![0]!,
-      subnet: loc.subnet,
-      server: loc.server,
-      ingress: `${l.ifname ?? '*'}/${pkt.giaddr}`,
-      source: rinfo.address,
-      wire: relay?.serverIdOverride
-        ? { echoClientId: l.kind === 'dhcp', serverIdOverride: relay.serverIdOverride }
-        : l.kind === 'dhcp'
-          ? WIRE_DHCP
-          : WIRE_PROXY,
-    };
-    const out =
-      l.kind === 'proxy'
-        ? await answerBootServer(req, this.proxyEnv)
-        : loc.subnet.proxy
-          ? await answerProxy(req, this.proxyEnv)
-          : await answerRequest(
-              req,
-              relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
-            );
-    this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
   }
 
   /** Counts the outcome; for a reply: hands its boot on (event, onBoot), encodes and sends it. */
@@ -324,19 +335,19 @@ class Dispatcher {
     rinfo: dgram.RemoteInfo,
     serverIdOverride?: string,
   ): void {
-    const { stats, opts, conn, guard } = this.d;
+    const { stats, opts, conn } = this.d;
     if (out.count) stats[out.count]++;
     if (!out.reply) return;
+    // The MAC (hex, colons) and the address (a dotted quad) need no escaping.
+    if (out.count === 'acks')
+      this.ackLine(`"mac":"${req.mac}","address":"${out.reply.yiaddr}","subnet":${JSON.stringify(req.subnet.name)}`);
     if (out.boot) announceBoot(opts, out.boot.choice, out.boot.offer);
     const { pkt, mac } = req;
     const { buf, dropped } = out.wire ?? finishReply(out.reply, pkt, l.kind === 'dhcp', serverIdOverride);
     if (dropped.length)
       this.d.warnOnce(`drop-${mac}`, { mac, dropped }, 'dhcp: reply too large for the client: options dropped');
     const dest = conn.destination(out.delivery, l, pkt, out.reply, rinfo);
-    conn.send(l, buf, dest, (err) => {
-      stats.errors++;
-      guard.failed('sending replies', err, { dest });
-    });
+    conn.send(l, buf, dest, this.sent);
     if (out.proxyAcked)
       opts.bus.emit({ type: 'proxy.acked', key: out.proxyAcked.address, data: { mac, subnet: out.proxyAcked.subnet } });
   }

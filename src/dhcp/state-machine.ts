@@ -333,7 +333,6 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     throw err;
   }
   env.offers.settle(ipInt(address), subnet.name);
-  env.log.info({ mac: a.mac, address, subnet: subnet.name }, 'dhcp: ACK');
   return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot, wire };
 }
 
