@@ -12,6 +12,7 @@ import { createFleet, type Fleet } from './fleet/index.js';
 import { type BootRecorder, bootRecorder } from './inventory/boots.js';
 import { type InventoryCache, loadInventoryCache } from './inventory/cache.js';
 import { tokenChecker } from './inventory/tokens.js';
+import type { Leadership } from './leader.js';
 import type { Logger } from './log.js';
 import { createDriver, type DriverFactory } from './power/index.js';
 import { powerOptions } from './power/settings.js';
@@ -48,6 +49,7 @@ export async function bootCore(
   log: Logger,
   filesDir: string,
   drivers: DriverFactory = createDriver,
+  leadership?: Leadership,
 ): Promise<BootCore> {
   const boots = bootRecorder(store);
   // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
@@ -62,7 +64,8 @@ export async function bootCore(
     search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
     filesDir,
   });
-  const fleet = createFleet({ store, bus, log, boots, drivers, ...powerOptions(cfg) });
+  // Rollouts are driven by the leading daemon only (src/leader.ts); any daemon's API changes them.
+  const fleet = createFleet({ store, bus, log, boots, drivers, leadership, ...powerOptions(cfg) });
   // With DHCP on, rollouts resume once it listens (startDhcp): a machine power-cycled before would go unanswered.
   const resume = cfg.dhcp ? undefined : setTimeout(() => void fleet.start(), 1000).unref();
   return {
