@@ -114,7 +114,7 @@ export function singleReprovisions(deps: SinglesDeps) {
             409,
             driving
               ? 'the machine has a reprovision that resumes once the daemon has started'
-              : 'the machine is being reprovisioned already (by the leading daemon)',
+              : 'the machine has a reprovision under way or waiting to resume (the leading daemon drives it)',
           );
         // Stored before anything acts: a kill -9 right after the 202 still resumes it.
         if (prior) await store.replace('rollouts', singleKey(uuid), structuredClone(doc) as never, [], { event });
