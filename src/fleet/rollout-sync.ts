@@ -14,11 +14,10 @@ import type { Rollout } from '../model/rollout.js';
 import { PreconditionError, type Store } from '../store/store.js';
 import type { ReprovisionState } from './reprovision.js';
 
-/** The fields a request may change on a rollout. */
-const REQUEST_FIELDS = new Set(['state', 'reason', 'updatedAt']);
-
+/** The rollout without the fields a request may change (top level only: a machine's reason is progress). */
 function withoutRequestFields(doc: Rollout): string {
-  return JSON.stringify(doc, (k, v) => (k !== '' && REQUEST_FIELDS.has(k) && typeof v !== 'object' ? undefined : v));
+  const { state: _s, reason: _r, updatedAt: _u, ...rest } = doc;
+  return JSON.stringify(rest);
 }
 
 /** Whether `foreign` is `mine` with only a request's fields changed. */

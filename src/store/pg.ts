@@ -141,7 +141,11 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     },
     leadership: (o = {}) =>
       pgLeadership(
-        withOption(url, baseConfig, `-c idle_session_timeout=${o.sessionTimeoutMs ?? 15_000}`),
+        withOption(
+          url,
+          { ...baseConfig, application_name: 'plinth-leader' },
+          `-c idle_session_timeout=${o.sessionTimeoutMs ?? 15_000}`,
+        ),
         o.onError || !opts.onIdleError ? o : { ...o, onError: opts.onIdleError },
       ),
     expireLeases: (before, limit) => guard(expire(before, limit)),
