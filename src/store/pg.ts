@@ -12,7 +12,7 @@ import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
 import { pgLeadership } from './pg-leader.js';
 import { pgLeaseClaims } from './pg-leases.js';
 import { migratePg } from './pg-migrations.js';
-import { asStoreError, BackendError, type Store, StoreError } from './store.js';
+import { asStoreError, BackendError, type LeadershipOptions, type Store, StoreError } from './store.js';
 
 export type PgOptions = {
   /** Schema for every table (search_path); tests give each file its own. Default: the server's search_path. */
@@ -74,6 +74,17 @@ export function withOption(url: string, config: pg.ClientConfig, option: string)
   }
 }
 
+/**
+ * The leader connection's server settings: the server ends a silent holder's session (and frees the lock) after
+ * `sessionTimeoutMs`, by `idle_session_timeout` (PostgreSQL 14 and later) and by TCP keepalive (any version; a
+ * keepalive counts from the last traffic, so it frees the lock a second later still).
+ */
+function leaderOptions(o: LeadershipOptions, serverVersion: number): string {
+  const ms = o.sessionTimeoutMs ?? 15_000;
+  const keepalive = `-c tcp_keepalives_idle=${Math.ceil(ms / 1000)} -c tcp_keepalives_interval=1 -c tcp_keepalives_count=1`;
+  return serverVersion >= 140000 ? `-c idle_session_timeout=${ms} ${keepalive}` : keepalive;
+}
+
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
   const baseConfig: pg.ClientConfig = {
@@ -98,6 +109,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // The schema the tables live in, as the server resolved search_path (from `schema` or the URL's options): one
   // inventory per schema, so one event channel per schema.
   let schema: string;
+  let serverVersion = 0;
   // Migrations on a connection of their own without the query timeouts: one may rewrite a large table, or wait
   // for another daemon's.
   const m = new pg.Client(baseConfig);
@@ -106,7 +118,11 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     await m.connect();
     try {
       schemaVersion = await migratePg(m);
-      schema = (await m.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
+      const r = await m.query<{ s: string; v: string }>(
+        "SELECT current_schema() AS s, current_setting('server_version_num') AS v",
+      );
+      schema = r.rows[0]!.s;
+      serverVersion = Number(r.rows[0]!.v);
     } finally {
       await m.end().catch(() => {});
     }
@@ -141,11 +157,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     },
     leadership: (o = {}) =>
       pgLeadership(
-        withOption(
-          url,
-          { ...baseConfig, application_name: 'plinth-leader' },
-          `-c idle_session_timeout=${o.sessionTimeoutMs ?? 15_000}`,
-        ),
+        withOption(url, { ...baseConfig, application_name: 'plinth-leader' }, leaderOptions(o, serverVersion)),
         o.onError || !opts.onIdleError ? o : { ...o, onError: opts.onIdleError },
       ),
     expireLeases: (before, limit) => guard(expire(before, limit)),
