@@ -141,3 +141,14 @@ export async function relay(port = 0) {
     },
   };
 }
+
+/** The backend pid holding the leader lock of `schema` (src/store/pg-leader.ts), if any. */
+export async function leaderPid(schema: string): Promise<number | undefined> {
+  const r = await adminQuery(
+    `SELECT pid FROM pg_locks, (SELECT hashtextextended('plinth-leader:' || $1, 0) AS k) x
+      WHERE locktype = 'advisory' AND granted AND classid::bigint = (k >> 32) & 4294967295
+        AND objid::bigint = k & 4294967295 AND objsubid = 1`,
+    [schema],
+  );
+  return r.rows[0]?.pid;
+}

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { soleLeadership, whileLeading } from '../../src/leader.js';
 import { openPgStore } from '../../src/store/pg.js';
 import type { Leadership, LeadershipOptions, Store } from '../../src/store/store.js';
-import { adminQuery, backends, PG_URL, relay, skipUnavailable } from './backends.js';
+import { adminQuery, backends, leaderPid, PG_URL, relay, skipUnavailable } from './backends.js';
 
 const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
 const FAST: LeadershipOptions = { retryMs: 100, probeMs: 100, sessionTimeoutMs: 1500 };
@@ -36,17 +36,6 @@ function watched(store: Store, o = FAST) {
   const seen: boolean[] = [];
   l.on((v) => seen.push(v));
   return { l, seen };
-}
-
-/** The backend pid holding the leader lock of `schema`, if any. */
-async function holderPid(schema: string): Promise<number | undefined> {
-  const r = await adminQuery(
-    `SELECT pid FROM pg_locks, (SELECT hashtextextended('plinth-leader:' || $1, 0) AS k) x
-      WHERE locktype = 'advisory' AND granted AND classid::bigint = (k >> 32) & 4294967295
-        AND objid::bigint = k & 4294967295 AND objsubid = 1`,
-    [schema],
-  );
-  return r.rows[0]?.pid;
 }
 
 describe('leadership without a shared store', () => {
@@ -81,14 +70,14 @@ describe('PostgreSQL leadership', () => {
     const first = all.find((x) => x.l.leader)!;
     expect(first.seen).toEqual([true]);
 
-    const pid = await holderPid(db.where);
+    const pid = await leaderPid(db.where);
     expect(pid).toBeDefined();
     await adminQuery('SELECT pg_terminate_backend($1)', [pid]);
     expect(await until(() => !first.l.leader && first.seen.at(-1) === false)).toBe(true);
     expect(await until(() => all.some((x) => x.l.leader))).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(all.filter((x) => x.l.leader)).toHaveLength(1);
-    expect(await holderPid(db.where)).not.toBe(pid);
+    expect(await leaderPid(db.where)).not.toBe(pid);
   }, 30_000);
 
   it('whileLeading moves a duty with the lead: stopped on the old leader before it runs on the new one', async () => {
@@ -107,7 +96,7 @@ describe('PostgreSQL leadership', () => {
     const b = await mk('b');
     await new Promise((r) => setTimeout(r, 300));
     expect(log).toEqual(['a start']);
-    await adminQuery('SELECT pg_terminate_backend($1)', [await holderPid(db.where)]);
+    await adminQuery('SELECT pg_terminate_backend($1)', [await leaderPid(db.where)]);
     expect(await until(() => log.length >= 3)).toBe(true);
     // a may win the lock back on reconnect; whoever wins, a stopped first.
     expect(log.slice(0, 2)).toEqual(['a start', 'a stop']);
