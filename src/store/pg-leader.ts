@@ -61,7 +61,8 @@ export function pgLeadership(config: pg.ClientConfig, o: LeadershipOptions = {})
   // Between probes too: the hold ends when it can no longer be proven, whatever the probe is doing.
   const arm = () => {
     clearTimeout(watchdog);
-    watchdog = setTimeout(() => fresh() || drop(new Error('leader lock not proven in time')), giveUpMs + 1);
+    const left = provenAt + giveUpMs - Date.now() + 1;
+    watchdog = setTimeout(() => fresh() || drop(new Error('leader lock not proven in time')), Math.max(1, left));
     watchdog.unref();
   };
   const fresh = () => held && Date.now() - provenAt < giveUpMs;
@@ -111,8 +112,8 @@ export function pgLeadership(config: pg.ClientConfig, o: LeadershipOptions = {})
       }
       if (closed || client !== c) return;
       provenAt = sentAt;
-      arm();
       setHeld(true);
+      arm();
       schedule(probeMs);
     } catch (err) {
       if (!closed) drop(err as Error);
