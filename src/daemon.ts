@@ -97,7 +97,8 @@ export async function startDaemon(
   closers.push(startDuties(store, leadership, log, opts.duties));
 
   const listeners: Record<string, unknown> = {};
-  const stats: Record<string, () => unknown> = {};
+  // `cluster.leader` (1/0) is what a `plinth_leader` gauge reads (GET /metrics).
+  const stats: Record<string, () => unknown> = { cluster: () => ({ leader: leadership.leader ? 1 : 0 }) };
   // One of each for HTTP, TFTP and DHCP: the boot service's cache of recently minted machine tokens is then one
   // too (a boot fetching over both transports mints one token), and so is the trust rule's DHCP evidence.
   const core = await bootCore(cfg, store, bus, log, filesDir, opts.drivers, leadership);
