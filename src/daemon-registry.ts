@@ -22,8 +22,10 @@ export type DaemonDoc = {
   api?: string;
   /** Where peers fetch blobs from it (`<peerUrl>/peer/v1/blobs/<sha256>`, src/files/peers.ts): --advertise-url. */
   peerUrl?: string;
+  /** Whether it held the singleton duties (src/leader.ts) at its last beat. */
+  leader?: boolean;
 };
-export type DaemonState = DaemonDoc & { alive: boolean };
+export type DaemonState = DaemonDoc & { alive: boolean; leader: boolean };
 
 /** Beats missed before a daemon is listed as not alive. */
 const MISSED = 3;
@@ -44,11 +46,18 @@ export async function listDaemons(store: Store, now = Date.now()): Promise<Daemo
   return items.map((i) => {
     const d = i.doc as DaemonDoc;
     const fresh = now - Date.parse(d.beatAt) < MISSED * d.beatSeconds * 1000;
-    return { ...d, alive: d.stoppedAt === undefined && fresh };
+    const alive = d.stoppedAt === undefined && fresh;
+    // A dead daemon's last beat may say it led: it no longer does.
+    return { ...d, alive, leader: alive && d.leader === true };
   });
 }
 
-export type Registry = { serverId: string; close(): Promise<void> };
+export type Registry = {
+  serverId: string;
+  /** Writes the heartbeat now (a change of leader shows at once). */
+  beat(): void;
+  close(): Promise<void>;
+};
 
 /**
  * Writes this daemon's heartbeat now (awaited: a daemon that cannot write its inventory does not start) and every
@@ -60,6 +69,7 @@ export async function startRegistry(
   me: { serverId: string; version: string; backend: string; api?: string; peerUrl?: string },
   log: Logger,
   beatSeconds = 10,
+  leading?: () => boolean,
 ): Promise<Registry> {
   const startedAt = new Date().toISOString();
   const doc = (): DaemonDoc => ({
@@ -73,6 +83,7 @@ export async function startRegistry(
     beatSeconds,
     ...(me.api ? { api: me.api } : {}),
     ...(me.peerUrl ? { peerUrl: me.peerUrl } : {}),
+    ...(leading ? { leader: leading() } : {}),
   });
   const other = (await listDaemons(store)).find((d) => d.serverId === me.serverId && d.alive);
   if (other && (other.host !== os.hostname() || other.pid !== process.pid)) {
@@ -89,6 +100,7 @@ export async function startRegistry(
   let closing: Promise<void> | undefined;
   return {
     serverId: me.serverId,
+    beat: () => void beat(),
     close() {
       closing ??= (async () => {
         clearInterval(timer);

@@ -7,12 +7,14 @@ import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
 import { defaultServerId, startRegistry } from './daemon-registry.js';
 import type { DhcpServerOptions } from './dhcp/server.js';
+import { type DutyOptions, startDuties } from './duties.js';
 import { type Bus, createBus } from './events.js';
 import { startFilePeers } from './files/peers.js';
 import { buildApp } from './http/app.js';
 import { closePlain, createListeners, fdLimits, httpLimits, plainGuard } from './http/listeners.js';
 import { loadTls, type TlsMaterial } from './http/tls.js';
-import { AdminTokenError, bootstrapAdminToken, pruneExpiredTokens } from './inventory/tokens.js';
+import { AdminTokenError, bootstrapAdminToken } from './inventory/tokens.js';
+import { leadershipOf } from './leader.js';
 import type { Logger } from './log.js';
 import { followPeers } from './peer-events.js';
 import type { DriverFactory } from './power/driver.js';
@@ -45,6 +47,8 @@ export type DaemonOptions = {
   dhcp?: Partial<DhcpServerOptions>;
   /** The BMC drivers (src/power): tests pass a fake BMC's; by default the IPMI, Redfish and manual drivers. */
   drivers?: DriverFactory;
+  /** The singleton duties' pacing (tests shorten it). */
+  duties?: DutyOptions;
 };
 
 type Closers = (() => Promise<void>)[];
@@ -79,7 +83,9 @@ export async function startDaemon(
   }
   log.info({ backend: store.backend, schemaVersion: store.schemaVersion }, 'inventory opened');
   const bus = createBus(log);
-  const closers: Closers = [];
+  // Closed last (closers run in reverse): the duties under it stop first.
+  const leadership = leadershipOf(store, log);
+  const closers: Closers = [() => leadership.close()];
   const fail = async (msg: string): Promise<never> => {
     for (const c of closers.reverse()) await c().catch(() => {});
     await store.close();
@@ -89,10 +95,11 @@ export async function startDaemon(
   await seedStore(store, bus, log, path.resolve(cfg.bootenvsDir));
   const admin = await adminToken(store, dataDir, env, log);
   if (admin) return fail(admin);
-  closers.push(sweepTokens(store, log));
+  closers.push(startDuties(store, leadership, log, opts.duties));
 
   const listeners: Record<string, unknown> = {};
-  const stats: Record<string, () => unknown> = {};
+  // `cluster.leader` (1/0) is what a `plinth_leader` gauge reads (GET /metrics).
+  const stats: Record<string, () => unknown> = { cluster: () => ({ leader: leadership.leader ? 1 : 0 }) };
   // One of each for HTTP, TFTP and DHCP: the boot service's cache of recently minted machine tokens is then one
   // too (a boot fetching over both transports mints one token), and so is the trust rule's DHCP evidence.
   // Several daemons on one inventory: a file uploaded to another is fetched from it when asked for here.
@@ -100,7 +107,7 @@ export async function startDaemon(
     fail(`files across daemons: ${err.message}`),
   );
   closers.push(async () => filePeers.close());
-  const core = await bootCore(cfg, store, bus, log, filesDir, opts.drivers);
+  const core = await bootCore(cfg, store, bus, log, filesDir, opts.drivers, leadership);
   closers.push(async () => core.close());
   const app = await buildApp({
     store,
@@ -130,7 +137,7 @@ export async function startDaemon(
         ? { fingerprint: tls.fingerprint, source: tls.source, subject: tls.subject, notAfter: tls.notAfter }
         : undefined,
       store: { backend: store.backend, schemaVersion: store.schemaVersion },
-      daemon: { serverId },
+      daemon: { serverId, leader: leadership.leader },
       loaders: loadersInfo(core.loaders),
       stats: Object.fromEntries(Object.entries(stats).map(([k, f]) => [k, f()])),
     }),
@@ -144,11 +151,24 @@ export async function startDaemon(
   if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
   const apiBase =
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
-  const peers = await followPeers(store, bus, serverId, log).catch((err) => fail(`event log: ${err.message}`));
+  const peers = await followPeers(
+    store,
+    bus,
+    serverId,
+    log,
+    (e) => core.fleet.peerChange(e),
+    // Other daemons' changes this one never heard of: the DHCP caches read the inventory again.
+    () => void core.inventory.reload().catch((err) => log.warn({ err }, 'inventory reload after a gap failed')),
+  ).catch((err) => fail(`event log: ${err.message}`));
   if (peers) closers.push(peers);
   const me = { serverId, version: VERSION, backend: store.backend, api: apiBase, peerUrl: filePeers.url(httpPort) };
-  const registry = await startRegistry(store, me, log).catch((err) => fail(`daemons list: ${err.message}`));
+  const registry = await startRegistry(store, me, log, 10, () => leadership.leader).catch((err) =>
+    fail(`daemons list: ${err.message}`),
+  );
   closers.push(() => registry.close());
+  // The list shows a change of leader at once, not at the next beat.
+  const offLead = leadership.on(() => registry.beat());
+  closers.push(async () => offLead());
   log.info(
     {
       address: cfg.httpAddress,
@@ -229,21 +249,6 @@ async function adminToken(
   else if (tok.created) log.info({ file: tok.file }, 'admin token created: read it from this file (mode 0600)');
   else log.info({ file: tok.file }, 'admin token exists (created at first start)');
   return undefined;
-}
-
-/**
- * Expired machine tokens: swept at start and hourly, so a busy lab does not grow the table without bound.
- * Returns the closer.
- */
-function sweepTokens(store: Store, log: Logger): () => Promise<void> {
-  const sweep = () =>
-    Promise.resolve()
-      .then(() => pruneExpiredTokens(store))
-      .then((n) => n && log.info({ removed: n }, 'expired machine tokens removed'))
-      .catch((err) => log.warn({ err }, 'token sweep failed; retried in an hour'));
-  void sweep();
-  const sweeper = setInterval(sweep, 3_600_000).unref();
-  return async () => clearInterval(sweeper);
 }
 
 /** TFTP and DHCP when enabled: pushes their closers, listeners and stats; returns the start-up error, if any. */

@@ -12,6 +12,7 @@ import { createFleet, type Fleet } from './fleet/index.js';
 import { type BootRecorder, bootRecorder } from './inventory/boots.js';
 import { type InventoryCache, loadInventoryCache } from './inventory/cache.js';
 import { tokenChecker } from './inventory/tokens.js';
+import type { Leadership } from './leader.js';
 import type { Logger } from './log.js';
 import { createDriver, type DriverFactory } from './power/index.js';
 import { powerOptions } from './power/settings.js';
@@ -23,6 +24,7 @@ import { localAddressFor } from './provision/local-address.js';
 import { type BootSessions, bootSessions } from './provision/sessions.js';
 import { bootTftpSource } from './provision/tftp-source.js';
 import { type Trust, trustRule } from './provision/trust.js';
+import { sharedBootRecorder } from './shared-boots.js';
 import type { Store } from './store/store.js';
 import { startTftpServer } from './tftp/server.js';
 
@@ -48,8 +50,10 @@ export async function bootCore(
   log: Logger,
   filesDir: string,
   drivers: DriverFactory = createDriver,
+  leadership?: Leadership,
 ): Promise<BootCore> {
-  const boots = bootRecorder(store);
+  // Several daemons write one machine's timeline (the leader's reprovision steps, another's DHCP and callback).
+  const boots = store.sharedLeases ? sharedBootRecorder(store) : bootRecorder(store);
   // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
   const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
   const sessions = bootSessions(bus);
@@ -62,7 +66,8 @@ export async function bootCore(
     search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
     filesDir,
   });
-  const fleet = createFleet({ store, bus, log, boots, drivers, ...powerOptions(cfg) });
+  // Rollouts are driven by the leading daemon only (src/leader.ts); any daemon's API changes them.
+  const fleet = createFleet({ store, bus, log, boots, drivers, leadership, ...powerOptions(cfg) });
   // With DHCP on, rollouts resume once it listens (startDhcp): a machine power-cycled before would go unanswered.
   const resume = cfg.dhcp ? undefined : setTimeout(() => void fleet.start(), 1000).unref();
   return {

@@ -5,15 +5,28 @@
  * onFailure `rollback` its machines are reprovisioned to the bootenv each had before.
  *
  * The rollout document (kind `rollouts`) is the truth, written before each step acts (reprovision.ts checkpoints),
- * so a daemon killed mid-rollout resumes at start and never repeats a power action it had begun.
+ * so a daemon killed mid-rollout resumes at start and never repeats a power action it had begun. With several
+ * daemons on one inventory only the leader drives (start/suspend follow the lead, src/leader.ts); any daemon
+ * changes a rollout through its document, under If-Match, and the leader takes the change in (rollout-sync.ts).
  */
 import { randomUUID } from 'node:crypto';
-import type { Bus } from '../events.js';
+import type { Bus, EventInput } from '../events.js';
 import type { Logger } from '../log.js';
 import type { Machine } from '../model/machine.js';
 import type { Rollout, RolloutMachine, RolloutSpec } from '../model/rollout.js';
-import type { Store } from '../store/store.js';
+import { PreconditionError, type Store } from '../store/store.js';
 import { DEFAULT_TIMING, type Reprovisioner, type ReprovisionState, type Timing } from './reprovision.js';
+import {
+  activeSingles,
+  applyRequest,
+  changeStored,
+  isRequestOnly,
+  logged,
+  pool,
+  progressEvent,
+  sleep,
+  stepEvent,
+} from './rollout-sync.js';
 import { batchSize, SelectError, selectMachines } from './select.js';
 
 export type RolloutEngineDeps = {
@@ -43,56 +56,112 @@ const ACTIVE = new Set(['running', 'rolling-back']);
 /** Rollouts only: the table also keeps single reprovisions (singles.ts, `type: 'reprovision'`). */
 const NOT_SINGLE = { field: 'type', value: null };
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    });
-  });
-}
-
-/** Runs `fn` over `items`, at most `limit` at once. */
-async function pool<T>(items: T[], limit: number, fn: (t: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
+/** A rollout this daemon drives: its document, its waits' abort, the chain of its writes and the version last written. */
+type Live = {
+  doc: Rollout;
+  ctl: AbortController;
+  saving: Promise<unknown>;
+  etag: string;
+  /** The document as last written by this daemon (what a request's write is compared with). */
+  mine: Rollout;
+  run?: Promise<void>;
+};
 
 export class RolloutEngine {
-  private readonly live = new Map<string, { doc: Rollout; ctl: AbortController; saving: Promise<unknown> }>();
-  private closing = false;
+  private readonly live = new Map<string, Live>();
+  /** Documents another daemon took over (rollout-sync.ts): their writes are refused, their driver winds down. */
+  private readonly abandoned = new WeakSet<Rollout>();
+  /** True while this daemon leads (start to suspend): only then does it drive. */
+  private driving = false;
+  private starting: Promise<void> | undefined;
 
   constructor(private readonly deps: RolloutEngineDeps) {}
 
-  private save(doc: Rollout): Promise<unknown> {
+  /**
+   * Writes a driven rollout under If-Match of the version this daemon last wrote; a write that finds another
+   * version takes a request in (pause, resume, abort from another daemon) and writes again, or gives the rollout
+   * up to be resumed from the stored document (rollout-sync.ts).
+   */
+  private save(doc: Rollout, event?: EventInput): Promise<unknown> {
+    if (this.abandoned.has(doc)) return Promise.reject(new Error('rollout resumed from its stored document'));
     doc.updatedAt = new Date().toISOString();
-    const snapshot = structuredClone(doc);
     const l = this.live.get(doc.id);
-    const write = () => this.deps.store.replace('rollouts', doc.id, snapshot as never);
-    if (!l) return write();
+    const { store } = this.deps;
+    const opts = event ? { event: logged(event) } : {};
+    if (l?.doc !== doc) return store.replace('rollouts', doc.id, structuredClone(doc) as never, [], opts);
+    let snapshot = structuredClone(doc);
+    const write = async () => {
+      for (let i = 0; ; i++) {
+        if (this.abandoned.has(doc)) throw new Error('rollout resumed from its stored document');
+        try {
+          const s = await store.replace('rollouts', doc.id, snapshot as never, [], { ...opts, ifMatch: l.etag });
+          l.etag = s.etag;
+          l.mine = snapshot;
+          return;
+        } catch (err) {
+          if (!(err instanceof PreconditionError) || i >= 4 || !(await this.merge(l))) throw err;
+          snapshot = structuredClone(doc);
+        }
+      }
+    };
     l.saving = l.saving.then(write, write);
     return l.saving;
   }
 
+  /** Another version of a driven rollout is stored: true when it was a request, taken in; false: given up. */
+  private async merge(l: Live): Promise<boolean> {
+    const s = await this.deps.store.get('rollouts', l.doc.id);
+    if (s?.etag === l.etag) return true;
+    const foreign = s?.doc as Rollout | undefined;
+    if (foreign && isRequestOnly(foreign, l.mine)) {
+      l.etag = s!.etag;
+      l.mine = structuredClone(foreign);
+      if (applyRequest(l.doc, foreign, FINAL) === 'abort') l.ctl.abort();
+      return true;
+    }
+    this.deps.log.warn({ rollout: l.doc.id }, 'rollout written by another daemon: resumed from its stored document');
+    this.abandoned.add(l.doc);
+    l.ctl.abort();
+    if (this.live.get(l.doc.id) === l) this.live.delete(l.doc.id);
+    void l.run?.finally(() => this.reload(l.doc.id));
+    return false;
+  }
+
+  /** Drives the stored rollout `id` if it is active and this daemon leads and does not drive it yet. */
+  private async reload(id: string) {
+    if (!this.driving || this.live.has(id)) return;
+    const s = await this.deps.store.get('rollouts', id).catch(() => undefined);
+    const doc = s?.doc as Rollout | undefined;
+    if (!s || !doc || (doc as { type?: string }).type !== undefined || !ACTIVE.has(doc.state)) return;
+    this.launch(doc, s.etag);
+  }
+
+  /**
+   * Another daemon changed rollout `id` (its event in the shared log): the leader takes a request into the
+   * rollout it drives, or starts driving one created or resumed elsewhere.
+   */
+  peerChange(id: string) {
+    if (!this.driving) return;
+    const l = this.live.get(id);
+    if (!l) return void this.reload(id).catch(() => undefined);
+    const check = () => this.merge(l).then(() => undefined);
+    l.saving = l.saving.then(check, check).catch(() => undefined);
+  }
+
   private progress(doc: Rollout) {
-    const done = doc.machines.filter((m) => m.result === 'ok').length;
-    const data = { state: doc.state, batch: doc.batch, batches: doc.batches, done, total: doc.machines.length };
-    this.deps.bus.emit({
-      type: 'rollout.progress',
-      key: doc.id,
-      data: doc.reason ? { ...data, reason: doc.reason } : data,
-    });
+    this.deps.bus.emit(progressEvent(doc));
+  }
+
+  /** Saves with the progress event in the log (other daemons publish it), then publishes it here. */
+  private async saveProgress(doc: Rollout) {
+    await this.save(doc, progressEvent(doc));
+    this.progress(doc);
   }
 
   private async finish(doc: Rollout, state: Rollout['state'], reason?: string) {
     doc.state = state;
     if (reason) doc.reason = reason;
-    await this.save(doc);
-    this.progress(doc);
+    await this.saveProgress(doc);
     this.deps.log.info({ rollout: doc.id, state, reason }, `rollout ${state}`);
   }
 
@@ -115,10 +184,11 @@ export class RolloutEngine {
           ...this.deps.timing,
         },
         checkpoint: async (s: ReprovisionState) => {
-          // A daemon shutting down aborts its waits: that is no failure of the machine, the restart resumes it.
-          if (this.closing) throw new Error('daemon stopping');
+          // A daemon shutting down (or losing the lead) aborts its waits: that is no failure of the machine, the
+          // next leader resumes it.
+          if (!this.driving) throw new Error('daemon stopping or no longer leading');
           rm[field] = s;
-          await this.save(doc);
+          await this.save(doc, stepEvent(s));
         },
       });
     } finally {
@@ -150,43 +220,42 @@ export class RolloutEngine {
 
   private async runMachine(doc: Rollout, rm: RolloutMachine, signal: AbortSignal) {
     const st = await this.reprovisionOne(doc, rm, signal);
-    if (this.closing || signal.aborted) return;
+    if (!this.driving || signal.aborted) return;
     const why = st.step === 'failed' ? st.reason : await this.healthy(doc, rm, signal);
-    if (this.closing || signal.aborted) return;
+    if (!this.driving || signal.aborted) return;
     rm.result = why ? 'failed' : 'ok';
     if (why) rm.reason = why;
-    await this.save(doc);
-    this.progress(doc);
+    await this.saveProgress(doc);
   }
 
   private async rollbackBatch(doc: Rollout, signal: AbortSignal) {
     const batch = doc.machines.filter((m) => m.batch === doc.batch && m.previousBootEnv && m.result !== 'rolled-back');
     await pool(batch, doc.spec.maxUnavailable ?? batch.length, async (rm) => {
       const st = await this.reprovisionOne(doc, rm, signal, rm.previousBootEnv);
-      if (this.closing || signal.aborted) return;
+      if (!this.driving || signal.aborted) return;
       rm.result = st.step === 'done' ? 'rolled-back' : 'rollback-failed';
       if (st.step !== 'done') rm.reason = `rollback: ${st.reason}`;
-      await this.save(doc);
+      await this.save(doc, progressEvent(doc));
     });
   }
 
   /** Drives one rollout from where its document says it is until it ends, pauses or the daemon stops. */
   private async drive(doc: Rollout, signal: AbortSignal) {
-    while (!this.closing && !signal.aborted) {
+    while (this.driving && !signal.aborted) {
       if (doc.state === 'rolling-back') {
         await this.rollbackBatch(doc, signal);
-        if (this.closing || signal.aborted) return;
+        if (!this.driving || signal.aborted) return;
         return this.finish(doc, 'rolled-back');
       }
       if (doc.state !== 'running') return;
       if (doc.batch >= doc.batches) return this.finish(doc, 'done');
       const wait = doc.nextBatchAt ? Date.parse(doc.nextBatchAt) - Date.now() : 0;
       if (wait > 0) await sleep(wait, signal);
-      if (this.closing || signal.aborted) return;
+      if (!this.driving || signal.aborted) return;
       const batch = doc.machines.filter((m) => m.batch === doc.batch);
       const todo = batch.filter((m) => !m.result);
       await pool(todo, doc.spec.maxUnavailable ?? batch.length, (rm) => this.runMachine(doc, rm, signal));
-      if (this.closing || signal.aborted) return;
+      if (!this.driving || signal.aborted) return;
       const failed = batch.filter((m) => m.result === 'failed');
       if (failed.length) {
         const reason = `batch ${doc.batch + 1} failed: ${failed.map((m) => `${m.name}: ${m.reason}`).join('; ')}`;
@@ -199,36 +268,44 @@ export class RolloutEngine {
           ? new Date(Date.now() + doc.spec.pauseBetween * 1000).toISOString()
           : undefined;
       }
-      await this.save(doc);
-      this.progress(doc);
+      await this.saveProgress(doc);
     }
   }
 
-  private launch(doc: Rollout) {
-    if (this.live.has(doc.id) || this.closing) return;
+  private launch(doc: Rollout, etag: string) {
+    if (this.live.has(doc.id) || !this.driving) return;
     const ctl = new AbortController();
-    this.live.set(doc.id, { doc, ctl, saving: Promise.resolve() });
+    const l: Live = { doc, ctl, saving: Promise.resolve(), etag, mine: structuredClone(doc) };
+    this.live.set(doc.id, l);
     let failed = false;
-    this.drive(doc, ctl.signal)
+    l.run = this.drive(doc, ctl.signal)
       .catch((err) => {
         failed = true;
-        this.deps.log.error({ err, rollout: doc.id }, 'rollout stopped on an error; it resumes at restart');
+        if (!this.abandoned.has(doc) && this.driving)
+          this.deps.log.error({ err, rollout: doc.id }, 'rollout stopped on an error; it resumes at restart');
       })
       .finally(() => {
-        if (this.live.get(doc.id)?.ctl === ctl) this.live.delete(doc.id);
-        // Resumed while this driver was returning from a pause: go on.
-        if (ACTIVE.has(doc.state) && !ctl.signal.aborted && !failed) this.launch(doc);
+        if (this.live.get(doc.id) === l) this.live.delete(doc.id);
+        // Resumed while this driver was returning from a pause: go on, once its writes are in.
+        if (ACTIVE.has(doc.state) && !ctl.signal.aborted && !failed && !this.abandoned.has(doc)) {
+          const again = () => this.launch(doc, l.etag);
+          void l.saving.then(again, again);
+        }
       });
+  }
+
+  /** The stored rollout and its version (404 for none, and for a single reprovision kept in the same table). */
+  private async stored(id: string): Promise<{ doc: Rollout; etag: string }> {
+    const s = await this.deps.store.get('rollouts', id);
+    if (!s || (s.doc as { type?: string }).type !== undefined)
+      throw new RolloutError(404, `rollout '${id}' does not exist`);
+    return { doc: structuredClone(s.doc) as unknown as Rollout, etag: s.etag };
   }
 
   async get(id: string): Promise<Rollout> {
     const l = this.live.get(id);
     if (l) return l.doc;
-    const s = await this.deps.store.get('rollouts', id);
-    // The table also keeps single reprovisions (singles.ts): they are no rollout.
-    if (!s || (s.doc as { type?: string }).type !== undefined)
-      throw new RolloutError(404, `rollout '${id}' does not exist`);
-    return s.doc as unknown as Rollout;
+    return (await this.stored(id)).doc;
   }
 
   async list(): Promise<Rollout[]> {
@@ -256,6 +333,8 @@ export class RolloutEngine {
     for (const r of await this.list()) {
       if (!FINAL.has(r.state)) for (const m of r.machines) claimed.add(m.uuid);
     }
+    // Single reprovisions under way, whichever daemon drives them (`busy` knows only this one's).
+    for (const uuid of await activeSingles(store)) claimed.add(uuid);
     const taken = machines.filter((m) => busy.has(m.uuid) || claimed.has(m.uuid)).map((m) => m.name);
     if (taken.length) {
       throw new RolloutError(409, `in another unfinished rollout or being reprovisioned: ${taken.join(', ')}`);
@@ -277,56 +356,93 @@ export class RolloutEngine {
       createdAt: now,
       updatedAt: now,
     };
-    await store.create('rollouts', doc.id, doc as never);
+    // With its progress event in the log: the leader (maybe another daemon) starts driving it on hearing of it.
+    const made = await store.create('rollouts', doc.id, doc as never, [], { event: logged(progressEvent(doc)) });
     this.progress(doc);
-    this.launch(doc);
+    this.launch(doc, made.etag);
     return doc;
   }
 
-  /** At daemon start: every rollout that was running goes on from its last persisted step. */
-  async start() {
-    const { items } = await this.deps.store.list('rollouts', { filters: [NOT_SINGLE] });
-    for (const i of items) {
-      const doc = i.doc as unknown as Rollout;
-      if (!ACTIVE.has(doc.state)) continue;
-      this.deps.log.info({ rollout: doc.id, batch: doc.batch, state: doc.state }, 'rollout resumes');
-      this.launch(doc);
+  /**
+   * At daemon start, or when this daemon gains the lead: every rollout that was running goes on from its last
+   * persisted step (one a dead leader was driving too).
+   */
+  start(): Promise<void> {
+    this.driving = true;
+    this.starting = (async () => {
+      const { items } = await this.deps.store.list('rollouts', { filters: [NOT_SINGLE] });
+      for (const i of items) {
+        const doc = i.doc as unknown as Rollout;
+        if (!ACTIVE.has(doc.state) || this.live.has(doc.id)) continue;
+        this.deps.log.info({ rollout: doc.id, batch: doc.batch, state: doc.state }, 'rollout resumes');
+        this.launch(doc, i.etag);
+      }
+    })();
+    return this.starting;
+  }
+
+  /**
+   * A request: on a rollout this daemon drives, into its document at once; on any other, into the stored one
+   * under If-Match (the leader, wherever it is, takes it in). `change` throws to refuse.
+   */
+  private async request(id: string, change: (doc: Rollout) => void, after?: (l: Live) => void): Promise<Rollout> {
+    const l = this.live.get(id);
+    if (l) {
+      change(l.doc);
+      after?.(l);
+      await this.saveProgress(l.doc);
+      return l.doc;
     }
-  }
-
-  async pause(id: string): Promise<Rollout> {
-    const doc = await this.get(id);
-    if (doc.state !== 'running') throw new RolloutError(409, `rollout is ${doc.state}: only a running one pauses`);
-    doc.state = 'paused';
-    await this.save(doc);
+    const doc = await changeStored(this.deps.store, id, () => this.stored(id), change);
     this.progress(doc);
+    // This daemon leads and did not drive it (paused, and its driver had returned): it drives it again.
+    if (ACTIVE.has(doc.state)) await this.reload(id);
     return doc;
   }
 
-  async resume(id: string): Promise<Rollout> {
-    const doc = await this.get(id);
-    if (doc.state !== 'paused') throw new RolloutError(409, `rollout is ${doc.state}: only a paused one resumes`);
-    doc.state = 'running';
-    await this.save(doc);
-    this.progress(doc);
-    // A pause lets the batch in flight finish: a driver still winding it down sees `running` and goes on, one
-    // that has just returned relaunches (launch's finally).
-    this.launch(doc);
-    return doc;
+  pause(id: string): Promise<Rollout> {
+    return this.request(id, (doc) => {
+      if (doc.state !== 'running') throw new RolloutError(409, `rollout is ${doc.state}: only a running one pauses`);
+      doc.state = 'paused';
+    });
   }
 
-  async abort(id: string): Promise<Rollout> {
-    const doc = await this.get(id);
-    if (FINAL.has(doc.state)) throw new RolloutError(409, `rollout is ${doc.state} already`);
-    this.live.get(id)?.ctl.abort();
-    await this.finish(doc, 'aborted', 'aborted by request');
-    return doc;
+  /**
+   * A pause lets the batch in flight finish: a driver still winding it down sees `running` and goes on, one that
+   * has just returned relaunches (launch's finally), and a leader that did not drive it starts (request).
+   */
+  resume(id: string): Promise<Rollout> {
+    return this.request(id, (doc) => {
+      if (doc.state !== 'paused') throw new RolloutError(409, `rollout is ${doc.state}: only a paused one resumes`);
+      doc.state = 'running';
+    });
   }
 
-  /** Stops driving (the documents keep their state: the next start resumes them). */
-  async close() {
-    this.closing = true;
-    for (const l of this.live.values()) l.ctl.abort();
-    await Promise.all([...this.live.values()].map((l) => l.saving.catch(() => undefined)));
+  abort(id: string): Promise<Rollout> {
+    return this.request(
+      id,
+      (doc) => {
+        if (FINAL.has(doc.state)) throw new RolloutError(409, `rollout is ${doc.state} already`);
+        doc.state = 'aborted';
+        doc.reason = 'aborted by request';
+      },
+      (l) => l.ctl.abort(),
+    ).then((doc) => {
+      this.deps.log.info({ rollout: doc.id, state: doc.state, reason: doc.reason }, 'rollout aborted');
+      return doc;
+    });
+  }
+
+  /** Stops driving, when the lead is lost or the daemon stops: the documents keep their state for the next leader. */
+  async suspend() {
+    this.driving = false;
+    await this.starting?.catch(() => undefined);
+    const live = [...this.live.values()];
+    for (const l of live) l.ctl.abort();
+    await Promise.all(live.map((l) => Promise.all([l.run, l.saving.catch(() => undefined)])));
+  }
+
+  close() {
+    return this.suspend();
   }
 }

@@ -1,6 +1,7 @@
 /**
  * GET /api/v1/daemons (issue 17): the daemons sharing this inventory, from their heartbeats
- * (src/daemon-registry.ts), each with whether it is alive. Any token may read it (viewer and up).
+ * (src/daemon-registry.ts), each with whether it is alive and whether it leads (src/leader.ts). Any token may read
+ * it (viewer and up).
  */
 import type { FastifyInstance } from 'fastify';
 import { listDaemons } from '../daemon-registry.js';
@@ -14,7 +15,7 @@ export function registerDaemonRoutes(api: FastifyInstance, deps: { store: Store 
 
 const daemonSchema = {
   type: 'object',
-  required: ['serverId', 'host', 'pid', 'version', 'backend', 'startedAt', 'beatAt', 'beatSeconds', 'alive'],
+  required: ['serverId', 'host', 'pid', 'version', 'backend', 'startedAt', 'beatAt', 'beatSeconds', 'alive', 'leader'],
   properties: {
     serverId: { type: 'string', description: "The daemon's --server-id (default: its host name)" },
     host: { type: 'string' },
@@ -27,6 +28,11 @@ const daemonSchema = {
     stoppedAt: { type: 'string', format: 'date-time', description: 'Set when it stopped cleanly' },
     api: { type: 'string', description: 'Where its API answers' },
     alive: { type: 'boolean', description: 'Not stopped, and a heartbeat within the last three intervals' },
+    leader: {
+      type: 'boolean',
+      description:
+        'Alive and holding the singleton duties (token and lease sweeps, rollout driver, event retention) at its last heartbeat; one daemon at a time',
+    },
   },
 };
 

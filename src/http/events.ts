@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
+import { onEventGap } from '../event-gaps.js';
 import type { Bus, PlinthEvent } from '../events.js';
 import type { Logger } from '../log.js';
 import { sendProblem } from './problem.js';
@@ -12,6 +13,8 @@ export type EventsOptions = {
   /** Events kept for `Last-Event-ID` replay (default 1024, and at most 8 MiB of them). */
   replay?: number;
 };
+
+const GAP_REASON = "other daemons' events were deleted from the shared log before this daemon read them";
 
 type Subscriber = { res: ServerResponse; match: (e: PlinthEvent) => boolean; ip: string };
 
@@ -74,6 +77,8 @@ export class EventRing {
   private count = 0;
   private bytes = 0;
   private seq = 0;
+  /** The newest id published before events were lost (a gap in the shared log): a client at or before it missed them. */
+  private gapAt = 0;
   constructor(
     readonly size: number,
     readonly maxBytes = 8 * 1024 * 1024,
@@ -102,14 +107,19 @@ export class EventRing {
     this.bytes -= x.size;
   }
 
+  /** Events that should have come before the next one were lost (the shared log's retention outran this daemon). */
+  markGap(): void {
+    this.gapAt = this.seq;
+  }
+
   /** The newest id given (0: none yet). */
   last(): number {
     return this.seq;
   }
 
   /**
-   * Entries after `id`, oldest first, and whether some were lost: `id` is older than the oldest kept, or newer
-   * than any given (a client of an earlier run of the daemon).
+   * Entries after `id`, oldest first, and whether some were lost: `id` is older than the oldest kept, newer than
+   * any given (a client of an earlier run of the daemon), or from before a gap (markGap).
    */
   since(id: number): { entries: Entry[]; lost: boolean } {
     // Kept ids are consecutive, the newest being seq: the one after `id` sits at a known offset.
@@ -117,7 +127,7 @@ export class EventRing {
     const from = id > this.seq ? 0 : Math.max(0, id + 1 - oldest);
     const entries: Entry[] = [];
     for (let i = from; i < this.count; i++) entries.push(this.buf[(this.head + i) % this.buf.length]!);
-    return { entries, lost: id > this.seq || id < oldest - 1 };
+    return { entries, lost: id > this.seq || id < oldest - 1 || (this.gapAt > 0 && id <= this.gapAt) };
   }
 }
 
@@ -165,12 +175,22 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
     const x = ring.push(e);
     for (const s of subs) send(s, x);
   });
+  // Other daemons' events this daemon never got (src/event-gaps.ts): every stream is told, as a replay that no
+  // longer reaches back is, and so is a client reconnecting later from before the gap.
+  const offGap = onEventGap(deps.bus, () => {
+    ring.markGap();
+    const data = JSON.stringify({ after: ring.last(), oldest: ring.last() + 1, reason: GAP_REASON });
+    for (const s of subs) s.res.write(`event: lost\ndata: ${data}\n\n`);
+  });
 
   // Open streams never end on their own: a stopping daemon ends them, or it would wait for every watcher.
   app.addHook('preClose', async () => {
     for (const s of subs) s.res.end();
   });
-  app.addHook('onClose', async () => off());
+  app.addHook('onClose', async () => {
+    off();
+    offGap();
+  });
   app.get<{ Querystring: { type?: string; machine?: string; lastEventId?: string } }>('/events', (req, reply) => {
     if (subs.size >= maxSubscribers) {
       return sendProblem(
@@ -210,7 +230,12 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
     const { entries, lost } = ring.since(after);
     if (lost) {
       const oldest = entries[0]?.id ?? ring.last() + 1;
-      const why = after > ring.last() ? 'the daemon restarted' : `only the last ${ring.size} events are kept`;
+      const why =
+        after > ring.last()
+          ? 'the daemon restarted'
+          : after >= oldest - 1
+            ? GAP_REASON
+            : `only the last ${ring.size} events are kept`;
       // No id: the client's Last-Event-ID stays what it was until a real event arrives.
       s.res.write(`event: lost\ndata: ${JSON.stringify({ after, oldest, reason: why })}\n\n`);
     }

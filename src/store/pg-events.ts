@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { jsonbCopy } from './pg-docs.js';
-import type { ChangeEvent, EventLog, LoggedEvent } from './store.js';
+import type { ChangeEvent, EventGap, EventLog, LoggedEvent } from './store.js';
 
 /** The NOTIFY channel of a schema's event log (one inventory per schema), within PostgreSQL's 63 bytes. */
 export function eventChannel(schema?: string): string {
@@ -45,6 +45,15 @@ const toEvent = (r: Row): LoggedEvent => ({
 });
 const SINCE = 'SELECT id, at, server_id, type, key, data FROM events WHERE id > $1 ORDER BY id LIMIT $2';
 
+// Retention: ids at or below both the newest id outside the newest $1 and the newest id older than $2 go, oldest
+// first, at most $3. Ids grow in commit order (appendEvent's lock), so this cuts a prefix of the log: a follower
+// whose last seen id is below the oldest kept may have missed some (follow's onGap).
+const PRUNE = `WITH by_count AS (SELECT id FROM events ORDER BY id DESC OFFSET $1 LIMIT 1),
+  by_age AS (SELECT id FROM events WHERE at < now() - $2::interval ORDER BY id DESC LIMIT 1),
+  doomed AS (SELECT id FROM events WHERE id <= (SELECT id FROM by_count) AND id <= (SELECT id FROM by_age)
+    ORDER BY id LIMIT $3)
+  DELETE FROM events WHERE id IN (SELECT id FROM doomed)`;
+
 export type FollowOptions = {
   /** Probe of the listening connection, in ms (default 5000). */
   probeMs?: number;
@@ -63,7 +72,14 @@ export function pgEventLog(pool: pg.Pool, clientConfig: pg.ClientConfig, channel
       const r = await pool.query<{ id: string | null }>('SELECT max(id) AS id FROM events');
       return Number(r.rows[0]?.id ?? 0);
     },
-    follow: (from, onEvent) => follow(clientConfig, channel, from, onEvent, o),
+    follow: (from, onEvent, onGap) => follow(clientConfig, channel, from, onEvent, onGap, o),
+    async prune({ maxAgeMs, keep, batch = 10_000 }) {
+      const r = await pool.query({
+        text: PRUNE,
+        values: [Math.max(0, Math.floor(keep)), `${Math.floor(maxAgeMs)} milliseconds`, batch],
+      });
+      return r.rowCount ?? 0;
+    },
   };
   return log;
 }
@@ -73,6 +89,7 @@ function follow(
   channel: string,
   from: number,
   onEvent: (e: LoggedEvent) => void,
+  onGap: ((g: EventGap) => void) | undefined,
   o: FollowOptions,
 ): { close(): Promise<void> } {
   let last = from;
@@ -98,6 +115,14 @@ function follow(
           const c = client;
           if (!c || closed) return;
           const r = await c.query<Row>({ text: SINCE, values: [last, 500] });
+          // Ids skip a number only for a rolled-back append, or when retention deleted what this follower had
+          // not read yet (it was away longer than the window): then the oldest id kept is past the last seen.
+          const first = r.rows[0] ? Number(r.rows[0].id) : undefined;
+          if (first !== undefined && first > last + 1 && onGap) {
+            const m = await c.query<{ id: string | null }>('SELECT min(id) AS id FROM events');
+            const oldest = Number(m.rows[0]?.id ?? first);
+            if (oldest > last + 1) onGap({ after: last, oldest });
+          }
           for (const row of r.rows) {
             const e = toEvent(row);
             last = e.id;

@@ -5,12 +5,14 @@
  * its COMMIT is acknowledged (synchronous_commit on, PostgreSQL's default).
  */
 import pg from 'pg';
+import { pgExpireLeases } from './lease-expiry.js';
 import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
+import { pgLeadership } from './pg-leader.js';
 import { pgLeaseClaims } from './pg-leases.js';
 import { migratePg } from './pg-migrations.js';
-import { asStoreError, BackendError, type Store, StoreError } from './store.js';
+import { asStoreError, BackendError, type LeadershipOptions, type Store, StoreError } from './store.js';
 
 export type PgOptions = {
   /** Schema for every table (search_path); tests give each file its own. Default: the server's search_path. */
@@ -19,6 +21,14 @@ export type PgOptions = {
   max?: number;
   /** How long a request waits for a connection before it fails with a BackendError, in ms (default 5000). */
   connectTimeoutMs?: number;
+  /**
+   * How long a query may go unanswered before it fails with a BackendError, in ms (default 10000): a server that
+   * stops answering without a reset (a partition, a frozen server) must not hang an API request or a DHCP
+   * exchange. The server cancels a statement after `statementTimeoutMs` (default 8000) itself, so a slow but
+   * reachable server reports its own error first; the client's limit catches the unreachable one.
+   */
+  queryTimeoutMs?: number;
+  statementTimeoutMs?: number;
   /** Called with errors of idle connections (the server restarted, the network dropped); default: ignored. */
   onIdleError?: (err: Error) => void;
   /** This daemon's serverId, recorded with each event it appends (default 'plinth'). */
@@ -64,14 +74,33 @@ export function withOption(url: string, config: pg.ClientConfig, option: string)
   }
 }
 
+/**
+ * The leader connection's server settings: the server ends a silent holder's session (and frees the lock) after
+ * `sessionTimeoutMs`, by `idle_session_timeout` (PostgreSQL 14 and later) and by TCP keepalive (any version; a
+ * keepalive counts from the last traffic, so it frees the lock a second later still).
+ */
+function leaderOptions(o: LeadershipOptions, serverVersion: number): string {
+  const ms = o.sessionTimeoutMs ?? 15_000;
+  const keepalive = `-c tcp_keepalives_idle=${Math.ceil(ms / 1000)} -c tcp_keepalives_interval=1 -c tcp_keepalives_count=1`;
+  return serverVersion >= 140000 ? `-c idle_session_timeout=${ms} ${keepalive}` : keepalive;
+}
+
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
-  const clientConfig: pg.ClientConfig = {
+  const baseConfig: pg.ClientConfig = {
     connectionString: url,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+    // Keepalive probes find a dead peer of an idle connection (the pool's, the event follower's) within about a
+    // minute instead of the kernel's two hours.
     keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     application_name: 'plinth',
     ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+  };
+  const clientConfig: pg.ClientConfig = {
+    ...baseConfig,
+    query_timeout: opts.queryTimeoutMs ?? 10_000,
+    statement_timeout: opts.statementTimeoutMs ?? 8000,
   };
   const pool = new pg.Pool({ ...clientConfig, max: opts.max ?? 10 });
   // An idle connection the server drops emits 'error' on the pool; unhandled, it would end the process.
@@ -80,15 +109,25 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // The schema the tables live in, as the server resolved search_path (from `schema` or the URL's options): one
   // inventory per schema, so one event channel per schema.
   let schema: string;
+  let serverVersion = 0;
+  // Migrations on a connection of their own without the query timeouts: one may rewrite a large table, or wait
+  // for another daemon's.
+  const m = new pg.Client(baseConfig);
+  m.on('error', () => {});
   try {
-    const c = await pool.connect();
+    await m.connect();
     try {
-      schemaVersion = await migratePg(c);
-      schema = (await c.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]!.s;
+      schemaVersion = await migratePg(m);
+      const r = await m.query<{ s: string; v: string }>(
+        "SELECT current_schema() AS s, current_setting('server_version_num') AS v",
+      );
+      schema = r.rows[0]!.s;
+      serverVersion = Number(r.rows[0]!.v);
     } finally {
-      c.release();
+      await m.end().catch(() => {});
     }
   } catch (err) {
+    await m.end().catch(() => {});
     await pool.end().catch(() => {});
     if (err instanceof StoreError) throw err;
     throw new BackendError(`PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
@@ -104,6 +143,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
   offerPool.on('error', (err) => opts.onIdleError?.(err));
   const claims = pgLeaseClaims(pool, offerPool);
+  const expire = pgExpireLeases(pool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -113,7 +153,14 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
       since: (id, limit) => guard(events.since(id, limit)),
       last: () => guard(events.last()),
       follow: events.follow,
+      prune: (o) => guard(events.prune(o)),
     },
+    leadership: (o = {}) =>
+      pgLeadership(
+        withOption(url, { ...baseConfig, application_name: 'plinth-leader' }, leaderOptions(o, serverVersion)),
+        o.onError || !opts.onIdleError ? o : { ...o, onError: opts.onIdleError },
+      ),
+    expireLeases: (before, limit) => guard(expire(before, limit)),
     get: (kind, key) => guard(docs.get(kind, key)),
     list: (kind, q = {}) => guard(docs.list(kind, q)),
     keyOf: (kind, field, value) => guard(docs.keyOf(kind, field, value)),

@@ -8,6 +8,7 @@ import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { durablePragmas, etagOf, statementCache } from './batch.mjs';
+import { sqliteExpireLeases } from './lease-expiry.js';
 import { migrate } from './migrations.js';
 import { type BatchOptions, batchWriter } from './sqlite-batch.js';
 import { docStatements, kindOk } from './sqlite-docs.js';
@@ -55,6 +56,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
   const docs = docStatements(db, prep);
   const batches = batchWriter(db, prep, file, opts);
   const claim = sqliteLeaseClaims(db, prep);
+  const expire = sqliteExpireLeases(db);
   let closed = false;
 
   return {
@@ -71,6 +73,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     putBatched: (kind, key, doc) =>
       batches.put(() => ({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) })),
     claimLease: (c) => guard(() => claim(c)),
+    expireLeases: (before, limit) => guard(() => expire(before, limit)),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),
     close: async () => {
       if (closed) return;

@@ -55,8 +55,38 @@ export interface EventLog {
    * Calls `onEvent` for each event after `from`, in id order, whichever daemon wrote it: woken by NOTIFY, and
    * reading `id > last seen` after every notification and every reconnect, so none is missed across an outage.
    */
-  follow(from: number, onEvent: (e: LoggedEvent) => void): { close(): Promise<void> };
+  follow(from: number, onEvent: (e: LoggedEvent) => void, onGap?: (gap: EventGap) => void): { close(): Promise<void> };
+  /**
+   * Retention (the leader's duty): deletes the events older than `maxAgeMs` except the newest `keep`, at most
+   * `batch` per call (default 10000); returns how many went. A follower left behind the window gets onGap.
+   */
+  prune(o: { maxAgeMs: number; keep: number; batch?: number }): Promise<number>;
 }
+/** Events after `after` may have been deleted by retention before this follower read them; `oldest` is kept. */
+export type EventGap = { after: number; oldest: number };
+
+/**
+ * Whether this daemon holds the inventory's singleton duties (token sweep, lease expiry sweep, rollout driver,
+ * event retention; issue 17). One holder at a time: `leader` is true only while the hold is proven recent, so a
+ * daemon cut off from the database stops acting before another can take over. `on` hears every change.
+ */
+export interface Leadership {
+  readonly leader: boolean;
+  on(fn: (leading: boolean) => void): () => void;
+  close(): Promise<void>;
+}
+export type LeadershipOptions = {
+  /** Attempts to take the lead while another holds it, in ms (default 3000). */
+  retryMs?: number;
+  /** The holder's probe of its connection, in ms (default 2000). */
+  probeMs?: number;
+  /**
+   * How long the server keeps a silent holder's session (and so the lock), in ms (default 15000); the holder gives
+   * up after two thirds of it without a successful probe, before the server would let another take it.
+   */
+  sessionTimeoutMs?: number;
+  onError?: (err: Error) => void;
+};
 
 /**
  * A lease write that must not take an address from another client (issue 17): `doc` is the whole lease document
@@ -91,6 +121,14 @@ export interface Store {
    * with claimLease. SQLite has one daemon, whose in-memory index is the authority (putBatched).
    */
   readonly sharedLeases?: boolean;
+  /** Singleton duties among daemons sharing the store (PostgreSQL); absent: this daemon is the only one. */
+  leadership?(o?: LeadershipOptions): Leadership;
+  /**
+   * Marks `expired` the offered/bound leases whose expiresAt is before `before` (ISO), in one transaction per call,
+   * at most `limit` (default 1000); returns the addresses marked. The leader's sweep of the shared lease table:
+   * leases another daemon wrote and no live daemon holds in memory would otherwise stay `bound` for ever.
+   */
+  expireLeases?(before: string, limit?: number): Promise<string[]>;
   /** The shared event log, where the backend has one (PostgreSQL). */
   readonly events?: EventLog;
   /** Whether the store still answers (for /info and health checks). */

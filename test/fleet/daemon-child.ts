@@ -1,6 +1,7 @@
 /**
- * A daemon child for the kill -9 rollout test: DHCP on loopback ports and the fake HTTP BMC's driver, both from
- * the environment. Prints READY when it listens.
+ * A daemon child for the kill -9 rollout tests: DHCP on loopback ports and the fake HTTP BMC's driver, both from
+ * the environment; with FLEET_STORE a PostgreSQL inventory (FLEET_SERVER_ID, FLEET_ADMIN_TOKEN), for several
+ * daemons on one. Prints READY when it listens.
  */
 import { startDaemon } from '../../src/daemon.js';
 import { createLogger } from '../../src/log.js';
@@ -19,9 +20,12 @@ const p = {
   relayPort: n('FLEET_RELAY_PORT'),
 };
 const daemon = await startDaemon(
-  fleetDaemonConfig(env('FLEET_DATA_DIR'), p, { httpPort: n('FLEET_HTTP_PORT') }),
+  fleetDaemonConfig(env('FLEET_DATA_DIR'), p, {
+    httpPort: n('FLEET_HTTP_PORT'),
+    ...(process.env.FLEET_STORE ? { store: process.env.FLEET_STORE, serverId: process.env.FLEET_SERVER_ID } : {}),
+  }),
   createLogger('warn'),
-  {},
+  process.env.FLEET_ADMIN_TOKEN ? { PLINTH_ADMIN_TOKEN: process.env.FLEET_ADMIN_TOKEN } : {},
   fleetDaemonOptions(p, env('FLEET_BMC_URL')),
 );
 process.stdout.write(`READY ${daemon.httpPort}\n`);

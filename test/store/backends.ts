@@ -107,26 +107,48 @@ export const noPg = !PG_URL;
 
 /**
  * A TCP relay on `port` (0: any) to the test server, for outage tests: cut() closes every connection and stops
- * listening; a new relay on the same port restores the path.
+ * listening; a new relay on the same port restores the path. pause() is a partition without a reset: every byte
+ * either way is dropped from then on and neither side hears of the other closing.
  */
 export async function relay(port = 0) {
   const target = new URL(PG_URL!);
   const sockets = new Set<net.Socket>();
+  let paused = false;
   const server = net.createServer((client) => {
     const up = net.connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, up]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
+    for (const [from, to] of [
+      [client, up],
+      [up, client],
+    ] as const) {
+      sockets.add(from);
+      from.on('error', () => {});
+      from.on('data', (d) => paused || to.write(d));
+      from.on('close', () => {
+        sockets.delete(from);
+        if (!paused) to.destroy();
+      });
     }
-    client.pipe(up).pipe(client);
   });
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
   return {
     port: (server.address() as net.AddressInfo).port,
+    pause() {
+      paused = true;
+    },
     async cut() {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
     },
   };
+}
+
+/** The backend pid holding the leader lock of `schema` (src/store/pg-leader.ts), if any. */
+export async function leaderPid(schema: string): Promise<number | undefined> {
+  const r = await adminQuery(
+    `SELECT pid FROM pg_locks, (SELECT hashtextextended('plinth-leader:' || $1, 0) AS k) x
+      WHERE locktype = 'advisory' AND granted AND classid::bigint = (k >> 32) & 4294967295
+        AND objid::bigint = k & 4294967295 AND objsubid = 1`,
+    [schema],
+  );
+  return r.rows[0]?.pid;
 }
