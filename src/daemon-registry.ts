@@ -86,7 +86,7 @@ export async function startRegistry(
     ...(leading ? { leader: leading() } : {}),
   });
   const other = (await listDaemons(store)).find((d) => d.serverId === me.serverId && d.alive);
-  if (other && (other.host !== os.hostname() || other.pid !== process.pid)) {
+  if (other && (other.host !== os.hostname() || (other.pid !== process.pid && pidAlive(other.pid)))) {
     log.warn(
       { serverId: me.serverId, host: other.host, pid: other.pid, beatAt: other.beatAt },
       'another live daemon beats under this serverId: give each daemon its own --server-id',
@@ -111,4 +111,14 @@ export async function startRegistry(
       return closing;
     },
   };
+}
+
+/** Whether a process of this host has that PID: a daemon restarted after kill -9 finds its own fresh heartbeat. */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

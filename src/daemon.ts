@@ -151,24 +151,8 @@ export async function startDaemon(
   if (httpsPort !== undefined) listeners.https = { address: cfg.httpAddress, port: httpsPort };
   const apiBase =
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
-  const peers = await followPeers(
-    store,
-    bus,
-    serverId,
-    log,
-    (e) => core.fleet.peerChange(e),
-    // Other daemons' changes this one never heard of: the DHCP caches read the inventory again.
-    () => void core.inventory.reload().catch((err) => log.warn({ err }, 'inventory reload after a gap failed')),
-  ).catch((err) => fail(`event log: ${err.message}`));
-  if (peers) closers.push(peers);
   const me = { serverId, version: VERSION, backend: store.backend, api: apiBase, peerUrl: filePeers.url(httpPort) };
-  const registry = await startRegistry(store, me, log, 10, () => leadership.leader).catch((err) =>
-    fail(`daemons list: ${err.message}`),
-  );
-  closers.push(() => registry.close());
-  // The list shows a change of leader at once, not at the next beat.
-  const offLead = leadership.on(() => registry.beat());
-  closers.push(async () => offLead());
+  await joinPeers({ store, bus, log, core, leadership, me }, closers, fail);
   log.info(
     {
       address: cfg.httpAddress,
@@ -205,6 +189,39 @@ export async function startDaemon(
       return closing;
     },
   };
+}
+
+/** Several daemons on one inventory: follows the others' changes, and beats in the daemons list. */
+async function joinPeers(
+  x: {
+    store: OpenedStore;
+    bus: Bus;
+    log: Logger;
+    core: Awaited<ReturnType<typeof bootCore>>;
+    leadership: ReturnType<typeof leadershipOf>;
+    me: Parameters<typeof startRegistry>[1];
+  },
+  closers: Closers,
+  fail: (msg: string) => Promise<never>,
+): Promise<void> {
+  const { store, bus, log, core, leadership, me } = x;
+  const peers = await followPeers(
+    store,
+    bus,
+    me.serverId,
+    log,
+    (e) => core.fleet.peerChange(e),
+    // Other daemons' changes this one never heard of: the DHCP caches read the inventory again.
+    () => void core.inventory.reload().catch((err) => log.warn({ err }, 'inventory reload after a gap failed')),
+  ).catch((err) => fail(`event log: ${err.message}`));
+  if (peers) closers.push(peers);
+  const registry = await startRegistry(store, me, log, 10, () => leadership.leader).catch((err) =>
+    fail(`daemons list: ${err.message}`),
+  );
+  closers.push(() => registry.close());
+  // The list shows a change of leader at once, not at the next beat.
+  const offLead = leadership.on(() => registry.beat());
+  closers.push(async () => offLead());
 }
 
 /** /api/v1/info: each loader served and from where, and the ones missing (never offered to a client). */

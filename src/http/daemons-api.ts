@@ -27,6 +27,7 @@ const daemonSchema = {
     beatSeconds: { type: 'integer', description: 'Seconds between heartbeats' },
     stoppedAt: { type: 'string', format: 'date-time', description: 'Set when it stopped cleanly' },
     api: { type: 'string', description: 'Where its API answers' },
+    peerUrl: { type: 'string', description: 'Where peer daemons fetch the blobs it holds (--advertise-url)' },
     alive: { type: 'boolean', description: 'Not stopped, and a heartbeat within the last three intervals' },
     leader: {
       type: 'boolean',

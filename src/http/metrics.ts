@@ -280,6 +280,15 @@ export function registerMetrics(app: FastifyInstance, deps: { store: Store; bus:
   registry.registerMetric(http.requests);
   registry.registerMetric(http.duration);
   registerBusCounters(registry, deps.bus);
+  new Gauge({
+    name: 'plinth_leader',
+    help: 'Whether this daemon holds the singleton duties (sweeps, rollout driver, event retention): 1 or 0',
+    registers: [registry],
+    collect() {
+      const c = deps.stats().cluster as { leader?: number } | undefined;
+      this.set(c?.leader ?? 0);
+    },
+  });
 
   app.get('/metrics', async (_req, reply) => {
     reply.type(registry.contentType);

@@ -25,14 +25,15 @@ describe('lease table on a shared store', () => {
     const db = await pgBackend.db();
     const t = Date.parse('2026-01-01T00:00:00Z');
     const open = async () =>
-      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, now: () => t });
+      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, now: () => t, random: () => 0 });
     // Both loaded before either wrote: neither knows the other's leases.
     const [a, b, b2] = [await open(), await open(), await open()];
     const c1 = { mac: '52:54:00:00:00:01' };
     const c2 = { mac: '52:54:00:00:00:02' };
     const x = a.allocate(subnet, c1, undefined, undefined).address!;
     await a.bind(subnet, c1, x, 3600);
-    // B picks the same address for another client from its own view: the database refuses the offer.
+    // B picks the same address for another client from its own view (both scans start at the range's first address
+    // here): the database refuses the offer.
     expect(b.allocate(subnet, c2, undefined, undefined).address).toBe(x);
     const offered = b.offer(subnet, c2, x, 30);
     expect(await b.claimOffer(offered)).toBe(false);
@@ -54,5 +55,21 @@ describe('lease table on a shared store', () => {
     expect(await a.claimOffer(a.offer(subnet, c1, x, 30))).toBe(true);
     const check = await db.open();
     expect((await check.get('leases', x))?.doc).toMatchObject({ state: 'bound', mac: c1.mac });
+  });
+
+  it("starts each daemon's next-free scan at its own place in the pool, so their first choices differ", async () => {
+    const db = await pgBackend.db();
+    const big: SubnetInfo = {
+      ...subnet,
+      net: parseCidr('10.99.0.0/16'),
+      start: ipToInt('10.99.0.10'),
+      end: ipToInt('10.99.255.209'),
+    };
+    const tables = [0.25, 0.75].map(async (r) =>
+      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, random: () => r }),
+    );
+    const [a, b] = await Promise.all(tables);
+    expect(a!.allocate(big, { mac: '52:54:00:00:01:01' }, undefined, undefined).address).toBe('10.99.63.252');
+    expect(b!.allocate(big, { mac: '52:54:00:00:01:02' }, undefined, undefined).address).toBe('10.99.191.224');
   });
 });

@@ -4,6 +4,8 @@
  * daemon that stops beating is not alive after three missed beats), and a warning when two live daemons share
  * one serverId.
  */
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { type DaemonDoc, listDaemons, startRegistry } from '../../src/daemon-registry.js';
@@ -74,5 +76,24 @@ describe.each(backends(import.meta.filename))('daemon registry on $name', (b) =>
     const r = await startRegistry(s, me('dup'), log);
     expect(warnings.join('\n')).toMatch(/another live daemon beats under this serverId/);
     await r.close();
+  });
+
+  it('does not warn about its own fresh heartbeat left by a process of this host that is gone (a kill -9 restart)', async () => {
+    const s = await (await b.db()).open();
+    const gone = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const now = new Date().toISOString();
+    const beat = { ...me('restarted'), host: os.hostname(), startedAt: now, beatAt: now, beatSeconds: 10 };
+    const warnings: string[] = [];
+    const log = {
+      ...silentLogger,
+      warn: (_o: unknown, msg: string) => warnings.push(msg),
+    } as unknown as typeof silentLogger;
+    await s.putBatched('daemons', 'restarted', { ...beat, pid: gone });
+    await (await startRegistry(s, me('restarted'), log)).close();
+    expect(warnings).toEqual([]);
+    // The same record naming a live process of this host (the test runner's parent) is a duplicate.
+    await s.putBatched('daemons', 'restarted', { ...beat, pid: process.ppid });
+    await (await startRegistry(s, me('restarted'), log)).close();
+    expect(warnings.join('\n')).toMatch(/another live daemon beats under this serverId/);
   });
 });
