@@ -41,8 +41,8 @@ export type LeaseTableDeps = {
   reservedMacAt?: (address: string) => string | undefined;
   /** Where background write errors go, rate-limited (a full disk fails every write). */
   guard?: BackgroundGuard;
-  /** In [0, 1): where in a shared pool this daemon's next-free scan starts (default Math.random). */
-  random?: () => number;
+  /** Where in a shared pool the scan for this client starts, as an offset into the range (default: a hash of it). */
+  scanStart?: (c: Client, size: number) => number;
 };
 
 /** The lease table with every lease of the store loaded. */
@@ -50,6 +50,14 @@ export async function loadLeaseTable(deps: LeaseTableDeps): Promise<LeaseTable> 
   const table = new MemoryLeaseTable(deps);
   for (const it of (await deps.store.list('leases')).items) table.load(it.doc as Lease);
   return table;
+}
+
+/** FNV-1a of the client's identifier (its MAC without one): where its scan starts in a shared pool. */
+function hashStart(c: Client, size: number): number {
+  const key = c.id ?? c.mac;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % size;
 }
 
 const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
@@ -243,25 +251,29 @@ class MemoryLeaseTable implements LeaseTable {
     return { why: `no free address in ${s.name} (${ipStr(s.start)}-${ipStr(s.end)})` };
   }
 
-  /** The next never-leased address of the range from the subnet's cursor, round-robin. */
+  /**
+   * The next never-leased address of the range from the subnet's cursor, round-robin. In a pool other daemons
+   * share, the scan starts where the client hashes to instead: every daemon that a relay forwards one DISCOVER to
+   * offers that client the same address (both claims win: one client), and daemons serving different clients
+   * start far apart. From one shared cursor every daemon's first choice would be the same address for different
+   * clients and all but one claim would lose (three daemons on one subnet lost 42% of DORAs at 1,300/s where
+   * three with a subnet each lost none); from random starts, two daemons answering one DISCOVER take two addresses.
+   */
   private nextFree(s: SubnetInfo, c: Client, t: number, excluded: Set<string>): number | undefined {
     const size = s.end - s.start + 1;
-    // Daemons sharing a pool each start at a random place in it: from one start, every daemon's first choice would
-    // be the same address and all but one claim would lose and retry (measured: 3 daemons on one subnet lost 42% of
-    // DORAs at 1,300/s where 3 daemons on a subnet each lost none).
-    let pos =
-      this.cursors.get(s.name) ??
-      (this.deps.store.sharedLeases ? s.start + Math.floor((this.deps.random ?? Math.random)() * size) : s.start);
+    const shared = this.deps.store.sharedLeases;
+    let pos = shared
+      ? s.start + ((this.deps.scanStart ?? hashStart)(c, size) % size)
+      : (this.cursors.get(s.name) ?? s.start);
     if (pos < s.start || pos > s.end) pos = s.start;
     for (let n = 0; n < size; n++) {
       const ip = pos;
       pos = pos >= s.end ? s.start : pos + 1;
       if (!this.byIp.has(ip) && this.okFor(s, ip, c, t, excluded)) {
-        this.cursors.set(s.name, pos);
+        if (!shared) this.cursors.set(s.name, pos);
         return ip;
       }
     }
-    this.cursors.set(s.name, pos);
     return undefined;
   }
 

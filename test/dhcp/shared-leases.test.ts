@@ -25,15 +25,15 @@ describe('lease table on a shared store', () => {
     const db = await pgBackend.db();
     const t = Date.parse('2026-01-01T00:00:00Z');
     const open = async () =>
-      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, now: () => t, random: () => 0 });
+      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, now: () => t, scanStart: () => 0 });
     // Both loaded before either wrote: neither knows the other's leases.
     const [a, b, b2] = [await open(), await open(), await open()];
     const c1 = { mac: '52:54:00:00:00:01' };
     const c2 = { mac: '52:54:00:00:00:02' };
     const x = a.allocate(subnet, c1, undefined, undefined).address!;
     await a.bind(subnet, c1, x, 3600);
-    // B picks the same address for another client from its own view (both scans start at the range's first address
-    // here): the database refuses the offer.
+    // B picks the same address for another client from its own view (every scan starts at the range's first
+    // address here): the database refuses the offer.
     expect(b.allocate(subnet, c2, undefined, undefined).address).toBe(x);
     const offered = b.offer(subnet, c2, x, 30);
     expect(await b.claimOffer(offered)).toBe(false);
@@ -57,7 +57,7 @@ describe('lease table on a shared store', () => {
     expect((await check.get('leases', x))?.doc).toMatchObject({ state: 'bound', mac: c1.mac });
   });
 
-  it("starts each daemon's next-free scan at its own place in the pool, so their first choices differ", async () => {
+  it("starts a client's scan where it hashes to: two daemons offer one client the same address, other clients elsewhere", async () => {
     const db = await pgBackend.db();
     const big: SubnetInfo = {
       ...subnet,
@@ -65,11 +65,17 @@ describe('lease table on a shared store', () => {
       start: ipToInt('10.99.0.10'),
       end: ipToInt('10.99.255.209'),
     };
-    const tables = [0.25, 0.75].map(async (r) =>
-      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, random: () => r }),
-    );
-    const [a, b] = await Promise.all(tables);
-    expect(a!.allocate(big, { mac: '52:54:00:00:01:01' }, undefined, undefined).address).toBe('10.99.63.252');
-    expect(b!.allocate(big, { mac: '52:54:00:00:01:02' }, undefined, undefined).address).toBe('10.99.191.224');
+    const open = async () => loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger });
+    const [a, b] = await Promise.all([open(), open()]);
+    const macs = Array.from({ length: 8 }, (_, i) => `52:54:00:00:01:0${i}`);
+    const fromA = macs.map((mac) => a.allocate(big, { mac }, undefined, undefined).address);
+    // B, which knows nothing of A's choices, picks the same address for each client: a relay forwarding one
+    // DISCOVER to both costs one address, and both offers' claims win (the same client).
+    expect(macs.map((mac) => b.allocate(big, { mac }, undefined, undefined).address)).toEqual(fromA);
+    // Different clients start far apart (none of them at the range's first address, where a cursor would).
+    expect(new Set(fromA).size).toBe(8);
+    expect(fromA).not.toContain('10.99.0.10');
+    for (const [i, mac] of macs.entries()) expect(await a.claimOffer(a.offer(big, { mac }, fromA[i]!, 30))).toBe(true);
+    for (const [i, mac] of macs.entries()) expect(await b.claimOffer(b.offer(big, { mac }, fromA[i]!, 30))).toBe(true);
   });
 });
