@@ -54,6 +54,8 @@ export type SimMachine = {
   healthy: boolean;
   /** A BMC that answers 200 to a boot override and does not keep it. */
   ignoresOverride?: boolean;
+  /** From power-on to its firmware's first DHCP request, when not the fleet's (SimOptions.bootDelayMs). */
+  bootDelayMs?: number;
   /** Every BMC call, in order, with its time. */
   ops: { op: string; at: number }[];
   boots: number;
@@ -126,7 +128,7 @@ export async function simFleet(o: SimOptions) {
     }
   };
   const later = (m: SimMachine) => {
-    const p = new Promise((r) => setTimeout(r, o.bootDelayMs ?? 20)).then(() => boot(m));
+    const p = new Promise((r) => setTimeout(r, m.bootDelayMs ?? o.bootDelayMs ?? 20)).then(() => boot(m));
     pending.add(p);
     void p.finally(() => pending.delete(p));
   };

@@ -175,15 +175,22 @@ describe('/ui rollouts', () => {
 
   it('shows a failed machine with its reason, and aborts a rollout by its button', async () => {
     const page = await signIn();
-    // The page's first read of ro4's rollout that finds it short of its health gate answers last (held 1.5 s): the
-    // row must keep the newest answer, not freeze at that stale step (CI once showed 'waiting for DHCP' for 30 s).
+    // The page's first read of ro4's rollout answers only once ro4 is in its health gate, with what it read
+    // before (ro4's firmware starts 3 s after its power cycle, so that read finds it short of the gate): every
+    // step event arrives while the page has no row for the rollout. The row must still end at the health gate (CI
+    // once showed 'waiting for DHCP' for 30 s: those events were dropped and no later one came).
+    sim.machines.get('ro4')!.bootDelayMs = 3_000;
     const held: string[] = [];
     await page.route('**/api/v1/rollouts/*', async (route) => {
       const res = await route.fetch();
-      const step = (await res.json().catch(() => undefined))?.machines?.find((m: any) => m.name === 'ro4')?.run?.step;
-      if (held.length === 0 && step && step !== 'done') {
-        held.push(step);
-        await new Promise((r) => setTimeout(r, 1_500));
+      const body = await res.json().catch(() => undefined);
+      const ro4 = body?.machines?.find((m: any) => m.name === 'ro4');
+      if (ro4 && held.length === 0 && ro4.run?.step !== 'done') {
+        held.push(ro4.run?.step ?? 'waiting');
+        const step = async () =>
+          (await api('GET', `/api/v1/rollouts/${body.id}`)).body.machines.find((m: any) => m.name === 'ro4')?.run?.step;
+        for (const end = Date.now() + 30_000; Date.now() < end && (await step()) !== 'done'; )
+          await new Promise((r) => setTimeout(r, 100));
       }
       await route.fulfill({ response: res });
     });
