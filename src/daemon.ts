@@ -306,12 +306,20 @@ async function startUdp(
   return undefined;
 }
 
+/**
+ * Connections the kernel queues before the daemon accepts them (capped by net.core.somaxconn, 4096 on current
+ * kernels). Node's default, 511, overflows under a connection flood while the event loop is busy: the kernel then
+ * drops the SYNs of new clients, whose retry comes a second later (the security e2e's slowloris once measured one
+ * /info at 1,040 ms so).
+ */
+const LISTEN_BACKLOG = 4096;
+
 /** The plain server the daemon binds itself (fastify binds only its own); rejects with the bind error. */
 function listenPlain(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once('error', onError);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.removeListener('error', onError);
       resolve();
     });
@@ -373,7 +381,7 @@ async function listenHttp(
     bindErrorLine(svc, 'tcp', port, err as NodeJS.ErrnoException, { port: flag, off });
   if (!plain) {
     try {
-      await app.listen({ port: cfg.httpPort, host: cfg.httpAddress });
+      await app.listen({ port: cfg.httpPort, host: cfg.httpAddress, backlog: LISTEN_BACKLOG });
     } catch (err) {
       return bindLine('HTTP', cfg.httpPort, err, '--http-port');
     }
@@ -389,6 +397,7 @@ async function listenHttp(
     await app.listen({
       port: httpsPort,
       host: cfg.httpAddress,
+      backlog: LISTEN_BACKLOG,
       listenTextResolver: (a) => `https listening at ${a.replace(/^http:/, 'https:')}`,
     });
   } catch (err) {
