@@ -16,7 +16,7 @@ import { adminQuery, backends, PG_URL, skipUnavailable } from '../store/backends
 import { ip4, listener, msgType, ports, request, SUBNET } from './helpers.js';
 
 const pgBackend = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
-const child = fileURLToPath(new URL('./owners-child.ts', import.meta.url));
+const child = fileURLToPath(new URL('./pg-daemon-child.ts', import.meta.url));
 const procs: ChildProcess[] = [];
 afterAll(() => {
   for (const p of procs) if (p.exitCode === null && !p.signalCode) p.kill('SIGKILL');

@@ -22,6 +22,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { nsCurl } from '../../src/lab/api.js';
 import { createNamespace, deleteNamespace, ipn, type NsProcess, sh, spawnIn } from '../../src/lab/netns.js';
+// A veth between two namespaces with addresses (either side may be a bridge port instead).
+import { addVeth as veth } from './dhcp-netns.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const TOKEN = 'e2e-cluster-admin-token-0123456789abcdef';
@@ -53,22 +55,6 @@ function own(name: string) {
 }
 const sysctl = (ns: string, kv: string) => sh(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', kv]);
 
-/** A veth between two namespaces with addresses (either side may be a bridge port instead). */
-function veth(
-  a: { ns: string; ifname: string; cidr?: string; bridge?: string },
-  b: { ns: string; ifname: string; cidr?: string; mac?: string },
-) {
-  const tmp = `cl${Math.random().toString(36).slice(2, 9)}`;
-  ipn(a.ns, 'link', 'add', a.ifname, 'type', 'veth', 'peer', 'name', tmp);
-  ipn(a.ns, 'link', 'set', tmp, 'netns', b.ns);
-  ipn(b.ns, 'link', 'set', tmp, 'name', b.ifname);
-  if (b.mac) ipn(b.ns, 'link', 'set', b.ifname, 'address', b.mac);
-  if (a.bridge) ipn(a.ns, 'link', 'set', a.ifname, 'master', a.bridge);
-  if (a.cidr) ipn(a.ns, 'addr', 'add', a.cidr, 'dev', a.ifname);
-  if (b.cidr) ipn(b.ns, 'addr', 'add', b.cidr, 'dev', b.ifname);
-  ipn(a.ns, 'link', 'set', a.ifname, 'up');
-  ipn(b.ns, 'link', 'set', b.ifname, 'up');
-}
 function bridge(ns: string, cidr?: string) {
   ipn(ns, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0');
   if (cidr) ipn(ns, 'addr', 'add', cidr, 'dev', 'br0');
