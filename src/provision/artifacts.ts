@@ -6,7 +6,9 @@
  */
 
 import type { Bus } from '../events.js';
+import { stat } from 'node:fs/promises';
 import { blobRel, digestOfBlobRel, ensureView, ingestPath } from '../files/blobs.js';
+import { filesCluster } from '../files/cluster.js';
 import { confineLexical } from '../files/confine.js';
 import { fileInfo } from '../files/store-files.js';
 import type { Logger } from '../log.js';
@@ -52,8 +54,24 @@ export function artifactCheck(deps: ArtifactDeps) {
         }
       }
     }
+    // Several daemons (issue 17): a digest no daemon recorded may still be at the configured origin
+    // (`--files-origin`) or on a peer that holds it under another path: fetched now, on first use, and verified.
+    const fetched = await fetchPinned(a.sha256);
+    if (fetched !== undefined) return { ...a, blob, state: 'present', size: fetched };
     const detail = p ? `${a.path} has sha256 ${p.sha256}, bootenv pins ${a.sha256}` : `${a.path} is missing`;
     return { ...a, blob, state: 'missing', detail };
+  };
+
+  /** The size of the blob of `sha256` once a peer or the origin gave it; undefined for a lone daemon or none. */
+  const fetchPinned = async (sha256: string): Promise<number | undefined> => {
+    const cluster = filesCluster(filesDir);
+    if (!cluster) return undefined;
+    try {
+      return (await stat(await cluster.ensureBlob(sha256))).size;
+    } catch (err) {
+      log.warn({ err: (err as Error).message, sha256 }, 'artifact: no peer or origin gave its pinned blob');
+      return undefined;
+    }
   };
 
   /** Where /files serves a pinned path: the path while it holds the pinned bytes, else the view of the blob. */

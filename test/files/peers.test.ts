@@ -220,6 +220,31 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     }
   });
 
+  it('a bootenv pinning a digest only the origin holds is ready on a daemon with --files-origin: fetched on first use', async () => {
+    const body = randomBytes(12_000);
+    const digest = sha(body);
+    const origin = http.createServer((req, res) => {
+      if (req.url === `/o/${digest}`) res.end(body);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+    try {
+      const port = (origin.address() as AddressInfo).port;
+      const d = await start('files-d', { filesOrigin: `http://127.0.0.1:${port}/o/{sha256}` } as never);
+      const be = { name: 'mirror-1', kernel: 'mirror/vmlinuz', artifacts: [{ path: 'mirror/vmlinuz', sha256: digest }] };
+      expect((await api(a, 'POST', '/bootenvs', be)).status).toBe(201);
+      // No daemon recorded the digest: A (no origin) reports it missing, D fetches it from the origin.
+      expect(((await (await api(a, 'GET', '/bootenvs/mirror-1/status')).json()) as { ready: boolean }).ready).toBe(false);
+      expect(hasBlob(d, digest)).toBe(false);
+      const status = (await (await api(d, 'GET', '/bootenvs/mirror-1/status')).json()) as { ready: boolean };
+      expect(status.ready).toBe(true);
+      expect(hasBlob(d, digest)).toBe(true);
+      expect(d.lines.some((l) => l.includes('"msg":"blob fetched"') && l.includes('"from":"origin"'))).toBe(true);
+    } finally {
+      origin.close();
+    }
+  });
+
   it('a blob recorded only by the path holding it (uploaded before blob records) is fetched by digest too', async () => {
     const body = randomBytes(3000);
     const { sha256 } = await put(a, 'old/kernel', body);
