@@ -19,7 +19,13 @@ import { powerOptions } from './power/settings.js';
 import { type BootService, bootService } from './provision/boot.js';
 import { recordDhcpFacts } from './provision/dhcp-facts.js';
 import { dhcpEvidence } from './provision/evidence.js';
-import { DEFAULT_LOADER_SEARCH, type LoaderIndex, loaderIndex, loaderTftpSource } from './provision/loaders.js';
+import {
+  DEFAULT_LOADER_SEARCH,
+  type LoaderIndex,
+  loaderIndex,
+  loaderTftpSource,
+  recordedLoaders,
+} from './provision/loaders.js';
 import { localAddressFor } from './provision/local-address.js';
 import { type BootSessions, bootSessions } from './provision/sessions.js';
 import { bootTftpSource } from './provision/tftp-source.js';
@@ -61,10 +67,13 @@ export async function bootCore(
   const discovery = cfg.discoveryMaxUnclaimed !== undefined ? { maxUnclaimed: cfg.discoveryMaxUnclaimed } : undefined;
   const boot = bootService({ store, bus, log, filesDir, boots, trust, discovery });
   const inventory = await loadInventoryCache(store, bus, log);
+  // Several daemons: a loader uploaded through any of them is offered by all (fetched on first use).
+  const recorded = store.sharedLeases ? recordedLoaders(store, bus, log) : undefined;
   const loaders = loaderIndex({
     assetsDir: path.resolve(cfg.assetsDir),
     search: cfg.loaderSearch ?? DEFAULT_LOADER_SEARCH,
     filesDir,
+    recorded: recorded?.has,
   });
   // Rollouts are driven by the leading daemon only (src/leader.ts); any daemon's API changes them.
   const fleet = createFleet({ store, bus, log, boots, drivers, leadership, ...powerOptions(cfg) });
@@ -82,6 +91,7 @@ export async function bootCore(
       clearTimeout(resume);
       await fleet.close();
       inventory.close();
+      recorded?.close();
       boot.close();
       sessions.close();
       evidence.close();

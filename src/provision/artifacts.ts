@@ -5,8 +5,8 @@
  * by /files (may this path be served? which blob does a machine on this bootenv get?) and by the API (readiness).
  */
 
-import type { Bus } from '../events.js';
 import { stat } from 'node:fs/promises';
+import type { Bus } from '../events.js';
 import { blobRel, digestOfBlobRel, ensureView, ingestPath } from '../files/blobs.js';
 import { filesCluster } from '../files/cluster.js';
 import { confineLexical } from '../files/confine.js';

@@ -6,7 +6,10 @@
  */
 import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { Bus } from '../events.js';
+import { fileRecord } from '../files/store-files.js';
 import type { Logger } from '../log.js';
+import type { Store } from '../store/store.js';
 import { fileRootSource, type TftpSource } from '../tftp/source.js';
 
 /** Every loader the boot decision can name (src/boot/decide.ts LOADERS, plus the SNP-only quirk loader). */
@@ -39,6 +42,11 @@ export type LoaderSearch = {
   search: string[];
   /** The file store: an uploaded loader counts, served from there by the file routes. */
   filesDir?: string;
+  /**
+   * Several daemons on one inventory: whether a loader of this name was uploaded to the file store through any
+   * of them (its record), so this daemon offers it too and its file routes fetch the bytes on first use.
+   */
+  recorded?: (name: string) => boolean;
   /** How long a look-up is reused: a DISCOVER storm costs no stat per packet, an apt-get install shows up soon. */
   ttlMs?: number;
 };
@@ -67,6 +75,7 @@ export function locateLoader(name: string, s: LoaderSearch): FoundLoader | undef
   // What the operator put there (assets, an upload) wins over the distribution's copy.
   const uploaded = s.filesDir ? regularFile(path.join(s.filesDir, name)) : undefined;
   if (uploaded) return { name, path: uploaded, source: 'files' };
+  if (s.filesDir && s.recorded?.(name)) return { name, path: path.join(s.filesDir, name), source: 'files' };
   for (const entry of s.search) {
     const candidate = isDir(entry) ? path.join(entry, name) : path.basename(entry) === name ? entry : undefined;
     const real = candidate && regularFile(candidate);
@@ -91,6 +100,37 @@ export function loaderIndex(s: LoaderSearch): LoaderIndex {
     has: (name) => find(name) !== undefined,
     list: () => LOADER_FILES.map(find).filter((f): f is FoundLoader => f !== undefined),
     missing: () => LOADER_FILES.filter((n) => !find(n)),
+  };
+}
+
+/**
+ * The loader names the shared inventory has a file record for: read at start, every 5 s (four key reads; a file
+ * record is not in the event log, so an upload through another daemon is seen within 5 s, plus the index's own 5 s)
+ * and at once after an upload or delete here; a synchronous look-up for the DHCP path.
+ */
+export function recordedLoaders(store: Store, bus: Bus, log: Logger): { has(name: string): boolean; close(): void } {
+  let names = new Set<string>();
+  const refresh = async () => {
+    try {
+      const found = await Promise.all(LOADER_FILES.map(async (n) => ((await fileRecord(store, n)) ? n : undefined)));
+      names = new Set(found.filter((n): n is string => n !== undefined));
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'boot loaders: cannot read the uploaded loaders from the inventory');
+    }
+  };
+  void refresh();
+  const timer = setInterval(() => void refresh(), 5000);
+  timer.unref();
+  const off = bus.on((e) => {
+    if ((e.type === 'files.uploaded' || e.type === 'files.deleted') && LOADER_FILES.includes(e.key ?? ''))
+      void refresh();
+  });
+  return {
+    has: (name) => names.has(name),
+    close() {
+      clearInterval(timer);
+      off();
+    },
   };
 }
 

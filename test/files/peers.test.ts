@@ -231,10 +231,16 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     try {
       const port = (origin.address() as AddressInfo).port;
       const d = await start('files-d', { filesOrigin: `http://127.0.0.1:${port}/o/{sha256}` } as never);
-      const be = { name: 'mirror-1', kernel: 'mirror/vmlinuz', artifacts: [{ path: 'mirror/vmlinuz', sha256: digest }] };
+      const be = {
+        name: 'mirror-1',
+        kernel: 'mirror/vmlinuz',
+        artifacts: [{ path: 'mirror/vmlinuz', sha256: digest }],
+      };
       expect((await api(a, 'POST', '/bootenvs', be)).status).toBe(201);
       // No daemon recorded the digest: A (no origin) reports it missing, D fetches it from the origin.
-      expect(((await (await api(a, 'GET', '/bootenvs/mirror-1/status')).json()) as { ready: boolean }).ready).toBe(false);
+      expect(((await (await api(a, 'GET', '/bootenvs/mirror-1/status')).json()) as { ready: boolean }).ready).toBe(
+        false,
+      );
       expect(hasBlob(d, digest)).toBe(false);
       const status = (await (await api(d, 'GET', '/bootenvs/mirror-1/status')).json()) as { ready: boolean };
       expect(status.ready).toBe(true);
@@ -243,6 +249,25 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     } finally {
       origin.close();
     }
+  });
+
+  it('an iPXE loader uploaded through A is offered by B (its /info lists it from the file store) and served from A', async () => {
+    const body = randomBytes(9000);
+    await put(a, 'ipxe.efi', body);
+    const source = async () => {
+      const info = (await (await api(b, 'GET', '/info')).json()) as {
+        loaders: { served: { name: string; source: string }[] };
+      };
+      return info.loaders.served.find((l) => l.name === 'ipxe.efi')?.source;
+    };
+    // B reads the inventory's loader records every 5 s; its loader index reuses a look-up for 5 s.
+    const until = Date.now() + 15_000;
+    while ((await source()) !== 'files' && Date.now() < until) await new Promise((r) => setTimeout(r, 250));
+    expect(await source()).toBe('files');
+    expect(existsSync(path.join(b.files, 'ipxe.efi'))).toBe(false);
+    const r = await tftpGet(tftpPort, 'ipxe.efi', { options: [['blksize', '1468']] });
+    expect(r.error).toBeUndefined();
+    expect(r.data).toEqual(body);
   });
 
   it('a blob recorded only by the path holding it (uploaded before blob records) is fetched by digest too', async () => {
