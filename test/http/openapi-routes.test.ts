@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBus } from '../../src/events.js';
+import { setFilesCluster } from '../../src/files/cluster.js';
 import { openApiDocument } from '../../src/http/openapi.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
@@ -51,6 +52,14 @@ let store: Store;
 beforeAll(async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'plinth-openapi-routes-'));
   store = openSqliteStore(':memory:');
+  // As a daemon sharing its inventory: the peer blob route (/peer/v1/blobs) is registered only then.
+  setFilesCluster(dir, {
+    serverId: 'openapi-test',
+    secret: 'unused',
+    resolve: async () => undefined,
+    ensureBlob: async () => Promise.reject(new Error('not in this test')),
+    localBlob: async () => undefined,
+  });
   const app = await buildTestApp({
     store,
     bus: createBus(),
@@ -62,6 +71,7 @@ beforeAll(async () => {
   });
   await app.ready();
   await app.close();
+  setFilesCluster(dir, undefined);
 });
 afterAll(async () => {
   await store.close();
@@ -70,7 +80,15 @@ afterAll(async () => {
 describe('the OpenAPI document covers every route', () => {
   it('the hook saw the routes of every scope', () => {
     const urls = new Set(seen.map((r) => r.url));
-    for (const u of ['/ui', '/api/v1/info', '/api/v1/machines/:id', '/boot/ipxe/:mac', '/files/*', '/metrics'])
+    for (const u of [
+      '/ui',
+      '/api/v1/info',
+      '/api/v1/machines/:id',
+      '/boot/ipxe/:mac',
+      '/files/*',
+      '/metrics',
+      '/peer/v1/blobs/:sha256',
+    ])
       expect(urls).toContain(u);
     expect(seen.length).toBeGreaterThan(60);
   });
