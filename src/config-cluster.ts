@@ -46,6 +46,13 @@ export const CLUSTER_SETTINGS = [
       .optional(),
     help: 'Where a boot file no daemon holds is fetched from, by digest: an http(s) URL with {sha256} in it (e.g. https://mirror/blobs/{sha256}); the bytes are checked against the digest',
   },
+  {
+    key: 'heartbeatSeconds',
+    flag: 'heartbeat-seconds',
+    env: 'PLINTH_HEARTBEAT_SECONDS',
+    schema: z.coerce.number().int().min(1).max(300).default(10),
+    help: "Seconds between this daemon's heartbeats on a shared inventory; three missed beats list it as not alive, which is when an HA standby takes over its subnets (default 10)",
+  },
 ];
 
 /** The settings above as the daemon reads them (config.ts's Config carries the first two). */

@@ -316,6 +316,8 @@ export type Config = {
   advertiseUrl?: string;
   /** An http(s) URL with `{sha256}` a blob missing everywhere is fetched from. */
   filesOrigin?: string;
+  /** Seconds between heartbeats (absent in a Config built in code: 10). */
+  heartbeatSeconds?: number;
 };
 
 export class ConfigError extends Error {}

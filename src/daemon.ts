@@ -152,7 +152,7 @@ export async function startDaemon(
   const apiBase =
     httpsPort !== undefined ? `https://${cfg.httpAddress}:${httpsPort}` : `http://${cfg.httpAddress}:${httpPort}`;
   const me = { serverId, version: VERSION, backend: store.backend, api: apiBase, peerUrl: filePeers.url(httpPort) };
-  await joinPeers({ store, bus, log, core, leadership, me }, closers, fail);
+  await joinPeers({ store, bus, log, core, leadership, me, beatSeconds: cfg.heartbeatSeconds ?? 10 }, closers, fail);
   log.info(
     {
       address: cfg.httpAddress,
@@ -200,11 +200,12 @@ async function joinPeers(
     core: Awaited<ReturnType<typeof bootCore>>;
     leadership: ReturnType<typeof leadershipOf>;
     me: Parameters<typeof startRegistry>[1];
+    beatSeconds: number;
   },
   closers: Closers,
   fail: (msg: string) => Promise<never>,
 ): Promise<void> {
-  const { store, bus, log, core, leadership, me } = x;
+  const { store, bus, log, core, leadership, me, beatSeconds } = x;
   const peers = await followPeers(
     store,
     bus,
@@ -215,7 +216,7 @@ async function joinPeers(
     () => void core.inventory.reload().catch((err) => log.warn({ err }, 'inventory reload after a gap failed')),
   ).catch((err) => fail(`event log: ${err.message}`));
   if (peers) closers.push(peers);
-  const registry = await startRegistry(store, me, log, 10, () => leadership.leader).catch((err) =>
+  const registry = await startRegistry(store, me, log, beatSeconds, () => leadership.leader).catch((err) =>
     fail(`daemons list: ${err.message}`),
   );
   closers.push(() => registry.close());

@@ -51,6 +51,13 @@ describe('config', () => {
     expect(() => loadConfig(['--config', path.join(dir, 'missing.yaml')], {})).toThrow(/cannot read/);
   });
 
+  it('several daemons: the heartbeat period, 10 s unless set, 1 to 300', () => {
+    expect((loadConfig([], {}) as any).heartbeatSeconds).toBe(10);
+    expect((loadConfig(['--heartbeat-seconds', '3'], {}) as any).heartbeatSeconds).toBe(3);
+    expect((loadConfig([], { PLINTH_HEARTBEAT_SECONDS: '30' }) as any).heartbeatSeconds).toBe(30);
+    expect(() => loadConfig(['--heartbeat-seconds', '0'], {})).toThrow(/--heartbeat-seconds/);
+  });
+
   it('TLS and HTTP limits: defaults, and what is refused', () => {
     const c = loadConfig([], {}) as any;
     expect(c).toMatchObject({

@@ -230,7 +230,12 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
     try {
       const port = (origin.address() as AddressInfo).port;
-      const d = await start('files-d', { filesOrigin: `http://127.0.0.1:${port}/o/{sha256}` } as never);
+      const d = await start('files-d', {
+        filesOrigin: `http://127.0.0.1:${port}/o/{sha256}`,
+        heartbeatSeconds: 3,
+      } as never);
+      const beat = await adminQuery(`SELECT doc FROM ${schema}.daemons WHERE key = 'files-d'`);
+      expect(beat.rows[0].doc.beatSeconds).toBe(3); // --heartbeat-seconds
       const be = {
         name: 'mirror-1',
         kernel: 'mirror/vmlinuz',
