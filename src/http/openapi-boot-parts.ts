@@ -201,7 +201,7 @@ export function bootParts({ paths }: Parts) {
       tags: ['files'],
       summary: 'A blob this daemon holds, for another daemon on the same inventory (several daemons only; Range, HEAD)',
       description:
-        'Registered only on a daemon that shares its inventory (PostgreSQL) or has --files-origin. The bearer token is the inventory\'s peer secret, not an API token. Only what is on this disk is served: a peer asking never makes this daemon ask others. The receiver checks the bytes against the digest.',
+        "Registered only on a daemon that shares its inventory (PostgreSQL) or has --files-origin. The bearer token is the inventory's peer secret, not an API token. Only what is on this disk is served: a peer asking never makes this daemon ask others. The receiver checks the bytes against the digest.",
       parameters: [
         { name: 'sha256', in: 'path', required: true, schema: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
         { name: 'Range', in: 'header', required: false, schema: { type: 'string' } },
