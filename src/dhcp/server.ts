@@ -159,15 +159,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       ? startRaResponder({ interfaces: raInterfaces, inventory, log, addon, guard })
       : undefined;
 
-  const reclaimTimer = setInterval(() => {
-    try {
-      leases.reclaim();
-      guard.passed('reclaiming expired leases');
-    } catch (err) {
-      guard.failed('reclaiming expired leases', err);
-    }
-  }, opts.reclaimIntervalMs ?? 10_000);
-  reclaimTimer.unref();
+  const reclaimTimer = reclaimEvery(leases, guard, opts.reclaimIntervalMs ?? 10_000);
 
   return {
     stats,
@@ -185,6 +177,20 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       await conn.close();
     },
   };
+}
+
+/** Expired leases back into their pools every `ms`; a failure is the guard's to log. */
+function reclaimEvery(leases: { reclaim(): unknown }, guard: ReturnType<typeof backgroundGuard>, ms: number) {
+  const timer = setInterval(() => {
+    try {
+      leases.reclaim();
+      guard.passed('reclaiming expired leases');
+    } catch (err) {
+      guard.failed('reclaiming expired leases', err);
+    }
+  }, ms);
+  timer.unref();
+  return timer;
 }
 
 /** Without the socket helper, requests cannot be told apart by interface: say so when that matters. */
