@@ -34,9 +34,12 @@
 
 /* The most slots a ring may have (the batch of one recvmmsg). */
 #define MAX_SLOTS 64
-/* Full batches read per readiness event before the loop gets the thread back (timers, the store's
- * confirmations, other sockets); the poll is level-triggered, so what is left is read at the next turn. */
-#define MAX_ROUNDS 8
+/* Full batches read per readiness event before the loop gets the thread back; the poll is level-triggered, so
+ * what is left is read at the next turn. Few: a turn's lease writes go to the store's writer only after the poll
+ * phase (setImmediate), and the writer's confirmations (the ACKs) are read only after it, so every datagram
+ * handled in one readiness event delays the commits and ACKs of the first ones; another turn costs one
+ * epoll_wait. dgram reads 32 per event. */
+#define MAX_ROUNDS 2
 
 typedef struct {
   uv_poll_t poll;
