@@ -68,6 +68,8 @@ async function main(): Promise<void> {
       runs: { type: 'string', default: '3' },
       seconds: { type: 'string', default: '4' },
       warmup: { type: 'string', default: '500' },
+      // One side only (`native` or `dgram`), e.g. to profile it: the server's PID is printed as it starts.
+      modes: { type: 'string', default: 'native,dgram' },
     },
   });
   const rates = values.rates.split(',').map(Number);
@@ -76,7 +78,8 @@ async function main(): Promise<void> {
   try {
     for (const rate of rates) {
       for (let run = 0; run < Number(values.runs); run++) {
-        for (const mode of run % 2 ? ['dgram', 'native'] : ['native', 'dgram']) {
+        const modes = values.modes.split(',');
+        for (const mode of run % 2 ? modes.reverse() : modes) {
           port += 10;
           const r = await oneRun(mode, rate, Number(values.seconds), port, path.join(tmp, `${mode}-${rate}-${run}`), {
             warmup: Number(values.warmup),
@@ -100,6 +103,7 @@ async function oneRun(mode: string, rate: number, seconds: number, port: number,
     child.stdout.on('data', (d: Buffer) => d.toString().includes('READY') && res());
     child.once('exit', (c) => rej(new Error(`server exited ${c}`)));
   });
+  console.error(`${mode} server PID ${child.pid}`);
   const relay = dgram.createSocket('udp4');
   await new Promise<void>((r) => relay.bind(port + 3, '127.0.0.1', () => r()));
   const sentAt = new Map<number, number>();
