@@ -78,7 +78,7 @@ export class NativeDhcpSocket implements DhcpSocket {
     const r =
       h === undefined
         ? -os.constants.errno.EBADF
-        : isIPv4(address)
+        : isIPv4(address) && Number.isInteger(port) && port >= 0 && port <= 0xffff
           ? this.io.dhcpIoSend(h, buf, 0, buf.length, ipInt(address), port)
           : -os.constants.errno.EINVAL;
     done(r > 0 ? null : sendError(-r, address, port));

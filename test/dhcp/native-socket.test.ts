@@ -158,6 +158,7 @@ describe.skipIf(!io || !sockets)('DHCP sockets on the native path', () => {
     });
     // Not a dotted quad: refused without a lookup.
     expect(sendSync(tx.s, Buffer.alloc(300), port, 'localhost')).toMatchObject({ code: 'EINVAL' });
+    expect(sendSync(tx.s, Buffer.alloc(300), 70000)).toMatchObject({ code: 'EINVAL' });
   });
 
   it('decode keeps nothing of the bytes it was given (the ring slot is reused by the next batch)', () => {
