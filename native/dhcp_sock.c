@@ -1,8 +1,9 @@
 /*
  * DHCP sockets: a UDP socket bound to one interface (SO_BINDTODEVICE), which Node's dgram cannot make, so a server
  * on several segments knows on which interface a broadcast DISCOVER arrived; and the ARP entry that lets a unicast
- * reply reach a client without an address. Each function only opens or configures a socket and returns; Node then
- * drives the socket with dgram (`socket.bind({ fd })`), so no thread, no event loop and no buffers live here.
+ * reply reach a client without an address. Each function only opens or configures a socket and returns; the socket
+ * is then read and written by dhcp_io.c on Node's loop (or by dgram, `socket.bind({ fd })`, in a build without it),
+ * so no thread, no event loop and no buffers live here.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

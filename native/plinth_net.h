@@ -44,4 +44,9 @@ PN_INTERNAL napi_value icmp_kind(napi_env env, napi_callback_info info);  /* icm
 PN_INTERNAL napi_value icmp_echo(napi_env env, napi_callback_info info);  /* icmpEcho */
 PN_INTERNAL napi_value icmp_close(napi_env env, napi_callback_info info); /* icmpClose */
 
+/* dhcp_io.c */
+PN_INTERNAL napi_value dhcp_io_open(napi_env env, napi_callback_info info);  /* dhcpIoOpen */
+PN_INTERNAL napi_value dhcp_io_send(napi_env env, napi_callback_info info);  /* dhcpIoSend */
+PN_INTERNAL napi_value dhcp_io_close(napi_env env, napi_callback_info info); /* dhcpIoClose */
+
 #endif

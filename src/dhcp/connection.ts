@@ -4,19 +4,18 @@
  * interface; which subnet a request belongs to; and how a reply's delivery kind (delivery.ts, RFC 2131 4.1)
  * becomes an address, seeding the ARP entry a unicast to a client without an address needs.
  */
-import type dgram from 'node:dgram';
 import type os from 'node:os';
 import type { Bus } from '../events.js';
 import type { InventoryCache, SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
-import { fdOf, type NetAddon, openUdpSocket } from './bind.js';
+import { type DhcpSocket, type NetAddon, openDhcpSocket, type Source } from './bind.js';
 import type { Delivery } from './delivery.js';
 import type { BackgroundGuard } from './guard.js';
 import { inNet, ipInt } from './ip.js';
 import type { DhcpPacket } from './packet.js';
 
 /** One socket: 67 (`dhcp`), 4011 (`proxy`, the PXE boot server) or 68 (`rogue`, other servers' replies). */
-export type Listener = { ifname?: string; socket: dgram.Socket; fd?: number; kind: 'dhcp' | 'proxy' | 'rogue' };
+export type Listener = { ifname?: string; socket: DhcpSocket; fd?: number; kind: 'dhcp' | 'proxy' | 'rogue' };
 
 type NetIfs = () => ReturnType<typeof os.networkInterfaces>;
 export type LocalAddresses = { at: number; byIf: Map<string, string[]>; all: Set<string>; allList: string[] };
@@ -78,7 +77,10 @@ export type ConnectionOptions = {
   addresses: ReturnType<typeof localAddresses>;
   guard: BackgroundGuard;
   log: Logger;
-  onMessage(listener: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void;
+  /** A datagram; `msg` is valid during the call only (a view of the native path's receive ring). */
+  onMessage(listener: Listener, msg: Buffer, src: Source): void;
+  /** A datagram longer than the native path's slot (`slot` bytes), truncated there: dropped. */
+  onOversized(listener: Listener, src: Source, slot: number): void;
   /** Test hook: sees (and may rewrite) every reply destination. */
   replyTo?: (dest: Destination, kind: 'dhcp' | 'proxy') => Destination;
 };
@@ -158,16 +160,23 @@ export class Connections {
   }
 
   private async open(kind: Listener['kind'], port: number, ifname?: string): Promise<void> {
-    const socket = await openUdpSocket({
-      port,
-      ifname,
-      // The rogue watch shares port 68 with a DHCP client the host itself may run (dhclient binds it too).
-      reuse: kind === 'rogue',
-      what: kind === 'proxy' ? 'proxyDHCP' : kind === 'rogue' ? 'DHCP client (rogue watch)' : 'DHCP',
-    });
-    const listener: Listener = { ifname, socket, fd: fdOf(socket), kind };
-    socket.on('message', (msg, rinfo) => this.o.onMessage(listener, msg, rinfo));
-    socket.on('error', (err) => this.o.log.error({ err, ifname, kind }, 'dhcp: socket error'));
+    // Datagrams before the listener exists (none in practice: it is made in the turn the socket opens) are dropped.
+    let listener: Listener | undefined;
+    const socket = await openDhcpSocket(
+      {
+        port,
+        ifname,
+        // The rogue watch shares port 68 with a DHCP client the host itself may run (dhclient binds it too).
+        reuse: kind === 'rogue',
+        what: kind === 'proxy' ? 'proxyDHCP' : kind === 'rogue' ? 'DHCP client (rogue watch)' : 'DHCP',
+      },
+      {
+        message: (msg, src) => listener && this.o.onMessage(listener, msg, src),
+        oversized: (src, slot) => listener && this.o.onOversized(listener, src, slot),
+        error: (err) => this.o.log.error({ err, ifname, kind }, 'dhcp: socket error'),
+      },
+    );
+    listener = { ifname, socket, fd: socket.fd, kind };
     this.listeners.push(listener);
   }
 
@@ -271,7 +280,7 @@ export class Connections {
   }
 
   /** RFC 2131 4.1: the address and port of a delivery kind. */
-  destination(d: Delivery, l: Listener, req: DhcpPacket, reply: DhcpPacket, src: dgram.RemoteInfo): Destination {
+  destination(d: Delivery, l: Listener, req: DhcpPacket, reply: DhcpPacket, src: Source): Destination {
     const { clientPort, broadcastAddress: bcast, addon } = this.o;
     switch (d) {
       case 'relay':
@@ -317,4 +326,4 @@ export class Connections {
   }
 }
 
-const closeListener = (l: Listener) => new Promise<void>((resolve) => l.socket.close(() => resolve()));
+const closeListener = (l: Listener) => l.socket.close();

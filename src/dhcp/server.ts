@@ -4,13 +4,12 @@
  * by reply.ts; the boot decision is asked of src/boot/decide.ts through boot.ts, which also hands each boot to
  * the injected `onBoot`. This file decodes a packet, places it, asks the right answerer and sends what it says.
  */
-import type dgram from 'node:dgram';
 import os from 'node:os';
 import { type InventoryCache, loadInventoryCache, type SubnetInfo } from '../inventory/cache.js';
 import { infoLines, type Logger } from '../log.js';
 import { rateLimitedLog } from '../log-limit.js';
 import { cidrContains } from '../model/common.js';
-import { ADDON_HINT, loadNetAddon } from './bind.js';
+import { ADDON_HINT, loadNetAddon, type Source } from './bind.js';
 import { announceBoot, bootDecider } from './boot.js';
 import { Connections, type Listener, localAddresses } from './connection.js';
 import { backgroundGuard, malformedLog, onceWarnings, rogueWatch } from './guard.js';
@@ -125,7 +124,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     guard,
     log,
     replyTo: opts.replyTo,
-    onMessage: (l, msg, rinfo) => dispatcher?.onMessage(l, msg, rinfo),
+    onMessage: (l, msg, src) => dispatcher?.onMessage(l, msg, src),
+    onOversized: (l, src, slot) => dispatcher?.onOversized(l, src, slot),
   });
   const rogue = rogueWatch(log);
   dispatcher = new Dispatcher({ opts, stats, guard, conn, inventory, env, addresses, rogue, warnOnce, owners });
@@ -159,15 +159,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       ? startRaResponder({ interfaces: raInterfaces, inventory, log, addon, guard })
       : undefined;
 
-  const reclaimTimer = setInterval(() => {
-    try {
-      leases.reclaim();
-      guard.passed('reclaiming expired leases');
-    } catch (err) {
-      guard.failed('reclaiming expired leases', err);
-    }
-  }, opts.reclaimIntervalMs ?? 10_000);
-  reclaimTimer.unref();
+  const reclaimTimer = reclaimEvery(leases, guard, opts.reclaimIntervalMs ?? 10_000);
 
   return {
     stats,
@@ -185,6 +177,20 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       await conn.close();
     },
   };
+}
+
+/** Expired leases back into their pools every `ms`; a failure is the guard's to log. */
+function reclaimEvery(leases: { reclaim(): unknown }, guard: ReturnType<typeof backgroundGuard>, ms: number) {
+  const timer = setInterval(() => {
+    try {
+      leases.reclaim();
+      guard.passed('reclaiming expired leases');
+    } catch (err) {
+      guard.failed('reclaiming expired leases', err);
+    }
+  }, ms);
+  timer.unref();
+  return timer;
 }
 
 /** Without the socket helper, requests cannot be told apart by interface: say so when that matters. */
@@ -232,7 +238,8 @@ class Dispatcher {
     this.d.guard.failed('sending replies', err);
   };
 
-  onMessage(l: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  // `msg` is valid during this call only (the native path's receive ring): decode copies what the packet keeps.
+  onMessage(l: Listener, msg: Buffer, rinfo: Source): void {
     const { stats, opts } = this.d;
     stats.received++;
     const res = decode(msg);
@@ -266,6 +273,14 @@ class Dispatcher {
     void this.handle(l, pkt, rinfo);
   }
 
+  /** A datagram too long for the receive ring's slot: malformed for DHCP (clients stay within one frame). */
+  onOversized(l: Listener, src: Source, slot: number): void {
+    this.d.stats.received++;
+    if (l.kind === 'rogue') return;
+    this.d.stats.malformed++;
+    this.malformed(src.address, 'oversized', `a datagram of more than ${slot} bytes`);
+  }
+
   private onRogue(l: Listener, pkt: DhcpPacket, src: string): void {
     const { stats, opts } = this.d;
     const sid = pkt.options.get(Opt.ServerId);
@@ -286,7 +301,7 @@ class Dispatcher {
   }
 
   // Never rejects: every packet's failure is counted and logged here (no promise chain per packet).
-  private async handle(l: Listener, pkt: DhcpPacket, rinfo: dgram.RemoteInfo): Promise<void> {
+  private async handle(l: Listener, pkt: DhcpPacket, rinfo: Source): Promise<void> {
     const { stats, guard } = this.d;
     try {
       // Option 82 sub-options are a relay's word: read only in relayed requests (a client could send its own).
@@ -328,13 +343,7 @@ class Dispatcher {
   }
 
   /** Counts the outcome; for a reply: hands its boot on (event, onBoot), encodes and sends it. */
-  private deliver(
-    l: Listener,
-    req: DhcpRequest,
-    out: Outcome,
-    rinfo: dgram.RemoteInfo,
-    serverIdOverride?: string,
-  ): void {
+  private deliver(l: Listener, req: DhcpRequest, out: Outcome, rinfo: Source, serverIdOverride?: string): void {
     const { stats, opts, conn } = this.d;
     if (out.count) stats[out.count]++;
     if (!out.reply) return;

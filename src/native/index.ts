@@ -34,6 +34,15 @@ export type IcmpHandle = object;
 /** onReply of icmpOpen: an echo reply from `address` (on a ping socket `id` is the kernel's, not the one sent). */
 export type IcmpReplyHandler = (address: string, id: number, seq: number) => void;
 
+/** What dhcpIoOpen returns: an opaque handle to one DHCP socket read by the batch (an N-API external). */
+export type DhcpIoHandle = object;
+
+/**
+ * onBatch of dhcpIoOpen: datagrams 0..count-1 are in the ring's slots, described by meta[4i..4i+3] (length, source
+ * address as a host-order u32, source port, flags: 1 = truncated by the slot). Valid only during the call.
+ */
+export type DhcpBatchHandler = (count: number) => void;
+
 /** What tcpSendFile returns: an opaque handle to one file being sent (an N-API external). */
 export type SendFileHandle = object;
 
@@ -153,6 +162,15 @@ export type PlinthNet = {
   icmpEcho?(h: IcmpHandle, address: string, id: number, seq: number): number;
   /** icmp_echo.c: stops watching and closes the socket (idempotent); 0. */
   icmpClose?(h: IcmpHandle): number;
+  /**
+   * dhcp_io.c: watches a socket from openUdp4 (taking its fd over) on Node's loop; each readiness reads up to
+   * meta.length / 4 datagrams into `ring` (slots `slotSize` bytes apart) and calls onBatch once with the count.
+   */
+  dhcpIoOpen?(fd: number, ring: Buffer, meta: Uint32Array, slotSize: number, onBatch: DhcpBatchHandler): DhcpIoHandle;
+  /** dhcp_io.c: one datagram to `address` (host-order u32) and `port`, without blocking; 1 when queued, or -errno. */
+  dhcpIoSend?(h: DhcpIoHandle, buf: Buffer, offset: number, length: number, address: number, port: number): number;
+  /** dhcp_io.c: stops watching and closes the socket (idempotent); 0. */
+  dhcpIoClose?(h: DhcpIoHandle): number;
 };
 
 type Fn = keyof PlinthNet;
@@ -168,6 +186,8 @@ export type TftpFastPath = Has<'udpOpen' | 'udpLocalPort' | 'udpSend' | 'udpSend
 export type ReadPackets = NonNullable<PlinthNet['readPackets']>;
 /** ICMP echo (the DHCP probe before an offer). */
 export type IcmpEcho = Has<'icmpOpen' | 'icmpKind' | 'icmpEcho' | 'icmpClose'>;
+/** DHCP datagrams read by the batch and replies sent directly (dhcp_io.c). */
+export type DhcpBatchIo = Has<'dhcpIoOpen' | 'dhcpIoSend' | 'dhcpIoClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 
@@ -179,6 +199,7 @@ const NEEDS = {
   readPackets: ['readPackets'],
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
+  dhcpBatchIo: ['dhcpIoOpen', 'dhcpIoSend', 'dhcpIoClose'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -216,6 +237,7 @@ function load(): Loaded {
     readPackets: has(NEEDS.readPackets),
     httpSendfile: has(NEEDS.httpSendfile),
     icmpEcho: has(NEEDS.icmpEcho),
+    dhcpBatchIo: has(NEEDS.dhcpBatchIo),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;
@@ -257,5 +279,9 @@ export const native = {
   get icmpEcho(): IcmpEcho | undefined {
     const l = load();
     return l.caps.icmpEcho ? (l.addon as IcmpEcho) : undefined;
+  },
+  get dhcpBatchIo(): DhcpBatchIo | undefined {
+    const l = load();
+    return l.caps.dhcpBatchIo ? (l.addon as DhcpBatchIo) : undefined;
   },
 };
