@@ -8,6 +8,7 @@
  * or API, as the SQLite bench's test/e2e/dhcp-run.ts. The subnet is seeded by the bench before the start. Prints
  * READY; SIGTERM closes it; the bench ends it with kill -9.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { startRegistry } from '../src/daemon-registry.js';
 import { startDhcpServer } from '../src/dhcp/server.js';
@@ -25,6 +26,34 @@ const peers = await followPeers(store, bus, serverId, log);
 const registry = await startRegistry(store, { serverId, version: VERSION, backend: store.backend }, log);
 const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080 });
 process.stdout.write('READY\n');
+// PLINTH_CLAIM_STATS=1: once a second, the claim batches' sizes, queue waits and round trips (src/store/pg-lease-batch.ts)
+// and the event loop's delay, as one JSON line on stderr (the bench keeps it with PERFDHCP_OUT).
+if (process.env.PLINTH_CLAIM_STATS) {
+  const st = { sizes: [] as number[], waits: [] as number[], rtts: [] as number[], inFlight: [] as number[] };
+  (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.claimStats')] = st;
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
+  const q = (xs: number[], f: number) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length ? Number(s[Math.min(s.length - 1, Math.floor(f * s.length))]!.toFixed(2)) : 0;
+  };
+  setInterval(() => {
+    if (st.sizes.length === 0) return;
+    const line = {
+      batches: st.sizes.length,
+      claims: st.waits.length,
+      size: [q(st.sizes, 0.5), q(st.sizes, 0.99), Math.max(...st.sizes)],
+      waitMs: [q(st.waits, 0.5), q(st.waits, 0.99), Math.max(...st.waits)],
+      rttMs: [q(st.rtts, 0.5), q(st.rtts, 0.99), Math.max(...st.rtts)],
+      inFlight: st.inFlight.length ? [q(st.inFlight, 0.5), Math.max(...st.inFlight)] : undefined,
+      eldMs: [eld.percentile(50) / 1e6, eld.percentile(99) / 1e6, eld.max / 1e6],
+      cpuMs: process.cpuUsage(),
+    };
+    process.stderr.write(`claimStats ${JSON.stringify(line)}\n`);
+    for (const k of ['sizes', 'waits', 'rtts', 'inFlight'] as const) st[k].length = 0;
+    eld.reset();
+  }, 1000).unref();
+}
 const stop = async () => {
   await server.close();
   await registry.close();

@@ -5,9 +5,12 @@
  * the rule with the claim's values read from `excluded`, then the release of the winners' other rows.
  *
  * One claim per address and per client goes in a batch (a row cannot be upserted twice by one statement, and a
- * client's two claims would release each other); the others wait for the next. When the batch's COMMIT fails on
- * the one-live-row constraint (two daemons claiming for one client at once), nothing of it was written and its
- * claims are run one by one, so only the claims that really lost, lose.
+ * client's two claims would release each other); the others wait for the next. Several batches may be in flight
+ * on separate connections, but an address or a client is in one of them at most, so a client's claims commit in
+ * the order they were made. When the batch's COMMIT fails on the one-live-row constraint (two daemons claiming for
+ * one client at once), nothing of it was written and its claims are run one by one, so only the claims that really
+ * lost, lose. A release of a client's other row is conditional on the etag the statement read: a row that another
+ * batch or daemon rewrote meanwhile (READ COMMITTED re-checks the WHERE on the newer row) is left as it is.
  */
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
@@ -34,27 +37,69 @@ const BATCH = `WITH claimed AS (
         THEN l.doc ->> 'clientId' = excluded.doc ->> 'clientId' ELSE l.doc ->> 'mac' = excluded.doc ->> 'mac' END)
   RETURNING key, doc ->> 'state' AS st, doc ->> 'subnet' AS sub, coalesce(doc ->> 'clientId', doc ->> 'mac') AS ck
 ), gone AS (
-  SELECT l.key AS k, l.doc || jsonb_build_object('state', 'released', 'expiresAt', $5::text, 'updatedAt', $5::text) AS d
+  SELECT l.key AS k, l.etag AS e,
+    l.doc || jsonb_build_object('state', 'released', 'expiresAt', $5::text, 'updatedAt', $5::text) AS d
   FROM leases l JOIN claimed w ON l.doc ->> 'subnet' = w.sub AND coalesce(l.doc ->> 'clientId', l.doc ->> 'mac') = w.ck
   WHERE l.key <> w.key AND l.key <> ALL($1::text[]) AND l.doc ->> 'state' IN ('offered', 'bound')
     AND (w.st = 'bound' OR l.doc ->> 'expiresAt' <= $5)
 ), retired AS (
-  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone WHERE key = gone.k
+  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone
+  WHERE key = gone.k AND etag = gone.e
   RETURNING 1
 )
 SELECT key FROM claimed`;
 
-type Pending = { claim: LeaseClaim; resolve: (r: ClaimResult) => void; reject: (e: Error) => void };
+type Pending = { claim: LeaseClaim; resolve: (r: ClaimResult) => void; reject: (e: Error) => void; at: number };
 export type ClaimBatcher = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
 
-/** Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). */
-export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise<ClaimResult>): ClaimBatcher {
+/**
+ * Timings a benchmark collects (bench/dhcp-pg-run.ts sets them on globalThis): per batch its size, the number of
+ * batches in flight when it left, its round trip, and each claim's wait in the queue. Absent: nothing recorded.
+ */
+type ClaimStats = { sizes: number[]; waits: number[]; rtts: number[]; inFlight: number[] };
+const stats = () =>
+  (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.claimStats')] as ClaimStats | undefined;
+
+/**
+ * Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). Up to `maxInFlight` batches
+ * run at once, each on its own connection: a claim that arrives while one batch waits for its COMMIT goes in the
+ * next turn's batch instead of waiting for that COMMIT first (with one batch in flight, a claim waited for the
+ * rest of the batch before its own and its own; under load the batches grew and so did both). An address or a
+ * client is in at most one batch in flight, and its claims go in the order they were made: a claim whose address
+ * or client is busy waits, and so does every later claim for that address or client.
+ */
+export function pgClaimBatcher(
+  pool: pg.Pool,
+  single: (c: LeaseClaim) => Promise<ClaimResult>,
+  maxInFlight = 1,
+): ClaimBatcher {
   let queue: Pending[] = [];
   let scheduled = false;
-  let inFlight: Promise<void> | undefined;
+  const running = new Set<Promise<void>>();
+  // The addresses and clients (subnet|client key) of the batches in flight.
+  const busyAddresses = new Set<string>();
+  const busyClients = new Set<string>();
   let closed = false;
 
   const run = async (batch: Pending[]) => {
+    const st = stats();
+    const t = performance.now();
+    if (st) {
+      st.sizes.push(batch.length);
+      st.inFlight.push(running.size + 1);
+      for (const p of batch) st.waits.push(t - p.at);
+    }
+    try {
+      await runBatch(batch);
+    } catch (err) {
+      // Not a query's error (each is handled there): a claim already settled ignores this.
+      const e = asStoreError(err);
+      for (const p of batch) p.reject(e);
+    } finally {
+      st?.rtts.push(performance.now() - t);
+    }
+  };
+  const runBatch = async (batch: Pending[]) => {
     if (batch.length === 1) return settle(batch[0]!, single(batch[0]!.claim));
     const bodies = batch.map((p) => JSON.stringify(p.claim.doc));
     const now = batch.map((p) => p.claim.now).sort()[0]!;
@@ -97,32 +142,42 @@ export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise
     }
   };
   const settle = (p: Pending, r: Promise<ClaimResult>) => r.then(p.resolve, (e: unknown) => p.reject(asStoreError(e)));
+  const clientOf = (p: Pending) => `${p.claim.doc.subnet}|${clientKey(p.claim.doc)}`;
 
   const flush = () => {
     scheduled = false;
-    if (inFlight || queue.length === 0) return;
+    if (running.size >= maxInFlight || queue.length === 0) return;
+    // Taken in this batch, or blocked by an earlier claim that waits: a later claim for either waits too.
     const addresses = new Set<string>();
     const clients = new Set<string>();
     const batch: Pending[] = [];
     const rest: Pending[] = [];
     for (const p of queue) {
-      const c = p.claim.doc;
-      const who = `${c.subnet}|${clientKey(c)}`;
-      if (addresses.has(c.address) || clients.has(who)) rest.push(p);
-      else {
-        addresses.add(c.address);
-        clients.add(who);
-        batch.push(p);
-      }
+      const a = p.claim.doc.address;
+      const who = clientOf(p);
+      const free = !addresses.has(a) && !clients.has(who) && !busyAddresses.has(a) && !busyClients.has(who);
+      (free ? batch : rest).push(p);
+      addresses.add(a);
+      clients.add(who);
     }
     queue = rest;
-    inFlight = run(batch).finally(() => {
-      inFlight = undefined;
+    if (batch.length === 0) return; // each waits for a batch in flight, which schedules again when it ends
+    for (const p of batch) {
+      busyAddresses.add(p.claim.doc.address);
+      busyClients.add(clientOf(p));
+    }
+    const done = run(batch).finally(() => {
+      for (const p of batch) {
+        busyAddresses.delete(p.claim.doc.address);
+        busyClients.delete(clientOf(p));
+      }
+      running.delete(done);
       if (queue.length) schedule();
     });
+    running.add(done);
   };
   const schedule = () => {
-    if (scheduled || inFlight) return;
+    if (scheduled || running.size >= maxInFlight) return;
     scheduled = true;
     setImmediate(flush);
   };
@@ -130,13 +185,13 @@ export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise
     claim: (claim) =>
       new Promise<ClaimResult>((resolve, reject) => {
         if (closed) return reject(new BackendError('store is closed'));
-        queue.push({ claim, resolve, reject });
+        queue.push({ claim, resolve, reject, at: performance.now() });
         schedule();
       }),
     async close() {
       closed = true;
-      while (inFlight || queue.length) {
-        if (inFlight) await inFlight;
+      while (running.size || queue.length) {
+        if (running.size) await Promise.race(running);
         else flush();
       }
     },

@@ -25,12 +25,13 @@ const CLAIM = `WITH claimed AS (
       THEN l.doc ->> 'clientId' = $8 ELSE l.doc ->> 'mac' = $9 END)
   RETURNING 1
 ), gone AS (
-  SELECT key AS k, doc || $11::jsonb AS d FROM leases
+  SELECT key AS k, etag AS e, doc || $11::jsonb AS d FROM leases
   WHERE $10 AND EXISTS (SELECT 1 FROM claimed) AND key <> $1 AND doc ->> 'subnet' = $6
     AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $7 AND doc ->> 'state' IN ('offered', 'bound')
     AND ($12 = 'bound' OR doc ->> 'expiresAt' <= $5)
 ), retired AS (
-  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone WHERE key = gone.k
+  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone
+  WHERE key = gone.k AND etag = gone.e
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM claimed)::int AS won, (SELECT count(*) FROM retired)::int AS retired`;
@@ -83,13 +84,17 @@ export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
 
 export type PgLeaseClaims = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
 
+/** Batches in flight at once (pg-lease-batch.ts): durable claims on the main pool, offers on their own. */
+export type ClaimsInFlight = { durable: number; offers: number };
+export const CLAIMS_IN_FLIGHT: ClaimsInFlight = { durable: 4, offers: 3 };
+
 /**
  * claimLease for the store: offers batched on `offers` (a pool whose connections commit with synchronous_commit
  * off), every other claim batched on `pool`, durable at COMMIT (pg-lease-batch.ts).
  */
-export function pgLeaseClaims(pool: pg.Pool, offers = pool): PgLeaseClaims {
-  const durable = pgClaimBatcher(pool, pgSingleClaim(pool));
-  const offered = pgClaimBatcher(offers, pgSingleClaim(offers));
+export function pgLeaseClaims(pool: pg.Pool, offers = pool, inFlight = CLAIMS_IN_FLIGHT): PgLeaseClaims {
+  const durable = pgClaimBatcher(pool, pgSingleClaim(pool), inFlight.durable);
+  const offered = pgClaimBatcher(offers, pgSingleClaim(offers), inFlight.offers);
   return {
     claim: (c) => (c.doc.state === 'offered' ? offered : durable).claim(c),
     close: async () => {
