@@ -15,12 +15,23 @@ import { startDhcpServer } from '../src/dhcp/server.js';
 import { createBus } from '../src/events.js';
 import { followPeers } from '../src/peer-events.js';
 import { openStore } from '../src/store/open.js';
+import { openPgStore } from '../src/store/pg.js';
 import { VERSION } from '../src/version.js';
 
 const [url, serverId, iface] = process.argv.slice(2);
 if (!url || !serverId || !iface) throw new Error('usage: dhcp-pg-run.ts URL SERVER_ID INTERFACE');
 const log = pino({ level: process.env.PLINTH_LOG_LEVEL ?? 'warn' }, pino.destination(2));
-const store = await openStore(url, '/nonexistent', (err) => log.warn({ err: err.message }, 'pg connection'), serverId);
+const warn = (err: Error) => log.warn({ err: err.message }, 'pg connection');
+// PLINTH_BENCH_CLAIMS_IN_FLIGHT=D:O (the bench's plinth-pg-serial): claim batches in flight, durable and offers.
+const inFlight = process.env.PLINTH_BENCH_CLAIMS_IN_FLIGHT?.split(':').map(Number);
+const store = inFlight
+  ? await openPgStore(url, {
+      onIdleError: warn,
+      serverId,
+      follow: { onError: warn },
+      claimsInFlight: { durable: inFlight[0]!, offers: inFlight[1] ?? inFlight[0]! },
+    })
+  : await openStore(url, '/nonexistent', warn, serverId);
 const bus = createBus(log);
 const peers = await followPeers(store, bus, serverId, log);
 const registry = await startRegistry(store, { serverId, version: VERSION, backend: store.backend }, log);

@@ -114,6 +114,7 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg', 1, ctx),
   plinthPgServer('plinth-pg3', 3, ctx),
   plinthPgServer('plinth-pg3own', 3, ctx, true),
+  plinthPgServer('plinth-pg-serial', 1, ctx, false, '1:1'),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
 ];

@@ -14,7 +14,7 @@ const b = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
 const iso = (ms: number) => new Date(ms).toISOString();
 const NOW = iso(T0);
-const lease = (address: string, mac: string, state = 'bound', until = T0 + 3600_000): Doc & { address: string } => ({
+const lease = (address: string, mac: string, state = 'bound', until = T0 + 3600_000) => ({
   address,
   subnet: 'lab',
   mac,
@@ -48,9 +48,10 @@ async function session(schema: string): Promise<pg.Client> {
 }
 
 async function state(schema: string, address: string): Promise<{ state: string; mac: string } | undefined> {
-  const r = await adminQuery(`SELECT doc ->> 'state' AS state, doc ->> 'mac' AS mac FROM ${schema}.leases WHERE key = $1`, [
-    address,
-  ]);
+  const r = await adminQuery(
+    `SELECT doc ->> 'state' AS state, doc ->> 'mac' AS mac FROM ${schema}.leases WHERE key = $1`,
+    [address],
+  );
   return r.rows[0];
 }
 
