@@ -8,6 +8,8 @@
  * or API, as the SQLite bench's test/e2e/dhcp-run.ts. The subnet is seeded by the bench before the start. Prints
  * READY; SIGTERM closes it; the bench ends it with kill -9.
  */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { startRegistry } from '../src/daemon-registry.js';
@@ -22,7 +24,7 @@ const [url, serverId, iface] = process.argv.slice(2);
 if (!url || !serverId || !iface) throw new Error('usage: dhcp-pg-run.ts URL SERVER_ID INTERFACE');
 const log = pino({ level: process.env.PLINTH_LOG_LEVEL ?? 'warn' }, pino.destination(2));
 const warn = (err: Error) => log.warn({ err: err.message }, 'pg connection');
-// PLINTH_BENCH_CLAIMS_IN_FLIGHT=D:O (the bench's plinth-pg-serial): claim batches in flight, durable and offers.
+// PLINTH_BENCH_CLAIMS_IN_FLIGHT=D:O (the bench's plinth-pg-par): claim batches in flight, durable and offers.
 const inFlight = process.env.PLINTH_BENCH_CLAIMS_IN_FLIGHT?.split(':').map(Number);
 const store = inFlight
   ? await openPgStore(url, {
@@ -37,6 +39,24 @@ const peers = await followPeers(store, bus, serverId, log);
 const registry = await startRegistry(store, { serverId, version: VERSION, backend: store.backend }, log);
 const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080 });
 process.stdout.write('READY\n');
+// PLINTH_BENCH_PROFILE=FILE: a CPU profile of the first 8 s after READY (warm-up and measured period), written
+// before the bench's kill -9 (node --cpu-prof writes only at a clean exit).
+if (process.env.PLINTH_BENCH_PROFILE) {
+  const file = process.env.PLINTH_BENCH_PROFILE;
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.enable', () =>
+    session.post('Profiler.start', () =>
+      setTimeout(
+        () =>
+          session.post('Profiler.stop', (err, r) => {
+            if (!err) writeFileSync(file, JSON.stringify(r.profile));
+          }),
+        8000,
+      ),
+    ),
+  );
+}
 // PLINTH_CLAIM_STATS=1: once a second, the claim batches' sizes, queue waits and round trips (src/store/pg-lease-batch.ts)
 // and the event loop's delay, as one JSON line on stderr (the bench keeps it with PERFDHCP_OUT).
 if (process.env.PLINTH_CLAIM_STATS) {

@@ -103,7 +103,7 @@ function compare(owners: Map<string, string>, bound: Map<string, string>): strin
 
 /**
  * `inFlight` ("durable:offers"): the daemons' claim batches in flight at once (src/store/pg-leases.ts), for an A/B
- * in one run against the default (`plinth-pg-serial`: one of each, as before several were).
+ * in one run against the default (`plinth-pg-par`, `plinth-pg3-par`: four durable and three offer batches).
  */
 export function plinthPgServer(
   name: string,

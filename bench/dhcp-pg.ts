@@ -114,7 +114,8 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg', 1, ctx),
   plinthPgServer('plinth-pg3', 3, ctx),
   plinthPgServer('plinth-pg3own', 3, ctx, true),
-  plinthPgServer('plinth-pg-serial', 1, ctx, false, '1:1'),
+  plinthPgServer('plinth-pg-par', 1, ctx, false, '4:3'),
+  plinthPgServer('plinth-pg3-par', 3, ctx, false, '4:3'),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
 ];

@@ -86,7 +86,7 @@ export type PgLeaseClaims = { claim(c: LeaseClaim): Promise<ClaimResult>; close(
 
 /** Batches in flight at once (pg-lease-batch.ts): durable claims on the main pool, offers on their own. */
 export type ClaimsInFlight = { durable: number; offers: number };
-export const CLAIMS_IN_FLIGHT: ClaimsInFlight = { durable: 4, offers: 3 };
+export const CLAIMS_IN_FLIGHT: ClaimsInFlight = { durable: 1, offers: 1 };
 
 /**
  * claimLease for the store: offers batched on `offers` (a pool whose connections commit with synchronous_commit
