@@ -62,11 +62,11 @@ const stats = () =>
 
 /**
  * Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). Up to `maxInFlight` batches
- * run at once, each on its own connection: a claim that arrives while one batch waits for its COMMIT goes in the
- * next turn's batch instead of waiting for that COMMIT first (with one batch in flight, a claim waited for the
- * rest of the batch before its own and its own; under load the batches grew and so did both). An address or a
- * client is in at most one batch in flight, and its claims go in the order they were made: a claim whose address
- * or client is busy waits, and so does every later claim for that address or client.
+ * run at once, each on its own connection: a claim that arrives while a batch waits for its COMMIT may go in the
+ * next turn's batch instead of waiting for that COMMIT first. An address or a client is in at most one batch in
+ * flight, and its claims go in the order they were made: a claim whose address or client is busy waits, and so
+ * does every later claim for that address or client. The store uses one (CLAIMS_IN_FLIGHT, pg-leases.ts): each
+ * extra transaction costs PostgreSQL a commit, and on the bench's shared core that cost more than the wait saved.
  */
 export function pgClaimBatcher(
   pool: pg.Pool,
