@@ -3,15 +3,16 @@
  * The address is the primary key, so a new lease is an INSERT and two daemons inserting one address cannot both
  * succeed: the second waits for the first's row, then takes the DO UPDATE path, whose WHERE (the row ended, or it
  * is this client's) is evaluated on the committed row and is false (Kea's pgsql lease backend: INSERT on the
- * address, UPDATE of an expired lease only WHERE it is still that lease). A winning live claim releases the
- * client's other live rows in the same statement; one live row per client and subnet is the deferred exclusion
- * constraint of migration v3, so the loser of two daemons giving one client two addresses fails at COMMIT.
+ * address, UPDATE of an expired lease only WHERE it is still that lease). One live row per client and subnet is the
+ * deferred exclusion constraint of migration v3, so the loser of two daemons giving one client two addresses fails
+ * at COMMIT; a winning live claim whose client has another live row fails there too, and goes again with the
+ * release of that row in the same statement.
  */
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { clientKey, isLiveState, keeps } from './lease-claim.js';
 import { jsonbCopy } from './pg-docs.js';
-import { ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
+import { CLAIM_ROWS, ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
 import type { ClaimResult, Doc, LeaseClaim } from './store.js';
 
 // $1 address, $2 body, $3 its JSONB copy (null: body), $4 etag, $5 now, $6 subnet, $7 client key, $8 clientId,
@@ -36,7 +37,12 @@ const CLAIM = `WITH claimed AS (
 )
 SELECT (SELECT count(*) FROM claimed)::int AS won, (SELECT count(*) FROM retired)::int AS retired`;
 
-/** One claim alone on `pool` (the batch's fallback, and a batch of one). */
+/**
+ * One claim alone on `pool` (the batch's fallback, and a batch of one): the claim without the release first, as
+ * the batch's (pg-lease-batch.ts), then with it when the client has another offered or bound row. The release is
+ * conditional on the etag it read: a row another daemon rewrote meanwhile (READ COMMITTED re-checks the WHERE on
+ * the newer row) is left as it is, and the constraint decides.
+ */
 export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<ClaimResult> {
   const holder = async (claim: LeaseClaim, byClient: boolean): Promise<Doc | undefined> => {
     const c = claim.doc;
@@ -49,9 +55,11 @@ export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
       : await pool.query<{ body: string }>('SELECT body FROM leases WHERE key = $1', [c.address]);
     return r.rows[0] ? (JSON.parse(r.rows[0].body) as Doc) : undefined;
   };
-  return async (claim) => {
+  const lost = (err: unknown) => LOST_CODES.has((err as { code?: string }).code ?? '');
+  // The claim, then the release of the client's other row if it has one (the claim's COMMIT failed on the
+  // one-live-row constraint, nothing written): CLAIM, which also loses to another daemon's claim for the client.
+  const withRelease = async (claim: LeaseClaim, body: string): Promise<ClaimResult> => {
     const c = claim.doc;
-    const body = JSON.stringify(c);
     const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now });
     try {
       const r = await pool.query<{ won: number }>({
@@ -76,9 +84,28 @@ export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
       const held = await holder(claim, false);
       return keeps(held, claim) ? { ok: true } : { ok: false, holder: held };
     } catch (err) {
-      if (!LOST_CODES.has((err as { code?: string }).code ?? '')) throw err;
+      if (!lost(err)) throw err;
       return { ok: false, holder: await holder(claim, true) };
     }
+  };
+  return async (claim) => {
+    const c = claim.doc;
+    const body = JSON.stringify(c);
+    try {
+      const r = await pool.query<{ key: string }>({
+        name: 'plinth-claim-rows',
+        text: CLAIM_ROWS,
+        values: [[c.address], [body], [jsonbCopy(body)], [etagOf(body)], claim.now],
+      });
+      if (r.rows.length === 0) {
+        const held = await holder(claim, false);
+        return keeps(held, claim) ? { ok: true } : { ok: false, holder: held };
+      }
+      return { ok: true };
+    } catch (err) {
+      if (!lost(err)) throw err;
+    }
+    return withRelease(claim, body);
   };
 }
 
