@@ -8,23 +8,83 @@
  * or API, as the SQLite bench's test/e2e/dhcp-run.ts. The subnet is seeded by the bench before the start. Prints
  * READY; SIGTERM closes it; the bench ends it with kill -9.
  */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { startRegistry } from '../src/daemon-registry.js';
 import { startDhcpServer } from '../src/dhcp/server.js';
 import { createBus } from '../src/events.js';
 import { followPeers } from '../src/peer-events.js';
 import { openStore } from '../src/store/open.js';
+import { openPgStore } from '../src/store/pg.js';
 import { VERSION } from '../src/version.js';
 
 const [url, serverId, iface] = process.argv.slice(2);
 if (!url || !serverId || !iface) throw new Error('usage: dhcp-pg-run.ts URL SERVER_ID INTERFACE');
 const log = pino({ level: process.env.PLINTH_LOG_LEVEL ?? 'warn' }, pino.destination(2));
-const store = await openStore(url, '/nonexistent', (err) => log.warn({ err: err.message }, 'pg connection'), serverId);
+const warn = (err: Error) => log.warn({ err: err.message }, 'pg connection');
+// PLINTH_BENCH_CLAIMS_IN_FLIGHT=D:O (the bench's plinth-pg-par): claim batches in flight, durable and offers.
+const inFlight = process.env.PLINTH_BENCH_CLAIMS_IN_FLIGHT?.split(':').map(Number);
+const store = inFlight
+  ? await openPgStore(url, {
+      onIdleError: warn,
+      serverId,
+      follow: { onError: warn },
+      claimsInFlight: { durable: inFlight[0]!, offers: inFlight[1] ?? inFlight[0]! },
+    })
+  : await openStore(url, '/nonexistent', warn, serverId);
 const bus = createBus(log);
 const peers = await followPeers(store, bus, serverId, log);
 const registry = await startRegistry(store, { serverId, version: VERSION, backend: store.backend }, log);
 const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080 });
 process.stdout.write('READY\n');
+// PLINTH_BENCH_PROFILE=FILE: a CPU profile of the first 8 s after READY (warm-up and measured period), written
+// before the bench's kill -9 (node --cpu-prof writes only at a clean exit).
+if (process.env.PLINTH_BENCH_PROFILE) {
+  const file = process.env.PLINTH_BENCH_PROFILE;
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.enable', () =>
+    session.post('Profiler.start', () =>
+      setTimeout(
+        () =>
+          session.post('Profiler.stop', (err, r) => {
+            if (!err) writeFileSync(file, JSON.stringify(r.profile));
+          }),
+        8000,
+      ),
+    ),
+  );
+}
+// PLINTH_CLAIM_STATS=1: once a second, the claim batches' sizes, queue waits and round trips (src/store/pg-lease-batch.ts)
+// and the event loop's delay, as one JSON line on stderr (the bench keeps it with PERFDHCP_OUT).
+if (process.env.PLINTH_CLAIM_STATS) {
+  const st = { sizes: [] as number[], waits: [] as number[], rtts: [] as number[], inFlight: [] as number[] };
+  (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.claimStats')] = st;
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
+  const q = (xs: number[], f: number) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length ? Number(s[Math.min(s.length - 1, Math.floor(f * s.length))]!.toFixed(2)) : 0;
+  };
+  setInterval(() => {
+    if (st.sizes.length === 0) return;
+    const line = {
+      batches: st.sizes.length,
+      claims: st.waits.length,
+      size: [q(st.sizes, 0.5), q(st.sizes, 0.99), Math.max(...st.sizes)],
+      waitMs: [q(st.waits, 0.5), q(st.waits, 0.99), Math.max(...st.waits)],
+      rttMs: [q(st.rtts, 0.5), q(st.rtts, 0.99), Math.max(...st.rtts)],
+      inFlight: st.inFlight.length ? [q(st.inFlight, 0.5), Math.max(...st.inFlight)] : undefined,
+      eldMs: [eld.percentile(50) / 1e6, eld.percentile(99) / 1e6, eld.max / 1e6],
+      cpuMs: process.cpuUsage(),
+    };
+    process.stderr.write(`claimStats ${JSON.stringify(line)}\n`);
+    for (const k of ['sizes', 'waits', 'rtts', 'inFlight'] as const) st[k].length = 0;
+    eld.reset();
+  }, 1000).unref();
+}
 const stop = async () => {
   await server.close();
   await registry.close();

@@ -101,7 +101,17 @@ function compare(owners: Map<string, string>, bound: Map<string, string>): strin
   return parts.filter(Boolean).join(', ');
 }
 
-export function plinthPgServer(name: string, daemons: number, ctx: PgBenchContext, own = false): PgServer {
+/**
+ * `inFlight` ("durable:offers"): the daemons' claim batches in flight at once (src/store/pg-leases.ts), for an A/B
+ * in one run against the default (`plinth-pg-par`, `plinth-pg3-par`: four durable and three offer batches).
+ */
+export function plinthPgServer(
+  name: string,
+  daemons: number,
+  ctx: PgBenchContext,
+  own = false,
+  inFlight?: string,
+): PgServer {
   return {
     name,
     daemons,
@@ -137,6 +147,7 @@ export function plinthPgServer(name: string, daemons: number, ctx: PgBenchContex
             startIn(
               pair.srv,
               ctx.pinServer([
+                ...(inFlight ? ['env', `PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []),
                 process.execPath,
                 '--import',
                 'tsx',

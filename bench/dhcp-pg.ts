@@ -20,7 +20,9 @@
  * to one address anyway. `plinth-pg3own` is the per-rack layout instead: the same three daemons and relays, each
  * pair with a subnet of its own (10.101/16, 10.102/16, 10.103/16, a third of the pool each; second addresses on
  * the same veths), so no two daemons want the same address: against plinth-pg3 it separates the cost of three
- * daemons fighting over one pool from the cost of three processes on one core.
+ * daemons fighting over one pool from the cost of three processes on one core. `plinth-pg-par` and `plinth-pg3-par`
+ * are `plinth-pg` and `plinth-pg3` with four durable and three offer claim batches in flight (the store's default is
+ * one of each; src/store/pg-leases.ts), for an A/B in one run.
  *
  * Pinning (--pin split): the DHCP server processes (Kea, or every Plinth daemon) on CPU 1, perfdhcp on CPU 0, and
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the
@@ -114,6 +116,8 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg', 1, ctx),
   plinthPgServer('plinth-pg3', 3, ctx),
   plinthPgServer('plinth-pg3own', 3, ctx, true),
+  plinthPgServer('plinth-pg-par', 1, ctx, false, '4:3'),
+  plinthPgServer('plinth-pg3-par', 3, ctx, false, '4:3'),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
 ];

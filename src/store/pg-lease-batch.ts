@@ -2,12 +2,15 @@
  * claimLease's group commit on PostgreSQL: the claims of one event-loop turn go in one statement (one round trip,
  * one COMMIT and WAL flush), as putBatched's writes do (pg-batch.ts), each claim resolved after that COMMIT. The
  * statement is pg-leases.ts's rule over arrays: per row, an INSERT on the address or a DO UPDATE whose WHERE is
- * the rule with the claim's values read from `excluded`, then the release of the winners' other rows.
+ * the rule with the claim's values read from `excluded`. A winner whose client has another offered or bound row
+ * fails the one-live-row constraint at COMMIT: the claims then go one by one, with that row's release.
  *
  * One claim per address and per client goes in a batch (a row cannot be upserted twice by one statement, and a
- * client's two claims would release each other); the others wait for the next. When the batch's COMMIT fails on
- * the one-live-row constraint (two daemons claiming for one client at once), nothing of it was written and its
- * claims are run one by one, so only the claims that really lost, lose.
+ * client's two claims would release each other); the others wait for the next. Several batches may be in flight
+ * on separate connections, but an address or a client is in one of them at most, so a client's claims commit in
+ * the order they were made. When the batch's COMMIT fails on the one-live-row constraint (two daemons claiming for
+ * one client at once, or a client's other row to release), nothing of it was written and its claims are run one
+ * by one, so only the claims that really lost, lose.
  */
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
@@ -22,9 +25,12 @@ export const ETAG = (t: string) =>
 // The exclusion constraint at COMMIT (23P01), or a deadlock between two such COMMITs (40P01): this claim lost.
 export const LOST_CODES = new Set(['23P01', '40P01', '23505']);
 
-// $1 addresses, $2 bodies, $3 JSONB copies (null: the body), $4 etags, $5 the batch's earliest `now`.
-const BATCH = `WITH claimed AS (
-  INSERT INTO leases AS l (key, doc, body, etag)
+// $1 addresses, $2 bodies, $3 JSONB copies (null: the body), $4 etags, $5 the batch's earliest `now`. The claim
+// only: a client's other offered or bound row, which a winning claim must release, fails the one-live-row
+// constraint at COMMIT, and the claims go again alone with the release (pg-leases.ts). A client seldom has one
+// (its row is the one it claims: the offer it REQUESTs, the lease it renews; a move releases the old row first),
+// and without the release the statement costs PostgreSQL about a third less CPU.
+export const CLAIM_ROWS = `INSERT INTO leases AS l (key, doc, body, etag)
   SELECT k, coalesce(j, b)::jsonb, b, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, b, j, e)
   ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
   WHERE l.doc ->> 'expiresAt' <= $5 OR l.doc ->> 'state' IN ('expired', 'released')
@@ -32,37 +38,67 @@ const BATCH = `WITH claimed AS (
       AND (excluded.doc ->> 'state' <> 'offered' OR l.doc ->> 'state' <> 'bound')
       AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND excluded.doc ->> 'clientId' IS NOT NULL
         THEN l.doc ->> 'clientId' = excluded.doc ->> 'clientId' ELSE l.doc ->> 'mac' = excluded.doc ->> 'mac' END)
-  RETURNING key, doc ->> 'state' AS st, doc ->> 'subnet' AS sub, coalesce(doc ->> 'clientId', doc ->> 'mac') AS ck
-), gone AS (
-  SELECT l.key AS k, l.doc || jsonb_build_object('state', 'released', 'expiresAt', $5::text, 'updatedAt', $5::text) AS d
-  FROM leases l JOIN claimed w ON l.doc ->> 'subnet' = w.sub AND coalesce(l.doc ->> 'clientId', l.doc ->> 'mac') = w.ck
-  WHERE l.key <> w.key AND l.key <> ALL($1::text[]) AND l.doc ->> 'state' IN ('offered', 'bound')
-    AND (w.st = 'bound' OR l.doc ->> 'expiresAt' <= $5)
-), retired AS (
-  UPDATE leases SET doc = gone.d, body = gone.d::text, etag = ${ETAG('gone.d::text')} FROM gone WHERE key = gone.k
-  RETURNING 1
-)
-SELECT key FROM claimed`;
+  RETURNING key`;
 
-type Pending = { claim: LeaseClaim; resolve: (r: ClaimResult) => void; reject: (e: Error) => void };
+type Pending = { claim: LeaseClaim; resolve: (r: ClaimResult) => void; reject: (e: Error) => void; at: number };
 export type ClaimBatcher = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
 
-/** Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). */
-export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise<ClaimResult>): ClaimBatcher {
+/**
+ * Timings a benchmark collects (bench/dhcp-pg-run.ts sets them on globalThis): per batch its size, the number of
+ * batches in flight when it left, its round trip, and each claim's wait in the queue. Absent: nothing recorded.
+ */
+type ClaimStats = { sizes: number[]; waits: number[]; rtts: number[]; inFlight: number[] };
+const stats = () =>
+  (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.claimStats')] as ClaimStats | undefined;
+
+/**
+ * Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). Up to `maxInFlight` batches
+ * run at once, each on its own connection: a claim that arrives while a batch waits for its COMMIT may go in the
+ * next turn's batch instead of waiting for that COMMIT first. An address or a client is in at most one batch in
+ * flight, and its claims go in the order they were made: a claim whose address or client is busy waits, and so
+ * does every later claim for that address or client. The store uses one (CLAIMS_IN_FLIGHT, pg-leases.ts): each
+ * extra transaction costs PostgreSQL a commit, and on the bench's shared core that cost more than the wait saved.
+ */
+export function pgClaimBatcher(
+  pool: pg.Pool,
+  single: (c: LeaseClaim) => Promise<ClaimResult>,
+  maxInFlight = 1,
+): ClaimBatcher {
   let queue: Pending[] = [];
   let scheduled = false;
-  let inFlight: Promise<void> | undefined;
+  const running = new Set<Promise<void>>();
+  // The addresses and clients (subnet|client key) of the batches in flight.
+  const busyAddresses = new Set<string>();
+  const busyClients = new Set<string>();
   let closed = false;
 
   const run = async (batch: Pending[]) => {
+    const st = stats();
+    const t = performance.now();
+    if (st) {
+      st.sizes.push(batch.length);
+      st.inFlight.push(running.size + 1);
+      for (const p of batch) st.waits.push(t - p.at);
+    }
+    try {
+      await runBatch(batch);
+    } catch (err) {
+      // Not a query's error (each is handled there): a claim already settled ignores this.
+      const e = asStoreError(err);
+      for (const p of batch) p.reject(e);
+    } finally {
+      st?.rtts.push(performance.now() - t);
+    }
+  };
+  const runBatch = async (batch: Pending[]) => {
     if (batch.length === 1) return settle(batch[0]!, single(batch[0]!.claim));
     const bodies = batch.map((p) => JSON.stringify(p.claim.doc));
     const now = batch.map((p) => p.claim.now).sort()[0]!;
     let won: Set<string>;
     try {
       const r = await pool.query<{ key: string }>({
-        name: 'plinth-claim-leases',
-        text: BATCH,
+        name: 'plinth-claim-rows',
+        text: CLAIM_ROWS,
         values: [batch.map((p) => p.claim.doc.address), bodies, bodies.map(jsonbCopy), bodies.map(etagOf), now],
       });
       won = new Set(r.rows.map((x) => x.key));
@@ -72,7 +108,7 @@ export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise
         for (const p of batch) p.reject(e);
         return;
       }
-      // Rolled back whole: each claim again, alone.
+      // Rolled back whole: each claim again, alone (with the release of the client's other row).
       await Promise.all(batch.map((p) => settle(p, single(p.claim))));
       return;
     }
@@ -97,32 +133,42 @@ export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise
     }
   };
   const settle = (p: Pending, r: Promise<ClaimResult>) => r.then(p.resolve, (e: unknown) => p.reject(asStoreError(e)));
+  const clientOf = (p: Pending) => `${p.claim.doc.subnet}|${clientKey(p.claim.doc)}`;
 
   const flush = () => {
     scheduled = false;
-    if (inFlight || queue.length === 0) return;
+    if (running.size >= maxInFlight || queue.length === 0) return;
+    // Taken in this batch, or blocked by an earlier claim that waits: a later claim for either waits too.
     const addresses = new Set<string>();
     const clients = new Set<string>();
     const batch: Pending[] = [];
     const rest: Pending[] = [];
     for (const p of queue) {
-      const c = p.claim.doc;
-      const who = `${c.subnet}|${clientKey(c)}`;
-      if (addresses.has(c.address) || clients.has(who)) rest.push(p);
-      else {
-        addresses.add(c.address);
-        clients.add(who);
-        batch.push(p);
-      }
+      const a = p.claim.doc.address;
+      const who = clientOf(p);
+      const free = !addresses.has(a) && !clients.has(who) && !busyAddresses.has(a) && !busyClients.has(who);
+      (free ? batch : rest).push(p);
+      addresses.add(a);
+      clients.add(who);
     }
     queue = rest;
-    inFlight = run(batch).finally(() => {
-      inFlight = undefined;
+    if (batch.length === 0) return; // each waits for a batch in flight, which schedules again when it ends
+    for (const p of batch) {
+      busyAddresses.add(p.claim.doc.address);
+      busyClients.add(clientOf(p));
+    }
+    const done = run(batch).finally(() => {
+      for (const p of batch) {
+        busyAddresses.delete(p.claim.doc.address);
+        busyClients.delete(clientOf(p));
+      }
+      running.delete(done);
       if (queue.length) schedule();
     });
+    running.add(done);
   };
   const schedule = () => {
-    if (scheduled || inFlight) return;
+    if (scheduled || running.size >= maxInFlight) return;
     scheduled = true;
     setImmediate(flush);
   };
@@ -130,13 +176,13 @@ export function pgClaimBatcher(pool: pg.Pool, single: (c: LeaseClaim) => Promise
     claim: (claim) =>
       new Promise<ClaimResult>((resolve, reject) => {
         if (closed) return reject(new BackendError('store is closed'));
-        queue.push({ claim, resolve, reject });
+        queue.push({ claim, resolve, reject, at: performance.now() });
         schedule();
       }),
     async close() {
       closed = true;
-      while (inFlight || queue.length) {
-        if (inFlight) await inFlight;
+      while (running.size || queue.length) {
+        if (running.size) await Promise.race(running);
         else flush();
       }
     },

@@ -10,7 +10,7 @@ import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
 import { pgLeadership } from './pg-leader.js';
-import { pgLeaseClaims } from './pg-leases.js';
+import { type ClaimsInFlight, pgLeaseClaims } from './pg-leases.js';
 import { migratePg } from './pg-migrations.js';
 import { asStoreError, BackendError, type LeadershipOptions, type Store, StoreError } from './store.js';
 
@@ -33,6 +33,8 @@ export type PgOptions = {
   onIdleError?: (err: Error) => void;
   /** This daemon's serverId, recorded with each event it appends (default 'plinth'). */
   serverId?: string;
+  /** Lease claim batches in flight at once (default CLAIMS_IN_FLIGHT, pg-leases.ts); 1 and 1: one at a time. */
+  claimsInFlight?: ClaimsInFlight;
   /** The event follower's probe and reconnect pacing, and where its connection errors go. */
   follow?: FollowOptions;
 };
@@ -142,7 +144,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // for the WAL flush. ACKs, releases and everything else stay on `pool`, durable at COMMIT.
   const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
   offerPool.on('error', (err) => opts.onIdleError?.(err));
-  const claims = pgLeaseClaims(pool, offerPool);
+  const claims = pgLeaseClaims(pool, offerPool, opts.claimsInFlight);
   const expire = pgExpireLeases(pool);
   let closed: Promise<void> | undefined;
   return {
