@@ -9,6 +9,7 @@
  *   tftp_read.c    DATA packets read straight from the page cache (preadv2 RWF_NOWAIT)
  *   sendfile.c     a file onto an HTTP connection with sendfile(2), watched on Node's loop
  *   icmp_echo.c    ICMP echo for the DHCP probe before an offer, watched on Node's loop
+ *   journal.c      the store's lease journal: appends made durable (fdatasync) by a thread of its own
  *   napi_util.c    the N-API argument and error helpers they share
  *
  * Built by `npm run build:native` (node-gyp rebuild -C native, against the headers installed beside node via
@@ -43,6 +44,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"icmpKind", NULL, icmp_kind, NULL, NULL, NULL, napi_enumerable, NULL},
       {"icmpEcho", NULL, icmp_echo, NULL, NULL, NULL, napi_enumerable, NULL},
       {"icmpClose", NULL, icmp_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalLock", NULL, journal_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalOpen", NULL, journal_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalAppend", NULL, journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalClose", NULL, journal_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

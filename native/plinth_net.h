@@ -44,4 +44,10 @@ PN_INTERNAL napi_value icmp_kind(napi_env env, napi_callback_info info);  /* icm
 PN_INTERNAL napi_value icmp_echo(napi_env env, napi_callback_info info);  /* icmpEcho */
 PN_INTERNAL napi_value icmp_close(napi_env env, napi_callback_info info); /* icmpClose */
 
+/* journal.c */
+PN_INTERNAL napi_value journal_lock(napi_env env, napi_callback_info info);   /* journalLock */
+PN_INTERNAL napi_value journal_open(napi_env env, napi_callback_info info);   /* journalOpen */
+PN_INTERNAL napi_value journal_append(napi_env env, napi_callback_info info); /* journalAppend */
+PN_INTERNAL napi_value journal_close(napi_env env, napi_callback_info info);  /* journalClose */
+
 #endif

@@ -44,6 +44,16 @@ export type SendFileHandle = object;
  */
 export type SendFileProgress = (sent: number, done: boolean, err: string | undefined) => void;
 
+/** What journalOpen returns: an opaque handle to one journal and its thread (an N-API external). */
+export type JournalHandle = object;
+
+/**
+ * onDurable of journalOpen, once per wakeup of its thread: every record up to `seq` is on disk (fdatasync); the
+ * thread writes segment `generation`, whose first record is `generationFirstSeq` (0: none yet). `error`: the
+ * journal failed and takes no more records.
+ */
+export type JournalDurable = (seq: number, generation: number, generationFirstSeq: number, error?: string) => void;
+
 /**
  * Every function the addon exports, with the signatures of the C (native/plinth_net.h lists where each lives).
  * Errors are thrown with the errno's name as `code` (EACCES, EADDRINUSE, ENODEV, EPERM; others E<n>). All optional:
@@ -153,6 +163,20 @@ export type PlinthNet = {
   icmpEcho?(h: IcmpHandle, address: string, id: number, seq: number): number;
   /** icmp_echo.c: stops watching and closes the socket (idempotent); 0. */
   icmpClose?(h: IcmpHandle): number;
+  /** journal.c: an fd holding an exclusive flock on `path`; throws code EWOULDBLOCK when another process has it. */
+  journalLock?(path: string): number;
+  /** journal.c: starts the journal's thread, writing segments `${prefix}.<generation, 8 hex>` from `generation`. */
+  journalOpen?(
+    prefix: string,
+    generation: number,
+    firstSeq: number,
+    segmentBytes: number,
+    onDurable: JournalDurable,
+  ): JournalHandle;
+  /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
+  journalAppend?(h: JournalHandle, payload: string): number;
+  /** journal.c: writes what is queued, stops the thread and closes the file; the highest durable sequence number. */
+  journalClose?(h: JournalHandle): number;
 };
 
 type Fn = keyof PlinthNet;
@@ -170,6 +194,8 @@ export type ReadPackets = NonNullable<PlinthNet['readPackets']>;
 export type IcmpEcho = Has<'icmpOpen' | 'icmpKind' | 'icmpEcho' | 'icmpClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
+/** The store's lease journal (src/store/journal.ts). */
+export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalClose'>;
 
 const NEEDS = {
   dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
@@ -179,6 +205,7 @@ const NEEDS = {
   readPackets: ['readPackets'],
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
+  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalClose'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -216,6 +243,7 @@ function load(): Loaded {
     readPackets: has(NEEDS.readPackets),
     httpSendfile: has(NEEDS.httpSendfile),
     icmpEcho: has(NEEDS.icmpEcho),
+    leaseJournal: has(NEEDS.leaseJournal),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;
@@ -257,5 +285,9 @@ export const native = {
   get icmpEcho(): IcmpEcho | undefined {
     const l = load();
     return l.caps.icmpEcho ? (l.addon as IcmpEcho) : undefined;
+  },
+  get leaseJournal(): LeaseJournal | undefined {
+    const l = load();
+    return l.caps.leaseJournal ? (l.addon as LeaseJournal) : undefined;
   },
 };
