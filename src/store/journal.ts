@@ -69,7 +69,7 @@ export function prepareJournal(
       lockFd = addon.journalLock(lockPath(file));
     } catch (err) {
       if ((err as { code?: string }).code === 'EWOULDBLOCK') return undefined;
-      throw err;
+      // No lock file (the directory cannot be written): no journal; what a crash left is still replayed.
     }
   }
   let recovered: Recovered;
@@ -137,7 +137,7 @@ function startJournal(
 
   const schedule = () => {
     if (applying || dur <= sent) return;
-    if (urgent > log[sent]!.seq - 1 || dur - sent >= APPLY_ITEMS || h === undefined) applyNow();
+    if (urgent > log[sent]!.seq - 1 || dur - sent >= APPLY_ITEMS || down_) applyNow();
     else timer ??= setTimeout(applyNow, APPLY_MS);
   };
 
@@ -182,7 +182,7 @@ function startJournal(
     if (genFirst > 0 && seq >= genFirst - 1) {
       for (; removedBelow < gen; removedBelow++) unlinkQuietly(`${segmentPrefix(file)}.${hex8(removedBelow)}`);
     }
-    if (h === undefined && head === log.length) removeAll();
+    if (down_ && head === log.length) removeAll();
   };
 
   const removeAll = () => {
@@ -192,11 +192,12 @@ function startJournal(
   // The journal failed (a write or fdatasync error): what was not durable is refused, like a failed commit,
   // what was durable is still applied, and putBatched goes back to the writer thread's commits.
   const down = (why: string) => {
+    if (down_) return;
+    down_ = true;
     const hh = h;
-    if (hh === undefined) return;
     h = undefined;
     try {
-      addon.journalClose(hh);
+      if (hh !== undefined) addon.journalClose(hh);
     } catch {
       // already stopped
     }
@@ -212,13 +213,15 @@ function startJournal(
     if (head === log.length) removeAll();
   };
 
-  let h: JournalHandle | undefined = addon.journalOpen(
-    segmentPrefix(file),
-    gen,
-    recovered.lastSeq + 1,
-    opts.segmentBytes ?? 8 << 20,
-    onDurable,
-  );
+  // Opened with the first write: a store opened only to read (a CLI, the benchmark's check) starts no thread
+  // and preallocates no segment.
+  let h: JournalHandle | undefined;
+  let down_ = false;
+  const handle = () => {
+    if (h === undefined && !down_ && !closed)
+      h = addon.journalOpen(segmentPrefix(file), gen, recovered.lastSeq + 1, opts.segmentBytes ?? 8 << 20, onDurable);
+    return h;
+  };
 
   const drain = (): Promise<void> => {
     if (head === log.length) return Promise.resolve();
@@ -230,10 +233,11 @@ function startJournal(
 
   return {
     put(item) {
-      if (h === undefined) return undefined;
       let seq: number;
       try {
-        seq = addon.journalAppend(h, encodeItem(item));
+        const jh = handle();
+        if (jh === undefined) return undefined;
+        seq = addon.journalAppend(jh, encodeItem(item));
       } catch (err) {
         down((err as Error).message);
         return undefined;
