@@ -45,6 +45,7 @@ describe.skipIf(!built)('native facade with the built addon', () => {
       readPackets: true,
       httpSendfile: true,
       icmpEcho: true,
+      leaseJournal: true,
     });
     expect(native.dhcpSockets).toBeDefined();
     expect(native.raResponder).toBeDefined();
@@ -92,6 +93,7 @@ describe('native facade with PLINTH_NET_ADDON overridden (child processes)', () 
       readPackets: false,
       httpSendfile: false,
       icmpEcho: false,
+      leaseJournal: false,
     },
     path: null,
     addon: false,
