@@ -89,6 +89,76 @@ export function prepareJournal(
   return (apply, onDown) => startJournal(file, addon, fd, recovered, apply, onDown, opts);
 }
 
+/**
+ * The journaled writes in sequence order: [head, sent) at the writer, [sent, dur) durable, [dur, end) waiting for
+ * their fdatasync; and how many of each kind are not applied yet.
+ */
+class WriteLog {
+  private log: Entry[] = [];
+  private head = 0;
+  private sent = 0;
+  private dur = 0;
+  private readonly kinds = new Map<string, number>();
+
+  private count(kind: string, d: number) {
+    this.kinds.set(kind, (this.kinds.get(kind) ?? 0) + d);
+  }
+  push(e: Entry) {
+    this.log.push(e);
+    this.count(e.item.kind, 1);
+  }
+  pending = (kind: string) => (this.kinds.get(kind) ?? 0) > 0;
+  get empty() {
+    return this.head === this.log.length;
+  }
+  /** The last write appended, if any is not applied. */
+  last(): number | undefined {
+    return this.empty ? undefined : this.log[this.log.length - 1]!.seq;
+  }
+  /** Durable writes not sent to the writer yet: how many, and the first one's sequence number. */
+  ready(): { n: number; first: number } {
+    return { n: this.dur - this.sent, first: this.dur > this.sent ? this.log[this.sent]!.seq : 0 };
+  }
+  /** Resolves the writes up to `seq`, now on disk. */
+  durable(seq: number) {
+    const from = this.dur;
+    while (this.dur < this.log.length && this.log[this.dur]!.seq <= seq) {
+      const e = this.log[this.dur++]!;
+      e.resolve?.();
+      e.resolve = e.reject = undefined;
+    }
+    if (STATS && this.dur > from) record(STATS, this.log, from, this.dur);
+  }
+  /** Rejects (and forgets) the writes that never reached the disk. */
+  refuseUndurable(e: Error) {
+    for (let i = this.dur; i < this.log.length; i++) {
+      this.log[i]!.reject?.(e);
+      this.count(this.log[i]!.item.kind, -1);
+    }
+    this.log.length = this.dur;
+  }
+  /** The durable writes not yet sent, now sent, and the last one's sequence number. */
+  take(): { items: BatchItem[]; seq: number } {
+    const items = this.log.slice(this.sent, this.dur).map((e) => e.item);
+    const seq = this.log[this.dur - 1]!.seq;
+    this.sent = this.dur;
+    return { items, seq };
+  }
+  /** An apply failed: everything not applied goes again. */
+  resend() {
+    this.sent = this.head;
+  }
+  applied(seq: number) {
+    while (this.head < this.sent && this.log[this.head]!.seq <= seq) this.count(this.log[this.head++]!.item.kind, -1);
+    if (this.head > 4096 && this.head * 2 > this.log.length) {
+      this.log = this.log.slice(this.head);
+      this.sent -= this.head;
+      this.dur -= this.head;
+      this.head = 0;
+    }
+  }
+}
+
 function startJournal(
   file: string,
   addon: LeaseJournal,
@@ -100,61 +170,49 @@ function startJournal(
 ): Journal {
   const APPLY_MS = opts.applyMs ?? 50;
   const APPLY_ITEMS = opts.applyItems ?? 2000;
-  // In sequence order: [head, sent) at the writer, [sent, dur) durable, [dur, end) waiting for their fdatasync.
-  let log: Entry[] = [];
-  let head = 0;
-  let sent = 0;
-  let dur = 0;
-  let applied = recovered.lastSeq;
+  const log = new WriteLog();
   let applying = false;
   let urgent = 0; // a drain waits for everything up to here: apply it without waiting for the timer
   let timer: NodeJS.Timeout | undefined;
   const drains: Drain[] = [];
-  const kinds = new Map<string, number>();
   let gen = recovered.nextGen;
   let genFirst = 0;
   let removedBelow = recovered.nextGen;
   let closed = false;
-
-  const count = (kind: string, d: number) => kinds.set(kind, (kinds.get(kind) ?? 0) + d);
-  const lastSeq = () => (log.length > head ? log[log.length - 1]!.seq : applied);
+  // Opened with the first write: a store opened only to read (a CLI, the benchmark's check) starts no thread
+  // and preallocates no segment.
+  let h: JournalHandle | undefined;
+  let isDown = false;
 
   const onDurable = (seq: number, g: number, gFirst: number, error?: string) => {
     if (g >= gen) {
       gen = g;
       genFirst = gFirst;
     }
-    const from = dur;
-    while (dur < log.length && log[dur]!.seq <= seq) {
-      const e = log[dur++]!;
-      e.resolve?.();
-      e.resolve = e.reject = undefined;
-    }
-    if (STATS && dur > from) record(STATS, log, from, dur);
+    log.durable(seq);
     if (error !== undefined) return down(error);
     schedule();
   };
 
   const schedule = () => {
-    if (applying || dur <= sent) return;
-    if (urgent > log[sent]!.seq - 1 || dur - sent >= APPLY_ITEMS || down_) applyNow();
+    const r = log.ready();
+    if (applying || r.n === 0) return;
+    if (urgent >= r.first || r.n >= APPLY_ITEMS || isDown) applyNow();
     else timer ??= setTimeout(applyNow, APPLY_MS);
   };
 
   const applyNow = () => {
     if (timer) clearTimeout(timer);
     timer = undefined;
-    if (applying || dur <= sent) return;
-    const items = log.slice(sent, dur).map((e) => e.item);
-    const seq = log[dur - 1]!.seq;
-    sent = dur;
+    if (applying || log.ready().n === 0) return;
+    const { items, seq } = log.take();
     applying = true;
     // Called synchronously by the writer's confirmation, so the next batch is sent before anything queued
     // behind this one (a write of the fallback path after the journal went down).
     apply(items, seq, (err) => {
       applying = false;
       if (err) {
-        sent = head;
+        log.resend();
         for (const d of drains.splice(0)) d.reject(err);
         timer ??= setTimeout(applyNow, APPLY_MS);
         return;
@@ -165,35 +223,19 @@ function startJournal(
   };
 
   const onApplied = (seq: number) => {
-    applied = seq;
-    while (head < sent && log[head]!.seq <= seq) count(log[head++]!.item.kind, -1);
-    if (head > 4096 && head * 2 > log.length) {
-      log = log.slice(head);
-      sent -= head;
-      dur -= head;
-      head = 0;
-    }
-    for (let i = drains.length - 1; i >= 0; i--)
-      if (drains[i]!.seq <= seq) {
-        drains[i]!.resolve();
-        drains.splice(i, 1);
-      }
+    log.applied(seq);
+    for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= seq) drains.splice(i, 1)[0]!.resolve();
     // Every record of the segments before the one being written is applied: they go.
-    if (genFirst > 0 && seq >= genFirst - 1) {
+    if (genFirst > 0 && seq >= genFirst - 1)
       for (; removedBelow < gen; removedBelow++) unlinkQuietly(`${segmentPrefix(file)}.${hex8(removedBelow)}`);
-    }
-    if (down_ && head === log.length) removeAll();
-  };
-
-  const removeAll = () => {
-    for (const s of segments(file)) unlinkQuietly(s.path);
+    if (isDown && log.empty) removeAll(file);
   };
 
   // The journal failed (a write or fdatasync error): what was not durable is refused, like a failed commit,
   // what was durable is still applied, and putBatched goes back to the writer thread's commits.
   const down = (why: string) => {
-    if (down_) return;
-    down_ = true;
+    if (isDown) return;
+    isDown = true;
     const hh = h;
     h = undefined;
     try {
@@ -201,31 +243,16 @@ function startJournal(
     } catch {
       // already stopped
     }
-    const e = new BackendError(`storage failed: ${why}`);
-    for (let i = dur; i < log.length; i++) {
-      log[i]!.reject?.(e);
-      count(log[i]!.item.kind, -1);
-    }
-    log.length = dur;
+    log.refuseUndurable(new BackendError(`storage failed: ${why}`));
     if (!closed) process.emitWarning(`plinth store: the lease journal stopped (${why}); committing each batch`);
     onDown();
     schedule();
-    if (head === log.length) removeAll();
-  };
-
-  // Opened with the first write: a store opened only to read (a CLI, the benchmark's check) starts no thread
-  // and preallocates no segment.
-  let h: JournalHandle | undefined;
-  let down_ = false;
-  const handle = () => {
-    if (h === undefined && !down_ && !closed)
-      h = addon.journalOpen(segmentPrefix(file), gen, recovered.lastSeq + 1, opts.segmentBytes ?? 8 << 20, onDurable);
-    return h;
+    if (log.empty) removeAll(file);
   };
 
   const drain = (): Promise<void> => {
-    if (head === log.length) return Promise.resolve();
-    const seq = lastSeq();
+    const seq = log.last();
+    if (seq === undefined) return Promise.resolve();
     urgent = Math.max(urgent, seq);
     schedule();
     return new Promise((resolve, reject) => drains.push({ seq, resolve, reject }));
@@ -235,19 +262,25 @@ function startJournal(
     put(item) {
       let seq: number;
       try {
-        const jh = handle();
-        if (jh === undefined) return undefined;
-        seq = addon.journalAppend(jh, encodeItem(item));
+        if (h === undefined && !isDown && !closed)
+          h = addon.journalOpen(
+            segmentPrefix(file),
+            gen,
+            recovered.lastSeq + 1,
+            opts.segmentBytes ?? 8 << 20,
+            onDurable,
+          );
+        if (h === undefined) return undefined;
+        seq = addon.journalAppend(h, encodeItem(item));
       } catch (err) {
         down((err as Error).message);
         return undefined;
       }
-      count(item.kind, 1);
       return new Promise<void>((resolve, reject) => {
         log.push({ seq, item, resolve, reject, at: STATS ? performance.now() : 0 });
       });
     },
-    pending: (kind) => (kinds.get(kind) ?? 0) > 0,
+    pending: log.pending,
     drain,
     async close() {
       if (closed) return;
@@ -261,10 +294,14 @@ function startJournal(
       if (hh !== undefined) addon.journalClose(hh);
       if (timer) clearTimeout(timer);
       // Anything not applied stays on disk for the next opener's recovery.
-      if (ok && head === log.length) removeAll();
+      if (ok && log.empty) removeAll(file);
       closeSync(lockFd);
     },
   };
+}
+
+function removeAll(file: string) {
+  for (const s of segments(file)) unlinkQuietly(s.path);
 }
 
 const hex8 = (n: number) => n.toString(16).padStart(8, '0');

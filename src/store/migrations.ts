@@ -83,7 +83,8 @@ const v6 = 'CREATE TABLE daemons (key TEXT PRIMARY KEY, doc TEXT NOT NULL, etag 
 // v7: how far the lease journal (journal.ts) has been applied, written in the same transaction as what it
 // applied: recovery after a crash replays only the records after it, so a journaled upsert applied before a later
 // API delete is never applied again over that delete.
-const v7 = 'CREATE TABLE journal_applied (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL) STRICT;\n' +
+const v7 =
+  'CREATE TABLE journal_applied (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL) STRICT;\n' +
   'INSERT INTO journal_applied VALUES (1, 0);';
 
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [

@@ -139,7 +139,8 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
       }
       if (!journal) return enqueue(it);
       // A journal that went down: its durable writes are applied before this one commits.
-      return journal.put(it) ?? journal.drain().then(() => enqueue(it), () => enqueue(it));
+      const after = () => enqueue(it);
+      return journal.put(it) ?? journal.drain().then(after, after);
     },
     pending: (kind) => journal?.pending(kind) ?? false,
     drain: () => journal?.drain() ?? Promise.resolve(),
