@@ -8,7 +8,8 @@
  *
  * Segments: PREFIX.<generation, 8 hex digits>, each preallocated with fallocate (size included, not KEEP_SIZE)
  * and made durable (fsync of the file and of its directory) before its first record, so a record's fdatasync
- * writes data only, never a size change. A full segment is followed by the next generation. Records:
+ * writes data only, never a size change. A full segment is followed by the next generation, made ready by the
+ * thread in an idle moment once the current one is half full. Records:
  *
  *   u32 magic 'PLJ1' | u32 payload length | u64 sequence | u32 CRC32 (of length, sequence, payload) | u32 0 | payload
  *
@@ -58,6 +59,8 @@ typedef struct {
   /* The thread's own. */
   char prefix[4000];
   int fd, dirfd;
+  int next_fd;          /* the next segment, made ready while idle (-1: not yet) */
+  bool next_failed;     /* making it failed: left to the rotation, which reports the error */
   uint64_t off, seg_bytes;
   /* The loop thread's own. */
   uint64_t appended;    /* the last sequence number handed out */
@@ -90,26 +93,28 @@ static void fail(journal *j, const char *what, int e) {
   pthread_mutex_unlock(&j->mu);
 }
 
-/* Creates segment `gen`, preallocated and durable before any record goes in; returns 0 or an errno. */
-static int segment_open(journal *j, uint64_t gen, uint64_t need) {
+/* Creates segment `gen` of `size` bytes, preallocated and durable (file and directory entry) before any record goes
+ * in; 0 and its fd in *out, or an errno. */
+static int segment_create(journal *j, uint64_t gen, uint64_t size, int *out) {
   char path[4096 + 32];
   snprintf(path, sizeof path, "%s.%08llx", j->prefix, (unsigned long long)gen);
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return errno;
-  uint64_t size = need > j->seg_bytes ? need : j->seg_bytes;
   /* The size is part of the allocation (no KEEP_SIZE): a later fdatasync has no size to write. Where the file
    * system cannot (EOPNOTSUPP), a sparse file of that size still works, at the price of block allocation in
    * the fdatasyncs. */
-  if (fallocate(fd, 0, 0, (off_t)size) != 0 && ftruncate(fd, (off_t)size) != 0) {
+  if ((fallocate(fd, 0, 0, (off_t)size) != 0 && ftruncate(fd, (off_t)size) != 0) || fsync(fd) != 0 ||
+      fsync(j->dirfd) != 0) {
     int e = errno;
     close(fd);
     return e;
   }
-  if (fsync(fd) != 0 || fsync(j->dirfd) != 0) {
-    int e = errno;
-    close(fd);
-    return e;
-  }
+  *out = fd;
+  return 0;
+}
+
+/* The records go to segment `gen` (fd) from now on. */
+static void segment_switch(journal *j, int fd, uint64_t gen) {
   if (j->fd >= 0) close(j->fd);
   j->fd = fd;
   j->off = 0;
@@ -117,7 +122,24 @@ static int segment_open(journal *j, uint64_t gen, uint64_t need) {
   j->gen = gen;
   j->gen_first = 0;
   pthread_mutex_unlock(&j->mu);
-  return 0;
+}
+
+/* Before writing `n` bytes: the first segment, or the next one when they do not fit (the one made ready while
+ * the thread was idle, else a new one now). 0 or an errno. */
+static int segment_room(journal *j, uint64_t n) {
+  if (j->fd >= 0 && (j->off + n <= j->seg_bytes || j->off == 0)) return 0;
+  uint64_t gen = j->fd < 0 ? j->gen : j->gen + 1;
+  int fd = -1, e = 0;
+  if (j->fd >= 0 && j->next_fd >= 0 && n <= j->seg_bytes) {
+    fd = j->next_fd;
+  } else {
+    if (j->next_fd >= 0) close(j->next_fd);
+    e = segment_create(j, gen, n > j->seg_bytes ? n : j->seg_bytes, &fd);
+  }
+  j->next_fd = -1;
+  j->next_failed = false;
+  if (!e) segment_switch(j, fd, gen);
+  return e;
 }
 
 /* Fills in each record's CRC (off the event loop), returns the last sequence number in the buffer. */
@@ -156,6 +178,17 @@ static void *journal_loop(void *arg) {
   for (;;) {
     pthread_mutex_lock(&j->mu);
     while (j->qlen == 0 && !j->stop) {
+      /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. */
+      if (j->fd >= 0 && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) {
+        uint64_t gen = j->gen + 1;
+        pthread_mutex_unlock(&j->mu);
+        int fd = -1;
+        int e = segment_create(j, gen, j->seg_bytes, &fd);
+        pthread_mutex_lock(&j->mu);
+        if (e) j->next_failed = true;
+        else j->next_fd = fd;
+        continue;
+      }
       j->waiting = true;
       pthread_cond_wait(&j->cv, &j->mu);
       j->waiting = false;
@@ -174,15 +207,8 @@ static void *journal_loop(void *arg) {
     mine_cap = bcap;
     pthread_mutex_unlock(&j->mu);
     uint64_t first = 0, last = seal(b, n, &first);
-    int e = 0;
-    if (j->off + n > j->seg_bytes && j->off > 0) {
-      uint64_t gen;
-      pthread_mutex_lock(&j->mu);
-      gen = j->gen + 1;
-      pthread_mutex_unlock(&j->mu);
-      e = segment_open(j, gen, n);
-      if (e) fail(j, "segment", e);
-    }
+    int e = segment_room(j, n);
+    if (e) fail(j, "segment", e);
     if (!e && (e = write_all(j->fd, b, n, j->off)) != 0) fail(j, "write", e);
     if (!e && fdatasync(j->fd) != 0) fail(j, "fdatasync", e = errno);
     if (!e) j->off += n;
@@ -258,8 +284,9 @@ static void journal_shutdown(journal *j) {
   j->running = false;
   j->closed = true;
   if (j->fd >= 0) close(j->fd);
+  if (j->next_fd >= 0) close(j->next_fd);
   if (j->dirfd >= 0) close(j->dirfd);
-  j->fd = j->dirfd = -1;
+  j->fd = j->dirfd = j->next_fd = -1;
   napi_delete_reference(j->env, j->cb);
   napi_async_destroy(j->env, j->ctx);
   uv_close((uv_handle_t *)&j->async, on_uv_close);
@@ -327,7 +354,8 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   }
   pthread_once(&crc_once, crc_init);
   j->env = env;
-  j->fd = -1;
+  j->fd = j->next_fd = -1;
+  j->gen = (uint64_t)gen;
   j->seg_bytes = (uint64_t)seg;
   j->next_seq = (uint64_t)first;
   j->durable = j->appended = (uint64_t)first - 1;
@@ -340,12 +368,12 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
   j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  int e = j->dirfd < 0 ? errno : segment_open(j, (uint64_t)gen, 0);
+  /* The segments themselves are made by the thread, never on the event loop. */
+  int e = j->dirfd < 0 ? errno : 0;
   uv_loop_t *loop = NULL;
   if (!e && (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop || uv_async_init(loop, &j->async, on_async)))
     e = EIO;
   if (e) {
-    if (j->fd >= 0) close(j->fd);
     if (j->dirfd >= 0) close(j->dirfd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
@@ -358,8 +386,12 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "plinth:journal", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &j->ctx);
-  if (pthread_create(&j->thread, NULL, journal_loop, j) != 0) fail(j, "thread", errno);
-  else j->running = true;
+  int pe = pthread_create(&j->thread, NULL, journal_loop, j);
+  if (pe != 0) fail(j, "thread", pe);
+  else {
+    j->running = true;
+    pthread_setname_np(j->thread, "plinth-journal"); /* what top -H and perf show */
+  }
   napi_value out;
   napi_create_external(env, j, journal_finalize, NULL, &out);
   return out;
