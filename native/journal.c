@@ -403,8 +403,10 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   journal *j = argc > 0 ? journal_arg(env, argv[0]) : NULL;
   if (!j) return NULL;
-  size_t len = 0;
-  if (argc < 2 || napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) != napi_ok || len > 0x7fffffff) {
+  /* The UTF-16 length costs nothing (V8 keeps it); three UTF-8 bytes per unit at most, so the string is encoded
+   * once, straight into the queue, without a first pass to count its UTF-8 bytes. */
+  size_t len16 = 0;
+  if (argc < 2 || napi_get_value_string_utf16(env, argv[1], NULL, 0, &len16) != napi_ok || len16 > 0x20000000) {
     napi_throw_type_error(env, NULL, "journalAppend(h, payload string)");
     return NULL;
   }
@@ -416,7 +418,7 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EJOURNAL", msg);
     return NULL;
   }
-  size_t need = j->qlen + HDR + len + 1; /* +1: napi writes a terminating NUL */
+  size_t need = j->qlen + HDR + 3 * len16 + 1; /* +1: napi writes a terminating NUL */
   if (need > j->qcap) {
     size_t cap = j->qcap ? j->qcap : 64 * 1024;
     while (cap < need) cap *= 2;
@@ -430,13 +432,13 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   }
   unsigned char *h = j->q + j->qlen;
   uint64_t seq = j->next_seq++;
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[1], (char *)h + HDR, 3 * len16 + 1, &len);
   put32(h, MAGIC);
   put32(h + 4, (uint32_t)len);
   put64(h + 8, seq);
   put32(h + 16, 0); /* the CRC, filled in by the thread */
   put32(h + 20, 0);
-  size_t copied = 0;
-  napi_get_value_string_utf8(env, argv[1], (char *)h + HDR, len + 1, &copied);
   j->qlen += HDR + len;
   if (j->waiting) pthread_cond_signal(&j->cv);
   pthread_mutex_unlock(&j->mu);

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { native } from '../../src/native/index.js';
-import { readRecords, segmentPrefix, segments } from '../../src/store/journal-recovery.js';
+import { decodeItem, readRecords, segmentPrefix, segments } from '../../src/store/journal-recovery.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { BackendError, ConflictError } from '../../src/store/store.js';
 
@@ -126,6 +126,19 @@ describe.skipIf(!native.leaseJournal)('the lease journal', () => {
     const again = openSqliteStore(file);
     expect((await again.list('leases')).items.map((i) => i.key)).toEqual(['c', 'e']);
     await again.close();
+  });
+
+  it('a record holds the write byte for byte, whatever its characters', async () => {
+    const file = dbFile();
+    const store = openSqliteStore(file, { applyMs: 600_000, applyItems: 1e9 });
+    const doc = { hostname: 'café-😀-\u0000-\n', note: '\u00e9'.repeat(1000), n: 1 };
+    await store.putBatched('leases', 'k\n1', doc);
+    await store.putBatched('machines', 'm', null);
+    expect(journaled(file).map(decodeItem)).toEqual([
+      { kind: 'leases', key: 'k\n1', json: JSON.stringify(doc) },
+      { kind: 'machines', key: 'm', json: null },
+    ]);
+    await store.close();
   });
 
   it('recovery stops at a torn record and applies the whole ones before it', async () => {
