@@ -17,12 +17,13 @@
  *
  *   journalLock(path): fd holding flock(LOCK_EX) on path (EWOULDBLOCK: another process owns the journal)
  *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error))
- *   journalAppend(h, payload string): its sequence number
+ *   journalAppend(h, payload string): its sequence number; journalKick(h): wakes the thread for what is appended
  *   journalClose(h): writes what is queued, stops the thread; the highest durable sequence number
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -58,8 +59,7 @@ typedef struct {
   bool waiting, stop, running;
   /* The thread's own. */
   char prefix[4000];
-  int fd, dirfd;
-  int next_fd;          /* the next segment, made ready while idle (-1: not yet) */
+  int fd, dirfd, next_fd; /* next_fd: the next segment, made ready while idle (-1: not yet) */
   bool next_failed;     /* making it failed: left to the rotation, which reports the error */
   uint64_t off, seg_bytes;
   /* The loop thread's own. */
@@ -70,16 +70,12 @@ typedef struct {
 static uint32_t crc_table[256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static void crc_init(void) {
-  for (uint32_t i = 0; i < 256; i++) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-    crc_table[i] = c;
-  }
+  for (uint32_t i = 0, c = 0, k; i < 256; crc_table[i++] = c)
+    for (c = i, k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
 }
 /* CRC-32 (IEEE, zlib's): what zlib.crc32 computes in recovery. */
 static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {
-  crc = ~crc;
-  while (n--) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  for (crc = ~crc; n--;) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
   return ~crc;
 }
 
@@ -147,9 +143,7 @@ static uint64_t seal(unsigned char *b, size_t n, uint64_t *first) {
   uint64_t last = 0;
   for (size_t at = 0; at + HDR <= n;) {
     uint32_t len = get32(b + at + 4);
-    uint32_t c = crc32_update(0, b + at + 4, 12);
-    c = crc32_update(c, b + at + HDR, len);
-    put32(b + at + 16, c);
+    put32(b + at + 16, crc32_update(crc32_update(0, b + at + 4, 12), b + at + HDR, len));
     memcpy(&last, b + at + 8, 8);
     if (*first == 0) *first = last;
     at += HDR + len;
@@ -158,16 +152,11 @@ static uint64_t seal(unsigned char *b, size_t n, uint64_t *first) {
 }
 
 static int write_all(int fd, const unsigned char *b, size_t n, uint64_t off) {
-  while (n > 0) {
-    ssize_t w = pwrite(fd, b, n, (off_t)off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
+  for (ssize_t w; n > 0; b += w, n -= (size_t)w, off += (uint64_t)w)
+    if ((w = pwrite(fd, b, n, (off_t)off)) < 0) {
+      if (errno != EINTR) return errno;
+      w = 0;
     }
-    b += w;
-    n -= (size_t)w;
-    off += (uint64_t)w;
-  }
   return 0;
 }
 
@@ -281,8 +270,7 @@ static void journal_shutdown(journal *j) {
   pthread_cond_signal(&j->cv);
   pthread_mutex_unlock(&j->mu);
   if (j->running) pthread_join(j->thread, NULL);
-  j->running = false;
-  j->closed = true;
+  j->closed = true; /* and never again: the thread is joined once */
   if (j->fd >= 0) close(j->fd);
   if (j->next_fd >= 0) close(j->next_fd);
   if (j->dirfd >= 0) close(j->dirfd);
@@ -293,19 +281,20 @@ static void journal_shutdown(journal *j) {
 }
 
 static void journal_finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
+  (void)env, (void)hint;
   journal *j = data;
   journal_shutdown(j);
   j->finalized = true;
   journal_free_maybe(j);
 }
 
-static journal *journal_arg(napi_env env, napi_value v) {
+/* The journal handle in the first of the call's arguments (argv: room for *argc of them), or NULL (thrown). */
+static journal *journal_arg(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
   void *p = NULL;
   napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &p) != napi_ok ||
-      p == NULL) {
+  napi_get_cb_info(env, info, argc, argv, NULL, NULL);
+  if (*argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
+      napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL) {
     napi_throw_type_error(env, NULL, "not a journal handle");
     return NULL;
   }
@@ -326,11 +315,9 @@ napi_value journal_lock(napi_env env, napi_callback_info info) {
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     int e = errno;
     close(fd);
-    if (e == EWOULDBLOCK) {
-      napi_throw_error(env, "EWOULDBLOCK", "the journal is in use by another process");
-      return NULL;
-    }
-    return throw_errno(env, "flock", e);
+    if (e != EWOULDBLOCK) return throw_errno(env, "flock", e);
+    napi_throw_error(env, "EWOULDBLOCK", "the journal is in use by another process");
+    return NULL;
   }
   return ret_int(env, fd);
 }
@@ -361,15 +348,10 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   j->durable = j->appended = (uint64_t)first - 1;
   char dir[4000];
   snprintf(dir, sizeof dir, "%s", j->prefix);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir) dir[1] = 0;
-  else if (slash) *slash = 0;
-  else snprintf(dir, sizeof dir, ".");
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
-  j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  /* The segments themselves are made by the thread, never on the event loop. */
-  int e = j->dirfd < 0 ? errno : 0;
+  j->dirfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = j->dirfd < 0 ? errno : 0; /* the segments are made by the thread, never on the event loop */
   uv_loop_t *loop = NULL;
   if (!e && (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop || uv_async_init(loop, &j->async, on_async)))
     e = EIO;
@@ -386,12 +368,8 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   napi_value name;
   napi_create_string_utf8(env, "plinth:journal", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &j->ctx);
-  int pe = pthread_create(&j->thread, NULL, journal_loop, j);
-  if (pe != 0) fail(j, "thread", pe);
-  else {
-    j->running = true;
-    pthread_setname_np(j->thread, "plinth-journal"); /* what top -H and perf show */
-  }
+  if ((e = pthread_create(&j->thread, NULL, journal_loop, j)) != 0) fail(j, "thread", e);
+  else j->running = true, pthread_setname_np(j->thread, "plinth-journal"); /* named for top -H and perf */
   napi_value out;
   napi_create_external(env, j, journal_finalize, NULL, &out);
   return out;
@@ -400,8 +378,7 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
 napi_value journal_append(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  journal *j = argc > 0 ? journal_arg(env, argv[0]) : NULL;
+  journal *j = journal_arg(env, info, &argc, argv);
   if (!j) return NULL;
   /* The UTF-16 length costs nothing (V8 keeps it); three UTF-8 bytes per unit at most, so the string is encoded
    * once, straight into the queue, without a first pass to count its UTF-8 bytes. */
@@ -412,10 +389,8 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   }
   pthread_mutex_lock(&j->mu);
   if (j->err[0] || j->closed || j->stop) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", j->err[0] ? j->err : "journal is closed");
+    napi_throw_error(env, "EJOURNAL", j->err[0] ? j->err : "journal is closed"); /* copies the message */
     pthread_mutex_unlock(&j->mu);
-    napi_throw_error(env, "EJOURNAL", msg);
     return NULL;
   }
   size_t need = j->qlen + HDR + 3 * len16 + 1; /* +1: napi writes a terminating NUL */
@@ -439,8 +414,7 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   put64(h + 8, seq);
   put32(h + 16, 0); /* the CRC, filled in by the thread */
   put32(h + 20, 0);
-  j->qlen += HDR + len;
-  if (j->waiting) pthread_cond_signal(&j->cv);
+  j->qlen += HDR + len; /* no wakeup here: journalKick, once per turn, so a turn's records share one write */
   pthread_mutex_unlock(&j->mu);
   j->appended = seq;
   if (!j->refd) {
@@ -452,17 +426,24 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   return out;
 }
 
+napi_value journal_kick(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  journal *j = journal_arg(env, info, &argc, argv);
+  if (!j) return NULL;
+  pthread_mutex_lock(&j->mu);
+  if (j->waiting && j->qlen > 0) pthread_cond_signal(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+  return NULL;
+}
+
 napi_value journal_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  journal *j = argc > 0 ? journal_arg(env, argv[0]) : NULL;
+  journal *j = journal_arg(env, info, &argc, argv);
   if (!j) return NULL;
-  journal_shutdown(j);
-  pthread_mutex_lock(&j->mu);
-  uint64_t durable = j->durable;
-  pthread_mutex_unlock(&j->mu);
+  journal_shutdown(j); /* the thread is joined: its last durable sequence number is final */
   napi_value out;
-  napi_create_double(env, (double)durable, &out);
+  napi_create_double(env, (double)j->durable, &out);
   return out;
 }

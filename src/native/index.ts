@@ -175,6 +175,8 @@ export type PlinthNet = {
   ): JournalHandle;
   /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
   journalAppend?(h: JournalHandle, payload: string): number;
+  /** journal.c: wakes the thread for the records queued (once per event-loop turn, so they share one write). */
+  journalKick?(h: JournalHandle): void;
   /** journal.c: writes what is queued, stops the thread and closes the file; the highest durable sequence number. */
   journalClose?(h: JournalHandle): number;
 };
@@ -195,7 +197,7 @@ export type IcmpEcho = Has<'icmpOpen' | 'icmpKind' | 'icmpEcho' | 'icmpClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 /** The store's lease journal (src/store/journal.ts). */
-export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalClose'>;
+export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose'>;
 
 const NEEDS = {
   dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
@@ -205,7 +207,7 @@ const NEEDS = {
   readPackets: ['readPackets'],
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
-  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalClose'],
+  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */

@@ -183,6 +183,13 @@ function startJournal(
   // and preallocates no segment.
   let h: JournalHandle | undefined;
   let isDown = false;
+  // The thread is woken once per event-loop turn, after the turn's writes are queued: they share one write and
+  // one fdatasync (woken by the first, it would write that one alone and the rest after its fdatasync).
+  let kicking = false;
+  const kick = () => {
+    kicking = false;
+    if (h !== undefined) addon.journalKick(h);
+  };
 
   const onDurable = (seq: number, g: number, gFirst: number, error?: string) => {
     if (g >= gen) {
@@ -272,6 +279,10 @@ function startJournal(
           );
         if (h === undefined) return undefined;
         seq = addon.journalAppend(h, encodeItem(item));
+        if (!kicking) {
+          kicking = true;
+          setImmediate(kick);
+        }
       } catch (err) {
         down((err as Error).message);
         return undefined;
