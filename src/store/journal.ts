@@ -183,13 +183,7 @@ function startJournal(
   // and preallocates no segment.
   let h: JournalHandle | undefined;
   let isDown = false;
-  // The thread is woken once per event-loop turn, after the turn's writes are queued: they share one write and
-  // one fdatasync (woken by the first, it would write that one alone and the rest after its fdatasync).
-  let kicking = false;
-  const kick = () => {
-    kicking = false;
-    if (h !== undefined) addon.journalKick(h);
-  };
+  const kick = kicker(addon, () => h);
 
   const onDurable = (seq: number, g: number, gFirst: number, error?: string) => {
     if (g >= gen) {
@@ -279,10 +273,7 @@ function startJournal(
           );
         if (h === undefined) return undefined;
         seq = addon.journalAppend(h, encodeItem(item));
-        if (!kicking) {
-          kicking = true;
-          setImmediate(kick);
-        }
+        kick();
       } catch (err) {
         down((err as Error).message);
         return undefined;
@@ -308,6 +299,24 @@ function startJournal(
       if (ok && log.empty) removeAll(file);
       closeSync(lockFd);
     },
+  };
+}
+
+/**
+ * Wakes the journal's thread once per event-loop turn, after the turn's writes are queued: they share one write
+ * and one fdatasync (woken by the first, it would write that one alone and the rest after its fdatasync).
+ */
+function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): () => void {
+  let due = false;
+  const run = () => {
+    due = false;
+    const h = handle();
+    if (h !== undefined) addon.journalKick(h);
+  };
+  return () => {
+    if (due) return;
+    due = true;
+    setImmediate(run);
   };
 }
 
