@@ -11,7 +11,7 @@
  * yet applied, waits for `drain()` (everything appended so far applied) before reading or writing SQLite, so a
  * later API delete is never undone by an earlier journaled upsert applied after it.
  */
-import { closeSync, unlinkSync } from 'node:fs';
+import { closeSync, unlink, unlinkSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { type JournalHandle, type LeaseJournal, native } from '../native/index.js';
 import type { BatchItem, Prep } from './batch.mjs';
@@ -228,7 +228,8 @@ function startJournal(
     for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= seq) drains.splice(i, 1)[0]!.resolve();
     // Every record of the segments before the one being written is applied: they go.
     if (genFirst > 0 && seq >= genFirst - 1)
-      for (; removedBelow < gen; removedBelow++) unlinkQuietly(`${segmentPrefix(file)}.${hex8(removedBelow)}`);
+      // Off the event loop (the thread pool): freeing a segment's 8 MiB of extents takes milliseconds.
+      for (; removedBelow < gen; removedBelow++) unlink(`${segmentPrefix(file)}.${hex8(removedBelow)}`, () => {});
     if (isDown && log.empty) removeAll(file);
   };
 
