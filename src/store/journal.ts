@@ -223,9 +223,12 @@ function startJournal(
     });
   };
 
+  const settle = (applied: number) => {
+    for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= applied) drains.splice(i, 1)[0]!.resolve();
+  };
   const onApplied = (seq: number) => {
     log.applied(seq);
-    for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= seq) drains.splice(i, 1)[0]!.resolve();
+    settle(seq);
     // Every record of the segments before the one being written is applied: they go.
     if (genFirst > 0 && seq >= genFirst - 1)
       // Off the event loop (the thread pool): freeing a segment's 8 MiB of extents takes milliseconds.
@@ -246,6 +249,9 @@ function startJournal(
       // already stopped
     }
     log.refuseUndurable(new BackendError(`storage failed: ${why}`));
+    // A drain waits no longer for the writes refused: up to the last durable one, or nothing left at all.
+    for (const d of drains) d.seq = Math.min(d.seq, log.last() ?? 0);
+    settle(0);
     if (!closed) process.emitWarning(`plinth store: the lease journal stopped (${why}); committing each batch`);
     onDown();
     schedule();

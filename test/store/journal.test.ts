@@ -174,12 +174,15 @@ describe.skipIf(!native.leaseJournal)('the lease journal', () => {
       mkdirSync(`${segmentPrefix(file)}.00000002`);
       // Ten at a time: the segment fills after a few rounds.
       const results: PromiseSettledResult<void>[] = [];
-      for (let i = 0; i < 200; i += 10)
-        results.push(
-          ...(await Promise.allSettled(
-            Array.from({ length: 10 }, (_, j) => store.putBatched('leases', `k${i + j}`, { pad: 'x'.repeat(40) })),
-          )),
+      for (let i = 0; i < 200; i += 10) {
+        const round = Array.from({ length: 10 }, (_, j) =>
+          store.putBatched('leases', `k${i + j}`, { pad: 'x'.repeat(40) }),
         );
+        // A read waiting for the round's writes: answered also when the journal fails under it.
+        const read = store.list('leases');
+        results.push(...(await Promise.allSettled(round)));
+        await read;
+      }
       const failed = results.filter((r) => r.status === 'rejected');
       expect(failed.length).toBeGreaterThan(0);
       for (const f of failed) expect((f as PromiseRejectedResult).reason).toBeInstanceOf(BackendError);
