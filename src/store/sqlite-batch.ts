@@ -138,6 +138,9 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
         return Promise.reject(asStoreError(err));
       }
       if (!journal) return enqueue(it);
+      // The writer thread starts with the first write, as without the journal: its start (loading SQLite, a
+      // connection) is CPU the event loop's core would otherwise pay in the middle of the first apply's load.
+      if (useThread) thread.warm();
       // A journal that went down: its durable writes are applied before this one commits.
       const after = () => enqueue(it);
       return journal.put(it) ?? journal.drain().then(after, after);
@@ -217,6 +220,10 @@ function writerThread(file: string, hooks: ThreadHooks) {
       return true;
     },
     busy: () => worker !== undefined && inFlight.size > 0,
+    /** Starts the thread if it is not running (nor failed). */
+    warm() {
+      if (!worker && !failed) start();
+    },
     async stop() {
       const w = worker;
       if (!w) return;
