@@ -10,6 +10,7 @@
  *   sendfile.c     a file onto an HTTP connection with sendfile(2), watched on Node's loop
  *   icmp_echo.c    ICMP echo for the DHCP probe before an offer, watched on Node's loop
  *   dhcp_io.c      DHCP datagrams in by the batch (recvmmsg) and replies out by sendto, watched on Node's loop
+ *   journal.c      the store's lease journal: appends made durable (fdatasync) by a thread of its own
  *   napi_util.c    the N-API argument and error helpers they share
  *
  * Built by `npm run build:native` (node-gyp rebuild -C native, against the headers installed beside node via
@@ -47,6 +48,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"dhcpIoOpen", NULL, dhcp_io_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dhcpIoSend", NULL, dhcp_io_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dhcpIoClose", NULL, dhcp_io_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalLock", NULL, journal_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalOpen", NULL, journal_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalAppend", NULL, journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalKick", NULL, journal_kick, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalClose", NULL, journal_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -48,5 +48,11 @@ PN_INTERNAL napi_value icmp_close(napi_env env, napi_callback_info info); /* icm
 PN_INTERNAL napi_value dhcp_io_open(napi_env env, napi_callback_info info);  /* dhcpIoOpen */
 PN_INTERNAL napi_value dhcp_io_send(napi_env env, napi_callback_info info);  /* dhcpIoSend */
 PN_INTERNAL napi_value dhcp_io_close(napi_env env, napi_callback_info info); /* dhcpIoClose */
+/* journal.c */
+PN_INTERNAL napi_value journal_lock(napi_env env, napi_callback_info info);   /* journalLock */
+PN_INTERNAL napi_value journal_open(napi_env env, napi_callback_info info);   /* journalOpen */
+PN_INTERNAL napi_value journal_append(napi_env env, napi_callback_info info); /* journalAppend */
+PN_INTERNAL napi_value journal_kick(napi_env env, napi_callback_info info);   /* journalKick */
+PN_INTERNAL napi_value journal_close(napi_env env, napi_callback_info info);  /* journalClose */
 
 #endif

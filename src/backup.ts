@@ -8,6 +8,7 @@
 import { chmodSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { segments } from './store/journal-recovery.js';
 import { MIGRATIONS } from './store/migrations.js';
 
 export const DB_FILE = 'plinth.db';
@@ -122,6 +123,8 @@ export async function restoreDatabase(file: string, dataDir: string, now = new D
     const kept = `${target}.before-restore-${now.toISOString().replace(/[:.]/g, '-')}`;
     renameSync(target, kept);
     for (const s of ['-wal', '-shm']) rmSync(`${target}${s}`, { force: true });
+    // A lease journal a crash left belongs to the database replaced: it goes with it, never into the restored one.
+    for (const s of segments(target)) renameSync(s.path, kept + s.path.slice(target.length));
     said.push(`kept the database it replaces as ${kept}`);
   }
   renameSync(tmp, target);

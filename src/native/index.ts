@@ -53,6 +53,16 @@ export type SendFileHandle = object;
  */
 export type SendFileProgress = (sent: number, done: boolean, err: string | undefined) => void;
 
+/** What journalOpen returns: an opaque handle to one journal and its thread (an N-API external). */
+export type JournalHandle = object;
+
+/**
+ * onDurable of journalOpen, once per wakeup of its thread: every record up to `seq` is on disk (fdatasync); the
+ * thread writes segment `generation`, whose first record is `generationFirstSeq` (0: none yet). `error`: the
+ * journal failed and takes no more records.
+ */
+export type JournalDurable = (seq: number, generation: number, generationFirstSeq: number, error?: string) => void;
+
 /**
  * Every function the addon exports, with the signatures of the C (native/plinth_net.h lists where each lives).
  * Errors are thrown with the errno's name as `code` (EACCES, EADDRINUSE, ENODEV, EPERM; others E<n>). All optional:
@@ -171,6 +181,22 @@ export type PlinthNet = {
   dhcpIoSend?(h: DhcpIoHandle, buf: Buffer, offset: number, length: number, address: number, port: number): number;
   /** dhcp_io.c: stops watching and closes the socket (idempotent); 0. */
   dhcpIoClose?(h: DhcpIoHandle): number;
+  /** journal.c: an fd holding an exclusive flock on `path`; throws code EWOULDBLOCK when another process has it. */
+  journalLock?(path: string): number;
+  /** journal.c: starts the journal's thread, writing segments `${prefix}.<generation, 8 hex>` from `generation`. */
+  journalOpen?(
+    prefix: string,
+    generation: number,
+    firstSeq: number,
+    segmentBytes: number,
+    onDurable: JournalDurable,
+  ): JournalHandle;
+  /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
+  journalAppend?(h: JournalHandle, payload: string): number;
+  /** journal.c: wakes the thread for the records queued (once per event-loop turn, so they share one write). */
+  journalKick?(h: JournalHandle): void;
+  /** journal.c: writes what is queued, stops the thread and closes the file; the highest durable sequence number. */
+  journalClose?(h: JournalHandle): number;
 };
 
 type Fn = keyof PlinthNet;
@@ -190,6 +216,8 @@ export type IcmpEcho = Has<'icmpOpen' | 'icmpKind' | 'icmpEcho' | 'icmpClose'>;
 export type DhcpBatchIo = Has<'dhcpIoOpen' | 'dhcpIoSend' | 'dhcpIoClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
+/** The store's lease journal (src/store/journal.ts). */
+export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose'>;
 
 const NEEDS = {
   dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
@@ -200,6 +228,7 @@ const NEEDS = {
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
   dhcpBatchIo: ['dhcpIoOpen', 'dhcpIoSend', 'dhcpIoClose'],
+  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -238,6 +267,7 @@ function load(): Loaded {
     httpSendfile: has(NEEDS.httpSendfile),
     icmpEcho: has(NEEDS.icmpEcho),
     dhcpBatchIo: has(NEEDS.dhcpBatchIo),
+    leaseJournal: has(NEEDS.leaseJournal),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;
@@ -283,5 +313,8 @@ export const native = {
   get dhcpBatchIo(): DhcpBatchIo | undefined {
     const l = load();
     return l.caps.dhcpBatchIo ? (l.addon as DhcpBatchIo) : undefined;
+  get leaseJournal(): LeaseJournal | undefined {
+    const l = load();
+    return l.caps.leaseJournal ? (l.addon as LeaseJournal) : undefined;
   },
 };

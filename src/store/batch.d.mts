@@ -22,3 +22,8 @@ export function groupCommitter<W>(o: {
   checkpointEvery: number;
   defer?: (f: () => void) => void;
 }): { add(items: readonly BatchItem[], waiter: W): void; flush(): void };
+export function journalApplyTransaction(
+  db: Database.Database,
+  prep: Prep,
+): Database.Transaction<(items: BatchItem[], seq: number) => void>;
+export function journalApplied(db: Database.Database): number;

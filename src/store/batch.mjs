@@ -151,3 +151,21 @@ export function groupCommitter({ commit, confirm, checkpoint, checkpointEvery, d
     flush,
   };
 }
+
+/**
+ * The lease journal's apply (journal.ts): durable journal records up to sequence number `seq`, then `seq` as the
+ * applied mark, in one transaction, so a recovery replays only what is after it.
+ */
+export function journalApplyTransaction(db, prep) {
+  const tx = batchTransaction(db, prep);
+  const mark = prep('UPDATE journal_applied SET seq = ? WHERE id = 1');
+  return db.transaction((items, seq) => {
+    tx(items);
+    mark.run(seq);
+  });
+}
+
+/** The last journal record applied to this database (0: none). */
+export function journalApplied(db) {
+  return db.prepare('SELECT seq FROM journal_applied WHERE id = 1').pluck().get() ?? 0;
+}

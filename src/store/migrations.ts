@@ -80,6 +80,13 @@ const v5 = [
 // rows rewritten every few seconds; with SQLite there is one daemon, listed all the same.
 const v6 = 'CREATE TABLE daemons (key TEXT PRIMARY KEY, doc TEXT NOT NULL, etag TEXT NOT NULL) STRICT;';
 
+// v7: how far the lease journal (journal.ts) has been applied, written in the same transaction as what it
+// applied: recovery after a crash replays only the records after it, so a journaled upsert applied before a later
+// API delete is never applied again over that delete.
+const v7 =
+  'CREATE TABLE journal_applied (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL) STRICT;\n' +
+  'INSERT INTO journal_applied VALUES (1, 0);';
+
 export const MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind, unique values', sql: v1() },
   { version: 2, description: 'no JSON indexes on leases (written at packet rate, never filtered by DHCP)', sql: v2 },
@@ -87,6 +94,7 @@ export const MIGRATIONS: { version: number; description: string; sql: string }[]
   { version: 4, description: "indexes for the API's ?mac= and ?state= lease filters", sql: v4 },
   { version: 5, description: 'fleet rollouts', sql: v5 },
   { version: 6, description: 'daemons and their heartbeats', sql: v6 },
+  { version: 7, description: "the lease journal's applied sequence number", sql: v7 },
 ];
 
 /** Applies the migrations the database lacks, each in its own transaction; refuses a database from a newer Plinth. */

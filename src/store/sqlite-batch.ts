@@ -2,13 +2,23 @@
  * putBatched's group commit for the SQLite store: everything queued during one event-loop turn is committed in
  * one transaction, by the writer thread (writer-thread.mjs, which also joins the batches that arrive while it
  * commits) or inline on the main thread. The transaction itself is batch.mjs's, shared with the writer thread.
+ * With the addon built, a file store's writes go to the lease journal instead (journal.ts) and resolve once it
+ * has them on disk; the writer thread then applies them in large batches.
  */
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
-import { type BatchItem, batchTransaction, encodeBatch, PendingBatch, type Prep } from './batch.mjs';
+import {
+  type BatchItem,
+  batchTransaction,
+  encodeBatch,
+  journalApplyTransaction,
+  PendingBatch,
+  type Prep,
+} from './batch.mjs';
+import { type Apply, type Journal, type JournalOptions, prepareJournal } from './journal.js';
 import { asStoreError, BackendError } from './store.js';
 
-export type BatchOptions = {
+export type BatchOptions = JournalOptions & {
   /**
    * Where putBatched's transactions run. 'thread' (default for a file): a worker thread with its own
    * connection commits them, so the commit and its fsync (and WAL checkpoints) never block the event loop:
@@ -25,6 +35,10 @@ export type BatchWriter = {
   put(item: () => BatchItem): Promise<void>;
   /** Commits what is queued and stops the writer thread; later puts are refused. */
   close(): Promise<void>;
+  /** Whether writes of `kind` are journaled and not yet in SQLite: other calls on the kind drain() first. */
+  pending(kind: string): boolean;
+  /** Resolves once every journaled write so far is in SQLite. */
+  drain(): Promise<void>;
 };
 
 type Waiter = { resolve: () => void; reject: (e: Error) => void; at?: number };
@@ -46,9 +60,11 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
   let scheduled = false;
   let closed = false;
   const flushTx = batchTransaction(db, prep);
-  const commitInline = (items: BatchItem[], ws: Waiter[]) => {
+  const applyTx = journalApplyTransaction(db, prep);
+  const commitInline = (items: BatchItem[], ws: Waiter[], seq?: number) => {
     try {
-      flushTx(items);
+      if (seq === undefined) flushTx(items);
+      else applyTx(items, seq);
       for (const w of ws) w.resolve();
     } catch (err) {
       const e = new BackendError(`storage failed: ${(err as Error).message}`);
@@ -72,6 +88,15 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
     closing: () => closed,
   });
   let useThread = (opts.writer ?? 'thread') === 'thread' && file !== ':memory:';
+  // Every opener of a file replays what a crash left in the journal; a thread writer also journals.
+  const startJournal =
+    file === ':memory:' ? undefined : prepareJournal(file, db, prep, useThread ? opts : { ...opts, journal: 'off' });
+  const apply: Apply = (items, seq, done) => {
+    const w = { resolve: () => done(), reject: (e: Error) => done(e) };
+    if (useThread && thread.send(items, [w], seq)) return;
+    commitInline(items, [w], seq);
+  };
+  const journal: Journal | undefined = startJournal?.(apply, () => {});
 
   // Inline pacing: the first write of a quiet period commits in the current turn; under load at most one
   // commit per groupCommitMs, the writes that arrive meanwhile sharing it.
@@ -96,30 +121,45 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
     else setTimeout(flush, wait);
   };
 
+  const enqueue = (it: BatchItem) =>
+    new Promise<void>((resolve, reject) => {
+      pending.items.push(it);
+      pending.waiters.push({ resolve, reject, at: STATS ? performance.now() : undefined });
+      schedule();
+    });
+
   return {
-    put: (item) =>
-      new Promise<void>((resolve, reject) => {
-        if (closed) return reject(new BackendError('store is closed'));
-        try {
-          pending.items.push(item());
-        } catch (err) {
-          return reject(asStoreError(err));
-        }
-        pending.waiters.push({ resolve, reject, at: STATS ? performance.now() : undefined });
-        schedule();
-      }),
+    put: (item) => {
+      if (closed) return Promise.reject(new BackendError('store is closed'));
+      let it: BatchItem;
+      try {
+        it = item();
+      } catch (err) {
+        return Promise.reject(asStoreError(err));
+      }
+      if (!journal) return enqueue(it);
+      // The writer thread starts with the first write, as without the journal: its start (loading SQLite, a
+      // connection) is CPU the event loop's core would otherwise pay in the middle of the first apply's load.
+      if (useThread) thread.warm();
+      // A journal that went down: its durable writes are applied before this one commits.
+      const after = () => enqueue(it);
+      return journal.put(it) ?? journal.drain().then(after, after);
+    },
+    pending: (kind) => journal?.pending(kind) ?? false,
+    drain: () => journal?.drain() ?? Promise.resolve(),
     close: async () => {
       if (closed) return;
-      if (pending.items.length) flush();
       closed = true;
+      await journal?.close();
+      if (pending.items.length) flush();
       await thread.stop();
     },
   };
 }
 
 type ThreadHooks = {
-  /** Commits on the main thread what a writer that died had not confirmed. */
-  replay(items: BatchItem[], ws: Waiter[]): void;
+  /** Commits on the main thread what a writer that died had not confirmed (`seq`: a journal apply's mark). */
+  replay(items: BatchItem[], ws: Waiter[], seq?: number): void;
   /** All sent batches are confirmed; true when nothing waits, so the thread may stop holding the process. */
   confirmed(): boolean;
   /** The writer thread stopped: the queued writes go inline. */
@@ -134,7 +174,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
   let nextId = 1;
   // Sent to the writer, not yet confirmed: kept so that a writer that dies can be replayed inline (the writes
   // are idempotent upserts and deletes, replayed in order).
-  const inFlight = new Map<number, { items: BatchItem[]; ws: Waiter[]; at: number }>();
+  const inFlight = new Map<number, { items: BatchItem[]; ws: Waiter[]; at: number; seq?: number }>();
   let onClosed: (() => void) | undefined;
   const down = (why: string) => {
     if (!worker) return;
@@ -142,7 +182,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
     failed = true;
     const left = [...inFlight.values()];
     inFlight.clear();
-    for (const b of left) hooks.replay(b.items, b.ws);
+    for (const b of left) hooks.replay(b.items, b.ws, b.seq);
     hooks.down();
     onClosed?.();
     if (!hooks.closing())
@@ -159,7 +199,7 @@ function writerThread(file: string, hooks: ThreadHooks) {
       for (const id of m.ids ?? []) {
         const b = inFlight.get(id);
         inFlight.delete(id);
-        if (STATS && b) record(STATS, b);
+        if (STATS && b && b.seq === undefined) record(STATS, b);
         for (const x of b?.ws ?? []) e ? x.reject(e) : x.resolve();
       }
       if (inFlight.size === 0 && hooks.confirmed()) w.unref();
@@ -170,16 +210,20 @@ function writerThread(file: string, hooks: ThreadHooks) {
   };
   return {
     /** False when there is no writer thread (any more): the caller commits inline. */
-    send(items: BatchItem[], ws: Waiter[]): boolean {
+    send(items: BatchItem[], ws: Waiter[], seq?: number): boolean {
       if (!worker && !failed) start();
       if (!worker) return false;
       const id = nextId++;
-      inFlight.set(id, { items, ws, at: STATS ? performance.now() : 0 });
+      inFlight.set(id, { items, ws, at: STATS ? performance.now() : 0, seq });
       worker.ref();
-      worker.postMessage({ id, flat: encodeBatch(items) });
+      worker.postMessage({ id, flat: encodeBatch(items), seq });
       return true;
     },
     busy: () => worker !== undefined && inFlight.size > 0,
+    /** Starts the thread if it is not running (nor failed). */
+    warm() {
+      if (!worker && !failed) start();
+    },
     async stop() {
       const w = worker;
       if (!w) return;

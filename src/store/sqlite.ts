@@ -2,7 +2,8 @@
  * The SQLite backend of the Store: one file, WAL, synchronous=FULL (an acknowledged write survives kill -9 and
  * power loss), foreign keys on, migrations applied at open. Its parts: migrations.ts (schema), sqlite-docs.ts
  * (statements on documents and unique values), sqlite-batch.ts (putBatched's group commit and writer thread),
- * batch.mjs (what the main thread and the writer thread both do to the database).
+ * batch.mjs (what the main thread and the writer thread both do to the database), journal.ts (putBatched's lease
+ * journal, replayed here at open).
  */
 import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
@@ -58,22 +59,27 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
   const claim = sqliteLeaseClaims(db, prep);
   const expire = sqliteExpireLeases(db);
   let closed = false;
+  // A kind with journaled writes not yet in SQLite is read or written only once they are applied (drain): reads
+  // see every acknowledged write, and an API delete is never undone by an earlier journaled upsert.
+  const seen = <T>(kind: string, fn: () => T): Promise<T> =>
+    batches.pending(kind) ? batches.drain().then(() => guard(fn)) : guard(fn);
 
   return {
     schemaVersion: db.pragma('user_version', { simple: true }) as number,
-    get: (kind, key) => guard(() => docs.get(kind, key)),
-    list: (kind, q = {}) => guard(() => docs.list(kind, q)),
-    keyOf: (kind, field, value) => guard(() => docs.keyOf(kind, field, value)),
+    get: (kind, key) => seen(kind, () => docs.get(kind, key)),
+    list: (kind, q = {}) => seen(kind, () => docs.list(kind, q)),
+    keyOf: (kind, field, value) => seen(kind, () => docs.keyOf(kind, field, value)),
     // BEGIN IMMEDIATE: these read, then write. A deferred transaction would start as a reader, and with the
     // writer thread committing meanwhile its upgrade to a writer fails at once with SQLITE_BUSY (WAL snapshot),
     // whatever busy_timeout says; taking the write lock first waits for the writer's commit instead.
-    create: (kind, key, doc, uniques = []) => guard(() => docs.create.immediate(kind, key, doc, uniques)),
-    replace: (kind, key, doc, uniques = [], o = {}) => guard(() => docs.replace.immediate(kind, key, doc, uniques, o)),
-    remove: (kind, key, o = {}) => guard(() => docs.remove.immediate(kind, key, o)),
+    create: (kind, key, doc, uniques = []) => seen(kind, () => docs.create.immediate(kind, key, doc, uniques)),
+    replace: (kind, key, doc, uniques = [], o = {}) =>
+      seen(kind, () => docs.replace.immediate(kind, key, doc, uniques, o)),
+    remove: (kind, key, o = {}) => seen(kind, () => docs.remove.immediate(kind, key, o)),
     putBatched: (kind, key, doc) =>
       batches.put(() => ({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) })),
-    claimLease: (c) => guard(() => claim(c)),
-    expireLeases: (before, limit) => guard(() => expire(before, limit)),
+    claimLease: (c) => seen('leases', () => claim(c)),
+    expireLeases: (before, limit) => seen('leases', () => expire(before, limit)),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),
     close: async () => {
       if (closed) return;

@@ -46,6 +46,7 @@ describe.skipIf(!built)('native facade with the built addon', () => {
       httpSendfile: true,
       icmpEcho: true,
       dhcpBatchIo: true,
+      leaseJournal: true,
     });
     expect(native.dhcpSockets).toBeDefined();
     expect(native.raResponder).toBeDefined();
@@ -94,6 +95,7 @@ describe('native facade with PLINTH_NET_ADDON overridden (child processes)', () 
       httpSendfile: false,
       icmpEcho: false,
       dhcpBatchIo: false,
+      leaseJournal: false,
     },
     path: null,
     addon: false,

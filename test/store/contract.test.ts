@@ -206,6 +206,7 @@ describe.each(backends(import.meta.filename))('store contract on $name', (b) => 
       expect(failures[0]).toBeInstanceOf(ConflictError);
     }
     await one.putBatched('leases', 'l', { from: 'one' });
-    expect((await two.get('leases', 'l'))?.doc).toEqual({ from: 'one' });
+    // SQLite's lease journal: the other opener sees it once applied (every 50 ms).
+    await expect.poll(async () => (await two.get('leases', 'l'))?.doc).toEqual({ from: 'one' });
   });
 });

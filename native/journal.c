@@ -1,0 +1,449 @@
+/*
+ * The store's lease journal (src/store/journal.ts): an append-only file in front of SQLite, so that putBatched
+ * resolves after one small write and one fdatasync instead of a SQLite transaction, its page writes and its fsync.
+ * JavaScript appends a record (the bytes are copied into a queue under a mutex) and gets its sequence number; a
+ * thread of its own writes everything queued in one pwrite, fdatasyncs, and wakes Node's loop with a uv_async_t:
+ * one JavaScript callback per wakeup, with the highest durable sequence number (or the error). Whatever is
+ * appended during an fdatasync goes in the next write: group commit with no timer.
+ *
+ * Segments: PREFIX.<generation, 8 hex digits>, each preallocated with fallocate (size included, not KEEP_SIZE)
+ * and made durable (fsync of the file and of its directory) before its first record, so a record's fdatasync
+ * writes data only, never a size change. A full segment is followed by the next generation, made ready by the
+ * thread in an idle moment once the current one is half full. Records:
+ *
+ *   u32 magic 'PLJ1' | u32 payload length | u64 sequence | u32 CRC32 (of length, sequence, payload) | u32 0 | payload
+ *
+ * little-endian, so recovery (src/store/journal-recovery.ts) stops at the first torn, stale or zero record.
+ *
+ *   journalLock(path): fd holding flock(LOCK_EX) on path (EWOULDBLOCK: another process owns the journal)
+ *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error))
+ *   journalAppend(h, payload string): its sequence number; journalKick(h): wakes the thread for what is appended
+ *   journalClose(h): writes what is queued, stops the thread; the highest durable sequence number
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "napi_util.h"
+#include "plinth_net.h"
+
+#define MAGIC 0x314a4c50u /* "PLJ1" little-endian */
+#define HDR 24
+
+typedef struct {
+  napi_env env;
+  napi_ref cb;
+  napi_async_context ctx;
+  uv_async_t async;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  /* Under mu: the queue JavaScript appends to, what the thread reports back, and the thread's state. */
+  unsigned char *q;
+  size_t qlen, qcap;
+  uint64_t next_seq;    /* the next record's sequence number */
+  uint64_t durable;     /* the highest sequence number on disk */
+  uint64_t gen;         /* the segment the thread writes to */
+  uint64_t gen_first;   /* the first sequence number written to it (0: none yet) */
+  char err[256];        /* the first failure; the journal takes no more records after it */
+  bool waiting, stop, running;
+  /* The thread's own. */
+  char prefix[4000];
+  int fd, dirfd, next_fd; /* next_fd: the next segment, made ready while idle (-1: not yet) */
+  bool next_failed;     /* making it failed: left to the rotation, which reports the error */
+  uint64_t off, seg_bytes;
+  /* The loop thread's own. */
+  uint64_t appended;    /* the last sequence number handed out */
+  bool refd, closed, uv_closed, finalized;
+} journal;
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static void crc_init(void) {
+  for (uint32_t i = 0, c = 0, k; i < 256; crc_table[i++] = c)
+    for (c = i, k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+}
+/* CRC-32 (IEEE, zlib's): what zlib.crc32 computes in recovery. */
+static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {
+  for (crc = ~crc; n--;) crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+  return ~crc;
+}
+
+static void put32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+static void fail(journal *j, const char *what, int e) {
+  pthread_mutex_lock(&j->mu);
+  if (!j->err[0]) snprintf(j->err, sizeof j->err, "journal %s: %s", what, strerror(e));
+  pthread_mutex_unlock(&j->mu);
+}
+
+/* Creates segment `gen` of `size` bytes, preallocated and durable (file and directory entry) before any record goes
+ * in; 0 and its fd in *out, or an errno. */
+static int segment_create(journal *j, uint64_t gen, uint64_t size, int *out) {
+  char path[4096 + 32];
+  snprintf(path, sizeof path, "%s.%08llx", j->prefix, (unsigned long long)gen);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;
+  /* The size is part of the allocation (no KEEP_SIZE): a later fdatasync has no size to write. Where the file
+   * system cannot (EOPNOTSUPP), a sparse file of that size still works, at the price of block allocation in
+   * the fdatasyncs. */
+  if ((fallocate(fd, 0, 0, (off_t)size) != 0 && ftruncate(fd, (off_t)size) != 0) || fsync(fd) != 0 ||
+      fsync(j->dirfd) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  *out = fd;
+  return 0;
+}
+
+/* The records go to segment `gen` (fd) from now on. */
+static void segment_switch(journal *j, int fd, uint64_t gen) {
+  if (j->fd >= 0) close(j->fd);
+  j->fd = fd;
+  j->off = 0;
+  pthread_mutex_lock(&j->mu);
+  j->gen = gen;
+  j->gen_first = 0;
+  pthread_mutex_unlock(&j->mu);
+}
+
+/* Before writing `n` bytes: the first segment, or the next one when they do not fit (the one made ready while
+ * the thread was idle, else a new one now). 0 or an errno. */
+static int segment_room(journal *j, uint64_t n) {
+  if (j->fd >= 0 && (j->off + n <= j->seg_bytes || j->off == 0)) return 0;
+  uint64_t gen = j->fd < 0 ? j->gen : j->gen + 1;
+  int fd = -1, e = 0;
+  if (j->fd >= 0 && j->next_fd >= 0 && n <= j->seg_bytes) {
+    fd = j->next_fd;
+  } else {
+    if (j->next_fd >= 0) close(j->next_fd);
+    e = segment_create(j, gen, n > j->seg_bytes ? n : j->seg_bytes, &fd);
+  }
+  j->next_fd = -1;
+  j->next_failed = false;
+  if (!e) segment_switch(j, fd, gen);
+  return e;
+}
+
+/* Fills in each record's CRC (off the event loop), returns the last sequence number in the buffer. */
+static uint64_t seal(unsigned char *b, size_t n, uint64_t *first) {
+  uint64_t last = 0;
+  for (size_t at = 0; at + HDR <= n;) {
+    uint32_t len = get32(b + at + 4);
+    put32(b + at + 16, crc32_update(crc32_update(0, b + at + 4, 12), b + at + HDR, len));
+    memcpy(&last, b + at + 8, 8);
+    if (*first == 0) *first = last;
+    at += HDR + len;
+  }
+  return last;
+}
+
+static int write_all(int fd, const unsigned char *b, size_t n, uint64_t off) {
+  for (ssize_t w; n > 0; b += w, n -= (size_t)w, off += (uint64_t)w)
+    if ((w = pwrite(fd, b, n, (off_t)off)) < 0) {
+      if (errno != EINTR) return errno;
+      w = 0;
+    }
+  return 0;
+}
+
+static void *journal_loop(void *arg) {
+  journal *j = arg;
+  unsigned char *mine = NULL;
+  size_t mine_cap = 0;
+  for (;;) {
+    pthread_mutex_lock(&j->mu);
+    while (j->qlen == 0 && !j->stop) {
+      /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. */
+      if (j->fd >= 0 && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) {
+        uint64_t gen = j->gen + 1;
+        pthread_mutex_unlock(&j->mu);
+        int fd = -1;
+        int e = segment_create(j, gen, j->seg_bytes, &fd);
+        pthread_mutex_lock(&j->mu);
+        if (e) j->next_failed = true;
+        else j->next_fd = fd;
+        continue;
+      }
+      j->waiting = true;
+      pthread_cond_wait(&j->cv, &j->mu);
+      j->waiting = false;
+    }
+    if (j->qlen == 0 && j->stop) {
+      pthread_mutex_unlock(&j->mu);
+      break;
+    }
+    /* Swap buffers: appends go on into the other one while this one is written. */
+    unsigned char *b = j->q;
+    size_t n = j->qlen, bcap = j->qcap;
+    j->q = mine;
+    j->qcap = mine_cap;
+    j->qlen = 0;
+    mine = b;
+    mine_cap = bcap;
+    pthread_mutex_unlock(&j->mu);
+    uint64_t first = 0, last = seal(b, n, &first);
+    int e = segment_room(j, n);
+    if (e) fail(j, "segment", e);
+    if (!e && (e = write_all(j->fd, b, n, j->off)) != 0) fail(j, "write", e);
+    if (!e && fdatasync(j->fd) != 0) fail(j, "fdatasync", e = errno);
+    if (!e) j->off += n;
+    pthread_mutex_lock(&j->mu);
+    if (!e) {
+      j->durable = last;
+      if (j->gen_first == 0) j->gen_first = first;
+    }
+    bool failed = j->err[0] != 0;
+    pthread_mutex_unlock(&j->mu);
+    uv_async_send(&j->async);
+    if (failed) break;
+  }
+  free(mine);
+  return NULL;
+}
+
+static void journal_free_maybe(journal *j) {
+  if (j->uv_closed && j->finalized) {
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j->q);
+    free(j);
+  }
+}
+
+static void on_uv_close(uv_handle_t *h) {
+  journal *j = h->data;
+  j->uv_closed = true;
+  journal_free_maybe(j);
+}
+
+/* The loop thread: one callback with what the thread made durable since the last one (or its error). */
+static void on_async(uv_async_t *h) {
+  journal *j = h->data;
+  if (j->closed) return;
+  pthread_mutex_lock(&j->mu);
+  uint64_t durable = j->durable, gen = j->gen, gen_first = j->gen_first;
+  char err[256];
+  memcpy(err, j->err, sizeof err);
+  pthread_mutex_unlock(&j->mu);
+  /* Referenced only while records wait for their fdatasync: an idle journal never keeps the process alive. */
+  if ((durable >= j->appended || err[0]) && j->refd) {
+    uv_unref((uv_handle_t *)&j->async);
+    j->refd = false;
+  }
+  napi_env env = j->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[4], result;
+  napi_get_reference_value(env, j->cb, &cb);
+  napi_get_global(env, &recv);
+  napi_create_double(env, (double)durable, &argv[0]);
+  napi_create_double(env, (double)gen, &argv[1]);
+  napi_create_double(env, (double)gen_first, &argv[2]);
+  if (err[0]) napi_create_string_utf8(env, err, NAPI_AUTO_LENGTH, &argv[3]);
+  else napi_get_undefined(env, &argv[3]);
+  if (napi_make_callback(env, j->ctx, recv, cb, 4, argv, &result) == napi_pending_exception) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+    napi_fatal_exception(env, e);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void journal_shutdown(journal *j) {
+  if (j->closed) return;
+  pthread_mutex_lock(&j->mu);
+  j->stop = true;
+  pthread_cond_signal(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+  if (j->running) pthread_join(j->thread, NULL);
+  j->closed = true; /* and never again: the thread is joined once */
+  if (j->fd >= 0) close(j->fd);
+  if (j->next_fd >= 0) close(j->next_fd);
+  if (j->dirfd >= 0) close(j->dirfd);
+  j->fd = j->dirfd = j->next_fd = -1;
+  napi_delete_reference(j->env, j->cb);
+  napi_async_destroy(j->env, j->ctx);
+  uv_close((uv_handle_t *)&j->async, on_uv_close);
+}
+
+static void journal_finalize(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  journal *j = data;
+  journal_shutdown(j);
+  j->finalized = true;
+  journal_free_maybe(j);
+}
+
+/* The journal handle in the first of the call's arguments (argv: room for *argc of them), or NULL (thrown). */
+static journal *journal_arg(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv) {
+  void *p = NULL;
+  napi_valuetype t;
+  napi_get_cb_info(env, info, argc, argv, NULL, NULL);
+  if (*argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
+      napi_get_value_external(env, argv[0], &p) != napi_ok || p == NULL) {
+    napi_throw_type_error(env, NULL, "not a journal handle");
+    return NULL;
+  }
+  return p;
+}
+
+napi_value journal_lock(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[4096];
+  if (argc < 1 || get_string(env, argv[0], path, sizeof path) <= 0) {
+    napi_throw_type_error(env, NULL, "journalLock(path)");
+    return NULL;
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return throw_errno(env, path, errno);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    if (e != EWOULDBLOCK) return throw_errno(env, "flock", e);
+    napi_throw_error(env, "EWOULDBLOCK", "the journal is in use by another process");
+    return NULL;
+  }
+  return ret_int(env, fd);
+}
+
+napi_value journal_open(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  journal *j = calloc(1, sizeof *j);
+  if (!j) return throw_errno(env, "journalOpen", ENOMEM);
+  double gen = 0, first = 0, seg = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 5) napi_typeof(env, argv[4], &t);
+  if (argc < 5 || get_string(env, argv[0], j->prefix, sizeof j->prefix) <= 0 ||
+      napi_get_value_double(env, argv[1], &gen) != napi_ok || napi_get_value_double(env, argv[2], &first) != napi_ok ||
+      napi_get_value_double(env, argv[3], &seg) != napi_ok || t != napi_function || gen < 1 || first < 1 ||
+      seg < 4096) {
+    free(j);
+    napi_throw_type_error(env, NULL, "journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable)");
+    return NULL;
+  }
+  pthread_once(&crc_once, crc_init);
+  j->env = env;
+  j->fd = j->next_fd = -1;
+  j->gen = (uint64_t)gen;
+  j->seg_bytes = (uint64_t)seg;
+  j->next_seq = (uint64_t)first;
+  j->durable = j->appended = (uint64_t)first - 1;
+  char dir[4000];
+  snprintf(dir, sizeof dir, "%s", j->prefix);
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->cv, NULL);
+  j->dirfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int e = j->dirfd < 0 ? errno : 0; /* the segments are made by the thread, never on the event loop */
+  uv_loop_t *loop = NULL;
+  if (!e && (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop || uv_async_init(loop, &j->async, on_async)))
+    e = EIO;
+  if (e) {
+    if (j->dirfd >= 0) close(j->dirfd);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+    return throw_errno(env, "journalOpen", e);
+  }
+  j->async.data = j;
+  uv_unref((uv_handle_t *)&j->async);
+  napi_create_reference(env, argv[4], 1, &j->cb);
+  napi_value name;
+  napi_create_string_utf8(env, "plinth:journal", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &j->ctx);
+  if ((e = pthread_create(&j->thread, NULL, journal_loop, j)) != 0) fail(j, "thread", e);
+  else j->running = true, pthread_setname_np(j->thread, "plinth-journal"); /* named for top -H and perf */
+  napi_value out;
+  napi_create_external(env, j, journal_finalize, NULL, &out);
+  return out;
+}
+
+napi_value journal_append(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  journal *j = journal_arg(env, info, &argc, argv);
+  if (!j) return NULL;
+  /* The UTF-16 length costs nothing (V8 keeps it); three UTF-8 bytes per unit at most, so the string is encoded
+   * once, straight into the queue, without a first pass to count its UTF-8 bytes. */
+  size_t len16 = 0;
+  if (argc < 2 || napi_get_value_string_utf16(env, argv[1], NULL, 0, &len16) != napi_ok || len16 > 0x20000000) {
+    napi_throw_type_error(env, NULL, "journalAppend(h, payload string)");
+    return NULL;
+  }
+  pthread_mutex_lock(&j->mu);
+  if (j->err[0] || j->closed || j->stop) {
+    napi_throw_error(env, "EJOURNAL", j->err[0] ? j->err : "journal is closed"); /* copies the message */
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+  }
+  size_t need = j->qlen + HDR + 3 * len16 + 1; /* +1: napi writes a terminating NUL */
+  if (need > j->qcap) {
+    size_t cap = j->qcap ? j->qcap : 64 * 1024;
+    while (cap < need) cap *= 2;
+    unsigned char *q = realloc(j->q, cap);
+    if (!q) {
+      pthread_mutex_unlock(&j->mu);
+      return throw_errno(env, "journalAppend", ENOMEM);
+    }
+    j->q = q;
+    j->qcap = cap;
+  }
+  unsigned char *h = j->q + j->qlen;
+  uint64_t seq = j->next_seq++;
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[1], (char *)h + HDR, 3 * len16 + 1, &len);
+  put32(h, MAGIC);
+  put32(h + 4, (uint32_t)len);
+  put64(h + 8, seq);
+  put32(h + 16, 0); /* the CRC, filled in by the thread */
+  put32(h + 20, 0);
+  j->qlen += HDR + len; /* no wakeup here: journalKick, once per turn, so a turn's records share one write */
+  pthread_mutex_unlock(&j->mu);
+  j->appended = seq;
+  if (!j->refd) {
+    uv_ref((uv_handle_t *)&j->async);
+    j->refd = true;
+  }
+  napi_value out;
+  napi_create_double(env, (double)seq, &out);
+  return out;
+}
+
+napi_value journal_kick(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  journal *j = journal_arg(env, info, &argc, argv);
+  if (!j) return NULL;
+  pthread_mutex_lock(&j->mu);
+  if (j->waiting && j->qlen > 0) pthread_cond_signal(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+  return NULL;
+}
+
+napi_value journal_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  journal *j = journal_arg(env, info, &argc, argv);
+  if (!j) return NULL;
+  journal_shutdown(j); /* the thread is joined: its last durable sequence number is final */
+  napi_value out;
+  napi_create_double(env, (double)j->durable, &out);
+  return out;
+}

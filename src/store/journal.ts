@@ -1,0 +1,350 @@
+/**
+ * putBatched's lease journal (a file store with the addon built): each write is appended to an append-only file by
+ * native/journal.c, whose thread writes what is queued and fdatasyncs it, and the write resolves once that is
+ * done: the DHCP server's ACK waits for one small write and one fdatasync, not for a SQLite transaction (its WAL
+ * pages, its fsync, the checkpoints between transactions). The durable writes are then applied to SQLite in the
+ * background, by the writer thread, in large batches (every `applyMs` or `applyItems`), each with the journal's
+ * applied mark in the same transaction. A segment is removed once everything in it is applied; a crash leaves
+ * the segments, and the next opener replays what is after the mark (journal-recovery.ts).
+ *
+ * Other store calls must see journaled writes: sqlite.ts asks `pending(kind)` and, when the kind has writes not
+ * yet applied, waits for `drain()` (everything appended so far applied) before reading or writing SQLite, so a
+ * later API delete is never undone by an earlier journaled upsert applied after it.
+ */
+import { closeSync, unlink, unlinkSync } from 'node:fs';
+import type Database from 'better-sqlite3';
+import { type JournalHandle, type LeaseJournal, native } from '../native/index.js';
+import type { BatchItem, Prep } from './batch.mjs';
+import { encodeItem, lockPath, type Recovered, recoverJournal, segmentPrefix, segments } from './journal-recovery.js';
+import { BackendError } from './store.js';
+
+export type JournalOptions = {
+  /**
+   * 'auto' (default): a file store journals putBatched when the addon is built; 'off': the writer thread commits
+   * each batch before it resolves (the path without the addon). Recovery runs either way.
+   */
+  journal?: 'auto' | 'off';
+  /** Durable writes are applied to SQLite at least this often, in ms (default 50)... */
+  applyMs?: number;
+  /** ...or as soon as this many wait (default 2000). */
+  applyItems?: number;
+  /** Each segment's preallocated size in bytes (default 8 MiB). */
+  segmentBytes?: number;
+};
+
+/** Commits `items` with the applied mark `seq` (the writer thread, else inline); `done` once committed or failed. */
+export type Apply = (items: BatchItem[], seq: number, done: (err?: Error) => void) => void;
+
+export type Journal = {
+  /** Appends the write; resolves once it is durable. Undefined when the journal is down: write it another way. */
+  put(item: BatchItem): Promise<void> | undefined;
+  /** Whether writes of `kind` are journaled and not yet applied to SQLite. */
+  pending(kind: string): boolean;
+  /** Resolves once every write appended so far is applied (rejects when applying fails). */
+  drain(): Promise<void>;
+  /** Applies everything, stops the thread and removes the segments. */
+  close(): Promise<void>;
+};
+
+type Entry = { seq: number; item: BatchItem; resolve?: () => void; reject?: (e: Error) => void; at: number };
+type Drain = { seq: number; resolve: () => void; reject: (e: Error) => void };
+type BatchStats = { sizes: number[]; commits: number[]; tx: number[]; waits: number[] };
+const STATS = (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.batchStats')] as BatchStats | undefined;
+
+/**
+ * Recovery, then the journal's owner: every opener of a file replays what a crash left. Only the process holding
+ * the journal's lock replays and journals; another one opening the same file while the daemon runs (a CLI) gets
+ * neither and writes through SQLite as before. Without the addon there is no lock to take: it replays all the same.
+ */
+export function prepareJournal(
+  file: string,
+  db: Database.Database,
+  prep: Prep,
+  opts: JournalOptions,
+): ((apply: Apply, onDown: () => void) => Journal) | undefined {
+  const addon = native.leaseJournal;
+  let lockFd: number | undefined;
+  if (addon) {
+    try {
+      lockFd = addon.journalLock(lockPath(file));
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EWOULDBLOCK') return undefined;
+      // No lock file (the directory cannot be written): no journal; what a crash left is still replayed.
+    }
+  }
+  let recovered: Recovered;
+  try {
+    recovered = recoverJournal(db, prep, file);
+  } catch (err) {
+    if (lockFd !== undefined) closeSync(lockFd);
+    throw err;
+  }
+  if (recovered.replayed > 0)
+    process.emitWarning(`plinth store: replayed ${recovered.replayed} journaled writes into ${file}`);
+  if (!addon || lockFd === undefined || opts.journal === 'off') {
+    if (lockFd !== undefined) closeSync(lockFd);
+    return undefined;
+  }
+  const fd = lockFd;
+  return (apply, onDown) => startJournal(file, addon, fd, recovered, apply, onDown, opts);
+}
+
+/**
+ * The journaled writes in sequence order: [head, sent) at the writer, [sent, dur) durable, [dur, end) waiting for
+ * their fdatasync; and how many of each kind are not applied yet.
+ */
+class WriteLog {
+  private log: Entry[] = [];
+  private head = 0;
+  private sent = 0;
+  private dur = 0;
+  private readonly kinds = new Map<string, number>();
+
+  private count(kind: string, d: number) {
+    this.kinds.set(kind, (this.kinds.get(kind) ?? 0) + d);
+  }
+  push(e: Entry) {
+    this.log.push(e);
+    this.count(e.item.kind, 1);
+  }
+  pending = (kind: string) => (this.kinds.get(kind) ?? 0) > 0;
+  get empty() {
+    return this.head === this.log.length;
+  }
+  /** The last write appended, if any is not applied. */
+  last(): number | undefined {
+    return this.empty ? undefined : this.log[this.log.length - 1]!.seq;
+  }
+  /** Durable writes not sent to the writer yet: how many, and the first one's sequence number. */
+  ready(): { n: number; first: number } {
+    return { n: this.dur - this.sent, first: this.dur > this.sent ? this.log[this.sent]!.seq : 0 };
+  }
+  /** Resolves the writes up to `seq`, now on disk. */
+  durable(seq: number) {
+    const from = this.dur;
+    while (this.dur < this.log.length && this.log[this.dur]!.seq <= seq) {
+      const e = this.log[this.dur++]!;
+      e.resolve?.();
+      e.resolve = e.reject = undefined;
+    }
+    if (STATS && this.dur > from) record(STATS, this.log, from, this.dur);
+  }
+  /** Rejects (and forgets) the writes that never reached the disk. */
+  refuseUndurable(e: Error) {
+    for (let i = this.dur; i < this.log.length; i++) {
+      this.log[i]!.reject?.(e);
+      this.count(this.log[i]!.item.kind, -1);
+    }
+    this.log.length = this.dur;
+  }
+  /** The durable writes not yet sent, now sent, and the last one's sequence number. */
+  take(): { items: BatchItem[]; seq: number } {
+    const items = this.log.slice(this.sent, this.dur).map((e) => e.item);
+    const seq = this.log[this.dur - 1]!.seq;
+    this.sent = this.dur;
+    return { items, seq };
+  }
+  /** An apply failed: everything not applied goes again. */
+  resend() {
+    this.sent = this.head;
+  }
+  applied(seq: number) {
+    while (this.head < this.sent && this.log[this.head]!.seq <= seq) this.count(this.log[this.head++]!.item.kind, -1);
+    if (this.head > 4096 && this.head * 2 > this.log.length) {
+      this.log = this.log.slice(this.head);
+      this.sent -= this.head;
+      this.dur -= this.head;
+      this.head = 0;
+    }
+  }
+}
+
+function startJournal(
+  file: string,
+  addon: LeaseJournal,
+  lockFd: number,
+  recovered: Recovered,
+  apply: Apply,
+  onDown: () => void,
+  opts: JournalOptions,
+): Journal {
+  const APPLY_MS = opts.applyMs ?? 50;
+  const APPLY_ITEMS = opts.applyItems ?? 2000;
+  const log = new WriteLog();
+  let applying = false;
+  let urgent = 0; // a drain waits for everything up to here: apply it without waiting for the timer
+  let timer: NodeJS.Timeout | undefined;
+  const drains: Drain[] = [];
+  let gen = recovered.nextGen;
+  let genFirst = 0;
+  let removedBelow = recovered.nextGen;
+  let closed = false;
+  // Opened with the first write: a store opened only to read (a CLI, the benchmark's check) starts no thread
+  // and preallocates no segment.
+  let h: JournalHandle | undefined;
+  let isDown = false;
+  const kick = kicker(addon, () => h);
+
+  const onDurable = (seq: number, g: number, gFirst: number, error?: string) => {
+    if (g >= gen) {
+      gen = g;
+      genFirst = gFirst;
+    }
+    log.durable(seq);
+    if (error !== undefined) return down(error);
+    schedule();
+  };
+
+  const schedule = () => {
+    const r = log.ready();
+    if (applying || r.n === 0) return;
+    if (urgent >= r.first || r.n >= APPLY_ITEMS || isDown) applyNow();
+    else timer ??= setTimeout(applyNow, APPLY_MS);
+  };
+
+  const applyNow = () => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    if (applying || log.ready().n === 0) return;
+    const { items, seq } = log.take();
+    applying = true;
+    // Called synchronously by the writer's confirmation, so the next batch is sent before anything queued
+    // behind this one (a write of the fallback path after the journal went down).
+    apply(items, seq, (err) => {
+      applying = false;
+      if (err) {
+        log.resend();
+        for (const d of drains.splice(0)) d.reject(err);
+        timer ??= setTimeout(applyNow, APPLY_MS);
+        return;
+      }
+      onApplied(seq);
+      schedule();
+    });
+  };
+
+  const settle = (applied: number) => {
+    for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= applied) drains.splice(i, 1)[0]!.resolve();
+  };
+  const onApplied = (seq: number) => {
+    log.applied(seq);
+    settle(seq);
+    // Every record of the segments before the one being written is applied: they go.
+    if (genFirst > 0 && seq >= genFirst - 1)
+      // Off the event loop (the thread pool): freeing a segment's 8 MiB of extents takes milliseconds.
+      for (; removedBelow < gen; removedBelow++) unlink(`${segmentPrefix(file)}.${hex8(removedBelow)}`, () => {});
+    if (isDown && log.empty) removeAll(file);
+  };
+
+  // The journal failed (a write or fdatasync error): what was not durable is refused, like a failed commit,
+  // what was durable is still applied, and putBatched goes back to the writer thread's commits.
+  const down = (why: string) => {
+    if (isDown) return;
+    isDown = true;
+    const hh = h;
+    h = undefined;
+    try {
+      if (hh !== undefined) addon.journalClose(hh);
+    } catch {
+      // already stopped
+    }
+    log.refuseUndurable(new BackendError(`storage failed: ${why}`));
+    // A drain waits no longer for the writes refused: up to the last durable one, or nothing left at all.
+    for (const d of drains) d.seq = Math.min(d.seq, log.last() ?? 0);
+    settle(0);
+    if (!closed) process.emitWarning(`plinth store: the lease journal stopped (${why}); committing each batch`);
+    onDown();
+    schedule();
+    if (log.empty) removeAll(file);
+  };
+
+  const drain = (): Promise<void> => {
+    const seq = log.last();
+    if (seq === undefined) return Promise.resolve();
+    urgent = Math.max(urgent, seq);
+    schedule();
+    return new Promise((resolve, reject) => drains.push({ seq, resolve, reject }));
+  };
+
+  return {
+    put(item) {
+      let seq: number;
+      try {
+        if (h === undefined && !isDown && !closed)
+          h = addon.journalOpen(
+            segmentPrefix(file),
+            gen,
+            recovered.lastSeq + 1,
+            opts.segmentBytes ?? 8 << 20,
+            onDurable,
+          );
+        if (h === undefined) return undefined;
+        seq = addon.journalAppend(h, encodeItem(item));
+        kick();
+      } catch (err) {
+        down((err as Error).message);
+        return undefined;
+      }
+      return new Promise<void>((resolve, reject) => {
+        log.push({ seq, item, resolve, reject, at: STATS ? performance.now() : 0 });
+      });
+    },
+    pending: log.pending,
+    drain,
+    async close() {
+      if (closed) return;
+      closed = true;
+      const ok = await drain().then(
+        () => true,
+        () => false,
+      );
+      const hh = h;
+      h = undefined;
+      if (hh !== undefined) addon.journalClose(hh);
+      if (timer) clearTimeout(timer);
+      // Anything not applied stays on disk for the next opener's recovery.
+      if (ok && log.empty) removeAll(file);
+      closeSync(lockFd);
+    },
+  };
+}
+
+/**
+ * Wakes the journal's thread once per event-loop turn, after the turn's writes are queued: they share one write
+ * and one fdatasync (woken by the first, it would write that one alone and the rest after its fdatasync).
+ */
+function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): () => void {
+  let due = false;
+  const run = () => {
+    due = false;
+    const h = handle();
+    if (h !== undefined) addon.journalKick(h);
+  };
+  return () => {
+    if (due) return;
+    due = true;
+    setImmediate(run);
+  };
+}
+
+function removeAll(file: string) {
+  for (const s of segments(file)) unlinkQuietly(s.path);
+}
+
+const hex8 = (n: number) => n.toString(16).padStart(8, '0');
+
+function unlinkQuietly(p: string) {
+  try {
+    unlinkSync(p);
+  } catch {
+    // gone already; recovery skips what the applied mark covers anyway
+  }
+}
+
+/** For the benchmark's probe: per fdatasync its size and the oldest write's wait; per write put to durable. */
+function record(stats: BatchStats, log: Entry[], from: number, to: number) {
+  const t = performance.now();
+  stats.sizes.push(to - from);
+  stats.commits.push(t - log[from]!.at);
+  for (let i = from; i < to; i++) stats.waits.push(t - log[i]!.at);
+}
