@@ -313,6 +313,7 @@ export const native = {
   get dhcpBatchIo(): DhcpBatchIo | undefined {
     const l = load();
     return l.caps.dhcpBatchIo ? (l.addon as DhcpBatchIo) : undefined;
+  },
   get leaseJournal(): LeaseJournal | undefined {
     const l = load();
     return l.caps.leaseJournal ? (l.addon as LeaseJournal) : undefined;
