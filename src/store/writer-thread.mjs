@@ -6,6 +6,8 @@
 // Out: { ids, ms, error? } once those batches are committed (or failed; ms: the transaction's time) | { closed: true }
 // Every message that arrives while a transaction runs joins the next one (group commit). WAL checkpoints are
 // this thread's too, between transactions rather than inside one (batch.mjs, groupCommitter).
+import { readlinkSync } from 'node:fs';
+import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import {
@@ -38,6 +40,23 @@ const writer = groupCommitter({
   checkpoint: () => db.pragma('wal_checkpoint(PASSIVE)'),
   checkpointEvery: CHECKPOINT_ITEMS,
 });
+/**
+ * With the journal, this thread's work is off the ACK path: its applies run at the lowest priority (nice 19) so the
+ * event loop, which shares a core with it on a small host, is never kept waiting for the CPU by a large apply
+ * transaction. Set for this thread only (Linux: setpriority on its thread id); set back if it commits ACK-path
+ * batches again (the journal failed), where the kernel allows it.
+ */
+let niced = false;
+function applyPriority(background) {
+  if (niced === background) return;
+  niced = background;
+  try {
+    os.setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), background ? 19 : 0);
+  } catch {
+    // Not Linux, or raising it back is not allowed: the priority stays.
+  }
+}
+
 parentPort.on('message', (m) => {
   if (m.close) {
     writer.flush();
@@ -45,6 +64,7 @@ parentPort.on('message', (m) => {
     parentPort.postMessage({ closed: true });
     return;
   }
+  applyPriority(m.seq !== undefined);
   if (m.seq !== undefined) {
     // A journal apply (sqlite-batch.ts): large and off the ACK path, so it is committed at once, after whatever
     // batches came before it, and the WAL is checkpointed after it.
