@@ -67,6 +67,20 @@ exit 0
   { mode: 0o755 },
 );
 
+/**
+ * The server's lease journal applies to the database file about every 50 ms (src/store/journal.ts); this test reads
+ * the file from another connection, which sees a lease once it is applied: wait until what it reads satisfies `ok`.
+ */
+async function leaseUntil(mac: string, ok: (l: Record<string, string>[]) => boolean) {
+  const end = Date.now() + 10_000;
+  let l = await leaseOf(mac);
+  while (!ok(l) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 100));
+    l = await leaseOf(mac);
+  }
+  return l;
+}
+const POLL = { timeout: 10_000, interval: 100 };
 async function leaseOf(mac: string) {
   const s = openSqliteStore(dbFile);
   try {
@@ -148,9 +162,9 @@ describe('DHCP e2e with real clients', () => {
     const b = await dhclient(C1, 'eth0');
     expect(boundAddr(a.out), a.out).toMatch(/^10\.99\.31\.1\d\d$/);
     expect(boundAddr(b.out), b.out).toMatch(/^10\.99\.32\.1\d\d$/);
-    expect(await leaseOf('52:54:00:31:00:00')).toMatchObject([
-      { state: 'bound', subnet: 'a', address: boundAddr(a.out) },
-    ]);
+    await expect
+      .poll(() => leaseOf('52:54:00:31:00:00'), POLL)
+      .toMatchObject([{ state: 'bound', subnet: 'a', address: boundAddr(a.out) }]);
   });
 
   it('dhclient: a reservation gives the reserved address; a second client never gets the first one', async () => {
@@ -164,11 +178,12 @@ describe('DHCP e2e with real clients', () => {
   });
 
   it('dhclient: release (-r) marks the lease released; the next run gets the same address back', async () => {
-    const before = (await leaseOf('52:54:00:31:00:02'))[0]!.address;
+    const before = (await leaseUntil('52:54:00:31:00:02', (l) => l[0]?.state === 'bound'))[0]!.address;
     const rel = await dhclient(C0, 'eth2', ['-r']);
     expect(rel.code).toBe(0);
-    await new Promise((r) => setTimeout(r, 300));
-    expect((await leaseOf('52:54:00:31:00:02'))[0]).toMatchObject({ state: 'released', address: before });
+    await expect
+      .poll(async () => (await leaseOf('52:54:00:31:00:02'))[0], POLL)
+      .toMatchObject({ state: 'released', address: before });
     const again = await dhclient(C0, 'eth2');
     expect(boundAddr(again.out)).toBe(before);
   });
@@ -183,7 +198,8 @@ describe('DHCP e2e with real clients', () => {
     procs.push(p);
     const addr = /lease of ([\d.]+) obtained/.exec(p.out())![1]!;
     expect(addr).toMatch(/^10\.99\.32\.1\d\d$/);
-    const before = (await leaseOf('52:54:00:32:00:00'))[0]!;
+    // dhclient bound this MAC with hostname "vm" in the first test: wait for udhcpc's own lease.
+    const before = (await leaseUntil('52:54:00:32:00:00', (l) => l[0]?.hostname === 'c1'))[0]!;
     expect(before).toMatchObject({ state: 'bound', hostname: 'c1' });
     await new Promise((r) => setTimeout(r, 1100)); // expiresAt moves on by at least a second
     p.child.kill('SIGUSR1'); // renew: a unicast REQUEST with ciaddr set
@@ -191,7 +207,8 @@ describe('DHCP e2e with real clients', () => {
     while (!/sending renew[\s\S]*lease of [\d.]+ obtained/.test(p.out()) && Date.now() < end)
       await new Promise((r) => setTimeout(r, 100));
     expect(p.out()).toMatch(/sending renew/);
-    const renewed = (await leaseOf('52:54:00:32:00:00'))[0]!;
+    const later = (l: Record<string, string>[]) => Date.parse(l[0]?.expiresAt ?? '') > Date.parse(before.expiresAt!);
+    const renewed = (await leaseUntil('52:54:00:32:00:00', later))[0]!;
     expect(renewed.address).toBe(addr);
     expect(Date.parse(renewed.expiresAt!)).toBeGreaterThan(Date.parse(before.expiresAt!));
     p.child.kill('SIGUSR2'); // release
@@ -212,7 +229,7 @@ describe('DHCP e2e with real clients', () => {
     procs.push(relay);
     const c = await runIn(RC, ['udhcpc', '-i', 'eth0', '-n', '-q', '-f', '-t', '5', '-T', '2', '-s', script], 30_000);
     expect(c.out).toMatch(/lease of 10\.99\.33\.1\d\d obtained/);
-    expect(await leaseOf('52:54:00:33:00:00')).toMatchObject([{ subnet: 'r', state: 'bound' }]);
+    await expect.poll(() => leaseOf('52:54:00:33:00:00'), POLL).toMatchObject([{ subnet: 'r', state: 'bound' }]);
     await relay.stop();
   });
 
