@@ -32,7 +32,10 @@ fetch() { # fetch PKG -> path of the cached .deb
   echo "$f"
 }
 
-kcloud=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1)
+resolve() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1; }
+kcloud=$(resolve || true)
+# No package lists (a fresh host, or lists removed since the last update): read them once, as root can.
+if [ -z "$kcloud" ] && [ "$(id -u)" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || true; kcloud=$(resolve || true); fi
 kgen=${kcloud/-cloud-amd64/-amd64}
 [ -n "$kcloud" ] || { echo "build-images: cannot resolve linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
 
