@@ -1,11 +1,13 @@
 /** Test helpers: a tiny pcap reader, request builders, a loopback DHCP client, a server with a store. */
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { type DhcpPacket, decode, emptyPacket, encode, macBytes } from '../../src/dhcp/packet.js';
 import { type DhcpServer, type DhcpServerOptions, startDhcpServer } from '../../src/dhcp/server.js';
 import { type Bus, createBus, type PlinthEvent } from '../../src/events.js';
-import { silentLogger } from '../../src/log.js';
+import { type Logger, silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 
@@ -216,3 +218,15 @@ export async function testEnv(
 }
 
 export const msgType = (p: DhcpPacket | undefined) => p?.options.get(Opt.MessageType)?.[0];
+
+/** A warn-level logger whose lines (raw JSON text) the test reads. */
+export function capturedLog(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      lines.push(String(chunk));
+      cb();
+    },
+  });
+  return { log: pino({ level: 'warn' }, sink), lines };
+}

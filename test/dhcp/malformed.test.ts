@@ -1,7 +1,5 @@
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type TestEnv, testEnv } from './helpers.js';
+import { capturedLog, type TestEnv, testEnv } from './helpers.js';
 
 let env: TestEnv | undefined;
 afterEach(async () => {
@@ -11,16 +9,7 @@ afterEach(async () => {
 
 describe('malformed packets', () => {
   it('are counted, dropped without a reply, and logged once per source per interval', async () => {
-    const lines: string[] = [];
-    const log = pino(
-      { level: 'warn' },
-      new Writable({
-        write(chunk, _enc, cb) {
-          lines.push(String(chunk));
-          cb();
-        },
-      }),
-    );
+    const { log, lines } = capturedLog();
     env = await testEnv(undefined, { log, malformedLogIntervalMs: 300 });
     const garbage = [Buffer.alloc(10), Buffer.alloc(300, 0xff), Buffer.from('not dhcp at all')];
     for (let i = 0; i < 6; i++) await env.client.send(garbage[i % 3]!, env.p.port);

@@ -5,8 +5,6 @@
  * batch) delivers nothing more; a failed send is reported to the callback, never thrown. Then the server on it:
  * the oversized datagram counted as malformed, a failed reply counted as an error.
  */
-import { Writable } from 'node:stream';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DatagramHandlers, Source } from '../../src/dhcp/bind.js';
 import { NativeDhcpSocket, RING_SLOTS, SLOT_BYTES } from '../../src/dhcp/native-socket.js';
@@ -14,7 +12,7 @@ import { MessageType, Opt } from '../../src/dhcp/options.js';
 import { decode, encode } from '../../src/dhcp/packet.js';
 import { type DhcpBatchIo, native } from '../../src/native/index.js';
 import { ensureAddon } from './addon.js';
-import { ports, request, type TestEnv, testEnv } from './helpers.js';
+import { capturedLog, ports, request, type TestEnv, testEnv } from './helpers.js';
 
 ensureAddon();
 const io = native.dhcpBatchIo;
@@ -176,16 +174,7 @@ describe.skipIf(!io || !sockets)('DHCP sockets on the native path', () => {
 
 describe.skipIf(!io || !sockets)('the DHCP server on the native path', () => {
   it('counts an oversized datagram as malformed, logged with the malformed log, no reply', async () => {
-    const lines: string[] = [];
-    const log = pino(
-      { level: 'warn' },
-      new Writable({
-        write(chunk, _enc, cb) {
-          lines.push(String(chunk));
-          cb();
-        },
-      }),
-    );
+    const { log, lines } = capturedLog();
     env = await testEnv(undefined, { log });
     await env.client.send(Buffer.alloc(3000, 1), env.p.port);
     await until(() => env!.server.stats.malformed > 0, 1000);
