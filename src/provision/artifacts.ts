@@ -12,6 +12,7 @@ import { filesCluster } from '../files/cluster.js';
 import { confineLexical } from '../files/confine.js';
 import { fileInfo } from '../files/store-files.js';
 import type { Logger } from '../log.js';
+import { rateLimitedLog } from '../log-limit.js';
 import type { BootEnv } from '../model/bootenv.js';
 import type { Store } from '../store/store.js';
 
@@ -30,6 +31,9 @@ export type Readiness = { ready: boolean; artifacts: ArtifactState[]; missing: s
 
 export function artifactCheck(deps: ArtifactDeps) {
   const { store, log, filesDir } = deps;
+  // A pinned blob no source has is asked for at every readiness check and boot (peers.ts's failure memo keeps
+  // that from refetching, not from logging): one line per digest per minute, counting the ones left out.
+  const limited = rateLimitedLog(log, 60_000);
   const info = (rel: string) => fileInfo(store, filesDir, rel).catch(() => undefined);
 
   /**
@@ -69,7 +73,12 @@ export function artifactCheck(deps: ArtifactDeps) {
     try {
       return (await stat(await cluster.ensureBlob(sha256))).size;
     } catch (err) {
-      log.warn({ err: (err as Error).message, sha256 }, 'artifact: no peer or origin gave its pinned blob');
+      limited(
+        'warn',
+        `pinned:${sha256}`,
+        { err: (err as Error).message, sha256 },
+        'artifact: no peer or origin gave its pinned blob',
+      );
       return undefined;
     }
   };

@@ -256,6 +256,22 @@ describe.skipIf(!PG_URL)('files across daemons on one PostgreSQL inventory', () 
     }
   });
 
+  it('a pinned digest no source has is logged once a minute, not at every readiness check', async () => {
+    const digest = sha(randomBytes(64));
+    const be = {
+      name: 'nowhere-1',
+      kernel: 'nowhere/vmlinuz',
+      artifacts: [{ path: 'nowhere/vmlinuz', sha256: digest }],
+    };
+    expect((await api(a, 'POST', '/bootenvs', be)).status).toBe(201);
+    for (let i = 0; i < 4; i++) {
+      const st = (await (await api(a, 'GET', '/bootenvs/nowhere-1/status')).json()) as { ready: boolean };
+      expect(st.ready).toBe(false);
+    }
+    const warned = a.lines.filter((l) => l.includes('no peer or origin gave its pinned blob') && l.includes(digest));
+    expect(warned).toHaveLength(1);
+  });
+
   it('an iPXE loader uploaded through A is offered by B (its /info lists it from the file store) and served from A', async () => {
     const body = randomBytes(9000);
     await put(a, 'ipxe.efi', body);
