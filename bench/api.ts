@@ -18,6 +18,7 @@ import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFi
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createNamespace, deleteNamespace, ipn, type NsProcess, spawnIn } from '../src/lab/netns.js';
+import { DAEMON_NODE_FLAGS } from '../src/node-flags.js';
 import { nginxCommand } from './nginx.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -53,6 +54,7 @@ function startDaemon(): ChildProcess {
       '-c',
       '0',
       process.execPath,
+      ...DAEMON_NODE_FLAGS,
       '--import',
       'tsx',
       path.join(ROOT, 'src/main.ts'),

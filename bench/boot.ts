@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { nsCurl } from '../src/lab/api.js';
 import { createNamespace, deleteNamespace, ipn, type NsProcess, spawnIn } from '../src/lab/netns.js';
+import { DAEMON_NODE_FLAGS } from '../src/node-flags.js';
 import { nginxCommand } from './nginx.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -54,6 +55,7 @@ async function main() {
       '-c',
       '0',
       process.execPath,
+      ...DAEMON_NODE_FLAGS,
       '--import',
       'tsx',
       path.join(ROOT, 'src/main.ts'),

@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
+import { DAEMON_NODE_FLAGS } from '../src/node-flags.js';
 import { openPgStore } from '../src/store/pg.js';
 import { type Proc, startIn } from '../test/e2e/dhcp-netns.js';
 
@@ -149,6 +150,7 @@ export function plinthPgServer(
               ctx.pinServer([
                 ...(inFlight ? ['env', `PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []),
                 process.execPath,
+                ...DAEMON_NODE_FLAGS,
                 '--import',
                 'tsx',
                 path.join(ctx.root, 'bench/dhcp-pg-run.ts'),

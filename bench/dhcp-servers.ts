@@ -3,7 +3,7 @@
  * a baseline one), dnsmasq and kea-dhcp4; and the helpers that read a step's figures (CPU time from
  * /proc/PID/task/TID/schedstat, perfdhcp's per-exchange timestamps).
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { type Proc, startIn } from '../test/e2e/dhcp-netns.js';
@@ -31,8 +31,22 @@ export type Server = {
   after?(proc: Proc, step: number, acked: string[]): Promise<string>;
 };
 
+/**
+ * The node flags a checkout's daemon is started with: those of its `npm start` (src/node-flags.ts keeps them in
+ * step), so a baseline checkout runs as it was launched in its day and this one as it is now.
+ */
+export function startFlags(checkout: string): string[] {
+  const pkg = path.join(checkout, 'package.json');
+  if (!existsSync(pkg)) return [];
+  const start = (JSON.parse(readFileSync(pkg, 'utf8')) as { scripts?: { start?: string } }).scripts?.start ?? '';
+  const words = start.split(/\s+/);
+  const script = words.findIndex((w, i) => i > 0 && !w.startsWith('-'));
+  return words.slice(1, script < 0 ? undefined : script).filter((w) => w !== '--enable-source-maps');
+}
+
 export function plinthServer(name: string, checkout: string, ctx: BenchContext): Server {
   const { tmp, pool: POOL, pinServer, ns: SRV } = ctx;
+  const launch = startFlags(checkout);
   return {
     name,
     async start(step) {
@@ -59,6 +73,7 @@ export function plinthServer(name: string, checkout: string, ctx: BenchContext):
             : []),
           ...pinServer([
             process.execPath,
+            ...launch,
             ...ctx.nodeFlags,
             ...prof,
             ...probe,

@@ -25,6 +25,7 @@ import { chmod, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { DAEMON_NODE_FLAGS } from '../src/node-flags.js';
 import { createNetns, deleteNetns, runIn, startServer } from '../test/e2e/tftp-netns.js';
 
 const { values } = parseArgs({
@@ -101,6 +102,7 @@ const plinthCmd =
   (...extra: string[]) =>
   (root: string, ip: string) => [
     process.execPath,
+    ...DAEMON_NODE_FLAGS,
     '--import',
     'tsx',
     path.join(repo, 'test/e2e/tftp-run.ts'),

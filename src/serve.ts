@@ -3,6 +3,7 @@ import { ConfigError, helpText, loadConfig } from './config.js';
 import { StartupError, startDaemon } from './daemon.js';
 import { createLogger, type Logger } from './log.js';
 import { rateLimited } from './log-limit.js';
+import { missingNodeFlags } from './node-flags.js';
 
 /**
  * What a stray error does to the process. A rejected promise nobody awaited (a background task's failure, e.g.
@@ -53,6 +54,12 @@ export async function serve(argv: string[]): Promise<void> {
   }
   const log = createLogger(cfg.logLevel);
   installProcessHandlers(log);
+  const missing = missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
+  if (missing.length)
+    log.info(
+      { missing },
+      "node was started without the daemon's flags (npm start and contrib/plinth.service give them): V8's default young generation makes DHCP replies wait 4-6 ms at each scavenge",
+    );
   let daemon: Awaited<ReturnType<typeof startDaemon>>;
   try {
     daemon = await startDaemon(cfg, log);
