@@ -128,6 +128,20 @@ describe.skipIf(!native.leaseJournal)('the lease journal', () => {
     await again.close();
   });
 
+  it('writes beyond the backlog bound are refused, not queued, and accepted again once applied', async () => {
+    const file = dbFile();
+    // Nothing applied on its own: the backlog only grows until a read drains it.
+    const store = openSqliteStore(file, { applyMs: 600_000, applyItems: 1e9, maxBacklog: 5 });
+    for (let i = 0; i < 5; i++) await store.putBatched('leases', `k${i}`, { v: i });
+    const refused = store.putBatched('leases', 'k5', { v: 5 });
+    await expect(refused).rejects.toBeInstanceOf(BackendError);
+    await expect(refused).rejects.toThrow(/storage backlog/);
+    expect(await store.get('leases', 'k5')).toBeUndefined(); // the read drains the five into SQLite
+    await store.putBatched('leases', 'k5', { v: 5 });
+    expect((await store.list('leases')).items.map((i) => i.key)).toEqual(['k0', 'k1', 'k2', 'k3', 'k4', 'k5']);
+    await store.close();
+  });
+
   it('a record holds the write byte for byte, whatever its characters', async () => {
     const file = dbFile();
     const store = openSqliteStore(file, { applyMs: 600_000, applyItems: 1e9 });
