@@ -55,6 +55,8 @@ function startDaemon(): ChildProcess {
       '0',
       process.execPath,
       ...DAEMON_NODE_FLAGS,
+      // BENCH_NODE_FLAGS: extra node flags for the daemon (e.g. --cpu-prof --cpu-prof-dir=DIR: it stops with SIGTERM).
+      ...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []),
       '--import',
       'tsx',
       path.join(ROOT, 'src/main.ts'),
