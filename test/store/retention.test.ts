@@ -138,7 +138,17 @@ describe.each(all)('lease sweep ($name)', (b) => {
     ];
     await Promise.all(docs.map((d) => s.putBatched('leases', d.address, d)));
     const now = new Date().toISOString();
-    expect(await s.expireLeases!(now)).toEqual(['10.0.0.1', '10.0.0.2']);
+    const ev = (l: { key: string; mac: string; subnet: string }) => ({ type: 'lease.expired', key: l.key, data: l });
+    expect(await s.expireLeases!(now, { event: ev })).toEqual([
+      { key: '10.0.0.1', mac: 'aa:1', subnet: 'lab' },
+      { key: '10.0.0.2', mac: 'aa:2', subnet: 'lab' },
+    ]);
+    // PostgreSQL: one event per lease marked, in the same transaction (SQLite has no event log).
+    if (s.events)
+      expect((await s.events.since(0)).map((e) => [e.type, e.key, e.data])).toEqual([
+        ['lease.expired', '10.0.0.1', { key: '10.0.0.1', mac: 'aa:1', subnet: 'lab' }],
+        ['lease.expired', '10.0.0.2', { key: '10.0.0.2', mac: 'aa:2', subnet: 'lab' }],
+      ]);
     for (const d of docs) {
       const got = (await s.get('leases', d.address))!;
       const swept = d.address === '10.0.0.1' || d.address === '10.0.0.2';
@@ -147,6 +157,25 @@ describe.each(all)('lease sweep ($name)', (b) => {
       expect(updatedAt !== undefined).toBe(swept);
       expect(got.etag).toBe(etagOf(got.json));
     }
-    expect(await s.expireLeases!(now)).toEqual([]);
+    expect(await s.expireLeases!(now, { event: ev })).toEqual([]);
+    if (s.events) expect(await s.events.since(0)).toHaveLength(2);
+  });
+
+  it('marks and logs nothing for a lease that had not ended by `before`, nor past the limit', async () => {
+    const s = await (await b.db()).open();
+    const doc = {
+      address: '10.0.0.9',
+      subnet: 'lab',
+      mac: 'aa:9',
+      state: 'bound',
+      expiresAt: '2020-01-01T00:00:00.000Z',
+    };
+    await s.putBatched('leases', doc.address, doc);
+    const ev = (l: { key: string }) => ({ type: 'lease.expired', key: l.key, data: l });
+    // `before` earlier than the lease's end: nothing is marked, nothing logged; the limit is honoured.
+    expect(await s.expireLeases!('2019-01-01T00:00:00.000Z', { event: ev })).toEqual([]);
+    expect(await s.expireLeases!(new Date().toISOString(), { limit: 0, event: ev })).toEqual([]);
+    if (s.events) expect(await s.events.since(0)).toEqual([]);
+    expect((await s.get('leases', doc.address))?.doc.state).toBe('bound');
   });
 });
