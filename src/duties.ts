@@ -31,7 +31,10 @@ export type DutyOptions = {
   retentionMs?: number;
 };
 
-/** The `lease.expired` the sweep publishes: the same as a daemon's reclaim pass publishes without a shared table. */
+/**
+ * The `lease.expired` the sweep publishes for a lease that was bound: the same as a daemon's reclaim pass publishes
+ * without a shared table (an offer that ran out is not announced there either).
+ */
 export const expiredEvent = (l: ExpiredLease): EventInput => ({
   type: 'lease.expired',
   key: l.key,
@@ -69,12 +72,12 @@ export function startDuties(
       const before = new Date(Date.now() - (o.leaseGraceMs ?? 10_000)).toISOString();
       // Each event in the marks' transaction: the other daemons' SSE subscribers hear of exactly these.
       const marked = await expire
-        .call(store, before, { event: (l) => loggedEvent(expiredEvent(l)) })
+        .call(store, before, { event: (l) => (l.was === 'bound' ? loggedEvent(expiredEvent(l)) : undefined) })
         .catch((err: Error) => {
           log.warn({ err }, 'lease sweep failed; retried at the next sweep');
           return [];
         });
-      for (const l of marked) bus?.emit(expiredEvent(l));
+      for (const l of marked) if (l.was === 'bound') bus?.emit(expiredEvent(l));
       if (marked.length) log.info({ expired: marked.length, first: marked[0]!.key }, 'ended leases marked expired');
     };
     stops.push(whileLeading(lead, every(o.leaseSweepMs ?? 10_000, sweep), log));

@@ -457,6 +457,8 @@ class MemoryLeaseTable implements LeaseTable {
 
   drop(address: string): void {
     const ip = ipInt(address);
+    // A catch-up read out now may still return the row: it must not bring it back.
+    this.touched?.add(ip);
     const r = this.byIp.get(ip);
     if (!r) return;
     this.byIp.delete(ip);

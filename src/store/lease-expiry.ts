@@ -19,11 +19,14 @@ export function expiredJson(json: string, now: string): string {
   return JSON.stringify({ ...(JSON.parse(json) as object), state: 'expired', updatedAt: now });
 }
 
-const expired = (key: string, doc: { mac?: unknown; subnet?: unknown }): ExpiredLease => ({
+type Fields = { mac?: unknown; subnet?: unknown; state?: unknown };
+const expired = (key: string, doc: Fields): ExpiredLease => ({
   key,
   mac: String(doc.mac ?? ''),
   subnet: String(doc.subnet ?? ''),
+  was: doc.state === 'offered' ? 'offered' : 'bound',
 });
+const byKey = (a: ExpiredLease, b: ExpiredLease) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /** `serverId`, `channel`: the event log's (pg-events.ts), for the events the caller asks for. */
 export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string) {
@@ -55,8 +58,17 @@ export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string)
           before,
         ],
       );
-      const marked = u.rows.map((x) => expired(x.key, x)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      if (o.event) await appendEvents(c, serverId, channel, marked.map(o.event));
+      // The state each had is the one read: the UPDATE wrote only rows still at the etag read.
+      const was = new Map(r.rows.map((x) => [x.key, (JSON.parse(x.body) as Fields).state]));
+      const marked = u.rows.map((x) => expired(x.key, { ...x, state: was.get(x.key) })).sort(byKey);
+      const event = o.event;
+      if (event)
+        await appendEvents(
+          c,
+          serverId,
+          channel,
+          marked.flatMap((l) => event(l) ?? []),
+        );
       await c.query('COMMIT');
       return marked;
     } catch (err) {
@@ -84,7 +96,7 @@ export function sqliteExpireLeases(db: Database.Database) {
     for (const row of select.all(before, limit)) {
       const json = expiredJson(row.doc, now);
       update.run(json, etagOf(json), row.key);
-      marked.push(expired(row.key, JSON.parse(json) as { mac?: unknown; subnet?: unknown }));
+      marked.push(expired(row.key, JSON.parse(row.doc) as Fields));
     }
     return marked;
   });

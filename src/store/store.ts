@@ -97,9 +97,10 @@ export type LeadershipOptions = {
  * clientId or MAC) holds by constraint (PostgreSQL) or within the write transaction (SQLite).
  */
 export type LeaseClaim = { doc: Doc & { address: string; subnet: string; mac: string; state: string }; now: string };
-/** A lease the sweep marked expired: what its `lease.expired` event says. */
-export type ExpiredLease = { key: string; mac: string; subnet: string };
-export type ExpireOptions = { limit?: number; event?: (l: ExpiredLease) => ChangeEvent };
+/** A lease the sweep marked expired: what its `lease.expired` event says, and the state it had (`was`). */
+export type ExpiredLease = { key: string; mac: string; subnet: string; was: 'offered' | 'bound' };
+/** `event`: the event to log for a lease marked (undefined: none). */
+export type ExpireOptions = { limit?: number; event?: (l: ExpiredLease) => ChangeEvent | undefined };
 /** `docs`: the rows as stored now (each once, in no particular order); `cursor`: where the next call starts. */
 export type LeaseChanges = { cursor: string; docs: Doc[] };
 /** `holder`: the lease that kept the address (or the client's other lease when the client lost a race), if read. */

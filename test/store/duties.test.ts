@@ -84,9 +84,12 @@ describe('singleton duties on PostgreSQL', () => {
     const b = await daemon(s2, 'rack-b');
     const ended = { subnet: 'lab', mac: 'aa:01', state: 'bound', expiresAt: '2020-01-01T00:00:00.000Z' };
     await s2.putBatched('leases', '10.0.0.1', { address: '10.0.0.1', ...ended });
+    // An offer that ran out is marked too, and announced nowhere (as a daemon's own reclaim pass does).
+    await s2.putBatched('leases', '10.0.0.9', { address: '10.0.0.9', ...ended, mac: 'aa:09', state: 'offered' });
     for (let i = 0; i < 5; i++) await s2.create('machines', `m${i}`, { name: `m${i}` }, [], { event: { type: 'x' } });
 
     expect(await until(async () => (await s2.get('leases', '10.0.0.1'))?.doc.state === 'expired')).toBe(true);
+    expect((await s2.get('leases', '10.0.0.9'))?.doc.state).toBe('expired');
     // lease.expired, once: on the leader's bus as it marks it, on the other's from the event log.
     const one = [['10.0.0.1', { mac: 'aa:01', subnet: 'lab' }]];
     expect(await until(() => expiredOf(b.heard).length > 0)).toBe(true);
