@@ -112,7 +112,7 @@ describe('lease table on a shared store', () => {
     expect(b.usable(subnet, mac(4), y, undefined)).toBe(false);
   });
 
-  it('catchUp leaves alone an address this daemon writes while the read is out', async () => {
+  it('catchUp leaves alone an address this daemon writes or drops while the read is out', async () => {
     const db = await pgBackend.db();
     const open = async () =>
       loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, scanStart: () => 0 });
@@ -128,5 +128,12 @@ describe('lease table on a shared store', () => {
     // The next read brings B's own row, the same.
     expect(await b.catchUp()).toBe(0);
     expect(b.get(w)).toMatchObject({ mac: '52:54:00:00:03:02', state: 'bound' });
+    // A lease the API deletes (leases.deleted: drop) while a read that still has its row is out stays gone.
+    const v = '10.99.1.10';
+    await a.bind(subnet, { mac: '52:54:00:00:03:03' }, v, 3600);
+    const out = b.catchUp()!;
+    b.drop(v);
+    await out;
+    expect(b.get(v)).toBeUndefined();
   });
 });
