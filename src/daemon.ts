@@ -95,7 +95,7 @@ export async function startDaemon(
   await seedStore(store, bus, log, path.resolve(cfg.bootenvsDir));
   const admin = await adminToken(store, dataDir, env, log);
   if (admin) return fail(admin);
-  closers.push(startDuties(store, leadership, log, opts.duties));
+  closers.push(startDuties(store, leadership, log, opts.duties, bus));
 
   const listeners: Record<string, unknown> = {};
   // `cluster.leader` (1/0) is what a `plinth_leader` gauge reads (GET /metrics).

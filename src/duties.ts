@@ -1,22 +1,26 @@
 /**
  * The daemon's singleton duties (issue 17), each run by the leading daemon only (src/leader.ts) and moved to
- * another when it dies: the sweep of expired machine tokens, the sweep of ended leases in a shared lease table,
- * and the event log's retention. The rollout driver is the fleet's (src/fleet/index.ts).
+ * another when it dies: the sweep of expired machine tokens, the sweep of ended leases in a shared lease table
+ * (with their `lease.expired` events), and the event log's retention. The rollout driver is the fleet's
+ * (src/fleet/index.ts).
  */
+import type { Bus, EventInput } from './events.js';
 import { pruneExpiredTokens } from './inventory/tokens.js';
 import { every, type Leadership, whileLeading } from './leader.js';
 import type { Logger } from './log.js';
-import type { Store } from './store/store.js';
+import { loggedEvent } from './peer-events.js';
+import type { ExpiredLease, Store } from './store/store.js';
 
 export type DutyOptions = {
   /** Between token sweeps (default 1 h). */
   tokenSweepMs?: number;
-  /** Between lease sweeps (default 60 s). */
+  /** Between lease sweeps (default 10 s: each daemon's own reclaim pass runs as often). */
   leaseSweepMs?: number;
   /**
-   * How long a lease stays offered/bound in the table after its end before the sweep marks it (default 60 s):
-   * each DHCP daemon reclaims the leases it holds (every 10 s) and publishes `lease.expired`; the sweep is for the
-   * rest, which no live daemon holds.
+   * How long a lease stays offered/bound in the table after its end before the sweep marks it (default 10 s): the
+   * leader's clock decides, so this is the skew between daemons' clocks the sweep tolerates before it could free
+   * an address another daemon still counts as held. The sweep is the shared table's one writer of ended leases and
+   * publisher of their `lease.expired` (each daemon's reclaim pass only updates its memory).
    */
   leaseGraceMs?: number;
   /** The event log's window: events older than this go (default 24 h)... */
@@ -27,8 +31,28 @@ export type DutyOptions = {
   retentionMs?: number;
 };
 
-/** Starts the duties under `lead`; returns the closer (stops them and waits for a run in progress). */
-export function startDuties(store: Store, lead: Leadership, log: Logger, o: DutyOptions = {}): () => Promise<void> {
+/**
+ * The `lease.expired` the sweep publishes for a lease that was bound: the same as a daemon's reclaim pass publishes
+ * without a shared table (an offer that ran out is not announced there either).
+ */
+export const expiredEvent = (l: ExpiredLease): EventInput => ({
+  type: 'lease.expired',
+  key: l.key,
+  data: { mac: l.mac, subnet: l.subnet },
+});
+
+/**
+ * Starts the duties under `lead`; returns the closer (stops them and waits for a run in progress). `bus`: where
+ * this daemon publishes what its duties did (the leases the sweep marked); the other daemons publish it from the
+ * event log (src/peer-events.ts).
+ */
+export function startDuties(
+  store: Store,
+  lead: Leadership,
+  log: Logger,
+  o: DutyOptions = {},
+  bus?: Bus,
+): () => Promise<void> {
   const stops = [
     whileLeading(
       lead,
@@ -45,14 +69,18 @@ export function startDuties(store: Store, lead: Leadership, log: Logger, o: Duty
   // SQLite's one daemon keeps every lease in its index and reclaims them itself.
   if (store.sharedLeases && expire) {
     const sweep = async () => {
-      const before = new Date(Date.now() - (o.leaseGraceMs ?? 60_000)).toISOString();
-      const marked = await expire.call(store, before).catch((err: Error) => {
-        log.warn({ err }, 'lease sweep failed; retried at the next sweep');
-        return [];
-      });
-      if (marked.length) log.info({ expired: marked.length, first: marked[0] }, 'ended leases marked expired');
+      const before = new Date(Date.now() - (o.leaseGraceMs ?? 10_000)).toISOString();
+      // Each event in the marks' transaction: the other daemons' SSE subscribers hear of exactly these.
+      const marked = await expire
+        .call(store, before, { event: (l) => (l.was === 'bound' ? loggedEvent(expiredEvent(l)) : undefined) })
+        .catch((err: Error) => {
+          log.warn({ err }, 'lease sweep failed; retried at the next sweep');
+          return [];
+        });
+      for (const l of marked) if (l.was === 'bound') bus?.emit(expiredEvent(l));
+      if (marked.length) log.info({ expired: marked.length, first: marked[0]!.key }, 'ended leases marked expired');
     };
-    stops.push(whileLeading(lead, every(o.leaseSweepMs ?? 60_000, sweep), log));
+    stops.push(whileLeading(lead, every(o.leaseSweepMs ?? 10_000, sweep), log));
   }
   const events = store.events;
   if (events) {

@@ -7,7 +7,12 @@
 import { reportEventGap } from './event-gaps.js';
 import type { Bus, EventInput } from './events.js';
 import type { Logger } from './log.js';
-import type { EventGap, LoggedEvent, Store } from './store/store.js';
+import type { ChangeEvent, EventGap, LoggedEvent, Store } from './store/store.js';
+
+/** A bus event as a writer appends it to the log, so a peer can publish the same (peerEvent). */
+export function loggedEvent(e: EventInput): ChangeEvent {
+  return { type: e.type, ...(e.key === undefined ? {} : { key: e.key }), data: e };
+}
 
 /** What a writer appends as `event.data`: the bus event it published, so a peer can publish the same. */
 export function peerEvent(e: LoggedEvent): EventInput | undefined {

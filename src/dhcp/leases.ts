@@ -7,6 +7,9 @@
  * cannot both take one address. On a store other daemons write too (PostgreSQL, `store.sharedLeases`), the
  * index is this daemon's view only: every lease write is a claimLease (the database refuses an address another
  * client holds), an offer is claimed before it leaves, and a lost claim teaches the index the holder's lease.
+ * The index also follows the rows the others write (catchUp, `store.leaseChanges`, run every second by the
+ * server), so allocation, the offer cap's held counts, RELEASE, DECLINE and INIT-REBOOT see their leases too; and
+ * ended leases are marked in memory only, the leader's sweep being the table's one writer of them (duties.ts).
  */
 import { type Bus, isoClock } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
@@ -48,6 +51,9 @@ export type LeaseTableDeps = {
 /** The lease table with every lease of the store loaded. */
 export async function loadLeaseTable(deps: LeaseTableDeps): Promise<LeaseTable> {
   const table = new MemoryLeaseTable(deps);
+  // Where following the others' writes starts: before the load, so nothing written meanwhile is missed (what the
+  // load already has comes again, the same).
+  if (deps.store.sharedLeases && deps.store.leaseChanges) table.cursor = (await deps.store.leaseChanges()).cursor;
   for (const it of (await deps.store.list('leases')).items) table.load(it.doc as Lease);
   return table;
 }
@@ -59,6 +65,15 @@ function hashStart(c: Client, size: number): number {
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
   return (h >>> 0) % size;
 }
+
+/** Whether a stored lease says what the index's record says (its updatedAt aside). */
+const same = (r: LeaseRec, d: Lease) =>
+  r.state === d.state &&
+  r.expiresAt === d.expiresAt &&
+  r.mac === d.mac &&
+  r.subnet === d.subnet &&
+  r.clientId === d.clientId &&
+  r.hostname === d.hostname;
 
 const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
 const inRange = (s: SubnetInfo, ip: number) => ip >= s.start && ip <= s.end;
@@ -76,6 +91,13 @@ class MemoryLeaseTable implements LeaseTable {
   // Two formatters, each caching its own minute: now (updatedAt) and now + a lease time (expiresAt).
   private readonly isoNow = isoClock();
   private readonly isoLater = isoClock();
+  /** Where catchUp reads from (shared store only). */
+  cursor: string | undefined;
+  // The addresses this daemon is writing (claims in flight), and those it wrote or began writing since the
+  // catch-up read in flight was sent: a row that read returns for them may be older than the index (catchUp).
+  private readonly writing = new Map<number, number>();
+  private touched: Set<number> | undefined;
+  private catching: Promise<number> | undefined;
 
   constructor(private readonly deps: LeaseTableDeps) {
     this.now = deps.now ?? Date.now;
@@ -124,22 +146,78 @@ class MemoryLeaseTable implements LeaseTable {
 
   // False: another daemon's client holds the address (shared store only); the index has learnt its lease.
   private write(rec: LeaseRec): Promise<boolean> {
-    const { ip: _ip, exp: _exp, ...doc } = rec;
+    const { ip, exp: _exp, ...doc } = rec;
     const { store } = this.deps;
     if (!store.sharedLeases || !store.claimLease) return store.putBatched('leases', rec.address, doc).then(() => true);
-    return store.claimLease({ doc, now: new Date(this.now()).toISOString() }).then((r) => {
-      if (r.ok) return true;
-      if (r.holder) this.learn(r.holder as Lease);
-      return false;
-    });
+    this.writing.set(ip, (this.writing.get(ip) ?? 0) + 1);
+    this.touched?.add(ip);
+    const settled = () => {
+      const n = this.writing.get(ip)! - 1;
+      if (n > 0) this.writing.set(ip, n);
+      else this.writing.delete(ip);
+      this.touched?.add(ip);
+    };
+    return store.claimLease({ doc, now: new Date(this.now()).toISOString() }).then(
+      (r) => {
+        settled();
+        if (r.ok) return true;
+        if (r.holder) this.learn(r.holder as Lease);
+        return false;
+      },
+      (err) => {
+        settled();
+        throw err;
+      },
+    );
   }
 
-  /** Another daemon's lease: replaces what the index had at its address. */
+  /** Another daemon's lease: replaces what the index had at its address (the held counts follow). */
   private learn(d: Lease): void {
-    if (typeof d.address !== 'string') return;
-    const old = this.byIp.get(ipInt(d.address));
+    if (typeof d.address !== 'string' || typeof d.mac !== 'string' || typeof d.expiresAt !== 'string') return;
+    const ip = ipInt(d.address);
+    const old = this.byIp.get(ip);
     if (old) this.unindex(old);
-    this.load(d);
+    const rec: LeaseRec = { ...d, ip, exp: Date.parse(d.expiresAt) || 0 };
+    this.byIp.set(ip, rec);
+    if (rec.state !== 'declined') this.index(rec);
+    const t = this.now();
+    this.heldCounts.moved(ip, isHeld(old, t), isHeld(rec, t));
+  }
+
+  catchUp(): Promise<number> | undefined {
+    const { store } = this.deps;
+    if (!store.sharedLeases || !store.leaseChanges || this.cursor === undefined) return undefined;
+    this.catching ??= this.readChanges(store.leaseChanges.bind(store)).finally(() => {
+      this.catching = undefined;
+    });
+    return this.catching;
+  }
+
+  /**
+   * One catch-up read. A row for an address this daemon was writing while the read was out is left alone: its own
+   * write may be newer than the row read (the read's snapshot may predate its COMMIT), and its claim's outcome
+   * taught the index already (won: its lease; lost: the holder's).
+   */
+  private async readChanges(read: NonNullable<Store['leaseChanges']>): Promise<number> {
+    const touched = new Set<number>(this.writing.keys());
+    this.touched = touched;
+    let n = 0;
+    try {
+      const got = await read(this.cursor);
+      for (const doc of got.docs as Lease[]) {
+        if (typeof doc.address !== 'string') continue;
+        const ip = ipInt(doc.address);
+        if (touched.has(ip)) continue;
+        const r = this.byIp.get(ip);
+        if (r && same(r, doc)) continue;
+        this.learn(doc);
+        n++;
+      }
+      this.cursor = got.cursor;
+    } finally {
+      if (this.touched === touched) this.touched = undefined;
+    }
+    return n;
   }
 
   claimOffer(rec: LeaseRec): Promise<boolean> | undefined {
@@ -357,15 +435,19 @@ class MemoryLeaseTable implements LeaseTable {
 
   reclaim(): number {
     const t = this.now();
+    // On a shared table every daemon holding the lease would write it and publish its end: the leader's sweep
+    // does both, once (src/duties.ts). Here only the index learns it; a claim decides by expiresAt anyway.
+    const shared = this.deps.store.sharedLeases === true;
     let n = 0;
     for (const r of this.byIp.values()) {
       if ((r.state === 'bound' || r.state === 'offered') && r.exp <= t) {
         const was = r.state;
         r.state = 'expired';
         r.updatedAt = new Date(t).toISOString();
-        if (was === 'bound') this.persistLater(r);
-        if (was === 'bound')
+        if (was === 'bound' && !shared) {
+          this.persistLater(r);
           this.deps.bus.emit({ type: 'lease.expired', key: r.address, data: { mac: r.mac, subnet: r.subnet } });
+        }
         n++;
       }
     }
@@ -375,6 +457,8 @@ class MemoryLeaseTable implements LeaseTable {
 
   drop(address: string): void {
     const ip = ipInt(address);
+    // A catch-up read out now may still return the row: it must not bring it back.
+    this.touched?.add(ip);
     const r = this.byIp.get(ip);
     if (!r) return;
     this.byIp.delete(ip);

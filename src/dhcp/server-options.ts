@@ -49,6 +49,8 @@ export type DhcpServerOptions = {
   offerSeconds?: number;
   declineSeconds?: number;
   reclaimIntervalMs?: number;
+  /** On a shared lease table: how often the index reads the rows other daemons wrote (default 1000 ms). */
+  leaseFollowMs?: number;
   malformedLogIntervalMs?: number;
   /** Interface rescan period in auto mode (default 30 s). */
   rescanIntervalMs?: number;

@@ -14,7 +14,7 @@ import { announceBoot, bootDecider } from './boot.js';
 import { Connections, type Listener, localAddresses } from './connection.js';
 import { backgroundGuard, malformedLog, onceWarnings, rogueWatch } from './guard.js';
 import { ipStr } from './ip.js';
-import { loadLeaseTable } from './leases.js';
+import { type LeaseTable, loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
 import { Opt, relayInfo } from './options.js';
@@ -160,6 +160,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       : undefined;
 
   const reclaimTimer = reclaimEvery(leases, guard, opts.reclaimIntervalMs ?? 10_000);
+  const followTimer = followEvery(leases, guard, opts.leaseFollowMs ?? 1000);
 
   return {
     stats,
@@ -167,6 +168,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     inventory,
     async close() {
       clearInterval(reclaimTimer);
+      clearInterval(followTimer);
       offLeases();
       machines.close();
       if (ownInventory) inventory.close();
@@ -188,6 +190,21 @@ function reclaimEvery(leases: { reclaim(): unknown }, guard: ReturnType<typeof b
     } catch (err) {
       guard.failed('reclaiming expired leases', err);
     }
+  }, ms);
+  timer.unref();
+  return timer;
+}
+
+/**
+ * On a shared lease table: the rows other daemons wrote, into the index every `ms` (one read at a time); a failure
+ * (the database away) is the guard's to log, and the next read starts where the last good one ended.
+ */
+function followEvery(leases: LeaseTable, guard: ReturnType<typeof backgroundGuard>, ms: number) {
+  const timer = setInterval(() => {
+    leases.catchUp()?.then(
+      () => guard.passed('following the lease table'),
+      (err) => guard.failed('following the lease table', err),
+    );
   }, ms);
   timer.unref();
   return timer;

@@ -399,6 +399,9 @@ async function decline(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   const { requested, subnet, client } = a;
   if (!requested || a.serverId === undefined || !env.isOurs(a.serverId, a.server))
     return silence('DECLINE without 50 or 54 naming this server', 'ignored');
+  // Another daemon on the inventory may have given the lease (issue 17): the store says, as for a REQUEST.
+  const fresh = env.leases.refresh(requested, client);
+  if (fresh) await fresh;
   const l = env.leases.get(requested);
   if (!(l && l.state !== 'declined' && belongsTo(l, client)))
     return silence(`DECLINE of ${requested}, not this client's`);
@@ -425,6 +428,8 @@ async function release(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     );
     return silence('RELEASE without 54 naming this server', 'ignored');
   }
+  const fresh = pkt.ciaddr === '0.0.0.0' ? undefined : env.leases.refresh(pkt.ciaddr, a.client);
+  if (fresh) await fresh;
   if (pkt.ciaddr === '0.0.0.0' || !(await env.leases.release(pkt.ciaddr, a.client)))
     return silence(`RELEASE of ${pkt.ciaddr}, not this client's`);
   env.offers.settle(ipInt(pkt.ciaddr), subnet.name);

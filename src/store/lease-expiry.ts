@@ -1,14 +1,16 @@
 /**
  * The leader's sweep of the lease table (`Store.expireLeases`, issue 17): offered and bound leases whose time ran
- * out become `expired`. Each DHCP daemon reclaims the leases it holds in memory; a lease another daemon wrote
- * after this one loaded its index, and whose writer then died, is in no live daemon's memory and would read
- * `bound` for ever. The write is conditional on the row being the one read (its etag) and still ended, so a
- * lease a client renewed meanwhile through any daemon is never touched.
+ * out become `expired`. On a shared table it is their one writer: each daemon's reclaim pass marks them in its own
+ * memory only (src/dhcp/leases.ts), so an ended lease is written once, and its `lease.expired` appended to the event
+ * log once, in the same transaction, whichever daemons held it. The write is conditional on the row being the one
+ * read (its etag) and still ended, so a lease a client renewed meanwhile through any daemon is never touched.
  */
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { jsonbCopy } from './pg-docs.js';
+import { appendEvents } from './pg-events.js';
+import type { ExpiredLease, ExpireOptions } from './store.js';
 
 const LIVE = "('offered', 'bound')";
 
@@ -17,34 +19,70 @@ export function expiredJson(json: string, now: string): string {
   return JSON.stringify({ ...(JSON.parse(json) as object), state: 'expired', updatedAt: now });
 }
 
-export function pgExpireLeases(pool: pg.Pool) {
-  return async (before: string, limit = 1000): Promise<string[]> => {
+type Fields = { mac?: unknown; subnet?: unknown; state?: unknown };
+const expired = (key: string, doc: Fields): ExpiredLease => ({
+  key,
+  mac: String(doc.mac ?? ''),
+  subnet: String(doc.subnet ?? ''),
+  was: doc.state === 'offered' ? 'offered' : 'bound',
+});
+const byKey = (a: ExpiredLease, b: ExpiredLease) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+/** `serverId`, `channel`: the event log's (pg-events.ts), for the events the caller asks for. */
+export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string) {
+  return async (before: string, o: ExpireOptions = {}): Promise<ExpiredLease[]> => {
     const r = await pool.query<{ key: string; body: string; etag: string }>(
       `SELECT key, body, etag FROM leases WHERE doc ->> 'state' IN ${LIVE} AND doc ->> 'expiresAt' < $1
         ORDER BY key LIMIT $2`,
-      [before, limit],
+      [before, o.limit ?? 1000],
     );
     if (!r.rows.length) return [];
     const now = new Date().toISOString();
     const bodies = r.rows.map((x) => expiredJson(x.body, now));
-    const u = await pool.query<{ key: string }>(
-      `UPDATE leases l SET doc = coalesce(u.j, u.b)::jsonb, body = u.b, etag = u.e
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(k, old, b, j, e)
-        WHERE l.key = u.k AND l.etag = u.old AND l.doc ->> 'state' IN ${LIVE} AND l.doc ->> 'expiresAt' < $6
-        RETURNING l.key`,
-      [
-        r.rows.map((x) => x.key),
-        r.rows.map((x) => x.etag),
-        bodies,
-        bodies.map((b) => jsonbCopy(b)),
-        bodies.map((b) => etagOf(b)),
-        before,
-      ],
-    );
-    return u.rows.map((x) => x.key).sort();
+    // The marks and their events commit together: a subscriber hears of exactly the leases marked.
+    const c = await pool.connect();
+    let broken: Error | undefined;
+    try {
+      await c.query('BEGIN');
+      const u = await c.query<{ key: string; mac: string | null; subnet: string | null }>(
+        `UPDATE leases l SET doc = coalesce(u.j, u.b)::jsonb, body = u.b, etag = u.e
+          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(k, old, b, j, e)
+          WHERE l.key = u.k AND l.etag = u.old AND l.doc ->> 'state' IN ${LIVE} AND l.doc ->> 'expiresAt' < $6
+          RETURNING l.key, l.doc ->> 'mac' AS mac, l.doc ->> 'subnet' AS subnet`,
+        [
+          r.rows.map((x) => x.key),
+          r.rows.map((x) => x.etag),
+          bodies,
+          bodies.map((b) => jsonbCopy(b)),
+          bodies.map((b) => etagOf(b)),
+          before,
+        ],
+      );
+      // The state each had is the one read: the UPDATE wrote only rows still at the etag read.
+      const was = new Map(r.rows.map((x) => [x.key, (JSON.parse(x.body) as Fields).state]));
+      const marked = u.rows.map((x) => expired(x.key, { ...x, state: was.get(x.key) })).sort(byKey);
+      const event = o.event;
+      if (event)
+        await appendEvents(
+          c,
+          serverId,
+          channel,
+          marked.flatMap((l) => event(l) ?? []),
+        );
+      await c.query('COMMIT');
+      return marked;
+    } catch (err) {
+      await c.query('ROLLBACK').catch((e: Error) => {
+        broken = e;
+      });
+      throw err;
+    } finally {
+      c.release(broken);
+    }
   };
 }
 
+/** SQLite has no event log (its one daemon's bus is the log): `o.event` is not used. */
 export function sqliteExpireLeases(db: Database.Database) {
   const select = db.prepare<[string, number], { key: string; doc: string }>(
     `SELECT key, doc FROM leases WHERE json_extract(doc, '$.state') IN ${LIVE}
@@ -54,13 +92,13 @@ export function sqliteExpireLeases(db: Database.Database) {
   // IMMEDIATE: read and write under the write lock, so the writer thread's renewal lands before or after, whole.
   const run = db.transaction((before: string, limit: number) => {
     const now = new Date().toISOString();
-    const keys: string[] = [];
+    const marked: ExpiredLease[] = [];
     for (const row of select.all(before, limit)) {
       const json = expiredJson(row.doc, now);
       update.run(json, etagOf(json), row.key);
-      keys.push(row.key);
+      marked.push(expired(row.key, JSON.parse(row.doc) as Fields));
     }
-    return keys;
+    return marked;
   });
-  return (before: string, limit = 1000): string[] => run.immediate(before, limit);
+  return (before: string, o: ExpireOptions = {}): ExpiredLease[] => run.immediate(before, o.limit ?? 1000);
 }

@@ -34,6 +34,29 @@ export async function appendEvent(c: pg.ClientBase, serverId: string, channel: s
   });
 }
 
+/**
+ * Appends several events inside the caller's transaction, in order, under the same lock as appendEvent, with one
+ * doorbell: a follower reads everything after its last seen id on any notification.
+ */
+export async function appendEvents(c: pg.ClientBase, serverId: string, channel: string, evs: ChangeEvent[]) {
+  if (!evs.length) return;
+  const data = evs.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)));
+  await c.query({
+    text: `WITH l AS (SELECT pg_advisory_xact_lock(hashtext('plinth-events:' || current_schema()))),
+      i AS (INSERT INTO events (server_id, type, key, data)
+        SELECT $1, t, k, d::jsonb FROM l, unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(t, k, d, n)
+        ORDER BY n RETURNING id)
+      SELECT pg_notify($5, max(id)::text) FROM i`,
+    values: [
+      serverId,
+      evs.map((e) => e.type),
+      evs.map((e) => e.key ?? null),
+      data.map((d) => (d === null ? null : (jsonbCopy(d) ?? d))),
+      channel,
+    ],
+  });
+}
+
 type Row = { id: string; at: Date; server_id: string; type: string; key: string | null; data: unknown };
 const toEvent = (r: Row): LoggedEvent => ({
   id: Number(r.id),

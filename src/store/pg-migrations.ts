@@ -88,10 +88,21 @@ ALTER TABLE leases ADD CONSTRAINT leases_live_client EXCLUDE USING btree (
   (doc ->> 'subnet') WITH =, (coalesce(doc ->> 'clientId', doc ->> 'mac')) WITH =
 ) WHERE (doc ->> 'state' IN ('offered', 'bound')) DEFERRABLE INITIALLY DEFERRED;`;
 
+// v4: the transaction that last wrote each lease row (pg-lease-changes.ts), so every daemon's index can follow the
+// rows the others write. A trigger, since the claim statements' ON CONFLICT DO UPDATE and every other lease write
+// would each have to set it; rows from before keep 0 (visible in every snapshot: never a change). xid8 and
+// pg_visible_in_snapshot: PostgreSQL 13 and later.
+const v4 = `ALTER TABLE leases ADD COLUMN tx xid8 NOT NULL DEFAULT '0';
+CREATE FUNCTION plinth_lease_tx() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.tx := pg_current_xact_id(); RETURN NEW; END $$;
+CREATE TRIGGER leases_tx BEFORE INSERT OR UPDATE ON leases FOR EACH ROW EXECUTE FUNCTION plinth_lease_tx();
+CREATE INDEX leases_tx ON leases (tx);`;
+
 export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
   { version: 2, description: 'the event log daemons follow', sql: v2 },
   { version: 3, description: 'one offered or bound lease per client and subnet', sql: v3 },
+  { version: 4, description: 'the transaction that last wrote each lease, for daemons following the table', sql: v4 },
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;

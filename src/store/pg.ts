@@ -10,6 +10,7 @@ import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
 import { pgLeadership } from './pg-leader.js';
+import { pgLeaseChanges } from './pg-lease-changes.js';
 import { type ClaimsInFlight, pgLeaseClaims } from './pg-leases.js';
 import { migratePg } from './pg-migrations.js';
 import { asStoreError, BackendError, type LeadershipOptions, type Store, StoreError } from './store.js';
@@ -145,7 +146,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
   offerPool.on('error', (err) => opts.onIdleError?.(err));
   const claims = pgLeaseClaims(pool, offerPool, opts.claimsInFlight);
-  const expire = pgExpireLeases(pool);
+  const expire = pgExpireLeases(pool, opts.serverId ?? 'plinth', channel);
+  const changes = pgLeaseChanges(pool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -162,7 +164,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
         withOption(url, { ...baseConfig, application_name: 'plinth-leader' }, leaderOptions(o, serverVersion)),
         o.onError || !opts.onIdleError ? o : { ...o, onError: opts.onIdleError },
       ),
-    expireLeases: (before, limit) => guard(expire(before, limit)),
+    expireLeases: (before, o) => guard(expire(before, o)),
+    leaseChanges: (cursor) => guard(changes(cursor)),
     get: (kind, key) => guard(docs.get(kind, key)),
     list: (kind, q = {}) => guard(docs.list(kind, q)),
     keyOf: (kind, field, value) => guard(docs.keyOf(kind, field, value)),

@@ -79,7 +79,7 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     putBatched: (kind, key, doc) =>
       batches.put(() => ({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) })),
     claimLease: (c) => seen('leases', () => claim(c)),
-    expireLeases: (before, limit) => seen('leases', () => expire(before, limit)),
+    expireLeases: (before, o) => seen('leases', () => expire(before, o)),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),
     close: async () => {
       if (closed) return;

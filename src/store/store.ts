@@ -97,6 +97,12 @@ export type LeadershipOptions = {
  * clientId or MAC) holds by constraint (PostgreSQL) or within the write transaction (SQLite).
  */
 export type LeaseClaim = { doc: Doc & { address: string; subnet: string; mac: string; state: string }; now: string };
+/** A lease the sweep marked expired: what its `lease.expired` event says, and the state it had (`was`). */
+export type ExpiredLease = { key: string; mac: string; subnet: string; was: 'offered' | 'bound' };
+/** `event`: the event to log for a lease marked (undefined: none). */
+export type ExpireOptions = { limit?: number; event?: (l: ExpiredLease) => ChangeEvent | undefined };
+/** `docs`: the rows as stored now (each once, in no particular order); `cursor`: where the next call starts. */
+export type LeaseChanges = { cursor: string; docs: Doc[] };
 /** `holder`: the lease that kept the address (or the client's other lease when the client lost a race), if read. */
 export type ClaimResult = { ok: true } | { ok: false; holder?: Doc };
 
@@ -125,10 +131,18 @@ export interface Store {
   leadership?(o?: LeadershipOptions): Leadership;
   /**
    * Marks `expired` the offered/bound leases whose expiresAt is before `before` (ISO), in one transaction per call,
-   * at most `limit` (default 1000); returns the addresses marked. The leader's sweep of the shared lease table:
-   * leases another daemon wrote and no live daemon holds in memory would otherwise stay `bound` for ever.
+   * at most `o.limit` (default 1000); returns the leases marked, by address. The leader's sweep of the shared lease
+   * table, its one writer of ended leases (each daemon's reclaim only updates its memory there). `o.event`: an
+   * event per lease marked, appended to the event log in the same transaction (PostgreSQL; SQLite ignores it).
    */
-  expireLeases?(before: string, limit?: number): Promise<string[]>;
+  expireLeases?(before: string, o?: ExpireOptions): Promise<ExpiredLease[]>;
+  /**
+   * The lease rows committed since `cursor` (from an earlier call), whoever wrote them, and the cursor to ask
+   * from next; without a cursor, none and the cursor of now (take it before loading the table). What a daemon
+   * sharing the lease table follows its index by (PostgreSQL; absent on SQLite: its one daemon writes them all).
+   * Deleted rows are not in it: their delete is an event (`leases.deleted`).
+   */
+  leaseChanges?(cursor?: string): Promise<LeaseChanges>;
   /** The shared event log, where the backend has one (PostgreSQL). */
   readonly events?: EventLog;
   /** Whether the store still answers (for /info and health checks). */

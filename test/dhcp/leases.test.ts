@@ -104,6 +104,48 @@ describe('lease allocation', () => {
   });
 });
 
+describe('reclaim: ended leases back into the pool', () => {
+  const mac = 'aa:00:00:00:00:01';
+
+  it('one daemon (SQLite) writes the ended lease expired and publishes lease.expired', async () => {
+    const { leases, store, clock, events } = await table();
+    await leases.bind(subnet(), mac, '10.99.1.10', 60);
+    clock.advance(61);
+    expect(leases.reclaim()).toBe(1);
+    expect(events.filter((e) => e === 'lease.expired')).toHaveLength(1);
+    expect(leases.get('10.99.1.10')?.state).toBe('expired');
+    await expect.poll(async () => (await store.get('leases', '10.99.1.10'))?.doc.state).toBe('expired');
+  });
+
+  it('on a shared table only the index learns it: no write, no event (the leader sweeps, once)', async () => {
+    let t = Date.parse('2026-01-01T00:00:00Z');
+    const base = openSqliteStore(':memory:');
+    const claims: string[] = [];
+    const store = {
+      ...base,
+      sharedLeases: true,
+      claimLease: (c: Parameters<NonNullable<typeof base.claimLease>>[0]) => {
+        claims.push(c.doc.state);
+        return base.claimLease!(c);
+      },
+    };
+    const bus = createBus();
+    const events: string[] = [];
+    bus.on((e) => events.push(e.type));
+    const leases = await loadLeaseTable({ store, bus, log: silentLogger, now: () => t });
+    await leases.bind(subnet(), mac, '10.99.1.10', 60);
+    expect(claims).toEqual(['bound']);
+    t += 61_000;
+    expect(leases.reclaim()).toBe(1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(claims).toEqual(['bound']);
+    expect(events).toEqual(['lease.acked']);
+    expect(leases.get('10.99.1.10')?.state).toBe('expired');
+    expect(leases.allocate(subnet(), 'aa:00:00:00:00:02', '10.99.1.10', undefined).address).toBe('10.99.1.10');
+    expect((await base.get('leases', '10.99.1.10'))?.doc.state).toBe('bound');
+  });
+});
+
 describe('held addresses (the offer cap asks on every unknown DISCOVER)', () => {
   it('HeldCounts counts a pool once, follows changes, and counts again when a clock moves a second', () => {
     let t = 1_000_000;

@@ -3,7 +3,9 @@
  * connections to one schema, as two daemons. An offer of an address the other daemon gave is refused by the
  * database and the table learns the holder (the next candidate is then another address); a bind of it is a
  * LeaseTakenError (the REQUEST's NAK); refresh() teaches a table the other daemon's lease of a client (so it can
- * renew it); a late offer to the client does not shorten its lease. PostgreSQL only.
+ * renew it); a late offer to the client does not shorten its lease; catchUp() follows what the other daemon
+ * wrote (binds, releases, declines, held counts), leaving alone an address this daemon was writing meanwhile.
+ * PostgreSQL only.
  */
 import { describe, expect, it } from 'vitest';
 import { LeaseTakenError, loadLeaseTable } from '../../src/dhcp/leases.js';
@@ -77,5 +79,61 @@ describe('lease table on a shared store', () => {
     expect(fromA).not.toContain('10.99.0.10');
     for (const [i, mac] of macs.entries()) expect(await a.claimOffer(a.offer(big, { mac }, fromA[i]!, 30))).toBe(true);
     for (const [i, mac] of macs.entries()) expect(await b.claimOffer(b.offer(big, { mac }, fromA[i]!, 30))).toBe(true);
+  });
+
+  it('catchUp follows the binds, releases and declines of the other daemon, and its held counts', async () => {
+    const db = await pgBackend.db();
+    const open = async () =>
+      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, scanStart: () => 0 });
+    const [a, b] = [await open(), await open()];
+    const mac = (i: number) => ({ mac: `52:54:00:00:02:0${i}` });
+    const [x, y] = ['10.99.1.10', '10.99.1.11'];
+    await a.bind(subnet, mac(1), x, 3600);
+    await a.bind(subnet, mac(2), y, 3600);
+    expect(b.get(x)).toBeUndefined();
+    expect(await b.catchUp()).toBe(2);
+    expect(b.forMac(subnet.name, mac(1))).toMatchObject({ address: x, state: 'bound' });
+    expect(b.held(subnet)).toBe(2);
+    // B's next client gets a free address at once (without catchUp: x, a claim lost to A's client).
+    expect(b.allocate(subnet, mac(3), undefined, undefined).address).toBe('10.99.1.12');
+    // Nothing new: nothing learnt; B's own writes come back as the index has them.
+    expect(await b.catchUp()).toBe(0);
+    await b.bind(subnet, mac(3), '10.99.1.12', 3600);
+    expect(await b.catchUp()).toBe(0);
+    expect(b.held(subnet)).toBe(3);
+    expect(await a.release(x, mac(1))).toBe(true);
+    await a.decline(subnet, y, mac(2), 600);
+    expect(await b.catchUp()).toBe(2);
+    expect(b.get(x)?.state).toBe('released');
+    expect(b.get(y)?.state).toBe('declined');
+    // Held: B's bound lease and the quarantined address; the released one is free again, the declined one not.
+    expect(b.held(subnet)).toBe(2);
+    expect(b.usable(subnet, mac(4), x, undefined)).toBe(true);
+    expect(b.usable(subnet, mac(4), y, undefined)).toBe(false);
+  });
+
+  it('catchUp leaves alone an address this daemon writes or drops while the read is out', async () => {
+    const db = await pgBackend.db();
+    const open = async () =>
+      loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, scanStart: () => 0 });
+    const [a, b] = [await open(), await open()];
+    const w = '10.99.1.13';
+    await a.bind(subnet, { mac: '52:54:00:00:03:01' }, w, 3600);
+    expect(await a.release(w, { mac: '52:54:00:00:03:01' })).toBe(true);
+    // B reads A's released row, and binds the address to its own client meanwhile: its bind stands.
+    const read = b.catchUp()!;
+    const bound = b.bind(subnet, { mac: '52:54:00:00:03:02' }, w, 3600);
+    await Promise.all([read, bound]);
+    expect(b.get(w)).toMatchObject({ mac: '52:54:00:00:03:02', state: 'bound' });
+    // The next read brings B's own row, the same.
+    expect(await b.catchUp()).toBe(0);
+    expect(b.get(w)).toMatchObject({ mac: '52:54:00:00:03:02', state: 'bound' });
+    // A lease the API deletes (leases.deleted: drop) while a read that still has its row is out stays gone.
+    const v = '10.99.1.10';
+    await a.bind(subnet, { mac: '52:54:00:00:03:03' }, v, 3600);
+    const out = b.catchUp()!;
+    b.drop(v);
+    await out;
+    expect(b.get(v)).toBeUndefined();
   });
 });

@@ -12,6 +12,7 @@ import { silentLogger } from '../../src/log.js';
 import { followPeers } from '../../src/peer-events.js';
 import { etagOf } from '../../src/store/batch.mjs';
 import { openPgStore, type PgStore } from '../../src/store/pg.js';
+import type { ExpiredLease } from '../../src/store/store.js';
 import { backends, PG_URL, relay, skipUnavailable } from './backends.js';
 
 const all = backends(import.meta.filename);
@@ -138,7 +139,18 @@ describe.each(all)('lease sweep ($name)', (b) => {
     ];
     await Promise.all(docs.map((d) => s.putBatched('leases', d.address, d)));
     const now = new Date().toISOString();
-    expect(await s.expireLeases!(now)).toEqual(['10.0.0.1', '10.0.0.2']);
+    // An event for each bound lease marked, none for the offer.
+    const ev = (l: ExpiredLease) => (l.was === 'bound' ? { type: 'lease.expired', key: l.key, data: l } : undefined);
+    const marked: ExpiredLease[] = [
+      { key: '10.0.0.1', mac: 'aa:1', subnet: 'lab', was: 'bound' },
+      { key: '10.0.0.2', mac: 'aa:2', subnet: 'lab', was: 'offered' },
+    ];
+    expect(await s.expireLeases!(now, { event: ev })).toEqual(marked);
+    // PostgreSQL: in the same transaction (SQLite has no event log).
+    if (s.events)
+      expect((await s.events.since(0)).map((e) => [e.type, e.key, e.data])).toEqual([
+        ['lease.expired', '10.0.0.1', marked[0]],
+      ]);
     for (const d of docs) {
       const got = (await s.get('leases', d.address))!;
       const swept = d.address === '10.0.0.1' || d.address === '10.0.0.2';
@@ -147,6 +159,25 @@ describe.each(all)('lease sweep ($name)', (b) => {
       expect(updatedAt !== undefined).toBe(swept);
       expect(got.etag).toBe(etagOf(got.json));
     }
-    expect(await s.expireLeases!(now)).toEqual([]);
+    expect(await s.expireLeases!(now, { event: ev })).toEqual([]);
+    if (s.events) expect(await s.events.since(0)).toHaveLength(1);
+  });
+
+  it('marks and logs nothing for a lease that had not ended by `before`, nor past the limit', async () => {
+    const s = await (await b.db()).open();
+    const doc = {
+      address: '10.0.0.9',
+      subnet: 'lab',
+      mac: 'aa:9',
+      state: 'bound',
+      expiresAt: '2020-01-01T00:00:00.000Z',
+    };
+    await s.putBatched('leases', doc.address, doc);
+    const ev = (l: { key: string }) => ({ type: 'lease.expired', key: l.key, data: l });
+    // `before` earlier than the lease's end: nothing is marked, nothing logged; the limit is honoured.
+    expect(await s.expireLeases!('2019-01-01T00:00:00.000Z', { event: ev })).toEqual([]);
+    expect(await s.expireLeases!(new Date().toISOString(), { limit: 0, event: ev })).toEqual([]);
+    if (s.events) expect(await s.events.since(0)).toEqual([]);
+    expect((await s.get('leases', doc.address))?.doc.state).toBe('bound');
   });
 });

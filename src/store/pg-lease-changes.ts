@@ -1,0 +1,36 @@
+/**
+ * `Store.leaseChanges` on PostgreSQL (issue 17): the lease rows other daemons committed since a daemon last
+ * looked, so its in-memory index follows them within its polling interval. Lease writes come at packet rate, so
+ * they append no event (one advisory lock per event-writing transaction would serialise every claim); instead each
+ * row carries the id of the transaction that last wrote it (`tx`, set by a trigger, migration v4), and a cursor is
+ * a snapshot: the rows whose writer was not visible in the caller's last snapshot but is in this one are exactly
+ * those committed in between, in whatever order their transactions began or committed (a sequence or a
+ * timestamp would skip a row whose transaction began before and committed after a read). The index on `tx`
+ * keeps an empty poll to a few index pages.
+ */
+import type pg from 'pg';
+import type { LeaseChanges } from './store.js';
+
+// pg_current_snapshot() is the statement's snapshot (READ COMMITTED: one per statement), the one the rows are
+// read with, so the cursor returned covers exactly what was read. Without a cursor: only the snapshot.
+const NOW = 'SELECT pg_current_snapshot()::text AS snap';
+const SINCE = `WITH s AS (SELECT pg_current_snapshot() AS snap)
+  SELECT s.snap::text AS snap, l.body FROM s LEFT JOIN leases l
+    ON l.tx >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(l.tx, $1::pg_snapshot)`;
+
+export function pgLeaseChanges(pool: pg.Pool) {
+  return async (cursor?: string): Promise<LeaseChanges> => {
+    if (cursor === undefined) {
+      const r = await pool.query<{ snap: string }>(NOW);
+      return { cursor: r.rows[0]!.snap, docs: [] };
+    }
+    const r = await pool.query<{ snap: string; body: string | null }>({
+      name: 'plinth-lease-changes',
+      text: SINCE,
+      values: [cursor],
+    });
+    const docs = [];
+    for (const row of r.rows) if (row.body !== null) docs.push(JSON.parse(row.body) as Record<string, unknown>);
+    return { cursor: r.rows[0]?.snap ?? cursor, docs };
+  };
+}
