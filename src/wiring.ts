@@ -30,7 +30,6 @@ import { localAddressFor } from './provision/local-address.js';
 import { type BootSessions, bootSessions } from './provision/sessions.js';
 import { bootTftpSource } from './provision/tftp-source.js';
 import { type Trust, trustRule } from './provision/trust.js';
-import { sharedBootRecorder } from './shared-boots.js';
 import type { Store } from './store/store.js';
 import { startTftpServer } from './tftp/server.js';
 
@@ -58,8 +57,9 @@ export async function bootCore(
   drivers: DriverFactory = createDriver,
   leadership?: Leadership,
 ): Promise<BootCore> {
-  // Several daemons write one machine's timeline (the leader's reprovision steps, another's DHCP and callback).
-  const boots = store.sharedLeases ? sharedBootRecorder(store) : bootRecorder(store);
+  // Several daemons may write one machine's timeline (the leader's reprovision steps, another's DHCP and
+  // callback): each entry is a conditional write, re-applied on conflict (src/inventory/boots.ts).
+  const boots = bootRecorder(store, undefined, log);
   // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
   const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
   const sessions = bootSessions(bus);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Store } from '../store/store.js';
+import type { Logger } from '../log.js';
+import { BackendError, ConflictError, NotFoundError, PreconditionError, type Store } from '../store/store.js';
 
 /**
  * Every boot of a machine as a timeline: the DHCP exchange (what was offered and why), each TFTP and HTTP fetch,
@@ -26,6 +27,8 @@ export type Boot = {
   artifacts: { path: string; sha256: string }[];
   result?: 'booted' | 'failed';
   events: BootEvent[];
+  /** The id of the boot that followed this one: a daemon still writing to this one re-reads instead. */
+  next?: string;
 };
 
 const MAX_EVENTS = 200;
@@ -33,58 +36,146 @@ const STALE_MS = 15 * 60 * 1000;
 
 export type BootRecorder = ReturnType<typeof bootRecorder>;
 
-/**
- * Keeps each machine's current boot in memory and writes it through with the store's batched writes (packet
- * rate, one commit per event-loop turn). A new boot begins when firmware starts over: a firmware DHCP request
- * (PXEClient/HTTPClient) after the current boot already rendered its script or ended, or after 15 minutes.
- */
-export function bootRecorder(store: Store, now: () => Date = () => new Date()) {
-  const current = new Map<string, Boot>();
+/** Conditional writes tried per entry before it is given up (each conflict re-reads the stored boot). */
+export const MAX_ATTEMPTS = 8;
 
-  const load = async (machine: string): Promise<Boot | undefined> => {
-    const hit = current.get(machine);
-    if (hit) return hit;
+type Entry = {
+  at: string;
+  event: Omit<BootEvent, 'at'>;
+  opts: RecordOptions;
+};
+export type RecordOptions = {
+  firmwareStart?: boolean;
+  bootEnv?: string;
+  artifacts?: Boot['artifacts'];
+  result?: Boot['result'];
+};
+/** A boot as this daemon last wrote or read it, with the etag of that version. */
+type Known = { boot: Boot; etag: string };
+
+// Another daemon (or an API delete) changed the stored boot since this daemon's copy: re-read and apply again.
+const conflict = (err: unknown) =>
+  err instanceof PreconditionError || err instanceof NotFoundError || err instanceof ConflictError;
+
+/**
+ * Keeps each machine's current boot in memory, with the etag of the version written, and writes each entry
+ * conditionally on it (If-Match): one daemon alone never reads before a write. Several daemons share one
+ * inventory (issue 17): the leader records a reprovision's steps while another answers the machine's DHCP and
+ * callback. A write that finds the stored boot changed re-reads it and applies the entry again, up to
+ * MAX_ATTEMPTS times, so no daemon's entry is overwritten by another's stale copy. A daemon's own entries for one
+ * machine are written one after another. A new boot begins when firmware starts over: a firmware DHCP request
+ * (PXEClient/HTTPClient) after the current boot already rendered its script or ended, or after 15 minutes; the
+ * boot it follows gets `next`, so a daemon still holding that one finds its write refused and moves on.
+ */
+export function bootRecorder(store: Store, now: () => Date = () => new Date(), log?: Logger) {
+  const known = new Map<string, Known>();
+  // Per machine, this daemon's write in progress: the next entry starts from its result.
+  const chains = new Map<string, Promise<unknown>>();
+
+  const keyOf = (b: Boot) => `${b.machine}/${b.id}`;
+  const latest = async (machine: string): Promise<Known | undefined> => {
     const { items } = await store.list('boots', {
       filters: [{ field: 'machine', value: machine }],
       sort: { field: 'startedAt', desc: true },
       limit: 1,
     });
-    const b = items[0]?.doc as Boot | undefined;
-    if (b) current.set(machine, b);
+    const it = items[0];
+    return it ? { boot: it.doc as Boot, etag: it.etag } : undefined;
+  };
+
+  const apply = (b: Boot, e: Entry) => {
+    if (b.events.length < MAX_EVENTS) b.events.push({ at: e.at, ...e.event });
+    b.updatedAt = e.at;
+    if (e.opts.bootEnv) b.bootEnv = e.opts.bootEnv;
+    if (e.opts.artifacts) b.artifacts = e.opts.artifacts;
+    if (e.opts.result) b.result = e.opts.result;
     return b;
   };
 
-  const start = (machine: string, at: string): Boot => {
-    const b: Boot = {
-      id: `${at}-${randomUUID().slice(0, 8)}`,
-      machine,
-      startedAt: at,
-      updatedAt: at,
-      artifacts: [],
-      events: [],
-    };
-    current.set(machine, b);
-    return b;
+  /**
+   * Marks `old` as followed by `next`, so a daemon still writing to it re-reads: conditional too, and when another
+   * daemon added an entry meanwhile (kept where it is), on the boot as it is now.
+   */
+  const supersede = async (old: Known, next: Boot) => {
+    let cur: Known | undefined = old;
+    for (let attempt = 1; cur && !cur.boot.next && attempt <= MAX_ATTEMPTS; attempt++) {
+      try {
+        await store.replace('boots', keyOf(cur.boot), { ...cur.boot, next: next.id }, [], { ifMatch: cur.etag });
+        return;
+      } catch (err) {
+        if (!conflict(err)) throw err;
+        const s = await store.get('boots', keyOf(cur.boot));
+        cur = s && { boot: s.doc as Boot, etag: s.etag };
+      }
+    }
+  };
+
+  /** One conditional write of `e` on top of `cur` (the stored boot as last known; undefined: none). */
+  const write = async (machine: string, cur: Known | undefined, e: Entry): Promise<Known> => {
+    const b = cur?.boot;
+    const stale = b && Date.parse(e.at) - Date.parse(b.updatedAt) > STALE_MS;
+    const rendered = b?.events.some((x) => x.kind === 'render');
+    if (!b || b.next || stale || (e.opts.firmwareStart && (rendered || b.result))) {
+      // A boot another daemon already followed with a newer one is not written to: re-read (below).
+      if (b?.next) throw new PreconditionError('boots', keyOf(b));
+      const n = apply(
+        {
+          id: `${e.at}-${randomUUID().slice(0, 8)}`,
+          machine,
+          startedAt: e.at,
+          updatedAt: e.at,
+          artifacts: [],
+          events: [],
+        },
+        e,
+      );
+      const s = await store.create('boots', keyOf(n), n);
+      if (cur) await supersede(cur, n);
+      return { boot: n, etag: s.etag };
+    }
+    const next = apply({ ...b, events: [...b.events], artifacts: b.artifacts }, e);
+    const s = await store.replace('boots', keyOf(next), next, [], { ifMatch: cur.etag });
+    return { boot: next, etag: s.etag };
+  };
+
+  const recordNow = async (machine: string, e: Entry): Promise<Boot> => {
+    let cur = known.get(machine) ?? (await latest(machine));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const k = await write(machine, cur, e);
+        known.set(machine, k);
+        return k.boot;
+      } catch (err) {
+        if (!conflict(err)) throw err;
+        known.delete(machine);
+        if (attempt >= MAX_ATTEMPTS) {
+          log?.warn(
+            { machine, kind: e.event.kind, attempts: attempt },
+            'boot timeline: entry given up, the stored boot kept changing',
+          );
+          throw new BackendError(
+            `boot timeline of machine '${machine}': the stored boot changed ${attempt} times in a row, entry not recorded`,
+          );
+        }
+        cur = await latest(machine);
+        // Its follower started a moment earlier by another daemon's clock: go to it by key.
+        const next = cur?.boot.next && (await store.get('boots', `${machine}/${cur.boot.next}`));
+        if (next) cur = { boot: next.doc as Boot, etag: next.etag };
+      }
+    }
   };
 
   return {
-    async record(
-      machine: string,
-      event: Omit<BootEvent, 'at'>,
-      opts: { firmwareStart?: boolean; bootEnv?: string; artifacts?: Boot['artifacts']; result?: Boot['result'] } = {},
-    ): Promise<Boot> {
-      const at = now().toISOString();
-      let b = await load(machine);
-      const stale = b && now().getTime() - Date.parse(b.updatedAt) > STALE_MS;
-      const rendered = b?.events.some((e) => e.kind === 'render');
-      if (!b || stale || (opts.firmwareStart && (rendered || b.result))) b = start(machine, at);
-      if (b.events.length < MAX_EVENTS) b.events.push({ at, ...event });
-      b.updatedAt = at;
-      if (opts.bootEnv) b.bootEnv = opts.bootEnv;
-      if (opts.artifacts) b.artifacts = opts.artifacts;
-      if (opts.result) b.result = opts.result;
-      await store.putBatched('boots', `${machine}/${b.id}`, b);
-      return b;
+    record(machine: string, event: Omit<BootEvent, 'at'>, opts: RecordOptions = {}): Promise<Boot> {
+      const e: Entry = { at: now().toISOString(), event, opts };
+      const prev = chains.get(machine);
+      const p = prev ? prev.then(done, done).then(() => recordNow(machine, e)) : recordNow(machine, e);
+      chains.set(machine, p);
+      const settle = () => {
+        if (chains.get(machine) === p) chains.delete(machine);
+      };
+      p.then(settle, settle);
+      return p;
     },
     async list(machine: string, limit = 50): Promise<Boot[]> {
       const { items } = await store.list('boots', {
@@ -94,8 +185,6 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date()) {
       });
       return items.map((i) => i.doc as Boot);
     },
-    forget(machine: string) {
-      current.delete(machine);
-    },
   };
 }
+const done = () => undefined;

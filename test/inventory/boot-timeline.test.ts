@@ -1,0 +1,89 @@
+/**
+ * Boot timelines written by several daemons on one inventory (issue 17): two recorders, each on its own store
+ * connection to one database (PostgreSQL, or two openers of one SQLite file), racing entries on one machine; every
+ * entry is in the timeline at the end. One recorder alone reads the stored boot once, never per entry.
+ */
+import { describe, expect, it } from 'vitest';
+import { type Boot, bootRecorder } from '../../src/inventory/boots.js';
+import type { Store } from '../../src/store/store.js';
+import { backends, skipUnavailable } from '../store/backends.js';
+
+const M = 'machine-1';
+
+async function timeline(store: Store): Promise<Boot[]> {
+  const { items } = await store.list('boots', { filters: [{ field: 'machine', value: M }] });
+  return items.map((i) => i.doc as Boot);
+}
+const details = (boots: Boot[]) => boots.flatMap((b) => b.events.map((e) => e.detail)).sort();
+
+/** Counts the reads a recorder makes through `store`. */
+function counting(store: Store) {
+  const reads = { n: 0 };
+  const s: Store = {
+    ...store,
+    get: (...a) => {
+      reads.n++;
+      return store.get(...a);
+    },
+    list: (...a) => {
+      reads.n++;
+      return store.list(...a);
+    },
+  };
+  return { store: s, reads };
+}
+
+describe.each(backends(import.meta.filename))('boot timeline across daemons ($name)', (b) => {
+  skipUnavailable(b);
+
+  it('keeps every entry two daemons record on one machine at once', async () => {
+    const db = await b.db();
+    const [s1, s2] = [await db.open(), await db.open()];
+    const [r1, r2] = [bootRecorder(s1), bootRecorder(s2)];
+    await r1.record(M, { kind: 'dhcp', detail: 'start' }, { firmwareStart: true });
+    const N = 60;
+    const want = ['start'];
+    const writes: Promise<unknown>[] = [];
+    // Both daemons write in the same event-loop turns: every write of one may meet the other's in between.
+    for (let i = 0; i < N; i++) {
+      for (const [name, r] of [
+        ['a', r1],
+        ['b', r2],
+      ] as const) {
+        want.push(`${name}${i}`);
+        writes.push(r.record(M, { kind: 'http', detail: `${name}${i}` }));
+      }
+      if (i % 4 === 3) await Promise.all(writes.splice(0));
+    }
+    await Promise.all(writes);
+    const boots = await timeline(s1);
+    expect(details(boots)).toEqual(want.sort());
+    expect(boots).toHaveLength(1);
+  }, 60_000);
+
+  it('moves the other daemon to the boot one of them started, losing nothing on either', async () => {
+    const db = await b.db();
+    const [s1, s2] = [await db.open(), await db.open()];
+    const [r1, r2] = [bootRecorder(s1), bootRecorder(s2)];
+    await r1.record(M, { kind: 'render', detail: 'rendered' }, { firmwareStart: true });
+    await r2.record(M, { kind: 'http', detail: 'b-before' });
+    // Daemon 1 sees the firmware start over (a new boot); daemon 2 still holds the old one.
+    const first = await r1.record(M, { kind: 'dhcp', detail: 'a-restart' }, { firmwareStart: true });
+    const after = await r2.record(M, { kind: 'http', detail: 'b-after' });
+    expect(after.id).toBe(first.id);
+    const boots = await timeline(s1);
+    expect(details(boots)).toEqual(['a-restart', 'b-after', 'b-before', 'rendered']);
+    expect(boots).toHaveLength(2);
+  });
+
+  it('reads the stored boot once when one daemon records alone', async () => {
+    const db = await b.db();
+    const { store, reads } = counting(await db.open());
+    const r = bootRecorder(store);
+    await r.record(M, { kind: 'dhcp', detail: 'start' }, { firmwareStart: true });
+    const before = reads.n;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => r.record(M, { kind: 'http', detail: `e${i}` })));
+    expect(reads.n - before).toBe(0);
+    expect((await timeline(store))[0]!.events).toHaveLength(21);
+  });
+});
