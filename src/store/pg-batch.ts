@@ -3,16 +3,15 @@
  * one statement (one transaction, one WAL flush on the server), and each caller's promise resolves only after
  * the server acknowledged its COMMIT, so the DHCP server still sends an ACK only for a durable lease. One batch
  * is in flight at a time, so writes to one key commit in the order they were made; what gathers meanwhile goes
- * next, in one statement again.
+ * next, in one statement again (the queueing and flushing: turn-batcher.ts).
  */
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { jsonbCopy } from './pg-docs.js';
-import { asStoreError, BackendError } from './store.js';
+import { turnBatcher } from './turn-batcher.js';
 
 /** One putBatched write: an upsert of `json`, or a delete when it is null. */
 export type PgBatchItem = { kind: string; key: string; json: string | null };
-type Waiter = { resolve: () => void; reject: (e: Error) => void };
 
 /**
  * The batch as one statement: per kind, one upsert of every key written and one delete of every key removed,
@@ -73,63 +72,21 @@ export type PgBatchWriter = {
 };
 
 export function pgBatchWriter(pool: pg.Pool): PgBatchWriter {
-  let items: PgBatchItem[] = [];
-  let waiters: Waiter[] = [];
-  let scheduled = false;
-  let inFlight: Promise<void> | undefined;
+  const batches = turnBatcher<PgBatchItem, void>({
+    // A failed batch rejects each of its writes (turn-batcher.ts): the outcome of a batch whose connection broke
+    // is unknown, so nothing is acknowledged that may not be durable.
+    run: async (batch) => {
+      await pool.query(batchStatement(batch.map((q) => q.item)));
+      for (const q of batch) q.resolve();
+    },
+  });
   let closed = false;
-
-  const flush = () => {
-    scheduled = false;
-    if (inFlight || items.length === 0) return;
-    const batch = items;
-    const ws = waiters;
-    items = [];
-    waiters = [];
-    inFlight = pool
-      .query(batchStatement(batch))
-      .then(
-        () => {
-          for (const w of ws) w.resolve();
-        },
-        (err: unknown) => {
-          // The outcome of a batch whose connection broke is unknown: its callers are told it failed, so
-          // nothing is acknowledged that may not be durable.
-          const e = asStoreError(err);
-          for (const w of ws) w.reject(e);
-        },
-      )
-      .finally(() => {
-        inFlight = undefined;
-        if (items.length) schedule();
-      });
-  };
-  const schedule = () => {
-    if (scheduled || inFlight) return;
-    scheduled = true;
-    setImmediate(flush);
-  };
-
   return {
-    put: (item) =>
-      new Promise<void>((resolve, reject) => {
-        if (closed) return reject(new BackendError('store is closed'));
-        try {
-          items.push(item());
-        } catch (err) {
-          return reject(asStoreError(err));
-        }
-        waiters.push({ resolve, reject });
-        schedule();
-      }),
+    put: (item) => batches.add(item),
     async close() {
       if (closed) return;
       closed = true;
-      // Everything queued before close() is committed (or rejected) before it resolves.
-      while (inFlight || items.length) {
-        if (inFlight) await inFlight;
-        else flush();
-      }
+      await batches.close();
     },
   };
 }

@@ -16,7 +16,8 @@ import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { clientKey, keeps } from './lease-claim.js';
 import { jsonbCopy } from './pg-docs.js';
-import { asStoreError, BackendError, type ClaimResult, type Doc, type LeaseClaim } from './store.js';
+import { asStoreError, type ClaimResult, type Doc, type LeaseClaim } from './store.js';
+import { type Queued, turnBatcher } from './turn-batcher.js';
 
 /** etagOf (batch.mjs) in SQL, for rows a statement rewrites. */
 export const ETAG = (t: string) =>
@@ -40,7 +41,7 @@ export const CLAIM_ROWS = `INSERT INTO leases AS l (key, doc, body, etag)
         THEN l.doc ->> 'clientId' = excluded.doc ->> 'clientId' ELSE l.doc ->> 'mac' = excluded.doc ->> 'mac' END)
   RETURNING key`;
 
-type Pending = { claim: LeaseClaim; resolve: (r: ClaimResult) => void; reject: (e: Error) => void; at: number };
+type Pending = Queued<LeaseClaim, ClaimResult>;
 export type ClaimBatcher = { claim(c: LeaseClaim): Promise<ClaimResult>; close(): Promise<void> };
 
 /**
@@ -64,60 +65,35 @@ export function pgClaimBatcher(
   single: (c: LeaseClaim) => Promise<ClaimResult>,
   maxInFlight = 1,
 ): ClaimBatcher {
-  let queue: Pending[] = [];
-  let scheduled = false;
-  const running = new Set<Promise<void>>();
   // The addresses and clients (subnet|client key) of the batches in flight.
   const busyAddresses = new Set<string>();
   const busyClients = new Set<string>();
-  let closed = false;
 
-  const run = async (batch: Pending[]) => {
-    const st = stats();
-    const t = performance.now();
-    if (st) {
-      st.sizes.push(batch.length);
-      st.inFlight.push(running.size + 1);
-      for (const p of batch) st.waits.push(t - p.at);
-    }
-    try {
-      await runBatch(batch);
-    } catch (err) {
-      // Not a query's error (each is handled there): a claim already settled ignores this.
-      const e = asStoreError(err);
-      for (const p of batch) p.reject(e);
-    } finally {
-      st?.rtts.push(performance.now() - t);
-    }
-  };
   const runBatch = async (batch: Pending[]) => {
-    if (batch.length === 1) return settle(batch[0]!, single(batch[0]!.claim));
-    const bodies = batch.map((p) => JSON.stringify(p.claim.doc));
-    const now = batch.map((p) => p.claim.now).sort()[0]!;
+    if (batch.length === 1) return settle(batch[0]!, single(batch[0]!.item));
+    const bodies = batch.map((p) => JSON.stringify(p.item.doc));
+    const now = batch.map((p) => p.item.now).sort()[0]!;
     let won: Set<string>;
     try {
       const r = await pool.query<{ key: string }>({
         name: 'plinth-claim-rows',
         text: CLAIM_ROWS,
-        values: [batch.map((p) => p.claim.doc.address), bodies, bodies.map(jsonbCopy), bodies.map(etagOf), now],
+        values: [batch.map((p) => p.item.doc.address), bodies, bodies.map(jsonbCopy), bodies.map(etagOf), now],
       });
       won = new Set(r.rows.map((x) => x.key));
     } catch (err) {
-      if (!LOST_CODES.has((err as { code?: string }).code ?? '')) {
-        const e = asStoreError(err);
-        for (const p of batch) p.reject(e);
-        return;
-      }
+      // Not a lost race: each claim of the batch is rejected with it (turn-batcher.ts).
+      if (!LOST_CODES.has((err as { code?: string }).code ?? '')) throw err;
       // Rolled back whole: each claim again, alone (with the release of the client's other row).
-      await Promise.all(batch.map((p) => settle(p, single(p.claim))));
+      await Promise.all(batch.map((p) => settle(p, single(p.item))));
       return;
     }
-    const lost = batch.filter((p) => !won.has(p.claim.doc.address));
+    const lost = batch.filter((p) => !won.has(p.item.doc.address));
     const held = new Map<string, Doc>();
     if (lost.length) {
       try {
         const r = await pool.query<{ key: string; body: string }>('SELECT key, body FROM leases WHERE key = ANY($1)', [
-          lost.map((p) => p.claim.doc.address),
+          lost.map((p) => p.item.doc.address),
         ]);
         for (const x of r.rows) held.set(x.key, JSON.parse(x.body) as Doc);
       } catch {
@@ -125,66 +101,62 @@ export function pgClaimBatcher(
       }
     }
     for (const p of batch) {
-      if (won.has(p.claim.doc.address)) p.resolve({ ok: true });
+      if (won.has(p.item.doc.address)) p.resolve({ ok: true });
       else {
-        const h = held.get(p.claim.doc.address);
-        p.resolve(keeps(h, p.claim) ? { ok: true } : { ok: false, holder: h });
+        const h = held.get(p.item.doc.address);
+        p.resolve(keeps(h, p.item) ? { ok: true } : { ok: false, holder: h });
       }
     }
   };
   const settle = (p: Pending, r: Promise<ClaimResult>) => r.then(p.resolve, (e: unknown) => p.reject(asStoreError(e)));
-  const clientOf = (p: Pending) => `${p.claim.doc.subnet}|${clientKey(p.claim.doc)}`;
+  const clientOf = (p: Pending) => `${p.item.doc.subnet}|${clientKey(p.item.doc)}`;
 
-  const flush = () => {
-    scheduled = false;
-    if (running.size >= maxInFlight || queue.length === 0) return;
-    // Taken in this batch, or blocked by an earlier claim that waits: a later claim for either waits too.
-    const addresses = new Set<string>();
-    const clients = new Set<string>();
-    const batch: Pending[] = [];
-    const rest: Pending[] = [];
-    for (const p of queue) {
-      const a = p.claim.doc.address;
-      const who = clientOf(p);
-      const free = !addresses.has(a) && !clients.has(who) && !busyAddresses.has(a) && !busyClients.has(who);
-      (free ? batch : rest).push(p);
-      addresses.add(a);
-      clients.add(who);
-    }
-    queue = rest;
-    if (batch.length === 0) return; // each waits for a batch in flight, which schedules again when it ends
-    for (const p of batch) {
-      busyAddresses.add(p.claim.doc.address);
-      busyClients.add(clientOf(p));
-    }
-    const done = run(batch).finally(() => {
-      for (const p of batch) {
-        busyAddresses.delete(p.claim.doc.address);
-        busyClients.delete(clientOf(p));
+  const claims = turnBatcher<LeaseClaim, ClaimResult>({
+    maxInFlight,
+    async run(batch, inFlight) {
+      const st = stats();
+      const t = performance.now();
+      if (st) {
+        st.sizes.push(batch.length);
+        st.inFlight.push(inFlight);
+        for (const p of batch) st.waits.push(t - p.at);
       }
-      running.delete(done);
-      if (queue.length) schedule();
-    });
-    running.add(done);
-  };
-  const schedule = () => {
-    if (scheduled || running.size >= maxInFlight) return;
-    scheduled = true;
-    setImmediate(flush);
-  };
-  return {
-    claim: (claim) =>
-      new Promise<ClaimResult>((resolve, reject) => {
-        if (closed) return reject(new BackendError('store is closed'));
-        queue.push({ claim, resolve, reject, at: performance.now() });
-        schedule();
-      }),
-    async close() {
-      closed = true;
-      while (running.size || queue.length) {
-        if (running.size) await Promise.race(running);
-        else flush();
+      try {
+        // A throw that is not a query's (each is handled there) rejects the claims not yet settled.
+        await runBatch(batch);
+      } finally {
+        st?.rtts.push(performance.now() - t);
       }
     },
+    take(queue) {
+      // Taken in this batch, or blocked by an earlier claim that waits: a later claim for either waits too.
+      const addresses = new Set<string>();
+      const clients = new Set<string>();
+      const batch: Pending[] = [];
+      const rest: Pending[] = [];
+      for (const p of queue) {
+        const a = p.item.doc.address;
+        const who = clientOf(p);
+        const free = !addresses.has(a) && !clients.has(who) && !busyAddresses.has(a) && !busyClients.has(who);
+        (free ? batch : rest).push(p);
+        addresses.add(a);
+        clients.add(who);
+      }
+      for (const p of batch) {
+        busyAddresses.add(p.item.doc.address);
+        busyClients.add(clientOf(p));
+      }
+      return { batch, rest };
+    },
+    ended(batch) {
+      for (const p of batch) {
+        busyAddresses.delete(p.item.doc.address);
+        busyClients.delete(clientOf(p));
+      }
+    },
+  });
+  return {
+    claim: (claim) => claims.add(() => claim),
+    close: () => claims.close(),
   };
 }
