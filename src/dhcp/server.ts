@@ -13,7 +13,7 @@ import { ADDON_HINT, loadNetAddon, type Source } from './bind.js';
 import { announceBoot, bootDecider } from './boot.js';
 import { Connections, type Listener, localAddresses } from './connection.js';
 import { backgroundGuard, malformedLog, onceWarnings, rogueWatch } from './guard.js';
-import { ipStr } from './ip.js';
+import { ipInt, ipStr } from './ip.js';
 import { type LeaseTable, loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
@@ -104,6 +104,17 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     log,
     warnOnce,
     probe: prober?.probe,
+    freeAddresses:
+      store.sharedLeases && store.freeLeaseAddresses
+        ? (s, from, limit) =>
+            store.freeLeaseAddresses!({
+              start: s.start,
+              end: s.end,
+              from: ipInt(from),
+              now: new Date(now()).toISOString(),
+              limit,
+            })
+        : undefined,
   };
 
   const owners = serverOwnerGate(opts, stats, guard, env.isOurs, inventory);

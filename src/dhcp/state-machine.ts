@@ -84,6 +84,12 @@ export type StateMachineEnv = {
   probe?(address: string): Promise<boolean>;
   /** A warning keyed once (bounded: keys can hold a MAC). */
   warnOnce(key: string, obj: object, msg: string): void;
+  /**
+   * On a shared lease table (PostgreSQL): up to `limit` addresses of the subnet's range, from `from` on, that no
+   * client holds in the database now. Asked when a claim lost (or the index knows no free address): the index does
+   * not know the leases other daemons wrote, and near exhaustion its next guesses would mostly lose too.
+   */
+  freeAddresses?(subnet: SubnetInfo, from: string, limit: number): Promise<string[]>;
 };
 
 /** What every message type's handler gets, parsed once. */
@@ -197,19 +203,22 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
       hold = adm.seconds;
     }
   }
+  const shared = sharedCandidates(a, env);
   let alloc = leases.allocate(subnet, client, a.requested, a.reservation);
   for (let probes = 0, lost = 0; ; probes++) {
+    if (!alloc.address) alloc = (await shared.next(undefined)) ?? alloc;
     if (!alloc.address) {
       env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
       return silence(alloc.why, 'ignored');
     }
     const held = leases.offer(subnet, client, alloc.address, hold, a.extra);
-    // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
+    // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate,
+    // from the database's free addresses after it (the index did not know that lease, nor likely the next ones).
     const claimed = leases.claimOffer(held);
     if (claimed && !(await claimed)) {
       if (++lost >= MAX_CLAIMS) return silence(`${MAX_CLAIMS} addresses held by other servers' clients`, 'ignored');
       probes--;
-      alloc = leases.allocate(subnet, client, a.requested, a.reservation);
+      alloc = (await shared.next(alloc.address)) ?? leases.allocate(subnet, client, a.requested, a.reservation);
       continue;
     }
     if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
@@ -227,7 +236,38 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
 }
 
 /** Offers claimed for one DISCOVER at most when other daemons' clients keep winning the addresses tried. */
-const MAX_CLAIMS = 8;
+export const MAX_CLAIMS = 8;
+
+/** Free addresses read from the shared lease table at once, when a claim lost. */
+const CANDIDATES = 4;
+
+/**
+ * A DISCOVER's next candidates from the shared lease table (env.freeAddresses): read once after the first lost
+ * claim (from the address lost, so daemons serving different clients still start far apart), again when used up.
+ * Each is checked against the index first (a reservation, an excluded address, a lease it learnt meanwhile). None
+ * without a shared table or for a reserved client (its address is the reservation's only).
+ */
+export function sharedCandidates(a: Pick<Ask, 'subnet' | 'client' | 'reservation'>, env: StateMachineEnv) {
+  let queue: string[] = [];
+  let after: string | undefined;
+  return {
+    async next(lost: string | undefined): Promise<{ address: string; why: string } | undefined> {
+      if (!env.freeAddresses || a.reservation) return undefined;
+      if (lost) after = lost;
+      for (let reads = 0; reads < 2; reads++) {
+        while (queue.length) {
+          const address = queue.shift()!;
+          if (address !== after && env.leases.usable(a.subnet, a.client, address, undefined))
+            return { address, why: 'free in the shared lease table' };
+        }
+        if (reads === 1) break;
+        queue = await env.freeAddresses(a.subnet, after ?? ipStr(a.subnet.start), CANDIDATES);
+        if (after) queue = queue.filter((x) => x !== after);
+      }
+      return undefined;
+    },
+  };
+}
 
 /** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
 const MAX_PROBES = 3;

@@ -9,6 +9,7 @@ import { pgExpireLeases } from './lease-expiry.js';
 import { pgBatchWriter } from './pg-batch.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
+import { pgFreeLeaseAddresses } from './pg-free.js';
 import { pgLeadership } from './pg-leader.js';
 import { pgLeaseChanges } from './pg-lease-changes.js';
 import { type ClaimsInFlight, pgLeaseClaims } from './pg-leases.js';
@@ -148,6 +149,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const claims = pgLeaseClaims(pool, offerPool, opts.claimsInFlight);
   const expire = pgExpireLeases(pool, opts.serverId ?? 'plinth', channel);
   const changes = pgLeaseChanges(pool);
+  const free = pgFreeLeaseAddresses(pool);
   let closed: Promise<void> | undefined;
   return {
     backend: 'postgres',
@@ -179,6 +181,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
         return { kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) };
       }),
     claimLease: (c) => guard(claims.claim(c)),
+    freeLeaseAddresses: (q) => guard(free(q)),
     sharedLeases: true,
     ping: () =>
       pool.query('SELECT 1').then(

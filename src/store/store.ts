@@ -103,6 +103,8 @@ export type ExpiredLease = { key: string; mac: string; subnet: string; was: 'off
 export type ExpireOptions = { limit?: number; event?: (l: ExpiredLease) => ChangeEvent | undefined };
 /** `docs`: the rows as stored now (each once, in no particular order); `cursor`: where the next call starts. */
 export type LeaseChanges = { cursor: string; docs: Doc[] };
+/** A range of IPv4 addresses as integers (start..end), scanned from `from` and wrapping; `now` ISO. */
+export type FreeLeaseQuery = { start: number; end: number; from: number; now: string; limit: number };
 /** `holder`: the lease that kept the address (or the client's other lease when the client lost a race), if read. */
 export type ClaimResult = { ok: true } | { ok: false; holder?: Doc };
 
@@ -122,6 +124,12 @@ export interface Store {
   putBatched(kind: Kind, key: string, doc: Doc | null): Promise<void>;
   /** A conditional lease write (LeaseClaim); resolves once committed, so a winning `bound` claim may be ACKed. Both backends have it. */
   claimLease?(claim: LeaseClaim): Promise<ClaimResult>;
+  /**
+   * Up to `limit` addresses of the range (dotted, in the range's order from `from`, wrapping) that a claim could
+   * take now: no lease row, or one that ended. For a daemon whose claims keep losing to other daemons' clients
+   * (its index does not know their leases): its next candidates. PostgreSQL only (SQLite's one daemon knows all).
+   */
+  freeLeaseAddresses?(q: FreeLeaseQuery): Promise<string[]>;
   /**
    * Whether other daemons write leases to this store (PostgreSQL): the DHCP server then persists every lease
    * with claimLease. SQLite has one daemon, whose in-memory index is the authority (putBatched).
