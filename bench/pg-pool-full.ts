@@ -2,10 +2,11 @@
  * Lease claims near pool exhaustion on PostgreSQL (issue 17): two daemons (two stores, two lease tables) share one
  * subnet whose pool is filled to 90%, 99% and 99.9% with bound leases of other clients; new clients then DISCOVER
  * through either daemon at once, as the DHCP server does (src/dhcp/state-machine.ts `discover`: allocate, offer,
- * claim the offer, on a lost claim the next candidate, at most MAX_CLAIMS), then bind. Per level and per view of
- * the filled leases ("known": both daemons loaded them; "stale": daemon A started before they were written, as
- * when its HA partner made them), prints the claim's p50/p99/max latency, claims (attempts) and statements per
- * DISCOVER, and each DISCOVER that found no address while the database still had a free one.
+ * claim the offer, on a lost claim the next candidate, at most MAX_CLAIMS); their REQUESTs (binds) follow once the
+ * DISCOVERs are measured. Per level and per view of the filled leases ("known": both daemons loaded them; "stale":
+ * daemon A started before they were written, as when its HA partner made them), prints a DISCOVER's claim time
+ * (p50/p99/max), claims (attempts) and statements sent per DISCOVER (a batch shared by several claims counts once),
+ * and each DISCOVER that found no address while the database still had a free one.
  *
  *   npx tsx bench/pg-pool-full.ts --url postgres://... [--size 20000] [--clients 300] [--concurrency 8] [--index-only]
  */
@@ -13,7 +14,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { ipInt, ipStr } from '../src/dhcp/ip.js';
 import { type Client, type LeaseTable, loadLeaseTable } from '../src/dhcp/leases.js';
-import { MAX_CLAIMS, type StateMachineEnv, sharedCandidates } from '../src/dhcp/state-machine.js';
+import { freeAddressesOf, MAX_CLAIMS, sharedCandidates } from '../src/dhcp/shared-candidates.js';
 import { createBus } from '../src/events.js';
 import type { SubnetInfo } from '../src/inventory/cache.js';
 import { silentLogger } from '../src/log.js';
@@ -67,19 +68,7 @@ const q = (xs: number[], f: number) => {
  * the index alone (as before).
  */
 async function discoverClaim(t: LeaseTable, store: PgStore, client: Client) {
-  const env = {
-    leases: t,
-    freeAddresses: values['index-only']
-      ? undefined
-      : (s: SubnetInfo, from: string, limit: number) =>
-          store.freeLeaseAddresses!({
-            start: s.start,
-            end: s.end,
-            from: ipInt(from),
-            now: new Date().toISOString(),
-            limit,
-          }),
-  } as unknown as StateMachineEnv;
+  const env = { leases: t, freeAddresses: values['index-only'] ? undefined : freeAddressesOf(store, Date.now) };
   const shared = sharedCandidates({ subnet, client, reservation: undefined }, env);
   let alloc = t.allocate(subnet, client, undefined, undefined);
   for (let lost = 0; ; ) {
@@ -149,6 +138,7 @@ async function run(level: number, view: string) {
   let failedWithFree = 0;
   let nakked = 0;
   let next = 0;
+  const offered: { t: LeaseTable; client: Client; address: string }[] = [];
   const t0 = performance.now();
   const s0 = statements;
   const worker = async () => {
@@ -159,21 +149,18 @@ async function run(level: number, view: string) {
       const r = await discoverClaim(t, store, client);
       lat.push(performance.now() - start);
       claims.push(r.claims);
-      if (!r.rec) {
+      if (r.rec) offered.push({ t, client, address: r.rec.address });
+      else {
         failed++;
         if ((await freeInDb(schema)) > 0) failedWithFree++;
-        continue;
-      }
-      try {
-        await t.bind(subnet, client, r.rec.address, 3600);
-      } catch {
-        nakked++;
       }
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   stmts = statements - s0;
   const secs = (performance.now() - t0) / 1000;
+  // The REQUESTs, after the measured DISCOVERs (the offers hold their addresses meanwhile).
+  for (const o of offered) await o.t.bind(subnet, o.client, o.address, 3600).catch(() => nakked++);
   const left = await freeInDb(schema);
   await a.close();
   await b.close();

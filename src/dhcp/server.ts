@@ -13,7 +13,7 @@ import { ADDON_HINT, loadNetAddon, type Source } from './bind.js';
 import { announceBoot, bootDecider } from './boot.js';
 import { Connections, type Listener, localAddresses } from './connection.js';
 import { backgroundGuard, malformedLog, onceWarnings, rogueWatch } from './guard.js';
-import { ipInt, ipStr } from './ip.js';
+import { ipStr } from './ip.js';
 import { type LeaseTable, loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
 import { offerGate } from './offers.js';
@@ -26,6 +26,7 @@ import { answerBootServer, answerProxy, type ProxyEnv } from './proxy.js';
 import { startRaResponder } from './ra.js';
 import { finishReply } from './reply.js';
 import { type DhcpServer, type DhcpServerOptions, type DhcpStats, zeroStats } from './server-options.js';
+import { freeAddressesOf } from './shared-candidates.js';
 import { answerRequest, type DhcpRequest, type Outcome, type StateMachineEnv } from './state-machine.js';
 
 export type { DhcpServer, DhcpServerOptions, DhcpStats };
@@ -104,17 +105,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     log,
     warnOnce,
     probe: prober?.probe,
-    freeAddresses:
-      store.sharedLeases && store.freeLeaseAddresses
-        ? (s, from, limit) =>
-            store.freeLeaseAddresses!({
-              start: s.start,
-              end: s.end,
-              from: ipInt(from),
-              now: new Date(now()).toISOString(),
-              limit,
-            })
-        : undefined,
+    freeAddresses: freeAddressesOf(store, now),
   };
 
   const owners = serverOwnerGate(opts, stats, guard, env.isOurs, inventory);

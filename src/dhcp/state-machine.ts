@@ -18,6 +18,7 @@ import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
 import type { DhcpPacket } from './packet.js';
 import { applyBoot, baseReply, fillOptions, finishReply, leaseTimeFor, nakReply } from './reply.js';
+import { type FreeAddresses, MAX_CLAIMS, sharedCandidates } from './shared-candidates.js';
 
 /** The stats counter an outcome adds one to. */
 export type Counter =
@@ -84,12 +85,7 @@ export type StateMachineEnv = {
   probe?(address: string): Promise<boolean>;
   /** A warning keyed once (bounded: keys can hold a MAC). */
   warnOnce(key: string, obj: object, msg: string): void;
-  /**
-   * On a shared lease table (PostgreSQL): up to `limit` addresses of the subnet's range, from `from` on, that no
-   * client holds in the database now. Asked when a claim lost (or the index knows no free address): the index does
-   * not know the leases other daemons wrote, and near exhaustion its next guesses would mostly lose too.
-   */
-  freeAddresses?(subnet: SubnetInfo, from: string, limit: number): Promise<string[]>;
+  freeAddresses?: FreeAddresses;
 };
 
 /** What every message type's handler gets, parsed once. */
@@ -212,8 +208,7 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
       return silence(alloc.why, 'ignored');
     }
     const held = leases.offer(subnet, client, alloc.address, hold, a.extra);
-    // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate,
-    // from the database's free addresses after it (the index did not know that lease, nor likely the next ones).
+    // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
     const claimed = leases.claimOffer(held);
     if (claimed && !(await claimed)) {
       if (++lost >= MAX_CLAIMS) return silence(`${MAX_CLAIMS} addresses held by other servers' clients`, 'ignored');
@@ -233,40 +228,6 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   const boot = filled(a, env, r, machine, alloc.address, a.leaseSeconds);
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
   return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
-}
-
-/** Offers claimed for one DISCOVER at most when other daemons' clients keep winning the addresses tried. */
-export const MAX_CLAIMS = 8;
-
-/** Free addresses read from the shared lease table at once, when a claim lost. */
-const CANDIDATES = 4;
-
-/**
- * A DISCOVER's next candidates from the shared lease table (env.freeAddresses): read once after the first lost
- * claim (from the address lost, so daemons serving different clients still start far apart), again when used up.
- * Each is checked against the index first (a reservation, an excluded address, a lease it learnt meanwhile). None
- * without a shared table or for a reserved client (its address is the reservation's only).
- */
-export function sharedCandidates(a: Pick<Ask, 'subnet' | 'client' | 'reservation'>, env: StateMachineEnv) {
-  let queue: string[] = [];
-  let after: string | undefined;
-  return {
-    async next(lost: string | undefined): Promise<{ address: string; why: string } | undefined> {
-      if (!env.freeAddresses || a.reservation) return undefined;
-      if (lost) after = lost;
-      for (let reads = 0; reads < 2; reads++) {
-        while (queue.length) {
-          const address = queue.shift()!;
-          if (address !== after && env.leases.usable(a.subnet, a.client, address, undefined))
-            return { address, why: 'free in the shared lease table' };
-        }
-        if (reads === 1) break;
-        queue = await env.freeAddresses(a.subnet, after ?? ipStr(a.subnet.start), CANDIDATES);
-        if (after) queue = queue.filter((x) => x !== after);
-      }
-      return undefined;
-    },
-  };
 }
 
 /** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
