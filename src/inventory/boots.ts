@@ -115,9 +115,8 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
     const b = cur?.boot;
     const stale = b && Date.parse(e.at) - Date.parse(b.updatedAt) > STALE_MS;
     const rendered = b?.events.some((x) => x.kind === 'render');
+    // A boot followed by one that is gone (deleted meanwhile) is not written to either.
     if (!b || b.next || stale || (e.opts.firmwareStart && (rendered || b.result))) {
-      // A boot another daemon already followed with a newer one is not written to: re-read (below).
-      if (b?.next) throw new PreconditionError('boots', keyOf(b));
       const n = apply(
         {
           id: `${e.at}-${randomUUID().slice(0, 8)}`,
@@ -130,7 +129,11 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
         e,
       );
       const s = await store.create('boots', keyOf(n), n);
-      if (cur) await supersede(cur, n);
+      // The entry is stored: a failure to mark the old boot only leaves other daemons writing there a while.
+      if (cur)
+        await supersede(cur, n).catch((err: Error) =>
+          log?.warn({ machine, err: err.message }, 'boot timeline: the previous boot was not marked as followed'),
+        );
       return { boot: n, etag: s.etag };
     }
     const next = apply({ ...b, events: [...b.events], artifacts: b.artifacts }, e);

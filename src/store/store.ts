@@ -117,8 +117,8 @@ export interface Store {
   replace(kind: Kind, key: string, doc: Doc, uniques?: UniqueValue[], opts?: WriteOptions): Promise<Stored>;
   remove(kind: Kind, key: string, opts?: WriteOptions): Promise<void>;
   /**
-   * Upsert without unique checks, for records the daemon writes at packet rate (leases, lastSeen, boot
-   * history). Writes made in one event-loop turn share one transaction and one fsync; the promise resolves
+   * Upsert without unique checks, for records the daemon writes at packet rate (leases, heartbeats, file
+   * records). Writes made in one event-loop turn share one transaction and one fsync; the promise resolves
    * only once the batch is durable, so a caller can acknowledge after awaiting it.
    */
   putBatched(kind: Kind, key: string, doc: Doc | null): Promise<void>;

@@ -4,8 +4,11 @@
  * entry is in the timeline at the end. One recorder alone reads the stored boot once, never per entry.
  */
 import { describe, expect, it } from 'vitest';
-import { type Boot, bootRecorder } from '../../src/inventory/boots.js';
+import { type Boot, bootRecorder, MAX_ATTEMPTS } from '../../src/inventory/boots.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
+import { BackendError, PreconditionError } from '../../src/store/store.js';
+import { capturedLog } from '../dhcp/helpers.js';
 import { backends, skipUnavailable } from '../store/backends.js';
 
 const M = 'machine-1';
@@ -85,5 +88,26 @@ describe.each(backends(import.meta.filename))('boot timeline across daemons ($na
     await Promise.all(Array.from({ length: 20 }, (_, i) => r.record(M, { kind: 'http', detail: `e${i}` })));
     expect(reads.n - before).toBe(0);
     expect((await timeline(store))[0]!.events).toHaveLength(21);
+  });
+});
+
+describe('boot timeline under a store that keeps changing', () => {
+  it(`gives an entry up after ${MAX_ATTEMPTS} refused writes, with a warning and a BackendError`, async () => {
+    const real = openSqliteStore(':memory:');
+    let replaces = 0;
+    const store: Store = {
+      ...real,
+      replace: async (kind, key) => {
+        replaces++;
+        throw new PreconditionError(kind, key);
+      },
+    };
+    const { log, lines } = capturedLog();
+    const r = bootRecorder(store, undefined, log);
+    await r.record(M, { kind: 'dhcp', detail: 'start' }, { firmwareStart: true });
+    await expect(r.record(M, { kind: 'http', detail: 'lost' })).rejects.toBeInstanceOf(BackendError);
+    expect(replaces).toBe(MAX_ATTEMPTS);
+    expect(lines.join('\n')).toContain('entry given up');
+    await real.close();
   });
 });
