@@ -2,7 +2,7 @@
  * Lease claims near pool exhaustion on PostgreSQL (issue 17): two daemons (two stores, two lease tables) share one
  * subnet whose pool is filled to 90%, 99% and 99.9% with bound leases of other clients; new clients then DISCOVER
  * through either daemon at once, as the DHCP server does (src/dhcp/state-machine.ts `discover`: allocate, offer,
- * claim the offer, on a lost claim the next candidate, at most MAX_CLAIMS); their REQUESTs (binds) follow once the
+ * claim the offer, on a lost claim the next candidate, as sharedCandidates decides); their REQUESTs (binds) follow once the
  * DISCOVERs are measured. Per level and per view of the filled leases ("known": both daemons loaded them; "stale":
  * daemon A started before they were written, as when its HA partner made them), prints a DISCOVER's claim time
  * (p50/p99/max), claims (attempts) and statements sent per DISCOVER (a batch shared by several claims counts once),
@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { ipInt, ipStr } from '../src/dhcp/ip.js';
 import { type Client, type LeaseTable, loadLeaseTable } from '../src/dhcp/leases.js';
-import { freeAddressesOf, MAX_CLAIMS, sharedCandidates } from '../src/dhcp/shared-candidates.js';
+import { freeAddressesOf, sharedCandidates } from '../src/dhcp/shared-candidates.js';
 import { createBus } from '../src/events.js';
 import type { SubnetInfo } from '../src/inventory/cache.js';
 import { silentLogger } from '../src/log.js';
@@ -71,13 +71,13 @@ async function discoverClaim(t: LeaseTable, store: PgStore, client: Client) {
   const env = { leases: t, freeAddresses: values['index-only'] ? undefined : freeAddressesOf(store, Date.now) };
   const shared = sharedCandidates({ subnet, client, reservation: undefined }, env);
   let alloc = t.allocate(subnet, client, undefined, undefined);
-  for (let lost = 0; ; ) {
+  for (let claims = 1; ; claims++) {
     if (!alloc.address) alloc = (await shared.next(undefined)) ?? alloc;
-    if (!alloc.address) return { claims: lost };
+    if (!alloc.address) return { claims: claims - 1 };
     const held = t.offer(subnet, client, alloc.address, 30);
-    if (await t.claimOffer(held)) return { claims: lost + 1, rec: held };
-    if (++lost >= MAX_CLAIMS) return { claims: lost };
-    alloc = (await shared.next(alloc.address)) ?? t.allocate(subnet, client, undefined, undefined);
+    if (await t.claimOffer(held)) return { claims, rec: held };
+    alloc = await shared.lost(alloc, () => t.allocate(subnet, client, undefined, undefined));
+    if (!alloc.address) return { claims };
   }
 }
 const table = (store: PgStore) => loadLeaseTable({ store, bus: createBus(), log: silentLogger });

@@ -7,7 +7,7 @@ import type { SubnetInfo } from '../inventory/cache.js';
 import type { Reservation } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ipInt, ipStr } from './ip.js';
-import type { Client, LeaseTable } from './lease-types.js';
+import type { Allocation, Client, LeaseTable } from './lease-types.js';
 
 /**
  * On a shared lease table (StateMachineEnv.freeAddresses): up to `limit` addresses of the subnet's range, from
@@ -23,8 +23,16 @@ export function freeAddressesOf(store: Store, now: () => number): FreeAddresses 
     free({ start: s.start, end: s.end, from: ipInt(from), now: new Date(now()).toISOString(), limit });
 }
 
-/** Offers claimed for one DISCOVER at most when other daemons' clients keep winning the addresses tried. */
+/** Lost claims of the index's own guesses for one DISCOVER at most (other daemons' clients kept winning them). */
 export const MAX_CLAIMS = 8;
+/**
+ * Lost claims of the database's free addresses for one DISCOVER at most: each was free a moment before, so each
+ * loss is another client served; near exhaustion several DISCOVERs at once chase the same last addresses.
+ */
+export const MAX_FREE_CLAIMS = 32;
+
+/** An allocation's `why` when the address came from the database's free ones. */
+const FREE = 'free in the shared lease table';
 
 /** Free addresses read from the shared lease table at once, when a claim lost. */
 const CANDIDATES = 4;
@@ -41,7 +49,18 @@ export function sharedCandidates(
 ) {
   let queue: string[] = [];
   let after: string | undefined;
-  return {
+  let guesses = 0;
+  let frees = 0;
+  const self = {
+    /**
+     * The claim of `alloc` lost: the next candidate (from the database, else `fallback`, the index's next guess), or
+     * why the DISCOVER gives up (MAX_CLAIMS lost guesses, or MAX_FREE_CLAIMS lost free addresses).
+     */
+    async lost(alloc: Allocation, fallback: () => Allocation): Promise<Allocation> {
+      if (alloc.why === FREE ? ++frees >= MAX_FREE_CLAIMS : ++guesses >= MAX_CLAIMS)
+        return { why: `${guesses + frees} addresses held by other servers' clients` };
+      return (await self.next(alloc.address)) ?? fallback();
+    },
     async next(lost: string | undefined): Promise<{ address: string; why: string } | undefined> {
       if (!env.freeAddresses || a.reservation) return undefined;
       if (lost) after = lost;
@@ -49,7 +68,7 @@ export function sharedCandidates(
         while (queue.length) {
           const address = queue.shift()!;
           if (address !== after && env.leases.usable(a.subnet, a.client, address, undefined))
-            return { address, why: 'free in the shared lease table' };
+            return { address, why: FREE };
         }
         if (reads === 1) break;
         queue = await env.freeAddresses(a.subnet, after ?? ipStr(a.subnet.start), CANDIDATES);
@@ -58,4 +77,5 @@ export function sharedCandidates(
       return undefined;
     },
   };
+  return self;
 }

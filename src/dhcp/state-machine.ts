@@ -18,7 +18,7 @@ import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
 import type { DhcpPacket } from './packet.js';
 import { applyBoot, baseReply, fillOptions, finishReply, leaseTimeFor, nakReply } from './reply.js';
-import { type FreeAddresses, MAX_CLAIMS, sharedCandidates } from './shared-candidates.js';
+import { type FreeAddresses, sharedCandidates } from './shared-candidates.js';
 
 /** The stats counter an outcome adds one to. */
 export type Counter =
@@ -201,7 +201,7 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   }
   const shared = sharedCandidates(a, env);
   let alloc = leases.allocate(subnet, client, a.requested, a.reservation);
-  for (let probes = 0, lost = 0; ; probes++) {
+  for (let probes = 0; ; probes++) {
     if (!alloc.address) alloc = (await shared.next(undefined)) ?? alloc;
     if (!alloc.address) {
       env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
@@ -211,9 +211,9 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
     const claimed = leases.claimOffer(held);
     if (claimed && !(await claimed)) {
-      if (++lost >= MAX_CLAIMS) return silence(`${MAX_CLAIMS} addresses held by other servers' clients`, 'ignored');
+      alloc = await shared.lost(alloc, () => leases.allocate(subnet, client, a.requested, a.reservation));
+      if (!alloc.address) return silence(alloc.why, 'ignored');
       probes--;
-      alloc = (await shared.next(alloc.address)) ?? leases.allocate(subnet, client, a.requested, a.reservation);
       continue;
     }
     if (stranger) offers.track(subnet.name, ipInt(alloc.address), hold);
