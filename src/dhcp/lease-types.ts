@@ -2,8 +2,12 @@
  * The lease table's types (leases.ts implements it): who a client is (RFC 2131 4.2), the table's operations, and
  * the error a bind lost to another daemon's client raises.
  */
+import type { Bus } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
+import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
+import type { Store } from '../store/store.js';
+import type { BackgroundGuard } from './guard.js';
 
 export type LeaseState = Lease['state'];
 export type LeaseRec = Lease & { ip: number; exp: number };
@@ -82,4 +86,19 @@ export type LeaseTable = {
   size(): number;
   /** Addresses of the subnet's range bound or declined now (not offered, not free): one pass over the table. */
   held(subnet: SubnetInfo): number;
+};
+
+export type LeaseTableDeps = {
+  store: Store;
+  bus: Bus;
+  log: Logger;
+  now?: () => number;
+  /** Addresses never handed out (the server's own). */
+  excluded?: () => Set<string>;
+  /** The MAC an address is reserved for, if any (from the inventory's reservations). */
+  reservedMacAt?: (address: string) => string | undefined;
+  /** Where background write errors go, rate-limited (a full disk fails every write). */
+  guard?: BackgroundGuard;
+  /** Where in a shared pool the scan for this client starts, as an offset into the range (default: a hash of it). */
+  scanStart?: (c: Client, size: number) => number;
 };

@@ -11,14 +11,12 @@
  * server), so allocation, the offer cap's held counts, RELEASE, DECLINE and INIT-REBOOT see their leases too; and
  * ended leases are marked in memory only, the leader's sweep being the table's one writer of them (duties.ts).
  */
-import { type Bus, isoClock } from '../events.js';
+import { isoClock } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
-import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
-import type { Store } from '../store/store.js';
-import type { BackgroundGuard } from './guard.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
+import { LeaseFollower, scanStartOf } from './lease-follow.js';
 import {
   type Allocation,
   belongsTo,
@@ -27,53 +25,23 @@ import {
   type LeaseRec,
   type LeaseState,
   type LeaseTable,
+  type LeaseTableDeps,
   LeaseTakenError,
   who,
 } from './lease-types.js';
 
 export * from './lease-types.js';
 
-export type LeaseTableDeps = {
-  store: Store;
-  bus: Bus;
-  log: Logger;
-  now?: () => number;
-  /** Addresses never handed out (the server's own). */
-  excluded?: () => Set<string>;
-  /** The MAC an address is reserved for, if any (from the inventory's reservations). */
-  reservedMacAt?: (address: string) => string | undefined;
-  /** Where background write errors go, rate-limited (a full disk fails every write). */
-  guard?: BackgroundGuard;
-  /** Where in a shared pool the scan for this client starts, as an offset into the range (default: a hash of it). */
-  scanStart?: (c: Client, size: number) => number;
-};
-
 /** The lease table with every lease of the store loaded. */
 export async function loadLeaseTable(deps: LeaseTableDeps): Promise<LeaseTable> {
   const table = new MemoryLeaseTable(deps);
   // Where following the others' writes starts: before the load, so nothing written meanwhile is missed (what the
   // load already has comes again, the same).
-  if (deps.store.sharedLeases && deps.store.leaseChanges) table.cursor = (await deps.store.leaseChanges()).cursor;
+  if (deps.store.sharedLeases && deps.store.leaseChanges)
+    table.follow.cursor = (await deps.store.leaseChanges()).cursor;
   for (const it of (await deps.store.list('leases')).items) table.load(it.doc as Lease);
   return table;
 }
-
-/** FNV-1a of the client's identifier (its MAC without one): where its scan starts in a shared pool. */
-function hashStart(c: Client, size: number): number {
-  const key = c.id ?? c.mac;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  return (h >>> 0) % size;
-}
-
-/** Whether a stored lease says what the index's record says (its updatedAt aside). */
-const same = (r: LeaseRec, d: Lease) =>
-  r.state === d.state &&
-  r.expiresAt === d.expiresAt &&
-  r.mac === d.mac &&
-  r.subnet === d.subnet &&
-  r.clientId === d.clientId &&
-  r.hostname === d.hostname;
 
 const live = (r: LeaseRec, t: number) => (r.state === 'offered' || r.state === 'bound') && r.exp > t;
 const inRange = (s: SubnetInfo, ip: number) => ip >= s.start && ip <= s.end;
@@ -91,17 +59,17 @@ class MemoryLeaseTable implements LeaseTable {
   // Two formatters, each caching its own minute: now (updatedAt) and now + a lease time (expiresAt).
   private readonly isoNow = isoClock();
   private readonly isoLater = isoClock();
-  /** Where catchUp reads from (shared store only). */
-  cursor: string | undefined;
-  // The addresses this daemon is writing (claims in flight), and those it wrote or began writing since the
-  // catch-up read in flight was sent: a row that read returns for them may be older than the index (catchUp).
-  private readonly writing = new Map<number, number>();
-  private touched: Set<number> | undefined;
-  private catching: Promise<number> | undefined;
+  /** Claims and catch-up reads on a shared store (lease-follow.ts). */
+  readonly follow: LeaseFollower;
 
   constructor(private readonly deps: LeaseTableDeps) {
     this.now = deps.now ?? Date.now;
     this.heldCounts = new HeldCounts((s, t) => this.countHeld(s, t), this.now);
+    this.follow = new LeaseFollower(
+      deps.store,
+      (ip) => this.byIp.get(ip),
+      (d) => this.learn(d),
+    );
   }
 
   /** A stored lease, at start. */
@@ -149,26 +117,7 @@ class MemoryLeaseTable implements LeaseTable {
     const { ip, exp: _exp, ...doc } = rec;
     const { store } = this.deps;
     if (!store.sharedLeases || !store.claimLease) return store.putBatched('leases', rec.address, doc).then(() => true);
-    this.writing.set(ip, (this.writing.get(ip) ?? 0) + 1);
-    this.touched?.add(ip);
-    const settled = () => {
-      const n = this.writing.get(ip)! - 1;
-      if (n > 0) this.writing.set(ip, n);
-      else this.writing.delete(ip);
-      this.touched?.add(ip);
-    };
-    return store.claimLease({ doc, now: new Date(this.now()).toISOString() }).then(
-      (r) => {
-        settled();
-        if (r.ok) return true;
-        if (r.holder) this.learn(r.holder as Lease);
-        return false;
-      },
-      (err) => {
-        settled();
-        throw err;
-      },
-    );
+    return this.follow.claim(ip, doc, new Date(this.now()).toISOString());
   }
 
   /** Another daemon's lease: replaces what the index had at its address (the held counts follow). */
@@ -185,39 +134,7 @@ class MemoryLeaseTable implements LeaseTable {
   }
 
   catchUp(): Promise<number> | undefined {
-    const { store } = this.deps;
-    if (!store.sharedLeases || !store.leaseChanges || this.cursor === undefined) return undefined;
-    this.catching ??= this.readChanges(store.leaseChanges.bind(store)).finally(() => {
-      this.catching = undefined;
-    });
-    return this.catching;
-  }
-
-  /**
-   * One catch-up read. A row for an address this daemon was writing while the read was out is left alone: its own
-   * write may be newer than the row read (the read's snapshot may predate its COMMIT), and its claim's outcome
-   * taught the index already (won: its lease; lost: the holder's).
-   */
-  private async readChanges(read: NonNullable<Store['leaseChanges']>): Promise<number> {
-    const touched = new Set<number>(this.writing.keys());
-    this.touched = touched;
-    let n = 0;
-    try {
-      const got = await read(this.cursor);
-      for (const doc of got.docs as Lease[]) {
-        if (typeof doc.address !== 'string') continue;
-        const ip = ipInt(doc.address);
-        if (touched.has(ip)) continue;
-        const r = this.byIp.get(ip);
-        if (r && same(r, doc)) continue;
-        this.learn(doc);
-        n++;
-      }
-      this.cursor = got.cursor;
-    } finally {
-      if (this.touched === touched) this.touched = undefined;
-    }
-    return n;
+    return this.follow.catchUp();
   }
 
   claimOffer(rec: LeaseRec): Promise<boolean> | undefined {
@@ -228,10 +145,7 @@ class MemoryLeaseTable implements LeaseTable {
   refresh(address: string, client: ClientRef): Promise<void> | undefined {
     if (!this.deps.store.sharedLeases) return undefined;
     const r = this.byIp.get(ipInt(address));
-    if (r && live(r, this.now()) && belongsTo(r, who(client))) return undefined;
-    return this.deps.store.get('leases', address).then((got) => {
-      if (got) this.learn(got.doc as Lease);
-    });
+    return r && live(r, this.now()) && belongsTo(r, who(client)) ? undefined : this.follow.refresh(address);
   }
 
   private persistLater(rec: LeaseRec): void {
@@ -341,7 +255,7 @@ class MemoryLeaseTable implements LeaseTable {
     const size = s.end - s.start + 1;
     const shared = this.deps.store.sharedLeases;
     let pos = shared
-      ? s.start + ((this.deps.scanStart ?? hashStart)(c, size) % size)
+      ? s.start + ((this.deps.scanStart ?? scanStartOf)(c, size) % size)
       : (this.cursors.get(s.name) ?? s.start);
     if (pos < s.start || pos > s.end) pos = s.start;
     for (let n = 0; n < size; n++) {
@@ -457,8 +371,7 @@ class MemoryLeaseTable implements LeaseTable {
 
   drop(address: string): void {
     const ip = ipInt(address);
-    // A catch-up read out now may still return the row: it must not bring it back.
-    this.touched?.add(ip);
+    this.follow.dropped(ip);
     const r = this.byIp.get(ip);
     if (!r) return;
     this.byIp.delete(ip);

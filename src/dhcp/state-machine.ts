@@ -9,43 +9,19 @@ import type { Bus } from '../events.js';
 import type { InventoryCache, SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { Reservation } from '../model/subnet.js';
-import { type BootChoice, type BootOffer, bootOffer, type Decide } from './boot.js';
+import { bootOffer, type Decide } from './boot.js';
 import { type Delivery, deliveryFor } from './delivery.js';
 import { inNet, ipInt, ipStr } from './ip.js';
 import { belongsTo, type Client, type LeaseRec, type LeaseTable, LeaseTakenError } from './leases.js';
 import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
+import type { Counter, Outcome, Reply, Silence, Wire } from './outcome.js';
 import type { DhcpPacket } from './packet.js';
 import { applyBoot, baseReply, fillOptions, finishReply, leaseTimeFor, nakReply } from './reply.js';
 import { type FreeAddresses, sharedCandidates } from './shared-candidates.js';
 
-/** The stats counter an outcome adds one to. */
-export type Counter =
-  | 'offers'
-  | 'acks'
-  | 'naks'
-  | 'informs'
-  | 'proxyOffers'
-  | 'proxyAcks'
-  | 'declines'
-  | 'releases'
-  | 'ignored';
-
-export type Reply = {
-  reply: DhcpPacket;
-  delivery: Delivery;
-  count: Counter;
-  /** The boot this reply carries, and the offer to hand to onBoot. */
-  boot?: { choice: BootChoice; offer: BootOffer };
-  /** A 4011 REQUEST from the address it names: evidence the MAC is there (`proxy.acked`, after the send). */
-  proxyAcked?: { address: string; subnet: string };
-  /** The reply already finished for the wire (finishReply), when the request said how (`DhcpRequest.wire`). */
-  wire?: Wire;
-};
-export type Wire = ReturnType<typeof finishReply>;
-export type Silence = { reply?: undefined; reason: string; count?: Counter };
-export type Outcome = Reply | Silence;
+export * from './outcome.js';
 
 /** One request, placed: its subnet and this server's address on it; `ingress` names where it came in. */
 export type DhcpRequest = {
@@ -401,8 +377,7 @@ async function decline(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   if (!requested || a.serverId === undefined || !env.isOurs(a.serverId, a.server))
     return silence('DECLINE without 50 or 54 naming this server', 'ignored');
   // Another daemon on the inventory may have given the lease (issue 17): the store says, as for a REQUEST.
-  const fresh = env.leases.refresh(requested, client);
-  if (fresh) await fresh;
+  await env.leases.refresh(requested, client);
   const l = env.leases.get(requested);
   if (!(l && l.state !== 'declined' && belongsTo(l, client)))
     return silence(`DECLINE of ${requested}, not this client's`);
@@ -429,8 +404,7 @@ async function release(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     );
     return silence('RELEASE without 54 naming this server', 'ignored');
   }
-  const fresh = pkt.ciaddr === '0.0.0.0' ? undefined : env.leases.refresh(pkt.ciaddr, a.client);
-  if (fresh) await fresh;
+  if (pkt.ciaddr !== '0.0.0.0') await env.leases.refresh(pkt.ciaddr, a.client);
   if (pkt.ciaddr === '0.0.0.0' || !(await env.leases.release(pkt.ciaddr, a.client)))
     return silence(`RELEASE of ${pkt.ciaddr}, not this client's`);
   env.offers.settle(ipInt(pkt.ciaddr), subnet.name);

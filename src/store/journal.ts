@@ -180,7 +180,6 @@ function startJournal(
 ): Journal {
   const APPLY_MS = opts.applyMs ?? 50;
   const APPLY_ITEMS = opts.applyItems ?? 2000;
-  const MAX_BACKLOG = opts.maxBacklog ?? 100_000;
   const log = new WriteLog();
   let applying = false;
   let urgent = 0; // a drain waits for everything up to here: apply it without waiting for the timer
@@ -279,10 +278,7 @@ function startJournal(
 
   return {
     put(item) {
-      if (log.size >= MAX_BACKLOG && !isDown && !closed)
-        return Promise.reject(
-          new BackendError(`storage backlog: ${log.size} writes wait for the disk or for SQLite; write refused`),
-        );
+      if (log.size >= (opts.maxBacklog ?? 100_000) && !isDown && !closed) return backlogFull(log.size);
       let seq: number;
       try {
         if (h === undefined && !isDown && !closed)
@@ -341,6 +337,10 @@ function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): (
     setImmediate(run);
   };
 }
+
+/** A write refused because `n` others wait for the disk or for SQLite (`maxBacklog`). */
+const backlogFull = (n: number) =>
+  Promise.reject(new BackendError(`storage backlog: ${n} writes wait for the disk or for SQLite; write refused`));
 
 function removeAll(file: string) {
   for (const s of segments(file)) unlinkQuietly(s.path);
