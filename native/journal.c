@@ -57,9 +57,7 @@ typedef struct {
   uint64_t gen_first;   /* the first sequence number written to it (0: none yet) */
   char err[256];        /* the first failure; the journal takes no more records after it */
   bool waiting, stop, running;
-  uint64_t kicks;       /* journalKicks so far: the thread writes once per kick (once per event-loop turn) */
   /* The thread's own. */
-  uint64_t taken;       /* the kicks its writes have answered */
   char prefix[4000];
   int fd, dirfd, next_fd; /* next_fd: the next segment, made ready while idle (-1: not yet) */
   bool next_failed;     /* making it failed: left to the rotation, which reports the error */
@@ -168,12 +166,9 @@ static void *journal_loop(void *arg) {
   size_t mine_cap = 0;
   for (;;) {
     pthread_mutex_lock(&j->mu);
-    /* Records wait for their turn's kick even when the thread is awake (back from an fdatasync while the loop is
-     * still appending): a turn's records share one write and one fdatasync, and a busy loop, which takes longer
-     * turns, makes fewer and fuller ones instead of an fdatasync for every few records it had appended so far. */
-    while ((j->qlen == 0 || j->kicks == j->taken) && !j->stop) {
+    while (j->qlen == 0 && !j->stop) {
       /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. */
-      if (j->qlen == 0 && j->fd >= 0 && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) {
+      if (j->fd >= 0 && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) {
         uint64_t gen = j->gen + 1;
         pthread_mutex_unlock(&j->mu);
         int fd = -1;
@@ -192,7 +187,6 @@ static void *journal_loop(void *arg) {
       break;
     }
     /* Swap buffers: appends go on into the other one while this one is written. */
-    j->taken = j->kicks;
     unsigned char *b = j->q;
     size_t n = j->qlen, bcap = j->qcap;
     j->q = mine;
@@ -438,7 +432,6 @@ napi_value journal_kick(napi_env env, napi_callback_info info) {
   journal *j = journal_arg(env, info, &argc, argv);
   if (!j) return NULL;
   pthread_mutex_lock(&j->mu);
-  j->kicks++;
   if (j->waiting && j->qlen > 0) pthread_cond_signal(&j->cv);
   pthread_mutex_unlock(&j->mu);
   return NULL;
