@@ -58,8 +58,9 @@ const conflict = (err: unknown) =>
   err instanceof PreconditionError || err instanceof NotFoundError || err instanceof ConflictError;
 
 /**
- * Keeps each machine's current boot in memory, with the etag of the version written, and writes each entry
- * conditionally on it (If-Match): one daemon alone never reads before a write. Several daemons share one
+ * Keeps each machine's current boot in memory, with the etag of the version written, and on a shared inventory
+ * (PostgreSQL) writes each entry conditionally on it (If-Match): one daemon alone never reads before a write; on
+ * SQLite, one daemon's file, each entry goes through the store's batched writes as before. Several daemons share one
  * inventory (issue 17): the leader records a reprovision's steps while another answers the machine's DHCP and
  * callback. A write that finds the stored boot changed re-reads it and applies the entry again, up to
  * MAX_ATTEMPTS times, so no daemon's entry is overwritten by another's stale copy. A daemon's own entries for one
@@ -110,6 +111,12 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
     }
   };
 
+  // One daemon alone (SQLite: the store is no other daemon's) holds the only copy that changes: its writes go
+  // through the store's batched writes (the lease journal, off the event loop), as packet-rate writes must, not a
+  // conditional transaction on the main thread each (an fsync the DHCP and HTTP paths would wait behind).
+  const batched = (b: Boot): Promise<Known> =>
+    store.putBatched('boots', keyOf(b), b).then(() => ({ boot: b, etag: '' }));
+
   /** One conditional write of `e` on top of `cur` (the stored boot as last known; undefined: none). */
   const write = async (machine: string, cur: Known | undefined, e: Entry): Promise<Known> => {
     const b = cur?.boot;
@@ -128,6 +135,7 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
         },
         e,
       );
+      if (!store.sharedLeases) return batched(n);
       const s = await store.create('boots', keyOf(n), n);
       // The entry is stored: a failure to mark the old boot only leaves other daemons writing there a while.
       if (cur)
@@ -137,6 +145,7 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
       return { boot: n, etag: s.etag };
     }
     const next = apply({ ...b, events: [...b.events], artifacts: b.artifacts }, e);
+    if (!store.sharedLeases) return batched(next);
     const s = await store.replace('boots', keyOf(next), next, [], { ifMatch: cur.etag });
     return { boot: next, etag: s.etag };
   };
