@@ -8,7 +8,7 @@
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
-import { jsonbCopy } from './pg-docs.js';
+import { jsonbCopy, once } from './pg-docs.js';
 import { appendEvents } from './pg-events.js';
 import type { ExpiredLease, ExpireOptions } from './store.js';
 
@@ -40,15 +40,12 @@ export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string)
     const now = new Date().toISOString();
     const bodies = r.rows.map((x) => expiredJson(x.body, now));
     // The marks and their events commit together: a subscriber hears of exactly the leases marked.
-    const c = await pool.connect();
-    let broken: Error | undefined;
-    try {
-      await c.query('BEGIN');
+    return once(pool, async (c) => {
       const u = await c.query<{ key: string; mac: string | null; subnet: string | null }>(
         `UPDATE leases l SET doc = coalesce(u.j, u.b)::jsonb, body = u.b, etag = u.e
-          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(k, old, b, j, e)
-          WHERE l.key = u.k AND l.etag = u.old AND l.doc ->> 'state' IN ${LIVE} AND l.doc ->> 'expiresAt' < $6
-          RETURNING l.key, l.doc ->> 'mac' AS mac, l.doc ->> 'subnet' AS subnet`,
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(k, old, b, j, e)
+        WHERE l.key = u.k AND l.etag = u.old AND l.doc ->> 'state' IN ${LIVE} AND l.doc ->> 'expiresAt' < $6
+        RETURNING l.key, l.doc ->> 'mac' AS mac, l.doc ->> 'subnet' AS subnet`,
         [
           r.rows.map((x) => x.key),
           r.rows.map((x) => x.etag),
@@ -69,16 +66,8 @@ export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string)
           channel,
           marked.flatMap((l) => event(l) ?? []),
         );
-      await c.query('COMMIT');
       return marked;
-    } catch (err) {
-      await c.query('ROLLBACK').catch((e: Error) => {
-        broken = e;
-      });
-      throw err;
-    } finally {
-      c.release(broken);
-    }
+    });
   };
 }
 
