@@ -74,11 +74,19 @@ class MemoryLeaseTable implements LeaseTable {
 
   /** A stored lease, at start. */
   load(d: Lease): void {
+    if (this.place(d)) this.heldCounts.forget();
+  }
+
+  /** A stored lease in the index at its address, in place of what was there: both, or undefined for a bad row. */
+  private place(d: Lease): { old: LeaseRec | undefined; rec: LeaseRec } | undefined {
     if (typeof d.address !== 'string' || typeof d.mac !== 'string' || typeof d.expiresAt !== 'string') return;
-    const rec: LeaseRec = { ...d, ip: ipInt(d.address), exp: Date.parse(d.expiresAt) || 0 };
-    this.byIp.set(rec.ip, rec);
+    const ip = ipInt(d.address);
+    const old = this.byIp.get(ip);
+    if (old) this.unindex(old);
+    const rec: LeaseRec = { ...d, ip, exp: Date.parse(d.expiresAt) || 0 };
+    this.byIp.set(ip, rec);
     if (rec.state !== 'declined') this.index(rec);
-    this.heldCounts.forget();
+    return { old, rec };
   }
 
   private index(r: LeaseRec): void {
@@ -122,15 +130,10 @@ class MemoryLeaseTable implements LeaseTable {
 
   /** Another daemon's lease: replaces what the index had at its address (the held counts follow). */
   private learn(d: Lease): void {
-    if (typeof d.address !== 'string' || typeof d.mac !== 'string' || typeof d.expiresAt !== 'string') return;
-    const ip = ipInt(d.address);
-    const old = this.byIp.get(ip);
-    if (old) this.unindex(old);
-    const rec: LeaseRec = { ...d, ip, exp: Date.parse(d.expiresAt) || 0 };
-    this.byIp.set(ip, rec);
-    if (rec.state !== 'declined') this.index(rec);
+    const placed = this.place(d);
+    if (!placed) return;
     const t = this.now();
-    this.heldCounts.moved(ip, isHeld(old, t), isHeld(rec, t));
+    this.heldCounts.moved(placed.rec.ip, isHeld(placed.old, t), isHeld(placed.rec, t));
   }
 
   catchUp(): Promise<number> | undefined {
