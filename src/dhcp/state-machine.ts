@@ -175,10 +175,14 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
       hold = adm.seconds;
     }
   }
-  const shared = sharedCandidates(a, env);
+  // Made only when a shared table's claim lost or the index found no address: not on every DISCOVER.
+  let shared: ReturnType<typeof sharedCandidates> | undefined;
   let alloc = leases.allocate(subnet, client, a.requested, a.reservation);
   for (let probes = 0; ; probes++) {
-    if (!alloc.address) alloc = (await shared.next(undefined)) ?? alloc;
+    if (!alloc.address) {
+      shared ??= sharedCandidates(a, env);
+      alloc = (await shared.next(undefined)) ?? alloc;
+    }
     if (!alloc.address) {
       env.warnOnce(`full-${subnet.name}`, { subnet: subnet.name, mac }, `dhcp: no offer: ${alloc.why}`);
       return silence(alloc.why, 'ignored');
@@ -187,6 +191,7 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
     const claimed = leases.claimOffer(held);
     if (claimed && !(await claimed)) {
+      shared ??= sharedCandidates(a, env);
       alloc = await shared.lost(alloc, () => leases.allocate(subnet, client, a.requested, a.reservation));
       if (!alloc.address) return silence(alloc.why, 'ignored');
       probes--;
