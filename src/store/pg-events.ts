@@ -19,29 +19,23 @@ export function eventChannel(schema?: string): string {
 }
 
 /**
- * Appends `ev` inside the caller's transaction. The advisory lock, held until COMMIT, makes event-writing
- * transactions commit one at a time, so ids become visible in increasing order: a follower that saw id N
- * never later meets a smaller id it skipped. Changes with events are API writes, a few a second.
+ * Appends `ev` inside the caller's transaction: an API write's event (appendEvents, one of them).
  */
-export async function appendEvent(c: pg.ClientBase, serverId: string, channel: string, ev: ChangeEvent) {
-  const data = ev.data === undefined ? null : JSON.stringify(ev.data);
-  await c.query({
-    name: 'plinth-event-append',
-    text: `WITH l AS (SELECT pg_advisory_xact_lock(hashtext('plinth-events:' || current_schema()))),
-      i AS (INSERT INTO events (server_id, type, key, data) SELECT $1, $2, $3, $4::jsonb FROM l RETURNING id)
-      SELECT pg_notify($5, id::text) FROM i`,
-    values: [serverId, ev.type, ev.key ?? null, data === null ? null : (jsonbCopy(data) ?? data), channel],
-  });
+export function appendEvent(c: pg.ClientBase, serverId: string, channel: string, ev: ChangeEvent) {
+  return appendEvents(c, serverId, channel, [ev]);
 }
 
 /**
- * Appends several events inside the caller's transaction, in order, under the same lock as appendEvent, with one
- * doorbell: a follower reads everything after its last seen id on any notification.
+ * Appends `evs` inside the caller's transaction, in order, with one doorbell (a follower reads everything after its
+ * last seen id on any notification). The advisory lock, held until COMMIT, makes event-writing transactions commit
+ * one at a time, so ids become visible in increasing order: a follower that saw id N never later meets a smaller id
+ * it skipped. Changes with events are API writes (a few a second) and the leader's lease sweeps.
  */
 export async function appendEvents(c: pg.ClientBase, serverId: string, channel: string, evs: ChangeEvent[]) {
   if (!evs.length) return;
   const data = evs.map((e) => (e.data === undefined ? null : JSON.stringify(e.data)));
   await c.query({
+    name: 'plinth-event-append',
     text: `WITH l AS (SELECT pg_advisory_xact_lock(hashtext('plinth-events:' || current_schema()))),
       i AS (INSERT INTO events (server_id, type, key, data)
         SELECT $1, t, k, d::jsonb FROM l, unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(t, k, d, n)
