@@ -31,10 +31,17 @@ export const LOST_CODES = new Set(['23P01', '40P01', '23505']);
 // constraint at COMMIT, and the claims go again alone with the release (pg-leases.ts). A client seldom has one
 // (its row is the one it claims: the offer it REQUESTs, the lease it renews; a move releases the old row first),
 // and without the release the statement costs PostgreSQL about a third less CPU.
+/**
+ * A lease row (`l`) any claim may take, whoever it was for: its time ran out by `now` (the SQL parameter named), or
+ * it was given back or marked expired. pg-free.ts's free addresses are the ones without such a row's opposite.
+ */
+export const ENDED = (now: string) =>
+  `(l.doc ->> 'expiresAt' <= ${now} OR l.doc ->> 'state' IN ('expired', 'released'))`;
+
 export const CLAIM_ROWS = `INSERT INTO leases AS l (key, doc, body, etag)
   SELECT k, coalesce(j, b)::jsonb, b, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, b, j, e)
   ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
-  WHERE l.doc ->> 'expiresAt' <= $5 OR l.doc ->> 'state' IN ('expired', 'released')
+  WHERE ${ENDED('$5')}
     OR (excluded.doc ->> 'state' <> 'expired' AND l.doc ->> 'state' <> 'declined'
       AND (excluded.doc ->> 'state' <> 'offered' OR l.doc ->> 'state' <> 'bound')
       AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND excluded.doc ->> 'clientId' IS NOT NULL

@@ -12,7 +12,7 @@ import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { clientKey, isLiveState, keeps } from './lease-claim.js';
 import { jsonbCopy } from './pg-docs.js';
-import { CLAIM_ROWS, ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
+import { CLAIM_ROWS, ENDED, ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
 import type { ClaimResult, Doc, LeaseClaim } from './store.js';
 
 // $1 address, $2 body, $3 its JSONB copy (null: body), $4 etag, $5 now, $6 subnet, $7 client key, $8 clientId,
@@ -21,7 +21,7 @@ import type { ClaimResult, Doc, LeaseClaim } from './store.js';
 const CLAIM = `WITH claimed AS (
   INSERT INTO leases AS l (key, doc, body, etag) VALUES ($1, coalesce($3, $2)::jsonb, $2, $4)
   ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
-  WHERE l.doc ->> 'expiresAt' <= $5 OR l.doc ->> 'state' IN ('expired', 'released')
+  WHERE ${ENDED('$5')}
     OR ($12 <> 'expired' AND l.doc ->> 'state' <> 'declined' AND ($12 <> 'offered' OR l.doc ->> 'state' <> 'bound') AND CASE WHEN l.doc ->> 'clientId' IS NOT NULL AND $8::text IS NOT NULL
       THEN l.doc ->> 'clientId' = $8 ELSE l.doc ->> 'mac' = $9 END)
   RETURNING 1
