@@ -58,7 +58,8 @@ export async function bootCore(
   leadership?: Leadership,
 ): Promise<BootCore> {
   // Several daemons may write one machine's timeline (the leader's reprovision steps, another's DHCP and
-  // callback): each entry is a conditional write, re-applied on conflict (src/inventory/boots.ts).
+  // callback): on PostgreSQL each entry is a conditional write, re-applied on conflict; on SQLite, batched
+  // (src/inventory/boots.ts).
   const boots = bootRecorder(store, undefined, log);
   // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
   const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});

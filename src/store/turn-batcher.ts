@@ -11,8 +11,8 @@ export type Queued<T, R> = { item: T; resolve: (r: R) => void; reject: (e: Error
 
 export type TurnBatcherOptions<T, R> = {
   /**
-   * Runs one batch and settles each of its items; `inFlight` counts the batches running with it. A throw (or rejection) rejects every item of the batch with it
-   * as a StoreError; an item already settled ignores that.
+   * Runs one batch and settles each of its items; `inFlight` counts the batches running with it. A throw (or
+   * rejection) rejects every item of the batch with it as a StoreError; an item already settled ignores that.
    */
   run(batch: Queued<T, R>[], inFlight: number): Promise<void>;
   /**
