@@ -40,9 +40,10 @@ const registry = await startRegistry(store, { serverId, version: VERSION, backen
 const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080 });
 process.stdout.write('READY\n');
 // PLINTH_BENCH_PROFILE=FILE: a CPU profile of the first 8 s after READY (warm-up and measured period), written
-// before the bench's kill -9 (node --cpu-prof writes only at a clean exit).
+// before the bench's kill -9 (node --cpu-prof writes only at a clean exit). A `%s` in FILE is the serverId (three
+// daemons of plinth-pg3 each write their own).
 if (process.env.PLINTH_BENCH_PROFILE) {
-  const file = process.env.PLINTH_BENCH_PROFILE;
+  const file = process.env.PLINTH_BENCH_PROFILE.replace('%s', serverId);
   const session = new Session();
   session.connect();
   session.post('Profiler.enable', () =>

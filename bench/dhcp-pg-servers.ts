@@ -194,13 +194,18 @@ export function plinthPgServer(
 /**
  * kea-dhcp4 2.2 with `lease-database { type: postgresql }` on the same cluster: a lease INSERT (or an UPDATE to
  * reuse one) committed before the ACK, synchronous_commit on as for Plinth. `mt`: multi-threading with
- * --kea-threads threads (each with its own connection) and --kea-queue packets queued.
+ * --kea-threads threads (each with its own connection) and --kea-queue packets queued. `daemons` > 1 (`kea-pg3`):
+ * that many kea-dhcp4, one per relay pair as plinth-pg3's daemons, on one lease database and one pool (Kea's
+ * shared lease database: an address another server inserted first is a failed INSERT, and Kea tries the next), so
+ * the three relays' perfdhcp load PostgreSQL's core as they do for plinth-pg3. Kea 2.2's only allocator is the
+ * iterative one: each daemon walks the pool from its start and collides with the others. `own` (`kea-pg3own`, as
+ * plinth-pg3own): each daemon its pair's own subnet, on the one lease database.
  */
-export function keaPgServer(name: string, mt: boolean, ctx: PgBenchContext): PgServer {
-  const pair = ctx.pairs[0]!;
+export function keaPgServer(name: string, mt: boolean, ctx: PgBenchContext, daemons = 1, own = false): PgServer {
   return {
     name,
-    daemons: 1,
+    daemons,
+    own,
     async prepare(db) {
       execFileSync(
         'psql',
@@ -223,7 +228,7 @@ export function keaPgServer(name: string, mt: boolean, ctx: PgBenchContext): PgS
       );
     },
     async start(step, db) {
-      const cfg = {
+      const cfg = (pair: Pair) => ({
         Dhcp4: {
           'interfaces-config': { interfaces: ['b0'], 'dhcp-socket-type': 'udp' },
           'lease-database': {
@@ -244,28 +249,36 @@ export function keaPgServer(name: string, mt: boolean, ctx: PgBenchContext): PgS
               }
             : {}),
           'valid-lifetime': 3600,
-          subnet4: [{ id: 1, subnet: '10.98.0.0/16', pools: [{ pool: `${ctx.pool.start} - ${ctx.pool.end}` }] }],
+          subnet4: [
+            own
+              ? { id: 1, subnet: pair.own.subnet, pools: [{ pool: `${pair.own.start} - ${pair.own.end}` }] }
+              : { id: 1, subnet: '10.98.0.0/16', pools: [{ pool: `${ctx.pool.start} - ${ctx.pool.end}` }] },
+          ],
           // INFO for the start line; not one line per lease (kea-dhcp4.leases logs each allocation at INFO).
           loggers: [
             { name: 'kea-dhcp4', output_options: [{ output: 'stdout' }], severity: 'INFO' },
             { name: 'kea-dhcp4.leases', output_options: [{ output: 'stdout' }], severity: 'WARN' },
           ],
         },
-      };
-      const file = path.join(ctx.tmp, `kea-${step}.json`);
-      writeFileSync(file, JSON.stringify(cfg));
-      const proc = await startIn(
-        pair.srv,
-        [
-          'env',
-          `KEA_PIDFILE_DIR=${ctx.tmp}`,
-          `KEA_LOCKFILE_DIR=${ctx.tmp}`,
-          ...ctx.pinServer(['kea-dhcp4', '-c', file]),
-        ],
-        (o) => /DHCP4_STARTED/.test(o),
-        15_000,
+      });
+      // One file per daemon: Kea names its pid file after its configuration file.
+      return Promise.all(
+        ctx.pairs.slice(0, daemons).map((pair, i) => {
+          const file = path.join(ctx.tmp, `kea-${step}-${i + 1}.json`);
+          writeFileSync(file, JSON.stringify(cfg(pair)));
+          return startIn(
+            pair.srv,
+            [
+              'env',
+              `KEA_PIDFILE_DIR=${ctx.tmp}`,
+              `KEA_LOCKFILE_DIR=${ctx.tmp}`,
+              ...ctx.pinServer(['kea-dhcp4', '-c', file]),
+            ],
+            (o) => /DHCP4_STARTED/.test(o),
+            15_000,
+          );
+        }),
       );
-      return [proc];
     },
     async check(procs, db, owners) {
       await killAll(procs);

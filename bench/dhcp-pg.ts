@@ -120,6 +120,8 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg3-par', 3, ctx, false, '4:3'),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
+  keaPgServer('kea-pg3', true, ctx, 3),
+  keaPgServer('kea-pg3own', true, ctx, 3, true),
 ];
 const wanted = values.servers.split(',');
 for (const w of wanted) if (!known.some((s) => s.name === w)) throw new Error(`--servers: unknown ${w}`);
@@ -139,6 +141,7 @@ const perfdhcp = (p: Pair, own: boolean | undefined, args: string[], clients: nu
   pinClient([
     'perfdhcp',
     '-4',
+    ...(process.env.PERFDHCP_G ? ['-g', process.env.PERFDHCP_G] : []),
     '-l',
     own ? p.own.cliAddr : p.cliAddr,
     ...args,
