@@ -154,7 +154,8 @@ export async function runLadder<S extends LadderServer>(
 
 /**
  * The per-rate table (REQUEST->ACK p99 / loss) and each server's highest rate under 1% loss; with `reference`,
- * each server's rate and p99s as ratios to that server's in the same run.
+ * each server's rate and p99s as ratios to that server's in the same run. `reference` may name the reference per
+ * server (the PostgreSQL bench: three daemons behind three relays against three Kea daemons behind the same).
  */
 export function printSummary(
   all: LadderServer[],
@@ -162,8 +163,9 @@ export function printSummary(
   table: Table,
   heading: string,
   title: string,
-  reference?: string,
+  reference?: string | ((name: string) => string | undefined),
 ): void {
+  const refOf = (name: string) => (typeof reference === 'function' ? reference(name) : reference);
   console.log(`\n${heading}: REQUEST->ACK p99 (ms) / loss per rate`);
   console.log(`  ${'rate'.padStart(6)}  ${all.map((s) => s.name.padStart(16)).join('')}`);
   for (const [rate, row] of [...table].sort((a, b) => a[0] - b[0]))
@@ -176,12 +178,13 @@ export function printSummary(
         .join('')}`,
     );
   console.log(`\nhighest rate with < 1% drops (${title}):`);
-  const ref = reference ? best.get(reference) : undefined;
   for (const s of all) {
     const r = best.get(s.name);
+    const refName = refOf(s.name);
+    const ref = refName ? best.get(refName) : undefined;
     const ratio =
-      r && ref && s.name !== reference
-        ? `   vs ${reference}: rate ${(r.rate / ref.rate).toFixed(2)}x, p99 DO ${(r.p99do / ref.p99do).toFixed(2)}x, RA ${(r.p99ra / ref.p99ra).toFixed(2)}x`
+      r && ref && s.name !== refName
+        ? `   vs ${refName}: rate ${(r.rate / ref.rate).toFixed(2)}x, p99 DO ${(r.p99do / ref.p99do).toFixed(2)}x, RA ${(r.p99ra / ref.p99ra).toFixed(2)}x`
         : '';
     console.log(
       r
@@ -189,19 +192,24 @@ export function printSummary(
         : `  ${s.name.padEnd(13)} none of the rates tried`,
     );
   }
-  if (!reference) return;
   // At each rate both passed: the p99s side by side (a ratio at one rate, the fair comparison of latency).
   for (const [rate, row] of [...table].sort((a, b) => a[0] - b[0])) {
-    const k = row.get(reference);
-    if (!k || !ok(k)) continue;
-    const others = all.filter((s) => s.name !== reference && row.has(s.name));
-    if (others.length === 0) continue;
-    const cells = others.map((s) => {
-      const r = row.get(s.name);
-      return r && ok(r)
-        ? `${s.name} RA p99 ${(r.p99ra / k.p99ra).toFixed(2)}x DO ${(r.p99do / k.p99do).toFixed(2)}x`
-        : `${s.name} -`;
-    });
-    console.log(`  at ${rate}/s vs ${reference}: ${cells.join(', ')}`);
+    const byRef = new Map<string, string[]>();
+    for (const s of all) {
+      const refName = refOf(s.name);
+      if (!refName || refName === s.name || !row.has(s.name)) continue;
+      byRef.set(refName, [...(byRef.get(refName) ?? []), s.name]);
+    }
+    for (const [refName, others] of byRef) {
+      const k = row.get(refName);
+      if (!k || !ok(k)) continue;
+      const cells = others.map((name) => {
+        const r = row.get(name);
+        return r && ok(r)
+          ? `${name} RA p99 ${(r.p99ra / k.p99ra).toFixed(2)}x DO ${(r.p99do / k.p99do).toFixed(2)}x`
+          : `${name} -`;
+      });
+      console.log(`  at ${rate}/s vs ${refName}: ${cells.join(', ')}`);
+    }
   }
 }
