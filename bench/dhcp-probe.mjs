@@ -19,9 +19,13 @@ if (out) {
   }
   // perf_hooks' gc kinds: 1 minor (scavenge), 2 major (mark-compact), 4 incremental, 8 weak callbacks.
   const kinds = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
+  // PLINTH_PROBE_GC_LOG=FILE: each collection of the period (ms from its start, duration, kind), one per line.
+  const gcLog = process.env.PLINTH_PROBE_GC_LOG;
+  let gcEvents = [];
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
       const k = kinds[e.detail?.kind ?? e.kind] ?? 'other';
+      if (gcLog) gcEvents.push(`${(e.startTime - started).toFixed(2)} ${e.duration.toFixed(2)} ${k}`);
       gc.count++;
       gc.totalMs += e.duration;
       gc.maxMs = Math.max(gc.maxMs, e.duration);
@@ -50,6 +54,8 @@ if (out) {
         writeFileSync(out, line);
       });
     else if (line) writeFileSync(out, line);
+    if (gcLog && armed) writeFileSync(gcLog, `${gcEvents.join('\n')}\n`);
+    gcEvents = [];
     if (session && !armed)
       session.post('HeapProfiler.startSampling', {
         samplingInterval: 4096,

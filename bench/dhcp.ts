@@ -69,6 +69,9 @@ const { values } = parseArgs({
     // event loop sharing its core.
     pin: { type: 'string', default: 'split' },
     pool: { type: 'string', default: '50000' },
+    // The unmeasured warm-up before each step, in DORAs at 500/s (--warmup-rate), the same for every server.
+    warmup: { type: 'string', default: '500' },
+    'warmup-rate': { type: 'string', default: '500' },
     // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
     baseline: { type: 'string' },
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
@@ -130,8 +133,20 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     // Warm-up (JIT, first queries, caches) at a low rate, the same for every server; not measured.
     await runIn(
       CLI,
-      pinClient(['perfdhcp', '-4', '-l', '10.98.0.2', '-r', '500', '-n', '500', '-R', String(POOL_SIZE), '10.98.0.1']),
-      20_000,
+      pinClient([
+        'perfdhcp',
+        '-4',
+        '-l',
+        '10.98.0.2',
+        '-r',
+        values['warmup-rate'],
+        '-n',
+        values.warmup,
+        '-R',
+        String(POOL_SIZE),
+        '10.98.0.1',
+      ]),
+      20_000 + (1000 * Number(values.warmup)) / Number(values['warmup-rate']),
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
     if (values.pin === 'apart' && server.after && proc.child.pid) threadsApart(proc.child.pid);
