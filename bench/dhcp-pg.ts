@@ -28,7 +28,7 @@
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the
  * server's alone, as in the SQLite bench); the same for every server. --pin none: no pinning at all.
  *
- * Steps, rates, runs, warm-up (500 DORAs per daemon, 500/s in total), the 1% loss rule and the bisection are the SQLite
+ * Steps, rates, runs, warm-up (--warmup DORAs per daemon, default 500, at --warmup-rate in total, default 500/s), the 1% loss rule and the bisection are the SQLite
  * bench's (bench/dhcp-ladder.ts). Durability, every step and every server: kill -9 of the daemon(s) right after the
  * run, then SQL: every address perfdhcp saw ACKed is a bound lease of the client it was ACKed to (Kea: lease4
  * state 0), and (Plinth) no client holds two live leases. Also printed per step: CPU time per DORA of the server
@@ -71,6 +71,9 @@ const { values } = parseArgs({
     servers: { type: 'string', default: 'plinth-pg,plinth-pg3,plinth-pg3own,kea-pg' },
     rates: { type: 'string', default: '500,1000,1500,2000,3000,4000,5000,6000,8000' },
     seconds: { type: 'string', default: '5' },
+    // The unmeasured warm-up: DORAs per daemon, at --warmup-rate in total (as bench:dhcp's --warmup).
+    warmup: { type: 'string', default: '500' },
+    'warmup-rate': { type: 'string', default: '500' },
     runs: { type: 'string', default: '3' },
     pin: { type: 'string', default: 'split' },
     pool: { type: 'string', default: '50000' },
@@ -170,10 +173,15 @@ async function step(server: PgServer, rate: number, n: number): Promise<Result> 
     procs = await server.start(n, db);
     // Warm-up: 500 DORAs per daemon (its JIT), 500/s in total whatever the number of daemons, and -W so that a
     // late reply reaches the warm-up's perfdhcp and not the measured one (where it would be an orphan).
-    const warm = String(Math.round(500 / mine.length));
+    const warm = String(Math.round(Number(values['warmup-rate']) / mine.length));
+    const warmSecs = Number(values.warmup) / (Number(values['warmup-rate']) / mine.length);
     await Promise.all(
       mine.map((p) =>
-        runIn(p.cli, perfdhcp(p, server.own, ['-r', warm, '-n', '500', '-W', '1000000'], clients), 30_000),
+        runIn(
+          p.cli,
+          perfdhcp(p, server.own, ['-r', warm, '-n', values.warmup, '-W', '1000000'], clients),
+          30_000 + warmSecs * 1000,
+        ),
       ),
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));

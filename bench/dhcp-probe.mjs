@@ -18,7 +18,7 @@ if (out) {
     return { count: 0, totalMs: 0, maxMs: 0, over1ms: 0, over5ms: 0, byKind: {} };
   }
   // perf_hooks' gc kinds: 1 minor (scavenge), 2 major (mark-compact), 4 incremental, 8 weak callbacks.
-  const kinds = { 1: 'minor', 2: 'major', 4: 'incremental', 8: 'weakcb' };
+  const kinds = { 1: 'minor', 4: 'major', 8: 'incremental', 16: 'weakcb' }; // perf_hooks.constants.NODE_PERFORMANCE_GC_*
   // PLINTH_PROBE_GC_LOG=FILE: each collection of the period (ms from its start, duration, kind), one per line.
   const gcLog = process.env.PLINTH_PROBE_GC_LOG;
   let gcEvents = [];

@@ -94,6 +94,9 @@ export function plinthServer(name: string, checkout: string, ctx: BenchContext):
       await new Promise<void>((r) =>
         proc.child.exitCode !== null || proc.child.signalCode ? r() : proc.child.once('exit', () => r()),
       );
+      // PLINTH_BENCH_SERVER_OUT=PREFIX: the server's output kept as PREFIX-NAME-STEP.txt (node --trace-gc-nvp, say).
+      if (process.env.PLINTH_BENCH_SERVER_OUT)
+        writeFileSync(`${process.env.PLINTH_BENCH_SERVER_OUT}-${name}-${step}.txt`, proc.out());
       // dhcp-run prints its counters, event-loop delay and CPU time at a clean exit.
       const exit = /\{"stats".*\}/.exec(proc.out())?.[0];
       if (exit) console.log(`    plinth exit: ${exit}`);
