@@ -8,7 +8,7 @@
  * and full DORA exchanges at a fixed rate for up to 5 s (never more than 45,000 exchanges, so the pool is
  * never the limit); rates climb until a server loses >= 1% of the DORAs (ACKs received / DISCOVERs sent),
  * then one bisection step. Steps alternate between servers so machine noise hits all three alike; each step
- * starts with an unmeasured warm-up (500 DORAs at 500/s) and a failed step is retried once.
+ * starts with an unmeasured warm-up (--warmup, default 10,000 DORAs at 1,000/s) and a failed step is retried once.
  *
  * Prints per server: the highest rate sustained with < 1% drops, p99 latency of DISCOVER->OFFER and
  * REQUEST->ACK at that rate (from perfdhcp's per-exchange timestamps, -x t), and for Plinth whether every
@@ -69,9 +69,12 @@ const { values } = parseArgs({
     // event loop sharing its core.
     pin: { type: 'string', default: 'split' },
     pool: { type: 'string', default: '50000' },
-    // The unmeasured warm-up before each step, in DORAs at 500/s (--warmup-rate), the same for every server.
-    warmup: { type: 'string', default: '500' },
-    'warmup-rate': { type: 'string', default: '500' },
+    // The unmeasured warm-up before each step, in DORAs at --warmup-rate, the same for every server. 500 at 500/s
+    // measured Plinth 1-2 s after its start, while V8 still compiled its hot code on the same core (slow clusters at
+    // the same offsets of every run, gone after 10,000): the default measures a server as it runs for days;
+    // --warmup 500 --warmup-rate 500 measures the first seconds after a start.
+    warmup: { type: 'string', default: '10000' },
+    'warmup-rate': { type: 'string', default: '1000' },
     // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
     baseline: { type: 'string' },
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
@@ -93,9 +96,9 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'plinth-dhcp-bench-'));
 const POOL = { start: '10.98.1.1', end: ipPlus('10.98.1.1', POOL_SIZE - 1) };
 const SECONDS = Number(values.seconds);
 const RUNS = Math.max(1, Number(values.runs));
-// Each step stays under 90% of the pool (perfdhcp's -R draws clients at random, so some repeat), so the pool is
-// never what limits a server.
-const MAX_EXCHANGES = Math.floor(POOL_SIZE * 0.9);
+// Each step and its warm-up stay under 90% of the pool (perfdhcp's -R draws clients at random, so some repeat), so
+// the pool is never what limits a server.
+const MAX_EXCHANGES = Math.max(1000, Math.floor(POOL_SIZE * 0.9) - Number(values.warmup));
 const pinServer = (cmd: string[]) => (values.pin === 'none' ? cmd : ['taskset', '-c', '1', ...cmd]);
 const pinClient = (cmd: string[]) => (values.pin === 'none' ? cmd : ['taskset', '-c', '0', ...cmd]);
 
