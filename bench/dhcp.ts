@@ -130,25 +130,17 @@ const dnsmasq = dnsmasqServer(ctx);
 const kea = keaServer('kea', false, ctx);
 const keaMt = keaServer('kea-mt', true, ctx);
 
+/** perfdhcp as the relay (10.98.0.2) to the server, its clients drawn from the pool's size, pinned. */
+const relay = (args: string[]) =>
+  pinClient(['perfdhcp', '-4', '-l', '10.98.0.2', ...args, '-R', String(POOL_SIZE), '10.98.0.1']);
+
 async function step(server: Server, rate: number, n: number): Promise<Result> {
   const proc = await server.start(n);
   try {
     // Warm-up (JIT, first queries, caches) at a low rate, the same for every server; not measured.
     await runIn(
       CLI,
-      pinClient([
-        'perfdhcp',
-        '-4',
-        '-l',
-        '10.98.0.2',
-        '-r',
-        values['warmup-rate'],
-        '-n',
-        values.warmup,
-        '-R',
-        String(POOL_SIZE),
-        '10.98.0.1',
-      ]),
+      relay(['-r', values['warmup-rate'], '-n', values.warmup]),
       20_000 + (1000 * Number(values.warmup)) / Number(values['warmup-rate']),
     );
     const secs = Math.max(1, Math.min(SECONDS, Math.floor(MAX_EXCHANGES / rate)));
@@ -160,24 +152,7 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     // counting as lost, so the loss figure is the server's and not the length of the run's tail.
     const r = await runIn(
       CLI,
-      pinClient([
-        'perfdhcp',
-        '-4',
-        '-l',
-        '10.98.0.2',
-        '-r',
-        String(rate),
-        '-p',
-        String(secs),
-        '-W',
-        '1000000',
-        '-R',
-        String(POOL_SIZE),
-        '-u',
-        '-x',
-        'tl',
-        '10.98.0.1',
-      ]),
+      relay(['-r', String(rate), '-p', String(secs), '-W', '1000000', '-u', '-x', 'tl']),
       (secs + 30) * 1000,
     );
     const cpu1 = cpuNs(proc.child.pid);
