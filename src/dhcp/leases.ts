@@ -16,7 +16,7 @@ import type { SubnetInfo } from '../inventory/cache.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
-import { LeaseFollower, scanStartOf } from './lease-follow.js';
+import { LeaseFollower, learntEvent, scanStartOf } from './lease-follow.js';
 import {
   type Allocation,
   belongsTo,
@@ -134,6 +134,8 @@ class MemoryLeaseTable implements LeaseTable {
     if (!placed) return;
     const t = this.now();
     this.heldCounts.moved(placed.rec.ip, isHeld(placed.old, t), isHeld(placed.rec, t));
+    const ev = learntEvent(placed.old, placed.rec, t);
+    if (ev) this.deps.bus.emit(ev);
   }
 
   catchUp(): Promise<number> | undefined {
