@@ -14,9 +14,14 @@ import type { LeaseChanges } from './store.js';
 // pg_current_snapshot() is the statement's snapshot (READ COMMITTED: one per statement), the one the rows are
 // read with, so the cursor returned covers exactly what was read. Without a cursor: only the snapshot.
 const NOW = 'SELECT pg_current_snapshot()::text AS snap';
+// `behind`: this cluster's transaction ids are below the cursor's (xid8 never goes back within a cluster: the
+// database was restored into another one, or replaced), so the cursor means nothing here and every row is read.
 const SINCE = `WITH s AS (SELECT pg_current_snapshot() AS snap)
-  SELECT s.snap::text AS snap, l.body FROM s LEFT JOIN leases l
+  SELECT s.snap::text AS snap, pg_snapshot_xmax(s.snap) < pg_snapshot_xmax($1::pg_snapshot) AS behind, l.body
+  FROM s LEFT JOIN leases l
     ON l.tx >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(l.tx, $1::pg_snapshot)`;
+const ALL = `WITH s AS (SELECT pg_current_snapshot() AS snap)
+  SELECT s.snap::text AS snap, l.body FROM s LEFT JOIN leases l ON true`;
 
 export function pgLeaseChanges(pool: pg.Pool) {
   return async (cursor?: string): Promise<LeaseChanges> => {
@@ -24,11 +29,12 @@ export function pgLeaseChanges(pool: pg.Pool) {
       const r = await pool.query<{ snap: string }>(NOW);
       return { cursor: r.rows[0]!.snap, docs: [] };
     }
-    const r = await pool.query<{ snap: string; body: string | null }>({
+    let r = await pool.query<{ snap: string; behind: boolean; body: string | null }>({
       name: 'plinth-lease-changes',
       text: SINCE,
       values: [cursor],
     });
+    if (r.rows[0]?.behind) r = await pool.query(ALL);
     const docs = [];
     for (const row of r.rows) if (row.body !== null) docs.push(JSON.parse(row.body) as Record<string, unknown>);
     return { cursor: r.rows[0]?.snap ?? cursor, docs };
