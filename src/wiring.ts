@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { bindErrorLine } from './bind-error.js';
 import type { Config } from './config.js';
+import { defaultServerId } from './daemon-registry.js';
 import { type DhcpServerOptions, startDhcpServer } from './dhcp/server.js';
 import type { Bus } from './events.js';
 import { createFleet, type Fleet } from './fleet/index.js';
@@ -60,7 +61,8 @@ export async function bootCore(
   // Several daemons may write one machine's timeline (the leader's reprovision steps, another's DHCP and
   // callback): on PostgreSQL each entry is a conditional write, re-applied on conflict; on SQLite, batched
   // (src/inventory/boots.ts).
-  const boots = bootRecorder(store, undefined, log);
+  // Each entry names the daemon that recorded it (`--server-id`, default the host name, as the daemon's).
+  const boots = bootRecorder(store, { log, serverId: cfg.serverId ?? defaultServerId() });
   // The trust rule's DHCP evidence and the boot sessions listen before the DHCP server can send an ACK.
   const evidence = dhcpEvidence(bus, cfg.trustEvidenceSeconds ? { freshnessMs: cfg.trustEvidenceSeconds * 1000 } : {});
   const sessions = bootSessions(bus);
@@ -177,7 +179,8 @@ export async function startDhcp(d: Deps) {
     hasLoader: d.core.loaders.has,
     inventory: d.core.inventory,
     onBoot: d.core.sessions.record,
-    serverId: cfg.serverId,
+    // Resolved as the daemon's and its store's are (src/daemon.ts): the one name its leases and events carry.
+    serverId: cfg.serverId ?? defaultServerId(),
     ...d.dhcpOptions,
   };
   try {

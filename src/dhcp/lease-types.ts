@@ -101,4 +101,9 @@ export type LeaseTableDeps = {
   guard?: BackgroundGuard;
   /** Where in a shared pool the scan for this client starts, as an offset into the range (default: a hash of it). */
   scanStart?: (c: Client, size: number) => number;
+  /**
+   * This daemon's serverId, recorded in every lease it writes (none: not recorded). On a shared store the other
+   * daemons' catch-up reads return the row, and this daemon's own leave it out (store.leaseChanges).
+   */
+  serverId?: string;
 };

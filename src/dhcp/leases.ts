@@ -122,6 +122,8 @@ class MemoryLeaseTable implements LeaseTable {
 
   // False: another daemon's client holds the address (shared store only); the index has learnt its lease.
   private write(rec: LeaseRec): Promise<boolean> {
+    // Every write names its writer: offer, ACK, release, decline, a move's release, SQLite's expiry (issue 17).
+    if (this.deps.serverId !== undefined) rec.serverId = this.deps.serverId;
     const { ip, exp: _exp, ...doc } = rec;
     const { store } = this.deps;
     if (!store.sharedLeases || !store.claimLease) return store.putBatched('leases', rec.address, doc).then(() => true);

@@ -64,7 +64,10 @@ export type DhcpServerOptions = {
   unknownOfferRate?: number;
   /** Interval of the summary lines of repeated background errors and refused offers (default 60 s). */
   errorLogIntervalMs?: number;
-  /** This daemon's serverId, matched against subnets' `owners` (owners.ts; default: the host name, as the daemon's). */
+  /**
+   * This daemon's serverId, matched against subnets' `owners` (owners.ts; default: the host name, as the daemon's)
+   * and, when given, recorded in every lease this server writes (the daemon always gives it, src/wiring.ts).
+   */
   serverId?: string;
   /** How often the live-daemon cache for subnet owners reads the daemons list (default 2 s). */
   ownersRefreshMs?: number;

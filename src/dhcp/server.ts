@@ -56,6 +56,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     excluded: () => addresses.get().all,
     guard,
     reservedMacAt: (a) => inventory.reservationAt(a)?.mac,
+    serverId: opts.serverId,
   });
   // Offers to unknown clients: capped per pool (offers.ts).
   const offers = offerGate({

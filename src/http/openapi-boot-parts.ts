@@ -22,7 +22,8 @@ const obj = { type: 'object', additionalProperties: true };
 export function machineApiParts({ schemas, paths }: Parts) {
   schemas.BootTimeline = {
     type: 'array',
-    description: 'boots, newest first: each with its steps (DHCP, TFTP/HTTP fetches, renders) and how it ended',
+    description:
+      'boots, newest first: each with its steps (DHCP, TFTP/HTTP fetches, renders) and how it ended; each step names the daemon that recorded it (serverId), each boot the daemon that started it',
     items: obj,
   };
   const machineToken = 'A machine token may call it for its own uuid.';

@@ -17,10 +17,19 @@ export type BootEventKind =
   | 'discovery'
   | 'power'
   | 'reprovision';
-export type BootEvent = { at: string; kind: BootEventKind; detail: string; data?: Record<string, unknown> };
+/** `serverId`: the daemon that recorded the entry (issue 17), when its recorder was given one. */
+export type BootEvent = {
+  at: string;
+  kind: BootEventKind;
+  detail: string;
+  data?: Record<string, unknown>;
+  serverId?: string;
+};
 export type Boot = {
   id: string;
   machine: string;
+  /** The daemon that started this boot (recorded its first entry), when its recorder was given a serverId. */
+  serverId?: string;
   startedAt: string;
   updatedAt: string;
   bootEnv?: string;
@@ -50,6 +59,8 @@ export type RecordOptions = {
   artifacts?: Boot['artifacts'];
   result?: Boot['result'];
 };
+/** `serverId`: this daemon's, recorded with each entry and each boot it starts (none: not recorded). */
+export type RecorderOptions = { now?: () => Date; log?: Logger; serverId?: string };
 /** A boot as this daemon last wrote or read it, with the etag of that version. */
 type Known = { boot: Boot; etag: string };
 
@@ -68,7 +79,8 @@ const conflict = (err: unknown) =>
  * (PXEClient/HTTPClient) after the current boot already rendered its script or ended, or after 15 minutes; the
  * boot it follows gets `next`, so a daemon still holding that one finds its write refused and moves on.
  */
-export function bootRecorder(store: Store, now: () => Date = () => new Date(), log?: Logger) {
+export function bootRecorder(store: Store, o: RecorderOptions = {}) {
+  const { now = () => new Date(), log, serverId } = o;
   const known = new Map<string, Known>();
   // Per machine, this daemon's write in progress: the next entry starts from its result.
   const chains = new Map<string, Promise<unknown>>();
@@ -128,6 +140,7 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
         {
           id: `${e.at}-${randomUUID().slice(0, 8)}`,
           machine,
+          ...(serverId === undefined ? {} : { serverId }),
           startedAt: e.at,
           updatedAt: e.at,
           artifacts: [],
@@ -179,7 +192,9 @@ export function bootRecorder(store: Store, now: () => Date = () => new Date(), l
 
   return {
     record(machine: string, event: Omit<BootEvent, 'at'>, opts: RecordOptions = {}): Promise<Boot> {
-      const e: Entry = { at: now().toISOString(), event, opts };
+      // The entry names its daemon: re-applied on another daemon's newer copy, it keeps saying who recorded it.
+      const named = serverId === undefined ? event : { ...event, serverId };
+      const e: Entry = { at: now().toISOString(), event: named, opts };
       const prev = chains.get(machine);
       const p = prev ? prev.then(done, done).then(() => recordNow(machine, e)) : recordNow(machine, e);
       chains.set(machine, p);

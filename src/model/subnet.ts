@@ -149,5 +149,8 @@ export const Lease = z.strictObject({
   clientId: z.string().optional().describe('Option 61, hex'),
   hostname: z.string().optional(),
   updatedAt: z.string().datetime({ offset: true }).optional(),
+  serverId: ServerId.optional().describe(
+    "serverId of the daemon that last wrote the lease (its --server-id: the DHCP server's offer, ACK, release, decline or expiry, or the leading daemon's sweep of ended leases); absent on leases written before Plinth recorded it",
+  ),
 });
 export type Lease = z.infer<typeof Lease>;

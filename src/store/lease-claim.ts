@@ -51,7 +51,12 @@ export function retires(d: Doc, claim: LeaseClaim): boolean {
   return claim.doc.state === 'bound' || ended(d, claim.now);
 }
 
-/** The client's other row once a live claim elsewhere won: released now. */
-export function retired(d: Doc, now: string): Doc {
-  return { ...d, state: 'released', expiresAt: now, updatedAt: now };
+/**
+ * The client's other row once a live claim elsewhere won: released now, by the claim's writer (`by`, its serverId;
+ * none: the row's previous writer is dropped, as a daemon's catch-up read leaves out rows naming it).
+ */
+export function retired(d: Doc, now: string, by: unknown): Doc {
+  const { serverId: _, ...rest } = d;
+  const named = typeof by === 'string' ? { serverId: by } : {};
+  return { ...rest, state: 'released', expiresAt: now, updatedAt: now, ...named };
 }

@@ -14,9 +14,13 @@ import type { ExpiredLease, ExpireOptions } from './store.js';
 
 const LIVE = "('offered', 'bound')";
 
-/** The lease's JSON marked expired (the rest exactly as stored). */
-export function expiredJson(json: string, now: string): string {
-  return JSON.stringify({ ...(JSON.parse(json) as object), state: 'expired', updatedAt: now });
+/**
+ * The lease's JSON marked expired by the sweeping daemon `serverId` (the rest exactly as stored). Without one (SQLite,
+ * whose daemon never sweeps) the mark drops the previous writer's: a daemon's catch-up read leaves out the rows
+ * naming it (pg-lease-changes.ts), so a row another writer changed must never keep its name.
+ */
+export function expiredJson(json: string, now: string, serverId?: string): string {
+  return JSON.stringify({ ...(JSON.parse(json) as object), state: 'expired', updatedAt: now, serverId });
 }
 
 type Fields = { mac?: unknown; subnet?: unknown; state?: unknown };
@@ -28,7 +32,10 @@ const expired = (key: string, doc: Fields): ExpiredLease => ({
 });
 const byKey = (a: ExpiredLease, b: ExpiredLease) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
-/** `serverId`, `channel`: the event log's (pg-events.ts), for the events the caller asks for. */
+/**
+ * `serverId`: the sweeping daemon's, recorded in each lease it marks and with the events it appends; `channel`: the
+ * event log's (pg-events.ts), for the events the caller asks for.
+ */
 export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string) {
   return async (before: string, o: ExpireOptions = {}): Promise<ExpiredLease[]> => {
     const r = await pool.query<{ key: string; body: string; etag: string }>(
@@ -38,7 +45,7 @@ export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string)
     );
     if (!r.rows.length) return [];
     const now = new Date().toISOString();
-    const bodies = r.rows.map((x) => expiredJson(x.body, now));
+    const bodies = r.rows.map((x) => expiredJson(x.body, now, serverId));
     // The marks and their events commit together: a subscriber hears of exactly the leases marked.
     return once(pool, async (c) => {
       const u = await c.query<{ key: string; mac: string | null; subnet: string | null }>(

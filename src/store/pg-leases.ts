@@ -16,8 +16,9 @@ import { CLAIM_ROWS, ENDED, ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-
 import type { ClaimResult, Doc, LeaseClaim } from './store.js';
 
 // $1 address, $2 body, $3 its JSONB copy (null: body), $4 etag, $5 now, $6 subnet, $7 client key, $8 clientId,
-// $9 mac, $10 whether the claim is live (then the client's other live rows are released), $11 what they become,
-// $12 its state (an offer neither replaces nor releases a lease in force, a reclaim no renewed lease: lease-claim.ts).
+// $9 mac, $10 whether the claim is live (then the client's other live rows are released), $11 what they become
+// (released by this claim's writer: its serverId replaces theirs, as lease-claim.ts `retired`), $12 its state (an
+// offer neither replaces nor releases a lease in force, a reclaim no renewed lease: lease-claim.ts).
 const CLAIM = `WITH claimed AS (
   INSERT INTO leases AS l (key, doc, body, etag) VALUES ($1, coalesce($3, $2)::jsonb, $2, $4)
   ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, body = excluded.body, etag = excluded.etag
@@ -26,7 +27,7 @@ const CLAIM = `WITH claimed AS (
       THEN l.doc ->> 'clientId' = $8 ELSE l.doc ->> 'mac' = $9 END)
   RETURNING 1
 ), gone AS (
-  SELECT key AS k, etag AS e, doc || $11::jsonb AS d FROM leases
+  SELECT key AS k, etag AS e, (doc - 'serverId') || $11::jsonb AS d FROM leases
   WHERE $10 AND EXISTS (SELECT 1 FROM claimed) AND key <> $1 AND doc ->> 'subnet' = $6
     AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $7 AND doc ->> 'state' IN ('offered', 'bound')
     AND ($12 = 'bound' OR doc ->> 'expiresAt' <= $5)
@@ -60,7 +61,8 @@ export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
   // one-live-row constraint, nothing written): CLAIM, which also loses to another daemon's claim for the client.
   const withRelease = async (claim: LeaseClaim, body: string): Promise<ClaimResult> => {
     const c = claim.doc;
-    const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now });
+    const by = typeof c.serverId === 'string' ? { serverId: c.serverId } : {};
+    const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now, ...by });
     try {
       const r = await pool.query<{ won: number }>({
         name: 'plinth-claim-lease',

@@ -33,7 +33,10 @@ export type PgOptions = {
   statementTimeoutMs?: number;
   /** Called with errors of idle connections (the server restarted, the network dropped); default: ignored. */
   onIdleError?: (err: Error) => void;
-  /** This daemon's serverId, recorded with each event it appends (default 'plinth'). */
+  /**
+   * This daemon's serverId, recorded with each event it appends and each lease its sweep marks (default 'plinth').
+   * Given, the lease rows that name it are left out of `leaseChanges` (its own writes); not given, none are.
+   */
   serverId?: string;
   /** Lease claim batches in flight at once (default CLAIMS_IN_FLIGHT, pg-leases.ts); 1 and 1: one at a time. */
   claimsInFlight?: ClaimsInFlight;
@@ -148,7 +151,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   offerPool.on('error', (err) => opts.onIdleError?.(err));
   const claims = pgLeaseClaims(pool, offerPool, opts.claimsInFlight);
   const expire = pgExpireLeases(pool, opts.serverId ?? 'plinth', channel);
-  const changes = pgLeaseChanges(pool);
+  const changes = pgLeaseChanges(pool, opts.serverId);
   const free = pgFreeLeaseAddresses(pool);
   let closed: Promise<void> | undefined;
   return {

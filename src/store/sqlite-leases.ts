@@ -31,7 +31,7 @@ export function sqliteLeaseClaims(db: Database.Database, prep: Prep): (claim: Le
       // The one-live-row rule PostgreSQL's constraint enforces: a lease in force the claim may not release wins.
       const kept = others.find((d) => !retires(d, claim));
       if (kept) return { ok: false, holder: kept };
-      for (const d of others) write(String(d.address), retired(d, claim.now));
+      for (const d of others) write(String(d.address), retired(d, claim.now, c.serverId));
     }
     write(c.address, c);
     return { ok: true };

@@ -145,7 +145,8 @@ export interface Store {
    */
   expireLeases?(before: string, o?: ExpireOptions): Promise<ExpiredLease[]>;
   /**
-   * The lease rows committed since `cursor` (from an earlier call), whoever wrote them, and the cursor to ask
+   * The lease rows committed since `cursor` (from an earlier call), whoever wrote them except this daemon (the
+   * rows whose `serverId` is the store's, when it was opened with one: pg-lease-changes.ts), and the cursor to ask
    * from next; without a cursor, none and the cursor of now (take it before loading the table). What a daemon
    * sharing the lease table follows its index by (PostgreSQL; absent on SQLite: its one daemon writes them all).
    * Deleted rows are not in it: their delete is an event (`leases.deleted`).

@@ -13,7 +13,7 @@ const subnet = (over: Partial<SubnetInfo> = {}): SubnetInfo => {
   return { ...s, net: parseCidr(s.subnet), start: ipToInt(s.activeStart!), end: ipToInt(s.activeEnd!) };
 };
 
-async function table(reserved: Record<string, string> = {}) {
+async function table(reserved: Record<string, string> = {}, serverId?: string) {
   let t = Date.parse('2026-01-01T00:00:00Z');
   const clock = { now: () => t, advance: (s: number) => (t += s * 1000) };
   const store = openSqliteStore(':memory:');
@@ -26,6 +26,7 @@ async function table(reserved: Record<string, string> = {}) {
     log: silentLogger,
     now: clock.now,
     reservedMacAt: (a) => reserved[a],
+    serverId,
   });
   return { leases, clock, store, events };
 }
@@ -91,6 +92,26 @@ describe('lease allocation', () => {
     // Operator deleted it through the API: forgotten.
     again.drop('10.99.1.10');
     expect(again.get('10.99.1.10')).toBeUndefined();
+  });
+
+  it('every lease it writes names its serverId: ACK, a move, release, decline, the reclaimed expiry', async () => {
+    const { leases, store, clock } = await table({}, 'rack-a');
+    const s = subnet();
+    const row = async (a: string) => {
+      const d = (await store.get('leases', a))?.doc;
+      return `${d?.state} ${d?.serverId}`;
+    };
+    await leases.bind(s, 'aa:00:00:00:00:01', '10.99.1.10', 60);
+    expect(await row('10.99.1.10')).toBe('bound rack-a');
+    await leases.bind(s, 'aa:00:00:00:00:01', '10.99.1.11', 60); // the client moves: .10 released
+    await leases.bind(s, 'aa:00:00:00:00:02', '10.99.1.12', 30);
+    await leases.decline(s, '10.99.1.13', 'aa:00:00:00:00:03', 600);
+    await leases.release('10.99.1.11', 'aa:00:00:00:00:01');
+    clock.advance(31);
+    expect(leases.reclaim()).toBe(1);
+    await expect.poll(() => row('10.99.1.12')).toBe('expired rack-a');
+    await expect.poll(() => row('10.99.1.10')).toBe('released rack-a');
+    expect([await row('10.99.1.11'), await row('10.99.1.13')]).toEqual(['released rack-a', 'declined rack-a']);
   });
 
   it('release makes the address reusable at once and emits lease.released', async () => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Lease } from '../../src/model/subnet.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 let d: TestDaemon;
@@ -219,6 +220,28 @@ describe('auth and errors', () => {
   it('leases are read-only through the API', async () => {
     const r = await d.api('POST', '/api/v1/leases', { address: '10.0.0.5' });
     expect(r.status).toBe(404);
+  });
+
+  it('a lease names the daemon that wrote it: GET shows serverId, ?serverId= filters, the schema holds it', async () => {
+    const base = { subnet: 'lab', state: 'bound', expiresAt: '2099-01-01T00:00:00.000Z' };
+    await d.daemon.store.putBatched('leases', '10.0.9.1', {
+      address: '10.0.9.1',
+      mac: '52:54:00:aa:0f:01',
+      ...base,
+      serverId: 'rack-a',
+    });
+    await d.daemon.store.putBatched('leases', '10.0.9.2', { address: '10.0.9.2', mac: '52:54:00:aa:0f:02', ...base });
+    const one = await d.api('GET', '/api/v1/leases/10.0.9.1');
+    expect(one.status).toBe(200);
+    expect(one.body.serverId).toBe('rack-a');
+    expect(Lease.safeParse(one.body).success).toBe(true);
+    const bad = Lease.safeParse({ ...one.body, serverId: 'two words' });
+    expect(bad.error?.issues.map((i) => i.path.join('.'))).toEqual(['serverId']);
+    const list = await d.api('GET', '/api/v1/leases?serverId=rack-a');
+    expect(list.status).toBe(200);
+    expect(list.body.map((l: { address: string }) => l.address)).toEqual(['10.0.9.1']);
+    await d.daemon.store.putBatched('leases', '10.0.9.1', null);
+    await d.daemon.store.putBatched('leases', '10.0.9.2', null);
   });
 });
 

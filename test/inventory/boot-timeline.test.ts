@@ -1,7 +1,8 @@
 /**
  * Boot timelines written by several daemons on one inventory (issue 17): two recorders, each on its own store
  * connection to one database (PostgreSQL, or two openers of one SQLite file), racing entries on one machine; every
- * entry is in the timeline at the end. One recorder alone reads the stored boot once, never per entry.
+ * entry is in the timeline at the end. One recorder alone reads the stored boot once, never per entry. Each entry
+ * names the daemon that recorded it, each boot the daemon that started it.
  */
 import { describe, expect, it } from 'vitest';
 import { type Boot, bootRecorder, MAX_ATTEMPTS } from '../../src/inventory/boots.js';
@@ -86,6 +87,34 @@ describe.each(backends(import.meta.filename))('boot timeline across daemons ($na
     expect(boots).toHaveLength(2);
   });
 
+  it('each entry names the daemon that recorded it, and each boot the daemon that started it', async () => {
+    const db = await b.db();
+    const store = await db.open();
+    // One after another (SQLite's one daemon's batched writes are not conditional): each recorder reads the boot.
+    await bootRecorder(store, { serverId: 'rack-a' }).record(M, { kind: 'dhcp', detail: 'a' }, { firmwareStart: true });
+    await bootRecorder(b.name === 'postgres' ? await db.open() : store, { serverId: 'rack-b' }).record(M, {
+      kind: 'http',
+      detail: 'b',
+    });
+    await bootRecorder(store).record(M, { kind: 'callback', detail: 'unnamed' }, { result: 'booted' });
+    const [boot, ...more] = await timeline(store);
+    expect(more).toHaveLength(0);
+    expect(boot!.serverId).toBe('rack-a');
+    expect(boot!.events.map((e) => [e.detail, e.serverId])).toEqual([
+      ['a', 'rack-a'],
+      ['b', 'rack-b'],
+      ['unnamed', undefined],
+    ]);
+    // A new boot started by rack-b is rack-b's.
+    const next = await bootRecorder(store, { serverId: 'rack-b' }).record(
+      M,
+      { kind: 'dhcp', detail: 'again' },
+      { firmwareStart: true },
+    );
+    expect(next.id).not.toBe(boot!.id);
+    expect(next.serverId).toBe('rack-b');
+  });
+
   it('reads the stored boot once when one daemon records alone', async () => {
     const db = await b.db();
     const { store, reads } = counting(await db.open());
@@ -111,7 +140,7 @@ describe('boot timeline under a store that keeps changing', () => {
       },
     };
     const { log, lines } = capturedLog();
-    const r = bootRecorder(store, undefined, log);
+    const r = bootRecorder(store, { log });
     await r.record(M, { kind: 'dhcp', detail: 'start' }, { firmwareStart: true });
     await expect(r.record(M, { kind: 'http', detail: 'lost' })).rejects.toBeInstanceOf(BackendError);
     expect(replaces).toBe(MAX_ATTEMPTS);
