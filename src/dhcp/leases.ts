@@ -7,10 +7,9 @@
  * cannot both take one address. On a store other daemons write too (PostgreSQL, `store.sharedLeases`), the
  * index is this daemon's view only: every lease write is a claimLease (the database refuses an address another
  * client holds), an offer is claimed before it leaves, and a lost claim teaches the index the holder's lease.
- * The index also follows the rows the others write (catchUp, `store.leaseChanges`, run every second by the
- * server), so allocation, the offer cap's held counts, RELEASE, DECLINE and INIT-REBOOT see their leases too; and
- * ended leases are marked in memory only, the leader's sweep being the table's one writer of them (duties.ts).
- */
+ * The index also follows the rows the others write (catchUp, `store.leaseChanges`, every second), publishing
+ * their lease events on this daemon's bus, so allocation, held counts, RELEASE, DECLINE and INIT-REBOOT see their
+ * leases too; ended leases are marked in memory only (the leader's sweep writes them: duties.ts). */
 import { isoClock } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
 import type { Lease, Reservation } from '../model/subnet.js';
