@@ -7,15 +7,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { backends, skipUnavailable } from './backends.js';
+import { lease } from './lease-fixture.js';
 
 const pg = backends(import.meta.filename).find((b) => b.name === 'postgres')!;
-const lease = (address: string, mac: string) => ({
-  address,
-  mac,
-  subnet: 'lab',
-  state: 'bound',
-  expiresAt: '2030-01-01T00:00:00.000Z',
-});
 
 describe('lease changes after a restore into another cluster', () => {
   skipUnavailable(pg);

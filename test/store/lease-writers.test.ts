@@ -7,22 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Doc, Store } from '../../src/store/store.js';
 import { backends, skipUnavailable } from './backends.js';
+import { claim, HOUR, iso, lease, NOW, T0 } from './lease-fixture.js';
 
-const T0 = Date.parse('2026-01-01T00:00:00.000Z');
-const iso = (ms: number) => new Date(ms).toISOString();
-const NOW = iso(T0);
-const HOUR = 3_600_000;
-
-const lease = (address: string, mac: string, state: string, serverId?: string, until = T0 + HOUR) => ({
-  address,
-  subnet: 'lab',
-  mac,
-  state,
-  expiresAt: iso(until),
-  updatedAt: NOW,
-  ...(serverId ? { serverId } : {}),
-});
-const claim = (s: Store, doc: ReturnType<typeof lease>) => s.claimLease!({ doc, now: NOW });
 const docOf = async (s: Store, address: string) => (await s.get('leases', address))?.doc as Doc;
 const MAC = (i: number) => `52:54:00:00:01:0${i}`;
 
@@ -32,11 +18,11 @@ describe.each(backends(import.meta.filename))('lease writers on $name', (b) => {
 
   it("a claim's release of the client's other row names the claim's writer, or no one", async () => {
     const s = await (await b.db()).open();
-    await claim(s, lease('10.0.0.10', MAC(1), 'offered', 'rack-b'));
-    expect(await claim(s, lease('10.0.0.11', MAC(1), 'bound', 'rack-a'))).toEqual({ ok: true });
+    await claim(s, lease('10.0.0.10', MAC(1), 'offered', { serverId: 'rack-b' }));
+    expect(await claim(s, lease('10.0.0.11', MAC(1), 'bound', { serverId: 'rack-a' }))).toEqual({ ok: true });
     expect(await docOf(s, '10.0.0.10')).toMatchObject({ state: 'released', serverId: 'rack-a' });
     // A writer without a serverId leaves none: the row no longer names rack-b, which would not read it back.
-    await claim(s, lease('10.0.0.12', MAC(2), 'offered', 'rack-b'));
+    await claim(s, lease('10.0.0.12', MAC(2), 'offered', { serverId: 'rack-b' }));
     expect(await claim(s, lease('10.0.0.13', MAC(2), 'bound'))).toEqual({ ok: true });
     const released = await docOf(s, '10.0.0.12');
     expect(released.state).toBe('released');
@@ -45,7 +31,11 @@ describe.each(backends(import.meta.filename))('lease writers on $name', (b) => {
 
   it('the sweep marks ended leases expired in the name of the sweeping daemon', async () => {
     const s = await (await b.db()).open({ serverId: 'rack-a' });
-    await s.putBatched('leases', '10.0.0.20', lease('10.0.0.20', MAC(3), 'bound', 'rack-b', T0 - HOUR));
+    await s.putBatched(
+      'leases',
+      '10.0.0.20',
+      lease('10.0.0.20', MAC(3), 'bound', { serverId: 'rack-b', until: T0 - HOUR }),
+    );
     expect((await s.expireLeases!(NOW)).map((l) => l.key)).toEqual(['10.0.0.20']);
     const d = await docOf(s, '10.0.0.20');
     expect(d.state).toBe('expired');
@@ -66,12 +56,12 @@ describe.each(backends(import.meta.filename))('lease writers on $name', (b) => {
       from[i] = got.cursor;
       return got.docs.map((d) => `${d.address} ${d.serverId ?? '-'}`).sort();
     };
-    await claim(a, lease('10.0.0.30', MAC(4), 'bound', 'rack-a'));
-    await claim(other, lease('10.0.0.31', MAC(5), 'bound', 'rack-b'));
+    await claim(a, lease('10.0.0.30', MAC(4), 'bound', { serverId: 'rack-a' }));
+    await claim(other, lease('10.0.0.31', MAC(5), 'bound', { serverId: 'rack-b' }));
     await a.putBatched('leases', '10.0.0.32', lease('10.0.0.32', MAC(6), 'bound'));
     // rack-a's lease, then renewed through rack-b: rack-b's row now.
-    await claim(a, lease('10.0.0.33', MAC(7), 'bound', 'rack-a'));
-    await claim(other, lease('10.0.0.33', MAC(7), 'bound', 'rack-b', T0 + 2 * HOUR));
+    await claim(a, lease('10.0.0.33', MAC(7), 'bound', { serverId: 'rack-a' }));
+    await claim(other, lease('10.0.0.33', MAC(7), 'bound', { serverId: 'rack-b', until: T0 + 2 * HOUR }));
     expect(await read(a, 0)).toEqual(['10.0.0.31 rack-b', '10.0.0.32 -', '10.0.0.33 rack-b']);
     expect(await read(other, 1)).toEqual(['10.0.0.30 rack-a', '10.0.0.32 -']);
     expect(await read(plain, 2)).toEqual(['10.0.0.30 rack-a', '10.0.0.31 rack-b', '10.0.0.32 -', '10.0.0.33 rack-b']);

@@ -8,21 +8,10 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Doc, Store } from '../../src/store/store.js';
 import { adminQuery, backends, PG_URL } from './backends.js';
+import { claim, lease, T0 } from './lease-fixture.js';
 
 const b = backends(import.meta.filename).find((x) => x.name === 'postgres')!;
 
-const T0 = Date.parse('2026-01-01T00:00:00.000Z');
-const iso = (ms: number) => new Date(ms).toISOString();
-const NOW = iso(T0);
-const lease = (address: string, mac: string, state = 'bound', until = T0 + 3600_000) => ({
-  address,
-  subnet: 'lab',
-  mac,
-  state,
-  expiresAt: iso(until),
-  updatedAt: NOW,
-});
-const claim = (s: Store, doc: ReturnType<typeof lease>) => s.claimLease!({ doc, now: NOW });
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Whether `p` has settled after `ms`. */
@@ -65,7 +54,7 @@ describe.skipIf(!b.available)('PostgreSQL lease claim batches', () => {
     const db = await b.db();
     const s = await db.open({ claimsInFlight: { durable: 3, offers: 3 } });
     open.push(s);
-    expect((await claim(s, lease('10.0.0.1', 'aa:00:00:00:00:01', 'bound', T0 - 1000))).ok).toBe(true);
+    expect((await claim(s, lease('10.0.0.1', 'aa:00:00:00:00:01', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
     const other = await session(db.where);
     try {
       await other.query('BEGIN');
@@ -88,8 +77,8 @@ describe.skipIf(!b.available)('PostgreSQL lease claim batches', () => {
     const db = await b.db();
     const s = await db.open({ claimsInFlight: { durable: 3, offers: 3 } });
     open.push(s);
-    expect((await claim(s, lease('10.0.1.1', 'bb:00:00:00:00:09', 'bound', T0 - 1000))).ok).toBe(true);
-    expect((await claim(s, lease('10.0.1.5', 'bb:00:00:00:00:08', 'bound', T0 - 1000))).ok).toBe(true);
+    expect((await claim(s, lease('10.0.1.1', 'bb:00:00:00:00:09', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
+    expect((await claim(s, lease('10.0.1.5', 'bb:00:00:00:00:08', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
     const other = await session(db.where);
     try {
       await other.query('BEGIN');
@@ -125,7 +114,7 @@ describe.skipIf(!b.available)('PostgreSQL lease claim batches', () => {
     const db = await b.db();
     const s = await db.open({ claimsInFlight: { durable: 1, offers: 1 } });
     open.push(s);
-    expect((await claim(s, lease('10.0.2.1', 'cc:00:00:00:00:09', 'bound', T0 - 1000))).ok).toBe(true);
+    expect((await claim(s, lease('10.0.2.1', 'cc:00:00:00:00:09', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
     const other = await session(db.where);
     try {
       await other.query('BEGIN');
@@ -146,7 +135,7 @@ describe.skipIf(!b.available)('PostgreSQL lease claim batches', () => {
     const s = await db.open();
     open.push(s);
     // dd:..:01 holds .1 (ended by time, still 'bound'), and binds .2: the claim releases .1 ...
-    expect((await claim(s, lease('10.0.3.1', 'dd:00:00:00:00:01', 'bound', T0 - 1000))).ok).toBe(true);
+    expect((await claim(s, lease('10.0.3.1', 'dd:00:00:00:00:01', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
     const other = await session(db.where);
     try {
       // ... while another daemon gives .1 to dd:..:02 and has not committed: the release waits for that row.
@@ -165,7 +154,7 @@ describe.skipIf(!b.available)('PostgreSQL lease claim batches', () => {
     expect(await state(db.where, '10.0.3.2')).toEqual({ state: 'bound', mac: 'dd:00:00:00:00:01' });
 
     // The same in a batch of several claims.
-    expect((await claim(s, lease('10.0.4.1', 'ee:00:00:00:00:01', 'bound', T0 - 1000))).ok).toBe(true);
+    expect((await claim(s, lease('10.0.4.1', 'ee:00:00:00:00:01', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
     const again = await session(db.where);
     try {
       await again.query('BEGIN');
