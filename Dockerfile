@@ -32,4 +32,4 @@ VOLUME /var/lib/plinth
 USER node
 EXPOSE 67/udp 69/udp 4011/udp 8091/tcp 8443/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 CMD ["node", "contrib/healthcheck.mjs"]
-ENTRYPOINT ["node", "--max-semi-space-size=2", "bin/plinth.js", "serve"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "--heap-growing-percent=400", "bin/plinth.js", "serve"]

@@ -58,7 +58,7 @@ export async function serve(argv: string[]): Promise<void> {
   if (missing.length)
     log.info(
       { missing },
-      "node was started without the daemon's flags (npm start and contrib/plinth.service give them): V8's default young generation makes DHCP replies wait 4-6 ms at each scavenge",
+      "node was started without the daemon's flags (npm start and contrib/plinth.service give them): with V8's default heap settings DHCP replies wait longer at its collections (src/node-flags.ts)",
     );
   let daemon: Awaited<ReturnType<typeof startDaemon>>;
   try {

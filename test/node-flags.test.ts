@@ -31,8 +31,17 @@ describe('the daemon node flags', () => {
     expect(missingNodeFlags([])).toEqual([...DAEMON_NODE_FLAGS]);
     expect(missingNodeFlags(['--enable-source-maps', ...DAEMON_NODE_FLAGS])).toEqual([]);
     // Another value is the operator's choice; underscores are V8's other spelling.
-    expect(missingNodeFlags(['--max-semi-space-size=8'])).toEqual([]);
-    expect(missingNodeFlags([], '--max_semi_space_size=4 --enable-source-maps')).toEqual([]);
+    expect(missingNodeFlags(['--max-semi-space-size=8'])).toEqual(['--heap-growing-percent=400']);
+    expect(missingNodeFlags(['--max-semi-space-size=8', '--heap-growing-percent=100'])).toEqual([]);
+    expect(missingNodeFlags([], '--max_semi_space_size=4 --heap_growing_percent=200 --enable-source-maps')).toEqual([]);
+  });
+
+  it('this node takes every one of them (a flag V8 does not know stops node before the daemon starts)', () => {
+    const r = spawnSync(process.execPath, [...DAEMON_NODE_FLAGS, '-e', 'process.stdout.write("ok")'], {
+      encoding: 'utf8',
+    });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('ok');
   });
 
   it('node takes the flag at start (the young generation is that small)', () => {
