@@ -105,6 +105,9 @@ function compare(owners: Map<string, string>, bound: Map<string, string>): strin
 /**
  * `inFlight` ("durable:offers"): the daemons' claim batches in flight at once (src/store/pg-leases.ts), for an A/B
  * in one run against the default (`plinth-pg-par`, `plinth-pg3-par`: four durable and three offer batches).
+ * `owned`: each subnet names its daemon as its only owner (`owners: ["bench-N"]`), as a rack daemon serving its own
+ * subnets is configured: its offers are then not claimed in the database, only its ACKs (src/dhcp/state-machine.ts
+ * soleOwner); `plinth-pg-owned`, `plinth-pg3owned`.
  */
 export function plinthPgServer(
   name: string,
@@ -112,6 +115,7 @@ export function plinthPgServer(
   ctx: PgBenchContext,
   own = false,
   inFlight?: string,
+  owned = false,
 ): PgServer {
   return {
     name,
@@ -137,7 +141,8 @@ export function plinthPgServer(
               leaseTime: 3600,
             },
           ];
-      for (const s of subnets) await store.create('subnets', s.name, s);
+      for (const [i, s] of subnets.entries())
+        await store.create('subnets', s.name, owned ? { ...s, owners: [`bench-${i + 1}`] } : s);
       await store.close();
     },
     start(_step, db) {

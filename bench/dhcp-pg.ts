@@ -22,7 +22,9 @@
  * the same veths), so no two daemons want the same address: against plinth-pg3 it separates the cost of three
  * daemons fighting over one pool from the cost of three processes on one core. `plinth-pg-par` and `plinth-pg3-par`
  * are `plinth-pg` and `plinth-pg3` with four durable and three offer claim batches in flight (the store's default is
- * one of each; src/store/pg-leases.ts), for an A/B in one run.
+ * one of each; src/store/pg-leases.ts), for an A/B in one run. `plinth-pg-owned` and `plinth-pg3owned` are plinth-pg
+ * and plinth-pg3own with each subnet owned by its daemon alone (`owners`, as rack daemons serving their own subnets
+ * are configured): their offers are not claimed in the database, one transaction per DORA as Kea's.
  *
  * Pinning (--pin split): the DHCP server processes (Kea, or every Plinth daemon) on CPU 1, perfdhcp on CPU 0, and
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the
@@ -126,6 +128,8 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg3own', 3, ctx, true),
   plinthPgServer('plinth-pg-par', 1, ctx, false, '4:3'),
   plinthPgServer('plinth-pg3-par', 3, ctx, false, '4:3'),
+  plinthPgServer('plinth-pg-owned', 1, ctx, false, undefined, true),
+  plinthPgServer('plinth-pg3owned', 3, ctx, true, undefined, true),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
   keaPgServer('kea-pg3', true, ctx, 3),

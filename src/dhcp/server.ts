@@ -5,6 +5,7 @@
  * the injected `onBoot`. This file decodes a packet, places it, asks the right answerer and sends what it says.
  */
 import os from 'node:os';
+import { defaultServerId } from '../daemon-registry.js';
 import { type InventoryCache, loadInventoryCache, type SubnetInfo } from '../inventory/cache.js';
 import { infoLines, type Logger } from '../log.js';
 import { rateLimitedLog } from '../log-limit.js';
@@ -107,6 +108,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     warnOnce,
     probe: prober?.probe,
     freeAddresses: freeAddressesOf(store, now),
+    daemonId: opts.serverId ?? defaultServerId(),
   };
 
   const owners = serverOwnerGate(opts, stats, guard, env.isOurs, inventory);

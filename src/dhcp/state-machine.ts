@@ -62,6 +62,8 @@ export type StateMachineEnv = {
   /** A warning keyed once (bounded: keys can hold a MAC). */
   warnOnce(key: string, obj: object, msg: string): void;
   freeAddresses?: FreeAddresses;
+  /** This daemon's serverId, as subnets' `owners` name it (issue 17); absent, no subnet is this daemon's alone. */
+  daemonId?: string;
 };
 
 /** What every message type's handler gets, parsed once. */
@@ -189,7 +191,9 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     }
     const held = leases.offer(subnet, client, alloc.address, hold, a.extra);
     // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
-    const claimed = leases.claimOffer(held);
+    // Not in a subnet this daemon owns alone: no other daemon answers its clients (owners.ts), so no other offers
+    // from its pool, and the ACK's claim still refuses an address someone holds.
+    const claimed = soleOwner(subnet, env.daemonId) ? undefined : leases.claimOffer(held);
     if (claimed && !(await claimed)) {
       shared ??= sharedCandidates(a, env);
       alloc = await shared.lost(alloc, () => leases.allocate(subnet, client, a.requested, a.reservation));
@@ -210,6 +214,10 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
   return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
 }
+
+/** Whether `daemonId` is the subnet's only owner (and so the only daemon that answers its clients). */
+export const soleOwner = (subnet: { owners?: readonly string[] }, daemonId: string | undefined): boolean =>
+  daemonId !== undefined && subnet.owners?.length === 1 && subnet.owners[0] === daemonId;
 
 /** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
 const MAX_PROBES = 3;

@@ -73,7 +73,7 @@ export const Subnet = z
       .max(16)
       .optional()
       .describe(
-        "serverIds of the daemons that serve this subnet, in order of preference: owners[0] (the primary) always answers, a standby only when every owner before it is not alive (heartbeat stale, GET /api/v1/daemons), the client's secs reaches standbySecs or the request names the standby in option 54; a daemon not listed never answers. Absent or empty: every daemon serves it",
+        "serverIds of the daemons that serve this subnet, in order of preference: owners[0] (the primary) always answers, a standby only when every owner before it is not alive (heartbeat stale, GET /api/v1/daemons), the client's secs reaches standbySecs or the request names the standby in option 54; a daemon not listed never answers. Absent or empty: every daemon serves it. One owner: no other daemon answers its clients, so its offers are not claimed in a shared lease database (one transaction per DORA instead of two); its leases still are",
       ),
     standbySecs: z
       .number()
