@@ -118,22 +118,30 @@ export class LeaseFollower {
     return this.catching;
   }
 
+  /**
+   * A catch-up: the pages of the store's pass one after another (each query lets the event loop run between
+   * them), `touched` kept for the whole of it. The cursor moves after each page, so a failed page is read again by
+   * the next catch-up and the pages before it are not.
+   */
   private async readChanges(read: NonNullable<Store['leaseChanges']>): Promise<number> {
     const touched = new Set<number>(this.writing.keys());
     this.touched = touched;
     let n = 0;
     try {
-      const got = await read(this.cursor);
-      for (const doc of got.docs as Lease[]) {
-        if (typeof doc.address !== 'string') continue;
-        const ip = ipInt(doc.address);
-        if (touched.has(ip)) continue;
-        const r = this.at(ip);
-        if (r && same(r, doc)) continue;
-        this.learn(doc);
-        n++;
+      for (let more = true; more; ) {
+        const got = await read(this.cursor);
+        for (const doc of got.docs as Lease[]) {
+          if (typeof doc.address !== 'string') continue;
+          const ip = ipInt(doc.address);
+          if (touched.has(ip)) continue;
+          const r = this.at(ip);
+          if (r && same(r, doc)) continue;
+          this.learn(doc);
+          n++;
+        }
+        this.cursor = got.cursor;
+        more = got.more;
       }
-      this.cursor = got.cursor;
     } finally {
       if (this.touched === touched) this.touched = undefined;
     }

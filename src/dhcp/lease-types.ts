@@ -60,9 +60,10 @@ export type LeaseTable = {
   /** On a shared store, re-reads the address's lease unless the index has it live for this client. */
   refresh(address: string, client: ClientRef): Promise<void> | undefined;
   /**
-   * On a shared store, reads the lease rows written since the last catch-up (store.leaseChanges) and learns those
-   * that differ from the index, unless this daemon was writing that address meanwhile; resolves with how many it
-   * learnt. One read at a time (a call during one gets that one). Undefined on a store of one daemon.
+   * On a shared store, reads the lease rows written since the last catch-up (store.leaseChanges, page after page)
+   * and learns those that differ from the index, unless this daemon was writing that address meanwhile; resolves
+   * with how many it learnt. One read at a time (a call during one gets that one). Undefined on a store of one
+   * daemon.
    */
   catchUp(): Promise<number> | undefined;
   /** Binds and resolves when durable; rejects with LeaseTakenError when another daemon's client holds it. */

@@ -98,11 +98,18 @@ BEGIN NEW.tx := pg_current_xact_id(); RETURN NEW; END $$;
 CREATE TRIGGER leases_tx BEFORE INSERT OR UPDATE ON leases FOR EACH ROW EXECUTE FUNCTION plinth_lease_tx();
 CREATE INDEX leases_tx ON leases (tx);`;
 
+// v5: the catch-up read pages by (tx, key) (pg-lease-changes.ts): one index range scan in that order, stopping
+// after a page, where an index on tx alone would read every changed row and sort them. It serves what the tx
+// index did, which goes (one index fewer to write per lease row).
+const v5 = `CREATE INDEX leases_tx_key ON leases (tx, key);
+DROP INDEX leases_tx;`;
+
 export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
   { version: 2, description: 'the event log daemons follow', sql: v2 },
   { version: 3, description: 'one offered or bound lease per client and subnet', sql: v3 },
   { version: 4, description: 'the transaction that last wrote each lease, for daemons following the table', sql: v4 },
+  { version: 5, description: 'lease rows by writing transaction and key, for paged catch-up reads', sql: v5 },
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;

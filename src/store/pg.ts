@@ -38,6 +38,8 @@ export type PgOptions = {
    * Given, the lease rows that name it are left out of `leaseChanges` (its own writes); not given, none are.
    */
   serverId?: string;
+  /** Rows a `leaseChanges` call returns at most (default LEASE_PAGE_SIZE, pg-lease-changes.ts). */
+  leasePageSize?: number;
   /** Lease claim batches in flight at once (default CLAIMS_IN_FLIGHT, pg-leases.ts); 1 and 1: one at a time. */
   claimsInFlight?: ClaimsInFlight;
   /** The event follower's probe and reconnect pacing, and where its connection errors go. */
@@ -94,6 +96,9 @@ function leaderOptions(o: LeadershipOptions, serverVersion: number): string {
 
 export async function openPgStore(url: string, opts: PgOptions = {}): Promise<PgStore> {
   if (opts.schema !== undefined && !schemaRe.test(opts.schema)) throw new StoreError(`bad schema name ${opts.schema}`);
+  const page = opts.leasePageSize;
+  if (page !== undefined && !(Number.isInteger(page) && page >= 1))
+    throw new StoreError(`leasePageSize ${page}: a whole number of rows, at least 1`);
   const baseConfig: pg.ClientConfig = {
     connectionString: url,
     connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
@@ -151,7 +156,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   offerPool.on('error', (err) => opts.onIdleError?.(err));
   const claims = pgLeaseClaims(pool, offerPool, opts.claimsInFlight);
   const expire = pgExpireLeases(pool, opts.serverId ?? 'plinth', channel);
-  const changes = pgLeaseChanges(pool, opts.serverId);
+  const changes = pgLeaseChanges(pool, opts.serverId, opts.leasePageSize);
   const free = pgFreeLeaseAddresses(pool);
   let closed: Promise<void> | undefined;
   return {

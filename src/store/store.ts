@@ -101,8 +101,11 @@ export type LeaseClaim = { doc: Doc & { address: string; subnet: string; mac: st
 export type ExpiredLease = { key: string; mac: string; subnet: string; was: 'offered' | 'bound' };
 /** `event`: the event to log for a lease marked (undefined: none). */
 export type ExpireOptions = { limit?: number; event?: (l: ExpiredLease) => ChangeEvent | undefined };
-/** `docs`: the rows as stored now (each once, in no particular order); `cursor`: where the next call starts. */
-export type LeaseChanges = { cursor: string; docs: Doc[] };
+/**
+ * `docs`: the rows as stored now (each once per pass, in no particular order); `cursor` (opaque): where the next
+ * call starts; `more`: the pass has more rows (a page was full): call again with `cursor` for the rest.
+ */
+export type LeaseChanges = { cursor: string; docs: Doc[]; more: boolean };
 /** A range of IPv4 addresses as integers (start..end), scanned from `from` and wrapping; `now` ISO. */
 export type FreeLeaseQuery = { start: number; end: number; from: number; now: string; limit: number };
 /** `holder`: the lease that kept the address (or the client's other lease when the client lost a race), if read. */
@@ -149,7 +152,9 @@ export interface Store {
    * rows whose `serverId` is the store's, when it was opened with one: pg-lease-changes.ts), and the cursor to ask
    * from next; without a cursor, none and the cursor of now (take it before loading the table). What a daemon
    * sharing the lease table follows its index by (PostgreSQL; absent on SQLite: its one daemon writes them all).
-   * Deleted rows are not in it: their delete is an event (`leases.deleted`).
+   * Deleted rows are not in it: their delete is an event (`leases.deleted`). Paged: a call returns at most a page
+   * of rows (the store's `leasePageSize`), with `more` while the pass that began at `cursor` has others; a row
+   * rewritten during a pass comes, as it is then, in the next.
    */
   leaseChanges?(cursor?: string): Promise<LeaseChanges>;
   /** The shared event log, where the backend has one (PostgreSQL). */

@@ -4,7 +4,8 @@
  * database and the table learns the holder (the next candidate is then another address); a bind of it is a
  * LeaseTakenError (the REQUEST's NAK); refresh() teaches a table the other daemon's lease of a client (so it can
  * renew it); a late offer to the client does not shorten its lease; catchUp() follows what the other daemon
- * wrote (binds, releases, declines, held counts), leaving alone an address this daemon was writing meanwhile.
+ * wrote (binds, releases, declines, held counts), leaving alone an address this daemon was writing meanwhile, and
+ * reads a pass of several pages at once, a failed page again at the next catch-up (not the pages before it).
  * PostgreSQL only.
  */
 import { describe, expect, it } from 'vitest';
@@ -146,6 +147,34 @@ describe('lease table on a shared store', () => {
       },
     ]);
     expect((heard[4]!.data as { quarantineSeconds: number }).quarantineSeconds).toBeGreaterThan(590);
+  });
+
+  it('catchUp learns every row of a pass of several pages, and resumes a failed one after its last good page', async () => {
+    const db = await pgBackend.db();
+    const a = await loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, scanStart: () => 0 });
+    const store = await db.open({ leasePageSize: 3 });
+    const b = await loadLeaseTable({ store, bus: createBus(), log: silentLogger, scanStart: () => 0 });
+    const mac = (i: number) => ({ mac: `52:54:00:00:04:0${i}` });
+    const all = ['10.99.1.10', '10.99.1.11', '10.99.1.12', '10.99.1.13'];
+    for (const [i, x] of all.entries()) await a.bind(subnet, mac(i), x, 3600);
+    expect(await b.catchUp()).toBe(4);
+    expect(all.map((x) => b.get(x)?.state)).toEqual(['bound', 'bound', 'bound', 'bound']);
+    // The second page of the next pass fails once: the first page's rows are learnt and not read again.
+    const read = store.leaseChanges!.bind(store);
+    const pages: string[][] = [];
+    let calls = 0;
+    store.leaseChanges = async (cursor) => {
+      if (++calls === 2) throw new Error('connection lost');
+      const got = await read(cursor);
+      pages.push(got.docs.map((d) => d.address as string));
+      return got;
+    };
+    for (const x of all) expect(await a.release(x, mac(all.indexOf(x)))).toBe(true);
+    await expect(b.catchUp()).rejects.toThrow('connection lost');
+    expect(all.map((x) => b.get(x)?.state)).toEqual(['released', 'released', 'released', 'bound']);
+    expect(await b.catchUp()).toBe(1);
+    expect(pages).toEqual([all.slice(0, 3), all.slice(3)]);
+    expect(b.get(all[3]!)?.state).toBe('released');
   });
 
   it('catchUp leaves alone an address this daemon writes or drops while the read is out', async () => {
