@@ -13,17 +13,23 @@ import { rateLimitedLog } from './log-limit.js';
  */
 
 type LeaseData = { mac: string; subnet: string };
+/**
+ * A lease a DHCP server wrote: `serverId`, the daemon whose server offered, acked, released or declined it (its
+ * `--server-id`; absent when it has none), whichever daemon publishes the event (issue 17: the others publish it
+ * too when they learn the row).
+ */
+type LeaseWrite = LeaseData & { serverId?: string };
 
 /** The `data` of every event that carries some, by type. */
 export type EventData = {
   /** key: the address offered. */
-  'lease.offered': LeaseData;
+  'lease.offered': LeaseWrite;
   /** key: the address acknowledged. */
-  'lease.acked': LeaseData & { expiresAt: string };
-  'lease.released': LeaseData;
+  'lease.acked': LeaseWrite & { expiresAt: string };
+  'lease.released': LeaseWrite;
   'lease.expired': LeaseData;
   /** RFC 2131 DHCPDECLINE: the address is quarantined. */
-  'lease.declined': LeaseData & { quarantineSeconds: number };
+  'lease.declined': LeaseWrite & { quarantineSeconds: number };
   /** key: the address refused, when there is one. */
   'lease.nak': LeaseData & { reason: string };
   /** key: the client's ciaddr; a proxyDHCP boot-server (port 4011) request answered. */

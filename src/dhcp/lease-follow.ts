@@ -6,7 +6,6 @@
  * COMMIT), and its claim's outcome taught the index already (won: its lease; lost: the holder's).
  */
 
-import type { EventInput } from '../events.js';
 import type { Lease } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ipInt } from './ip.js';
@@ -28,32 +27,6 @@ const same = (r: LeaseRec, d: Lease) =>
   r.subnet === d.subnet &&
   r.clientId === d.clientId &&
   r.hostname === d.hostname;
-
-/**
- * The event another daemon published on its own bus for a lease row this daemon's index has just learnt, for this
- * daemon's bus (issue 17: SSE and /ui tell the same lease story whichever daemon a subscriber reaches): a row now
- * offered, bound (a new client, state or expiry), released or declined. Not an expired row: the leader's sweep
- * publishes those through the shared event log, which every daemon reads. Undefined when nothing a subscriber
- * hears changed. It comes up to a catch-up interval late (or at a lost claim, which learns the holder at once).
- */
-export function learntEvent(old: LeaseRec | undefined, rec: LeaseRec, now: number): EventInput | undefined {
-  if (old && old.state === rec.state && old.expiresAt === rec.expiresAt && old.mac === rec.mac) return undefined;
-  const data = { mac: rec.mac, subnet: rec.subnet };
-  switch (rec.state) {
-    case 'offered':
-      return { type: 'lease.offered', key: rec.address, data };
-    case 'bound':
-      return { type: 'lease.acked', key: rec.address, data: { ...data, expiresAt: rec.expiresAt } };
-    case 'released':
-      return { type: 'lease.released', key: rec.address, data };
-    case 'declined': {
-      const quarantineSeconds = Math.max(0, Math.round((rec.exp - now) / 1000));
-      return { type: 'lease.declined', key: rec.address, data: { ...data, quarantineSeconds } };
-    }
-    default:
-      return undefined;
-  }
-}
 
 export class LeaseFollower {
   /** Where the next catch-up reads from; undefined: not following. */

@@ -15,7 +15,8 @@ import type { SubnetInfo } from '../inventory/cache.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
-import { LeaseFollower, learntEvent, scanStartOf } from './lease-follow.js';
+import { learntEvent, leaseEvent } from './lease-events.js';
+import { LeaseFollower, scanStartOf } from './lease-follow.js';
 import {
   type Allocation,
   belongsTo,
@@ -136,6 +137,12 @@ class MemoryLeaseTable implements LeaseTable {
     const t = this.now();
     this.heldCounts.moved(placed.rec.ip, isHeld(placed.old, t), isHeld(placed.rec, t));
     const ev = learntEvent(placed.old, placed.rec, t);
+    if (ev) this.deps.bus.emit(ev);
+  }
+
+  /** This daemon's event for its own write of `rec` in `state` (lease-events.ts), naming it when it has a serverId. */
+  private announce(state: LeaseState, rec: LeaseRec, now: number): void {
+    const ev = leaseEvent(rec, now, this.deps.serverId, state);
     if (ev) this.deps.bus.emit(ev);
   }
 
@@ -289,7 +296,7 @@ class MemoryLeaseTable implements LeaseTable {
     // not writing them halves the store's work per DORA. The lease.offered event still shows them.
     const c = who(client);
     const rec = this.upsert(s, c, address, 'offered', seconds, extra);
-    this.deps.bus.emit({ type: 'lease.offered', key: address, data: { mac: c.mac, subnet: s.name } });
+    this.announce('offered', rec, this.now());
     return rec;
   }
 
@@ -297,11 +304,7 @@ class MemoryLeaseTable implements LeaseTable {
     const c = who(client);
     const rec = this.upsert(s, c, address, 'bound', seconds, extra);
     if (!(await this.write(rec))) throw new LeaseTakenError(address);
-    this.deps.bus.emit({
-      type: 'lease.acked',
-      key: address,
-      data: { mac: c.mac, subnet: s.name, expiresAt: rec.expiresAt },
-    });
+    this.announce('bound', rec, this.now());
     return rec;
   }
 
@@ -314,7 +317,7 @@ class MemoryLeaseTable implements LeaseTable {
     r.expiresAt = new Date(r.exp).toISOString();
     r.updatedAt = r.expiresAt;
     await this.persist(r);
-    this.deps.bus.emit({ type: 'lease.released', key: address, data: { mac: r.mac, subnet: r.subnet } });
+    this.announce('released', r, this.now());
     return true;
   }
 
@@ -337,11 +340,7 @@ class MemoryLeaseTable implements LeaseTable {
     this.byIp.set(rec.ip, rec);
     this.heldCounts.moved(rec.ip, isHeld(old, t), isHeld(rec, t));
     await this.persist(rec);
-    this.deps.bus.emit({
-      type: 'lease.declined',
-      key: address,
-      data: { mac: c.mac, subnet: s.name, quarantineSeconds: seconds },
-    });
+    this.announce('declined', rec, t);
   }
 
   forgetOffer(subnet: string, client: ClientRef): void {

@@ -19,7 +19,11 @@ async function table(reserved: Record<string, string> = {}, serverId?: string) {
   const store = openSqliteStore(':memory:');
   const bus = createBus();
   const events: string[] = [];
-  bus.on((e) => events.push(e.type));
+  const heard: { type: string; key?: string; data?: unknown }[] = [];
+  bus.on((e) => {
+    events.push(e.type);
+    heard.push({ type: e.type, key: e.key, data: e.data });
+  });
   const leases = await loadLeaseTable({
     store,
     bus,
@@ -28,7 +32,7 @@ async function table(reserved: Record<string, string> = {}, serverId?: string) {
     reservedMacAt: (a) => reserved[a],
     serverId,
   });
-  return { leases, clock, store, events };
+  return { leases, clock, store, events, heard };
 }
 
 describe('lease allocation', () => {
@@ -112,6 +116,38 @@ describe('lease allocation', () => {
     await expect.poll(() => row('10.99.1.12')).toBe('expired rack-a');
     await expect.poll(() => row('10.99.1.10')).toBe('released rack-a');
     expect([await row('10.99.1.11'), await row('10.99.1.13')]).toEqual(['released rack-a', 'declined rack-a']);
+  });
+
+  it('its lease events name it (serverId) when it has one: offer, ACK, release, decline', async () => {
+    const s = subnet();
+    const story = async (serverId?: string) => {
+      const { leases, heard } = await table({}, serverId);
+      leases.offer(s, 'aa:00:00:00:00:01', '10.99.1.10', 30);
+      await leases.bind(s, 'aa:00:00:00:00:01', '10.99.1.10', 60);
+      await leases.release('10.99.1.10', 'aa:00:00:00:00:01');
+      await leases.decline(s, '10.99.1.11', 'aa:00:00:00:00:02', 600);
+      return heard;
+    };
+    const by = { serverId: 'rack-a' };
+    const lab = { subnet: 'lab' };
+    expect(await story('rack-a')).toEqual([
+      { type: 'lease.offered', key: '10.99.1.10', data: { mac: 'aa:00:00:00:00:01', ...lab, ...by } },
+      {
+        type: 'lease.acked',
+        key: '10.99.1.10',
+        data: { mac: 'aa:00:00:00:00:01', ...lab, ...by, expiresAt: '2026-01-01T00:01:00.000Z' },
+      },
+      { type: 'lease.released', key: '10.99.1.10', data: { mac: 'aa:00:00:00:00:01', ...lab, ...by } },
+      {
+        type: 'lease.declined',
+        key: '10.99.1.11',
+        data: { mac: 'aa:00:00:00:00:02', ...lab, ...by, quarantineSeconds: 600 },
+      },
+    ]);
+    // Without a serverId, the same events without it.
+    const plain = await story();
+    expect(plain.map((e) => e.type)).toEqual(['lease.offered', 'lease.acked', 'lease.released', 'lease.declined']);
+    for (const e of plain) expect(e.data).not.toHaveProperty('serverId');
   });
 
   it('release makes the address reusable at once and emits lease.released', async () => {

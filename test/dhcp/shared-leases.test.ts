@@ -113,40 +113,54 @@ describe('lease table on a shared store', () => {
     expect(b.usable(subnet, mac(4), y, undefined)).toBe(false);
   });
 
-  it("publishes on its own bus the lease events of the other daemon's writes it learns, once each", async () => {
+  it("publishes on its own bus the lease events of the other daemon's writes it learns, once each, naming it", async () => {
     const db = await pgBackend.db();
     const busB = createBus();
     const heard: { type: string; key?: string; data?: unknown }[] = [];
     busB.on((e) => heard.push({ type: e.type, key: e.key, data: e.data }));
-    const a = await loadLeaseTable({ store: await db.open(), bus: createBus(), log: silentLogger, scanStart: () => 0 });
-    const b = await loadLeaseTable({ store: await db.open(), bus: busB, log: silentLogger, scanStart: () => 0 });
+    const named = async (serverId: string, bus = createBus()) =>
+      loadLeaseTable({ store: await db.open({ serverId }), bus, log: silentLogger, scanStart: () => 0, serverId });
+    const a = await named('rack-a');
+    const b = await named('rack-b', busB);
     const mac = (i: number) => ({ mac: `52:54:00:00:03:0${i}` });
-    const [x, y, z] = ['10.99.1.10', '10.99.1.11', '10.99.1.12'];
+    const [x, y, z, w] = ['10.99.1.10', '10.99.1.11', '10.99.1.12', '10.99.1.13'];
+    const byA = { subnet: subnet.name, serverId: 'rack-a' };
     await a.bind(subnet, mac(1), x, 3600);
     expect(await a.claimOffer(a.offer(subnet, mac(2), y, 30))).toBe(true);
     await b.catchUp();
     expect(heard).toEqual([
-      { type: 'lease.acked', key: x, data: expect.objectContaining({ mac: mac(1).mac, subnet: subnet.name }) },
-      { type: 'lease.offered', key: y, data: { mac: mac(2).mac, subnet: subnet.name } },
+      { type: 'lease.acked', key: x, data: { mac: mac(1).mac, ...byA, expiresAt: expect.any(String) } },
+      { type: 'lease.offered', key: y, data: { mac: mac(2).mac, ...byA } },
     ]);
     // Learnt once: a read with nothing new, and B's own writes, publish nothing more here.
     await b.catchUp();
     await b.bind(subnet, mac(3), z, 3600);
     await b.catchUp();
     expect(heard.map((e) => e.type)).toEqual(['lease.acked', 'lease.offered', 'lease.acked']);
-    expect(heard[2]!.key).toBe(z); // B's own ACK, from its own bind
+    // B's own ACK, from its own bind, naming B.
+    expect(heard[2]).toMatchObject({ key: z, data: { mac: mac(3).mac, serverId: 'rack-b' } });
     expect(await a.release(x, mac(1))).toBe(true);
     await a.decline(subnet, y, mac(2), 600);
     await b.catchUp();
     expect(heard.slice(3)).toEqual([
-      { type: 'lease.released', key: x, data: { mac: mac(1).mac, subnet: subnet.name } },
-      {
-        type: 'lease.declined',
-        key: y,
-        data: expect.objectContaining({ mac: mac(2).mac, quarantineSeconds: expect.any(Number) }),
-      },
+      { type: 'lease.released', key: x, data: { mac: mac(1).mac, ...byA } },
+      { type: 'lease.declined', key: y, data: { mac: mac(2).mac, ...byA, quarantineSeconds: expect.any(Number) } },
     ]);
     expect((heard[4]!.data as { quarantineSeconds: number }).quarantineSeconds).toBeGreaterThan(590);
+    // A row naming no daemon (a writer without a serverId): its event names none.
+    const plain = await db.open();
+    await plain.claimLease!({
+      doc: { address: w, subnet: subnet.name, mac: mac(4).mac, state: 'bound', expiresAt: '2099-01-01T00:00:00.000Z' },
+      now: new Date().toISOString(),
+    });
+    await b.catchUp();
+    expect(heard.slice(5)).toEqual([
+      {
+        type: 'lease.acked',
+        key: w,
+        data: { mac: mac(4).mac, subnet: subnet.name, expiresAt: '2099-01-01T00:00:00.000Z' },
+      },
+    ]);
   });
 
   it('catchUp learns every row of a pass of several pages, and resumes a failed one after its last good page', async () => {

@@ -1,0 +1,48 @@
+/**
+ * The lease events a daemon publishes on its bus, for its own lease writes (leases.ts) and for the other daemons'
+ * it learns (lease-follow.ts): one shape for both, so SSE and /ui tell the same lease story whichever daemon a
+ * subscriber reaches (issue 17), each naming the daemon that served the client (`serverId`) when it has one.
+ */
+import type { EventInput } from '../events.js';
+import type { LeaseRec, LeaseState } from './lease-types.js';
+
+/**
+ * The event of a lease in `state` (default its own): offered, bound (lease.acked, with its expiry), released,
+ * declined (with the quarantine left at `now`); undefined for another state. `serverId`: the daemon that wrote
+ * it, if named. A writer names the state it wrote: the record may have moved on while its write was out.
+ */
+export function leaseEvent(
+  rec: LeaseRec,
+  now: number,
+  serverId: string | undefined,
+  state: LeaseState = rec.state,
+): EventInput | undefined {
+  const data: { mac: string; subnet: string; serverId?: string } = { mac: rec.mac, subnet: rec.subnet };
+  if (serverId !== undefined) data.serverId = serverId;
+  switch (state) {
+    case 'offered':
+      return { type: 'lease.offered', key: rec.address, data };
+    case 'bound':
+      return { type: 'lease.acked', key: rec.address, data: { ...data, expiresAt: rec.expiresAt } };
+    case 'released':
+      return { type: 'lease.released', key: rec.address, data };
+    case 'declined': {
+      const quarantineSeconds = Math.max(0, Math.round((rec.exp - now) / 1000));
+      return { type: 'lease.declined', key: rec.address, data: { ...data, quarantineSeconds } };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The event another daemon published on its own bus for a lease row this daemon's index has just learnt, for this
+ * daemon's bus, naming that daemon (the row's serverId): a row now offered, bound (a new client, state or expiry),
+ * released or declined. Not an expired row: the leader's sweep publishes those through the shared event log,
+ * which every daemon reads. Undefined when nothing a subscriber hears changed. It comes up to a catch-up interval
+ * late (or at a lost claim, which learns the holder at once).
+ */
+export function learntEvent(old: LeaseRec | undefined, rec: LeaseRec, now: number): EventInput | undefined {
+  if (old && old.state === rec.state && old.expiresAt === rec.expiresAt && old.mac === rec.mac) return undefined;
+  return leaseEvent(rec, now, rec.serverId);
+}
