@@ -14,7 +14,13 @@ export const CLI_RESOURCES: Record<string, ResourceInfo> = {
     columns: ['name', 'subnet', 'activeStart', 'activeEnd', 'leaseTime', 'enabled', 'proxy'],
   },
   reservations: { one: 'reservation', key: 'address', columns: ['address', 'mac', 'subnet', 'nextServer'] },
-  leases: { one: 'lease', key: 'address', columns: ['address', 'mac', 'subnet', 'state', 'expiresAt'], readOnly: true },
+  // serverId: the daemon that last wrote the lease (several daemons on one inventory); empty when none did.
+  leases: {
+    one: 'lease',
+    key: 'address',
+    columns: ['address', 'mac', 'subnet', 'state', 'expiresAt', 'serverId'],
+    readOnly: true,
+  },
   profiles: { one: 'profile', key: 'name', columns: ['name', 'params', 'description'] },
   params: { one: 'param', key: 'name', columns: ['name', 'secure', 'description'] },
 };

@@ -89,6 +89,26 @@ describe('plinth RESOURCE verbs against a live daemon', () => {
     const create = await run(['leases', 'create', '-f', '-'], { input: '{}' });
     expect(create.code).toBe(2);
     expect(create.stderr).toMatch(/read-only/);
+    // The table names the daemon that last wrote each lease, and leaves the cell empty when none is named.
+    const lease = (address: string, serverId?: string) => ({
+      address,
+      mac: `52:54:00:00:09:0${address.slice(-1)}`,
+      subnet: 'lab',
+      state: 'bound',
+      expiresAt: '2099-01-01T00:00:00.000Z',
+      updatedAt: '2026-01-01T00:00:00.000Z',
+      ...(serverId ? { serverId } : {}),
+    });
+    await d.daemon.store.putBatched('leases', '10.0.0.2', lease('10.0.0.2', 'rack-a'));
+    await d.daemon.store.putBatched('leases', '10.0.0.3', lease('10.0.0.3'));
+    const t = await run(['leases', 'list', '-o', 'table']);
+    const lines = t.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^ADDRESS\s+MAC\s+SUBNET\s+STATE\s+EXPIRESAT\s+SERVERID$/);
+    expect(lines.slice(1)).toEqual([
+      expect.stringMatching(/^10\.0\.0\.2\s+52:54:00:00:09:02\s+lab\s+bound\s+2099-01-01T00:00:00\.000Z\s+rack-a$/),
+      expect.stringMatching(/^10\.0\.0\.3\s+52:54:00:00:09:03\s+lab\s+bound\s+2099-01-01T00:00:00\.000Z$/),
+    ]);
+    await Promise.all(['10.0.0.2', '10.0.0.3'].map((a) => d.daemon.store.putBatched('leases', a, null)));
   });
 });
 
