@@ -5,7 +5,7 @@
  * packet), counting and logging what it keeps silent about. Load balancing by `secs` is ISC dhcpd failover's
  * "load balance max seconds" (and RFC 3074's rule that a request naming a server in option 54 is that server's).
  */
-import { defaultServerId, listDaemons } from '../daemon-registry.js';
+import { listDaemons } from '../daemon-registry.js';
 import type { InventoryCache } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import { rateLimited } from '../log-limit.js';
@@ -168,8 +168,16 @@ function namesThisServer(
   return id === override || isOurs(id, server);
 }
 
-/** The DHCP server's gate: its serverId (default: the host name, as the daemon's), its stats, its guard. */
+/**
+ * Whether `serverId` is the subnet's only owner, and so, by ownerDecision, the only daemon that answers its
+ * clients: no other daemon offers from its pool (the DHCP server then offers without a claim: state-machine.ts).
+ */
+export const soleOwner = (subnet: OwnerFacts['subnet'], serverId: string | undefined): boolean =>
+  serverId !== undefined && subnet.owners?.length === 1 && subnet.owners[0] === serverId;
+
+/** The DHCP server's gate: its serverId (the daemon's: server.ts), its stats, its guard. */
 export function serverOwnerGate(
+  serverId: string,
   opts: DhcpServerOptions,
   stats: DhcpStats,
   guard: BackgroundGuard,
@@ -183,7 +191,7 @@ export function serverOwnerGate(
     isOurs,
     wanted: () => inventory.subnets().some((s) => s.owners !== undefined && s.owners.length > 0),
     refreshMs: opts.ownersRefreshMs,
-    serverId: opts.serverId ?? defaultServerId(),
+    serverId,
     dropped: (why) => stats[why === 'standby' ? 'standbySilent' : 'notOwner']++,
   });
 }

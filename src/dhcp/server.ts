@@ -47,6 +47,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   const rescanMs = opts.rescanIntervalMs ?? 30_000;
   const addresses = localAddresses(netIfs, guard, Math.min(5000, rescanMs), opts.serverAddress);
 
+  // Who this daemon is to subnets' owners (default: the host name, as the daemon's).
+  const serverId = opts.serverId ?? defaultServerId();
   const ownInventory = !opts.inventory;
   const inventory = opts.inventory ?? (await loadInventoryCache(store, bus, log));
   const leases = await loadLeaseTable({
@@ -108,10 +110,10 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     warnOnce,
     probe: prober?.probe,
     freeAddresses: freeAddressesOf(store, now),
-    daemonId: opts.serverId ?? defaultServerId(),
+    daemonId: serverId,
   };
 
-  const owners = serverOwnerGate(opts, stats, guard, env.isOurs, inventory);
+  const owners = serverOwnerGate(serverId, opts, stats, guard, env.isOurs, inventory);
   const addon = loadNetAddon();
   let dispatcher: Dispatcher | undefined;
   const conn = new Connections({

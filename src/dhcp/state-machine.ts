@@ -17,6 +17,7 @@ import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
 import type { Counter, Outcome, Reply, Silence, Wire } from './outcome.js';
+import { soleOwner } from './owners.js';
 import type { DhcpPacket } from './packet.js';
 import { applyBoot, baseReply, fillOptions, finishReply, leaseTimeFor, nakReply } from './reply.js';
 import { type FreeAddresses, sharedCandidates } from './shared-candidates.js';
@@ -191,8 +192,8 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
     }
     const held = leases.offer(subnet, client, alloc.address, hold, a.extra);
     // Another daemon on the inventory may hold it (issue 17): claimed before it leaves; lost: the next candidate.
-    // Not in a subnet this daemon owns alone: no other daemon answers its clients (owners.ts), so no other offers
-    // from its pool, and the ACK's claim still refuses an address someone holds.
+    // Not in a subnet this daemon owns alone (owners.ts soleOwner): no other daemon answers its clients, so none
+    // offers from its pool, and the ACK's claim still refuses an address someone holds.
     const claimed = soleOwner(subnet, env.daemonId) ? undefined : leases.claimOffer(held);
     if (claimed && !(await claimed)) {
       shared ??= sharedCandidates(a, env);
@@ -214,10 +215,6 @@ async function discover(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   env.log.debug({ mac, address: alloc.address, why: alloc.why }, 'dhcp: offer');
   return { reply: r, delivery: deliveryFor(a.pkt, r, false), count: 'offers', boot };
 }
-
-/** Whether `daemonId` is the subnet's only owner (and so the only daemon that answers its clients). */
-export const soleOwner = (subnet: { owners?: readonly string[] }, daemonId: string | undefined): boolean =>
-  daemonId !== undefined && subnet.owners?.length === 1 && subnet.owners[0] === daemonId;
 
 /** Addresses probed for one DISCOVER at most: each costs a probe's timeout of the client's wait. */
 const MAX_PROBES = 3;

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { MessageType } from '../../src/dhcp/options.js';
-import { soleOwner } from '../../src/dhcp/state-machine.js';
+import { soleOwner } from '../../src/dhcp/owners.js';
 import type { LeaseClaim } from '../../src/store/store.js';
 import { backends, skipUnavailable } from '../store/backends.js';
 import { msgType, SUBNET, testEnv } from './helpers.js';
