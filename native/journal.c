@@ -18,6 +18,12 @@
  *   journalLock(path): fd holding flock(LOCK_EX) on path (EWOULDBLOCK: another process owns the journal)
  *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error))
  *   journalAppend(h, payload string): its sequence number; journalKick(h): wakes the thread for what is appended
+ *   journalAppendSend(h, payload string, fd, datagram, address, port): journalAppend, and the datagram (a DHCP
+ *     ACK) sent by the thread with sendmmsg right after the fdatasync that makes the record durable, or never when
+ *     the journal fails first. The ACK leaves the moment its lease is on disk instead of waiting for the event loop
+ *     to run the durable callback (a busy turn or a GC pause: milliseconds at high rates); onDurable's fifth
+ *     argument lists [seq, errno, ...] for the sends that failed (undefined when none did). The fd must stay open
+ *     until that callback has reported the record: the DHCP server closes its sockets only after its ACKs settle.
  *   journalClose(h): writes what is queued, stops the thread; the highest durable sequence number
  */
 #define _GNU_SOURCE
@@ -31,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -39,6 +47,17 @@
 
 #define MAGIC 0x314a4c50u /* "PLJ1" little-endian */
 #define HDR 24
+/* A datagram to send once record `seq` is durable; its bytes follow, the entry padded to 8 bytes. */
+typedef struct {
+  uint64_t seq;
+  int fd;
+  uint32_t addr; /* host order */
+  uint16_t port;
+  uint16_t len;
+  uint32_t pad;
+} dgram_hdr;
+#define DGRAM_MAX 65507
+#define SEND_BATCH 64
 
 typedef struct {
   napi_env env;
@@ -51,6 +70,10 @@ typedef struct {
   /* Under mu: the queue JavaScript appends to, what the thread reports back, and the thread's state. */
   unsigned char *q;
   size_t qlen, qcap;
+  unsigned char *sq; /* datagrams to send after the fdatasync of the records queued with them */
+  size_t sqlen, sqcap;
+  uint64_t *failed; /* [seq, errno] pairs of sends that failed, for the next callback */
+  size_t nfailed, failcap;
   uint64_t next_seq;    /* the next record's sequence number */
   uint64_t durable;     /* the highest sequence number on disk */
   uint64_t gen;         /* the segment the thread writes to */
@@ -160,10 +183,67 @@ static int write_all(int fd, const unsigned char *b, size_t n, uint64_t off) {
   return 0;
 }
 
+/* Remembers a failed send for the next callback (dropped when memory runs out: the ACK is lost either way). */
+static void send_failed(journal *j, uint64_t seq, int e) {
+  pthread_mutex_lock(&j->mu);
+  if (j->nfailed + 2 > j->failcap) {
+    size_t cap = j->failcap ? j->failcap * 2 : 64;
+    uint64_t *f = realloc(j->failed, cap * sizeof *f);
+    if (f) j->failed = f, j->failcap = cap;
+  }
+  if (j->nfailed + 2 <= j->failcap) {
+    j->failed[j->nfailed++] = seq;
+    j->failed[j->nfailed++] = (uint64_t)e;
+  }
+  pthread_mutex_unlock(&j->mu);
+}
+
+/* Sends the datagrams in b[0..n): runs of one fd with one sendmmsg each (up to SEND_BATCH). A datagram the
+ * socket refuses (EAGAIN, ENOBUFS: a full buffer) is reported and skipped, as a lost reply is for DHCP. */
+static void send_durable(journal *j, unsigned char *b, size_t n) {
+  struct mmsghdr msgs[SEND_BATCH];
+  struct iovec iov[SEND_BATCH];
+  struct sockaddr_in to[SEND_BATCH];
+  dgram_hdr *hdrs[SEND_BATCH];
+  size_t at = 0;
+  while (at < n) {
+    int k = 0, fd = -1;
+    for (; k < SEND_BATCH && at < n; k++) {
+      dgram_hdr *d = (dgram_hdr *)(b + at);
+      if (k > 0 && d->fd != fd) break;
+      fd = d->fd;
+      hdrs[k] = d;
+      memset(&to[k], 0, sizeof to[k]);
+      to[k].sin_family = AF_INET;
+      to[k].sin_addr.s_addr = htonl(d->addr);
+      to[k].sin_port = htons(d->port);
+      iov[k].iov_base = (unsigned char *)d + sizeof *d;
+      iov[k].iov_len = d->len;
+      memset(&msgs[k], 0, sizeof msgs[k]);
+      msgs[k].msg_hdr.msg_name = &to[k];
+      msgs[k].msg_hdr.msg_namelen = sizeof to[k];
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+      at += (sizeof *d + d->len + 7) & ~(size_t)7;
+    }
+    for (int i = 0; i < k;) {
+      int r = sendmmsg(fd, msgs + i, (unsigned)(k - i), MSG_DONTWAIT);
+      if (r > 0) {
+        i += r;
+      } else if (r < 0 && errno == EINTR) {
+        continue;
+      } else {
+        send_failed(j, hdrs[i]->seq, r < 0 ? errno : EIO);
+        i++;
+      }
+    }
+  }
+}
+
 static void *journal_loop(void *arg) {
   journal *j = arg;
-  unsigned char *mine = NULL;
-  size_t mine_cap = 0;
+  unsigned char *mine = NULL, *mine_s = NULL;
+  size_t mine_cap = 0, mine_scap = 0;
   for (;;) {
     pthread_mutex_lock(&j->mu);
     while (j->qlen == 0 && !j->stop) {
@@ -194,6 +274,14 @@ static void *journal_loop(void *arg) {
     j->qlen = 0;
     mine = b;
     mine_cap = bcap;
+    /* The datagrams of exactly these records: queued under the same lock as their records. */
+    unsigned char *sb = j->sq;
+    size_t sn = j->sqlen, scap = j->sqcap;
+    j->sq = mine_s;
+    j->sqcap = mine_scap;
+    j->sqlen = 0;
+    mine_s = sb;
+    mine_scap = scap;
     pthread_mutex_unlock(&j->mu);
     uint64_t first = 0, last = seal(b, n, &first);
     int e = segment_room(j, n);
@@ -201,6 +289,9 @@ static void *journal_loop(void *arg) {
     if (!e && (e = write_all(j->fd, b, n, j->off)) != 0) fail(j, "write", e);
     if (!e && fdatasync(j->fd) != 0) fail(j, "fdatasync", e = errno);
     if (!e) j->off += n;
+    /* Durable: their ACKs leave now, before the loop hears of it. After a failure they are dropped (the records'
+     * writes are refused, so no ACK may leave). */
+    if (!e && sn > 0) send_durable(j, sb, sn);
     pthread_mutex_lock(&j->mu);
     if (!e) {
       j->durable = last;
@@ -212,6 +303,7 @@ static void *journal_loop(void *arg) {
     if (failed) break;
   }
   free(mine);
+  free(mine_s);
   return NULL;
 }
 
@@ -220,6 +312,8 @@ static void journal_free_maybe(journal *j) {
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j->q);
+    free(j->sq);
+    free(j->failed);
     free(j);
   }
 }
@@ -238,6 +332,10 @@ static void on_async(uv_async_t *h) {
   uint64_t durable = j->durable, gen = j->gen, gen_first = j->gen_first;
   char err[256];
   memcpy(err, j->err, sizeof err);
+  uint64_t *failed = j->failed;
+  size_t nfailed = j->nfailed;
+  j->failed = NULL;
+  j->nfailed = j->failcap = 0;
   pthread_mutex_unlock(&j->mu);
   /* Referenced only while records wait for their fdatasync: an idle journal never keeps the process alive. */
   if ((durable >= j->appended || err[0]) && j->refd) {
@@ -247,7 +345,7 @@ static void on_async(uv_async_t *h) {
   napi_env env = j->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value cb, recv, argv[4], result;
+  napi_value cb, recv, argv[5], result;
   napi_get_reference_value(env, j->cb, &cb);
   napi_get_global(env, &recv);
   napi_create_double(env, (double)durable, &argv[0]);
@@ -255,7 +353,18 @@ static void on_async(uv_async_t *h) {
   napi_create_double(env, (double)gen_first, &argv[2]);
   if (err[0]) napi_create_string_utf8(env, err, NAPI_AUTO_LENGTH, &argv[3]);
   else napi_get_undefined(env, &argv[3]);
-  if (napi_make_callback(env, j->ctx, recv, cb, 4, argv, &result) == napi_pending_exception) {
+  if (nfailed > 0) {
+    napi_create_array_with_length(env, nfailed, &argv[4]);
+    for (size_t i = 0; i < nfailed; i++) {
+      napi_value v;
+      napi_create_double(env, (double)failed[i], &v);
+      napi_set_element(env, argv[4], (uint32_t)i, v);
+    }
+  } else {
+    napi_get_undefined(env, &argv[4]);
+  }
+  free(failed);
+  if (napi_make_callback(env, j->ctx, recv, cb, 5, argv, &result) == napi_pending_exception) {
     napi_value e;
     napi_get_and_clear_last_exception(env, &e);
     napi_fatal_exception(env, e);
@@ -375,9 +484,22 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   return out;
 }
 
-napi_value journal_append(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+/* Grows *buf to hold `need` bytes (doubling from 64 KiB); false when out of memory. */
+static bool reserve(unsigned char **buf, size_t *cap, size_t need) {
+  if (need <= *cap) return true;
+  size_t c = *cap ? *cap : 64 * 1024;
+  while (c < need) c *= 2;
+  unsigned char *q = realloc(*buf, c);
+  if (!q) return false;
+  *buf = q;
+  *cap = c;
+  return true;
+}
+
+/* journalAppend and journalAppendSend: argv[1] the payload; with `send`, argv[2..5] fd, datagram, address, port. */
+static napi_value append(napi_env env, napi_callback_info info, bool send) {
+  size_t argc = 6;
+  napi_value argv[6];
   journal *j = journal_arg(env, info, &argc, argv);
   if (!j) return NULL;
   /* The UTF-16 length costs nothing (V8 keeps it); three UTF-8 bytes per unit at most, so the string is encoded
@@ -387,23 +509,30 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "journalAppend(h, payload string)");
     return NULL;
   }
+  int32_t fd = -1;
+  uint32_t addr = 0, port = 0;
+  void *data = NULL;
+  size_t dlen = 0;
+  bool is_buf = false;
+  if (send && (argc < 6 || napi_get_value_int32(env, argv[2], &fd) != napi_ok || fd < 0 ||
+               napi_is_buffer(env, argv[3], &is_buf) != napi_ok || !is_buf ||
+               napi_get_buffer_info(env, argv[3], &data, &dlen) != napi_ok || dlen == 0 || dlen > DGRAM_MAX ||
+               napi_get_value_uint32(env, argv[4], &addr) != napi_ok ||
+               napi_get_value_uint32(env, argv[5], &port) != napi_ok || port > 0xffff)) {
+    napi_throw_type_error(env, NULL, "journalAppendSend(h, payload string, fd, datagram, address u32, port)");
+    return NULL;
+  }
   pthread_mutex_lock(&j->mu);
   if (j->err[0] || j->closed || j->stop) {
     napi_throw_error(env, "EJOURNAL", j->err[0] ? j->err : "journal is closed"); /* copies the message */
     pthread_mutex_unlock(&j->mu);
     return NULL;
   }
-  size_t need = j->qlen + HDR + 3 * len16 + 1; /* +1: napi writes a terminating NUL */
-  if (need > j->qcap) {
-    size_t cap = j->qcap ? j->qcap : 64 * 1024;
-    while (cap < need) cap *= 2;
-    unsigned char *q = realloc(j->q, cap);
-    if (!q) {
-      pthread_mutex_unlock(&j->mu);
-      return throw_errno(env, "journalAppend", ENOMEM);
-    }
-    j->q = q;
-    j->qcap = cap;
+  size_t dsize = (sizeof(dgram_hdr) + dlen + 7) & ~(size_t)7;
+  if (!reserve(&j->q, &j->qcap, j->qlen + HDR + 3 * len16 + 1) || /* +1: napi writes a terminating NUL */
+      (send && !reserve(&j->sq, &j->sqcap, j->sqlen + dsize))) {
+    pthread_mutex_unlock(&j->mu);
+    return throw_errno(env, "journalAppend", ENOMEM);
   }
   unsigned char *h = j->q + j->qlen;
   uint64_t seq = j->next_seq++;
@@ -415,6 +544,19 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   put32(h + 16, 0); /* the CRC, filled in by the thread */
   put32(h + 20, 0);
   j->qlen += HDR + len; /* no wakeup here: journalKick, once per turn, so a turn's records share one write */
+  if (send) {
+    /* Queued with its record under the same lock: the thread takes both in one swap, so the datagram leaves
+     * after the fdatasync of this very record, never before and never with a later one's. */
+    dgram_hdr *d = (dgram_hdr *)(j->sq + j->sqlen);
+    d->seq = seq;
+    d->fd = fd;
+    d->addr = addr;
+    d->port = (uint16_t)port;
+    d->len = (uint16_t)dlen;
+    d->pad = 0;
+    memcpy((unsigned char *)d + sizeof *d, data, dlen);
+    j->sqlen += dsize;
+  }
   pthread_mutex_unlock(&j->mu);
   j->appended = seq;
   if (!j->refd) {
@@ -425,6 +567,10 @@ napi_value journal_append(napi_env env, napi_callback_info info) {
   napi_create_double(env, (double)seq, &out);
   return out;
 }
+
+napi_value journal_append(napi_env env, napi_callback_info info) { return append(env, info, false); }
+
+napi_value journal_append_send(napi_env env, napi_callback_info info) { return append(env, info, true); }
 
 napi_value journal_kick(napi_env env, napi_callback_info info) {
   size_t argc = 1;

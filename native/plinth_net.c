@@ -51,6 +51,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"journalLock", NULL, journal_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalOpen", NULL, journal_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalAppend", NULL, journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalAppendSend", NULL, journal_append_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalKick", NULL, journal_kick, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalClose", NULL, journal_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -52,6 +52,7 @@ PN_INTERNAL napi_value dhcp_io_close(napi_env env, napi_callback_info info); /* 
 PN_INTERNAL napi_value journal_lock(napi_env env, napi_callback_info info);   /* journalLock */
 PN_INTERNAL napi_value journal_open(napi_env env, napi_callback_info info);   /* journalOpen */
 PN_INTERNAL napi_value journal_append(napi_env env, napi_callback_info info); /* journalAppend */
+PN_INTERNAL napi_value journal_append_send(napi_env env, napi_callback_info info); /* journalAppendSend */
 PN_INTERNAL napi_value journal_kick(napi_env env, napi_callback_info info);   /* journalKick */
 PN_INTERNAL napi_value journal_close(napi_env env, napi_callback_info info);  /* journalClose */
 

@@ -111,6 +111,11 @@ export type Source = { address: string; port: number };
 export interface DhcpSocket {
   /** The fd, when the addon opened the socket (for the ARP ioctl). */
   readonly fd: number | undefined;
+  /**
+   * The fd replies may be sent on from another thread (the native path's, while open): the store's journal sends
+   * ACKs on it (durable-ack.ts). Undefined for dgram, which owns its sends.
+   */
+  readonly directFd?: number;
   /** Sends one datagram; `done` gets null or the error, never a throw (the same function for every reply). */
   send(buf: Buffer, port: number, address: string, done: (err: Error | null) => void): void;
   close(): Promise<void>;

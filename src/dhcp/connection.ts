@@ -13,9 +13,17 @@ import type { Delivery } from './delivery.js';
 import type { BackgroundGuard } from './guard.js';
 import { inNet, ipInt } from './ip.js';
 import type { DhcpPacket } from './packet.js';
+import type { AckSender } from './state-machine.js';
 
 /** One socket: 67 (`dhcp`), 4011 (`proxy`, the PXE boot server) or 68 (`rogue`, other servers' replies). */
-export type Listener = { ifname?: string; socket: DhcpSocket; fd?: number; kind: 'dhcp' | 'proxy' | 'rogue' };
+export type Listener = {
+  ifname?: string;
+  socket: DhcpSocket;
+  fd?: number;
+  kind: 'dhcp' | 'proxy' | 'rogue';
+  /** ACKs this listener hands to the store (durable-ack.ts), made by the server on first use. */
+  acks?: AckSender;
+};
 
 type NetIfs = () => ReturnType<typeof os.networkInterfaces>;
 export type LocalAddresses = { at: number; byIf: Map<string, string[]>; all: Set<string>; allList: string[] };
@@ -311,6 +319,12 @@ export class Connections {
   send(l: Listener, buf: Buffer, dest: Destination, done: (err: Error | null) => void): void {
     const to = this.o.replyTo ? this.o.replyTo(dest, l.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
     l.socket.send(buf, to.port, to.address, done);
+  }
+
+  /** Where send() would send a reply of delivery `d` (destination, then the test hook): for a send made elsewhere. */
+  finalDestination(d: Delivery, l: Listener, req: DhcpPacket, reply: DhcpPacket, src: Source): Destination {
+    const dest = this.destination(d, l, req, reply, src);
+    return this.o.replyTo ? this.o.replyTo(dest, l.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
   }
 
   private async closeAll(): Promise<void> {

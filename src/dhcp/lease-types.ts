@@ -6,7 +6,7 @@ import type { Bus } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { Lease, Reservation } from '../model/subnet.js';
-import type { Store } from '../store/store.js';
+import type { DurableSend, Store } from '../store/store.js';
 import type { BackgroundGuard } from './guard.js';
 
 export type LeaseState = Lease['state'];
@@ -66,13 +66,17 @@ export type LeaseTable = {
    * daemon.
    */
   catchUp(): Promise<number> | undefined;
-  /** Binds and resolves when durable; rejects with LeaseTakenError when another daemon's client holds it. */
+  /**
+   * Binds and resolves when durable; rejects with LeaseTakenError when another daemon's client holds it. `send`:
+   * the ACK, sent by the store the moment the lease is durable when it can (`send.taken`), else the caller's.
+   */
   bind(
     subnet: SubnetInfo,
     client: ClientRef,
     address: string,
     seconds: number,
     extra?: Partial<Lease>,
+    send?: DurableSend,
   ): Promise<LeaseRec>;
   /** RELEASE: only the lease's own client may release it. */
   release(address: string, client: ClientRef): Promise<boolean>;

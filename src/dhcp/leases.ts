@@ -13,6 +13,7 @@
 import { isoClock } from '../events.js';
 import type { SubnetInfo } from '../inventory/cache.js';
 import type { Lease, Reservation } from '../model/subnet.js';
+import type { DurableSend } from '../store/store.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
 import { learntEvent, leaseEvent } from './lease-events.js';
@@ -121,13 +122,13 @@ class MemoryLeaseTable implements LeaseTable {
   }
 
   // False: another daemon's client holds the address (shared store only); the index has learnt its lease.
-  private write(rec: LeaseRec): Promise<boolean> {
+  private write(rec: LeaseRec, send?: DurableSend): Promise<boolean> {
     // Every write names its writer: offer, ACK, release, decline, a move's release, SQLite's expiry (issue 17).
     if (this.deps.serverId !== undefined) rec.serverId = this.deps.serverId;
     const { ip, exp: _exp, ...doc } = rec;
     const { store } = this.deps;
-    if (!store.sharedLeases || !store.claimLease) return store.putBatched('leases', rec.address, doc).then(() => true);
-    return this.follow.claim(ip, doc, new Date(this.now()).toISOString());
+    if (store.sharedLeases && store.claimLease) return this.follow.claim(ip, doc, new Date(this.now()).toISOString());
+    return store.putBatched('leases', rec.address, doc, send).then(() => true);
   }
 
   /** Another daemon's lease: replaces what the index had at its address (the held counts follow). */
@@ -300,10 +301,10 @@ class MemoryLeaseTable implements LeaseTable {
     return rec;
   }
 
-  async bind(s: SubnetInfo, client: ClientRef, address: string, seconds: number, extra: Partial<Lease> = {}) {
-    const c = who(client);
-    const rec = this.upsert(s, c, address, 'bound', seconds, extra);
-    if (!(await this.write(rec))) throw new LeaseTakenError(address);
+  async bind(s: SubnetInfo, cl: ClientRef, a: string, secs: number, extra: Partial<Lease> = {}, send?: DurableSend) {
+    const c = who(cl);
+    const rec = this.upsert(s, c, a, 'bound', secs, extra);
+    if (!(await this.write(rec, send))) throw new LeaseTakenError(a);
     this.announce('bound', rec, this.now());
     return rec;
   }

@@ -27,7 +27,7 @@ const TRUNCATED = 1;
 const errnoNames = new Map(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
 /** The error dgram's send callback would get: `send EAGAIN 10.0.0.9:68`, with code, errno, address and port. */
-function sendError(errno: number, address: string, port: number): Error {
+export function sendError(errno: number, address: string, port: number): Error {
   const code = errnoNames.get(errno) ?? `E${errno}`;
   return Object.assign(new Error(`send ${code} ${address}:${port}`), {
     code,
@@ -82,6 +82,10 @@ export class NativeDhcpSocket implements DhcpSocket {
           ? this.io.dhcpIoSend(h, buf, 0, buf.length, ipInt(address), port)
           : -os.constants.errno.EINVAL;
     done(r > 0 ? null : sendError(-r, address, port));
+  }
+
+  get directFd(): number | undefined {
+    return this.h === undefined ? undefined : this.fd;
   }
 
   close(): Promise<void> {

@@ -29,6 +29,8 @@ export type Reply = {
   proxyAcked?: { address: string; subnet: string };
   /** The reply already finished for the wire (finishReply), when the request said how (`DhcpRequest.wire`). */
   wire?: Wire;
+  /** The store sent it the moment its lease was durable (DhcpRequest.acks): only the bookkeeping is left. */
+  sent?: boolean;
 };
 export type Wire = ReturnType<typeof finishReply>;
 export type Silence = { reply?: undefined; reason: string; count?: Counter };

@@ -13,10 +13,12 @@ import { cidrContains } from '../model/common.js';
 import { ADDON_HINT, loadNetAddon, type Source } from './bind.js';
 import { announceBoot, bootDecider } from './boot.js';
 import { Connections, type Listener, localAddresses } from './connection.js';
+import { DurableAcks, type SendReport } from './durable-ack.js';
 import { backgroundGuard, malformedLog, onceWarnings, rogueWatch } from './guard.js';
 import { ipStr } from './ip.js';
 import { type LeaseTable, loadLeaseTable } from './leases.js';
 import { machineCache } from './machines.js';
+import { sendError } from './native-socket.js';
 import { offerGate } from './offers.js';
 import { Opt, relayInfo } from './options.js';
 import { type OwnerGate, serverOwnerGate } from './owners.js';
@@ -174,8 +176,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
     leases,
     inventory,
     async close() {
-      clearInterval(reclaimTimer);
-      clearInterval(followTimer);
+      for (const t of [reclaimTimer, followTimer]) clearInterval(t);
       offLeases();
       machines.close();
       if (ownInventory) inventory.close();
@@ -183,6 +184,7 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       rogue.close();
       prober?.close();
       owners.close();
+      await dispatcher?.settled(5000); // ACKs the store sends leave on these sockets
       await conn.close();
     },
   };
@@ -261,6 +263,31 @@ class Dispatcher {
     this.d.stats.errors++;
     this.d.guard.failed('sending replies', err);
   };
+  // The same for an ACK the store sent (durable-ack.ts).
+  private readonly storeSent: SendReport = (errno, address, port) =>
+    this.sent(errno === 0 ? null : sendError(errno, ipStr(address), port));
+  // Requests being answered with an ACK the store may send: the sockets close only once they settle.
+  private answering = 0;
+  private idle: (() => void) | undefined;
+
+  /** An address request on a direct socket: its ACK may leave from the store the moment it is durable. */
+  private acksOf(l: Listener): DurableAcks | undefined {
+    if (l.socket.directFd === undefined) return undefined;
+    l.acks ??= new DurableAcks(this.d.conn, l, this.storeSent);
+    return l.acks as DurableAcks;
+  }
+
+  /** Resolves once no request hands an ACK to the store (or after `ms`): before the sockets close. */
+  settled(ms: number): Promise<void> {
+    if (this.answering === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.idle = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
 
   // `msg` is valid during this call only (the native path's receive ring): decode copies what the packet keeps.
   onMessage(l: Listener, msg: Buffer, rinfo: Source): void {
@@ -333,6 +360,7 @@ class Dispatcher {
       const loc = this.d.conn.locate(l, pkt, this.d.inventory, this.d.warnOnce, relay?.linkSelection);
       if (loc) {
         if (!this.d.owners.answers(loc.subnet, pkt, loc.server, relay?.serverIdOverride)) return;
+        const acks = l.kind === 'dhcp' && !loc.subnet.proxy ? this.acksOf(l) : undefined;
         const req: DhcpRequest = {
           pkt,
           mac: macOf(pkt),
@@ -346,16 +374,23 @@ class Dispatcher {
             : l.kind === 'dhcp'
               ? WIRE_DHCP
               : WIRE_PROXY,
+          acks,
         };
-        const out =
-          l.kind === 'proxy'
-            ? await answerBootServer(req, this.proxyEnv)
-            : loc.subnet.proxy
-              ? await answerProxy(req, this.proxyEnv)
-              : await answerRequest(
-                  req,
-                  relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
-                );
+        if (acks) this.answering++;
+        let out: Outcome;
+        try {
+          out =
+            l.kind === 'proxy'
+              ? await answerBootServer(req, this.proxyEnv)
+              : loc.subnet.proxy
+                ? await answerProxy(req, this.proxyEnv)
+                : await answerRequest(
+                    req,
+                    relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
+                  );
+        } finally {
+          if (acks && --this.answering === 0) this.idle?.();
+        }
         this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
       } else stats.ignored++;
       guard.passed('answering requests');
@@ -379,8 +414,7 @@ class Dispatcher {
     const { buf, dropped } = out.wire ?? finishReply(out.reply, pkt, l.kind === 'dhcp', serverIdOverride);
     if (dropped.length)
       this.d.warnOnce(`drop-${mac}`, { mac, dropped }, 'dhcp: reply too large for the client: options dropped');
-    const dest = conn.destination(out.delivery, l, pkt, out.reply, rinfo);
-    conn.send(l, buf, dest, this.sent);
+    if (!out.sent) conn.send(l, buf, conn.destination(out.delivery, l, pkt, out.reply, rinfo), this.sent);
     if (out.proxyAcked)
       opts.bus.emit({ type: 'proxy.acked', key: out.proxyAcked.address, data: { mac, subnet: out.proxyAcked.subnet } });
   }

@@ -9,6 +9,7 @@ import type { Bus } from '../events.js';
 import type { InventoryCache, SubnetInfo } from '../inventory/cache.js';
 import type { Logger } from '../log.js';
 import type { Reservation } from '../model/subnet.js';
+import type { DurableSend } from '../store/store.js';
 import { bootOffer, type Decide } from './boot.js';
 import { type Delivery, deliveryFor } from './delivery.js';
 import { inNet, ipInt, ipStr } from './ip.js';
@@ -16,7 +17,7 @@ import { belongsTo, type Client, type LeaseRec, type LeaseTable, LeaseTakenError
 import type { CachedMachine, MachineLookup } from './machines.js';
 import type { OfferGate } from './offers.js';
 import { MessageType, messageTypeName, Opt } from './options.js';
-import type { Counter, Outcome, Reply, Silence, Wire } from './outcome.js';
+import type { Counter, Outcome, Reply, Silence } from './outcome.js';
 import { soleOwner } from './owners.js';
 import type { DhcpPacket } from './packet.js';
 import { applyBoot, baseReply, fillOptions, finishReply, leaseTimeFor, nakReply } from './reply.js';
@@ -40,7 +41,17 @@ export type DhcpRequest = {
    * commits, so the event-loop turn that confirms a batch of leases only has their sends left.
    */
   wire?: { echoClientId: boolean; serverIdOverride?: string };
+  /** With `wire`: where an ACK may be handed to the store, to leave the moment its lease is durable. */
+  acks?: AckSender;
 };
+
+/**
+ * The server's side of an ACK sent by the store (durable-ack.ts): the datagram for `buf` (the finished ACK) to
+ * its destination, or undefined when the server sends it itself (no direct socket, a delivery it keeps).
+ */
+export interface AckSender {
+  durableSend(req: DhcpRequest, reply: DhcpPacket, buf: Buffer, delivery: Delivery): DurableSend | undefined;
+}
 
 export type StateMachineEnv = {
   leases: LeaseTable;
@@ -106,6 +117,7 @@ export async function answerRequest(req: DhcpRequest, env: StateMachineEnv): Pro
     ingress: req.ingress,
     source: req.source,
     wire: req.wire,
+    acks: req.acks,
     reservation,
     client: cidOpt && cidOpt.length >= 2 ? { mac, id: cidOpt.toString('hex') } : { mac },
     requested: reqIp?.length === 4 ? ipStr(reqIp.readUInt32BE(0)) : undefined,
@@ -295,32 +307,26 @@ async function request(a: Ask, env: StateMachineEnv): Promise<Outcome> {
   if (fresh) await fresh;
   const refused = refusal(a, env, state, address, machine !== undefined, own);
   if (refused) return refused;
-  // Durable before the ACK leaves: a crash after this line cannot give the address to another MAC. bind takes
-  // the address before it returns (synchronously) and resolves once the lease is on disk; the ACK is built
-  // meanwhile, so that a batch of ACKs confirmed by one commit has only their sending left.
-  const durable = leases.bind(subnet, client, address, a.leaseSeconds, a.extra);
-  let r: DhcpPacket;
-  let boot: ReturnType<typeof filled>;
-  let wire: Wire | undefined;
+  // The ACK is built first, so that a batch of ACKs confirmed by one commit has only their sending left, and the
+  // store may send it itself the moment its lease is durable (`a.acks`: the journal's thread, no event-loop turn
+  // in between). Durable before the ACK leaves, either way: a crash cannot give the address to another MAC.
+  const r = baseReply(pkt, MessageType.ACK, a.server);
+  r.yiaddr = address;
+  r.ciaddr = pkt.ciaddr;
+  const boot = filled(a, env, r, machine, address, a.leaseSeconds);
+  const wire = a.wire ? finishReply(r, pkt, a.wire.echoClientId, a.wire.serverIdOverride) : undefined;
+  const delivery = deliveryFor(pkt, r, false);
+  const send = wire && a.acks ? a.acks.durableSend(a, r, wire.buf, delivery) : undefined;
   try {
-    r = baseReply(pkt, MessageType.ACK, a.server);
-    r.yiaddr = address;
-    r.ciaddr = pkt.ciaddr;
-    boot = filled(a, env, r, machine, address, a.leaseSeconds);
-    if (a.wire) wire = finishReply(r, pkt, a.wire.echoClientId, a.wire.serverIdOverride);
-  } catch (err) {
-    durable.catch(() => {}); // the lease write still goes on; this request fails with the first error
-    throw err;
-  }
-  try {
-    await durable;
+    // bind takes the address before it returns (synchronously) and resolves once the lease is on disk.
+    await leases.bind(subnet, client, address, a.leaseSeconds, a.extra, send);
   } catch (err) {
     // Another daemon's client won the address between our check and our COMMIT: RFC 2131 4.3.2, NAK.
     if (err instanceof LeaseTakenError) return nak(a, env, err.message, address);
     throw err;
   }
   env.offers.settle(ipInt(address), subnet.name);
-  return { reply: r, delivery: deliveryFor(pkt, r, false), count: 'acks', boot, wire };
+  return { reply: r, delivery, count: 'acks', boot, wire, sent: send?.taken === true };
 }
 
 /** Why a REQUEST for `address` gets no ACK: a NAK, silence, or undefined (ACK it). */

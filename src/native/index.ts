@@ -61,7 +61,14 @@ export type JournalHandle = object;
  * thread writes segment `generation`, whose first record is `generationFirstSeq` (0: none yet). `error`: the
  * journal failed and takes no more records.
  */
-export type JournalDurable = (seq: number, generation: number, generationFirstSeq: number, error?: string) => void;
+export type JournalDurable = (
+  seq: number,
+  generation: number,
+  generationFirstSeq: number,
+  error?: string,
+  /** journalAppendSend's datagrams the thread could not send: [seq, errno, seq, errno, ...]; undefined when none. */
+  sendFailures?: number[],
+) => void;
 
 /**
  * Every function the addon exports, with the signatures of the C (native/plinth_net.h lists where each lives).
@@ -193,6 +200,18 @@ export type PlinthNet = {
   ): JournalHandle;
   /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
   journalAppend?(h: JournalHandle, payload: string): number;
+  /**
+   * journal.c: journalAppend, and `datagram` sent on `fd` to `address` (host-order u32):`port` by the journal's
+   * thread right after the fdatasync that makes this record durable (never when the journal fails first).
+   */
+  journalAppendSend?(
+    h: JournalHandle,
+    payload: string,
+    fd: number,
+    datagram: Buffer,
+    address: number,
+    port: number,
+  ): number;
   /** journal.c: wakes the thread for the records queued (once per event-loop turn, so they share one write). */
   journalKick?(h: JournalHandle): void;
   /** journal.c: writes what is queued, stops the thread and closes the file; the highest durable sequence number. */
@@ -216,8 +235,9 @@ export type IcmpEcho = Has<'icmpOpen' | 'icmpKind' | 'icmpEcho' | 'icmpClose'>;
 export type DhcpBatchIo = Has<'dhcpIoOpen' | 'dhcpIoSend' | 'dhcpIoClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
-/** The store's lease journal (src/store/journal.ts). */
-export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose'>;
+/** The store's lease journal (src/store/journal.ts); sending ACKs from its thread is a later addition. */
+export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose'> &
+  Pick<PlinthNet, 'journalAppendSend'>;
 
 const NEEDS = {
   dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
@@ -229,6 +249,7 @@ const NEEDS = {
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
   dhcpBatchIo: ['dhcpIoOpen', 'dhcpIoSend', 'dhcpIoClose'],
   leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose'],
+  journalSend: ['journalAppendSend'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -268,6 +289,7 @@ function load(): Loaded {
     icmpEcho: has(NEEDS.icmpEcho),
     dhcpBatchIo: has(NEEDS.dhcpBatchIo),
     leaseJournal: has(NEEDS.leaseJournal),
+    journalSend: has(NEEDS.journalSend),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;

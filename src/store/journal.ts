@@ -16,7 +16,7 @@ import type Database from 'better-sqlite3';
 import { type JournalHandle, type LeaseJournal, native } from '../native/index.js';
 import type { BatchItem, Prep } from './batch.mjs';
 import { encodeItem, lockPath, type Recovered, recoverJournal, segmentPrefix, segments } from './journal-recovery.js';
-import { BackendError } from './store.js';
+import { BackendError, type DurableSend } from './store.js';
 
 export type JournalOptions = {
   /**
@@ -42,8 +42,11 @@ export type JournalOptions = {
 export type Apply = (items: BatchItem[], seq: number, done: (err?: Error) => void) => void;
 
 export type Journal = {
-  /** Appends the write; resolves once it is durable. Undefined when the journal is down: write it another way. */
-  put(item: BatchItem): Promise<void> | undefined;
+  /**
+   * Appends the write; resolves once it is durable. Undefined when the journal is down: write it another way.
+   * `send`: taken (sent by the journal's thread right after the fdatasync) when the addon can.
+   */
+  put(item: BatchItem, send?: DurableSend): Promise<void> | undefined;
   /** Whether writes of `kind` are journaled and not yet applied to SQLite. */
   pending(kind: string): boolean;
   /** Resolves once every write appended so far is applied (rejects when applying fails). */
@@ -52,7 +55,14 @@ export type Journal = {
   close(): Promise<void>;
 };
 
-type Entry = { seq: number; item: BatchItem; resolve?: () => void; reject?: (e: Error) => void; at: number };
+type Entry = {
+  seq: number;
+  item: BatchItem;
+  resolve?: () => void;
+  reject?: (e: Error) => void;
+  at: number;
+  send: DurableSend | undefined;
+};
 type Drain = { seq: number; resolve: () => void; reject: (e: Error) => void };
 type BatchStats = { sizes: number[]; commits: number[]; tx: number[]; waits: number[] };
 const STATS = (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.batchStats')] as BatchStats | undefined;
@@ -129,11 +139,15 @@ class WriteLog {
   ready(): { n: number; first: number } {
     return { n: this.dur - this.sent, first: this.dur > this.sent ? this.log[this.sent]!.seq : 0 };
   }
-  /** Resolves the writes up to `seq`, now on disk. */
-  durable(seq: number) {
+  /** Resolves the writes up to `seq`, now on disk; their datagrams were sent, but those in `failed` (seq -> errno). */
+  durable(seq: number, failed?: Map<number, number>) {
     const from = this.dur;
     while (this.dur < this.log.length && this.log[this.dur]!.seq <= seq) {
       const e = this.log[this.dur++]!;
+      if (e.send) {
+        e.send.sent(failed?.get(e.seq) ?? 0);
+        e.send = undefined;
+      }
       e.resolve?.();
       e.resolve = e.reject = undefined;
     }
@@ -195,12 +209,12 @@ function startJournal(
   let isDown = false;
   const kick = kicker(addon, () => h);
 
-  const onDurable = (seq: number, g: number, gFirst: number, error?: string) => {
+  const onDurable = (seq: number, g: number, gFirst: number, error?: string, sendFailures?: number[]) => {
     if (g >= gen) {
       gen = g;
       genFirst = gFirst;
     }
-    log.durable(seq);
+    log.durable(seq, sendFailures && failures(sendFailures));
     if (error !== undefined) return down(error);
     schedule();
   };
@@ -277,7 +291,7 @@ function startJournal(
   };
 
   return {
-    put(item) {
+    put(item, send) {
       if (log.size >= (opts.maxBacklog ?? 100_000) && !isDown && !closed) return backlogFull(log.size);
       let seq: number;
       try {
@@ -290,14 +304,14 @@ function startJournal(
             onDurable,
           );
         if (h === undefined) return undefined;
-        seq = addon.journalAppend(h, encodeItem(item));
+        seq = append(addon, h, item, send);
         kick();
       } catch (err) {
         down((err as Error).message);
         return undefined;
       }
       return new Promise<void>((resolve, reject) => {
-        log.push({ seq, item, resolve, reject, at: STATS ? performance.now() : 0 });
+        log.push({ seq, item, resolve, reject, at: STATS ? performance.now() : 0, send: taken(send) });
       });
     },
     pending: log.pending,
@@ -336,6 +350,24 @@ function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): (
     due = true;
     setImmediate(run);
   };
+}
+
+/** Appends the record; with the addon's journalAppendSend, `send` is queued with it and taken (sent by the thread). */
+function append(addon: LeaseJournal, h: JournalHandle, item: BatchItem, send: DurableSend | undefined): number {
+  if (!send || !addon.journalAppendSend) return addon.journalAppend(h, encodeItem(item));
+  const seq = addon.journalAppendSend(h, encodeItem(item), send.fd, send.buf, send.address, send.port);
+  send.taken = true;
+  return seq;
+}
+
+/** A send the thread will make (journalAppendSend took it), to report once its record is durable. */
+const taken = (send: DurableSend | undefined) => (send?.taken ? send : undefined);
+
+/** [seq, errno, ...] from the thread as seq -> errno. */
+function failures(pairs: number[]): Map<number, number> {
+  const m = new Map<number, number>();
+  for (let i = 0; i + 1 < pairs.length; i += 2) m.set(pairs[i]!, pairs[i + 1]!);
+  return m;
 }
 
 /** A write refused because `n` others wait for the disk or for SQLite (`maxBacklog`). */

@@ -16,7 +16,7 @@ import {
   type Prep,
 } from './batch.mjs';
 import { type Apply, type Journal, type JournalOptions, prepareJournal } from './journal.js';
-import { asStoreError, BackendError } from './store.js';
+import { asStoreError, BackendError, type DurableSend } from './store.js';
 
 export type BatchOptions = JournalOptions & {
   /**
@@ -31,8 +31,11 @@ export type BatchOptions = JournalOptions & {
 };
 
 export type BatchWriter = {
-  /** Queues the write `item()` builds (a throw rejects this write only); resolves once it is durable. */
-  put(item: () => BatchItem): Promise<void>;
+  /**
+   * Queues the write `item()` builds (a throw rejects this write only); resolves once it is durable. `send`: a
+   * datagram the journal's thread sends when the write is durable (DurableSend; left to the caller without one).
+   */
+  put(item: () => BatchItem, send?: DurableSend): Promise<void>;
   /** Commits what is queued and stops the writer thread; later puts are refused. */
   close(): Promise<void>;
   /** Whether writes of `kind` are journaled and not yet in SQLite: other calls on the kind drain() first. */
@@ -129,7 +132,7 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
     });
 
   return {
-    put: (item) => {
+    put: (item, send) => {
       if (closed) return Promise.reject(new BackendError('store is closed'));
       let it: BatchItem;
       try {
@@ -143,7 +146,7 @@ export function batchWriter(db: Database.Database, prep: Prep, file: string, opt
       if (useThread) thread.warm();
       // A journal that went down: its durable writes are applied before this one commits.
       const after = () => enqueue(it);
-      return journal.put(it) ?? journal.drain().then(after, after);
+      return journal.put(it, send) ?? journal.drain().then(after, after);
     },
     pending: (kind) => journal?.pending(kind) ?? false,
     drain: () => journal?.drain() ?? Promise.resolve(),

@@ -76,8 +76,8 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
     replace: (kind, key, doc, uniques = [], o = {}) =>
       seen(kind, () => docs.replace.immediate(kind, key, doc, uniques, o)),
     remove: (kind, key, o = {}) => seen(kind, () => docs.remove.immediate(kind, key, o)),
-    putBatched: (kind, key, doc) =>
-      batches.put(() => ({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) })),
+    putBatched: (kind, key, doc, send) =>
+      batches.put(() => ({ kind: kindOk(kind), key, json: doc === null ? null : JSON.stringify(doc) }), send),
     claimLease: (c) => seen('leases', () => claim(c)),
     expireLeases: (before, o) => seen('leases', () => expire(before, o)),
     ping: () => guard(() => db.prepare('SELECT 1').get() !== undefined),

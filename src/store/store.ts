@@ -111,6 +111,23 @@ export type FreeLeaseQuery = { start: number; end: number; from: number; now: st
 /** `holder`: the lease that kept the address (or the client's other lease when the client lost a race), if read. */
 export type ClaimResult = { ok: true } | { ok: false; holder?: Doc };
 
+/**
+ * A datagram (the DHCP server's ACK) to send once a putBatched write is durable. A store that can send it from
+ * the thread that made the write durable (the SQLite store's lease journal, native/journal.c) sets `taken`
+ * when it accepts it and calls `sent` after the write resolves; otherwise `taken` stays false and the caller
+ * sends it itself after awaiting the write. Either way it never leaves before the write is durable.
+ */
+export interface DurableSend {
+  readonly fd: number;
+  readonly buf: Buffer;
+  /** Host-order IPv4 address. */
+  readonly address: number;
+  readonly port: number;
+  taken: boolean;
+  /** The send's outcome, called once just before the write resolves: 0 sent, else the errno (never when it rejects). */
+  sent(errno: number): void;
+}
+
 export interface Store {
   get(kind: Kind, key: string): Promise<Stored | undefined>;
   list(kind: Kind, q?: ListQuery): Promise<{ items: Stored[]; total: number }>;
@@ -124,7 +141,7 @@ export interface Store {
    * records). Writes made in one event-loop turn share one transaction and one fsync; the promise resolves
    * only once the batch is durable, so a caller can acknowledge after awaiting it.
    */
-  putBatched(kind: Kind, key: string, doc: Doc | null): Promise<void>;
+  putBatched(kind: Kind, key: string, doc: Doc | null, send?: DurableSend): Promise<void>;
   /** A conditional lease write (LeaseClaim); resolves once committed, so a winning `bound` claim may be ACKed. Both backends have it. */
   claimLease?(claim: LeaseClaim): Promise<ClaimResult>;
   /**

@@ -47,6 +47,7 @@ describe.skipIf(!built)('native facade with the built addon', () => {
       icmpEcho: true,
       dhcpBatchIo: true,
       leaseJournal: true,
+      journalSend: true,
     });
     expect(native.dhcpSockets).toBeDefined();
     expect(native.raResponder).toBeDefined();
@@ -96,6 +97,7 @@ describe('native facade with PLINTH_NET_ADDON overridden (child processes)', () 
       icmpEcho: false,
       dhcpBatchIo: false,
       leaseJournal: false,
+      journalSend: false,
     },
     path: null,
     addon: false,
