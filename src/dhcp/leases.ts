@@ -30,6 +30,7 @@ import {
   LeaseTakenError,
   who,
 } from './lease-types.js';
+import { SubnetIndex } from './subnet-index.js';
 
 export * from './lease-types.js';
 
@@ -50,11 +51,10 @@ const inRange = (s: SubnetInfo, ip: number) => ip >= s.start && ip <= s.end;
 class MemoryLeaseTable implements LeaseTable {
   private readonly now: () => number;
   private readonly byIp = new Map<number, LeaseRec>();
-  // Two indexes to a client's lease, per subnet: by client identifier (`${subnet}|${id}`) and by MAC
-  // (`${subnet}|${mac}`, the MAC's latest lease). A lookup tries the identifier, then the MAC, and keeps the
-  // MAC's lease only if it belongs to the client (belongsTo).
-  private readonly byId = new Map<string, number>();
-  private readonly byMac = new Map<string, number>();
+  // Two indexes to a client's lease, per subnet: by client identifier and by MAC (the MAC's latest lease). A
+  // lookup tries the identifier, then the MAC, and keeps the MAC's lease only if it belongs to the client.
+  private readonly byId = new SubnetIndex();
+  private readonly byMac = new SubnetIndex();
   private readonly cursors = new Map<string, number>(); // next-free scan position per subnet
   private readonly heldCounts: HeldCounts;
   // Two formatters, each caching its own minute: now (updatedAt) and now + a lease time (expiresAt).
@@ -91,26 +91,22 @@ class MemoryLeaseTable implements LeaseTable {
   }
 
   private index(r: LeaseRec): void {
-    this.byMac.set(`${r.subnet}|${r.mac}`, r.ip);
-    if (r.clientId) this.byId.set(`${r.subnet}|${r.clientId}`, r.ip);
+    this.byMac.set(r.subnet, r.mac, r.ip);
+    if (r.clientId) this.byId.set(r.subnet, r.clientId, r.ip);
   }
 
   private unindex(r: LeaseRec): void {
-    const km = `${r.subnet}|${r.mac}`;
-    if (this.byMac.get(km) === r.ip) this.byMac.delete(km);
-    if (r.clientId) {
-      const ki = `${r.subnet}|${r.clientId}`;
-      if (this.byId.get(ki) === r.ip) this.byId.delete(ki);
-    }
+    this.byMac.deleteIf(r.subnet, r.mac, r.ip);
+    if (r.clientId) this.byId.deleteIf(r.subnet, r.clientId, r.ip);
   }
 
   private lookup(subnet: string, c: Client): LeaseRec | undefined {
     if (c.id) {
-      const ip = this.byId.get(`${subnet}|${c.id}`);
+      const ip = this.byId.get(subnet, c.id);
       const r = ip === undefined ? undefined : this.byIp.get(ip);
       if (r && r.state !== 'declined' && belongsTo(r, c)) return r;
     }
-    const ip = this.byMac.get(`${subnet}|${c.mac}`);
+    const ip = this.byMac.get(subnet, c.mac);
     const r = ip === undefined ? undefined : this.byIp.get(ip);
     return r && r.state !== 'declined' && belongsTo(r, c) ? r : undefined;
   }
