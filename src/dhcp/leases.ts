@@ -15,7 +15,7 @@ import type { SubnetInfo } from '../inventory/cache.js';
 import type { Lease, Reservation } from '../model/subnet.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
-import { learntEvent, leaseEvent } from './lease-events.js';
+import { expiredEvent, learntEvent, leaseEvent } from './lease-events.js';
 import { LeaseFollower, scanStartOf } from './lease-follow.js';
 import {
   type Allocation,
@@ -365,7 +365,7 @@ class MemoryLeaseTable implements LeaseTable {
         r.updatedAt = new Date(t).toISOString();
         if (was === 'bound' && !shared) {
           this.persistLater(r);
-          this.deps.bus.emit({ type: 'lease.expired', key: r.address, data: { mac: r.mac, subnet: r.subnet } });
+          this.deps.bus.emit(expiredEvent(r.address, { mac: r.mac, subnet: r.subnet, serverId: this.deps.serverId }));
         }
         n++;
       }
