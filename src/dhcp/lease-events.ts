@@ -9,12 +9,13 @@ import type { LeaseRec, LeaseState } from './lease-types.js';
 
 /**
  * The event of a lease in `state` (default its own): offered, bound (lease.acked, with its expiry), released,
- * declined (with the quarantine left at `now`); undefined for another state. `serverId`: the daemon that wrote
- * it, if named. A writer names the state it wrote: the record may have moved on while its write was out.
+ * declined (with the quarantine left at `now()`, the one state that reads the clock); undefined for another state.
+ * `serverId`: the daemon that wrote it, if named. A writer names the state it wrote: the record may have moved on
+ * while its write was out.
  */
 export function leaseEvent(
   rec: LeaseRec,
-  now: number,
+  now: () => number,
   serverId: string | undefined,
   state: LeaseState = rec.state,
 ): EventInput | undefined {
@@ -28,7 +29,7 @@ export function leaseEvent(
     case 'released':
       return { type: 'lease.released', key: rec.address, data };
     case 'declined': {
-      const quarantineSeconds = Math.max(0, Math.round((rec.exp - now) / 1000));
+      const quarantineSeconds = Math.max(0, Math.round((rec.exp - now()) / 1000));
       return { type: 'lease.declined', key: rec.address, data: { ...data, quarantineSeconds } };
     }
     default:
@@ -43,7 +44,7 @@ export function leaseEvent(
  * which every daemon reads. Undefined when nothing a subscriber hears changed. It comes up to a catch-up interval
  * late (or at a lost claim, which learns the holder at once).
  */
-export function learntEvent(old: LeaseRec | undefined, rec: LeaseRec, now: number): EventInput | undefined {
+export function learntEvent(old: LeaseRec | undefined, rec: LeaseRec, now: () => number): EventInput | undefined {
   if (old && old.state === rec.state && old.expiresAt === rec.expiresAt && old.mac === rec.mac) return undefined;
   return leaseEvent(rec, now, rec.serverId);
 }
