@@ -4,12 +4,13 @@
  * (with their `lease.expired` events), and the event log's retention. The rollout driver is the fleet's
  * (src/fleet/index.ts).
  */
-import type { Bus, EventInput } from './events.js';
+import { expiredEvent } from './dhcp/lease-events.js';
+import type { Bus } from './events.js';
 import { pruneExpiredTokens } from './inventory/tokens.js';
 import { every, type Leadership, whileLeading } from './leader.js';
 import type { Logger } from './log.js';
 import { loggedEvent } from './peer-events.js';
-import type { ExpiredLease, Store } from './store/store.js';
+import type { Store } from './store/store.js';
 
 export type DutyOptions = {
   /** Between token sweeps (default 1 h). */
@@ -30,16 +31,6 @@ export type DutyOptions = {
   /** Between retention runs (default 10 min). */
   retentionMs?: number;
 };
-
-/**
- * The `lease.expired` the sweep publishes for a lease that was bound: the same as a daemon's reclaim pass publishes
- * without a shared table (an offer that ran out is not announced there either).
- */
-export const expiredEvent = (l: ExpiredLease): EventInput => ({
-  type: 'lease.expired',
-  key: l.key,
-  data: { mac: l.mac, subnet: l.subnet },
-});
 
 /**
  * Starts the duties under `lead`; returns the closer (stops them and waits for a run in progress). `bus`: where
@@ -72,12 +63,12 @@ export function startDuties(
       const before = new Date(Date.now() - (o.leaseGraceMs ?? 10_000)).toISOString();
       // Each event in the marks' transaction: the other daemons' SSE subscribers hear of exactly these.
       const marked = await expire
-        .call(store, before, { event: (l) => (l.was === 'bound' ? loggedEvent(expiredEvent(l)) : undefined) })
+        .call(store, before, { event: (l) => (l.was === 'bound' ? loggedEvent(expiredEvent(l.key, l)) : undefined) })
         .catch((err: Error) => {
           log.warn({ err }, 'lease sweep failed; retried at the next sweep');
           return [];
         });
-      for (const l of marked) if (l.was === 'bound') bus?.emit(expiredEvent(l));
+      for (const l of marked) if (l.was === 'bound') bus?.emit(expiredEvent(l.key, l));
       if (marked.length) log.info({ expired: marked.length, first: marked[0]!.key }, 'ended leases marked expired');
     };
     stops.push(whileLeading(lead, every(o.leaseSweepMs ?? 10_000, sweep), log));

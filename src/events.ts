@@ -16,7 +16,8 @@ type LeaseData = { mac: string; subnet: string };
 /**
  * A lease a DHCP server wrote: `serverId`, the daemon whose server offered, acked, released or declined it (its
  * `--server-id`; absent when it has none), whichever daemon publishes the event (issue 17: the others publish it
- * too when they learn the row).
+ * too when they learn the row). For lease.expired, the daemon that wrote the lease before it ended (the one that
+ * served the client), not the leader whose sweep marked it.
  */
 type LeaseWrite = LeaseData & { serverId?: string };
 
@@ -27,7 +28,8 @@ export type EventData = {
   /** key: the address acknowledged. */
   'lease.acked': LeaseWrite & { expiresAt: string };
   'lease.released': LeaseWrite;
-  'lease.expired': LeaseData;
+  /** A bound lease ended (the leader's sweep on PostgreSQL, the reclaim pass on SQLite). */
+  'lease.expired': LeaseWrite;
   /** RFC 2131 DHCPDECLINE: the address is quarantined. */
   'lease.declined': LeaseWrite & { quarantineSeconds: number };
   /** key: the address refused, when there is one. */

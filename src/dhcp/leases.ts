@@ -16,7 +16,7 @@ import type { Lease, Reservation } from '../model/subnet.js';
 import type { DurableSend } from '../store/store.js';
 import { HeldCounts, isHeld } from './held.js';
 import { ipInt, ipStr } from './ip.js';
-import { learntEvent, leaseEvent } from './lease-events.js';
+import { expiredEvent, learntEvent, leaseEvent } from './lease-events.js';
 import { LeaseFollower, scanStartOf } from './lease-follow.js';
 import {
   type Allocation,
@@ -133,13 +133,13 @@ class MemoryLeaseTable implements LeaseTable {
     if (!placed) return;
     const t = this.now();
     this.heldCounts.moved(placed.rec.ip, isHeld(placed.old, t), isHeld(placed.rec, t));
-    const ev = learntEvent(placed.old, placed.rec, t);
+    const ev = learntEvent(placed.old, placed.rec, this.now);
     if (ev) this.deps.bus.emit(ev);
   }
 
-  /** This daemon's event for its own write of `rec` in `state` (lease-events.ts), naming it when it has a serverId. */
-  private announce(state: LeaseState, rec: LeaseRec, now: number): void {
-    const ev = leaseEvent(rec, now, this.deps.serverId, state);
+  /** This daemon's event for its own write of `rec` in `state` (lease-events.ts: the clock read for a DECLINE only). */
+  private announce(state: LeaseState, rec: LeaseRec): void {
+    const ev = leaseEvent(rec, this.now, this.deps.serverId, state);
     if (ev) this.deps.bus.emit(ev);
   }
 
@@ -293,7 +293,7 @@ class MemoryLeaseTable implements LeaseTable {
     // not writing them halves the store's work per DORA. The lease.offered event still shows them.
     const c = who(client);
     const rec = this.upsert(s, c, address, 'offered', seconds, extra);
-    this.announce('offered', rec, this.now());
+    this.announce('offered', rec);
     return rec;
   }
 
@@ -301,7 +301,7 @@ class MemoryLeaseTable implements LeaseTable {
     const c = who(cl);
     const rec = this.upsert(s, c, a, 'bound', secs, extra);
     if (!(await this.write(rec, send))) throw new LeaseTakenError(a);
-    this.announce('bound', rec, this.now());
+    this.announce('bound', rec);
     return rec;
   }
 
@@ -314,7 +314,7 @@ class MemoryLeaseTable implements LeaseTable {
     r.expiresAt = new Date(r.exp).toISOString();
     r.updatedAt = r.expiresAt;
     await this.persist(r);
-    this.announce('released', r, this.now());
+    this.announce('released', r);
     return true;
   }
 
@@ -337,7 +337,7 @@ class MemoryLeaseTable implements LeaseTable {
     this.byIp.set(rec.ip, rec);
     this.heldCounts.moved(rec.ip, isHeld(old, t), isHeld(rec, t));
     await this.persist(rec);
-    this.announce('declined', rec, t);
+    this.announce('declined', rec);
   }
 
   forgetOffer(subnet: string, client: ClientRef): void {
@@ -362,7 +362,7 @@ class MemoryLeaseTable implements LeaseTable {
         r.updatedAt = new Date(t).toISOString();
         if (was === 'bound' && !shared) {
           this.persistLater(r);
-          this.deps.bus.emit({ type: 'lease.expired', key: r.address, data: { mac: r.mac, subnet: r.subnet } });
+          this.deps.bus.emit(expiredEvent(r.address, { mac: r.mac, subnet: r.subnet, serverId: this.deps.serverId }));
         }
         n++;
       }

@@ -23,11 +23,13 @@ export function expiredJson(json: string, now: string, serverId?: string): strin
   return JSON.stringify({ ...(JSON.parse(json) as object), state: 'expired', updatedAt: now, serverId });
 }
 
-type Fields = { mac?: unknown; subnet?: unknown; state?: unknown };
+type Fields = { mac?: unknown; subnet?: unknown; state?: unknown; serverId?: unknown };
+/** The lease as the sweep read it, before its mark (which names the sweeper): `serverId` is its writer's. */
 const expired = (key: string, doc: Fields): ExpiredLease => ({
   key,
   mac: String(doc.mac ?? ''),
   subnet: String(doc.subnet ?? ''),
+  ...(typeof doc.serverId === 'string' ? { serverId: doc.serverId } : {}),
   was: doc.state === 'offered' ? 'offered' : 'bound',
 });
 const byKey = (a: ExpiredLease, b: ExpiredLease) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
@@ -48,11 +50,11 @@ export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string)
     const bodies = r.rows.map((x) => expiredJson(x.body, now, serverId));
     // The marks and their events commit together: a subscriber hears of exactly the leases marked.
     return once(pool, async (c) => {
-      const u = await c.query<{ key: string; mac: string | null; subnet: string | null }>(
+      const u = await c.query<{ key: string }>(
         `UPDATE leases l SET doc = coalesce(u.j, u.b)::jsonb, body = u.b, etag = u.e
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(k, old, b, j, e)
         WHERE l.key = u.k AND l.etag = u.old AND l.doc ->> 'state' IN ${LIVE} AND l.doc ->> 'expiresAt' < $6
-        RETURNING l.key, l.doc ->> 'mac' AS mac, l.doc ->> 'subnet' AS subnet`,
+        RETURNING l.key`,
         [
           r.rows.map((x) => x.key),
           r.rows.map((x) => x.etag),
@@ -62,9 +64,9 @@ export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string)
           before,
         ],
       );
-      // The state each had is the one read: the UPDATE wrote only rows still at the etag read.
-      const was = new Map(r.rows.map((x) => [x.key, (JSON.parse(x.body) as Fields).state]));
-      const marked = u.rows.map((x) => expired(x.key, { ...x, state: was.get(x.key) })).sort(byKey);
+      // Each as read (its state and writer): the UPDATE wrote only rows still at the etag read.
+      const read = new Map(r.rows.map((x) => [x.key, JSON.parse(x.body) as Fields]));
+      const marked = u.rows.map((x) => expired(x.key, read.get(x.key)!)).sort(byKey);
       const event = o.event;
       if (event)
         await appendEvents(

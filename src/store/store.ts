@@ -97,8 +97,12 @@ export type LeadershipOptions = {
  * clientId or MAC) holds by constraint (PostgreSQL) or within the write transaction (SQLite).
  */
 export type LeaseClaim = { doc: Doc & { address: string; subnet: string; mac: string; state: string }; now: string };
-/** A lease the sweep marked expired: what its `lease.expired` event says, and the state it had (`was`). */
-export type ExpiredLease = { key: string; mac: string; subnet: string; was: 'offered' | 'bound' };
+/**
+ * A lease the sweep marked expired: what its `lease.expired` event says, and the state it had (`was`). `serverId`:
+ * the daemon that wrote the lease before it ended (the row's, as the sweep read it: the one that served the client),
+ * absent when the row named none.
+ */
+export type ExpiredLease = { key: string; mac: string; subnet: string; serverId?: string; was: 'offered' | 'bound' };
 /** `event`: the event to log for a lease marked (undefined: none). */
 export type ExpireOptions = { limit?: number; event?: (l: ExpiredLease) => ChangeEvent | undefined };
 /**

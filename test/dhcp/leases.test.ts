@@ -164,14 +164,20 @@ describe('lease allocation', () => {
 describe('reclaim: ended leases back into the pool', () => {
   const mac = 'aa:00:00:00:00:01';
 
-  it('one daemon (SQLite) writes the ended lease expired and publishes lease.expired', async () => {
-    const { leases, store, clock, events } = await table();
-    await leases.bind(subnet(), mac, '10.99.1.10', 60);
-    clock.advance(61);
-    expect(leases.reclaim()).toBe(1);
-    expect(events.filter((e) => e === 'lease.expired')).toHaveLength(1);
-    expect(leases.get('10.99.1.10')?.state).toBe('expired');
-    await expect.poll(async () => (await store.get('leases', '10.99.1.10'))?.doc.state).toBe('expired');
+  it('one daemon (SQLite) writes the ended lease expired and publishes lease.expired, naming it (serverId)', async () => {
+    for (const serverId of ['rack-a', undefined]) {
+      const { leases, store, clock, heard } = await table({}, serverId);
+      await leases.bind(subnet(), mac, '10.99.1.10', 60);
+      clock.advance(61);
+      expect(leases.reclaim()).toBe(1);
+      // As its other lease events: its serverId when it has one, none without.
+      const by = serverId === undefined ? {} : { serverId };
+      const expired = heard.filter((e) => e.type === 'lease.expired');
+      expect(expired).toEqual([{ type: 'lease.expired', key: '10.99.1.10', data: { mac, subnet: 'lab', ...by } }]);
+      if (serverId === undefined) expect(expired[0]!.data).not.toHaveProperty('serverId');
+      expect(leases.get('10.99.1.10')?.state).toBe('expired');
+      await expect.poll(async () => (await store.get('leases', '10.99.1.10'))?.doc.state).toBe('expired');
+    }
   });
 
   it('on a shared table only the index learns it: no write, no event (the leader sweeps, once)', async () => {

@@ -83,7 +83,8 @@ describe('singleton duties on PostgreSQL', () => {
     expect(await until(() => a.lead.leader)).toBe(true);
     const b = await daemon(s2, 'rack-b');
     const ended = { subnet: 'lab', mac: 'aa:01', state: 'bound', expiresAt: '2020-01-01T00:00:00.000Z' };
-    await s2.putBatched('leases', '10.0.0.1', { address: '10.0.0.1', ...ended });
+    // The lease of a client rack-c served: its lease.expired names rack-c, not the sweeper.
+    await s2.putBatched('leases', '10.0.0.1', { address: '10.0.0.1', ...ended, serverId: 'rack-c' });
     // An offer that ran out is marked too, and announced nowhere (as a daemon's own reclaim pass does).
     await s2.putBatched('leases', '10.0.0.9', { address: '10.0.0.9', ...ended, mac: 'aa:09', state: 'offered' });
     for (let i = 0; i < 5; i++) await s2.create('machines', `m${i}`, { name: `m${i}` }, [], { event: { type: 'x' } });
@@ -92,7 +93,7 @@ describe('singleton duties on PostgreSQL', () => {
     // Its own pass may be the next one: the first may have run between the two writes.
     expect(await until(async () => (await s2.get('leases', '10.0.0.9'))?.doc.state === 'expired')).toBe(true);
     // lease.expired, once: on the leader's bus as it marks it, on the other's from the event log.
-    const one = [['10.0.0.1', { mac: 'aa:01', subnet: 'lab' }]];
+    const one = [['10.0.0.1', { mac: 'aa:01', subnet: 'lab', serverId: 'rack-c' }]];
     expect(await until(() => expiredOf(b.heard).length > 0)).toBe(true);
     expect(expiredOf(a.heard)).toEqual(one);
     expect(expiredOf(b.heard)).toEqual(one);
@@ -108,6 +109,7 @@ describe('singleton duties on PostgreSQL', () => {
     expect(b.calls.sweeps).toBeGreaterThan(0);
     expect(a.lead.leader).toBe(false);
     expect(await until(() => expiredOf(a.heard).length > 1)).toBe(true);
+    // A lease naming no daemon: its event names none.
     const two = [...one, ['10.0.0.2', { mac: 'aa:02', subnet: 'lab' }]];
     expect(expiredOf(a.heard)).toEqual(two);
     expect(expiredOf(b.heard)).toEqual(two);

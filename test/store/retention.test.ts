@@ -131,30 +131,36 @@ describe.each(all)('lease sweep ($name)', (b) => {
     });
     const past = '2020-01-01T00:00:00.000Z';
     const future = '2099-01-01T00:00:00.000Z';
-    const docs = [
+    // A lease naming no daemon (written before leases recorded one, or by a tool without one).
+    const { serverId: _none, ...unnamed } = lease('10.0.0.6', 'bound', past);
+    const docs: { address: string; serverId?: string }[] = [
       lease('10.0.0.1', 'bound', past),
       lease('10.0.0.2', 'offered', past),
       lease('10.0.0.3', 'bound', future),
       lease('10.0.0.4', 'released', past),
       lease('10.0.0.5', 'declined', past),
+      unnamed,
     ];
     await Promise.all(docs.map((d) => s.putBatched('leases', d.address, d)));
     const now = new Date().toISOString();
     // An event for each bound lease marked, none for the offer.
     const ev = (l: ExpiredLease) => (l.was === 'bound' ? { type: 'lease.expired', key: l.key, data: l } : undefined);
+    // Each names the daemon that wrote it before it ended (its row's serverId as read), not the sweeper.
     const marked: ExpiredLease[] = [
-      { key: '10.0.0.1', mac: 'aa:1', subnet: 'lab', was: 'bound' },
-      { key: '10.0.0.2', mac: 'aa:2', subnet: 'lab', was: 'offered' },
+      { key: '10.0.0.1', mac: 'aa:1', subnet: 'lab', serverId: 'rack-a', was: 'bound' },
+      { key: '10.0.0.2', mac: 'aa:2', subnet: 'lab', serverId: 'rack-a', was: 'offered' },
+      { key: '10.0.0.6', mac: 'aa:6', subnet: 'lab', was: 'bound' },
     ];
     expect(await s.expireLeases!(now, { event: ev })).toEqual(marked);
     // PostgreSQL: in the same transaction (SQLite has no event log).
     if (s.events)
       expect((await s.events.since(0)).map((e) => [e.type, e.key, e.data])).toEqual([
         ['lease.expired', '10.0.0.1', marked[0]],
+        ['lease.expired', '10.0.0.6', marked[2]],
       ]);
     for (const d of docs) {
       const got = (await s.get('leases', d.address))!;
-      const swept = d.address === '10.0.0.1' || d.address === '10.0.0.2';
+      const swept = ['10.0.0.1', '10.0.0.2', '10.0.0.6'].includes(d.address);
       const { updatedAt, ...rest } = got.doc as Record<string, unknown>;
       // The sweeper names itself (PostgreSQL); SQLite's store has no serverId and drops the old writer's.
       const { serverId: _old, ...kept } = d;
@@ -164,7 +170,7 @@ describe.each(all)('lease sweep ($name)', (b) => {
       expect(got.etag).toBe(etagOf(got.json));
     }
     expect(await s.expireLeases!(now, { event: ev })).toEqual([]);
-    if (s.events) expect(await s.events.since(0)).toHaveLength(1);
+    if (s.events) expect(await s.events.since(0)).toHaveLength(2);
   });
 
   it('marks and logs nothing for a lease that had not ended by `before`, nor past the limit', async () => {

@@ -1,0 +1,111 @@
+/**
+ * A catch-up learns a page of the other daemons' rows a slice at a time (src/dhcp/lease-follow.ts): a page is up
+ * to 5,000 rows, and one event-loop turn for all of them would hold the DHCP packets queued behind it. So a
+ * callback queued when the page arrives runs before the page is learnt; the events still come in the rows' order,
+ * every one; an address this daemon writes between two slices is left alone; and the cursor still moves per page,
+ * so a failed page is read again and the pages before it are not. A fake paged `leaseChanges` over SQLite, so
+ * this runs without PostgreSQL (test/dhcp/shared-leases.test.ts has the same on PostgreSQL's own pages).
+ */
+import { describe, expect, it } from 'vitest';
+import { LEARN_SLICE } from '../../src/dhcp/lease-follow.js';
+import { loadLeaseTable } from '../../src/dhcp/leases.js';
+import { createBus } from '../../src/events.js';
+import type { SubnetInfo } from '../../src/inventory/cache.js';
+import { silentLogger } from '../../src/log.js';
+import { ipToInt, parseCidr } from '../../src/model/common.js';
+import type { Lease } from '../../src/model/subnet.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { LeaseChanges, Store } from '../../src/store/store.js';
+import { SUBNET } from './helpers.js';
+
+const big: SubnetInfo = {
+  ...(SUBNET as SubnetInfo),
+  net: parseCidr('10.99.0.0/16'),
+  start: ipToInt('10.99.0.10'),
+  end: ipToInt('10.99.255.209'),
+};
+
+/** `n` rows another daemon bound, from the `from`th address of the range. */
+const rows = (n: number, from = 0): Lease[] =>
+  Array.from({ length: n }, (_, i) => {
+    const ip = big.start + from + i;
+    const address = [ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255].join('.');
+    const mac = `52:54:00:00:${((from + i) >> 8) & 255}:${(from + i) & 255}`;
+    return { address, mac, subnet: 'lab', state: 'bound', expiresAt: '2099-01-01T00:00:00.000Z', serverId: 'rack-b' };
+  });
+
+/**
+ * A shared store whose `leaseChanges` returns `pages` one by one (cursor `pK`: page K), failing the reads
+ * `failAt` counts (1-based); `onPage` runs as each page is returned. `reads`: the cursors asked for.
+ */
+function pagedStore(pages: Lease[][], o: { failAt?: number[]; onPage?: (k: number) => void } = {}) {
+  const base = openSqliteStore(':memory:');
+  const reads: string[] = [];
+  let calls = 0;
+  const leaseChanges = async (cursor?: string): Promise<LeaseChanges> => {
+    if (cursor === undefined) return { cursor: 'p0', docs: [], more: false };
+    reads.push(cursor);
+    if (o.failAt?.includes(++calls)) throw new Error('connection lost');
+    const k = Number(cursor.slice(1));
+    if (k >= pages.length) return { cursor, docs: [], more: false };
+    o.onPage?.(k);
+    return { cursor: `p${k + 1}`, docs: pages[k]!, more: k + 1 < pages.length };
+  };
+  const store: Store = { ...base, sharedLeases: true, claimLease: base.claimLease, leaseChanges };
+  return { store, reads };
+}
+
+async function follower(store: Store) {
+  const bus = createBus();
+  const heard: string[] = [];
+  bus.on((e) => {
+    if (e.type.startsWith('lease.')) heard.push(`${e.type} ${e.key}`);
+  });
+  const leases = await loadLeaseTable({ store, bus, log: silentLogger, scanStart: () => 0, serverId: 'rack-a' });
+  return { leases, heard };
+}
+
+describe('catch-up in slices', () => {
+  it('lets a callback queued when a 2,000-row page arrives run before the page is learnt, events in order, all', async () => {
+    const page = rows(2000);
+    let heardThen: number | undefined;
+    let heard: string[] = [];
+    const { store } = pagedStore([page], {
+      onPage: () => setImmediate(() => (heardThen = heard.length)),
+    });
+    const f = await follower(store);
+    heard = f.heard;
+    expect(await f.leases.catchUp()).toBe(2000);
+    // The callback ran while the page was being learnt: after the first slice, before the last.
+    expect(heardThen).toBeGreaterThan(0);
+    expect(heardThen).toBeLessThan(2000);
+    expect(heard).toEqual(page.map((d) => `lease.acked ${d.address}`));
+    expect(f.leases.get(page[1999]!.address)).toMatchObject({ mac: page[1999]!.mac, serverId: 'rack-b' });
+  });
+
+  it('leaves alone an address this daemon binds between two slices', async () => {
+    const page = rows(3 * LEARN_SLICE);
+    const late = page[2 * LEARN_SLICE + 7]!.address;
+    let bound: Promise<unknown> | undefined;
+    let f: Awaited<ReturnType<typeof follower>> | undefined;
+    const { store } = pagedStore([page], {
+      onPage: () => setImmediate(() => (bound = f!.leases.bind(big, { mac: '52:54:00:ff:00:01' }, late, 3600))),
+    });
+    f = await follower(store);
+    expect(await f.leases.catchUp()).toBe(3 * LEARN_SLICE - 1);
+    await bound;
+    expect(f.leases.get(late)).toMatchObject({ mac: '52:54:00:ff:00:01', state: 'bound', serverId: 'rack-a' });
+  });
+
+  it('moves the cursor per page: a failed page is read again at the next catch-up, the pages before it are not', async () => {
+    const pages = [rows(1200), rows(1200, 1200), rows(10, 2400)];
+    const { store, reads } = pagedStore(pages, { failAt: [2] });
+    const f = await follower(store);
+    await expect(f.leases.catchUp()).rejects.toThrow('connection lost');
+    expect(f.heard).toHaveLength(1200);
+    expect(f.leases.get(pages[1]![0]!.address)).toBeUndefined();
+    expect(await f.leases.catchUp()).toBe(1210);
+    expect(reads).toEqual(['p0', 'p1', 'p1', 'p2']);
+    expect(f.heard).toEqual(pages.flat().map((d) => `lease.acked ${d.address}`));
+  });
+});
