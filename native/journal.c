@@ -240,6 +240,21 @@ static void send_durable(journal *j, unsigned char *b, size_t n) {
   }
 }
 
+/* Takes what the loop queued in (*q, *len, *cap), `*n` bytes, and gives the loop the thread's spare buffer
+ * (*spare, *spare_cap), emptied, in its place; the taken one becomes the thread's spare. Under mu. */
+static unsigned char *swap_out(unsigned char **q, size_t *len, size_t *cap, unsigned char **spare, size_t *spare_cap,
+                               size_t *n) {
+  unsigned char *b = *q;
+  size_t c = *cap;
+  *n = *len;
+  *q = *spare;
+  *cap = *spare_cap;
+  *len = 0;
+  *spare = b;
+  *spare_cap = c;
+  return b;
+}
+
 static void *journal_loop(void *arg) {
   journal *j = arg;
   unsigned char *mine = NULL, *mine_s = NULL;
@@ -266,22 +281,11 @@ static void *journal_loop(void *arg) {
       pthread_mutex_unlock(&j->mu);
       break;
     }
-    /* Swap buffers: appends go on into the other one while this one is written. */
-    unsigned char *b = j->q;
-    size_t n = j->qlen, bcap = j->qcap;
-    j->q = mine;
-    j->qcap = mine_cap;
-    j->qlen = 0;
-    mine = b;
-    mine_cap = bcap;
-    /* The datagrams of exactly these records: queued under the same lock as their records. */
-    unsigned char *sb = j->sq;
-    size_t sn = j->sqlen, scap = j->sqcap;
-    j->sq = mine_s;
-    j->sqcap = mine_scap;
-    j->sqlen = 0;
-    mine_s = sb;
-    mine_scap = scap;
+    /* Swap buffers: appends go on into the other ones while these are written. The datagrams are those of
+     * exactly these records, queued under the same lock. */
+    size_t n, sn;
+    unsigned char *b = swap_out(&j->q, &j->qlen, &j->qcap, &mine, &mine_cap, &n);
+    unsigned char *sb = swap_out(&j->sq, &j->sqlen, &j->sqcap, &mine_s, &mine_scap, &sn);
     pthread_mutex_unlock(&j->mu);
     uint64_t first = 0, last = seal(b, n, &first);
     int e = segment_room(j, n);
