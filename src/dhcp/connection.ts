@@ -317,14 +317,18 @@ export class Connections {
 
   /** Sends a reply; `done` gets the outcome (null when sent): one function for every send, not one per packet. */
   send(l: Listener, buf: Buffer, dest: Destination, done: (err: Error | null) => void): void {
-    const to = this.o.replyTo ? this.o.replyTo(dest, l.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
+    const to = this.rewritten(dest, l);
     l.socket.send(buf, to.port, to.address, done);
+  }
+
+  /** A destination through the test hook (`replyTo`), if one is set. */
+  private rewritten(dest: Destination, l: Listener): Destination {
+    return this.o.replyTo ? this.o.replyTo(dest, l.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
   }
 
   /** Where send() would send a reply of delivery `d` (destination, then the test hook): for a send made elsewhere. */
   finalDestination(d: Delivery, l: Listener, req: DhcpPacket, reply: DhcpPacket, src: Source): Destination {
-    const dest = this.destination(d, l, req, reply, src);
-    return this.o.replyTo ? this.o.replyTo(dest, l.kind === 'proxy' ? 'proxy' : 'dhcp') : dest;
+    return this.rewritten(this.destination(d, l, req, reply, src), l);
   }
 
   private async closeAll(): Promise<void> {

@@ -7,11 +7,11 @@
  * DISCOVER->OFFER's, issue 13). Only replies on a direct socket (the native path's fd) go this way; the store
  * says whether it took one (`taken`), and the server sends the others itself after the write, as before.
  */
-import { isIPv4 } from 'node:net';
 import type { DurableSend } from '../store/store.js';
 import type { Connections, Listener } from './connection.js';
 import type { Delivery } from './delivery.js';
 import { ipInt } from './ip.js';
+import { sendable } from './native-socket.js';
 import type { DhcpPacket } from './packet.js';
 import type { AckSender, DhcpRequest } from './state-machine.js';
 
@@ -45,8 +45,8 @@ export class DurableAcks implements AckSender {
     // Back to the sender's own port: the source port is the server's to know (a 4011 exchange, not an ACK here).
     if (fd === undefined || delivery === 'back-to-sender') return undefined;
     const to = this.conn.finalDestination(delivery, this.l, req.pkt, reply, { address: req.source, port: 0 });
-    // As NativeDhcpSocket.send checks: a dotted quad and a port, else the server's own send reports it.
-    if (!isIPv4(to.address) || !Number.isInteger(to.port) || to.port < 0 || to.port > 0xffff) return undefined;
+    // Not sendable as given: the server's own send reports it, as for any reply.
+    if (!sendable(to.address, to.port)) return undefined;
     return new ThreadAck(fd, buf, ipInt(to.address), to.port, this.report);
   }
 }

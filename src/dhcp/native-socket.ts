@@ -38,6 +38,10 @@ export function sendError(errno: number, address: string, port: number): Error {
   });
 }
 
+/** Whether a reply can go to `address`:`port` as given: a dotted quad (no name lookup, unlike dgram) and a port. */
+export const sendable = (address: string, port: number): boolean =>
+  isIPv4(address) && Number.isInteger(port) && port >= 0 && port <= 0xffff;
+
 export class NativeDhcpSocket implements DhcpSocket {
   private readonly ring: Buffer;
   private readonly meta: Uint32Array;
@@ -87,7 +91,7 @@ export class NativeDhcpSocket implements DhcpSocket {
     const r =
       h === undefined
         ? -os.constants.errno.EBADF
-        : isIPv4(address) && Number.isInteger(port) && port >= 0 && port <= 0xffff
+        : sendable(address, port)
           ? this.io.dhcpIoSend(h, buf, 0, buf.length, ipInt(address), port)
           : -os.constants.errno.EINVAL;
     done(r > 0 ? null : sendError(-r, address, port));

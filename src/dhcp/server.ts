@@ -271,10 +271,10 @@ class Dispatcher {
   private idle: (() => void) | undefined;
 
   /** An address request on a direct socket: its ACK may leave from the store the moment it is durable. */
-  private acksOf(l: Listener): DurableAcks | undefined {
+  private acksOf(l: Listener): Listener['acks'] {
     if (l.socket.directFd === undefined) return undefined;
     l.acks ??= new DurableAcks(this.d.conn, l, this.storeSent);
-    return l.acks as DurableAcks;
+    return l.acks;
   }
 
   /** Resolves once no request hands an ACK to the store (or after `ms`): before the sockets close. */
