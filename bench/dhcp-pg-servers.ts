@@ -34,6 +34,8 @@ export type PgBenchContext = {
   pairs: Pair[];
   keaThreads: number;
   keaQueue: number;
+  /** Extra node flags for Plinth's daemons (--plinth-node-flags, as bench:dhcp's: e.g. --perf-basic-prof). */
+  nodeFlags: string[];
 };
 
 export type PgServer = {
@@ -156,6 +158,7 @@ export function plinthPgServer(
                 ...(inFlight ? ['env', `PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []),
                 process.execPath,
                 ...DAEMON_NODE_FLAGS,
+                ...ctx.nodeFlags,
                 '--import',
                 'tsx',
                 path.join(ctx.root, 'bench/dhcp-pg-run.ts'),

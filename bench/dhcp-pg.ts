@@ -84,6 +84,7 @@ const { values } = parseArgs({
     'pg-cpu': { type: 'string', default: '0' },
     'kea-threads': { type: 'string', default: '8' },
     'kea-queue': { type: 'string', default: '64' },
+    'plinth-node-flags': { type: 'string' },
   },
 });
 const root = fileURLToPath(new URL('../', import.meta.url));
@@ -121,6 +122,7 @@ const ctx: PgBenchContext = {
   pairs,
   keaThreads: Number(values['kea-threads']),
   keaQueue: Number(values['kea-queue']),
+  nodeFlags: values['plinth-node-flags']?.split(' ').filter(Boolean) ?? [],
 };
 const known: PgServer[] = [
   plinthPgServer('plinth-pg', 1, ctx),
