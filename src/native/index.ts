@@ -197,7 +197,12 @@ export type PlinthNet = {
     firstSeq: number,
     segmentBytes: number,
     onDurable: JournalDurable,
+    /** The group commit's longest wait in µs (0-100,000; 0 or absent: none) and the writes a second it starts at. */
+    groupUs?: number,
+    groupRate?: number,
   ): JournalHandle;
+  /** journal.c: [fdatasyncs made, of them those that waited to group, journaled writes a second last measured]. */
+  journalStats?(h: JournalHandle): [number, number, number];
   /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
   journalAppend?(h: JournalHandle, payload: string): number;
   /**
@@ -237,7 +242,7 @@ export type DhcpBatchIo = Has<'dhcpIoOpen' | 'dhcpIoSend' | 'dhcpIoClose'>;
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 /** The store's lease journal (src/store/journal.ts); sending ACKs from its thread is a later addition. */
 export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose'> &
-  Pick<PlinthNet, 'journalAppendSend'>;
+  Pick<PlinthNet, 'journalAppendSend' | 'journalStats'>;
 
 const NEEDS = {
   dhcpSockets: ['openUdp4', 'setArp', 'closeFd'],
@@ -250,6 +255,7 @@ const NEEDS = {
   dhcpBatchIo: ['dhcpIoOpen', 'dhcpIoSend', 'dhcpIoClose'],
   leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose'],
   journalSend: ['journalAppendSend'],
+  journalStats: ['journalStats'],
 } satisfies Record<string, Fn[]>;
 
 /** Every function name the facade types, by capability; the addon exports exactly these (test/native). */
@@ -290,6 +296,7 @@ function load(): Loaded {
     dhcpBatchIo: has(NEEDS.dhcpBatchIo),
     leaseJournal: has(NEEDS.leaseJournal),
     journalSend: has(NEEDS.journalSend),
+    journalStats: has(NEEDS.journalStats),
   });
   loaded = { addon, path: addon === undefined ? undefined : file, caps };
   return loaded;

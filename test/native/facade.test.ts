@@ -48,6 +48,7 @@ describe.skipIf(!built)('native facade with the built addon', () => {
       dhcpBatchIo: true,
       leaseJournal: true,
       journalSend: true,
+      journalStats: true,
     });
     expect(native.dhcpSockets).toBeDefined();
     expect(native.raResponder).toBeDefined();
@@ -98,6 +99,7 @@ describe('native facade with PLINTH_NET_ADDON overridden (child processes)', () 
       dhcpBatchIo: false,
       leaseJournal: false,
       journalSend: false,
+      journalStats: false,
     },
     path: null,
     addon: false,

@@ -1,0 +1,57 @@
+/**
+ * The journal's group commit under load (native/journal.c): at or above its rate (journaled writes a second) the
+ * thread waits to gather several writes per fdatasync; below it, it never waits. Counted by the addon
+ * (journalStats: fdatasyncs made, those that waited), not timed.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type JournalHandle, native } from '../../src/native/index.js';
+import { segmentPrefix } from '../../src/store/journal-recovery.js';
+
+const addon = native.leaseJournal;
+const open: JournalHandle[] = [];
+afterEach(() => {
+  for (const h of open.splice(0)) addon!.journalClose(h);
+});
+
+/**
+ * `n` records appended `perTick` at a time every `tickMs` (one kick each, as the store kicks once per turn), then
+ * waits until all are durable; the journal's [groups, delayed].
+ */
+async function drive(groupUs: number, groupRate: number, n: number, perTick: number, tickMs: number) {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
+  let durable = 0;
+  const h = addon!.journalOpen(segmentPrefix(file), 1, 1, 8 << 20, (seq) => (durable = seq), groupUs, groupRate);
+  open.push(h);
+  for (let sent = 0; sent < n; ) {
+    for (let i = 0; i < perTick && sent < n; i++, sent++) addon!.journalAppend(h, `Pleases\n1\nk${sent}{"n":${sent}}`);
+    addon!.journalKick(h);
+    await new Promise((r) => setTimeout(r, tickMs));
+  }
+  while (durable < n) await new Promise((r) => setTimeout(r, 5));
+  const [groups, delayed] = addon!.journalStats!(h);
+  return { groups, delayed };
+}
+
+describe.skipIf(!addon?.journalStats)('journal group commit', () => {
+  it('under load, one fdatasync covers several writes', async () => {
+    // 4,000 writes as 20 every 2 ms: about 10,000 a second asked, well above a rate of 1,000.
+    const { groups, delayed } = await drive(1000, 1000, 4000, 20, 2);
+    expect(delayed).toBeGreaterThan(0);
+    expect(groups).toBeLessThan(4000 / 4);
+  });
+
+  it('below its rate, or with groupUs 0, no write waits', async () => {
+    // 300 writes one every 2 ms or so: at most 500 a second (timers only come later), below 100,000.
+    expect((await drive(1000, 100_000, 300, 1, 2)).delayed).toBe(0);
+    expect((await drive(0, 1, 2000, 20, 2)).delayed).toBe(0);
+  });
+
+  it('refuses a wait out of range', () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
+    expect(() => addon!.journalOpen(segmentPrefix(file), 1, 1, 1 << 16, () => {}, 200_000, 1)).toThrow(/groupUs/);
+    expect(() => addon!.journalOpen(segmentPrefix(file), 1, 1, 1 << 16, () => {}, -1, 1)).toThrow(/groupUs/);
+  });
+});
