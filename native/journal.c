@@ -622,12 +622,17 @@ static napi_value append(napi_env env, napi_callback_info info, bool send) {
 
 napi_value journal_append(napi_env env, napi_callback_info info) { return append(env, info, false); }
 
+/* The journal of a call whose one argument is its handle, or NULL (thrown). */
+static journal *handle_only(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  return journal_arg(env, info, &argc, argv);
+}
+
 napi_value journal_append_send(napi_env env, napi_callback_info info) { return append(env, info, true); }
 
 napi_value journal_kick(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  journal *j = journal_arg(env, info, &argc, argv);
+  journal *j = handle_only(env, info);
   if (!j) return NULL;
   pthread_mutex_lock(&j->mu);
   if (j->waiting && j->qlen > 0) pthread_cond_signal(&j->cv);
@@ -637,9 +642,7 @@ napi_value journal_kick(napi_env env, napi_callback_info info) {
 
 /* [groups, delayed, rate]: the fdatasyncs made, those that waited to group, the records a second last measured. */
 napi_value journal_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  journal *j = journal_arg(env, info, &argc, argv);
+  journal *j = handle_only(env, info);
   if (!j) return NULL;
   pthread_mutex_lock(&j->mu);
   double v[3] = {(double)j->groups, (double)j->delayed, (double)j->rate};
@@ -654,9 +657,7 @@ napi_value journal_stats(napi_env env, napi_callback_info info) {
 }
 
 napi_value journal_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  journal *j = journal_arg(env, info, &argc, argv);
+  journal *j = handle_only(env, info);
   if (!j) return NULL;
   journal_shutdown(j); /* the thread is joined: its last durable sequence number is final */
   napi_value out;
