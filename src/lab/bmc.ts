@@ -6,7 +6,17 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EmulatorConfig } from '../power/emulator/cli.js';
@@ -76,7 +86,17 @@ exec ${qemu.map(shq).join(' ')} -boot "$1"
 D=${shq(vmDir)}
 # A zombie (QEMU exited, not yet reaped by whoever inherited it) is not running.
 alive() { s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1); [ -n "$s" ] && [ "$s" != Z ]; }
-running() { [ -f "$D/pid" ] && alive "$(cat "$D/pid")"; }
+# The VM's process: alive, and started no later than its PID file was written (PIDs are reused: a process started
+# after the file is another one given a dead VM's number, never to be killed or taken for the VM). Start times in
+# whole seconds, hence the one second of slack.
+running() {
+  [ -f "$D/pid" ] || return 1
+  p=$(cat "$D/pid")
+  alive "$p" || return 1
+  st=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f20)
+  bt=$(sed -n 's/^btime //p' /proc/stat)
+  [ -n "$st" ] && [ $((bt + st / $(getconf CLK_TCK))) -le $(($(stat -c %Y "$D/pid") + 1)) ]
+}
 on() {
   running && return 0
   b=$(cat "$D/boot" 2>/dev/null || echo default)
@@ -259,11 +279,30 @@ export function startRedfishBmc(o: {
 export function vmPid(pidFile: string): number | undefined {
   try {
     const n = Number(readFileSync(pidFile, 'utf8').trim());
-    return Number.isInteger(n) && n > 0 ? n : undefined;
+    if (!Number.isInteger(n) || n <= 0) return undefined;
+    // PIDs are reused (32,768 of them by default): a process started after the file was written is not the one
+    // it names, whose number it was given after that one ended. Start times in whole seconds: one of slack.
+    const started = startedAtSec(n);
+    return started !== undefined && started <= statSync(pidFile).mtimeMs / 1000 + 1 ? n : undefined;
   } catch {
     return undefined;
   }
 }
+
+/** When process `pid` started, in seconds since the epoch (/proc: boot time plus its start in clock ticks). */
+function startedAtSec(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The fields after the command name (which may hold spaces and parentheses): state is the first, starttime the 20th.
+    const ticks = Number(stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[19]);
+    const btime = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
+    return Number.isFinite(ticks) && Number.isFinite(btime) ? btime + ticks / CLK_TCK : undefined;
+  } catch {
+    return undefined;
+  }
+}
+/** sysconf(_SC_CLK_TCK): 100 on every Linux architecture Node runs on (USER_HZ). */
+const CLK_TCK = 100;
 
 /**
  * Waits for the BMC to answer (it has just started), then sets PXE once and powers the VM on through the same

@@ -6,7 +6,7 @@
  * started with -boot once=n for a PXE override, reset over QMP, quit over QMP, its PID file kept for `lab status`.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,6 +99,33 @@ describe('lab IPMI BMC: ipmi_sim with the lab chassis_control script', () => {
       '-name lab vm -boot order=c',
     ]);
     await d.power('off', sig());
+  });
+
+  it('a PID file whose number another, later process was given names no VM: not running, never killed', () => {
+    // A process started after the file was written stands in for the one given a dead VM's number.
+    const vmDir = mkdtempSync(path.join(tmpdir(), 'plinth-labbmc-pid-'));
+    const later = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const pidFile = path.join(vmDir, 'pid');
+      writeFileSync(pidFile, `${later.pid}\n`);
+      expect(vmPid(pidFile)).toBe(later.pid);
+      const old = new Date(Date.now() - 3600_000);
+      utimesSync(pidFile, old, old);
+      expect(vmPid(pidFile)).toBeUndefined();
+      const { control } = chassisControlScript(vmDir, ['/bin/false']);
+      writeFileSync(path.join(vmDir, 'chassis.sh'), control, { mode: 0o755 });
+      const chassis = (...args: string[]) =>
+        execFileSync('sh', [path.join(vmDir, 'chassis.sh'), '0x20', ...args], { encoding: 'utf8' }).trim();
+      expect(chassis('get', 'power')).toBe('power:0');
+      chassis('set', 'power', '0'); // off: it would kill the VM it took this process for
+      expect(later.exitCode).toBeNull();
+      expect(readFileSync(`/proc/${later.pid}/stat`, 'utf8')).not.toMatch(/^\d+ \(.*\) Z/);
+      writeFileSync(pidFile, `${later.pid}\n`);
+      expect(chassis('get', 'power')).toBe('power:1');
+    } finally {
+      later.kill('SIGKILL');
+      rmSync(vmDir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a password that would break out of lan.conf', () => {
