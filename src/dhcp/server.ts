@@ -268,7 +268,7 @@ class Dispatcher {
     this.sent(errno === 0 ? null : sendError(errno, ipStr(address), port));
   // Requests being answered with an ACK the store may send: the sockets close only once they settle.
   private answering = 0;
-  private idle: (() => void) | undefined;
+  private readonly idle: (() => void)[] = [];
 
   /** An address request on a direct socket: its ACK may leave from the store the moment it is durable. */
   private acksOf(l: Listener): Listener['acks'] {
@@ -282,10 +282,10 @@ class Dispatcher {
     if (this.answering === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(resolve, ms);
-      this.idle = () => {
+      this.idle.push(() => {
         clearTimeout(t);
         resolve();
-      };
+      });
     });
   }
 
@@ -389,7 +389,7 @@ class Dispatcher {
                     relay?.serverIdOverride ? overriddenEnv(this.d.env, relay.serverIdOverride) : this.d.env,
                   );
         } finally {
-          if (acks && --this.answering === 0) this.idle?.();
+          if (acks && --this.answering === 0) for (const f of this.idle.splice(0)) f();
         }
         this.deliver(l, req, out, rinfo, relay?.serverIdOverride);
       } else stats.ignored++;
