@@ -3,8 +3,10 @@
  * to 5,000 rows, and one event-loop turn for all of them would hold the DHCP packets queued behind it. So a
  * callback queued when the page arrives runs before the page is learnt; the events still come in the rows' order,
  * every one; an address this daemon writes between two slices is left alone; and the cursor still moves per page,
- * so a failed page is read again and the pages before it are not. A fake paged `leaseChanges` over SQLite, so
- * this runs without PostgreSQL (test/dhcp/shared-leases.test.ts has the same on PostgreSQL's own pages).
+ * so a failed page is read again and the pages before it are not. A refresh of one address that a catch-up
+ * overlaps never has the index go back to an older row: a read sent after the other returned wins, and reads that
+ * overlapped (no known order) have the address read again. A fake paged `leaseChanges` over SQLite (held promises
+ * for the timing), so this runs without PostgreSQL (test/dhcp/shared-leases.test.ts has pages on PostgreSQL's own).
  */
 import { describe, expect, it } from 'vitest';
 import { LEARN_SLICE } from '../../src/dhcp/lease-follow.js';
@@ -15,7 +17,7 @@ import { silentLogger } from '../../src/log.js';
 import { ipToInt, parseCidr } from '../../src/model/common.js';
 import type { Lease } from '../../src/model/subnet.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import type { LeaseChanges, Store } from '../../src/store/store.js';
+import type { LeaseChanges, Store, Stored } from '../../src/store/store.js';
 import { SUBNET } from './helpers.js';
 
 const big: SubnetInfo = {
@@ -107,5 +109,139 @@ describe('catch-up in slices', () => {
     expect(await f.leases.catchUp()).toBe(1210);
     expect(reads).toEqual(['p0', 'p1', 'p1', 'p2']);
     expect(f.heard).toEqual(pages.flat().map((d) => `lease.acked ${d.address}`));
+  });
+});
+
+/** A promise the test settles. */
+function held<T>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** One turn of the event loop (a catch-up learns a slice per turn). */
+const turn = () => new Promise<void>((r) => setImmediate(r));
+
+/**
+ * A shared store whose catch-up reads wait for the test (`pages`, answered with `page(docs)`) and whose `get` of a
+ * lease answers at once with `db` (the rows as stored now), but for the first `holdGets`, which wait in `gets`.
+ */
+function heldStore(holdGets = 0) {
+  const base = openSqliteStore(':memory:');
+  const pages: { promise: Promise<LeaseChanges>; resolve: (v: LeaseChanges) => void }[] = [];
+  const gets: { promise: Promise<Lease | undefined>; resolve: (v: Lease | undefined) => void }[] = [];
+  const db = new Map<string, Lease>();
+  const asked: string[] = [];
+  const stored = (d: Lease | undefined): Stored | undefined =>
+    d && { key: d.address, doc: d, etag: 'x', json: JSON.stringify(d) };
+  const store: Store = {
+    ...base,
+    sharedLeases: true,
+    claimLease: base.claimLease,
+    leaseChanges: (cursor?: string) => {
+      if (cursor === undefined) return Promise.resolve({ cursor: 'p0', docs: [], more: false });
+      const h = held<LeaseChanges>();
+      pages.push(h);
+      return h.promise;
+    },
+    get: (kind, key) => {
+      if (kind !== 'leases') return base.get(kind, key);
+      asked.push(key);
+      if (gets.length >= holdGets) return Promise.resolve(stored(db.get(key)));
+      const h = held<Lease | undefined>();
+      gets.push(h);
+      return h.promise.then(stored);
+    },
+  };
+  const page = (docs: Lease[]): LeaseChanges => ({ cursor: 'p1', docs, more: false });
+  return { store, pages, gets, db, asked, page };
+}
+
+/** A page of three slices, its row at `late` in the last one; `other(mac)`: another version of that row. */
+function lateRow() {
+  const docs = rows(3 * LEARN_SLICE);
+  const row = docs[2 * LEARN_SLICE + 7]!;
+  const other = (mac: string): Lease => ({ ...row, mac, expiresAt: '2099-02-01T00:00:00.000Z' });
+  return { docs, late: row.address, row, other };
+}
+
+// A client the index does not hold the address live for, so that refresh reads the store.
+const stranger = { mac: '52:54:00:ee:ee:ee' };
+
+describe('a refresh and a catch-up', () => {
+  it('keeps the row a refresh sent after the page returned found: the page does not bring back its older one', async () => {
+    const s = heldStore();
+    const { docs, late, other } = lateRow();
+    const f = await follower(s.store);
+    const caught = f.leases.catchUp()!;
+    s.pages[0]!.resolve(s.page(docs));
+    await turn(); // the page returned and its first slice is learnt; its row at `late` is two slices on
+    expect(f.leases.get(docs[0]!.address)).toBeDefined();
+    s.db.set(late, other('52:54:00:aa:00:01'));
+    await f.leases.refresh(late, stranger);
+    expect(f.leases.get(late)).toMatchObject({ mac: '52:54:00:aa:00:01' });
+    expect(await caught).toBe(3 * LEARN_SLICE - 1);
+    expect(f.leases.get(late)).toMatchObject({ mac: '52:54:00:aa:00:01' });
+    expect(s.asked).toEqual([late]);
+  });
+
+  it('keeps out the row of a page older than a refresh that found no row (deleted since)', async () => {
+    const s = heldStore();
+    const { docs, late } = lateRow();
+    const f = await follower(s.store);
+    const caught = f.leases.catchUp()!;
+    s.pages[0]!.resolve(s.page(docs));
+    await turn();
+    await f.leases.refresh(late, stranger);
+    expect(await caught).toBe(3 * LEARN_SLICE - 1);
+    expect(f.leases.get(late)).toBeUndefined();
+  });
+
+  it('reads the address again when a refresh overlapping the page came back before its row was learnt', async () => {
+    const s = heldStore(1);
+    const { docs, late, other } = lateRow();
+    const f = await follower(s.store);
+    // Sent before the page, back after it: in no known order with it.
+    const refreshed = f.leases.refresh(late, stranger)!;
+    const caught = f.leases.catchUp()!;
+    s.pages[0]!.resolve(s.page(docs));
+    await turn();
+    s.gets[0]!.resolve(other('52:54:00:aa:00:01'));
+    await refreshed;
+    expect(f.leases.get(late)).toMatchObject({ mac: '52:54:00:aa:00:01' });
+    s.db.set(late, other('52:54:00:aa:00:02'));
+    await caught;
+    expect(s.asked).toEqual([late, late]);
+    expect(f.leases.get(late)).toMatchObject({ mac: '52:54:00:aa:00:02' });
+  });
+
+  it('reads the address again when a refresh overlapping the page comes back after its row was learnt', async () => {
+    const s = heldStore(1);
+    const { docs, late, row, other } = lateRow();
+    const f = await follower(s.store);
+    const refreshed = f.leases.refresh(late, stranger)!;
+    const caught = f.leases.catchUp()!;
+    s.pages[0]!.resolve(s.page(docs));
+    expect(await caught).toBe(3 * LEARN_SLICE);
+    expect(f.leases.get(late)).toMatchObject({ mac: row.mac });
+    // The refresh's row may be older than the page's: not learnt over it; the row as stored now is.
+    s.db.set(late, row);
+    s.gets[0]!.resolve(other('52:54:00:aa:00:01'));
+    await refreshed;
+    expect(s.asked).toEqual([late, late]);
+    expect(f.leases.get(late)).toMatchObject({ mac: row.mac });
+  });
+
+  it('learns the row of a page sent after a refresh returned', async () => {
+    const s = heldStore();
+    const { docs, late, row, other } = lateRow();
+    const f = await follower(s.store);
+    s.db.set(late, other('52:54:00:aa:00:01'));
+    await f.leases.refresh(late, stranger);
+    const caught = f.leases.catchUp()!;
+    s.pages[0]!.resolve(s.page(docs));
+    expect(await caught).toBe(3 * LEARN_SLICE);
+    expect(f.leases.get(late)).toMatchObject({ mac: row.mac });
+    expect(s.asked).toEqual([late]);
   });
 });

@@ -2,10 +2,12 @@
  * `Store.leaseChanges` on PostgreSQL in pages (here 3 rows): a pass from one cursor returns every row written
  * since, each once, across its pages, `more` until the last; a row rewritten, or written, while a pass is in
  * progress (after the target snapshot its first page took) is left to the next pass and comes there as it is
- * then, and so is a row of a transaction open across the pass's first page. PostgreSQL only.
+ * then, and so is a row of a transaction open across the pass's first page; a page longer than a parse slice comes
+ * whole. PostgreSQL only, but for the parsing of a page a slice per event-loop turn (a fake pool).
  */
 import type pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { PARSE_SLICE, pgLeaseChanges } from '../../src/store/pg-lease-changes.js';
 import type { LeaseChanges, Store } from '../../src/store/store.js';
 import { backends, PG_URL, skipUnavailable } from './backends.js';
 import { lease } from './lease-fixture.js';
@@ -55,6 +57,22 @@ describe('lease changes in pages', () => {
     for (const i of [9, 10, 11]) await put(s, i);
     const q = await pass(s, p.cursor);
     expect(q.pages.map((x) => x.length)).toEqual([3, 0]);
+  });
+
+  it('returns pages longer than a parse slice whole: every row once', async () => {
+    const s = (await (await pgBackend.db()).open({ leasePageSize: 2 * PARSE_SLICE + 100 })) as Store;
+    const start = (await s.leaseChanges!()).cursor;
+    const n = 3 * PARSE_SLICE;
+    const at = (i: number) => `10.0.${2 + (i >> 8)}.${i & 255}`;
+    const hex = (b: number) => (b & 255).toString(16).padStart(2, '0');
+    const mac = (i: number) => `52:54:00:02:${hex(i >> 8)}:${hex(i)}`;
+    // One turn's batch: one transaction, whose rows come by key (the database's collation).
+    await Promise.all(Array.from({ length: n }, (_, i) => s.putBatched('leases', at(i), lease(at(i), mac(i)))));
+    const p = await pass(s, start);
+    expect(p.pages.map((x) => x.length)).toEqual([2 * PARSE_SLICE + 100, PARSE_SLICE - 100]);
+    const keys = Array.from({ length: n }, (_, i) => at(i)).sort();
+    expect(p.rows.map((r) => r.split(' ')[0]).sort()).toEqual(keys);
+    expect(new Set(p.rows).size).toBe(n);
   });
 
   it('leaves a row rewritten or written during a pass to the next pass, with its new body', async () => {
@@ -126,5 +144,39 @@ describe.skipIf(!PG_URL)('lease page size', () => {
   it('is a whole number of at least one', async () => {
     const db = await pgBackend.db();
     await expect(db.open({ leasePageSize: 0 })).rejects.toThrow(/leasePageSize 0/);
+  });
+});
+
+describe('a page of lease changes', () => {
+  it('is parsed a slice per turn of the event loop, its rows and cursor as in one go', async () => {
+    const n = 3 * PARSE_SLICE;
+    const parsed = new Set<number>();
+    let parsedThen: number | undefined;
+    const rows = Array.from({ length: n }, (_, i) => {
+      const body = JSON.stringify(lease(`10.0.${i >> 8}.${i & 255}`, '52:54:00:00:01:01'));
+      return {
+        target: '100:100:',
+        behind: false,
+        key: `k${String(i).padStart(5, '0')}`,
+        tx: '99',
+        get body() {
+          parsed.add(i);
+          return body;
+        },
+      };
+    });
+    // The first page of a pass: a callback queued as its rows arrive runs before the last of them is parsed.
+    const pool = {
+      query: async () => {
+        setImmediate(() => (parsedThen = parsed.size));
+        return { rows };
+      },
+    } as unknown as pg.Pool;
+    const got = await pgLeaseChanges(pool, undefined, n)('90:90:');
+    await new Promise((r) => setImmediate(r));
+    expect(parsedThen).toBe(PARSE_SLICE);
+    expect(got.docs.map((d) => d.address)).toEqual(rows.map((_, i) => `10.0.${i >> 8}.${i & 255}`));
+    expect(got.more).toBe(true);
+    expect(JSON.parse(got.cursor)).toEqual({ from: '90:90:', to: '100:100:', tx: '99', key: rows[n - 1]!.key });
   });
 });
