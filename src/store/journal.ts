@@ -50,6 +50,25 @@ const envCount = (name: string): number | undefined => {
   const v = process.env[name];
   return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 };
+/** The journal's thread, writing segments of `file` from generation `gen` and sequence number `first`. */
+function openThread(
+  addon: LeaseJournal,
+  file: string,
+  gen: number,
+  first: number,
+  o: JournalOptions,
+  onDurable: Parameters<LeaseJournal['journalOpen']>[4],
+): JournalHandle {
+  return addon.journalOpen(
+    segmentPrefix(file),
+    gen,
+    first,
+    o.segmentBytes ?? 8 << 20,
+    onDurable,
+    Math.min(100_000, o.groupUs ?? envCount('PLINTH_JOURNAL_GROUP_US') ?? 1000),
+    o.groupRate ?? envCount('PLINTH_JOURNAL_GROUP_RATE') ?? 2500,
+  );
+}
 
 /** Commits `items` with the applied mark `seq` (the writer thread, else inline); `done` once committed or failed. */
 export type Apply = (items: BatchItem[], seq: number, done: (err?: Error) => void) => void;
@@ -309,15 +328,7 @@ function startJournal(
       let seq: number;
       try {
         if (h === undefined && !isDown && !closed)
-          h = addon.journalOpen(
-            segmentPrefix(file),
-            gen,
-            recovered.lastSeq + 1,
-            opts.segmentBytes ?? 8 << 20,
-            onDurable,
-            Math.min(100_000, opts.groupUs ?? envCount('PLINTH_JOURNAL_GROUP_US') ?? 1000),
-            opts.groupRate ?? envCount('PLINTH_JOURNAL_GROUP_RATE') ?? 2500,
-          );
+          h = openThread(addon, file, gen, recovered.lastSeq + 1, opts, onDurable);
         if (h === undefined) return undefined;
         seq = append(addon, h, item, send);
         kick();
