@@ -23,6 +23,8 @@
  * never replaces a page's row; per the rules above it only keeps a page's older row out.
  */
 
+// A turn of the event loop: setImmediate runs after the poll phase, so the packets that arrived meanwhile go first.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Lease } from '../model/subnet.js';
 import type { Store } from '../store/store.js';
 import { ipInt } from './ip.js';
@@ -53,9 +55,6 @@ const same = (r: LeaseRec, d: Lease) =>
  * 500 rows a turn, PARSE_SLICE).
  */
 export const LEARN_SLICE = 250;
-
-/** A turn of the event loop: setImmediate runs after the poll phase, so the packets that arrived meanwhile go first. */
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A read in this daemon's order of reads: the ticks it was sent and returned at (the header's rule). */
 type Read = { sent: number; returned: number };

@@ -24,6 +24,8 @@
  * The rows this daemon's own sweep marked expired are left out too: its index marks ended leases itself (the
  * reclaim pass, src/dhcp/leases.ts), as the sweep does, by their expiresAt.
  */
+// A turn of the event loop: setImmediate runs after the poll phase, so the packets that arrived meanwhile go first.
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type pg from 'pg';
 import { type LeaseChanges, StoreError } from './store.js';
 
@@ -34,9 +36,6 @@ export const LEASE_PAGE_SIZE = 5000;
  * the DHCP packets queued behind it waited; 500 take at most about 3, as long as a slice the index learns.
  */
 export const PARSE_SLICE = 500;
-
-/** A turn of the event loop: setImmediate runs after the poll phase, so the packets that arrived meanwhile go first. */
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * A cursor in the middle of a pass (a cursor between passes is a snapshot's text): from `from` to `to`, after the
