@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
 
 const out = process.env.PLINTH_PROBE_OUT;
 if (out) {
@@ -41,13 +42,18 @@ if (out) {
   let started = performance.now();
   let armed = false;
   // PLINTH_PROBE_HEAP=FILE: V8's sampling heap profile of the period, garbage included (what makes the
-  // scavenges), written as a .heapprofile for DevTools or a script.
+  // scavenges), written as a .heapprofile for DevTools or a script. PLINTH_PROBE_HEAP_SURVIVORS=1: without the
+  // objects the scavenges collected, so only those that outlived the young generation (promoted, or allocated
+  // old by V8's pretenuring) or were still live at the end.
   const heapOut = process.env.PLINTH_PROBE_HEAP;
   const session = heapOut ? new Session() : undefined;
   session?.connect();
   process.on('SIGUSR2', () => {
     // The heap profile first: the benchmark waits for the figures' file, then kills the daemon.
     const line = armed ? figures() : undefined;
+    // PLINTH_PROBE_SNAPSHOT=FILE: a heap snapshot at the period's end (what the live objects are and what keeps
+    // them), written before the figures, which the benchmark waits for (the snapshot stops the daemon a while).
+    if (armed && process.env.PLINTH_PROBE_SNAPSHOT) writeHeapSnapshot(process.env.PLINTH_PROBE_SNAPSHOT);
     if (session && armed)
       session.post('HeapProfiler.stopSampling', (err, r) => {
         if (!err) writeFileSync(heapOut, JSON.stringify(r.profile));
@@ -59,7 +65,7 @@ if (out) {
     if (session && !armed)
       session.post('HeapProfiler.startSampling', {
         samplingInterval: 4096,
-        includeObjectsCollectedByMinorGC: true,
+        includeObjectsCollectedByMinorGC: process.env.PLINTH_PROBE_HEAP_SURVIVORS !== '1',
         includeObjectsCollectedByMajorGC: true,
       });
     armed = true;

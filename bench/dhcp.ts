@@ -159,7 +159,8 @@ async function step(server: Server, rate: number, n: number): Promise<Result> {
     let probe: string | undefined;
     if (probed) {
       proc.child.kill('SIGUSR2');
-      probe = await readWhenWritten(probeFile(n), 2000);
+      // A heap snapshot (PLINTH_PROBE_SNAPSHOT, dhcp-probe.mjs) is written first and takes seconds.
+      probe = await readWhenWritten(probeFile(n), process.env.PLINTH_PROBE_SNAPSHOT ? 120_000 : 2000);
     }
     const out = r.out;
     if (process.env.PERFDHCP_OUT) writeFileSync(`${process.env.PERFDHCP_OUT}-${n}.txt`, out);
