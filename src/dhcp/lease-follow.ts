@@ -22,8 +22,9 @@
  *   (unless the index holds it already) and the address is read again: a read sent now is newer than both. A
  *   page's re-reads are done before its cursor moves (one that fails has the page read again); a refresh's, before
  *   it resolves; a lost claim's, before it does.
- * A refresh that finds no row learns nothing (a delete reaches the index as `leases.deleted`, `dropped`), so it
- * never replaces another read's row; it only keeps an older one out. A won claim counts as a read of its own row
+ * A refresh that finds no row learns nothing (a delete reaches the index as `leases.deleted`, `dropped`, which
+ * counts as a read that found none, sent as it arrives), so it never replaces another read's row; it only keeps an
+ * older one out. A won claim counts as a read of its own row
  * (the index holds its lease as of its COMMIT), so a refresh or holder row that overlapped it reads the address
  * again, not replacing the lease with a row that may predate it; and a refresh or holder row that comes back while
  * this daemon is writing its address waits for those claims' outcomes, then is ordered against them (a page's row
@@ -145,9 +146,15 @@ export class LeaseFollower {
     );
   }
 
-  /** The index drops `ip`: a catch-up read out now must not bring its row back. */
+  /**
+   * The index drops `ip` (`leases.deleted`): a catch-up read out now must not bring its row back, and a refresh
+   * or holder row read before the delete reached this daemon must not either. The delete counts as a read that
+   * found no row, sent and returned now (it committed before): a refresh or claim out now reads the address again.
+   */
   dropped(ip: number): void {
     this.touched?.add(ip);
+    const now = ++this.tick;
+    this.took(ip, { sent: now, returned: now });
   }
 
   /** One catch-up read at a time (a call meanwhile shares it); undefined when not following. */

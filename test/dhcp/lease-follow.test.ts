@@ -356,4 +356,17 @@ describe('reads of one address in no known order', () => {
     expect(s.asked).toEqual([b!.address]);
     expect(f.leases.get(b!.address)).toMatchObject({ mac: mine.mac, state: 'bound' });
   });
+
+  it('reads the address again when a refresh out as the index drops it (leases.deleted) comes back with its row', async () => {
+    const s = heldStore(1);
+    const { x, v } = versions();
+    const f = await follower(s.store);
+    const refreshed = f.leases.refresh(x, stranger)!;
+    f.leases.drop(x);
+    // Read before the delete: not brought back; the address as stored now has no row.
+    s.gets[0]!.resolve(v('52:54:00:aa:00:01'));
+    await refreshed;
+    expect(s.asked).toEqual([x, x]);
+    expect(f.leases.get(x)).toBeUndefined();
+  });
 });
