@@ -3,10 +3,11 @@
  * to 5,000 rows, and one event-loop turn for all of them would hold the DHCP packets queued behind it. So a
  * callback queued when the page arrives runs before the page is learnt; the events still come in the rows' order,
  * every one; an address this daemon writes between two slices is left alone; and the cursor still moves per page,
- * so a failed page is read again and the pages before it are not. A refresh of one address that a catch-up
- * overlaps never has the index go back to an older row: a read sent after the other returned wins, and reads that
- * overlapped (no known order) have the address read again. A fake paged `leaseChanges` over SQLite (held promises
- * for the timing), so this runs without PostgreSQL (test/dhcp/shared-leases.test.ts has pages on PostgreSQL's own).
+ * so a failed page is read again and the pages before it are not. No read of one address has the index go back to
+ * an older row, whichever two overlap (a page, a refresh, a lost claim's holder row, a won claim, a delete): a read
+ * sent after the other returned wins, and reads that overlapped (no known order) have the address read again. A
+ * fake paged `leaseChanges` and claims over SQLite (held promises for the timing), so this runs without PostgreSQL
+ * (test/dhcp/shared-leases.test.ts has pages on PostgreSQL's own).
  */
 import { describe, expect, it } from 'vitest';
 import { LEARN_SLICE } from '../../src/dhcp/lease-follow.js';
