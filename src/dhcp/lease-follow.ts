@@ -15,7 +15,7 @@
  * last read whose row the index took (`taken`), and a read's row that reaches the index:
  * - is learnt when the read was sent after that one returned: at least as new. So is a page sent after a refresh
  *   returned, or a refresh's row after a page that returned before the refresh was sent.
- * - is left alone when the read returned before that one was sent: older. So a page's row at an address that a
+ * - is left alone when the read returned before that one was sent: older. So is a page's row at an address that a
  *   refresh sent after the page returned has taught, or found no row at (a row deleted since must not come back).
  * - when the two overlapped, they are in no known order, whichever was sent first: a query may wait for a pool
  *   connection, or be planned, while the other's runs, so sent first is not snapshot first. The row is not learnt
@@ -24,13 +24,13 @@
  *   it resolves; a lost claim's, before it does.
  * A refresh that finds no row learns nothing (a delete reaches the index as `leases.deleted`, `dropped`, which
  * counts as a read that found none, sent as it arrives), so it never replaces another read's row; it only keeps an
- * older one out. A won claim counts as a read of its own row
- * (the index holds its lease as of its COMMIT), so a refresh or holder row that overlapped it reads the address
- * again, not replacing the lease with a row that may predate it; and a refresh or holder row that comes back while
- * this daemon is writing its address waits for those claims' outcomes, then is ordered against them (a page's row
- * is left alone, above). Ticks are kept only while a claim or refresh sent before that read returned is out, or
- * the page being learnt is (a holder row can be at any address; a read sent after they returned is newer anyway):
- * the reads of the last few ms, or a page's rows while it is learnt, never one per address of the pools.
+ * older one out. A won claim counts as a read of its own row (the index holds its lease as of its COMMIT), so a
+ * refresh or holder row that overlapped it reads the address again, not replacing the lease with a row that may
+ * predate it; and a refresh or holder row that comes back while this daemon is writing its address waits for those
+ * claims' outcomes, then is ordered against them (a page's row is left alone, above). Ticks are kept only while a
+ * claim or refresh sent before that read returned is out, or the page being learnt is (a holder row can be at any
+ * address; a read sent after they returned is newer anyway): the reads of the last few ms, or a page's rows while
+ * it is learnt, never one per address of the pools.
  */
 
 // A turn of the event loop: setImmediate runs after the poll phase, so the packets that arrived meanwhile go first.
