@@ -3,10 +3,11 @@
  * to 5,000 rows, and one event-loop turn for all of them would hold the DHCP packets queued behind it. So a
  * callback queued when the page arrives runs before the page is learnt; the events still come in the rows' order,
  * every one; an address this daemon writes between two slices is left alone; and the cursor still moves per page,
- * so a failed page is read again and the pages before it are not. A refresh of one address that a catch-up
- * overlaps never has the index go back to an older row: a read sent after the other returned wins, and reads that
- * overlapped (no known order) have the address read again. A fake paged `leaseChanges` over SQLite (held promises
- * for the timing), so this runs without PostgreSQL (test/dhcp/shared-leases.test.ts has pages on PostgreSQL's own).
+ * so a failed page is read again and the pages before it are not. No read of one address has the index go back to
+ * an older row, whichever two overlap (a page, a refresh, a lost claim's holder row, a won claim, a delete): a read
+ * sent after the other returned wins, and reads that overlapped (no known order) have the address read again. A
+ * fake paged `leaseChanges` and claims over SQLite (held promises for the timing), so this runs without PostgreSQL
+ * (test/dhcp/shared-leases.test.ts has pages on PostgreSQL's own).
  */
 import { describe, expect, it } from 'vitest';
 import { LEARN_SLICE } from '../../src/dhcp/lease-follow.js';
@@ -17,7 +18,7 @@ import { silentLogger } from '../../src/log.js';
 import { ipToInt, parseCidr } from '../../src/model/common.js';
 import type { Lease } from '../../src/model/subnet.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import type { LeaseChanges, Store, Stored } from '../../src/store/store.js';
+import type { ClaimResult, LeaseChanges, Store, Stored } from '../../src/store/store.js';
 import { SUBNET } from './helpers.js';
 
 const big: SubnetInfo = {
@@ -124,12 +125,14 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
 
 /**
  * A shared store whose catch-up reads wait for the test (`pages`, answered with `page(docs)`) and whose `get` of a
- * lease answers at once with `db` (the rows as stored now), but for the first `holdGets`, which wait in `gets`.
+ * lease answers at once with `db` (the rows as stored now), but for the first `holdGets`, which wait in `gets`;
+ * with `holdClaims`, its claims wait in `claims` (answered with a ClaimResult) and write nothing.
  */
-function heldStore(holdGets = 0) {
+function heldStore(holdGets = 0, holdClaims = false) {
   const base = openSqliteStore(':memory:');
   const pages: { promise: Promise<LeaseChanges>; resolve: (v: LeaseChanges) => void }[] = [];
   const gets: { promise: Promise<Lease | undefined>; resolve: (v: Lease | undefined) => void }[] = [];
+  const claims: { promise: Promise<ClaimResult>; resolve: (v: ClaimResult) => void }[] = [];
   const db = new Map<string, Lease>();
   const asked: string[] = [];
   const stored = (d: Lease | undefined): Stored | undefined =>
@@ -137,7 +140,12 @@ function heldStore(holdGets = 0) {
   const store: Store = {
     ...base,
     sharedLeases: true,
-    claimLease: base.claimLease,
+    claimLease: (c) => {
+      if (!holdClaims) return base.claimLease!(c);
+      const h = held<ClaimResult>();
+      claims.push(h);
+      return h.promise;
+    },
     leaseChanges: (cursor?: string) => {
       if (cursor === undefined) return Promise.resolve({ cursor: 'p0', docs: [], more: false });
       const h = held<LeaseChanges>();
@@ -154,7 +162,7 @@ function heldStore(holdGets = 0) {
     },
   };
   const page = (docs: Lease[]): LeaseChanges => ({ cursor: 'p1', docs, more: false });
-  return { store, pages, gets, db, asked, page };
+  return { store, pages, gets, claims, db, asked, page };
 }
 
 /** A page of three slices, its row at `late` in the last one; `other(mac)`: another version of that row. */
@@ -243,5 +251,123 @@ describe('a refresh and a catch-up', () => {
     expect(await caught).toBe(3 * LEARN_SLICE);
     expect(f.leases.get(late)).toMatchObject({ mac: row.mac });
     expect(s.asked).toEqual([late]);
+  });
+});
+
+/** Versions of one row another daemon wrote: `v(mac, state)`, expiring in February (the page's rows: January). */
+function versions() {
+  const [row] = rows(1);
+  const v = (mac: string, state: Lease['state'] = 'bound'): Lease => ({
+    ...row!,
+    mac,
+    state,
+    expiresAt: '2099-02-01T00:00:00.000Z',
+  });
+  return { x: row!.address, v };
+}
+
+// A client of this daemon's, whose offer it claims.
+const mine = { mac: '52:54:00:cc:00:01' };
+
+describe('reads of one address in no known order', () => {
+  it('reads the address again when a refresh sent first comes back after one sent later taught the index', async () => {
+    const s = heldStore(1);
+    const { x, v } = versions();
+    const f = await follower(s.store);
+    const first = f.leases.refresh(x, stranger)!;
+    s.db.set(x, v('52:54:00:aa:00:02'));
+    await f.leases.refresh(x, stranger);
+    expect(f.leases.get(x)).toMatchObject({ mac: '52:54:00:aa:00:02' });
+    // The first's snapshot may be the older: its row is not learnt over the second's; the row as stored now is.
+    s.db.set(x, v('52:54:00:aa:00:03'));
+    s.gets[0]!.resolve(v('52:54:00:aa:00:01'));
+    await first;
+    expect(s.asked).toEqual([x, x, x]);
+    expect(f.leases.get(x)).toMatchObject({ mac: '52:54:00:aa:00:03' });
+  });
+
+  it("reads the address again when a refresh overlapping a lost claim comes back after the holder's row", async () => {
+    const s = heldStore(1, true);
+    const { x, v } = versions();
+    const f = await follower(s.store);
+    const claimed = f.leases.claimOffer(f.leases.offer(big, mine, x, 60))!;
+    const refreshed = f.leases.refresh(x, stranger)!;
+    s.claims[0]!.resolve({ ok: false, holder: v('52:54:00:aa:00:02') });
+    expect(await claimed).toBe(false);
+    expect(f.leases.get(x)).toMatchObject({ mac: '52:54:00:aa:00:02' });
+    s.db.set(x, v('52:54:00:aa:00:02'));
+    s.gets[0]!.resolve(v('52:54:00:aa:00:01', 'released'));
+    await refreshed;
+    expect(s.asked).toEqual([x, x]);
+    expect(f.leases.get(x)).toMatchObject({ mac: '52:54:00:aa:00:02', state: 'bound' });
+  });
+
+  it("has a refresh back while a claim of its address is out wait for the claim's outcome, then read again", async () => {
+    const s = heldStore(1, true);
+    const { x, v } = versions();
+    const f = await follower(s.store);
+    const claimed = f.leases.claimOffer(f.leases.offer(big, mine, x, 60))!;
+    let done = false;
+    const refreshed = f.leases.refresh(x, stranger)!.then(() => (done = true));
+    s.gets[0]!.resolve(v('52:54:00:aa:00:01'));
+    await turn();
+    expect(done).toBe(false);
+    expect(f.leases.get(x)).toMatchObject({ mac: mine.mac, state: 'offered' });
+    s.db.set(x, v('52:54:00:aa:00:03'));
+    s.claims[0]!.resolve({ ok: false, holder: v('52:54:00:aa:00:02') });
+    expect(await claimed).toBe(false);
+    await refreshed;
+    expect(s.asked).toEqual([x, x]);
+    expect(f.leases.get(x)).toMatchObject({ mac: '52:54:00:aa:00:03' });
+  });
+
+  it("keeps a won claim's lease over the row of a refresh that overlapped the claim", async () => {
+    const s = heldStore(1, true);
+    const { x, v } = versions();
+    const f = await follower(s.store);
+    const rec = f.leases.offer(big, mine, x, 60);
+    const claimed = f.leases.claimOffer(rec)!;
+    const refreshed = f.leases.refresh(x, stranger)!;
+    // Read before the claim's COMMIT: the row it replaced.
+    s.gets[0]!.resolve(v('52:54:00:aa:00:01', 'expired'));
+    await turn();
+    const { ip: _ip, exp: _exp, ...row } = rec;
+    s.db.set(x, row);
+    s.claims[0]!.resolve({ ok: true });
+    expect(await claimed).toBe(true);
+    await refreshed;
+    expect(s.asked).toEqual([x, x]);
+    expect(f.leases.get(x)).toMatchObject({ mac: mine.mac, state: 'offered' });
+  });
+
+  it("reads again a page's row that overlapped a lost claim whose holder is the client's lease at that address", async () => {
+    const s = heldStore(0, true);
+    const [a, b] = rows(2);
+    const bound: Lease = { ...b!, mac: mine.mac };
+    const f = await follower(s.store);
+    const claimed = f.leases.claimOffer(f.leases.offer(big, mine, a!.address, 60))!;
+    const caught = f.leases.catchUp()!;
+    s.claims[0]!.resolve({ ok: false, holder: bound });
+    expect(await claimed).toBe(false);
+    expect(f.leases.get(b!.address)).toMatchObject({ mac: mine.mac, state: 'bound' });
+    // The page's older row of the client's lease, its offer: not learnt over the holder's; the row stored now is.
+    s.db.set(b!.address, bound);
+    s.pages[0]!.resolve(s.page([{ ...bound, state: 'offered', expiresAt: '2098-01-01T00:00:00.000Z' }]));
+    expect(await caught).toBe(0);
+    expect(s.asked).toEqual([b!.address]);
+    expect(f.leases.get(b!.address)).toMatchObject({ mac: mine.mac, state: 'bound' });
+  });
+
+  it('reads the address again when a refresh out as the index drops it (leases.deleted) comes back with its row', async () => {
+    const s = heldStore(1);
+    const { x, v } = versions();
+    const f = await follower(s.store);
+    const refreshed = f.leases.refresh(x, stranger)!;
+    f.leases.drop(x);
+    // Read before the delete: not brought back; the address as stored now has no row.
+    s.gets[0]!.resolve(v('52:54:00:aa:00:01'));
+    await refreshed;
+    expect(s.asked).toEqual([x, x]);
+    expect(f.leases.get(x)).toBeUndefined();
   });
 });
