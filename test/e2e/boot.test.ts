@@ -194,7 +194,9 @@ describe('PXE boot end to end', () => {
           if (!v.running()) throw new Error(`discovery VM stopped: ${v.log().slice(-1500)}`);
         }
         expect(m, `no inventory reported; serial tail: ${v.log().slice(-1500)}`).toBeTruthy();
-        expect(v.log()).toContain('PLINTH-DISCOVERY-REPORTED');
+        // The image prints it after the API answered its report, so the inventory can show before the line does
+        // (the serial log lags under software emulation): wait for it rather than read the log once.
+        expect(await v.waitFor(/PLINTH-DISCOVERY-REPORTED/, 60_000, FAILED)).toContain(`mac=${mac}`);
         expect(m.bootEnv).toBe('discovery');
         expect(m.inventory).toMatchObject({
           smbiosUuid: '5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b',
