@@ -44,7 +44,16 @@ export function startFlags(checkout: string): string[] {
   return words.slice(1, script < 0 ? undefined : script).filter((w) => w !== '--enable-source-maps');
 }
 
-export function plinthServer(name: string, checkout: string, ctx: BenchContext): Server {
+/**
+ * Plinth from `checkout`. `durability`: the store's leaseDurability ('kernel': `plinth-kernel`, ACKs once the lease
+ * is written to the kernel, the class of Kea's memfile and dnsmasq, which write their lease files without fsync).
+ */
+export function plinthServer(
+  name: string,
+  checkout: string,
+  ctx: BenchContext,
+  durability: 'disk' | 'kernel' = 'disk',
+): Server {
   const { tmp, pool: POOL, pinServer, ns: SRV } = ctx;
   const launch = startFlags(checkout);
   return {
@@ -52,6 +61,7 @@ export function plinthServer(name: string, checkout: string, ctx: BenchContext):
     async start(step) {
       const cfg = {
         store: path.join(tmp, `plinth-${step}.db`),
+        ...(durability === 'kernel' ? { leaseDurability: durability } : {}),
         interfaces: ['b0'],
         logLevel: 'warn',
         subnets: [

@@ -120,10 +120,11 @@ const ctx: BenchContext = {
   heapProfile: values['heap-profile'] ? path.resolve(values['heap-profile']) : undefined,
   probeFile,
 };
-const plinth = plinthServer('plinth', root, {
-  ...ctx,
-  nodeFlags: values['plinth-node-flags']?.split(' ').filter(Boolean) ?? [],
-});
+const plinthCtx = { ...ctx, nodeFlags: values['plinth-node-flags']?.split(' ').filter(Boolean) ?? [] };
+const plinth = plinthServer('plinth', root, plinthCtx);
+// This checkout with --lease-durability kernel: an ACK once its lease is written, not fdatasynced (Kea's memfile
+// and dnsmasq do not fsync their lease files either); kill -9 durability is checked the same.
+const plinthKernel = plinthServer('plinth-kernel', root, plinthCtx, 'kernel');
 // Another checkout of Plinth (--baseline DIR: e.g. the commit before a change), in the same run as this one.
 const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline), ctx) : undefined;
 const dnsmasq = dnsmasqServer(ctx);
@@ -214,7 +215,7 @@ async function main() {
   ipn(SRV, 'link', 'set', 'b0', 'up');
   ipn(CLI, 'link', 'set', 'b1', 'up');
 
-  const all = [plinth, baseline, kea, keaMt, dnsmasq].filter(
+  const all = [plinth, plinthKernel, baseline, kea, keaMt, dnsmasq].filter(
     (s): s is Server => !!s && (s === baseline || values.servers.split(',').includes(s.name)),
   );
   const rates = values.rates.split(',').map(Number);

@@ -16,7 +16,9 @@
  * little-endian, so recovery (src/store/journal-recovery.ts) stops at the first torn, stale or zero record.
  *
  *   journalLock(path): fd holding flock(LOCK_EX) on path (EWOULDBLOCK: another process owns the journal)
- *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error))
+ *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error),
+ *     groupUs, groupRate, sync): sync 0 makes a group durable once written (no fdatasync: the store's
+ *     leaseDurability 'kernel', which survives the daemon's kill -9 but not a power loss)
  *   journalAppend(h, payload string): its sequence number; journalKick(h): wakes the thread for what is appended
  *   journalAppendSend(h, payload string, fd, datagram, address, port): journalAppend, and the datagram (a DHCP
  *     ACK) sent by the thread with sendmmsg right after the fdatasync that makes the record durable, or never when
@@ -89,9 +91,12 @@ typedef struct {
   /* Group commit under load: above group_rate records a second, the thread waits up to group_us (about 4
    * records' worth) before taking a group, so one fdatasync and one wakeup each way cover several records. */
   uint64_t group_us, group_rate, win_start, win_records;
+  /* false (journalOpen's `sync` 0, the store's leaseDurability 'kernel'): a group is durable once written to the
+   * kernel (pwrite), without the fdatasync: it survives the daemon's kill -9 or crash, not a power loss. */
+  bool sync;
   /* Under mu (the thread, their only writer, reads them without it): the rate measured, the fdatasyncs made and
    * how many of them waited to group (journalStats). */
-  uint64_t rate, groups, delayed;
+  uint64_t rate, groups, delayed, syncs;
   /* The loop thread's own. */
   uint64_t appended;    /* the last sequence number handed out */
   bool refd, closed, uv_closed, finalized;
@@ -321,7 +326,7 @@ static void *journal_loop(void *arg) {
     int e = segment_room(j, n);
     if (e) fail(j, "segment", e);
     if (!e && (e = write_all(j->fd, b, n, j->off)) != 0) fail(j, "write", e);
-    if (!e && fdatasync(j->fd) != 0) fail(j, "fdatasync", e = errno);
+    if (!e && j->sync && fdatasync(j->fd) != 0) fail(j, "fdatasync", e = errno);
     if (!e) j->off += n;
     /* Durable: their ACKs leave now, before the loop hears of it. After a failure they are dropped (the records'
      * writes are refused, so no ACK may leave). */
@@ -334,6 +339,7 @@ static void *journal_loop(void *arg) {
     }
     if (!e) {
       j->groups++;
+      if (j->sync) j->syncs++;
       j->durable = last;
       if (j->gen_first == 0) j->gen_first = first;
     }
@@ -472,8 +478,8 @@ napi_value journal_lock(napi_env env, napi_callback_info info) {
 }
 
 napi_value journal_open(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   journal *j = calloc(1, sizeof *j);
   if (!j) return throw_errno(env, "journalOpen", ENOMEM);
@@ -489,12 +495,14 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* Optional: the group commit's longest wait (µs, 0: never) and the rate (records a second) it starts at. */
-  double group_us = 0, group_rate = 0;
+  /* And whether a group is fdatasynced (1, the default) or durable once written to the kernel (0). */
+  double group_us = 0, group_rate = 0, sync = 1;
   if ((argc >= 6 && napi_get_value_double(env, argv[5], &group_us) != napi_ok && (group_us = -1)) ||
       (argc >= 7 && napi_get_value_double(env, argv[6], &group_rate) != napi_ok && (group_rate = -1)) ||
-      group_us < 0 || group_us > 100000 || group_rate < 0) {
+      (argc >= 8 && napi_get_value_double(env, argv[7], &sync) != napi_ok && (sync = -1)) ||
+      group_us < 0 || group_us > 100000 || group_rate < 0 || (sync != 0 && sync != 1)) {
     free(j);
-    napi_throw_type_error(env, NULL, "journalOpen(..., groupUs 0-100000, groupRate >= 0)");
+    napi_throw_type_error(env, NULL, "journalOpen(..., groupUs 0-100000, groupRate >= 0, sync 0 or 1)");
     return NULL;
   }
   pthread_once(&crc_once, crc_init);
@@ -505,6 +513,7 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   j->next_seq = (uint64_t)first;
   j->group_us = (uint64_t)group_us;
   j->group_rate = (uint64_t)group_rate;
+  j->sync = sync == 1;
   j->win_start = mono_us();
   j->durable = j->appended = (uint64_t)first - 1;
   char dir[4000];
@@ -640,16 +649,17 @@ napi_value journal_kick(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* [groups, delayed, rate]: the fdatasyncs made, those that waited to group, the records a second last measured. */
+/* [groups, delayed, rate, syncs]: the groups written, those that waited to group, the records a second last
+ * measured, the fdatasyncs made (as many as the groups, or none when the journal does not sync). */
 napi_value journal_stats(napi_env env, napi_callback_info info) {
   journal *j = handle_only(env, info);
   if (!j) return NULL;
   pthread_mutex_lock(&j->mu);
-  double v[3] = {(double)j->groups, (double)j->delayed, (double)j->rate};
+  double v[4] = {(double)j->groups, (double)j->delayed, (double)j->rate, (double)j->syncs};
   pthread_mutex_unlock(&j->mu);
   napi_value out, x;
-  napi_create_array_with_length(env, 3, &out);
-  for (uint32_t i = 0; i < 3; i++) {
+  napi_create_array_with_length(env, 4, &out);
+  for (uint32_t i = 0; i < 4; i++) {
     napi_create_double(env, v[i], &x);
     napi_set_element(env, out, i, x);
   }

@@ -1,5 +1,6 @@
 /**
- * The settings for several daemons on one inventory (issue 17), kept apart from config.ts's list so that file
+ * The store's settings: where the inventory lives, several daemons on one inventory (issue 17) and when a lease
+ * counts as durable; kept apart from config.ts's list so that file
  * stays within its size limit; config.ts spreads them into SETTINGS, so flags, environment, file and help work
  * the same as for every other setting.
  */
@@ -15,6 +16,13 @@ export const CLUSTER_SETTINGS = [
       .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL')
       .optional(),
     help: 'Inventory database: a postgres://user:password@host:port/db URL shared by several daemons (default: the SQLite file <data-dir>/plinth.db)',
+  },
+  {
+    key: 'leaseDurability',
+    flag: 'lease-durability',
+    env: 'PLINTH_LEASE_DURABILITY',
+    schema: z.enum(['disk', 'kernel']).default('disk'),
+    help: "When a lease counts as written, so when its ACK leaves (the SQLite store): 'disk' once fdatasynced, it survives a power loss (default); 'kernel' once written to the kernel, it survives the daemon's crash or kill -9 but not a power loss or kernel crash (as Kea's memfile and dnsmasq's lease file): lower ACK latency. On PostgreSQL the commit decides (synchronous_commit)",
   },
   {
     key: 'serverId',

@@ -311,6 +311,8 @@ export type Config = {
   bootenvsDir: string;
   logLevel: string;
   store?: string; // a postgres:// URL (issue 17); absent: the SQLite file in the data dir
+  /** When a lease write is durable on the SQLite store (config-cluster.ts); absent in a Config built in code: disk. */
+  leaseDurability?: 'disk' | 'kernel';
   serverId?: string;
   /** The URL peer daemons fetch this daemon's blobs at (issue 17, src/files/peers.ts). */
   advertiseUrl?: string;

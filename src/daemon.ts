@@ -77,11 +77,13 @@ export async function startDaemon(
       dataDir,
       (err) => log.warn({ err: err.message }, 'inventory: a database connection failed; it reconnects'),
       serverId,
+      cfg.leaseDurability,
     );
   } catch (err) {
     throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);
   }
-  log.info({ backend: store.backend, schemaVersion: store.schemaVersion }, 'inventory opened');
+  const durability = store.backend === 'sqlite' ? { leaseDurability: cfg.leaseDurability ?? 'disk' } : {};
+  log.info({ backend: store.backend, schemaVersion: store.schemaVersion, ...durability }, 'inventory opened');
   const bus = createBus(log);
   // Closed last (closers run in reverse): the duties under it stop first.
   const leadership = leadershipOf(store, log);

@@ -200,9 +200,14 @@ export type PlinthNet = {
     /** The group commit's longest wait in µs (0-100,000; 0 or absent: none) and the writes a second it starts at. */
     groupUs?: number,
     groupRate?: number,
+    /** 1 (absent): each group is fdatasynced; 0: durable once written to the kernel (leaseDurability 'kernel'). */
+    sync?: number,
   ): JournalHandle;
-  /** journal.c: [fdatasyncs made, of them those that waited to group, journaled writes a second last measured]. */
-  journalStats?(h: JournalHandle): [number, number, number];
+  /**
+   * journal.c: [groups written, of them those that waited to group, journaled writes a second last measured,
+   * fdatasyncs made (an addon older than the durability setting gives three)].
+   */
+  journalStats?(h: JournalHandle): [number, number, number, number?];
   /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
   journalAppend?(h: JournalHandle, payload: string): number;
   /**

@@ -44,6 +44,15 @@ export type JournalOptions = {
    */
   groupUs?: number;
   groupRate?: number;
+  /**
+   * When a journaled write counts as durable, so when its ACK leaves. 'disk' (default): once fdatasynced, it survives
+   * a power loss. 'kernel': once written to the kernel (pwrite, no fdatasync), it survives the daemon's kill -9 or
+   * crash but not a power loss or a kernel crash: what Kea's memfile backend and dnsmasq's lease file give. The
+   * group commit then waits for nothing by default (`groupUs` 0): there is no fdatasync to share.
+   */
+  durability?: 'disk' | 'kernel';
+  /** The addon's journal functions (default: the built addon's); a test wraps them to see the arguments. */
+  addon?: LeaseJournal;
 };
 
 const envCount = (name: string): number | undefined => {
@@ -59,14 +68,16 @@ function openThread(
   o: JournalOptions,
   onDurable: Parameters<LeaseJournal['journalOpen']>[4],
 ): JournalHandle {
+  const sync = o.durability !== 'kernel';
   return addon.journalOpen(
     segmentPrefix(file),
     gen,
     first,
     o.segmentBytes ?? 8 << 20,
     onDurable,
-    Math.min(100_000, o.groupUs ?? envCount('PLINTH_JOURNAL_GROUP_US') ?? 1000),
+    Math.min(100_000, o.groupUs ?? envCount('PLINTH_JOURNAL_GROUP_US') ?? (sync ? 1000 : 0)),
     o.groupRate ?? envCount('PLINTH_JOURNAL_GROUP_RATE') ?? 2500,
+    sync ? 1 : 0,
   );
 }
 
@@ -110,7 +121,7 @@ export function prepareJournal(
   prep: Prep,
   opts: JournalOptions,
 ): ((apply: Apply, onDown: () => void) => Journal) | undefined {
-  const addon = native.leaseJournal;
+  const addon = opts.addon ?? native.leaseJournal;
   let lockFd: number | undefined;
   if (addon) {
     try {

@@ -17,17 +17,27 @@ export function storeLabel(url: string | undefined, dataDir: string): string {
   return url ? redactUrl(url) : path.join(dataDir, 'plinth.db');
 }
 
-/** `warn` hears what happens to idle PostgreSQL connections (the server restarted, the network dropped). */
+/**
+ * `warn` hears what happens to idle PostgreSQL connections (the server restarted, the network dropped);
+ * `durability`: when the SQLite store's lease writes count as durable (journal.ts), refused with PostgreSQL.
+ */
 export async function openStore(
   url: string | undefined,
   dataDir: string,
   warn?: (err: Error) => void,
   serverId?: string,
+  durability: 'disk' | 'kernel' = 'disk',
 ): Promise<OpenedStore> {
   if (url === undefined || url === '') {
-    return Object.assign(openSqliteStore(path.join(dataDir, 'plinth.db')), { backend: 'sqlite' as const });
+    return Object.assign(openSqliteStore(path.join(dataDir, 'plinth.db'), { durability }), {
+      backend: 'sqlite' as const,
+    });
   }
   if (!isPgUrl(url))
     throw new StoreError(`--store ${url}: expected a postgres:// URL (or nothing for the SQLite file)`);
+  if (durability !== 'disk')
+    throw new StoreError(
+      `--lease-durability ${durability} applies to the SQLite store: on PostgreSQL a lease is durable when its COMMIT is (the server's synchronous_commit)`,
+    );
   return openPgStore(url, { onIdleError: warn, serverId, follow: { onError: warn } });
 }

@@ -1,7 +1,7 @@
 /**
  * Runs Plinth's DHCP server alone, for the e2e suite and the benchmark, inside a namespace:
  *   ip netns exec NS node --import tsx test/e2e/dhcp-run.ts CONFIG.json
- * CONFIG: { store, interfaces?, port?, proxyPort?, httpPort?, subnets?, reservations?, machines?, prefs? }.
+ * CONFIG: { store, leaseDurability?, interfaces?, port?, proxyPort?, httpPort?, subnets?, reservations?, machines?, prefs? }.
  * Seeds the store file, starts the server, prints READY; SIGTERM closes it. Logs JSON lines to stderr.
  */
 import { readFileSync } from 'node:fs';
@@ -13,6 +13,8 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 
 type Cfg = {
   store: string;
+  /** The store's leaseDurability (default disk). */
+  leaseDurability?: 'disk' | 'kernel';
   interfaces?: string[];
   port?: number;
   proxyPort?: number;
@@ -25,7 +27,7 @@ type Cfg = {
   prefs?: Record<string, unknown>;
 };
 const cfg = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as Cfg;
-const store = openSqliteStore(cfg.store);
+const store = openSqliteStore(cfg.store, { durability: cfg.leaseDurability });
 const upsert = async (
   kind: 'subnets' | 'reservations' | 'machines' | 'prefs',
   key: string,

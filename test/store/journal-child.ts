@@ -1,13 +1,13 @@
 /**
- * Child of journal.test.ts. `load FILE ACKS`: putBatched under load (64 outstanding, a write every turn), each
+ * Child of journal.test.ts. `load FILE ACKS [DURABILITY]`: putBatched under load (the store's leaseDurability, default disk) (64 outstanding, a write every turn), each
  * acknowledged key appended to ACKS as it resolves (`+ key`; deletes below), until the parent's SIGKILL. `delete FILE`: a journaled upsert,
  * applied (a read drains it), then an API delete of it, then SIGKILL with the journal's segment still on disk.
  */
 import { openSync, writeSync } from 'node:fs';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 
-const [mode, file, ackFile] = process.argv.slice(2) as [string, string, string];
-const store = openSqliteStore(file);
+const [mode, file, ackFile, durability] = process.argv.slice(2) as [string, string, string, 'disk' | 'kernel'];
+const store = openSqliteStore(file, { durability: durability ?? 'disk' });
 if (mode === 'delete') {
   await store.create('leases', 'gone', { v: 0 });
   await store.putBatched('leases', 'gone', { v: 1 });

@@ -20,10 +20,19 @@ afterEach(() => {
  * `n` records appended `perTick` at a time every `tickMs` (one kick each, as the store kicks once per turn), then
  * waits until all are durable; the journal's [groups, delayed].
  */
-async function drive(groupUs: number, groupRate: number, n: number, perTick: number, tickMs: number) {
+async function drive(groupUs: number, groupRate: number, n: number, perTick: number, tickMs: number, sync?: number) {
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
   let durable = 0;
-  const h = addon!.journalOpen(segmentPrefix(file), 1, 1, 8 << 20, (seq) => (durable = seq), groupUs, groupRate);
+  const h = addon!.journalOpen(
+    segmentPrefix(file),
+    1,
+    1,
+    8 << 20,
+    (seq) => (durable = seq),
+    groupUs,
+    groupRate,
+    ...(sync === undefined ? [] : [sync]),
+  );
   open.push(h);
   for (let sent = 0; sent < n; ) {
     for (let i = 0; i < perTick && sent < n; i++, sent++) addon!.journalAppend(h, `Pleases\n1\nk${sent}{"n":${sent}}`);
@@ -31,8 +40,8 @@ async function drive(groupUs: number, groupRate: number, n: number, perTick: num
     await new Promise((r) => setTimeout(r, tickMs));
   }
   while (durable < n) await new Promise((r) => setTimeout(r, 5));
-  const [groups, delayed] = addon!.journalStats!(h);
-  return { groups, delayed };
+  const [groups, delayed, , syncs] = addon!.journalStats!(h);
+  return { groups, delayed, syncs };
 }
 
 describe.skipIf(!addon?.journalStats)('journal group commit', () => {
@@ -54,5 +63,21 @@ describe.skipIf(!addon?.journalStats)('journal group commit', () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
     expect(() => addon!.journalOpen(segmentPrefix(file), 1, 1, 1 << 16, () => {}, 200_000, 1)).toThrow(/groupUs/);
     expect(() => addon!.journalOpen(segmentPrefix(file), 1, 1, 1 << 16, () => {}, -1, 1)).toThrow(/groupUs/);
+  });
+});
+
+describe.skipIf(!addon?.journalStats)("journal durability (the store's leaseDurability)", () => {
+  it('fdatasyncs every group by default, and none with sync 0 (durable once written to the kernel)', async () => {
+    const disk = await drive(0, 1, 200, 1, 1);
+    expect(disk.groups).toBeGreaterThan(0);
+    expect(disk.syncs).toBe(disk.groups);
+    const kernel = await drive(0, 1, 200, 1, 1, 0);
+    expect(kernel.groups).toBeGreaterThan(0);
+    expect(kernel.syncs).toBe(0);
+  });
+
+  it('refuses a sync that is neither 0 nor 1', () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
+    expect(() => addon!.journalOpen(segmentPrefix(file), 1, 1, 1 << 16, () => {}, 0, 1, 2)).toThrow(/sync 0 or 1/);
   });
 });

@@ -33,11 +33,11 @@ const journaled = (file: string) =>
   segments(file).flatMap((s) => readRecords(readFileSync(s.path)).map((r) => r.payload));
 
 /** Starts the child, SIGKILLs it once `acks` lines are in the ack file; returns those lines. */
-function loadThenKill(file: string, acks: number): Promise<string[]> {
+function loadThenKill(file: string, acks: number, durability: 'disk' | 'kernel' = 'disk'): Promise<string[]> {
   const ackFile = `${file}.acks`;
   writeFileSync(ackFile, '');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, 'load', file, ackFile], {
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, 'load', file, ackFile, durability], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let err = '';
@@ -58,27 +58,32 @@ function loadThenKill(file: string, acks: number): Promise<string[]> {
 }
 
 describe.skipIf(!native.leaseJournal)('the lease journal', () => {
-  it('every write acknowledged before a kill -9 from outside is recovered, deletes included', async () => {
-    const file = dbFile();
-    // A small segment size: the load crosses several segments, removed as they are applied.
-    await openSqliteStore(file).close();
-    const lines = await loadThenKill(file, 3000);
-    const puts = lines.filter((l) => l.startsWith('+ ')).map((l) => l.slice(2));
-    const asked = new Set(lines.filter((l) => l.startsWith('? ')).map((l) => l.slice(2)));
-    const deleted = lines.filter((l) => l.startsWith('- ')).map((l) => l.slice(2));
-    expect(puts.length).toBeGreaterThan(2000);
-    // Before recovery every acknowledged write is in SQLite or in the journal.
-    const before = rows(file);
-    const inJournal = new Set(journaled(file).map((p) => p.split('\n')[2]!.replace(/\{.*$/, '')));
-    expect(puts.filter((k) => !before.has(k) && !inJournal.has(k))).toEqual([]);
+  // 'kernel': acknowledged once written, not fdatasynced (--lease-durability): a kill -9 loses nothing either.
+  it.each(['disk', 'kernel'] as const)(
+    '%s: every write acknowledged before a kill -9 from outside is recovered, deletes included',
+    async (durability) => {
+      const file = dbFile();
+      // A small segment size: the load crosses several segments, removed as they are applied.
+      await openSqliteStore(file).close();
+      const lines = await loadThenKill(file, 3000, durability);
+      const puts = lines.filter((l) => l.startsWith('+ ')).map((l) => l.slice(2));
+      const asked = new Set(lines.filter((l) => l.startsWith('? ')).map((l) => l.slice(2)));
+      const deleted = lines.filter((l) => l.startsWith('- ')).map((l) => l.slice(2));
+      expect(puts.length).toBeGreaterThan(2000);
+      // Before recovery every acknowledged write is in SQLite or in the journal.
+      const before = rows(file);
+      const inJournal = new Set(journaled(file).map((p) => p.split('\n')[2]!.replace(/\{.*$/, '')));
+      expect(puts.filter((k) => !before.has(k) && !inJournal.has(k))).toEqual([]);
 
-    const store = openSqliteStore(file);
-    const after = new Set((await store.list('leases')).items.map((i) => i.key));
-    await store.close();
-    expect(segments(file)).toEqual([]);
-    expect(puts.filter((k) => !asked.has(k) && !after.has(k))).toEqual([]);
-    expect(deleted.filter((k) => after.has(k))).toEqual([]);
-  }, 90_000);
+      const store = openSqliteStore(file);
+      const after = new Set((await store.list('leases')).items.map((i) => i.key));
+      await store.close();
+      expect(segments(file)).toEqual([]);
+      expect(puts.filter((k) => !asked.has(k) && !after.has(k))).toEqual([]);
+      expect(deleted.filter((k) => after.has(k))).toEqual([]);
+    },
+    90_000,
+  );
 
   it('an API delete after a journaled upsert is not undone by the replay after a kill -9', () => {
     const file = dbFile();
