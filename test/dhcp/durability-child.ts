@@ -5,8 +5,8 @@ import { createBus } from '../../src/events.js';
 import { silentLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 
-const [file, port, clientPort] = process.argv.slice(2);
-const store = openSqliteStore(file!);
+const [file, port, clientPort, durability] = process.argv.slice(2);
+const store = openSqliteStore(file!, { durability: durability === 'kernel' ? 'kernel' : 'disk' });
 await startDhcpServer({
   store,
   bus: createBus(),
