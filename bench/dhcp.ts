@@ -55,7 +55,7 @@ if (storeArg >= 0) {
 
 const { values } = parseArgs({
   options: {
-    servers: { type: 'string', default: 'plinth,kea,kea-mt,dnsmasq' },
+    servers: { type: 'string', default: 'plinth,plinth-kernel,kea,kea-mt,dnsmasq' },
     rates: { type: 'string', default: '500,1000,2000,3000,4000,5000,6000,8000,10000,12000,14000' },
     seconds: { type: 'string', default: '5' },
     // Runs per step and server (interleaved): a step passes on the median run's loss. One run per step is what
