@@ -5,8 +5,8 @@
  * is in flight at a time, so writes to one key commit in the order they were made; what gathers meanwhile goes
  * next, in one statement again (the queueing and flushing: turn-batcher.ts).
  */
-import type pg from 'pg';
 import { etagOf } from './batch.mjs';
+import type { PgConn } from './pg-conn.js';
 import { jsonbCopy } from './pg-docs.js';
 import { turnBatcher } from './turn-batcher.js';
 
@@ -71,22 +71,22 @@ export type PgBatchWriter = {
   close(): Promise<void>;
 };
 
-export function pgBatchWriter(pool: pg.Pool): PgBatchWriter {
+/** The writer on `conn`, a connection it holds (pg-conn.ts: no pool checkout per batch); close() ends it. */
+export function pgBatchWriter(conn: PgConn): PgBatchWriter {
   const batches = turnBatcher<PgBatchItem, void>({
     // A failed batch rejects each of its writes (turn-batcher.ts): the outcome of a batch whose connection broke
-    // is unknown, so nothing is acknowledged that may not be durable.
+    // is unknown, so nothing is acknowledged that may not be durable. The next batch reconnects.
     run: async (batch) => {
-      await pool.query(batchStatement(batch.map((q) => q.item)));
+      await conn.query(batchStatement(batch.map((q) => q.item)));
       for (const q of batch) q.resolve();
     },
   });
-  let closed = false;
+  let closed: Promise<void> | undefined;
   return {
     put: (item) => batches.add(item),
-    async close() {
-      if (closed) return;
-      closed = true;
-      await batches.close();
+    close() {
+      closed ??= batches.close().then(() => conn.close());
+      return closed;
     },
   };
 }

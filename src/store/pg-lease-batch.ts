@@ -12,9 +12,9 @@
  * one client at once, or a client's other row to release), nothing of it was written and its claims are run one
  * by one, so only the claims that really lost, lose.
  */
-import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { clientKey, keeps } from './lease-claim.js';
+import type { PgConn, PgQuery } from './pg-conn.js';
 import { jsonbCopy } from './pg-docs.js';
 import { asStoreError, type ClaimResult, type Doc, type LeaseClaim } from './store.js';
 import { type Queued, turnBatcher } from './turn-batcher.js';
@@ -59,30 +59,48 @@ type ClaimStats = { sizes: number[]; waits: number[]; rtts: number[]; inFlight: 
 const stats = () =>
   (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.claimStats')] as ClaimStats | undefined;
 
+/** A connection the batcher holds (pg-conn.ts) and the single claim on it, for a batch of one. */
+type Lane = { conn: PgConn; single: (c: LeaseClaim) => Promise<ClaimResult> };
+
 /**
- * Batches the claims sent to `pool`; `single` runs one claim alone (pg-leases.ts). Up to `maxInFlight` batches
- * run at once, each on its own connection: a claim that arrives while a batch waits for its COMMIT may go in the
- * next turn's batch instead of waiting for that COMMIT first. An address or a client is in at most one batch in
- * flight, and its claims go in the order they were made: a claim whose address or client is busy waits, and so
- * does every later claim for that address or client. The store uses one (CLAIMS_IN_FLIGHT, pg-leases.ts): each
- * extra transaction costs PostgreSQL a commit, and on the bench's shared core that cost more than the wait saved.
+ * Batches claims, each batch on a connection of its own that the batcher holds (`connect` makes one: pg-conn.ts,
+ * no pool checkout per batch), a batch of one as `singleOn` that connection's claim alone; `fallback` runs the
+ * claims of a batch rolled back on the one-live-row constraint, one by one (pg-leases.ts, on the pool). Up to
+ * `maxInFlight` batches run at once, each on its own connection: a claim that arrives while a batch waits for its
+ * COMMIT may go in the next turn's batch instead of waiting for that COMMIT first. An address or a client is in at
+ * most one batch in flight, and its claims go in the order they were made: a claim whose address or client is
+ * busy waits, and so does every later claim for that address or client. The store uses one (CLAIMS_IN_FLIGHT,
+ * pg-leases.ts): each extra transaction costs PostgreSQL a commit, and on the bench's shared core that cost more
+ * than the wait saved. close() ends the connections once the batches are done.
  */
 export function pgClaimBatcher(
-  pool: pg.Pool,
-  single: (c: LeaseClaim) => Promise<ClaimResult>,
+  connect: () => PgConn,
+  singleOn: (q: PgQuery) => (c: LeaseClaim) => Promise<ClaimResult>,
+  fallback: (c: LeaseClaim) => Promise<ClaimResult>,
   maxInFlight = 1,
 ): ClaimBatcher {
   // The addresses and clients (subnet|client key) of the batches in flight.
   const busyAddresses = new Set<string>();
   const busyClients = new Set<string>();
+  // Connections made so far, and those no batch runs on (at most maxInFlight: one per batch in flight).
+  const lanes: Lane[] = [];
+  const idle: Lane[] = [];
+  const lane = () => {
+    const l = idle.pop();
+    if (l) return l;
+    const conn = connect();
+    const made = { conn, single: singleOn(conn.query) };
+    lanes.push(made);
+    return made;
+  };
 
-  const runBatch = async (batch: Pending[]) => {
+  const runBatch = async (batch: Pending[], { conn, single }: Lane) => {
     if (batch.length === 1) return settle(batch[0]!, single(batch[0]!.item));
     const bodies = batch.map((p) => JSON.stringify(p.item.doc));
     const now = batch.map((p) => p.item.now).sort()[0]!;
     let won: Set<string>;
     try {
-      const r = await pool.query<{ key: string }>({
+      const r = await conn.query<{ key: string }>({
         name: 'plinth-claim-rows',
         text: CLAIM_ROWS,
         values: [batch.map((p) => p.item.doc.address), bodies, bodies.map(jsonbCopy), bodies.map(etagOf), now],
@@ -92,16 +110,17 @@ export function pgClaimBatcher(
       // Not a lost race: each claim of the batch is rejected with it (turn-batcher.ts).
       if (!LOST_CODES.has((err as { code?: string }).code ?? '')) throw err;
       // Rolled back whole: each claim again, alone (with the release of the client's other row).
-      await Promise.all(batch.map((p) => settle(p, single(p.item))));
+      await Promise.all(batch.map((p) => settle(p, fallback(p.item))));
       return;
     }
     const lost = batch.filter((p) => !won.has(p.item.doc.address));
     const held = new Map<string, Doc>();
     if (lost.length) {
       try {
-        const r = await pool.query<{ key: string; body: string }>('SELECT key, body FROM leases WHERE key = ANY($1)', [
-          lost.map((p) => p.item.doc.address),
-        ]);
+        const r = await conn.query<{ key: string; body: string }>({
+          text: 'SELECT key, body FROM leases WHERE key = ANY($1)',
+          values: [lost.map((p) => p.item.doc.address)],
+        });
         for (const x of r.rows) held.set(x.key, JSON.parse(x.body) as Doc);
       } catch {
         // The claims are decided; only their holders are not known.
@@ -128,10 +147,12 @@ export function pgClaimBatcher(
         st.inFlight.push(inFlight);
         for (const p of batch) st.waits.push(t - p.at);
       }
+      const l = lane();
       try {
         // A throw that is not a query's (each is handled there) rejects the claims not yet settled.
-        await runBatch(batch);
+        await runBatch(batch, l);
       } finally {
+        idle.push(l);
         st?.rtts.push(performance.now() - t);
       }
     },
@@ -164,6 +185,9 @@ export function pgClaimBatcher(
   });
   return {
     claim: (claim) => claims.add(() => claim),
-    close: () => claims.close(),
+    async close() {
+      await claims.close();
+      await Promise.all(lanes.map((l) => l.conn.close()));
+    },
   };
 }

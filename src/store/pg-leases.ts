@@ -11,6 +11,7 @@
 import type pg from 'pg';
 import { etagOf } from './batch.mjs';
 import { clientKey, isLiveState, keeps } from './lease-claim.js';
+import { type PgConn, type PgQuery, poolQuery } from './pg-conn.js';
 import { jsonbCopy } from './pg-docs.js';
 import { CLAIM_ROWS, ENDED, ETAG, LOST_CODES, pgClaimBatcher } from './pg-lease-batch.js';
 import type { ClaimResult, Doc, LeaseClaim } from './store.js';
@@ -39,21 +40,22 @@ const CLAIM = `WITH claimed AS (
 SELECT (SELECT count(*) FROM claimed)::int AS won, (SELECT count(*) FROM retired)::int AS retired`;
 
 /**
- * One claim alone on `pool` (the batch's fallback, and a batch of one): the claim without the release first, as
+ * One claim alone on `query` (a batch of one on the batch's connection; the batch's fallback on the pool): the
+ * claim without the release first, as
  * the batch's (pg-lease-batch.ts), then with it when the client has another offered or bound row. The release is
  * conditional on the etag it read: a row another daemon rewrote meanwhile (READ COMMITTED re-checks the WHERE on
  * the newer row) is left as it is, and the constraint decides.
  */
-export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<ClaimResult> {
+export function pgSingleClaim(query: PgQuery): (claim: LeaseClaim) => Promise<ClaimResult> {
   const holder = async (claim: LeaseClaim, byClient: boolean): Promise<Doc | undefined> => {
     const c = claim.doc;
     const r = byClient
-      ? await pool.query<{ body: string }>(
-          `SELECT body FROM leases WHERE doc ->> 'subnet' = $1 AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $2
+      ? await query<{ body: string }>({
+          text: `SELECT body FROM leases WHERE doc ->> 'subnet' = $1 AND coalesce(doc ->> 'clientId', doc ->> 'mac') = $2
             AND doc ->> 'state' IN ('offered', 'bound') LIMIT 1`,
-          [c.subnet, clientKey(c)],
-        )
-      : await pool.query<{ body: string }>('SELECT body FROM leases WHERE key = $1', [c.address]);
+          values: [c.subnet, clientKey(c)],
+        })
+      : await query<{ body: string }>({ text: 'SELECT body FROM leases WHERE key = $1', values: [c.address] });
     return r.rows[0] ? (JSON.parse(r.rows[0].body) as Doc) : undefined;
   };
   const lost = (err: unknown) => LOST_CODES.has((err as { code?: string }).code ?? '');
@@ -64,7 +66,7 @@ export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
     const by = typeof c.serverId === 'string' ? { serverId: c.serverId } : {};
     const off = JSON.stringify({ state: 'released', expiresAt: claim.now, updatedAt: claim.now, ...by });
     try {
-      const r = await pool.query<{ won: number }>({
+      const r = await query<{ won: number }>({
         name: 'plinth-claim-lease',
         text: CLAIM,
         values: [
@@ -94,7 +96,7 @@ export function pgSingleClaim(pool: pg.Pool): (claim: LeaseClaim) => Promise<Cla
     const c = claim.doc;
     const body = JSON.stringify(c);
     try {
-      const r = await pool.query<{ key: string }>({
+      const r = await query<{ key: string }>({
         name: 'plinth-claim-rows',
         text: CLAIM_ROWS,
         values: [[c.address], [body], [jsonbCopy(body)], [etagOf(body)], claim.now],
@@ -123,12 +125,18 @@ export type ClaimsInFlight = { durable: number; offers: number };
 export const CLAIMS_IN_FLIGHT: ClaimsInFlight = { durable: 1, offers: 1 };
 
 /**
- * claimLease for the store: offers batched on `offers` (a pool whose connections commit with synchronous_commit
- * off), every other claim batched on `pool`, durable at COMMIT (pg-lease-batch.ts).
+ * claimLease for the store: offers batched on a connection of their own that commits with synchronous_commit off
+ * (`conns.offers`), every other claim on another (`conns.durable`), durable at COMMIT (pg-lease-batch.ts); a
+ * batch's fallback runs its claims on `offers` (a pool with the offers' setting) or on `pool`.
  */
-export function pgLeaseClaims(pool: pg.Pool, offers = pool, inFlight = CLAIMS_IN_FLIGHT): PgLeaseClaims {
-  const durable = pgClaimBatcher(pool, pgSingleClaim(pool), inFlight.durable);
-  const offered = pgClaimBatcher(offers, pgSingleClaim(offers), inFlight.offers);
+export function pgLeaseClaims(
+  pool: pg.Pool,
+  offers: pg.Pool,
+  conns: { durable: () => PgConn; offers: () => PgConn },
+  inFlight = CLAIMS_IN_FLIGHT,
+): PgLeaseClaims {
+  const durable = pgClaimBatcher(conns.durable, pgSingleClaim, pgSingleClaim(poolQuery(pool)), inFlight.durable);
+  const offered = pgClaimBatcher(conns.offers, pgSingleClaim, pgSingleClaim(poolQuery(offers)), inFlight.offers);
   return {
     claim: (c) => (c.doc.state === 'offered' ? offered : durable).claim(c),
     close: async () => {

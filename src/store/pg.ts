@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { pgExpireLeases } from './lease-expiry.js';
 import { pgBatchWriter } from './pg-batch.js';
+import { pgConn } from './pg-conn.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
 import { pgFreeLeaseAddresses } from './pg-free.js';
@@ -148,13 +149,21 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   const channel = eventChannel(schema === 'public' ? undefined : schema);
   const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
   const events = pgEventLog(pool, clientConfig, channel, opts.follow);
-  const batches = pgBatchWriter(pool);
+  // The batchers hold connections of their own (pg-conn.ts), not the pool's: no checkout per batch.
+  const conn = (config: pg.ClientConfig) => () => pgConn(config, opts.onIdleError);
+  const batches = pgBatchWriter(conn(clientConfig)());
   // Offers are claimed on connections of their own with synchronous_commit off: an offer's hold is 30 s and a lost
   // one costs nothing (the client's REQUEST is claimed durably, or it DISCOVERs again), so the OFFER need not wait
-  // for the WAL flush. ACKs, releases and everything else stay on `pool`, durable at COMMIT.
-  const offerPool = new pg.Pool({ ...withOption(url, clientConfig, '-c synchronous_commit=off'), max: 4 });
+  // for the WAL flush. ACKs, releases and everything else are durable at COMMIT.
+  const offerConfig = withOption(url, clientConfig, '-c synchronous_commit=off');
+  const offerPool = new pg.Pool({ ...offerConfig, max: 4 });
   offerPool.on('error', (err) => opts.onIdleError?.(err));
-  const claims = pgLeaseClaims(pool, offerPool, opts.claimsInFlight);
+  const claims = pgLeaseClaims(
+    pool,
+    offerPool,
+    { durable: conn(clientConfig), offers: conn(offerConfig) },
+    opts.claimsInFlight,
+  );
   const expire = pgExpireLeases(pool, opts.serverId ?? 'plinth', channel);
   const changes = pgLeaseChanges(pool, opts.serverId, opts.leasePageSize);
   const free = pgFreeLeaseAddresses(pool);
