@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { openPgStore } from '../src/store/pg.js';
 import type { ClaimResult } from '../src/store/store.js';
-import { pgCpuNs } from './dhcp-pg-servers.js';
+import { benchLease, paced, pgCpuNs } from './dhcp-pg-servers.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,16 +53,7 @@ async function once(inFlight: { durable: number; offers: number }, round: number
   let failed = 0;
   const now = () => new Date().toISOString();
   const dora = async (i: number) => {
-    const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-    const mac = `02:00:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
-    const lease = (state: string, secs: number) => ({
-      address,
-      mac,
-      subnet: 'bench',
-      state,
-      expiresAt: new Date(Date.now() + secs * 1000).toISOString(),
-      updatedAt: now(),
-    });
+    const lease = (state: string, secs: number) => benchLease(i, state, secs);
     const t0 = performance.now();
     const a: ClaimResult = await store.claimLease!({ doc: lease('offered', 30), now: now() });
     const t1 = performance.now();
@@ -77,20 +68,7 @@ async function once(inFlight: { durable: number; offers: number }, round: number
   const pg0 = pgCpuNs(pgDir);
   const cpu0 = process.cpuUsage();
   const total = RATE * SECONDS;
-  const started = performance.now();
-  const all: Promise<unknown>[] = [];
-  let sent = 0;
-  // Paced by the clock, each millisecond's share at once (perfdhcp does the same).
-  await new Promise<void>((resolve) => {
-    const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE));
-      while (sent < due) all.push(dora(round * 1_000_000 + sent++));
-      if (sent >= total) return resolve();
-      setTimeout(tick, 1);
-    };
-    tick();
-  });
-  await Promise.all(all);
+  await paced(total, RATE, (n) => dora(round * 1_000_000 + n));
   const cpu = process.cpuUsage(cpu0);
   const pgNs = pgCpuNs(pgDir) - pg0;
   const x1 = await xid();

@@ -306,6 +306,43 @@ export function keaPgServer(name: string, mt: boolean, ctx: PgBenchContext, daem
   };
 }
 
+/**
+ * The lease document of the i-th DORA of the claim benchmarks (bench/dhcp-pg-claims.ts, bench/pg-claims-ab.ts):
+ * address 10.x.y.z and MAC 02:00:00:x:y:z from `i`, in `state`, expiring `secs` from now.
+ */
+export function benchLease(i: number, state: string, secs: number) {
+  const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  const mac = `02:00:00:${[16, 8, 0].map((s) => ((i >> s) & 255).toString(16).padStart(2, '0')).join(':')}`;
+  return {
+    address,
+    mac,
+    subnet: 'bench',
+    state,
+    expiresAt: new Date(Date.now() + secs * 1000).toISOString(),
+    updatedAt: new Date().toISOString(),
+  };
+}
+
+/**
+ * Starts `total` DORAs at `rate` a second, paced by the clock with each millisecond's share at once (perfdhcp does
+ * the same): `dora(n)` for n = 0, 1, ...; resolves once every one has settled.
+ */
+export async function paced(total: number, rate: number, dora: (n: number) => Promise<unknown>): Promise<void> {
+  const started = performance.now();
+  const all: Promise<unknown>[] = [];
+  let sent = 0;
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate));
+      while (sent < due) all.push(dora(sent++));
+      if (sent >= total) return resolve();
+      setTimeout(tick, 1);
+    };
+    tick();
+  });
+  await Promise.all(all);
+}
+
 /** CPU time in ns of PostgreSQL's postmaster and every process it started (the backends, WAL writer...). */
 export function pgCpuNs(pgDir: string): number {
   try {

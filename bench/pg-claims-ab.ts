@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { openPgStore as Open } from '../src/store/pg.js';
 import type { Store } from '../src/store/store.js';
-import { pgCpuNs } from './dhcp-pg-servers.js';
+import { benchLease, paced, pgCpuNs } from './dhcp-pg-servers.js';
 
 const { values } = parseArgs({
   options: {
@@ -44,38 +44,14 @@ let next = 0;
 async function segment(store: Store): Promise<{ node: number; pg: number }> {
   const now = () => new Date().toISOString();
   const dora = async (i: number) => {
-    const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-    const mac = `02:00:00:${[16, 8, 0].map((s) => ((i >> s) & 255).toString(16).padStart(2, '0')).join(':')}`;
-    const lease = (state: string, secs: number) => ({
-      address,
-      mac,
-      subnet: 'bench',
-      state,
-      expiresAt: new Date(Date.now() + secs * 1000).toISOString(),
-      updatedAt: now(),
-    });
+    const lease = (state: string, secs: number) => benchLease(i, state, secs);
     if ((await store.claimLease!({ doc: lease('offered', 30), now: now() })).ok)
       await store.claimLease!({ doc: lease('bound', 3600), now: now() });
   };
   const total = RATE * SECONDS;
   const pg0 = pgCpuNs(values['pg-dir']!);
   const cpu0 = process.cpuUsage();
-  const started = performance.now();
-  const all: Promise<unknown>[] = [];
-  let sent = 0;
-  await new Promise<void>((resolve) => {
-    const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * RATE));
-      while (sent < due) {
-        all.push(dora(next++));
-        sent++;
-      }
-      if (sent >= total) return resolve();
-      setTimeout(tick, 1);
-    };
-    tick();
-  });
-  await Promise.all(all);
+  await paced(total, RATE, () => dora(next++));
   const cpu = process.cpuUsage(cpu0);
   return { node: (cpu.user + cpu.system) / total, pg: (pgCpuNs(values['pg-dir']!) - pg0) / 1000 / total };
 }

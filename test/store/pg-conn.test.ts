@@ -44,6 +44,25 @@ async function terminate(pid: number): Promise<void> {
   throw new Error(`backend ${pid} still there`);
 }
 
+/**
+ * Starts `items` while another session holds `key`'s row lock, terminates the store's backend that waits for it,
+ * and checks that every item was rejected as a backend failure (its outcome unknown).
+ */
+async function killedWhileBlocked(schema: string, key: string, items: () => Promise<unknown>[]): Promise<void> {
+  const other = await locking(schema, key);
+  try {
+    const batch = Promise.allSettled(items());
+    await terminate(await blockedBy(other));
+    for (const r of await batch) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(BackendError);
+    }
+  } finally {
+    await other.query('ROLLBACK');
+    await other.end();
+  }
+}
+
 const rows = async (schema: string, keys: string[]) =>
   (await adminQuery(`SELECT key FROM ${schema}.leases WHERE key = ANY($1) ORDER BY key`, [keys])).rows.map(
     (r) => r.key as string,
@@ -60,24 +79,11 @@ describe.skipIf(!b.available)('PostgreSQL batch connections', () => {
     const s = await db.open();
     open.push(s);
     expect((await claim(s, lease('10.0.5.1', 'ab:00:00:00:00:09', 'bound', { until: T0 - 1000 }))).ok).toBe(true);
-    const other = await locking(db.where, '10.0.5.1');
-    let pid: number;
-    try {
-      // One batch of two claims, waiting for the row lock.
-      const batch = Promise.allSettled([
-        claim(s, lease('10.0.5.1', 'ab:00:00:00:00:01')),
-        claim(s, lease('10.0.5.2', 'ab:00:00:00:00:02')),
-      ]);
-      pid = await blockedBy(other);
-      await terminate(pid);
-      for (const r of await batch) {
-        expect(r.status).toBe('rejected');
-        expect((r as PromiseRejectedResult).reason).toBeInstanceOf(BackendError);
-      }
-    } finally {
-      await other.query('ROLLBACK');
-      await other.end();
-    }
+    // One batch of two claims, waiting for the row lock.
+    await killedWhileBlocked(db.where, '10.0.5.1', () => [
+      claim(s, lease('10.0.5.1', 'ab:00:00:00:00:01')),
+      claim(s, lease('10.0.5.2', 'ab:00:00:00:00:02')),
+    ]);
     expect(await rows(db.where, ['10.0.5.2'])).toEqual([]);
     expect(
       await Promise.all([
@@ -117,21 +123,10 @@ describe.skipIf(!b.available)('PostgreSQL batch connections', () => {
     const s = await db.open();
     open.push(s);
     await s.putBatched('leases', 'k1', { v: 0 });
-    const other = await locking(db.where, 'k1');
-    try {
-      const batch = Promise.allSettled([
-        s.putBatched('leases', 'k1', { v: 1 }),
-        s.putBatched('leases', 'k2', { v: 1 }),
-      ]);
-      await terminate(await blockedBy(other));
-      for (const r of await batch) {
-        expect(r.status).toBe('rejected');
-        expect((r as PromiseRejectedResult).reason).toBeInstanceOf(BackendError);
-      }
-    } finally {
-      await other.query('ROLLBACK');
-      await other.end();
-    }
+    await killedWhileBlocked(db.where, 'k1', () => [
+      s.putBatched('leases', 'k1', { v: 1 }),
+      s.putBatched('leases', 'k2', { v: 1 }),
+    ]);
     expect(await rows(db.where, ['k2'])).toEqual([]);
     await Promise.all([s.putBatched('leases', 'k1', { v: 2 }), s.putBatched('leases', 'k2', { v: 2 })]);
     expect((await s.get('leases', 'k1'))?.doc).toEqual({ v: 2 });
