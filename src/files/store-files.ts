@@ -29,6 +29,21 @@ export async function fileRecord(store: Store, rel: string): Promise<FileRecord 
   return typeof d?.sha256 === 'string' ? d : undefined;
 }
 
+/** The records of those of `rels` that have one, by path: one read where the store has `getMany`. */
+export async function fileRecords(store: Store, rels: readonly string[]): Promise<Map<string, FileRecord>> {
+  const found = new Map<string, FileRecord>();
+  if (store.getMany) {
+    for (const s of await store.getMany('files', rels)) {
+      const d = s.doc as FileRecord;
+      if (typeof d.sha256 === 'string') found.set(s.key, d);
+    }
+  } else {
+    const recs = await Promise.all(rels.map(async (r) => [r, await fileRecord(store, r)] as const));
+    for (const [r, rec] of recs) if (rec) found.set(r, rec);
+  }
+  return found;
+}
+
 /**
  * What the inventory records of a digest: its blob's record (written at upload on a shared inventory), else the
  * record of a path holding it (an upload made before blobs were recorded), as the blob's.

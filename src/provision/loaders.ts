@@ -7,7 +7,7 @@
 import { realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Bus } from '../events.js';
-import { fileRecord } from '../files/store-files.js';
+import { fileRecords } from '../files/store-files.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { fileRootSource, type TftpSource } from '../tftp/source.js';
@@ -104,16 +104,15 @@ export function loaderIndex(s: LoaderSearch): LoaderIndex {
 }
 
 /**
- * The loader names the shared inventory has a file record for: read at start, every 5 s (four key reads; a file
- * record is not in the event log, so an upload through another daemon is seen within 5 s, plus the index's own 5 s)
+ * The loader names the shared inventory has a file record for: read at start, every 5 s (the four keys in one
+ * statement, `getMany`; a file record is not in the event log, so an upload through another daemon is seen within 5 s, plus the index's own 5 s)
  * and at once after an upload or delete here; a synchronous look-up for the DHCP path.
  */
 export function recordedLoaders(store: Store, bus: Bus, log: Logger): { has(name: string): boolean; close(): void } {
   let names = new Set<string>();
   const refresh = async () => {
     try {
-      const found = await Promise.all(LOADER_FILES.map(async (n) => ((await fileRecord(store, n)) ? n : undefined)));
-      names = new Set(found.filter((n): n is string => n !== undefined));
+      names = new Set((await fileRecords(store, LOADER_FILES)).keys());
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'boot loaders: cannot read the uploaded loaders from the inventory');
     }

@@ -219,6 +219,15 @@ export function pgDocStatements(pool: pg.Pool, target: EventTarget) {
       const r = await getRow(pool, kind, key);
       return r ? stored(key, r.body, r.etag) : undefined;
     },
+    async getMany(kind: Kind, keys: readonly string[]): Promise<Stored[]> {
+      const r = await pool.query<[string, string, string]>({
+        name: `plinth-get-many-${kindOk(kind)}`,
+        text: `SELECT key, body, etag FROM ${kind} WHERE key = ANY($1::text[]) ORDER BY key`,
+        values: [keys.filter((k) => !hasNul(k))],
+        rowMode: 'array',
+      });
+      return r.rows.map((x) => stored(x[0], x[1], x[2]));
+    },
     async list(kind: Kind, q: ListQuery): Promise<{ items: Stored[]; total: number }> {
       const { where, order, args } = pgListClauses(q);
       const n = args.length;

@@ -186,6 +186,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     expireLeases: (before, o) => guard(expire(before, o)),
     leaseChanges: (cursor) => guard(changes(cursor)),
     get: (kind, key) => guard(docs.get(kind, key)),
+    getMany: (kind, keys) => guard(docs.getMany(kind, keys)),
     list: (kind, q = {}) => guard(docs.list(kind, q)),
     keyOf: (kind, field, value) => guard(docs.keyOf(kind, field, value)),
     create: (kind, key, doc, uniques = [], o = {}) => guard(docs.create(kind, key, doc, uniques, o)),

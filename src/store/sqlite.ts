@@ -67,6 +67,12 @@ export function openSqliteStore(file: string, opts: SqliteOptions = {}): Store &
   return {
     schemaVersion: db.pragma('user_version', { simple: true }) as number,
     get: (kind, key) => seen(kind, () => docs.get(kind, key)),
+    getMany: (kind, keys) =>
+      seen(kind, () =>
+        [...new Set(keys)]
+          .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+          .flatMap((k) => docs.get(kind, k) ?? []),
+      ),
     list: (kind, q = {}) => seen(kind, () => docs.list(kind, q)),
     keyOf: (kind, field, value) => seen(kind, () => docs.keyOf(kind, field, value)),
     // BEGIN IMMEDIATE: these read, then write. A deferred transaction would start as a reader, and with the

@@ -134,6 +134,11 @@ export interface DurableSend {
 
 export interface Store {
   get(kind: Kind, key: string): Promise<Stored | undefined>;
+  /**
+   * The documents of those of `keys` that exist, in key order (bytes): one statement on PostgreSQL where `get`s
+   * would be one each, for a poll of a few known keys (src/provision/loaders.ts). Optional: without it, `get` each.
+   */
+  getMany?(kind: Kind, keys: readonly string[]): Promise<Stored[]>;
   list(kind: Kind, q?: ListQuery): Promise<{ items: Stored[]; total: number }>;
   /** Key owning a unique value (machine by MAC or name). */
   keyOf(kind: Kind, field: string, value: string): Promise<string | undefined>;

@@ -4,8 +4,9 @@
  * by route pattern; pool gauges move with leases.
  */
 import type net from 'node:net';
+import perfHooks from 'node:perf_hooks';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createBus } from '../../src/events.js';
 import { observeHttp, registerMetrics } from '../../src/http/metrics.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -166,6 +167,29 @@ describe('pools per subnet (daemon)', () => {
     const before = value(await scrape(), 'plinth_http_requests_total', labels) ?? 0;
     for (let i = 0; i < 3; i++) expect((await d.api('GET', '/api/v1/subnets/pool')).status).toBe(200);
     expect(value(await scrape(), 'plinth_http_requests_total', labels)).toBe(before + 3);
+  });
+});
+
+describe('process figures (prom-client defaults)', () => {
+  it('start with the first scrape: no event-loop sampler before, one after, and the first scrape has a sample', async () => {
+    const monitor = vi.spyOn(perfHooks, 'monitorEventLoopDelay');
+    const app = Fastify();
+    registerMetrics(app, { store: emptyStore, bus: createBus(), stats: () => ({}) });
+    await app.ready();
+    try {
+      expect(monitor).not.toHaveBeenCalled();
+      const first = parse((await app.inject({ url: '/metrics' })).body);
+      expect(monitor).toHaveBeenCalledTimes(1);
+      expect(first.types.get('plinth_process_cpu_seconds_total')).toBe('counter');
+      // An empty histogram's min is 2^63 ns: the first scrape reports a sampled delay instead.
+      expect(value(first, 'plinth_nodejs_eventloop_lag_min_seconds')).toBeLessThan(1);
+      expect(value(first, 'plinth_nodejs_eventloop_lag_max_seconds')).toBeGreaterThan(0);
+      await app.inject({ url: '/metrics' });
+      expect(monitor).toHaveBeenCalledTimes(1);
+    } finally {
+      monitor.mockRestore();
+      await app.close();
+    }
   });
 });
 

@@ -7,7 +7,11 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loaderIndex, loaderTftpSource, locateLoader } from '../../src/provision/loaders.js';
+import { createBus } from '../../src/events.js';
+import { silentLogger } from '../../src/log.js';
+import { loaderIndex, loaderTftpSource, locateLoader, recordedLoaders } from '../../src/provision/loaders.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { Store } from '../../src/store/store.js';
 
 let root: string;
 let assets: string;
@@ -100,5 +104,58 @@ describe('loader TFTP source', () => {
     expect((await src.open('../boot/ipxe.efi', client)).status).toBe('not-found');
     // The assets dir is served by its own root, not by this source.
     expect((await src.open('undionly.kpxe', client)).status).toBe('not-found');
+  });
+});
+
+describe('loaders recorded in a shared inventory', () => {
+  /** The store's reads of the `files` kind, by method. */
+  const counted = (inner: Store, withMany: boolean) => {
+    const reads = { get: 0, getMany: 0 };
+    const store: Store = {
+      ...inner,
+      get: (kind, key) => {
+        if (kind === 'files') reads.get++;
+        return inner.get(kind, key);
+      },
+      getMany: withMany
+        ? (kind, keys) => {
+            if (kind === 'files') reads.getMany++;
+            return inner.getMany!(kind, keys);
+          }
+        : undefined,
+    };
+    return { store, reads };
+  };
+  const until = async (ok: () => boolean) => {
+    for (let i = 0; i < 100 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
+  };
+
+  it('reads the four records in one getMany where the store has it, a get each where not; an upload here reads again', async () => {
+    const inner = openSqliteStore(path.join(root, 'plinth.db'));
+    try {
+      await inner.putBatched('files', 'ipxe.efi', { path: 'ipxe.efi', sha256: 'a', size: 1 });
+      await inner.putBatched('files', 'other.bin', { path: 'other.bin', sha256: 'b', size: 1 });
+      const bus = createBus();
+      const many = counted(inner, true);
+      const r = recordedLoaders(many.store, bus, silentLogger);
+      await until(() => r.has('ipxe.efi'));
+      expect(r.has('ipxe.efi')).toBe(true);
+      expect(r.has('undionly.kpxe')).toBe(false);
+      expect(many.reads).toEqual({ get: 0, getMany: 1 });
+      await inner.putBatched('files', 'undionly.kpxe', { path: 'undionly.kpxe', sha256: 'c', size: 1 });
+      bus.emit({ type: 'files.uploaded', key: 'undionly.kpxe', data: { size: 1, sha256: 'c' } });
+      await until(() => r.has('undionly.kpxe'));
+      expect(many.reads).toEqual({ get: 0, getMany: 2 });
+      r.close();
+
+      const each = counted(inner, false);
+      const r2 = recordedLoaders(each.store, createBus(), silentLogger);
+      await until(() => r2.has('undionly.kpxe'));
+      expect(r2.has('ipxe.efi')).toBe(true);
+      expect(each.reads).toEqual({ get: 4, getMany: 0 });
+      r2.close();
+    } finally {
+      await inner.close();
+    }
   });
 });

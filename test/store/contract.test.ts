@@ -38,6 +38,18 @@ describe.each(backends(import.meta.filename))('store contract on $name', (b) => 
     expect(keys(await s.list('machines', { filters: [{ field: 's', value: doc.s }] }))).toEqual(['u1']);
   });
 
+  it('getMany: the documents of the keys that exist, by key in byte order, each as get returns it', async () => {
+    const s = await fresh(b);
+    await s.create('files', 'ipxe.efi', { path: 'ipxe.efi', sha256: 'a' });
+    await s.putBatched('files', 'undionly.kpxe', { path: 'undionly.kpxe', sha256: 'b' });
+    await s.create('files', 'Z', { path: 'Z' });
+    const got = await s.getMany!('files', ['undionly.kpxe', 'nope', 'ipxe.efi', 'Z', 'has\0nul', 'ipxe.efi']);
+    expect(got.map((g) => g.key)).toEqual(['Z', 'ipxe.efi', 'undionly.kpxe']);
+    expect(got[1]).toEqual(await s.get('files', 'ipxe.efi'));
+    expect(got[2]?.doc).toEqual({ path: 'undionly.kpxe', sha256: 'b' });
+    expect(await s.getMany!('files', [])).toEqual([]);
+  });
+
   it('a taken key or unique value is a ConflictError naming its owner, and nothing is written', async () => {
     const s = await fresh(b);
     await s.create('machines', 'u1', { name: 'a' }, [
