@@ -24,9 +24,14 @@ const publicInfo = (r: FileRecord): FileInfo => ({
   modifiedAt: r.modifiedAt,
 });
 
-export async function fileRecord(store: Store, rel: string): Promise<FileRecord | undefined> {
-  const d = (await store.get('files', rel))?.doc as FileRecord | undefined;
+/** A stored `files` document as a file record, or undefined when it is not one (no digest). */
+const recordOf = (doc: unknown): FileRecord | undefined => {
+  const d = doc as FileRecord | undefined;
   return typeof d?.sha256 === 'string' ? d : undefined;
+};
+
+export async function fileRecord(store: Store, rel: string): Promise<FileRecord | undefined> {
+  return recordOf((await store.get('files', rel))?.doc);
 }
 
 /** The records of those of `rels` that have one, by path: one read where the store has `getMany`. */
@@ -34,8 +39,8 @@ export async function fileRecords(store: Store, rels: readonly string[]): Promis
   const found = new Map<string, FileRecord>();
   if (store.getMany) {
     for (const s of await store.getMany('files', rels)) {
-      const d = s.doc as FileRecord;
-      if (typeof d.sha256 === 'string') found.set(s.key, d);
+      const rec = recordOf(s.doc);
+      if (rec) found.set(s.key, rec);
     }
   } else {
     const recs = await Promise.all(rels.map(async (r) => [r, await fileRecord(store, r)] as const));
