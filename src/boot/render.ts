@@ -98,7 +98,7 @@ export async function renderMachineFile(req: RenderRequest, file: string): Promi
     token: req.token ?? '',
   };
   // {{ "console" | param }}: the resolved value; unknown names are an error, not a silent empty string. Run as
-  // data inside the render worker (a function filter would call back to the event loop for every use).
+  // data inside the render process (a function filter would call back to the event loop for every use).
   const param = { values: params, known: [...known], machine: machine.name };
   context.bootParams = await renderTemplate({
     name: `bootenv ${bootEnv.name} / bootParams`,

@@ -8,26 +8,22 @@ export { RenderBusyError, RenderError };
  * Templates arrive through the API, so they are untrusted: LiquidJS interprets them (no compilation to
  * JavaScript), reads only own properties of the context, has no file system (includes resolve to other
  * templates by id, from memory), and is bounded in parse size, render time and memory. Renders run in a pool
- * of worker threads (pool.ts) with a wall-clock timeout, a heap cap and a bounded queue, never on the event loop.
+ * of child processes (pool.ts) with a wall-clock timeout, a heap cap and a bounded queue, never on the event loop
+ * and never in the daemon's own process.
  */
 export type RenderInput = {
   /** Name shown in errors: "bootenv lab / ipxe" or "template cloud-init". */
   name: string;
   source: string;
-  /** Plain data (it is copied to a worker thread): no functions, no class instances. */
+  /** Plain data (it is copied to a render process): no functions, no class instances. */
   context: Record<string, unknown>;
   /** Other templates by id, for {% include 'id' %} / {% render 'id' %}. */
   templates?: Record<string, string>;
   /**
-   * The `param` filter as data, run inside the worker: `{{ "name" | param }}` gives values[name]; a name in
+   * The `param` filter as data, run inside the render process: `{{ "name" | param }}` gives values[name]; a name in
    * `known` without a value gives ''; any other name fails the render ("param 'x' is not set for machine 'm'").
    */
   param?: { values: Record<string, unknown>; known: string[]; machine: string };
-  /**
-   * Filters as functions. They cannot cross threads: each call is run on the main thread while the worker waits
-   * for its answer (a RenderError thrown by one reaches the caller as it is). Prefer `param` for the param lookup.
-   */
-  filters?: Record<string, (value: unknown, ...args: unknown[]) => unknown>;
 };
 
 let pool: RenderPool | undefined;

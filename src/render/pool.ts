@@ -1,24 +1,26 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type { RenderInput } from './engine.js';
-import { RenderError } from './errors.js';
 
 /**
- * A pool of render workers (worker.cjs). A template is untrusted: one that includes itself, loops or builds huge
- * strings used to hold the event loop for seconds (8 parallel GETs of a self-including template: 13 s, 890 MB).
- * Here a render runs on another thread, with a wall-clock timeout after which its worker is terminated and
- * replaced, a heap cap per worker, and a bounded queue: DHCP, TFTP and the API keep answering meanwhile.
+ * A pool of render workers: child processes running worker.cjs. A template is untrusted: one that includes
+ * itself, loops or builds huge strings used to hold the event loop for seconds (8 parallel GETs of a
+ * self-including template: 13 s, 890 MB). Here a render runs in another process, with a wall-clock timeout after
+ * which that process is killed and replaced, a heap cap per process, and a bounded queue: DHCP, TFTP and the API
+ * keep answering meanwhile. Processes, not worker threads: a template whose one allocation overshoots a thread's
+ * heap cap by V8's slack (an array doubled by `concat`) ended the whole daemon (FATAL ERROR: Reached heap limit);
+ * in a process it ends only that process.
  */
 export type PoolOptions = {
-  /** Worker threads (default min(2, cores)). */
+  /** Render processes (default min(2, cores)). */
   size?: number;
   /** Renders waiting for a worker before new ones are refused (default 1024: a rack powering on at once renders a script per machine). */
   queue?: number;
-  /** Wall-clock limit of one render, ms (default 5000): its worker is terminated and replaced. */
+  /** Wall-clock limit of one render, ms (default 5000): its process is killed and replaced. */
   timeoutMs?: number;
-  /** Old-generation heap of each worker, MiB (default 64): a worker that needs more dies and is replaced. */
+  /** Old-generation heap of each render process, MiB (default 64): a render that needs more ends it; it is replaced. */
   maxOldGenerationSizeMb?: number;
 };
 
@@ -33,16 +35,18 @@ const LIMITS = { parseLimit: 1_000_000, renderLimit: 2_000, memoryLimit: 32 * 10
 type Pending = { job: Job; id: number; resolve: (r: JobResult) => void };
 
 type Slot = {
-  worker: Worker;
-  signal: Int32Array;
-  replies: MessagePort;
+  child: ChildProcess;
   current?: Pending;
   timer?: NodeJS.Timeout;
   dead: boolean;
+  /** The tail of the process's stderr: V8's "heap out of memory" tells a heap cap from another crash. */
+  stderr: string;
 };
 
 const WORKER = fileURLToPath(new URL('./worker.cjs', import.meta.url));
 const LIQUID = createRequire(import.meta.url).resolve('liquidjs');
+/** No core file for a render process that V8 aborts at its heap cap (a template's doing, not a bug to debug). */
+const NO_CORE = 'ulimit -c 0 2>/dev/null; exec "$@"';
 
 export class RenderPool {
   readonly size: number;
@@ -61,6 +65,11 @@ export class RenderPool {
     this.queueMax = Math.max(0, opts.queue ?? 1024);
     this.timeoutMs = Math.max(50, opts.timeoutMs ?? 5000);
     this.heapMb = Math.max(16, opts.maxOldGenerationSizeMb ?? 64);
+  }
+
+  /** The render processes running now (tests: the environment they got, and that close() ends them). */
+  pids(): number[] {
+    return this.slots.flatMap((s) => (s.dead || s.child.pid === undefined ? [] : [s.child.pid]));
   }
 
   run(job: Job): Promise<JobResult> {
@@ -100,75 +109,58 @@ export class RenderPool {
   }
 
   private spawn(): Slot {
-    const signal = new Int32Array(new SharedArrayBuffer(4));
-    const { port1, port2 } = new MessageChannel();
-    const worker = new Worker(WORKER, {
-      workerData: {
-        liquid: LIQUID,
-        limits: LIMITS,
-        signal: signal.buffer,
-        replies: port1,
-        callTimeoutMs: this.timeoutMs,
-      },
-      transferList: [port1],
-      // Not the daemon's loader flags (tsx): the worker is plain CommonJS.
-      execArgv: [],
+    const argv = [process.execPath, `--max-old-space-size=${this.heapMb}`, WORKER, LIQUID, JSON.stringify(LIMITS)];
+    // An empty environment (no secrets, no NODE_OPTIONS, not the daemon's loader flags: the worker is CommonJS),
+    // in / (not the daemon's data directory).
+    const child = spawn('/bin/sh', ['-c', NO_CORE, 'sh', ...argv], {
       env: {},
-      resourceLimits: { maxOldGenerationSizeMb: this.heapMb, maxYoungGenerationSizeMb: 16 },
+      cwd: '/',
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      serialization: 'advanced',
     });
-    worker.unref();
-    const slot: Slot = { worker, signal, replies: port2, dead: false };
-    worker.on('message', (m: { id: number; call?: { name: string; args: unknown[] } } & JobResult) => {
-      if (m.call) return this.answer(slot, m.id, m.call);
+    const slot: Slot = { child, dead: false, stderr: '' };
+    this.idle(slot);
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      slot.stderr = (slot.stderr + chunk).slice(-4096);
+    });
+    child.on('message', (m: { id: number } & JobResult) => {
       const p = slot.current;
       if (!p || p.id !== m.id) return;
       this.finish(slot, m.ok ? { ok: true, text: m.text } : { ok: false, message: m.message, line: m.line });
     });
-    worker.on('error', (err) => {
-      const oom = (err as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY';
+    child.on('error', (err) => this.lost(slot, `the render worker failed: ${err.message}`));
+    child.on('close', (code, signal) => {
+      const oom = /heap out of memory|Reached heap limit/.test(slot.stderr);
       this.lost(
         slot,
-        oom ? `needed more than ${this.heapMb} MiB: stopped` : `the render worker failed: ${err.message}`,
+        oom
+          ? `needed more than ${this.heapMb} MiB: stopped`
+          : `the render worker exited (${signal ? `signal ${signal}` : `code ${code}`})`,
       );
     });
-    worker.on('exit', (code) => this.lost(slot, `the render worker exited (code ${code})`));
     return slot;
+  }
+
+  /** An idle process keeps the daemon alive no more than an idle thread did. */
+  private idle(slot: Slot) {
+    slot.child.unref();
+    slot.child.channel?.unref();
+    (slot.child.stderr as { unref?: () => void } | null)?.unref?.();
   }
 
   private start(slot: Slot, p: Pending) {
     slot.current = p;
-    slot.worker.ref(); // a render in flight keeps the process alive, an idle pool does not
+    slot.child.ref(); // a render in flight keeps the process alive, an idle pool does not
     slot.timer = setTimeout(() => {
       void this.kill(slot, `took longer than ${this.timeoutMs} ms: stopped`);
     }, this.timeoutMs);
-    const { filters, ...data } = p.job;
     try {
-      slot.worker.postMessage({ ...data, id: p.id, hostFilters: Object.keys(filters ?? {}) });
+      slot.child.send({ ...p.job, id: p.id }, (err) => {
+        if (err) this.lost(slot, `the render worker failed: ${err.message}`);
+      });
     } catch (err) {
       this.finish(slot, { ok: false, message: `its context cannot be passed to a render worker: ${String(err)}` });
-    }
-  }
-
-  /** A host filter called from the worker: run it here and wake the worker with the answer. */
-  private answer(slot: Slot, id: number, call: { name: string; args: unknown[] }) {
-    const reply = (m: Record<string, unknown>) => {
-      try {
-        slot.replies.postMessage(m);
-      } catch (err) {
-        slot.replies.postMessage({ ok: false, message: `filter '${call.name}': ${String(err)}` });
-      }
-      Atomics.store(slot.signal, 0, 1);
-      Atomics.notify(slot.signal, 0);
-    };
-    if (slot.dead) return;
-    const fn = slot.current?.id === id ? slot.current.job.filters?.[call.name] : undefined;
-    if (!fn) return reply({ ok: false, message: `filter '${call.name}' is gone` });
-    try {
-      reply({ ok: true, value: fn(...(call.args as [unknown, ...unknown[]])) });
-    } catch (err) {
-      // A RenderError (a missing param) reaches the caller verbatim, as when filters ran on this thread.
-      const render = err instanceof RenderError;
-      reply({ ok: false, render, message: String((err as Error)?.message ?? err) });
     }
   }
 
@@ -176,7 +168,7 @@ export class RenderPool {
     const p = slot.current;
     clearTimeout(slot.timer);
     slot.current = undefined;
-    if (!slot.dead) slot.worker.unref();
+    if (!slot.dead) this.idle(slot);
     p?.resolve(r);
     this.next();
   }
@@ -189,10 +181,13 @@ export class RenderPool {
     }
   }
 
-  /** A timeout (or close): terminate the worker; its render fails; a new worker takes the queue. */
+  /** A timeout (or close): kill the process; its render fails; a new process takes the queue. */
   private async kill(slot: Slot, why: string) {
+    const { child } = slot;
+    const exited =
+      child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((r) => child.once('exit', r));
     this.lost(slot, why);
-    await slot.worker.terminate().catch(() => {});
+    await exited;
   }
 
   private lost(slot: Slot, why: string) {
@@ -200,7 +195,7 @@ export class RenderPool {
     slot.dead = true;
     this.replaced++;
     this.slots = this.slots.filter((s) => s !== slot);
-    slot.replies.close();
+    if (slot.child.exitCode === null && slot.child.signalCode === null) slot.child.kill('SIGKILL');
     if (slot.current) this.finish(slot, { ok: false, message: why });
     else this.next();
   }

@@ -1,39 +1,20 @@
-// A render worker (worker_threads): Liquid runs here so that a template that loops, includes itself or eats
-// memory stalls only this thread, which the pool (pool.ts) terminates and replaces, never the event loop.
+// A render worker: a child process of the daemon (pool.ts starts it with an empty environment and a heap cap).
+// Liquid runs here so that a template that loops, includes itself or eats memory stalls or kills only this
+// process, which the pool replaces. A process, not a worker thread: V8 ends the whole process when one
+// allocation overshoots the heap cap by more than a worker thread's 16 MB of slack (the last doubling of an
+// array by `concat`, a `split` into millions of parts), so in a thread a template could abort the daemon.
 // Plain CommonJS so that it loads the same way under tsx, vitest and plain node.
 //
-// In:  { id, name, source, context, templates, param?, hostFilters: [names] }
-// Out: { id, ok: true, text } | { id, ok: false, message, line? } | { id, call: { name, args } } (a host filter)
-// A host filter is a function the caller passed (it cannot cross threads): the worker asks the main thread to
-// run it and blocks on `signal` until the answer is on `replies` (Atomics.wait + receiveMessageOnPort).
+// argv: [liquidjs's path, Liquid's limits as JSON]
+// In (IPC, advanced serialization): { id, name, source, context, templates, param? }
+// Out: { id, ok: true, text } | { id, ok: false, message, line? }
 'use strict';
-const { parentPort, workerData, receiveMessageOnPort } = require('node:worker_threads');
-const { Liquid } = require(workerData.liquid);
+const { Liquid } = require(process.argv[2]);
 
-const signal = new Int32Array(workerData.signal);
-const replies = workerData.replies;
-const LIMITS = workerData.limits;
+const LIMITS = JSON.parse(process.argv[3]);
 
 /** An error our own filters raise: its message reaches the caller as it is (Liquid wraps it). */
 class FilterError extends Error {}
-
-function hostFilter(id, name) {
-  return (...args) => {
-    Atomics.store(signal, 0, 0);
-    try {
-      parentPort.postMessage({ id, call: { name, args } });
-    } catch {
-      throw new FilterError(`filter '${name}': its argument cannot be passed on`);
-    }
-    if (Atomics.wait(signal, 0, 0, workerData.callTimeoutMs) === 'timed-out') {
-      throw new FilterError(`filter '${name}' did not answer`);
-    }
-    const m = receiveMessageOnPort(replies);
-    if (!m) throw new FilterError(`filter '${name}' did not answer`);
-    if (m.message.ok) return m.message.value;
-    throw m.message.render ? new FilterError(m.message.message) : new Error(m.message.message);
-  };
-}
 
 /** {{ "name" | param }}: the resolved value; a known name without a value is ''; anything else an error. */
 function paramFilter(spec) {
@@ -71,7 +52,6 @@ async function render(job) {
     ...LIMITS,
   });
   if (job.param) engine.registerFilter('param', paramFilter(job.param));
-  for (const name of job.hostFilters ?? []) engine.registerFilter(name, hostFilter(job.id, name));
   let tpl;
   try {
     tpl = engine.parse(job.source);
@@ -91,9 +71,11 @@ async function render(job) {
   }
 }
 
-parentPort.on('message', (job) => {
+process.on('message', (job) => {
   render(job).then(
-    (out) => parentPort.postMessage(out),
-    (err) => parentPort.postMessage({ id: job.id, ok: false, message: firstLine(err) }),
+    (out) => process.send(out),
+    (err) => process.send({ id: job.id, ok: false, message: firstLine(err) }),
   );
 });
+// The daemon went away (stopped, or killed with -9): nothing is left to render for.
+process.on('disconnect', () => process.exit(0));

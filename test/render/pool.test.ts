@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { renderMachineFile } from '../../src/boot/render.js';
 import { BootEnv } from '../../src/model/bootenv.js';
@@ -34,7 +35,7 @@ async function maxLoopHold<T>(work: Promise<T>): Promise<{ result: T; maxMs: num
   return { result, maxMs };
 }
 
-describe('template renders run in worker threads', () => {
+describe('template renders run in render processes', () => {
   it('8 parallel renders of a self-including template fail within the timeout; the event loop keeps turning', async () => {
     configureRenderPool({ timeoutMs: 1500 });
     const be = BootEnv.parse({ name: 'loop', templates: [{ name: 'x', path: 'x', templateId: 'loop' }] });
@@ -58,7 +59,7 @@ describe('template renders run in worker threads', () => {
     expect(maxMs).toBeLessThan(200);
   });
 
-  it("keeps the param filter's semantics, passed as functions (boot/render.ts today) or as data", async () => {
+  it("keeps the param filter's semantics (boot/render.ts passes it as data)", async () => {
     configureRenderPool({});
     const be = BootEnv.parse({
       name: 'p',
@@ -136,17 +137,57 @@ describe('template renders run in worker threads', () => {
     expect((c as Error).message).toContain('too many renders waiting');
   });
 
-  it('a worker that exceeds its heap is replaced and the render fails', async () => {
-    const pool = new RenderPool({ size: 1, timeoutMs: 10_000, maxOldGenerationSizeMb: 32 });
+  it('a render that exceeds its heap ends only its own process, which is replaced; the render fails', async () => {
+    const pool = new RenderPool({ size: 1, timeoutMs: 10_000, maxOldGenerationSizeMb: 16 });
     try {
-      // Liquid's own memory limit counts strings, not arrays: 2^24 elements.
-      const hog = '{% assign a = "x" | split: "," %}{% for i in (1..24) %}{% assign a = a | concat: a %}{% endfor %}';
-      const r = await pool.run({ name: 't', source: hog, context: {} });
-      expect(r).toEqual({ ok: false, message: 'needed more than 32 MiB: stopped' });
-      expect(pool.replaced).toBe(1);
-      expect(await pool.run({ name: 't', source: 'ok', context: {} })).toEqual({ ok: true, text: 'ok' });
+      // Liquid's own memory limit counts strings, not arrays. Each doubling of `a` by concat allocates one array
+      // twice the last: the last one overshoots a worker thread's heap cap by more than V8's 16 MB of slack, and
+      // in a thread this aborted the whole process (FATAL ERROR: Reached heap limit), daemon and test alike.
+      const doubling =
+        '{% assign a = "x" | split: "," %}{% for i in (1..24) %}{% assign a = a | concat: a %}{% endfor %}';
+      // Arrays of 4 and 8 million elements (32 and 64 MB at once) from a string within Liquid's 32 MiB limit: in a
+      // thread with a 16 MiB cap this aborted the process every time.
+      const split =
+        '{% assign s = "0123456789012345678901234567890," %}{% for i in (1..17) %}{% assign s = s | append: s %}{% endfor %}' +
+        '{% assign a = s | split: "" %}{% assign b = a | concat: a %}{{ b.size }}';
+      for (const [n, hog] of [split, doubling, split].entries()) {
+        const r = await pool.run({ name: 't', source: hog, context: {} });
+        expect(r).toEqual({ ok: false, message: 'needed more than 16 MiB: stopped' });
+        expect(pool.replaced).toBe(n + 1);
+        expect(await pool.run({ name: 't', source: 'ok', context: {} })).toEqual({ ok: true, text: 'ok' });
+      }
     } finally {
       await pool.close();
     }
+  });
+
+  it('renders in processes with an empty environment, which end with the pool', async () => {
+    process.env.PLINTH_TEST_SECRET = 'not-for-templates';
+    const pool = new RenderPool({ size: 2, timeoutMs: 2000 });
+    let pids: number[] = [];
+    try {
+      const [a, b] = await Promise.all([
+        pool.run({ name: 't', source: '{{ 1 | plus: 1 }}', context: {} }),
+        pool.run({ name: 't', source: '{{ x.y }}', context: { x: { y: new Date(0).toISOString() } } }),
+      ]);
+      expect(a).toEqual({ ok: true, text: '2' });
+      expect(b).toEqual({ ok: true, text: '1970-01-01T00:00:00.000Z' });
+      pids = pool.pids();
+      expect(pids).toHaveLength(2);
+      for (const pid of pids) {
+        expect(pid).not.toBe(process.pid);
+        // None of the daemon's environment, no NODE_OPTIONS: only the IPC channel's and the shell's PWD, in /.
+        const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').filter(Boolean);
+        expect(env.filter((e) => !e.startsWith('NODE_CHANNEL_'))).toEqual(['PWD=/']);
+      }
+    } finally {
+      delete process.env.PLINTH_TEST_SECRET;
+      await pool.close();
+    }
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
+    expect(await pool.run({ name: 't', source: 'x', context: {} })).toEqual({
+      ok: false,
+      message: 'the render pool is closed',
+    });
   });
 });
