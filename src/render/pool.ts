@@ -45,8 +45,21 @@ type Slot = {
 
 const WORKER = fileURLToPath(new URL('./worker.cjs', import.meta.url));
 const LIQUID = createRequire(import.meta.url).resolve('liquidjs');
-/** No core file for a render process that V8 aborts at its heap cap (a template's doing, not a bug to debug). */
-const NO_CORE = 'ulimit -c 0 2>/dev/null; exec "$@"';
+/**
+ * How a render process starts: no core file when V8 aborts it at its heap cap (a template's doing, not a bug to
+ * debug), and none of the daemon's capabilities (CAP_NET_RAW, CAP_NET_ADMIN, ... as root or given by systemd):
+ * setpriv (util-linux) empties the bounding set where it may (root) and the inheritable and ambient sets, with no
+ * new privileges. Without setpriv, node runs as is.
+ */
+const DROP = '--inh-caps=-all --ambient-caps=-all --no-new-privs';
+const START = [
+  'ulimit -c 0 2>/dev/null',
+  'if command -v setpriv >/dev/null 2>&1; then',
+  `  setpriv --bounding-set=-all ${DROP} true 2>/dev/null && exec setpriv --bounding-set=-all ${DROP} -- "$@"`,
+  `  setpriv ${DROP} true 2>/dev/null && exec setpriv ${DROP} -- "$@"`,
+  'fi',
+  'exec "$@"',
+].join('\n');
 
 export class RenderPool {
   readonly size: number;
@@ -112,7 +125,7 @@ export class RenderPool {
     const argv = [process.execPath, `--max-old-space-size=${this.heapMb}`, WORKER, LIQUID, JSON.stringify(LIMITS)];
     // An empty environment (no secrets, no NODE_OPTIONS, not the daemon's loader flags: the worker is CommonJS),
     // in / (not the daemon's data directory).
-    const child = spawn('/bin/sh', ['-c', NO_CORE, 'sh', ...argv], {
+    const child = spawn('/bin/sh', ['-c', START, 'sh', ...argv], {
       env: {},
       cwd: '/',
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],

@@ -179,6 +179,13 @@ describe('template renders run in render processes', () => {
         // None of the daemon's environment, no NODE_OPTIONS: only the IPC channel's and the shell's PWD, in /.
         const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').filter(Boolean);
         expect(env.filter((e) => !e.startsWith('NODE_CHANNEL_'))).toEqual(['PWD=/']);
+        // None of the daemon's capabilities (as root: all of them; under systemd: CAP_NET_RAW, ...).
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        for (const set of ['CapInh', 'CapPrm', 'CapEff', 'CapAmb']) {
+          expect(status).toMatch(new RegExp(`^${set}:\\s+0+$`, 'm'));
+        }
+        if (process.getuid?.() === 0) expect(status).toMatch(/^CapBnd:\s+0+$/m);
+        expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
       }
     } finally {
       delete process.env.PLINTH_TEST_SECRET;
