@@ -10,7 +10,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import pino from 'pino';
 import { startRegistry } from '../src/daemon-registry.js';
 import { startDhcpServer } from '../src/dhcp/server.js';
@@ -60,12 +60,23 @@ if (process.env.PLINTH_BENCH_PROFILE) {
   );
 }
 // PLINTH_CLAIM_STATS=1: once a second, the claim batches' sizes, queue waits and round trips (src/store/pg-lease-batch.ts)
-// and the event loop's delay, as one JSON line on stderr (the bench keeps it with PERFDHCP_OUT).
+// the event loop's delay and the GC's, as one JSON line on stderr (the bench keeps it with PERFDHCP_OUT).
 if (process.env.PLINTH_CLAIM_STATS) {
   const st = { sizes: [] as number[], waits: [] as number[], rtts: [] as number[], inFlight: [] as number[] };
   (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.claimStats')] = st;
   const eld = monitorEventLoopDelay({ resolution: 1 });
   eld.enable();
+  // The collections of the second: how many, their pause in all and the longest, and how many were full ones
+  // (mark-compact: V8's memory reducer starts them in an idle daemon too).
+  const gc = { n: 0, ms: 0, max: 0, major: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gc.n++;
+      gc.ms += e.duration;
+      gc.max = Math.max(gc.max, e.duration);
+      if ((e as { detail?: { kind?: number } }).detail?.kind === 4) gc.major++;
+    }
+  }).observe({ entryTypes: ['gc'] });
   const q = (xs: number[], f: number) => {
     const s = [...xs].sort((a, b) => a - b);
     return s.length ? Number(s[Math.min(s.length - 1, Math.floor(f * s.length))]!.toFixed(2)) : 0;
@@ -81,7 +92,9 @@ if (process.env.PLINTH_CLAIM_STATS) {
       inFlight: st.inFlight.length ? [q(st.inFlight, 0.5), Math.max(...st.inFlight)] : undefined,
       eldMs: [eld.percentile(50) / 1e6, eld.percentile(99) / 1e6, eld.max / 1e6],
       cpuMs: process.cpuUsage(),
+      gc: { n: gc.n, ms: Number(gc.ms.toFixed(1)), maxMs: Number(gc.max.toFixed(2)), major: gc.major },
     };
+    Object.assign(gc, { n: 0, ms: 0, max: 0, major: 0 });
     process.stderr.write(`claimStats ${JSON.stringify(line)}\n`);
     for (const k of ['sizes', 'waits', 'rtts', 'inFlight'] as const) st[k].length = 0;
     eld.reset();
