@@ -39,9 +39,12 @@ type Slot = {
   current?: Pending;
   timer?: NodeJS.Timeout;
   dead: boolean;
-  /** The tail of the process's stderr: V8's "heap out of memory" tells a heap cap from another crash. */
+  /** The tail of the process's stderr, and whether it has said V8's "heap out of memory" (a heap cap, not a crash). */
   stderr: string;
+  oom: boolean;
 };
+
+const OOM = /heap out of memory|Reached heap limit/;
 
 const WORKER = fileURLToPath(new URL('./worker.cjs', import.meta.url));
 const LIQUID = createRequire(import.meta.url).resolve('liquidjs');
@@ -131,11 +134,12 @@ export class RenderPool {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
     });
-    const slot: Slot = { child, dead: false, stderr: '' };
+    const slot: Slot = { child, dead: false, stderr: '', oom: false };
     this.idle(slot);
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       slot.stderr = (slot.stderr + chunk).slice(-4096);
+      slot.oom ||= OOM.test(slot.stderr);
     });
     child.on('message', (m: { id: number } & JobResult) => {
       const p = slot.current;
@@ -144,10 +148,9 @@ export class RenderPool {
     });
     child.on('error', (err) => this.lost(slot, `the render worker failed: ${err.message}`));
     child.on('close', (code, signal) => {
-      const oom = /heap out of memory|Reached heap limit/.test(slot.stderr);
       this.lost(
         slot,
-        oom
+        slot.oom
           ? `needed more than ${this.heapMb} MiB: stopped`
           : `the render worker exited (${signal ? `signal ${signal}` : `code ${code}`})`,
       );
