@@ -46,6 +46,9 @@ type Slot = {
 
 const OOM = /heap out of memory|Reached heap limit/;
 
+/** Not yet exited (nor killed by a signal). */
+const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+
 const WORKER = fileURLToPath(new URL('./worker.cjs', import.meta.url));
 const LIQUID = createRequire(import.meta.url).resolve('liquidjs');
 /**
@@ -200,8 +203,10 @@ export class RenderPool {
   /** A timeout (or close): kill the process; its render fails; a new process takes the queue. */
   private async kill(slot: Slot, why: string) {
     const { child } = slot;
-    const exited =
-      child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((r) => child.once('exit', r));
+    // Referenced while it is awaited: an idle process is not, and close() would otherwise never settle in a
+    // program with nothing else to wait for (Node exits with the promise pending).
+    child.ref();
+    const exited = running(child) ? new Promise((r) => child.once('exit', r)) : undefined;
     this.lost(slot, why);
     await exited;
   }
@@ -211,7 +216,7 @@ export class RenderPool {
     slot.dead = true;
     this.replaced++;
     this.slots = this.slots.filter((s) => s !== slot);
-    if (slot.child.exitCode === null && slot.child.signalCode === null) slot.child.kill('SIGKILL');
+    if (running(slot.child)) slot.child.kill('SIGKILL');
     if (slot.current) this.finish(slot, { ok: false, message: why });
     else this.next();
   }

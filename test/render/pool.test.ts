@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { renderMachineFile } from '../../src/boot/render.js';
 import { BootEnv } from '../../src/model/bootenv.js';
@@ -196,5 +198,23 @@ describe('template renders run in render processes', () => {
       ok: false,
       message: 'the render pool is closed',
     });
+  });
+
+  it("close() settles in a program with nothing else to wait for (an idle render process is not the loop's)", () => {
+    // Top-level awaits in a process of its own: Node ends it with exit code 13 if close()'s promise is left
+    // pending because nothing keeps the loop alive while the killed processes exit.
+    const pool = fileURLToPath(new URL('../../src/render/pool.ts', import.meta.url));
+    const program = [
+      `const { RenderPool } = await import(${JSON.stringify(pool)});`,
+      'const pool = new RenderPool({ size: 2 });',
+      "const a = await pool.run({ name: 't', source: '{{ 1 | plus: 1 }}', context: {} });",
+      'await pool.close();',
+      'console.log(JSON.stringify({ a, pids: pool.pids() }));',
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', program], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(JSON.parse(out)).toEqual({ a: { ok: true, text: '2' }, pids: [] });
   });
 });
