@@ -31,9 +31,10 @@
  * server's alone, as in the SQLite bench); the same for every server. --pin none: no pinning at all.
  *
  * Steps, rates, runs, warm-up (--warmup DORAs per daemon, default 10,000, at --warmup-rate in total, default
- * 1,000/s), the 1% loss rule and the bisection are the SQLite bench's (bench/dhcp-ladder.ts). Durability, every step and every server: kill -9 of the daemon(s) right after the
- * run, then SQL: every address perfdhcp saw ACKed is a bound lease of the client it was ACKed to (Kea: lease4
- * state 0), and (Plinth) no client holds two live leases. Also printed per step: CPU time per DORA of the server
+ * 1,000/s), the 1% loss rule and the bisection are the SQLite bench's (bench/dhcp-ladder.ts). Durability, every
+ * step and every server: kill -9 of the daemon(s) right after the run, then SQL: every address perfdhcp saw
+ * ACKed is a bound lease of the client it was ACKed to (Kea: lease4 state 0), and (Plinth) no client holds two
+ * live leases. Also printed per step: CPU time per DORA of the server
  * processes and of PostgreSQL's, and the summary's ratios to `kea-pg` in the same run.
  *
  * Kea's configuration (--servers kea-pg,kea-pg-st to compare): `kea-pg` is multi-threaded with --kea-threads

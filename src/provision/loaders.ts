@@ -105,8 +105,9 @@ export function loaderIndex(s: LoaderSearch): LoaderIndex {
 
 /**
  * The loader names the shared inventory has a file record for: read at start, every 5 s (the four keys in one
- * statement, `getMany`; a file record is not in the event log, so an upload through another daemon is seen within 5 s, plus the index's own 5 s)
- * and at once after an upload or delete here; a synchronous look-up for the DHCP path.
+ * statement, `getMany`; a file record is not in the event log, so an upload through another daemon is seen
+ * within 5 s, plus the index's own 5 s) and at once after an upload or delete here; a synchronous look-up for the
+ * DHCP path.
  */
 export function recordedLoaders(store: Store, bus: Bus, log: Logger): { has(name: string): boolean; close(): void } {
   let names = new Set<string>();
