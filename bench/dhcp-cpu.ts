@@ -7,12 +7,12 @@
  *
  *   taskset -c 1 npx tsx bench/dhcp-cpu.ts --runs 3 --baseline /tmp/plinth-before
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { alternateRuns } from './alternate.js';
 
 const { values } = parseArgs({
   options: {
@@ -126,16 +126,10 @@ if (values.child) {
   console.log(await oneRun(tree!, Number(n)));
   process.exit(0);
 } else {
-  const here = fileURLToPath(new URL('../', import.meta.url));
-  const trees: [string, string][] = [['plinth', here]];
-  if (values.baseline) trees.push(['baseline', path.resolve(values.baseline)]);
-  for (let r = 0; r < Number(values.runs); r++)
-    for (const [name, tree] of trees) {
-      const out = execFileSync(
-        process.execPath,
-        ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', `${tree}|${values.leases}`],
-        { encoding: 'utf8', timeout: 600_000 },
-      );
-      console.log(`${name.padEnd(8)} ${out.trim()}`);
-    }
+  alternateRuns(fileURLToPath(import.meta.url), {
+    runs: Number(values.runs),
+    baseline: values.baseline,
+    childArgs: [String(values.leases)],
+    timeoutMs: 600_000,
+  });
 }

@@ -10,11 +10,11 @@
  * Each run is a process of its own: `rss` is that process's (worker threads count there), `workers` the render
  * processes' (none for a pool of threads).
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { alternateRuns } from './alternate.js';
 
 const { values } = parseArgs({
   options: {
@@ -84,22 +84,10 @@ if (values.child) {
   const [tree, sequential, parallel] = values.child.split('|');
   console.log(await oneRun(tree!, Number(sequential), Number(parallel)));
 } else {
-  const here = fileURLToPath(new URL('../', import.meta.url));
-  const trees: [string, string][] = [['plinth', here]];
-  if (values.baseline) trees.push(['baseline', path.resolve(values.baseline)]);
-  for (let r = 0; r < Number(values.runs); r++)
-    for (const [name, tree] of trees) {
-      const out = execFileSync(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          fileURLToPath(import.meta.url),
-          '--child',
-          `${tree}|${values.sequential}|${values.parallel}`,
-        ],
-        { encoding: 'utf8', timeout: 120_000 },
-      );
-      console.log(`${name.padEnd(8)} ${out.trim()}`);
-    }
+  alternateRuns(fileURLToPath(import.meta.url), {
+    runs: Number(values.runs),
+    baseline: values.baseline,
+    childArgs: [`${values.sequential}|${values.parallel}`],
+    timeoutMs: 120_000,
+  });
 }

@@ -7,12 +7,12 @@
  *
  * The database is a fresh file in the temporary directory for every run (the disk the daemon would use).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { alternateRuns } from './alternate.js';
 
 const { values } = parseArgs({
   options: {
@@ -83,17 +83,10 @@ if (values.child) {
   const [tree, rate, seconds] = values.child.split('|');
   console.log(await oneRun(tree!, Number(rate), Number(seconds)));
 } else {
-  const here = fileURLToPath(new URL('../', import.meta.url));
-  const trees: [string, string][] = [['plinth', here]];
-  if (values.baseline) trees.push(['baseline', path.resolve(values.baseline)]);
-  for (let r = 0; r < Number(values.runs); r++)
-    for (const rate of values.rates.split(',').map(Number))
-      for (const [name, tree] of trees) {
-        const out = execFileSync(
-          process.execPath,
-          ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', `${tree}|${rate}|${values.seconds}`],
-          { encoding: 'utf8', timeout: 120_000 },
-        );
-        console.log(`${name.padEnd(8)} ${out.trim()}`);
-      }
+  alternateRuns(fileURLToPath(import.meta.url), {
+    runs: Number(values.runs),
+    baseline: values.baseline,
+    childArgs: values.rates.split(',').map((rate) => `${rate}|${values.seconds}`),
+    timeoutMs: 120_000,
+  });
 }
