@@ -77,6 +77,8 @@ const { values } = parseArgs({
     'warmup-rate': { type: 'string', default: '1000' },
     // A Plinth checkout (with its node_modules) to run as server 'baseline' next to this one: before/after a change.
     baseline: { type: 'string' },
+    // The baseline's --lease-durability (disk, the default, or kernel: to set it beside `plinth-kernel`).
+    'baseline-durability': { type: 'string', default: 'disk' },
     // CPU profiles of Plinth's server process (node --cpu-prof) into this directory; the server is then stopped
     // with SIGTERM (the profile is written at exit) instead of kill -9, so the durability check is weaker.
     profile: { type: 'string' },
@@ -126,7 +128,12 @@ const plinth = plinthServer('plinth', root, plinthCtx);
 // and dnsmasq do not fsync their lease files either); kill -9 durability is checked the same.
 const plinthKernel = plinthServer('plinth-kernel', root, plinthCtx, 'kernel');
 // Another checkout of Plinth (--baseline DIR: e.g. the commit before a change), in the same run as this one.
-const baseline = values.baseline ? plinthServer('baseline', path.resolve(values.baseline), ctx) : undefined;
+const baselineDurability = values['baseline-durability'];
+if (baselineDurability !== 'disk' && baselineDurability !== 'kernel')
+  throw new Error('--baseline-durability: disk or kernel');
+const baseline = values.baseline
+  ? plinthServer('baseline', path.resolve(values.baseline), ctx, baselineDurability)
+  : undefined;
 const dnsmasq = dnsmasqServer(ctx);
 const kea = keaServer('kea', false, ctx);
 const keaMt = keaServer('kea-mt', true, ctx);

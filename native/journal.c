@@ -17,9 +17,13 @@
  *
  *   journalLock(path): fd holding flock(LOCK_EX) on path (EWOULDBLOCK: another process owns the journal)
  *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error),
- *     groupUs, groupRate, sync): sync 0 makes a group durable once written (no fdatasync: the store's
- *     leaseDurability 'kernel', which survives the daemon's kill -9 but not a power loss)
+ *     groupUs, groupRate, sync): sync 0 makes a record durable once written (no fdatasync: the store's
+ *     leaseDurability 'kernel', which survives the daemon's kill -9 but not a power loss); the appends below then
+ *     write their record themselves, on the caller's thread, and return it durable: onDurable is never called,
+ *     a write's failure is thrown (EJOURNAL), and journalAppendSend sends its datagram at once, returning
+ *     [seq, errno] instead of seq when that send failed
  *   journalAppend(h, payload string): its sequence number; journalKick(h): wakes the thread for what is appended
+ *   journalSegment(h): [generation, generationFirstSeq] of the segment written to (what onDurable reports)
  *   journalAppendSend(h, payload string, fd, datagram, address, port): journalAppend, and the datagram (a DHCP
  *     ACK) sent by the thread with sendmmsg right after the fdatasync that makes the record durable, or never when
  *     the journal fails first. The ACK leaves the moment its lease is on disk instead of waiting for the event loop
@@ -87,12 +91,19 @@ typedef struct {
   char prefix[4000];
   int fd, dirfd, next_fd; /* next_fd: the next segment, made ready while idle (-1: not yet) */
   bool next_failed;     /* making it failed: left to the rotation, which reports the error */
+  uint64_t next_gen;    /* next_fd's generation */
+  bool creating;        /* the thread is making next_fd (mu released): an inline rotation waits on `made` */
+  pthread_cond_t made;
   uint64_t off, seg_bytes;
   /* Group commit under load: above group_rate records a second, the thread waits up to group_us (about 4
    * records' worth) before taking a group, so one fdatasync and one wakeup each way cover several records. */
   uint64_t group_us, group_rate, win_start, win_records;
-  /* false (journalOpen's `sync` 0, the store's leaseDurability 'kernel'): a group is durable once written to the
-   * kernel (pwrite), without the fdatasync: it survives the daemon's kill -9 or crash, not a power loss. */
+  /* false (journalOpen's `sync` 0, the store's leaseDurability 'kernel'): a record is durable once written to the
+   * kernel (pwrite), without the fdatasync: it survives the daemon's kill -9 or crash, not a power loss. Then
+   * there is nothing to wait for and nothing to share, so the append itself writes the record (and sends its
+   * datagram) on the caller's thread, as Kea's memfile does: no handoff to this thread and back, whose wakeup on
+   * a core the event loop keeps busy was most of the ACK's p99 (issue 13). fd, off, gen and gen_first are then
+   * the caller's, under mu; the thread only makes the segments ahead of time. */
   bool sync;
   /* Under mu (the thread, their only writer, reads them without it): the rate measured, the fdatasyncs made and
    * how many of them waited to group (journalStats). */
@@ -144,24 +155,26 @@ static int segment_create(journal *j, uint64_t gen, uint64_t size, int *out) {
   return 0;
 }
 
-/* The records go to segment `gen` (fd) from now on. */
-static void segment_switch(journal *j, int fd, uint64_t gen) {
+/* The records go to segment `gen` (fd) from now on. `held`: the caller holds mu (an inline append). */
+static void segment_switch(journal *j, int fd, uint64_t gen, bool held) {
   if (j->fd >= 0) close(j->fd);
   j->fd = fd;
   j->off = 0;
-  pthread_mutex_lock(&j->mu);
+  if (!held) pthread_mutex_lock(&j->mu);
   j->gen = gen;
   j->gen_first = 0;
-  pthread_mutex_unlock(&j->mu);
+  if (!held) pthread_mutex_unlock(&j->mu);
 }
 
 /* Before writing `n` bytes: the first segment, or the next one when they do not fit (the one made ready while
- * the thread was idle, else a new one now). 0 or an errno. */
-static int segment_room(journal *j, uint64_t n) {
+ * the thread was idle, else a new one now). 0 or an errno. `held`: the caller holds mu (an inline append), and
+ * waits for a segment the thread is making rather than make the same file beside it. */
+static int segment_room(journal *j, uint64_t n, bool held) {
   if (j->fd >= 0 && (j->off + n <= j->seg_bytes || j->off == 0)) return 0;
   uint64_t gen = j->fd < 0 ? j->gen : j->gen + 1;
+  while (held && j->creating) pthread_cond_wait(&j->made, &j->mu);
   int fd = -1, e = 0;
-  if (j->fd >= 0 && j->next_fd >= 0 && n <= j->seg_bytes) {
+  if (j->next_fd >= 0 && j->next_gen == gen && n <= j->seg_bytes) {
     fd = j->next_fd;
   } else {
     if (j->next_fd >= 0) close(j->next_fd);
@@ -169,7 +182,7 @@ static int segment_room(journal *j, uint64_t n) {
   }
   j->next_fd = -1;
   j->next_failed = false;
-  if (!e) segment_switch(j, fd, gen);
+  if (!e) segment_switch(j, fd, gen, held);
   return e;
 }
 
@@ -280,15 +293,20 @@ static void *journal_loop(void *arg) {
   for (;;) {
     pthread_mutex_lock(&j->mu);
     while (j->qlen == 0 && !j->stop) {
-      /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. */
-      if (j->fd >= 0 && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) {
-        uint64_t gen = j->gen + 1;
+      /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. Inline
+       * (sync 0) the first one too, so that no append waits for it but one made at once. */
+      if (j->next_fd < 0 && !j->next_failed &&
+          (j->fd >= 0 ? j->off * 2 >= j->seg_bytes : !j->sync && !j->err[0])) {
+        uint64_t gen = j->fd >= 0 ? j->gen + 1 : j->gen;
+        j->creating = true;
         pthread_mutex_unlock(&j->mu);
         int fd = -1;
         int e = segment_create(j, gen, j->seg_bytes, &fd);
         pthread_mutex_lock(&j->mu);
+        j->creating = false;
         if (e) j->next_failed = true;
-        else j->next_fd = fd;
+        else j->next_fd = fd, j->next_gen = gen;
+        pthread_cond_broadcast(&j->made);
         continue;
       }
       j->waiting = true;
@@ -323,7 +341,7 @@ static void *journal_loop(void *arg) {
     /* The rate the group commit goes by: records a second, over windows of 100 ms or more. */
     uint64_t now = mono_us();
     j->win_records += n > 0 ? last - first + 1 : 0;
-    int e = segment_room(j, n);
+    int e = segment_room(j, n, false);
     if (e) fail(j, "segment", e);
     if (!e && (e = write_all(j->fd, b, n, j->off)) != 0) fail(j, "write", e);
     if (!e && j->sync && fdatasync(j->fd) != 0) fail(j, "fdatasync", e = errno);
@@ -357,6 +375,7 @@ static void journal_free_maybe(journal *j) {
   if (j->uv_closed && j->finalized) {
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
+    pthread_cond_destroy(&j->made);
     free(j->q);
     free(j->sq);
     free(j->failed);
@@ -520,6 +539,7 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
   snprintf(dir, sizeof dir, "%s", j->prefix);
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
+  pthread_cond_init(&j->made, NULL);
   j->dirfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int e = j->dirfd < 0 ? errno : 0; /* the segments are made by the thread, never on the event loop */
   uv_loop_t *loop = NULL;
@@ -529,6 +549,7 @@ napi_value journal_open(napi_env env, napi_callback_info info) {
     if (j->dirfd >= 0) close(j->dirfd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
+    pthread_cond_destroy(&j->made);
     free(j);
     return throw_errno(env, "journalOpen", e);
   }
@@ -555,6 +576,40 @@ static bool reserve(unsigned char **buf, size_t *cap, size_t need) {
   *buf = q;
   *cap = c;
   return true;
+}
+
+/* One datagram, now (an inline append's ACK): 0 or the errno (EAGAIN, ENOBUFS: a full buffer, a lost reply). */
+static int send_one(int fd, const void *data, size_t len, uint32_t addr, uint16_t port) {
+  struct sockaddr_in to;
+  memset(&to, 0, sizeof to);
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(addr);
+  to.sin_port = htons(port);
+  for (;;) {
+    if (sendto(fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to) >= 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+/* sync 0: writes the record built at h (n bytes, sequence seq) on the caller's thread, under mu. 0 or an errno,
+ * with j->err set (the journal takes no more records after it). */
+static int write_inline(journal *j, unsigned char *h, size_t n, uint64_t seq) {
+  uint64_t first = 0;
+  seal(h, n, &first);
+  const char *what = "segment";
+  int e = segment_room(j, n, true);
+  if (!e && (e = write_all(j->fd, h, n, j->off)) != 0) what = "write";
+  if (e) {
+    if (!j->err[0]) snprintf(j->err, sizeof j->err, "journal %s: %s", what, strerror(e));
+    return e;
+  }
+  j->off += n;
+  j->groups++;
+  j->durable = seq;
+  if (j->gen_first == 0) j->gen_first = seq;
+  /* Past half the segment: the thread makes the next one while the appends go on. */
+  if (j->waiting && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) pthread_cond_signal(&j->cv);
+  return 0;
 }
 
 /* journalAppend and journalAppendSend: argv[1] the payload; with `send`, argv[2..5] fd, datagram, address, port. */
@@ -604,6 +659,27 @@ static napi_value append(napi_env env, napi_callback_info info, bool send) {
   put64(h + 8, seq);
   put32(h + 16, 0); /* the CRC, filled in by the thread */
   put32(h + 20, 0);
+  if (!j->sync) {
+    /* Durable once written: written here, and its datagram sent right after, with no thread in between. */
+    int e = write_inline(j, h, HDR + len, seq);
+    if (e) {
+      napi_throw_error(env, "EJOURNAL", j->err);
+      pthread_mutex_unlock(&j->mu);
+      return NULL;
+    }
+    pthread_mutex_unlock(&j->mu);
+    j->appended = seq;
+    int se = send ? send_one(fd, data, dlen, addr, (uint16_t)port) : 0;
+    napi_value out, v;
+    napi_create_double(env, (double)seq, &out);
+    if (se == 0) return out;
+    /* A send that failed: [seq, errno], as onDurable's fifth argument reports them for the thread's sends. */
+    napi_create_array_with_length(env, 2, &v);
+    napi_set_element(env, v, 0, out);
+    napi_create_double(env, (double)se, &out);
+    napi_set_element(env, v, 1, out);
+    return v;
+  }
   j->qlen += HDR + len; /* no wakeup here: journalKick, once per turn, so a turn's records share one write */
   if (send) {
     /* Queued with its record under the same lock: the thread takes both in one swap, so the datagram leaves
@@ -660,6 +736,21 @@ napi_value journal_stats(napi_env env, napi_callback_info info) {
   napi_value out, x;
   napi_create_array_with_length(env, 4, &out);
   for (uint32_t i = 0; i < 4; i++) {
+    napi_create_double(env, v[i], &x);
+    napi_set_element(env, out, i, x);
+  }
+  return out;
+}
+
+napi_value journal_segment(napi_env env, napi_callback_info info) {
+  journal *j = handle_only(env, info);
+  if (!j) return NULL;
+  pthread_mutex_lock(&j->mu);
+  double v[2] = {(double)j->gen, (double)j->gen_first};
+  pthread_mutex_unlock(&j->mu);
+  napi_value out, x;
+  napi_create_array_with_length(env, 2, &out);
+  for (uint32_t i = 0; i < 2; i++) {
     napi_create_double(env, v[i], &x);
     napi_set_element(env, out, i, x);
   }

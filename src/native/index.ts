@@ -208,11 +208,15 @@ export type PlinthNet = {
    * fdatasyncs made (an addon older than the durability setting gives three)].
    */
   journalStats?(h: JournalHandle): [number, number, number, number?];
-  /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
+  /**
+   * journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. With
+   * journalOpen's sync 0 it writes the record itself, returning it durable (EJOURNAL when that write fails).
+   */
   journalAppend?(h: JournalHandle, payload: string): number;
   /**
    * journal.c: journalAppend, and `datagram` sent on `fd` to `address` (host-order u32):`port` by the journal's
-   * thread right after the fdatasync that makes this record durable (never when the journal fails first).
+   * thread right after the fdatasync that makes this record durable (never when the journal fails first). With
+   * sync 0 the record is written and the datagram sent before it returns: [seq, errno] when that send failed.
    */
   journalAppendSend?(
     h: JournalHandle,
@@ -221,7 +225,9 @@ export type PlinthNet = {
     datagram: Buffer,
     address: number,
     port: number,
-  ): number;
+  ): number | [number, number];
+  /** journal.c: [generation, its first sequence number (0: none yet)] of the segment written to. */
+  journalSegment?(h: JournalHandle): [number, number];
   /** journal.c: wakes the thread for the records queued (once per event-loop turn, so they share one write). */
   journalKick?(h: JournalHandle): void;
   /** journal.c: writes what is queued, stops the thread and closes the file; the highest durable sequence number. */
@@ -246,7 +252,9 @@ export type DhcpBatchIo = Has<'dhcpIoOpen' | 'dhcpIoSend' | 'dhcpIoClose'>;
 /** Files onto HTTP connections with sendfile(2). */
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 /** The store's lease journal (src/store/journal.ts); sending ACKs from its thread is a later addition. */
-export type LeaseJournal = Has<'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose'> &
+export type LeaseJournal = Has<
+  'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose' | 'journalSegment'
+> &
   Pick<PlinthNet, 'journalAppendSend' | 'journalStats'>;
 
 const NEEDS = {
@@ -258,7 +266,7 @@ const NEEDS = {
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
   dhcpBatchIo: ['dhcpIoOpen', 'dhcpIoSend', 'dhcpIoClose'],
-  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose'],
+  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose', 'journalSegment'],
   journalSend: ['journalAppendSend'],
   journalStats: ['journalStats'],
 } satisfies Record<string, Fn[]>;

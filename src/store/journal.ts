@@ -47,8 +47,9 @@ export type JournalOptions = {
   /**
    * When a journaled write counts as durable, so when its ACK leaves. 'disk' (default): once fdatasynced, it survives
    * a power loss. 'kernel': once written to the kernel (pwrite, no fdatasync), it survives the daemon's kill -9 or
-   * crash but not a power loss or a kernel crash: what Kea's memfile backend and dnsmasq's lease file give. The
-   * group commit then waits for nothing by default (`groupUs` 0): there is no fdatasync to share.
+   * crash but not a power loss or a kernel crash: what Kea's memfile backend gives. There is nothing to wait for
+   * then, so put() writes the record itself (and the addon sends its ACK) before it returns, as Kea's memfile
+   * does, instead of handing it to the journal's thread and waiting for that thread to run.
    */
   durability?: 'disk' | 'kernel';
   /** The addon's journal functions (default: the built addon's); a test wraps them to see the arguments. */
@@ -251,6 +252,8 @@ function startJournal(
   let h: JournalHandle | undefined;
   let isDown = false;
   const kick = kicker(addon, () => h);
+  // 'kernel': each write is durable when the addon returns (native/journal.c's sync 0 writes it inline).
+  const inline = opts.durability === 'kernel';
 
   const onDurable = (seq: number, g: number, gFirst: number, error?: string, sendFailures?: number[]) => {
     if (g >= gen) {
@@ -296,6 +299,8 @@ function startJournal(
   const onApplied = (seq: number) => {
     log.applied(seq);
     settle(seq);
+    // Inline writes report no generation (onDurable is not called): ask where the appends are.
+    if (inline && h !== undefined) [gen, genFirst] = addon.journalSegment(h);
     // Every record of the segments before the one being written is applied: they go.
     if (genFirst > 0 && seq >= genFirst - 1)
       // Off the event loop (the thread pool): freeing a segment's 8 MiB of extents takes milliseconds.
@@ -333,6 +338,15 @@ function startJournal(
     return new Promise((resolve, reject) => drains.push({ seq, resolve, reject }));
   };
 
+  // An inline write, durable (and its datagram sent) already: [seq, errno] when the send failed.
+  const wrote = (r: number | [number, number], item: BatchItem, send: DurableSend | undefined) => {
+    const seq = typeof r === 'number' ? r : r[0];
+    log.push({ seq, item, at: STATS ? performance.now() : 0, send: taken(send) });
+    log.durable(seq, typeof r === 'number' ? undefined : new Map([r]));
+    schedule();
+    return DONE;
+  };
+
   return {
     put(item, send) {
       if (log.size >= (opts.maxBacklog ?? 100_000) && !isDown && !closed) return backlogFull(log.size);
@@ -341,7 +355,9 @@ function startJournal(
         if (h === undefined && !isDown && !closed)
           h = openThread(addon, file, gen, recovered.lastSeq + 1, opts, onDurable);
         if (h === undefined) return undefined;
-        seq = append(addon, h, item, send);
+        const r = append(addon, h, item, send);
+        if (inline) return wrote(r, item, send);
+        seq = r as number;
         kick();
       } catch (err) {
         down((err as Error).message);
@@ -389,8 +405,18 @@ function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): (
   };
 }
 
-/** Appends the record; with the addon's journalAppendSend, `send` is queued with it and taken (sent by the thread). */
-function append(addon: LeaseJournal, h: JournalHandle, item: BatchItem, send: DurableSend | undefined): number {
+const DONE = Promise.resolve();
+
+/**
+ * Appends the record; with the addon's journalAppendSend, `send` is queued with it and taken (sent by the thread,
+ * or at once by an inline write: [seq, errno] when that failed).
+ */
+function append(
+  addon: LeaseJournal,
+  h: JournalHandle,
+  item: BatchItem,
+  send: DurableSend | undefined,
+): number | [number, number] {
   if (!send || !addon.journalAppendSend) return addon.journalAppend(h, encodeItem(item));
   const seq = addon.journalAppendSend(h, encodeItem(item), send.fd, send.buf, send.address, send.port);
   send.taken = true;

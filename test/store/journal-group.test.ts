@@ -3,12 +3,12 @@
  * thread waits to gather several writes per fdatasync; below it, it never waits. Counted by the addon
  * (journalStats: fdatasyncs made, those that waited), not timed.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type JournalHandle, native } from '../../src/native/index.js';
-import { segmentPrefix } from '../../src/store/journal-recovery.js';
+import { readRecords, segmentPrefix, segments } from '../../src/store/journal-recovery.js';
 
 const addon = native.leaseJournal;
 const open: JournalHandle[] = [];
@@ -35,7 +35,11 @@ async function drive(groupUs: number, groupRate: number, n: number, perTick: num
   );
   open.push(h);
   for (let sent = 0; sent < n; ) {
-    for (let i = 0; i < perTick && sent < n; i++, sent++) addon!.journalAppend(h, `Pleases\n1\nk${sent}{"n":${sent}}`);
+    for (let i = 0; i < perTick && sent < n; i++, sent++) {
+      const seq = addon!.journalAppend(h, `Pleases\n1\nk${sent}{"n":${sent}}`);
+      // sync 0 writes the record inline: durable when the append returns, onDurable never called.
+      if (sync === 0) durable = seq;
+    }
     addon!.journalKick(h);
     await new Promise((r) => setTimeout(r, tickMs));
   }
@@ -74,6 +78,27 @@ describe.skipIf(!addon?.journalStats)("journal durability (the store's leaseDura
     const kernel = await drive(0, 1, 200, 1, 1, 0);
     expect(kernel.groups).toBeGreaterThan(0);
     expect(kernel.syncs).toBe(0);
+  });
+
+  it('with sync 0, each append writes its record before it returns, with no callback', async () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
+    let called = 0;
+    // Segments of 4 KiB: 200 records of ~55 bytes rotate through three (the thread makes them ahead).
+    const h = addon!.journalOpen(segmentPrefix(file), 1, 1, 4096, () => called++, 0, 1, 0);
+    open.push(h);
+    for (let i = 1; i <= 200; i++) {
+      expect(addon!.journalAppend(h, `Pleases\n1\nk${i}{"n":${i}}`)).toBe(i);
+      // Synchronously: the record is in the segment's file already.
+      const all = segments(file).flatMap((sg) => readRecords(readFileSync(sg.path)).map((r) => r.seq));
+      expect(all).toContain(i);
+    }
+    const [gen, first] = addon!.journalSegment(h);
+    expect(gen).toBeGreaterThan(1);
+    expect(first).toBeGreaterThan(1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(called).toBe(0);
+    expect(addon!.journalClose(h)).toBe(200);
+    open.splice(open.indexOf(h), 1);
   });
 
   it('refuses a sync that is neither 0 nor 1', () => {

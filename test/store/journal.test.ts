@@ -217,4 +217,23 @@ describe.skipIf(!native.leaseJournal)('the lease journal', () => {
     }
     expect(warnings.some((m) => m.includes('lease journal stopped'))).toBe(true);
   });
+
+  it.each(['disk', 'kernel'] as const)(
+    '%s: segments whose writes are all applied are removed as it runs',
+    async (durability) => {
+      const file = dbFile();
+      const store = openSqliteStore(file, { segmentBytes: 4096, durability, applyMs: 5 });
+      // ~120 bytes a record: 34 a segment, so 600 writes fill about 18 of them.
+      for (let i = 0; i < 600; i += 20)
+        await Promise.all(
+          Array.from({ length: 20 }, (_, j) => store.putBatched('leases', `k${i + j}`, { pad: 'x'.repeat(60) })),
+        );
+      // A read waits for everything journaled to be applied; the removals follow it (unlink off the loop).
+      expect((await store.list('leases')).total).toBe(600);
+      for (let t = 0; segments(file).length > 2 && t < 100; t++) await new Promise((r) => setTimeout(r, 10));
+      expect(segments(file).length).toBeLessThanOrEqual(2);
+      await store.close();
+      expect(segments(file)).toEqual([]);
+    },
+  );
 });
