@@ -15,6 +15,7 @@ import { closeSync, unlink, unlinkSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { type JournalHandle, type LeaseJournal, native } from '../native/index.js';
 import type { BatchItem, Prep } from './batch.mjs';
+import { type Entry, STATS, WriteLog } from './journal-log.js';
 import { encodeItem, lockPath, type Recovered, recoverJournal, segmentPrefix, segments } from './journal-recovery.js';
 import { BackendError, type DurableSend } from './store.js';
 
@@ -99,17 +100,7 @@ export type Journal = {
   close(): Promise<void>;
 };
 
-type Entry = {
-  seq: number;
-  item: BatchItem;
-  resolve?: () => void;
-  reject?: (e: Error) => void;
-  at: number;
-  send: DurableSend | undefined;
-};
 type Drain = { seq: number; resolve: () => void; reject: (e: Error) => void };
-type BatchStats = { sizes: number[]; commits: number[]; tx: number[]; waits: number[] };
-const STATS = (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.store.batchStats')] as BatchStats | undefined;
 
 /**
  * Recovery, then the journal's owner: every opener of a file replays what a crash left. Only the process holding
@@ -147,84 +138,6 @@ export function prepareJournal(
   }
   const fd = lockFd;
   return (apply, onDown) => startJournal(file, addon, fd, recovered, apply, onDown, opts);
-}
-
-/**
- * The journaled writes in sequence order: [head, sent) at the writer, [sent, dur) durable, [dur, end) waiting for
- * their fdatasync; and how many of each kind are not applied yet.
- */
-class WriteLog {
-  private log: Entry[] = [];
-  private head = 0;
-  private sent = 0;
-  private dur = 0;
-  private readonly kinds = new Map<string, number>();
-
-  private count(kind: string, d: number) {
-    this.kinds.set(kind, (this.kinds.get(kind) ?? 0) + d);
-  }
-  push(e: Entry) {
-    this.log.push(e);
-    this.count(e.item.kind, 1);
-  }
-  pending = (kind: string) => (this.kinds.get(kind) ?? 0) > 0;
-  /** Writes appended and not applied yet. */
-  get size() {
-    return this.log.length - this.head;
-  }
-  get empty() {
-    return this.head === this.log.length;
-  }
-  /** The last write appended, if any is not applied. */
-  last(): number | undefined {
-    return this.empty ? undefined : this.log[this.log.length - 1]!.seq;
-  }
-  /** Durable writes not sent to the writer yet: how many, and the first one's sequence number. */
-  ready(): { n: number; first: number } {
-    return { n: this.dur - this.sent, first: this.dur > this.sent ? this.log[this.sent]!.seq : 0 };
-  }
-  /** Resolves the writes up to `seq`, now on disk; their datagrams were sent, but those in `failed` (seq -> errno). */
-  durable(seq: number, failed?: Map<number, number>) {
-    const from = this.dur;
-    while (this.dur < this.log.length && this.log[this.dur]!.seq <= seq) {
-      const e = this.log[this.dur++]!;
-      if (e.send) {
-        e.send.sent(failed?.get(e.seq) ?? 0);
-        e.send = undefined;
-      }
-      e.resolve?.();
-      e.resolve = e.reject = undefined;
-    }
-    if (STATS && this.dur > from) record(STATS, this.log, from, this.dur);
-  }
-  /** Rejects (and forgets) the writes that never reached the disk. */
-  refuseUndurable(e: Error) {
-    for (let i = this.dur; i < this.log.length; i++) {
-      this.log[i]!.reject?.(e);
-      this.count(this.log[i]!.item.kind, -1);
-    }
-    this.log.length = this.dur;
-  }
-  /** The durable writes not yet sent, now sent, and the last one's sequence number. */
-  take(): { items: BatchItem[]; seq: number } {
-    const items = this.log.slice(this.sent, this.dur).map((e) => e.item);
-    const seq = this.log[this.dur - 1]!.seq;
-    this.sent = this.dur;
-    return { items, seq };
-  }
-  /** An apply failed: everything not applied goes again. */
-  resend() {
-    this.sent = this.head;
-  }
-  applied(seq: number) {
-    while (this.head < this.sent && this.log[this.head]!.seq <= seq) this.count(this.log[this.head++]!.item.kind, -1);
-    if (this.head > 4096 && this.head * 2 > this.log.length) {
-      this.log = this.log.slice(this.head);
-      this.sent -= this.head;
-      this.dur -= this.head;
-      this.head = 0;
-    }
-  }
 }
 
 function startJournal(
@@ -293,12 +206,9 @@ function startJournal(
     });
   };
 
-  const settle = (applied: number) => {
-    for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= applied) drains.splice(i, 1)[0]!.resolve();
-  };
   const onApplied = (seq: number) => {
     log.applied(seq);
-    settle(seq);
+    settle(drains, seq);
     // Inline writes report no generation (onDurable is not called): ask where the appends are.
     if (inline && h !== undefined) [gen, genFirst] = addon.journalSegment(h);
     // Every record of the segments before the one being written is applied: they go.
@@ -315,15 +225,11 @@ function startJournal(
     isDown = true;
     const hh = h;
     h = undefined;
-    try {
-      if (hh !== undefined) addon.journalClose(hh);
-    } catch {
-      // already stopped
-    }
+    closeQuietly(addon, hh);
     log.refuseUndurable(new BackendError(`storage failed: ${why}`));
     // A drain waits no longer for the writes refused: up to the last durable one, or nothing left at all.
     for (const d of drains) d.seq = Math.min(d.seq, log.last() ?? 0);
-    settle(0);
+    settle(drains, 0);
     if (!closed) process.emitWarning(`plinth store: the lease journal stopped (${why}); committing each batch`);
     onDown();
     schedule();
@@ -338,15 +244,6 @@ function startJournal(
     return new Promise((resolve, reject) => drains.push({ seq, resolve, reject }));
   };
 
-  // An inline write, durable (and its datagram sent) already: [seq, errno] when the send failed.
-  const wrote = (r: number | [number, number], item: BatchItem, send: DurableSend | undefined) => {
-    const seq = typeof r === 'number' ? r : r[0];
-    log.push({ seq, item, at: STATS ? performance.now() : 0, send: taken(send) });
-    log.durable(seq, typeof r === 'number' ? undefined : new Map([r]));
-    schedule();
-    return DONE;
-  };
-
   return {
     put(item, send) {
       if (log.size >= (opts.maxBacklog ?? 100_000) && !isDown && !closed) return backlogFull(log.size);
@@ -356,7 +253,13 @@ function startJournal(
           h = openThread(addon, file, gen, recovered.lastSeq + 1, opts, onDurable);
         if (h === undefined) return undefined;
         const r = append(addon, h, item, send);
-        if (inline) return wrote(r, item, send);
+        if (inline) {
+          // Durable, its datagram sent already ([seq, errno] when that send failed).
+          const [s, errno] = typeof r === 'number' ? [r, 0] : r;
+          log.written(s, item, taken(send), errno);
+          schedule();
+          return DONE;
+        }
         seq = r as number;
         kick();
       } catch (err) {
@@ -385,6 +288,19 @@ function startJournal(
       closeSync(lockFd);
     },
   };
+}
+
+/** Resolves the drains waiting for writes up to `applied` (or less). */
+function settle(drains: Drain[], applied: number) {
+  for (let i = drains.length - 1; i >= 0; i--) if (drains[i]!.seq <= applied) drains.splice(i, 1)[0]!.resolve();
+}
+
+function closeQuietly(addon: LeaseJournal, h: JournalHandle | undefined) {
+  try {
+    if (h !== undefined) addon.journalClose(h);
+  } catch {
+    // already stopped
+  }
 }
 
 /**
@@ -449,12 +365,4 @@ function unlinkQuietly(p: string) {
   } catch {
     // gone already; recovery skips what the applied mark covers anyway
   }
-}
-
-/** For the benchmark's probe: per fdatasync its size and the oldest write's wait; per write put to durable. */
-function record(stats: BatchStats, log: Entry[], from: number, to: number) {
-  const t = performance.now();
-  stats.sizes.push(to - from);
-  stats.commits.push(t - log[from]!.at);
-  for (let i = from; i < to; i++) stats.waits.push(t - log[i]!.at);
 }
