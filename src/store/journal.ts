@@ -15,7 +15,7 @@ import { closeSync, unlink, unlinkSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { type JournalHandle, type LeaseJournal, native } from '../native/index.js';
 import type { BatchItem, Prep } from './batch.mjs';
-import { type Entry, STATS, WriteLog } from './journal-log.js';
+import { STATS, WriteLog } from './journal-log.js';
 import { encodeItem, lockPath, type Recovered, recoverJournal, segmentPrefix, segments } from './journal-recovery.js';
 import { BackendError, type DurableSend } from './store.js';
 
