@@ -5,7 +5,9 @@
  * pages, its fsync, the checkpoints between transactions). The durable writes are then applied to SQLite in the
  * background, by the writer thread, in large batches (every `applyMs` or `applyItems`), each with the journal's
  * applied mark in the same transaction. A segment is removed once everything in it is applied; a crash leaves
- * the segments, and the next opener replays what is after the mark (journal-recovery.ts).
+ * the segments, and the next opener replays what is after the mark (journal-recovery.ts). With `durability:
+ * 'kernel'` there is no fdatasync to wait for: the addon writes each record on the caller's thread and it is durable
+ * when put() returns (its ACK sent already), with no thread to hand it to and wait for.
  *
  * Other store calls must see journaled writes: sqlite.ts asks `pending(kind)` and, when the kind has writes not
  * yet applied, waits for `drain()` (everything appended so far applied) before reading or writing SQLite, so a

@@ -1,7 +1,8 @@
 /**
  * A datagram queued with a journaled write (store.ts DurableSend, native/journal.c journalAppendSend) leaves from
- * the journal's thread after its record is written and fdatasynced, never for a write the journal refused; a
- * send the socket refuses is reported with its errno and the write still resolves.
+ * the journal's thread after its record is written and fdatasynced ('disk'), or from putBatched itself right
+ * after the record's inline write ('kernel'), never for a write the journal refused; a send the socket refuses
+ * is reported with its errno and the write still resolves.
  */
 import dgram from 'node:dgram';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
