@@ -18,12 +18,11 @@
  *   journalLock(path): fd holding flock(LOCK_EX) on path (EWOULDBLOCK: another process owns the journal)
  *   journalOpen(prefix, generation, firstSeq, segmentBytes, onDurable(seq, generation, generationFirstSeq, error),
  *     groupUs, groupRate, sync): sync 0 makes a record durable once written (no fdatasync: the store's
- *     leaseDurability 'kernel', which survives the daemon's kill -9 but not a power loss); the appends below then
- *     write their record themselves, on the caller's thread, and return it durable: onDurable is never called,
- *     a write's failure is thrown (EJOURNAL), and journalAppendSend sends its datagram at once, returning
- *     [seq, errno] instead of seq when that send failed
+ *     leaseDurability 'kernel', which survives the daemon's kill -9 but not a power loss); then nothing waits for
+ *     the disk, so the caller writes instead of the thread: journalFlush, once per event-loop turn, writes what
+ *     was appended and sends its datagrams, and onDurable is never called (the thread only makes segments ahead)
  *   journalAppend(h, payload string): its sequence number; journalKick(h): wakes the thread for what is appended
- *   journalSegment(h): [generation, generationFirstSeq] of the segment written to (what onDurable reports)
+ *   journalFlush(h): sync 0 only, see above; [durable seq, generation, generationFirstSeq, seq, errno, ...]
  *   journalAppendSend(h, payload string, fd, datagram, address, port): journalAppend, and the datagram (a DHCP
  *     ACK) sent by the thread with sendmmsg right after the fdatasync that makes the record durable, or never when
  *     the journal fails first. The ACK leaves the moment its lease is on disk instead of waiting for the event loop
@@ -100,10 +99,10 @@ typedef struct {
   uint64_t group_us, group_rate, win_start, win_records;
   /* false (journalOpen's `sync` 0, the store's leaseDurability 'kernel'): a record is durable once written to the
    * kernel (pwrite), without the fdatasync: it survives the daemon's kill -9 or crash, not a power loss. Then
-   * there is nothing to wait for and nothing to share, so the append itself writes the record (and sends its
-   * datagram) on the caller's thread, as Kea's memfile does: no handoff to this thread and back, whose wakeup on
-   * a core the event loop keeps busy was most of the ACK's p99 (issue 13). fd, off, gen and gen_first are then
-   * the caller's, under mu; the thread only makes the segments ahead of time. */
+   * there is nothing to wait for, so the caller writes its own records (journalFlush, once per event-loop turn)
+   * and sends their datagrams, as Kea's memfile writes in its one thread: no handoff to this thread and back,
+   * whose wakeup on a core the event loop keeps busy was most of the ACK's p99 (issue 13). fd, off, gen and
+   * gen_first are then the caller's, under mu; the thread only makes the segments ahead of time. */
   bool sync;
   /* Under mu (the thread, their only writer, reads them without it): the rate measured, the fdatasyncs made and
    * how many of them waited to group (journalStats). */
@@ -292,7 +291,8 @@ static void *journal_loop(void *arg) {
   size_t mine_cap = 0, mine_scap = 0;
   for (;;) {
     pthread_mutex_lock(&j->mu);
-    while (j->qlen == 0 && !j->stop) {
+    /* With sync 0 the records are the caller's to write (journalFlush): this thread only makes segments. */
+    while ((j->qlen == 0 || !j->sync) && !j->stop) {
       /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. Inline
        * (sync 0) the first one too, so that no append waits for it but one made at once. */
       if (j->next_fd < 0 && !j->next_failed &&
@@ -313,7 +313,7 @@ static void *journal_loop(void *arg) {
       pthread_cond_wait(&j->cv, &j->mu);
       j->waiting = false;
     }
-    if (j->qlen == 0 && j->stop) {
+    if ((j->qlen == 0 || !j->sync) && j->stop) {
       pthread_mutex_unlock(&j->mu);
       break;
     }
@@ -578,40 +578,6 @@ static bool reserve(unsigned char **buf, size_t *cap, size_t need) {
   return true;
 }
 
-/* One datagram, now (an inline append's ACK): 0 or the errno (EAGAIN, ENOBUFS: a full buffer, a lost reply). */
-static int send_one(int fd, const void *data, size_t len, uint32_t addr, uint16_t port) {
-  struct sockaddr_in to;
-  memset(&to, 0, sizeof to);
-  to.sin_family = AF_INET;
-  to.sin_addr.s_addr = htonl(addr);
-  to.sin_port = htons(port);
-  for (;;) {
-    if (sendto(fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to) >= 0) return 0;
-    if (errno != EINTR) return errno;
-  }
-}
-
-/* sync 0: writes the record built at h (n bytes, sequence seq) on the caller's thread, under mu. 0 or an errno,
- * with j->err set (the journal takes no more records after it). */
-static int write_inline(journal *j, unsigned char *h, size_t n, uint64_t seq) {
-  uint64_t first = 0;
-  seal(h, n, &first);
-  const char *what = "segment";
-  int e = segment_room(j, n, true);
-  if (!e && (e = write_all(j->fd, h, n, j->off)) != 0) what = "write";
-  if (e) {
-    if (!j->err[0]) snprintf(j->err, sizeof j->err, "journal %s: %s", what, strerror(e));
-    return e;
-  }
-  j->off += n;
-  j->groups++;
-  j->durable = seq;
-  if (j->gen_first == 0) j->gen_first = seq;
-  /* Past half the segment: the thread makes the next one while the appends go on. */
-  if (j->waiting && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) pthread_cond_signal(&j->cv);
-  return 0;
-}
-
 /* journalAppend and journalAppendSend: argv[1] the payload; with `send`, argv[2..5] fd, datagram, address, port. */
 static napi_value append(napi_env env, napi_callback_info info, bool send) {
   size_t argc = 6;
@@ -659,27 +625,6 @@ static napi_value append(napi_env env, napi_callback_info info, bool send) {
   put64(h + 8, seq);
   put32(h + 16, 0); /* the CRC, filled in by the thread */
   put32(h + 20, 0);
-  if (!j->sync) {
-    /* Durable once written: written here, and its datagram sent right after, with no thread in between. */
-    int e = write_inline(j, h, HDR + len, seq);
-    if (e) {
-      napi_throw_error(env, "EJOURNAL", j->err);
-      pthread_mutex_unlock(&j->mu);
-      return NULL;
-    }
-    pthread_mutex_unlock(&j->mu);
-    j->appended = seq;
-    int se = send ? send_one(fd, data, dlen, addr, (uint16_t)port) : 0;
-    napi_value out, v;
-    napi_create_double(env, (double)seq, &out);
-    if (se == 0) return out;
-    /* A send that failed: [seq, errno], as onDurable's fifth argument reports them for the thread's sends. */
-    napi_create_array_with_length(env, 2, &v);
-    napi_set_element(env, v, 0, out);
-    napi_create_double(env, (double)se, &out);
-    napi_set_element(env, v, 1, out);
-    return v;
-  }
   j->qlen += HDR + len; /* no wakeup here: journalKick, once per turn, so a turn's records share one write */
   if (send) {
     /* Queued with its record under the same lock: the thread takes both in one swap, so the datagram leaves
@@ -696,7 +641,7 @@ static napi_value append(napi_env env, napi_callback_info info, bool send) {
   }
   pthread_mutex_unlock(&j->mu);
   j->appended = seq;
-  if (!j->refd) {
+  if (j->sync && !j->refd) { /* sync 0: journalFlush, on this thread, makes it durable; nothing to wait for */
     uv_ref((uv_handle_t *)&j->async);
     j->refd = true;
   }
@@ -742,18 +687,63 @@ napi_value journal_stats(napi_env env, napi_callback_info info) {
   return out;
 }
 
-napi_value journal_segment(napi_env env, napi_callback_info info) {
+/* sync 0: writes what was appended since the last flush in one pwrite, on the caller's thread, and sends their
+ * datagrams (sendmmsg) right after. [durable seq, generation, its first seq, then seq, errno of each failed send];
+ * throws EJOURNAL when the write fails (those records are not durable, their datagrams never sent). */
+napi_value journal_flush(napi_env env, napi_callback_info info) {
   journal *j = handle_only(env, info);
   if (!j) return NULL;
+  if (j->sync) {
+    napi_throw_type_error(env, NULL, "journalFlush: only for a journal opened with sync 0");
+    return NULL;
+  }
   pthread_mutex_lock(&j->mu);
-  double v[2] = {(double)j->gen, (double)j->gen_first};
+  if (j->err[0] || j->closed || j->stop) {
+    napi_throw_error(env, "EJOURNAL", j->err[0] ? j->err : "journal is closed");
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+  }
+  /* Only this thread appends to q and sq and flushes them (the journal's thread never takes them with sync 0). */
+  size_t n = j->qlen, sn = j->sqlen;
+  int e = 0;
+  const char *what = "segment";
+  if (n > 0) {
+    uint64_t first = 0, last = seal(j->q, n, &first);
+    /* The room is made under mu: a segment the thread is making is waited for, not made a second time. */
+    if (!(e = segment_room(j, n, true)) && (e = write_all(j->fd, j->q, n, j->off)) != 0) what = "write";
+    if (e) {
+      if (!j->err[0]) snprintf(j->err, sizeof j->err, "journal %s: %s", what, strerror(e));
+    } else {
+      j->off += n;
+      j->groups++;
+      j->durable = last;
+      if (j->gen_first == 0) j->gen_first = first;
+      /* Past half the segment: the thread makes the next one while the appends go on. */
+      if (j->waiting && j->next_fd < 0 && !j->next_failed && j->off * 2 >= j->seg_bytes) pthread_cond_signal(&j->cv);
+    }
+  }
+  j->qlen = j->sqlen = 0;
+  uint64_t durable = j->durable, gen = j->gen, gen_first = j->gen_first;
+  pthread_mutex_unlock(&j->mu);
+  if (e) {
+    napi_throw_error(env, "EJOURNAL", j->err);
+    return NULL;
+  }
+  if (sn > 0) send_durable(j, j->sq, sn); /* failures land in j->failed, under mu */
+  pthread_mutex_lock(&j->mu);
+  uint64_t *failed = j->failed;
+  size_t nfailed = j->nfailed;
+  j->failed = NULL;
+  j->nfailed = j->failcap = 0;
   pthread_mutex_unlock(&j->mu);
   napi_value out, x;
-  napi_create_array_with_length(env, 2, &out);
-  for (uint32_t i = 0; i < 2; i++) {
-    napi_create_double(env, v[i], &x);
+  napi_create_array_with_length(env, 3 + nfailed, &out);
+  double head[3] = {(double)durable, (double)gen, (double)gen_first};
+  for (uint32_t i = 0; i < 3 + nfailed; i++) {
+    napi_create_double(env, i < 3 ? head[i] : (double)failed[i - 3], &x);
     napi_set_element(env, out, i, x);
   }
+  free(failed);
   return out;
 }
 

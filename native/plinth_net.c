@@ -55,7 +55,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"journalKick", NULL, journal_kick, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalClose", NULL, journal_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalStats", NULL, journal_stats, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"journalSegment", NULL, journal_segment, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalFlush", NULL, journal_flush, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -56,6 +56,6 @@ PN_INTERNAL napi_value journal_append_send(napi_env env, napi_callback_info info
 PN_INTERNAL napi_value journal_kick(napi_env env, napi_callback_info info);   /* journalKick */
 PN_INTERNAL napi_value journal_close(napi_env env, napi_callback_info info);  /* journalClose */
 PN_INTERNAL napi_value journal_stats(napi_env env, napi_callback_info info);  /* journalStats */
-PN_INTERNAL napi_value journal_segment(napi_env env, napi_callback_info info);  /* journalSegment */
+PN_INTERNAL napi_value journal_flush(napi_env env, napi_callback_info info);    /* journalFlush */
 
 #endif

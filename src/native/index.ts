@@ -208,15 +208,12 @@ export type PlinthNet = {
    * fdatasyncs made (an addon older than the durability setting gives three)].
    */
   journalStats?(h: JournalHandle): [number, number, number, number?];
-  /**
-   * journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. With
-   * journalOpen's sync 0 it writes the record itself, returning it durable (EJOURNAL when that write fails).
-   */
+  /** journal.c: queues one record (code EJOURNAL once the journal failed or closed); its sequence number. */
   journalAppend?(h: JournalHandle, payload: string): number;
   /**
    * journal.c: journalAppend, and `datagram` sent on `fd` to `address` (host-order u32):`port` by the journal's
-   * thread right after the fdatasync that makes this record durable (never when the journal fails first). With
-   * sync 0 the record is written and the datagram sent before it returns: [seq, errno] when that send failed.
+   * thread right after the fdatasync that makes this record durable (never when the journal fails first); with
+   * sync 0 by journalFlush right after its write.
    */
   journalAppendSend?(
     h: JournalHandle,
@@ -225,9 +222,13 @@ export type PlinthNet = {
     datagram: Buffer,
     address: number,
     port: number,
-  ): number | [number, number];
-  /** journal.c: [generation, its first sequence number (0: none yet)] of the segment written to. */
-  journalSegment?(h: JournalHandle): [number, number];
+  ): number;
+  /**
+   * journal.c, journalOpen's sync 0 only: writes the records appended since the last call in one pwrite on this
+   * thread, then sends their datagrams: [durable seq, generation, its first seq, failed sends as seq, errno, ...].
+   * Throws (code EJOURNAL) when the write fails: those records are not durable and their datagrams never leave.
+   */
+  journalFlush?(h: JournalHandle): number[];
   /** journal.c: wakes the thread for the records queued (once per event-loop turn, so they share one write). */
   journalKick?(h: JournalHandle): void;
   /** journal.c: writes what is queued, stops the thread and closes the file; the highest durable sequence number. */
@@ -253,7 +254,7 @@ export type DhcpBatchIo = Has<'dhcpIoOpen' | 'dhcpIoSend' | 'dhcpIoClose'>;
 export type HttpSendfile = Has<'tcpSendFile' | 'tcpSendFileCancel'>;
 /** The store's lease journal (src/store/journal.ts); sending ACKs from its thread is a later addition. */
 export type LeaseJournal = Has<
-  'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose' | 'journalSegment'
+  'journalLock' | 'journalOpen' | 'journalAppend' | 'journalKick' | 'journalClose' | 'journalFlush'
 > &
   Pick<PlinthNet, 'journalAppendSend' | 'journalStats'>;
 
@@ -266,7 +267,7 @@ const NEEDS = {
   httpSendfile: ['tcpSendFile', 'tcpSendFileCancel'],
   icmpEcho: ['icmpOpen', 'icmpKind', 'icmpEcho', 'icmpClose'],
   dhcpBatchIo: ['dhcpIoOpen', 'dhcpIoSend', 'dhcpIoClose'],
-  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose', 'journalSegment'],
+  leaseJournal: ['journalLock', 'journalOpen', 'journalAppend', 'journalKick', 'journalClose', 'journalFlush'],
   journalSend: ['journalAppendSend'],
   journalStats: ['journalStats'],
 } satisfies Record<string, Fn[]>;

@@ -66,11 +66,6 @@ export class WriteLog {
     }
     if (STATS && this.dur > from) record(STATS, this.log, from, this.dur);
   }
-  /** A write durable as it was appended (an inline write, its datagram sent already: errno when that failed). */
-  written(seq: number, item: BatchItem, send: DurableSend | undefined, errno: number) {
-    this.push({ seq, item, at: STATS ? performance.now() : 0, send });
-    this.durable(seq, errno ? new Map([[seq, errno]]) : undefined);
-  }
   /** Rejects (and forgets) the writes that never reached the disk. */
   refuseUndurable(e: Error) {
     for (let i = this.dur; i < this.log.length; i++) {

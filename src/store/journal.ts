@@ -6,8 +6,8 @@
  * background, by the writer thread, in large batches (every `applyMs` or `applyItems`), each with the journal's
  * applied mark in the same transaction. A segment is removed once everything in it is applied; a crash leaves
  * the segments, and the next opener replays what is after the mark (journal-recovery.ts). With `durability:
- * 'kernel'` there is no fdatasync to wait for: the addon writes each record on the caller's thread and it is durable
- * when put() returns (its ACK sent already), with no thread to hand it to and wait for.
+ * 'kernel'` there is no fdatasync to wait for: the event loop writes each turn's records itself at the end of the
+ * turn (journalFlush: one pwrite, then the ACKs), with no thread to hand them to and wait for.
  *
  * Other store calls must see journaled writes: sqlite.ts asks `pending(kind)` and, when the kind has writes not
  * yet applied, waits for `drain()` (everything appended so far applied) before reading or writing SQLite, so a
@@ -166,9 +166,15 @@ function startJournal(
   // and preallocates no segment.
   let h: JournalHandle | undefined;
   let isDown = false;
-  const kick = kicker(addon, () => h);
-  // 'kernel': each write is durable when the addon returns (native/journal.c's sync 0 writes it inline).
+  // 'kernel': nothing waits for the disk, so this thread writes each turn's records itself (journalFlush) and the
+  // addon sends their ACKs right after: no journal thread to hand them to and wait for.
   const inline = opts.durability === 'kernel';
+  const kick = kicker(
+    addon,
+    () => h,
+    inline ? (hh) => flushed(addon.journalFlush(hh)) : undefined,
+    (e) => down(e),
+  );
 
   const onDurable = (seq: number, g: number, gFirst: number, error?: string, sendFailures?: number[]) => {
     if (g >= gen) {
@@ -179,6 +185,9 @@ function startJournal(
     if (error !== undefined) return down(error);
     schedule();
   };
+
+  const flushed = ([seq, g, gFirst, ...sendFailures]: number[]) =>
+    onDurable(seq!, g!, gFirst!, undefined, sendFailures.length > 0 ? sendFailures : undefined);
 
   const schedule = () => {
     const r = log.ready();
@@ -211,8 +220,6 @@ function startJournal(
   const onApplied = (seq: number) => {
     log.applied(seq);
     settle(drains, seq);
-    // Inline writes report no generation (onDurable is not called): ask where the appends are.
-    if (inline && h !== undefined) [gen, genFirst] = addon.journalSegment(h);
     // Every record of the segments before the one being written is applied: they go.
     if (genFirst > 0 && seq >= genFirst - 1)
       // Off the event loop (the thread pool): freeing a segment's 8 MiB of extents takes milliseconds.
@@ -254,15 +261,7 @@ function startJournal(
         if (h === undefined && !isDown && !closed)
           h = openThread(addon, file, gen, recovered.lastSeq + 1, opts, onDurable);
         if (h === undefined) return undefined;
-        const r = append(addon, h, item, send);
-        if (inline) {
-          // Durable, its datagram sent already ([seq, errno] when that send failed).
-          const [s, errno] = typeof r === 'number' ? [r, 0] : r;
-          log.written(s, item, taken(send), errno);
-          schedule();
-          return DONE;
-        }
-        seq = r as number;
+        seq = append(addon, h, item, send);
         kick();
       } catch (err) {
         down((err as Error).message);
@@ -307,14 +306,27 @@ function closeQuietly(addon: LeaseJournal, h: JournalHandle | undefined) {
 
 /**
  * Wakes the journal's thread once per event-loop turn, after the turn's writes are queued: they share one write
- * and one fdatasync (woken by the first, it would write that one alone and the rest after its fdatasync).
+ * and one fdatasync (woken by the first, it would write that one alone and the rest after its fdatasync). With
+ * `flush` ('kernel') the turn's writes are written here instead, by this thread, in one write; `failed` hears
+ * why that write failed.
  */
-function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): () => void {
+function kicker(
+  addon: LeaseJournal,
+  handle: () => JournalHandle | undefined,
+  flush: ((h: JournalHandle) => void) | undefined,
+  failed: (why: string) => void,
+): () => void {
   let due = false;
   const run = () => {
     due = false;
     const h = handle();
-    if (h !== undefined) addon.journalKick(h);
+    if (h === undefined) return;
+    if (!flush) return addon.journalKick(h);
+    try {
+      flush(h);
+    } catch (err) {
+      failed((err as Error).message);
+    }
   };
   return () => {
     if (due) return;
@@ -323,18 +335,8 @@ function kicker(addon: LeaseJournal, handle: () => JournalHandle | undefined): (
   };
 }
 
-const DONE = Promise.resolve();
-
-/**
- * Appends the record; with the addon's journalAppendSend, `send` is queued with it and taken (sent by the thread,
- * or at once by an inline write: [seq, errno] when that failed).
- */
-function append(
-  addon: LeaseJournal,
-  h: JournalHandle,
-  item: BatchItem,
-  send: DurableSend | undefined,
-): number | [number, number] {
+/** Appends the record; with the addon's journalAppendSend, `send` is queued with it and taken (sent by the thread). */
+function append(addon: LeaseJournal, h: JournalHandle, item: BatchItem, send: DurableSend | undefined): number {
   if (!send || !addon.journalAppendSend) return addon.journalAppend(h, encodeItem(item));
   const seq = addon.journalAppendSend(h, encodeItem(item), send.fd, send.buf, send.address, send.port);
   send.taken = true;

@@ -36,11 +36,11 @@ async function drive(groupUs: number, groupRate: number, n: number, perTick: num
   open.push(h);
   for (let sent = 0; sent < n; ) {
     for (let i = 0; i < perTick && sent < n; i++, sent++) {
-      const seq = addon!.journalAppend(h, `Pleases\n1\nk${sent}{"n":${sent}}`);
-      // sync 0 writes the record inline: durable when the append returns, onDurable never called.
-      if (sync === 0) durable = seq;
+      addon!.journalAppend(h, `Pleases\n1\nk${sent}{"n":${sent}}`);
     }
-    addon!.journalKick(h);
+    // sync 0: the caller writes (journalFlush, as the store does once per turn) and onDurable is never called.
+    if (sync === 0) durable = addon!.journalFlush(h)[0]!;
+    else addon!.journalKick(h);
     await new Promise((r) => setTimeout(r, tickMs));
   }
   while (durable < n) await new Promise((r) => setTimeout(r, 5));
@@ -80,25 +80,30 @@ describe.skipIf(!addon?.journalStats)("journal durability (the store's leaseDura
     expect(kernel.syncs).toBe(0);
   });
 
-  it('with sync 0, each append writes its record before it returns, with no callback', async () => {
+  it('with sync 0, journalFlush writes what was appended on the caller, with no callback', async () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'plinth-journal-group-')), 'plinth.db');
     let called = 0;
     // Segments of 4 KiB: 200 records of ~55 bytes rotate through three (the thread makes them ahead).
     const h = addon!.journalOpen(segmentPrefix(file), 1, 1, 4096, () => called++, 0, 1, 0);
     open.push(h);
-    for (let i = 1; i <= 200; i++) {
-      expect(addon!.journalAppend(h, `Pleases\n1\nk${i}{"n":${i}}`)).toBe(i);
-      // Synchronously: the record is in the segment's file already.
-      const all = segments(file).flatMap((sg) => readRecords(readFileSync(sg.path)).map((r) => r.seq));
-      expect(all).toContain(i);
+    const written = () => segments(file).flatMap((sg) => readRecords(readFileSync(sg.path)).map((r) => r.seq));
+    for (let i = 1; i <= 200; i += 10) {
+      for (let k = i; k < i + 10; k++) addon!.journalAppend(h, `Pleases\n1\nk${k}{"n":${k}}`);
+      expect(written()).not.toContain(i); // appended, not written: the flush writes
+      const [durable, gen, first] = addon!.journalFlush(h);
+      expect(durable).toBe(i + 9);
+      expect(written()).toEqual(expect.arrayContaining(Array.from({ length: 10 }, (_, k) => i + k)));
+      if (i > 150) expect([gen! > 1, first! > 1]).toEqual([true, true]);
     }
-    const [gen, first] = addon!.journalSegment(h);
-    expect(gen).toBeGreaterThan(1);
-    expect(first).toBeGreaterThan(1);
+    expect(addon!.journalStats!(h)[0]).toBe(20); // one write per flush
     await new Promise((r) => setTimeout(r, 20));
     expect(called).toBe(0);
     expect(addon!.journalClose(h)).toBe(200);
     open.splice(open.indexOf(h), 1);
+    // Only for sync 0: a journal that fdatasyncs is written by its thread.
+    const h2 = addon!.journalOpen(segmentPrefix(`${file}2`), 1, 1, 4096, () => {}, 0, 1, 1);
+    open.push(h2);
+    expect(() => addon!.journalFlush(h2)).toThrow(/sync 0/);
   });
 
   it('refuses a sync that is neither 0 nor 1', () => {
