@@ -183,5 +183,15 @@ export function subscribe(ns: string, base: string, query: string, lastEventId?:
     }
     return out;
   };
-  return { proc, events };
+  /** The `event: lost` notices (no id): the replay no longer reached back, `oldest` the first id it still had. */
+  const lost = (): { after: number; oldest: number; reason: string }[] =>
+    proc
+      .output()
+      .split('\n\n')
+      .filter((block) => /^event: lost$/m.test(block))
+      .flatMap((block) => {
+        const data = /^data: (.+)$/m.exec(block)?.[1];
+        return data ? [JSON.parse(data)] : [];
+      });
+  return { proc, events, lost };
 }
