@@ -91,7 +91,7 @@ typedef struct {
   int fd, dirfd, next_fd; /* next_fd: the next segment, made ready while idle (-1: not yet) */
   bool next_failed;     /* making it failed: left to the rotation, which reports the error */
   uint64_t next_gen;    /* next_fd's generation */
-  bool creating;        /* the thread is making next_fd (mu released): an inline rotation waits on `made` */
+  bool creating;        /* the thread is making next_fd (mu released): journalFlush's rotation waits on `made` */
   pthread_cond_t made;
   uint64_t off, seg_bytes;
   /* Group commit under load: above group_rate records a second, the thread waits up to group_us (about 4
@@ -154,7 +154,7 @@ static int segment_create(journal *j, uint64_t gen, uint64_t size, int *out) {
   return 0;
 }
 
-/* The records go to segment `gen` (fd) from now on. `held`: the caller holds mu (an inline append). */
+/* The records go to segment `gen` (fd) from now on. `held`: the caller holds mu (journalFlush). */
 static void segment_switch(journal *j, int fd, uint64_t gen, bool held) {
   if (j->fd >= 0) close(j->fd);
   j->fd = fd;
@@ -166,7 +166,7 @@ static void segment_switch(journal *j, int fd, uint64_t gen, bool held) {
 }
 
 /* Before writing `n` bytes: the first segment, or the next one when they do not fit (the one made ready while
- * the thread was idle, else a new one now). 0 or an errno. `held`: the caller holds mu (an inline append), and
+ * the thread was idle, else a new one now). 0 or an errno. `held`: the caller holds mu (journalFlush), and
  * waits for a segment the thread is making rather than make the same file beside it. */
 static int segment_room(journal *j, uint64_t n, bool held) {
   if (j->fd >= 0 && (j->off + n <= j->seg_bytes || j->off == 0)) return 0;
@@ -220,6 +220,15 @@ static void send_failed(journal *j, uint64_t seq, int e) {
     j->failed[j->nfailed++] = (uint64_t)e;
   }
   pthread_mutex_unlock(&j->mu);
+}
+
+/* The failed sends recorded since the last call ([seq, errno] pairs, *n numbers; the caller frees them). Under mu. */
+static uint64_t *take_failed(journal *j, size_t *n) {
+  uint64_t *failed = j->failed;
+  *n = j->nfailed;
+  j->failed = NULL;
+  j->nfailed = j->failcap = 0;
+  return failed;
 }
 
 /* Sends the datagrams in b[0..n): runs of one fd with one sendmmsg each (up to SEND_BATCH). A datagram the
@@ -293,8 +302,8 @@ static void *journal_loop(void *arg) {
     pthread_mutex_lock(&j->mu);
     /* With sync 0 the records are the caller's to write (journalFlush): this thread only makes segments. */
     while ((j->qlen == 0 || !j->sync) && !j->stop) {
-      /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. Inline
-       * (sync 0) the first one too, so that no append waits for it but one made at once. */
+      /* Idle past half the segment: the next one is made now, so the rotation under load costs no fsyncs. With
+       * sync 0 the first one too, so that no journalFlush makes it unless it comes first. */
       if (j->next_fd < 0 && !j->next_failed &&
           (j->fd >= 0 ? j->off * 2 >= j->seg_bytes : !j->sync && !j->err[0])) {
         uint64_t gen = j->fd >= 0 ? j->gen + 1 : j->gen;
@@ -397,10 +406,8 @@ static void on_async(uv_async_t *h) {
   uint64_t durable = j->durable, gen = j->gen, gen_first = j->gen_first;
   char err[256];
   memcpy(err, j->err, sizeof err);
-  uint64_t *failed = j->failed;
-  size_t nfailed = j->nfailed;
-  j->failed = NULL;
-  j->nfailed = j->failcap = 0;
+  size_t nfailed;
+  uint64_t *failed = take_failed(j, &nfailed);
   pthread_mutex_unlock(&j->mu);
   /* Referenced only while records wait for their fdatasync: an idle journal never keeps the process alive. */
   if ((durable >= j->appended || err[0]) && j->refd) {
@@ -731,10 +738,8 @@ napi_value journal_flush(napi_env env, napi_callback_info info) {
   }
   if (sn > 0) send_durable(j, j->sq, sn); /* failures land in j->failed, under mu */
   pthread_mutex_lock(&j->mu);
-  uint64_t *failed = j->failed;
-  size_t nfailed = j->nfailed;
-  j->failed = NULL;
-  j->nfailed = j->failcap = 0;
+  size_t nfailed;
+  uint64_t *failed = take_failed(j, &nfailed);
   pthread_mutex_unlock(&j->mu);
   napi_value out, x;
   napi_create_array_with_length(env, 3 + nfailed, &out);

@@ -20,7 +20,7 @@ export const STATS = (globalThis as Record<symbol, unknown>)[Symbol.for('plinth.
 
 /**
  * The journaled writes in sequence order: [head, sent) at the writer, [sent, dur) durable, [dur, end) waiting for
- * their fdatasync; and how many of each kind are not applied yet.
+ * their write and fdatasync (or, 'kernel', the turn's flush); and how many of each kind are not applied yet.
  */
 export class WriteLog {
   private log: Entry[] = [];

@@ -51,8 +51,9 @@ export type JournalOptions = {
    * When a journaled write counts as durable, so when its ACK leaves. 'disk' (default): once fdatasynced, it survives
    * a power loss. 'kernel': once written to the kernel (pwrite, no fdatasync), it survives the daemon's kill -9 or
    * crash but not a power loss or a kernel crash: what Kea's memfile backend gives. There is nothing to wait for
-   * then, so put() writes the record itself (and the addon sends its ACK) before it returns, as Kea's memfile
-   * does, instead of handing it to the journal's thread and waiting for that thread to run.
+   * then, so the event loop writes each turn's records itself at the end of the turn (and the addon sends their
+   * ACKs), as Kea's memfile writes in its one thread, instead of handing them to the journal's thread and waiting
+   * for that thread to run.
    */
   durability?: 'disk' | 'kernel';
   /** The addon's journal functions (default: the built addon's); a test wraps them to see the arguments. */
