@@ -61,17 +61,17 @@ const ev = (n: number): PlinthEvent => ({ type: 'machine.tick', machine: 'm', da
 describe('EventRing', () => {
   it('numbers events from 1, keeps the last `size`, and says when an id is older than what it keeps', () => {
     const ring = new EventRing(3);
-    expect(ring.since(0)).toEqual({ entries: [], lost: false });
+    expect(ring.since(0)).toEqual({ entries: [], lost: false, oldest: 1 });
     for (let n = 1; n <= 5; n++) expect(ring.push(ev(n)).id).toBe(n);
     expect(ring.last()).toBe(5);
     expect(ring.since(3).entries.map((x) => x.id)).toEqual([4, 5]);
     expect(ring.since(3).lost).toBe(false);
     expect(ring.since(2)).toMatchObject({ lost: false }); // 3, 4, 5 are all there
-    expect(ring.since(1).lost).toBe(true); // 2 is gone
+    expect(ring.since(1)).toMatchObject({ lost: 'kept', oldest: 3 }); // 2 is gone
     expect(ring.since(1).entries.map((x) => x.id)).toEqual([3, 4, 5]);
     expect(ring.since(5).entries).toEqual([]);
     // An id this run never gave: a client of an earlier run of the daemon.
-    expect(ring.since(99)).toMatchObject({ lost: true });
+    expect(ring.since(99)).toMatchObject({ lost: 'restart' });
   });
 
   it('is bounded in bytes too: a few large events do not pin memory', () => {
@@ -81,6 +81,66 @@ describe('EventRing', () => {
     const kept = ring.since(0).entries;
     expect(kept.length).toBe(2);
     expect(kept.map((x) => x.id)).toEqual([9, 10]);
+  });
+});
+
+describe('EventRing, DHCP events apart', () => {
+  const lease = (n: number): PlinthEvent => ({
+    type: 'lease.acked',
+    key: `10.0.${n >> 8}.${n & 255}`,
+    data: { mac: '52:54:00:12:34:56', subnet: 'lab', expiresAt: '2026-12-05T19:00:00.000Z' },
+    at: '2026-12-05T18:00:00.000Z',
+  });
+  const machine = (n: number): PlinthEvent => ({ type: 'machines.created', key: `m${n}`, machine: `m${n}`, at: '' });
+  const machines = (t: string) => t.startsWith('machines.');
+
+  it('a lease flood does not push machine events out, nor tell a machine stream of a loss', () => {
+    const ring = new EventRing(100);
+    const start = ring.push(machine(0)).id;
+    const ids: number[] = [];
+    for (let n = 1; n <= 2000; n++) {
+      ring.push(lease(n));
+      if (n % 200 === 0) ids.push(ring.push(machine(n)).id);
+    }
+    expect(ring.last()).toBe(2011);
+    const mine = ring.since(start, machines);
+    expect(mine.lost).toBe(false);
+    expect(mine.entries.filter((x) => machines(x.e.type)).map((x) => x.id)).toEqual(ids);
+    // Every kept entry, both buffers merged, in id order: the 100 newest leases and the 10 machines.
+    expect(mine.entries.length).toBe(110);
+    expect(mine.entries.map((x) => x.id)).toEqual([...mine.entries.map((x) => x.id)].sort((a, b) => a - b));
+    // A stream of every type, or of leases, is told: from `oldest` on it has every lease.
+    const all = ring.since(start);
+    expect(all.lost).toBe('kept');
+    const leases = all.entries.filter((x) => x.e.type === 'lease.acked');
+    expect(leases.length).toBe(100);
+    expect(all.oldest).toBe(leases[0]!.id);
+    expect(ring.since(start, (t) => t.startsWith('lease.'))).toMatchObject({ lost: 'kept', oldest: all.oldest });
+    // From an id past the evicted leases, nobody is told.
+    expect(ring.since(all.oldest - 1).lost).toBe(false);
+  });
+
+  it('machine events past the buffer are lost to a machine stream, told with the first id still kept', () => {
+    const ring = new EventRing(3);
+    for (let n = 1; n <= 5; n++) ring.push(machine(n));
+    ring.push(lease(1));
+    expect(ring.since(1, machines)).toMatchObject({ lost: 'kept', oldest: 3 });
+    expect(ring.since(2, machines).lost).toBe(false);
+    expect(ring.since(1, (t) => t.startsWith('lease.')).lost).toBe(false);
+  });
+
+  it('a gap is told to every stream from before it; an id of an earlier run, with everything kept', () => {
+    const ring = new EventRing(10);
+    ring.push(machine(1));
+    ring.push(lease(2));
+    ring.markGap();
+    ring.push(machine(3));
+    expect(ring.since(1, machines)).toMatchObject({ lost: 'gap', oldest: 3 });
+    expect(ring.since(2, machines)).toMatchObject({ lost: 'gap' });
+    expect(ring.since(3, machines).lost).toBe(false);
+    const r = ring.since(50, machines);
+    expect(r.lost).toBe('restart');
+    expect(r.entries.map((x) => x.id)).toEqual([1, 2, 3]);
   });
 });
 
@@ -99,7 +159,7 @@ describe('EventRing without watchers', () => {
       for (let n = 1; n <= 10; n++) ring.push(lease(n));
       expect(spy).not.toHaveBeenCalled();
       const { entries, lost } = ring.since(5);
-      expect(lost).toBe(true); // 6 is gone: 7..10 are kept
+      expect(lost).toBe('kept'); // 6 is gone: 7..10 are kept
       expect(entries.map((x) => x.id)).toEqual([7, 8, 9, 10]);
       const f = entries[0]!.frame();
       expect(entries[0]!.frame()).toBe(f);
@@ -185,6 +245,32 @@ describe('Last-Event-ID replay', () => {
     expect(back[0]!.id).toBeUndefined();
     expect(back[0]!.data).toMatchObject({ after: Number(start.id), oldest: Number(start.id) + 4 });
     expect(back.slice(1).map((f) => f.data.data.n)).toEqual([104, 105, 106, 107, 108]);
+  });
+
+  it('a lease flood since the id does not cost a machine stream its replay', async () => {
+    const start = (
+      await read(
+        url,
+        {},
+        (f) => f.length === 1,
+        () => tick(300),
+      )
+    )[0]!;
+    for (let n = 0; n < 20; n++) {
+      bus.emit({ type: 'lease.acked', key: `10.0.0.${n}`, data: { mac: 'm', subnet: 's', expiresAt: '' } });
+      if (n % 5 === 4) tick(301 + n);
+    }
+    const back = await read(`${url}?type=machine.`, { 'last-event-id': start.id! }, (f) => f.length === 4);
+    expect(back.map((f) => [f.event, f.data.data.n])).toEqual([
+      ['machine.tick', 305],
+      ['machine.tick', 310],
+      ['machine.tick', 315],
+      ['machine.tick', 320],
+    ]);
+    // Every type: the 20 leases no longer fit in 5, and the stream says so first.
+    const every = await read(url, { 'last-event-id': start.id! }, (f) => f.length === 10);
+    expect(every[0]!.event).toBe('lost');
+    expect(every[0]!.data.reason).toBe('only the last 5 DHCP events and the last 5 others are kept');
   });
 
   it('replays only what the stream filters keep; a bad Last-Event-ID replays nothing', async () => {
