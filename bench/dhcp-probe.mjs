@@ -9,7 +9,8 @@ import { writeHeapSnapshot } from 'node:v8';
 
 const out = process.env.PLINTH_PROBE_OUT;
 if (out) {
-  const eld = monitorEventLoopDelay({ resolution: 1 });
+  // PLINTH_PROBE_RESOLUTION_MS: the delay monitor's timer period (default 1): it wakes the event loop that often.
+  const eld = monitorEventLoopDelay({ resolution: Number(process.env.PLINTH_PROBE_RESOLUTION_MS) || 1 });
   eld.enable();
   let gc = fresh();
   // The store's group commit records its timings here (src/store/sqlite-batch.ts).
