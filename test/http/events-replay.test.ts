@@ -57,6 +57,12 @@ async function read(
 }
 
 const ev = (n: number): PlinthEvent => ({ type: 'machine.tick', machine: 'm', data: { n }, at: '' });
+const lease = (n: number): PlinthEvent => ({
+  type: 'lease.acked',
+  key: `10.0.${n >> 8}.${n & 255}`,
+  data: { mac: '52:54:00:12:34:56', subnet: 'lab', expiresAt: '2026-12-05T19:00:00.000Z' },
+  at: '2026-12-05T18:00:00.000Z',
+});
 
 describe('EventRing', () => {
   it('numbers events from 1, keeps the last `size`, and says when an id is older than what it keeps', () => {
@@ -85,12 +91,6 @@ describe('EventRing', () => {
 });
 
 describe('EventRing, DHCP events apart', () => {
-  const lease = (n: number): PlinthEvent => ({
-    type: 'lease.acked',
-    key: `10.0.${n >> 8}.${n & 255}`,
-    data: { mac: '52:54:00:12:34:56', subnet: 'lab', expiresAt: '2026-12-05T19:00:00.000Z' },
-    at: '2026-12-05T18:00:00.000Z',
-  });
   const machine = (n: number): PlinthEvent => ({ type: 'machines.created', key: `m${n}`, machine: `m${n}`, at: '' });
   const machines = (t: string) => t.startsWith('machines.');
 
@@ -145,13 +145,6 @@ describe('EventRing, DHCP events apart', () => {
 });
 
 describe('EventRing without watchers', () => {
-  const lease = (n: number): PlinthEvent => ({
-    type: 'lease.acked',
-    key: `10.0.${n >> 8}.${n & 255}`,
-    data: { mac: '52:54:00:12:34:56', subnet: 'lab', expiresAt: '2026-12-05T19:00:00.000Z' },
-    at: '2026-12-05T18:00:00.000Z',
-  });
-
   it('serialises an event only when a stream reads it, once, and wraps around keeping ids in order', () => {
     const ring = new EventRing(4);
     const spy = vi.spyOn(JSON, 'stringify');
@@ -199,6 +192,16 @@ describe('Last-Event-ID replay', () => {
   });
   afterAll(() => app.close());
   const tick = (n: number) => bus.emit({ type: 'machine.tick', machine: 'm', data: { n } });
+  /** The frame of one new tick, read live: its id is where a reconnect then starts. */
+  const mark = async (n: number) =>
+    (
+      await read(
+        url,
+        {},
+        (f) => f.length === 1,
+        () => tick(n),
+      )
+    )[0]!;
 
   it('ids increase across connections; a reconnect gets exactly the missed events, then live ones', async () => {
     const first = await read(
@@ -231,14 +234,7 @@ describe('Last-Event-ID replay', () => {
   });
 
   it('says events were lost when the id is older than the ring, then sends what it has', async () => {
-    const start = (
-      await read(
-        url,
-        {},
-        (f) => f.length === 1,
-        () => tick(100),
-      )
-    )[0]!;
+    const start = await mark(100);
     for (let n = 101; n <= 108; n++) tick(n);
     const back = await read(url, { 'last-event-id': start.id! }, (f) => f.length === 6);
     expect(back[0]!.event).toBe('lost');
@@ -248,14 +244,7 @@ describe('Last-Event-ID replay', () => {
   });
 
   it('a lease flood since the id does not cost a machine stream its replay', async () => {
-    const start = (
-      await read(
-        url,
-        {},
-        (f) => f.length === 1,
-        () => tick(300),
-      )
-    )[0]!;
+    const start = await mark(300);
     for (let n = 0; n < 20; n++) {
       bus.emit({ type: 'lease.acked', key: `10.0.0.${n}`, data: { mac: 'm', subnet: 's', expiresAt: '' } });
       if (n % 5 === 4) tick(301 + n);
@@ -274,14 +263,7 @@ describe('Last-Event-ID replay', () => {
   });
 
   it('replays only what the stream filters keep; a bad Last-Event-ID replays nothing', async () => {
-    const start = (
-      await read(
-        url,
-        {},
-        (f) => f.length === 1,
-        () => tick(200),
-      )
-    )[0]!;
+    const start = await mark(200);
     bus.emit({ type: 'machine.other', machine: 'x', data: {} });
     tick(201);
     const only = await read(`${url}?machine=m`, { 'last-event-id': start.id! }, (f) => f.length === 1);
