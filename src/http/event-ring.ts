@@ -146,21 +146,25 @@ export class EventRing {
     readonly size: number,
     readonly maxBytes = 8 * 1024 * 1024,
   ) {
-    const evicted = (x: Entry) => {
-      if (this.evicted.has(x.e.type) || this.evicted.size < MAX_TYPES) this.evicted.set(x.e.type, x.id);
-      else this.evictedRest = x.id;
-    };
     if (size >= 1) {
-      this.dhcp = new Buffer(size, maxBytes, evicted);
-      this.other = new Buffer(size, maxBytes, evicted);
+      this.dhcp = new Buffer(size, maxBytes, (x) => this.dropped(x));
+      this.other = new Buffer(size, maxBytes, (x) => this.dropped(x));
     }
+  }
+
+  /** An entry no longer kept (or never: no replay), remembered by its type. */
+  private dropped(x: Entry) {
+    if (this.evicted.has(x.e.type) || this.evicted.size < MAX_TYPES) this.evicted.set(x.e.type, x.id);
+    else this.evictedRest = x.id;
   }
 
   push(e: PlinthEvent): Entry {
     const id = ++this.seq;
     const estimate = sizeOf(e);
     const x = estimate === undefined ? exact(id, e) : new Entry(id, e, estimate);
-    (isDhcpEvent(e.type) ? this.dhcp : this.other)?.push(x);
+    const buf = isDhcpEvent(e.type) ? this.dhcp : this.other;
+    if (buf) buf.push(x);
+    else this.dropped(x);
     return x;
   }
 

@@ -80,6 +80,14 @@ describe('EventRing', () => {
     expect(ring.since(99)).toMatchObject({ lost: 'restart' });
   });
 
+  it('without replay (size 0) every event after the id is lost', () => {
+    const ring = new EventRing(0);
+    ring.push(ev(1));
+    ring.push(ev(2));
+    expect(ring.since(2)).toEqual({ entries: [], lost: false, oldest: 3 });
+    expect(ring.since(1)).toEqual({ entries: [], lost: 'kept', oldest: 3 });
+  });
+
   it('is bounded in bytes too: a few large events do not pin memory', () => {
     const ring = new EventRing(1000, 10_000);
     const big = 'x'.repeat(4000);
