@@ -1,5 +1,8 @@
 import type { PlinthEvent } from '../events.js';
 
+/** An event's SSE text. */
+const frameOf = (id: number, e: PlinthEvent) => `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+
 /**
  * An event with its id; its SSE text is made when a stream first needs it (a live stream or a replay), then kept
  * for every other stream. A DHCP flood publishes several events per exchange, usually with nobody watching:
@@ -18,7 +21,7 @@ export class Entry {
   }
 
   frame(): string {
-    this.text ??= `id: ${this.id}\nevent: ${this.e.type}\ndata: ${JSON.stringify(this.e)}\n\n`;
+    this.text ??= frameOf(this.id, this.e);
     return this.text;
   }
 }
@@ -47,7 +50,7 @@ function sizeOf(e: PlinthEvent): number | undefined {
 }
 
 function exact(id: number, e: PlinthEvent): Entry {
-  const text = `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
+  const text = frameOf(id, e);
   return new Entry(id, e, text.length, text);
 }
 
@@ -61,10 +64,12 @@ export const isDhcpEvent = (type: string) =>
 
 /**
  * One bounded buffer: entries in id order (ids not consecutive: the other buffer has the rest), at most `size`
- * of them and `maxBytes` of their text. Circular: pushing evicts the oldest in O(1).
+ * of them (0: none, each is evicted as it comes) and `maxBytes` of their text. Circular: pushing evicts the oldest
+ * in O(1).
  */
 class Buffer {
   private readonly buf: (Entry | undefined)[];
+  private readonly keep: boolean;
   /** Index of the oldest entry in buf, and how many are kept. */
   private head = 0;
   private count = 0;
@@ -75,9 +80,11 @@ class Buffer {
     private readonly evicted: (x: Entry) => void,
   ) {
     this.buf = new Array(Math.max(1, size));
+    this.keep = size >= 1;
   }
 
   push(x: Entry) {
+    if (!this.keep) return this.evicted(x);
     if (this.count === this.buf.length) this.evict();
     this.buf[(this.head + this.count) % this.buf.length] = x;
     this.count++;
@@ -137,8 +144,8 @@ export class EventRing {
   private seq = 0;
   /** The newest id published before events were lost (a gap in the shared log): a client at or before it missed them. */
   private gapAt = 0;
-  private readonly dhcp: Buffer | undefined;
-  private readonly other: Buffer | undefined;
+  private readonly dhcp: Buffer;
+  private readonly other: Buffer;
   /** The newest evicted id of each type, and of every type past MAX_TYPES. */
   private readonly evicted = new Map<string, number>();
   private evictedRest = 0;
@@ -146,10 +153,8 @@ export class EventRing {
     readonly size: number,
     readonly maxBytes = 8 * 1024 * 1024,
   ) {
-    if (size >= 1) {
-      this.dhcp = new Buffer(size, maxBytes, (x) => this.dropped(x));
-      this.other = new Buffer(size, maxBytes, (x) => this.dropped(x));
-    }
+    this.dhcp = new Buffer(size, maxBytes, (x) => this.dropped(x));
+    this.other = new Buffer(size, maxBytes, (x) => this.dropped(x));
   }
 
   /** An entry no longer kept (or never: no replay), remembered by its type. */
@@ -162,9 +167,7 @@ export class EventRing {
     const id = ++this.seq;
     const estimate = sizeOf(e);
     const x = estimate === undefined ? exact(id, e) : new Entry(id, e, estimate);
-    const buf = isDhcpEvent(e.type) ? this.dhcp : this.other;
-    if (buf) buf.push(x);
-    else this.dropped(x);
+    (isDhcpEvent(e.type) ? this.dhcp : this.other).push(x);
     return x;
   }
 
@@ -198,8 +201,8 @@ export class EventRing {
 
   /** Both buffers' entries after `id`, merged in id order. */
   private after(id: number): Entry[] {
-    const a = this.dhcp?.after(id) ?? [];
-    const b = this.other?.after(id) ?? [];
+    const a = this.dhcp.after(id);
+    const b = this.other.after(id);
     if (a.length === 0) return b;
     if (b.length === 0) return a;
     const out: Entry[] = [];

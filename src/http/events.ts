@@ -41,9 +41,9 @@ function lastEventId(header: unknown, query: unknown): number | undefined {
  * Every event gets the daemon's next id whether anyone watches or not; the last `replay` DHCP events are kept and,
  * apart, the last `replay` others (a lease flood does not push machine events out): a client reconnecting with
  * `Last-Event-ID` gets those it missed (matching its filters), after an `event: lost` when the buffer no longer
- * reaches back to its id for a type it asked for (`oldest`: from there on it has them all). One bus listener serves every stream: each event is serialised once,
- * however many watch it, and only when one does (a DHCP flood publishes thousands a second, mostly unwatched);
- * the number of streams is capped.
+ * reaches back to its id for a type it asked for (`oldest`: from there on it has them all). One bus listener
+ * serves every stream: each event is serialised once, however many watch it, and only when one does (a DHCP flood
+ * publishes thousands a second, mostly unwatched); the number of streams is capped.
  */
 export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logger } & EventsOptions) {
   const maxSubscribers = deps.maxSubscribers ?? 64;
