@@ -123,6 +123,18 @@ class Buffer {
 /** Types whose newest evicted id is remembered one by one; past that many (callbacks name their own), as one. */
 const MAX_TYPES = 256;
 
+/** Machines (uuids) whose newest evicted id is remembered one by one; past that many, as one. */
+const MAX_MACHINES = 16_384;
+
+/** A machine's uuid as streams name it (`?machine=UUID`): 36 characters, dashes at 8, 13, 18 and 23. */
+export const isUuidShaped = (v: string | undefined): v is string =>
+  v !== undefined &&
+  v.length === 36 &&
+  v.charCodeAt(8) === 45 &&
+  v.charCodeAt(13) === 45 &&
+  v.charCodeAt(18) === 45 &&
+  v.charCodeAt(23) === 45;
+
 export type Since = {
   /** What is kept after the id, oldest first (filter it with the stream's own match). */
   entries: Entry[];
@@ -149,6 +161,9 @@ export class EventRing {
   /** The newest evicted id of each type, and of every type past MAX_TYPES. */
   private readonly evicted = new Map<string, number>();
   private evictedRest = 0;
+  /** The newest evicted id naming each machine (as `machine` or `key`, uuid-shaped values only), and past MAX_MACHINES. */
+  private readonly evictedMachines = new Map<string, number>();
+  private evictedMachinesRest = 0;
   constructor(
     readonly size: number,
     readonly maxBytes = 8 * 1024 * 1024,
@@ -161,6 +176,15 @@ export class EventRing {
   private dropped(x: Entry) {
     if (this.evicted.has(x.e.type) || this.evicted.size < MAX_TYPES) this.evicted.set(x.e.type, x.id);
     else this.evictedRest = x.id;
+    // Leases name no machine (their keys are addresses, a boot's a MAC): a lease flood leaves this map alone.
+    if (isUuidShaped(x.e.machine)) this.droppedFor(x.e.machine, x.id);
+    if (x.e.key !== x.e.machine && isUuidShaped(x.e.key)) this.droppedFor(x.e.key, x.id);
+  }
+
+  private droppedFor(machine: string, id: number) {
+    if (this.evictedMachines.has(machine) || this.evictedMachines.size < MAX_MACHINES)
+      this.evictedMachines.set(machine, id);
+    else this.evictedMachinesRest = id;
   }
 
   push(e: PlinthEvent): Entry {
@@ -184,9 +208,11 @@ export class EventRing {
   /**
    * Entries after `id`, oldest first, and whether events of a type `wants` (default: every type) may be missing:
    * `id` is newer than any given (a client of an earlier run of the daemon), one of those types was evicted after
-   * it, or it is from before a gap (markGap).
+   * it, or it is from before a gap (markGap). `machine`: the stream's `?machine=`; when it is a uuid, a loss is told
+   * only if an event naming that machine was evicted after `id` too (both hold for any event the stream lost, so a
+   * real loss is always told; a lease flood alone is not told to one machine's stream).
    */
-  since(id: number, wants: (type: string) => boolean = () => true): Since {
+  since(id: number, wants: (type: string) => boolean = () => true, machine?: string): Since {
     if (id > this.seq) {
       const entries = this.after(0);
       return { entries, lost: 'restart', oldest: entries[0]?.id ?? this.seq + 1 };
@@ -194,6 +220,11 @@ export class EventRing {
     const entries = this.after(id);
     let newestEvicted = this.evictedRest;
     for (const [type, at] of this.evicted) if (at > newestEvicted && wants(type)) newestEvicted = at;
+    if (isUuidShaped(machine))
+      newestEvicted = Math.min(
+        newestEvicted,
+        Math.max(this.evictedMachines.get(machine) ?? 0, this.evictedMachinesRest),
+      );
     if (newestEvicted > id) return { entries, lost: 'kept', oldest: newestEvicted + 1 };
     if (this.gapAt > 0 && id <= this.gapAt) return { entries, lost: 'gap', oldest: this.gapAt + 1 };
     return { entries, lost: false, oldest: id + 1 };

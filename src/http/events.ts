@@ -25,6 +25,8 @@ type Subscriber = {
   match: (e: PlinthEvent) => boolean;
   /** Whether the stream's `?type=` keeps events of a type (what a replay's loss is told for). */
   wants: (type: string) => boolean;
+  /** Its `?machine=` (a replay's loss is told for that machine's events only). */
+  machine: string | undefined;
   ip: string;
 };
 
@@ -107,7 +109,7 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
     res.write(
       `: plinth events, newest id ${ring.last()}, replay of the last ${ring.size} DHCP events and ${ring.size} others\n\n`,
     );
-    const sub: Subscriber = { res, match, wants, ip: req.ip };
+    const sub: Subscriber = { res, match, wants, machine, ip: req.ip };
     const after = lastEventId(req.headers['last-event-id'], req.query.lastEventId);
     if (after !== undefined) replay(sub, after);
     subs.add(sub);
@@ -121,7 +123,7 @@ export function registerEvents(app: FastifyInstance, deps: { bus: Bus; log: Logg
 
   /** Synchronous with the subscription: no event can fall between the replay and the live stream. */
   function replay(s: Subscriber, after: number) {
-    const { entries, lost, oldest } = ring.since(after, s.wants);
+    const { entries, lost, oldest } = ring.since(after, s.wants, s.machine);
     if (lost) {
       const why =
         lost === 'restart'

@@ -96,7 +96,7 @@ export function eventParts({ paths }: Parts) {
       tags: ['events'],
       summary: 'Everything that happens, as Server-Sent Events (never ends)',
       description:
-        'Each event is `id: <n>` (one increasing sequence for the daemon), `event: <type>` and `data: <JSON>`. A client reconnecting with `Last-Event-ID` (or `?lastEventId=`) first gets the events it missed from the last 1,024 DHCP events and, kept apart, the last 1,024 others; `event: lost` says the buffer no longer reaches back for a type the stream asks for. Slow consumers are dropped; at most 64 streams (then 503 with Retry-After).',
+        'Each event is `id: <n>` (one increasing sequence for the daemon), `event: <type>` and `data: <JSON>`. A client reconnecting with `Last-Event-ID` (or `?lastEventId=`) first gets the events it missed from the last 1,024 DHCP events and, kept apart, the last 1,024 others; `event: lost` says the buffer no longer reaches back for a type the stream asks for (with `?machine=UUID`: for an event of that machine). Slow consumers are dropped; at most 64 streams (then 503 with Retry-After).',
       parameters: [
         q('type', 'keep types starting with this (comma-separated for several), e.g. lease.,boot.'),
         q('machine', "keep one machine's events (uuid)"),

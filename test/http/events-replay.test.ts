@@ -152,6 +152,68 @@ describe('EventRing, DHCP events apart', () => {
   });
 });
 
+describe("EventRing, one machine's stream (`?machine=UUID`)", () => {
+  const A = '0b5c1f2e-0000-4000-8000-00000000000a';
+  const B = '0b5c1f2e-0000-4000-8000-00000000000b';
+  const of = (uuid: string, n: number): PlinthEvent => ({
+    type: 'machines.updated',
+    key: uuid,
+    data: { name: `e${n}` },
+    at: '',
+  });
+  const boot = (uuid: string): PlinthEvent => ({
+    type: 'dhcp.boot',
+    key: '52:54:00:00:00:01',
+    machine: uuid,
+    data: { mac: '52:54:00:00:00:01', filename: 'ipxe.efi', nextServer: '', bootEnv: 'x', reason: '', mode: 'full' },
+    at: '',
+  });
+  const every = () => true;
+
+  it("is not told of a lease flood nor of other machines' evicted events; is told of its own, from the first kept", () => {
+    const ring = new EventRing(3);
+    const a0 = ring.push(of(A, 0)).id;
+    for (let n = 1; n <= 500; n++) ring.push(lease(n));
+    const a1 = ring.push(of(A, 1)).id;
+    for (let n = 2; n <= 3; n++) ring.push(of(B, n));
+    // Since a0: leases and B's nothing evicted, and A's a0 (which the client had). Every type is wanted.
+    const a = ring.since(a0, every, A);
+    expect(a.lost).toBe(false);
+    expect(a.entries.filter((x) => x.e.key === A).map((x) => x.id)).toEqual([a1]);
+    // By type alone (no machine, or one that is not a uuid) the lease flood is told, as before.
+    expect(ring.since(a0, every).lost).toBe('kept');
+    expect(ring.since(a0, every, '52:54:00:00:00:01').lost).toBe('kept');
+    // From before a0, A's stream lost a0: told, from just after it.
+    expect(ring.since(0, every, A)).toMatchObject({ lost: 'kept', oldest: a0 + 1 });
+    // A's a1 goes out of its buffer with B's next event: now A's stream is told from a0 on too.
+    ring.push(of(B, 4));
+    expect(ring.since(a0, every, A)).toMatchObject({ lost: 'kept', oldest: a1 + 1 });
+    expect(ring.since(a1, every, A).lost).toBe(false);
+  });
+
+  it('a DHCP event naming the machine (dhcp.boot) counts for it', () => {
+    const ring = new EventRing(2);
+    const b = ring.push(boot(A)).id;
+    for (let n = 1; n <= 5; n++) ring.push(lease(n));
+    expect(ring.since(0, every, A)).toMatchObject({ lost: 'kept', oldest: b + 1 });
+    expect(ring.since(0, every, B).lost).toBe(false);
+  });
+
+  it('past the machines it remembers one by one, an eviction of any other counts for every machine', () => {
+    const quiet = new EventRing(1);
+    quiet.push(of(A, 0));
+    quiet.push(of(A, 1));
+    expect(quiet.since(0, every, A).lost).toBe('kept');
+    expect(quiet.since(0, every, B).lost).toBe(false);
+    const ring = new EventRing(1);
+    const uuid = (n: number) => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
+    for (let n = 1; n <= 16_385; n++) ring.push(of(uuid(n), n));
+    ring.push(of(A, 0));
+    expect(ring.since(0, every, uuid(1)).lost).toBe('kept');
+    expect(ring.since(0, every, B)).toMatchObject({ lost: 'kept', oldest: 16_385 + 1 });
+  });
+});
+
 describe('EventRing without watchers', () => {
   it('serialises an event only when a stream reads it, once, and wraps around keeping ids in order', () => {
     const ring = new EventRing(4);
@@ -268,6 +330,20 @@ describe('Last-Event-ID replay', () => {
     const every = await read(url, { 'last-event-id': start.id! }, (f) => f.length === 10);
     expect(every[0]!.event).toBe('lost');
     expect(every[0]!.data.reason).toBe('only the last 5 DHCP events and the last 5 others are kept');
+  });
+
+  it("a lease flood does not cost one machine's stream (`?machine=UUID`, every type) its replay", async () => {
+    const uuid = '0b5c1f2e-0000-4000-8000-0000000000aa';
+    const start = await mark(400);
+    for (let n = 0; n < 20; n++) {
+      bus.emit({ type: 'lease.acked', key: `10.0.1.${n}`, data: { mac: 'm', subnet: 's', expiresAt: '' } });
+      if (n % 10 === 9) bus.emit({ type: 'machine.tick', machine: uuid, data: { n } });
+    }
+    const back = await read(`${url}?machine=${uuid}`, { 'last-event-id': start.id! }, (f) => f.length === 2);
+    expect(back.map((f) => [f.event, f.data.data.n])).toEqual([
+      ['machine.tick', 9],
+      ['machine.tick', 19],
+    ]);
   });
 
   it('replays only what the stream filters keep; a bad Last-Event-ID replays nothing', async () => {
