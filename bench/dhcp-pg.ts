@@ -24,7 +24,8 @@
  * are `plinth-pg` and `plinth-pg3` with four durable and three offer claim batches in flight (the store's default is
  * one of each; src/store/pg-leases.ts), for an A/B in one run. `plinth-pg-owned` and `plinth-pg3owned` are plinth-pg
  * and plinth-pg3own with each subnet owned by its daemon alone (`owners`, as rack daemons serving their own subnets
- * are configured): their offers are not claimed in the database, one transaction per DORA as Kea's.
+ * are configured): their offers are not claimed in the database, one transaction per DORA as Kea's;
+ * `plinth-pg-owned-par` and `plinth-pg3owned-par` are those with four durable and three offer batches in flight.
  *
  * Pinning (--pin split): the DHCP server processes (Kea, or every Plinth daemon) on CPU 1, perfdhcp on CPU 0, and
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the
@@ -135,6 +136,8 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg3-par', 3, ctx, false, '4:3'),
   plinthPgServer('plinth-pg-owned', 1, ctx, false, undefined, true),
   plinthPgServer('plinth-pg3owned', 3, ctx, true, undefined, true),
+  plinthPgServer('plinth-pg-owned-par', 1, ctx, false, '4:3', true),
+  plinthPgServer('plinth-pg3owned-par', 3, ctx, true, '4:3', true),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
   keaPgServer('kea-pg3', true, ctx, 3),
