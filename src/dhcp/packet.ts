@@ -61,9 +61,11 @@ function readOptions(buf: Buffer, start: number, end: number, into: Map<number, 
   return undefined;
 }
 
-const cstr = (b: Buffer): string => {
-  const z = b.indexOf(0);
-  return b.subarray(0, z < 0 ? b.length : z).toString('latin1');
+/** The NUL-terminated string in buf[start, end) (sname, file); empty at once for the usual zero field. */
+const cstr = (buf: Buffer, start: number, end: number): string => {
+  if (buf[start] === 0) return '';
+  const z = buf.indexOf(0, start);
+  return buf.toString('latin1', start, z < 0 || z > end ? end : z);
 };
 
 export function decode(buf: Buffer): DecodeResult {
@@ -121,8 +123,8 @@ export function decode(buf: Buffer): DecodeResult {
       siaddr: bytesIp(buf, 20),
       giaddr: bytesIp(buf, 24),
       chaddr: copy.subarray(28, 44),
-      sname: overload & 2 ? '' : cstr(buf.subarray(44, 108)),
-      file: overload & 1 ? '' : cstr(buf.subarray(108, 236)),
+      sname: overload & 2 ? '' : cstr(buf, 44, 108),
+      file: overload & 1 ? '' : cstr(buf, 108, 236),
       options,
     },
   };
@@ -137,12 +139,8 @@ export function encode(p: DhcpPacket, maxSize = 576): Buffer {
   return encodeWithReport(p, maxSize).buf;
 }
 
-export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; dropped: number[] } {
-  // Message type first: some PXE ROMs only look for 53 at the start of the options. The others keep their order.
-  // (Built in one pass: a sort with a comparator allocated about 1 KB per reply, a twentieth of the packet path's.)
-  const order: number[] = p.options.has(Opt.MessageType) ? [Opt.MessageType] : [];
-  for (const c of p.options.keys())
-    if (c !== Opt.MessageType && c !== Opt.Overload && c !== Opt.End && c !== Opt.Pad) order.push(c);
+export function encodeWithReport(p: DhcpPacket, maxSize = 576, prl?: Buffer): { buf: Buffer; dropped: number[] } {
+  const order = optionOrder(p.options, prl);
   const limit = Math.max(576, Math.min(maxSize, 65535)) - 28; // IP + UDP headers
   const room = limit - (HEADER_LEN + 4) - 1; // End
   // Fast path (every reply Plinth builds in practice): the options fit, one buffer written in place (no header
@@ -159,6 +157,31 @@ export function encodeWithReport(p: DhcpPacket, maxSize = 576): { buf: Buffer; d
   const head = Buffer.alloc(HEADER_LEN + 4);
   writeHeader(head, p);
   return overloaded(p, head, order, room);
+}
+
+/** Never written from the map: 52 is the encoder's own (overload), End and Pad are not options. */
+const unlisted = (c: number) => c === Opt.MessageType || c === Opt.Overload || c === Opt.End || c === Opt.Pad;
+
+/**
+ * The order options go on the wire. Message type first: some PXE ROMs only look for 53 at the start. With the
+ * client's parameter request list (option 55), RFC 2132 9.8: the server MUST try to insert the requested options
+ * in the order the client listed them: 54 next (those ROMs again), then the requested ones in its order, then the
+ * rest in the reply's order, so when a reply is too large the unrequested ones are dropped first. One array, built
+ * in one pass: a comparator sort allocated about 1 KB per reply, and a reordered copy of the map about as much.
+ */
+function optionOrder(o: Map<number, Buffer>, prl?: Buffer): number[] {
+  const order: number[] = o.has(Opt.MessageType) ? [Opt.MessageType] : [];
+  const first = order.length;
+  if (prl?.length) {
+    if (o.has(Opt.ServerId)) order.push(Opt.ServerId);
+    for (let i = 0; i < prl.length; i++) {
+      const c = prl[i]!;
+      if (!unlisted(c) && o.has(c) && !order.includes(c)) order.push(c);
+    }
+  }
+  const dedupe = order.length > first;
+  for (const c of o.keys()) if (!unlisted(c) && (!dedupe || !order.includes(c))) order.push(c);
+  return order;
 }
 
 /** The fixed BOOTP header and the magic cookie into a zeroed `out`; returns where the options start. */

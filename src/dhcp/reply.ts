@@ -176,28 +176,7 @@ export function finishReply(
     r.options.set(Opt.ServerId, ipBytes(serverIdOverride));
   const cid = req.options.get(Opt.ClientId);
   if (cid && echoClientId) r.options.set(Opt.ClientId, cid);
-  const prl = req.options.get(Opt.ParamRequestList);
-  if (prl?.length) r.options = inRequestedOrder(r.options, prl);
   const mms = req.options.get(Opt.MaxMessageSize);
-  return encodeWithReport(r, mms?.length === 2 ? mms.readUInt16BE(0) : 576);
-}
-
-/**
- * RFC 2132 9.8: the server MUST try to insert the requested options in the order the client listed them
- * (option 55). 53 and 54 first (some PXE ROMs look only at the start), then the requested ones in order, then
- * the rest; so when a reply is too large the encoder drops unrequested options first.
- */
-function inRequestedOrder(o: Map<number, Buffer>, prl: Buffer): Map<number, Buffer> {
-  const out = new Map<number, Buffer>();
-  for (const c of [Opt.MessageType, Opt.ServerId]) {
-    const v = o.get(c);
-    if (v) out.set(c, v);
-  }
-  for (const c of prl) {
-    const v = o.get(c);
-    if (v && !out.has(c)) out.set(c, v);
-  }
-  if (out.size === o.size) return out;
-  for (const [c, v] of o) if (!out.has(c)) out.set(c, v);
-  return out;
+  // RFC 2132 9.8: the options in the order the client's option 55 lists them (the encoder's optionOrder).
+  return encodeWithReport(r, mms?.length === 2 ? mms.readUInt16BE(0) : 576, req.options.get(Opt.ParamRequestList));
 }
