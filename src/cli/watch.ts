@@ -1,4 +1,5 @@
 import YAML from 'yaml';
+import { isUuid } from '../uuid.js';
 import { problemOf, seg } from './client.js';
 import type { CliContext } from './context.js';
 import { ApiError, UsageError } from './errors.js';
@@ -15,8 +16,6 @@ export type StreamedEvent = {
   at: string;
   data?: Record<string, unknown>;
 };
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html): lines of `field: value`,
@@ -64,7 +63,7 @@ export async function runWatch(values: WatchOptions, ctx: CliContext): Promise<v
   }
   let machine = values.machine;
   // The stream filters by uuid; a name or MAC is looked up once (a uuid may name a machine not created yet).
-  if (machine && !UUID.test(machine))
+  if (machine && !isUuid(machine))
     machine = ((await client.request('GET', `/machines/${seg(machine)}`)).body as { uuid: string }).uuid;
 
   const stop = new AbortController();

@@ -159,7 +159,8 @@ export function encodeWithReport(p: DhcpPacket, maxSize = 576, prl?: Buffer): { 
   return overloaded(p, head, order, room);
 }
 
-/** Never written from the map: 52 is the encoder's own (overload), End and Pad are not options. */
+/** Not placed in the map's order: 53 goes first on its own, 52 is the encoder's own (overload), End and Pad are
+ * not options. */
 const unlisted = (c: number) => c === Opt.MessageType || c === Opt.Overload || c === Opt.End || c === Opt.Pad;
 
 /**

@@ -1,4 +1,5 @@
 import type { PlinthEvent } from '../events.js';
+import { isUuid } from '../uuid.js';
 
 /** An event's SSE text. */
 const frameOf = (id: number, e: PlinthEvent) => `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`;
@@ -126,15 +127,6 @@ const MAX_TYPES = 256;
 /** Machines (uuids) whose newest evicted id is remembered one by one; past that many, as one. */
 const MAX_MACHINES = 16_384;
 
-/** A machine's uuid as streams name it (`?machine=UUID`): 36 characters, dashes at 8, 13, 18 and 23. */
-export const isUuidShaped = (v: string | undefined): v is string =>
-  v !== undefined &&
-  v.length === 36 &&
-  v.charCodeAt(8) === 45 &&
-  v.charCodeAt(13) === 45 &&
-  v.charCodeAt(18) === 45 &&
-  v.charCodeAt(23) === 45;
-
 export type Since = {
   /** What is kept after the id, oldest first (filter it with the stream's own match). */
   entries: Entry[];
@@ -161,7 +153,7 @@ export class EventRing {
   /** The newest evicted id of each type, and of every type past MAX_TYPES. */
   private readonly evicted = new Map<string, number>();
   private evictedRest = 0;
-  /** The newest evicted id naming each machine (as `machine` or `key`, uuid-shaped values only), and past MAX_MACHINES. */
+  /** The newest evicted id naming each machine (as `machine` or `key`, uuids only), and past MAX_MACHINES. */
   private readonly evictedMachines = new Map<string, number>();
   private evictedMachinesRest = 0;
   constructor(
@@ -177,8 +169,8 @@ export class EventRing {
     if (this.evicted.has(x.e.type) || this.evicted.size < MAX_TYPES) this.evicted.set(x.e.type, x.id);
     else this.evictedRest = x.id;
     // Leases name no machine (their keys are addresses, a boot's a MAC): a lease flood leaves this map alone.
-    if (isUuidShaped(x.e.machine)) this.droppedFor(x.e.machine, x.id);
-    if (x.e.key !== x.e.machine && isUuidShaped(x.e.key)) this.droppedFor(x.e.key, x.id);
+    if (isUuid(x.e.machine)) this.droppedFor(x.e.machine, x.id);
+    if (x.e.key !== x.e.machine && isUuid(x.e.key)) this.droppedFor(x.e.key, x.id);
   }
 
   private droppedFor(machine: string, id: number) {
@@ -220,7 +212,7 @@ export class EventRing {
     const entries = this.after(id);
     let newestEvicted = this.evictedRest;
     for (const [type, at] of this.evicted) if (at > newestEvicted && wants(type)) newestEvicted = at;
-    if (isUuidShaped(machine))
+    if (isUuid(machine))
       newestEvicted = Math.min(
         newestEvicted,
         Math.max(this.evictedMachines.get(machine) ?? 0, this.evictedMachinesRest),

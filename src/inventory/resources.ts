@@ -10,6 +10,7 @@ import { Lease, Reservation, Subnet } from '../model/subnet.js';
 import { Template } from '../model/template.js';
 import { includeCycle, literalIncludes } from '../render/includes.js';
 import type { Doc, Kind, Store, Stored, UniqueValue } from '../store/store.js';
+import { isUuid } from '../uuid.js';
 import { checkParamValues, compileSchema, GLOBAL_PROFILE, redactParams } from './params.js';
 
 /** What a resource's hooks see while a write is validated: the store to check references in, and the write's time. */
@@ -65,8 +66,6 @@ async function refuseIfUsed(ctx: WriteCtx, what: string, kind: Kind, field: stri
     ]);
   }
 }
-
-const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const machines: Resource = {
   kind: 'machines',
@@ -133,7 +132,7 @@ const machines: Resource = {
   // resolveKey's answer (uuid, then name, then MAC) in fewer lookups: keys are uuids (z.uuid() on every write), so
   // an id of another shape is looked up as a key only when it is no name or MAC either.
   async find(store, id) {
-    const uuid = UUID_SHAPE.test(id);
+    const uuid = isUuid(id);
     if (uuid) {
       const s = await store.get('machines', id);
       if (s) return s;

@@ -66,15 +66,15 @@ const server = await startDhcpServer({
 // Event-loop stalls, printed at exit: what the benchmark's p99 latency is made of. Not under bench:dhcp's probe
 // (PLINTH_PROBE_OUT: bench/dhcp-probe.mjs measures the same, with its own period): a second 1 ms timer would keep
 // waking the loop whatever period the probe was given (an idle loop pays about 15-20 ms of CPU a second for one).
-const eld = monitorEventLoopDelay({ resolution: process.env.PLINTH_PROBE_OUT ? 1000 : 1 });
-if (!process.env.PLINTH_PROBE_OUT) eld.enable();
+const eld = process.env.PLINTH_PROBE_OUT ? undefined : monitorEventLoopDelay({ resolution: 1 });
+eld?.enable();
 const cpuAtReady = process.cpuUsage();
 process.stdout.write('READY\n');
 const stop = async () => {
   await server.close();
   await store.close();
   const ms = (n: number) => Math.round(n / 1e4) / 100;
-  const loop = { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max) };
+  const loop = eld && { p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max) };
   const cpu = process.cpuUsage(cpuAtReady);
   process.stderr.write(
     `${JSON.stringify({ stats: server.stats, eventLoopDelayMs: loop, cpuMsSinceReady: Math.round((cpu.user + cpu.system) / 1000) })}\n`,
