@@ -42,21 +42,27 @@ const server = await startDhcpServer({ store, bus, log, interfaces: [iface], htt
 process.stdout.write('READY\n');
 // PLINTH_BENCH_PROFILE=FILE: a CPU profile of the first 8 s after READY (warm-up and measured period), written
 // before the bench's kill -9 (node --cpu-prof writes only at a clean exit). A `%s` in FILE is the serverId (three
-// daemons of plinth-pg3 each write their own).
+// daemons of plinth-pg3 each write their own). PLINTH_BENCH_PROFILE_AFTER=MS starts it that long after READY
+// instead (past the warm-up: the measured step alone).
 if (process.env.PLINTH_BENCH_PROFILE) {
   const file = process.env.PLINTH_BENCH_PROFILE.replace('%s', serverId);
   const session = new Session();
   session.connect();
-  session.post('Profiler.enable', () =>
-    session.post('Profiler.start', () =>
-      setTimeout(
-        () =>
-          session.post('Profiler.stop', (err, r) => {
-            if (!err) writeFileSync(file, JSON.stringify(r.profile));
-          }),
-        8000,
+  const after = Number(process.env.PLINTH_BENCH_PROFILE_AFTER ?? 0);
+  setTimeout(
+    () =>
+      session.post('Profiler.enable', () =>
+        session.post('Profiler.start', () =>
+          setTimeout(
+            () =>
+              session.post('Profiler.stop', (err, r) => {
+                if (!err) writeFileSync(file, JSON.stringify(r.profile));
+              }),
+            8000,
+          ),
+        ),
       ),
-    ),
+    after,
   );
 }
 // PLINTH_CLAIM_STATS=1: once a second, the claim batches' sizes, queue waits and round trips (src/store/pg-lease-batch.ts)
