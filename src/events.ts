@@ -123,6 +123,7 @@ export function crudEvent(
 }
 
 export type Bus = {
+  /** Publishes `e`, stamped with `at` in place: pass a fresh object, and do not reuse it afterwards. */
   emit(e: EventInput): void;
   on(fn: (e: PlinthEvent) => void): () => void;
 };
@@ -153,7 +154,13 @@ export function createBus(log?: Logger, opts: { logIntervalMs?: number; clock?: 
     emit(e) {
       const list = listeners;
       if (list.length === 0) return;
-      const ev = { ...e, at: stamp(Date.now()) } as PlinthEvent;
+      // Stamped in place, not copied. A copy (`{ ...e, at }`, a spread that sees every event shape) did not die
+      // in the young generation as the input does: a sampling heap profile of what young collections left, at
+      // 4,000 DORA/s, put about 0.55 KB a DORA there (of 2.4 KB), all of it these copies of lease events, though
+      // nothing keeps them (a heap snapshot after the run holds none). So emit takes the object it is given:
+      // every emitter makes a fresh one, and the subscribers get that object (a frozen one is copied).
+      const ev = (Object.isExtensible(e) ? e : { ...e }) as PlinthEvent & { at: string };
+      ev.at = stamp(Date.now());
       for (const fn of list) {
         try {
           fn(ev);

@@ -19,19 +19,21 @@ export function leaseEvent(
   serverId: string | undefined,
   state: LeaseState = rec.state,
 ): EventInput | undefined {
+  // One data object, an ACK's expiry or a DECLINE's quarantine added to it rather than spread into a copy (the
+  // ACK's event is on the packet path, and spread copies outlived the young generation: see events.ts).
   const data: { mac: string; subnet: string; serverId?: string } = { mac: rec.mac, subnet: rec.subnet };
   if (serverId !== undefined) data.serverId = serverId;
   switch (state) {
     case 'offered':
       return { type: 'lease.offered', key: rec.address, data };
     case 'bound':
-      return { type: 'lease.acked', key: rec.address, data: { ...data, expiresAt: rec.expiresAt } };
+      (data as { expiresAt?: string }).expiresAt = rec.expiresAt;
+      return { type: 'lease.acked', key: rec.address, data } as EventInput;
     case 'released':
       return { type: 'lease.released', key: rec.address, data };
-    case 'declined': {
-      const quarantineSeconds = Math.max(0, Math.round((rec.exp - now()) / 1000));
-      return { type: 'lease.declined', key: rec.address, data: { ...data, quarantineSeconds } };
-    }
+    case 'declined':
+      (data as { quarantineSeconds?: number }).quarantineSeconds = Math.max(0, Math.round((rec.exp - now()) / 1000));
+      return { type: 'lease.declined', key: rec.address, data } as EventInput;
     default:
       return undefined;
   }

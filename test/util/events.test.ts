@@ -17,6 +17,26 @@ function captureLogger() {
 const acked = { type: 'lease.acked', key: '10.0.0.5', data: { mac: 'aa', subnet: 's', expiresAt: 'x' } } as const;
 
 describe('event bus', () => {
+  it('stamps `at` on the event it is given and hands subscribers that object; a frozen one is copied', () => {
+    const bus = createBus(undefined, { clock: () => 0 });
+    const seen: PlinthEvent[] = [];
+    bus.on((e) => seen.push(e));
+    const fresh = { type: 'lease.offered', key: '10.0.0.6', data: { mac: 'bb', subnet: 's' } } as const;
+    bus.emit(fresh);
+    expect(seen[0]).toBe(fresh);
+    expect(seen[0]!.at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    const frozen = Object.freeze({
+      type: 'lease.released',
+      key: '10.0.0.7',
+      data: { mac: 'cc', subnet: 's' },
+    } as const);
+    expect(() => bus.emit(frozen)).not.toThrow();
+    expect(seen[1]).not.toBe(frozen);
+    expect(seen[1]).toMatchObject({ type: 'lease.released', key: '10.0.0.7', data: { mac: 'cc', subnet: 's' } });
+    expect(seen[1]!.at).toBeTypeOf('string');
+    expect('at' in frozen).toBe(false);
+  });
+
   it('logs a throwing subscriber with the event type and the error, and still runs the others', () => {
     const { logger, lines } = captureLogger();
     const bus = createBus(logger);
