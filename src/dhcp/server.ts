@@ -406,8 +406,9 @@ class Dispatcher {
     const { stats, opts, conn } = this.d;
     if (out.count) stats[out.count]++;
     if (!out.reply) return;
-    // The MAC (hex, colons) and the address (a dotted quad) need no escaping.
-    if (out.count === 'acks')
+    // The MAC (hex, colons) and the address (a dotted quad) need no escaping. Built only when it is written (an
+    // ACK's line is a few strings, made for nothing below `info`).
+    if (out.count === 'acks' && opts.log.isLevelEnabled('info'))
       this.ackLine(`"mac":"${req.mac}","address":"${out.reply.yiaddr}","subnet":${JSON.stringify(req.subnet.name)}`);
     if (out.boot) announceBoot(opts, out.boot.choice, out.boot.offer);
     const { pkt, mac } = req;
