@@ -35,8 +35,12 @@ export const silentLogger: Logger = pino({ level: 'silent' });
  * GET's CPU time. `fields` is the JSON object's inside, escaped by the caller (`"a":1,"b":"x"`). Lines wait for
  * the end of the event-loop turn and go to the destination then, one write call each, so that a turn that
  * answered 16 requests sends them in one or two write(2)s (the destination gathers while a write is in flight).
+ * `on()` says whether a line would be written now: a caller asks it before building `fields`, so that below `info`
+ * (the level can change while the daemon runs) no line's strings are made at all.
  */
-export function infoLines(log: Logger, msg: string): (fields: string) => void {
+export type InfoLines = ((fields: string) => void) & { on(): boolean };
+
+export function infoLines(log: Logger, msg: string): InfoLines {
   const l = log as Logger & Record<symbol, unknown>;
   const tail = `,"msg":${JSON.stringify(msg)}}\n`;
   let pending: string[] = [];
@@ -46,10 +50,12 @@ export function infoLines(log: Logger, msg: string): (fields: string) => void {
     const stream = l[pino.symbols.streamSym] as { write(s: string): unknown };
     for (const line of lines) stream.write(line);
   };
-  return (fields) => {
-    if (!log.isLevelEnabled('info')) return;
+  const on = () => log.isLevelEnabled('info');
+  const write = (fields: string) => {
+    if (!on()) return;
     const time = (l[pino.symbols.timeSym] as () => string)();
     if (pending.length === 0) setImmediate(flush);
     pending.push(`{"level":${log.levels.values.info}${time}${l[pino.symbols.chindingsSym]},${fields}${tail}`);
   };
+  return Object.assign(write, { on });
 }

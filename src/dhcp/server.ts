@@ -7,7 +7,7 @@
 import os from 'node:os';
 import { defaultServerId } from '../daemon-registry.js';
 import { type InventoryCache, loadInventoryCache, type SubnetInfo } from '../inventory/cache.js';
-import { infoLines, type Logger } from '../log.js';
+import { type InfoLines, infoLines, type Logger } from '../log.js';
 import { rateLimitedLog } from '../log-limit.js';
 import { cidrContains } from '../model/common.js';
 import { ADDON_HINT, loadNetAddon, type Source } from './bind.js';
@@ -249,7 +249,7 @@ class Dispatcher {
   private readonly proxyEnv: ProxyEnv;
   // The ACK's info line, one per DORA at the default level: from a template (log.ts infoLines), a fifth of pino's
   // cost, read exactly as log.info({ mac, address, subnet }, 'dhcp: ACK') wrote it.
-  private readonly ackLine: (fields: string) => void;
+  private readonly ackLine: InfoLines;
 
   constructor(private readonly d: DispatcherDeps) {
     this.malformed = malformedLog(d.opts.log, () => d.stats.malformed, d.opts.malformedLogIntervalMs);
@@ -406,9 +406,8 @@ class Dispatcher {
     const { stats, opts, conn } = this.d;
     if (out.count) stats[out.count]++;
     if (!out.reply) return;
-    // The MAC (hex, colons) and the address (a dotted quad) need no escaping. Built only when it is written (an
-    // ACK's line is a few strings, made for nothing below `info`).
-    if (out.count === 'acks' && opts.log.isLevelEnabled('info'))
+    // The MAC (hex, colons) and the address (a dotted quad) need no escaping. Built only when it is written.
+    if (out.count === 'acks' && this.ackLine.on())
       this.ackLine(`"mac":"${req.mac}","address":"${out.reply.yiaddr}","subnet":${JSON.stringify(req.subnet.name)}`);
     if (out.boot) announceBoot(opts, out.boot.choice, out.boot.offer);
     const { pkt, mac } = req;

@@ -67,9 +67,10 @@ export type AppOptions = {
 function requestLogger(log: Logger) {
   const line = infoLines(log, 'http');
   return (req: FastifyRequest, reply: FastifyReply, done: () => void) => {
-    line(
-      `"reqId":${JSON.stringify(req.id)},"method":${JSON.stringify(req.method)},"url":${JSON.stringify(logUrl(req.url))},"status":${reply.statusCode},"ms":${Math.round(reply.elapsedTime * 10) / 10}${req.ip === undefined ? '' : `,"ip":${JSON.stringify(req.ip)}`}`,
-    );
+    if (line.on())
+      line(
+        `"reqId":${JSON.stringify(req.id)},"method":${JSON.stringify(req.method)},"url":${JSON.stringify(logUrl(req.url))},"status":${reply.statusCode},"ms":${Math.round(reply.elapsedTime * 10) / 10}${req.ip === undefined ? '' : `,"ip":${JSON.stringify(req.ip)}`}`,
+      );
     done();
   };
 }

@@ -92,6 +92,19 @@ describe('infoLines', () => {
     await turn();
     expect(a.writes).toEqual([]);
   });
+
+  it('on() follows the logger level as it changes, so callers build no fields below info', async () => {
+    const a = capture('warn');
+    const line = infoLines(a.log, 'http');
+    expect(line.on()).toBe(false);
+    a.log.level = 'info';
+    expect(line.on()).toBe(true);
+    line('"status":200');
+    a.log.level = 'error';
+    expect(line.on()).toBe(false);
+    await turn();
+    expect(a.writes).toHaveLength(1);
+  });
 });
 
 describe('tokenChecker.cached', () => {
