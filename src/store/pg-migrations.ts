@@ -104,12 +104,21 @@ CREATE INDEX leases_tx ON leases (tx);`;
 const v5 = `CREATE INDEX leases_tx_key ON leases (tx, key);
 DROP INDEX leases_tx;`;
 
+// v6: the leader's sweep (lease-expiry.ts) reads the live leases whose time ran out, every 10 s. Without an index
+// on the time it read every live row to find them (the exclusion constraint's partial index, then a filter on
+// expiresAt): 11 ms of PostgreSQL's CPU at 40,000 leases, growing with the table, in one burst on every sweep.
+// Partial, as the constraint's: only offered and bound rows, the sweep's own predicate, so it finds the ended ones
+// by a range scan that stops at its LIMIT (1.2 ms for 400 ended rows of 40,000; nothing to read when none ended).
+const v6 = `CREATE INDEX leases_live_expiry ON leases ((doc ->> 'expiresAt'), key)
+  WHERE doc ->> 'state' IN ('offered', 'bound');`;
+
 export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
   { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
   { version: 2, description: 'the event log daemons follow', sql: v2 },
   { version: 3, description: 'one offered or bound lease per client and subnet', sql: v3 },
   { version: 4, description: 'the transaction that last wrote each lease, for daemons following the table', sql: v4 },
   { version: 5, description: 'lease rows by writing transaction and key, for paged catch-up reads', sql: v5 },
+  { version: 6, description: 'live leases by expiry, for the leader sweep', sql: v6 },
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;

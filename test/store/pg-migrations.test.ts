@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { etagOf } from '../../src/store/batch.mjs';
+import { PG_SWEEP_READ } from '../../src/store/lease-expiry.js';
 import { openPgStore } from '../../src/store/pg.js';
 import { PG_MIGRATIONS, PG_SCHEMA_VERSION } from '../../src/store/pg-migrations.js';
 import { BackendError, StoreError } from '../../src/store/store.js';
@@ -80,5 +81,30 @@ describe('PostgreSQL migrations', () => {
     const nowhere = openPgStore('postgres://nobody:secret@127.0.0.1:1/x', { connectTimeoutMs: 2000 });
     await expect(nowhere).rejects.toBeInstanceOf(BackendError);
     await expect(nowhere).rejects.not.toThrow(/secret/);
+  });
+
+  it("v6: the leader's sweep reads only the ended leases, by index, not every live one", async () => {
+    const db = await pgBackend.db();
+    const s = await db.open();
+    await s.close();
+    // 20,000 live leases, one in 100 ended a minute ago (the sweep's 200), the rest for another hour.
+    await adminQuery(`SET search_path = ${db.where};
+      INSERT INTO leases (key, doc, body, etag)
+      SELECT k, b::jsonb, b, md5(b) FROM (
+        SELECT '10.1.' || (i / 256) || '.' || (i % 256) AS k, json_build_object('address', '10.1.' || (i / 256) || '.' || (i % 256),
+          'mac', '52:54:00:' || lpad(to_hex(i), 6, '0'), 'subnet', 'lab', 'state', 'bound',
+          'expiresAt', CASE WHEN i % 100 = 0 THEN '2026-01-01T00:00:00.000Z' ELSE '2999-01-01T00:00:00.000Z' END)::text AS b
+        FROM generate_series(1, 20000) i) x;
+      ANALYZE leases;`);
+    const plan = await adminQuery(
+      `BEGIN; SET LOCAL search_path = ${db.where}; PREPARE sweep AS ${PG_SWEEP_READ};
+       EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE sweep('2026-06-01T00:00:00.000Z', 1000); ROLLBACK;`,
+    );
+    const json = JSON.stringify((plan as unknown as { rows: unknown[] }[])[3]!.rows);
+    expect(json).toContain('"Index Name":"leases_live_expiry"');
+    expect(json).not.toContain('Seq Scan');
+    // Every row the scan read was one it returned: no live lease read and filtered out.
+    expect(json).not.toMatch(/"Rows Removed by Filter":[1-9]/);
+    expect(json).toMatch(/"Actual Rows":200\b/);
   });
 });
