@@ -38,7 +38,10 @@ const bus = createBus(log);
 const peers = await followPeers(store, bus, serverId, log);
 const registry = await startRegistry(store, { serverId, version: VERSION, backend: store.backend }, log);
 // The serverId as src/wiring.ts gives it: the leases record it, and the store's catch-up reads leave them out.
-const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080, serverId });
+// PLINTH_BENCH_LEASE_FOLLOW_MS: how often the daemon reads the leases the others wrote (default 1000; the bench's
+// plinth-pg3owned-follow60 takes 60,000: none in a step, to see what the catch-up costs the others' tail).
+const leaseFollowMs = Number(process.env.PLINTH_BENCH_LEASE_FOLLOW_MS) || undefined;
+const server = await startDhcpServer({ store, bus, log, interfaces: [iface], httpPort: 8080, serverId, leaseFollowMs });
 process.stdout.write('READY\n');
 // PLINTH_BENCH_PROFILE=FILE: a CPU profile of the first 8 s after READY (warm-up and measured period), written
 // before the bench's kill -9 (node --cpu-prof writes only at a clean exit). A `%s` in FILE is the serverId (three

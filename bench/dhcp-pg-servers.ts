@@ -107,6 +107,7 @@ function compare(owners: Map<string, string>, bound: Map<string, string>): strin
 /**
  * `inFlight` ("durable:offers"): the daemons' claim batches in flight at once (src/store/pg-leases.ts), for an A/B
  * in one run against the default (`plinth-pg-par`, `plinth-pg3-par`: four durable and three offer batches).
+ * `env`: more of the daemons' environment (KEY=VALUE), for a variant (`plinth-pg3owned-follow60`).
  * `owned`: each subnet names its daemon as its only owner (`owners: ["bench-N"]`), as a rack daemon serving its own
  * subnets is configured: its offers are then not claimed in the database, only its ACKs (src/dhcp/state-machine.ts
  * soleOwner); `plinth-pg-owned`, `plinth-pg3owned`.
@@ -118,6 +119,7 @@ export function plinthPgServer(
   own = false,
   inFlight?: string,
   owned = false,
+  env: string[] = [],
 ): PgServer {
   return {
     name,
@@ -155,7 +157,9 @@ export function plinthPgServer(
             startIn(
               pair.srv,
               ctx.pinServer([
-                ...(inFlight ? ['env', `PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []),
+                ...(inFlight || env.length
+                  ? ['env', ...(inFlight ? [`PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []), ...env]
+                  : []),
                 process.execPath,
                 ...DAEMON_NODE_FLAGS,
                 ...ctx.nodeFlags,

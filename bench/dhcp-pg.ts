@@ -138,6 +138,7 @@ const known: PgServer[] = [
   plinthPgServer('plinth-pg3owned', 3, ctx, true, undefined, true),
   plinthPgServer('plinth-pg-owned-par', 1, ctx, false, '4:3', true),
   plinthPgServer('plinth-pg3owned-par', 3, ctx, true, '4:3', true),
+  plinthPgServer('plinth-pg3owned-follow60', 3, ctx, true, undefined, true, ['PLINTH_BENCH_LEASE_FOLLOW_MS=60000']),
   keaPgServer('kea-pg', true, ctx),
   keaPgServer('kea-pg-st', false, ctx),
   keaPgServer('kea-pg3', true, ctx, 3),
