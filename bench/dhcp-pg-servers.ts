@@ -121,6 +121,7 @@ export function plinthPgServer(
   owned = false,
   env: string[] = [],
 ): PgServer {
+  const vars = [...(inFlight ? [`PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []), ...env];
   return {
     name,
     daemons,
@@ -157,9 +158,7 @@ export function plinthPgServer(
             startIn(
               pair.srv,
               ctx.pinServer([
-                ...(inFlight || env.length
-                  ? ['env', ...(inFlight ? [`PLINTH_BENCH_CLAIMS_IN_FLIGHT=${inFlight}`] : []), ...env]
-                  : []),
+                ...(vars.length ? ['env', ...vars] : []),
                 process.execPath,
                 ...DAEMON_NODE_FLAGS,
                 ...ctx.nodeFlags,

@@ -26,6 +26,9 @@
  * and plinth-pg3own with each subnet owned by its daemon alone (`owners`, as rack daemons serving their own subnets
  * are configured): their offers are not claimed in the database, one transaction per DORA as Kea's;
  * `plinth-pg-owned-par` and `plinth-pg3owned-par` are those with four durable and three offer batches in flight.
+ * `plinth-pg3owned-follow60` is plinth-pg3owned with each daemon reading the others' leases every 60 s instead of
+ * every second (PLINTH_BENCH_LEASE_FOLLOW_MS, bench/dhcp-pg-run.ts): none within a step, for an A/B of what that
+ * catch-up costs.
  *
  * Pinning (--pin split): the DHCP server processes (Kea, or every Plinth daemon) on CPU 1, perfdhcp on CPU 0, and
  * PostgreSQL (postmaster and every backend) on --pg-cpu (default 0, beside perfdhcp, so the server core is the

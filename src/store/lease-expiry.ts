@@ -35,10 +35,6 @@ const expired = (key: string, doc: Fields): ExpiredLease => ({
 const byKey = (a: ExpiredLease, b: ExpiredLease) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
 /**
- * `serverId`: the sweeping daemon's, recorded in each lease it marks and with the events it appends; `channel`: the
- * event log's (pg-events.ts), for the events the caller asks for.
- */
-/**
  * The sweep's read: live leases ended before $1, the longest ended first, at most $2. The predicate is the partial
  * index's (pg-migrations.ts v6), so PostgreSQL reads only the ended rows in the index's order and stops at the
  * LIMIT, however many live leases the table holds.
@@ -46,6 +42,10 @@ const byKey = (a: ExpiredLease, b: ExpiredLease) => (a.key < b.key ? -1 : a.key 
 export const PG_SWEEP_READ = `SELECT key, body, etag FROM leases WHERE doc ->> 'state' IN ${LIVE} AND doc ->> 'expiresAt' < $1
   ORDER BY doc ->> 'expiresAt', key LIMIT $2`;
 
+/**
+ * `serverId`: the sweeping daemon's, recorded in each lease it marks and with the events it appends; `channel`: the
+ * event log's (pg-events.ts), for the events the caller asks for.
+ */
 export function pgExpireLeases(pool: pg.Pool, serverId: string, channel: string) {
   return async (before: string, o: ExpireOptions = {}): Promise<ExpiredLease[]> => {
     const r = await pool.query<{ key: string; body: string; etag: string }>(PG_SWEEP_READ, [before, o.limit ?? 1000]);

@@ -87,7 +87,7 @@ describe('PostgreSQL migrations', () => {
     const db = await pgBackend.db();
     const s = await db.open();
     await s.close();
-    // 20,000 live leases, one in 100 ended a minute ago (the sweep's 200), the rest for another hour.
+    // 20,000 live leases: one in 100 ended long before the sweep's time (its 200), the rest end long after it.
     await adminQuery(`SET search_path = ${db.where};
       INSERT INTO leases (key, doc, body, etag)
       SELECT k, b::jsonb, b, md5(b) FROM (
