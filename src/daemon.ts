@@ -78,6 +78,10 @@ export async function startDaemon(
       (err) => log.warn({ err: err.message }, 'inventory: a database connection failed; it reconnects'),
       serverId,
       cfg.leaseDurability,
+      (n) =>
+        n.phase === 'failed'
+          ? log.warn(n, 'inventory: an index build failed; the next start builds it again')
+          : log.info(n, 'inventory: an index of the upgrade, built without holding lease writes'),
     );
   } catch (err) {
     throw new StartupError(`database ${storeLabel(cfg.store, dataDir)} cannot be opened: ${(err as Error).message}`);

@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { openPgStore, redactUrl } from './pg.js';
+import type { IndexBuildNote } from './pg-index-build.js';
 import { openSqliteStore } from './sqlite.js';
 import { type Store, StoreError } from './store.js';
 
@@ -19,7 +20,8 @@ export function storeLabel(url: string | undefined, dataDir: string): string {
 
 /**
  * `warn` hears what happens to idle PostgreSQL connections (the server restarted, the network dropped);
- * `durability`: when the SQLite store's lease writes count as durable (journal.ts), refused with PostgreSQL.
+ * `durability`: when the SQLite store's lease writes count as durable (journal.ts), refused with PostgreSQL;
+ * `onIndexBuild`: the background build of an upgrade's indexes on PostgreSQL (pg-index-build.ts).
  */
 export async function openStore(
   url: string | undefined,
@@ -27,6 +29,7 @@ export async function openStore(
   warn?: (err: Error) => void,
   serverId?: string,
   durability: 'disk' | 'kernel' = 'disk',
+  onIndexBuild?: (n: IndexBuildNote) => void,
 ): Promise<OpenedStore> {
   if (url === undefined || url === '') {
     return Object.assign(openSqliteStore(path.join(dataDir, 'plinth.db'), { durability }), {
@@ -39,5 +42,5 @@ export async function openStore(
     throw new StoreError(
       `--lease-durability ${durability} applies to the SQLite store: on PostgreSQL a lease is durable when its COMMIT is (the server's synchronous_commit)`,
     );
-  return openPgStore(url, { onIdleError: warn, serverId, follow: { onError: warn } });
+  return openPgStore(url, { onIdleError: warn, serverId, follow: { onError: warn }, onIndexBuild });
 }

@@ -2,7 +2,9 @@
  * The PostgreSQL store's schema migrations: versioned like SQLite's (migrations.ts) but numbered on their own,
  * since the two dialects' histories differ (PostgreSQL starts at what SQLite reached in five steps). Several
  * daemons may start at once on one database: each applies what is missing under one advisory lock, so exactly
- * one of them runs a migration and the others find it applied. Never edit a released migration: append one.
+ * one of them runs a migration and the others find it applied. Never change what a released migration leaves in
+ * a schema: append one. (v4-v6 were rewritten, their indexes moved to PgIndex, so that an upgrade builds them
+ * without stopping lease writes; what a schema at each version holds is what it held before.)
  */
 import type pg from 'pg';
 import { type KINDS, StoreError } from './store.js';
@@ -95,30 +97,52 @@ ALTER TABLE leases ADD CONSTRAINT leases_live_client EXCLUDE USING btree (
 const v4 = `ALTER TABLE leases ADD COLUMN tx xid8 NOT NULL DEFAULT '0';
 CREATE FUNCTION plinth_lease_tx() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.tx := pg_current_xact_id(); RETURN NEW; END $$;
-CREATE TRIGGER leases_tx BEFORE INSERT OR UPDATE ON leases FOR EACH ROW EXECUTE FUNCTION plinth_lease_tx();
-CREATE INDEX leases_tx ON leases (tx);`;
+CREATE TRIGGER leases_tx BEFORE INSERT OR UPDATE ON leases FOR EACH ROW EXECUTE FUNCTION plinth_lease_tx();`;
+// v4 also indexed tx alone (leases_tx), which v5 replaced: an upgrade from v3 no longer builds it to drop it.
+// Schemas that had it lose it at v5 as before, so every schema ends the same (see PgIndex).
 
 // v5: the catch-up read pages by (tx, key) (pg-lease-changes.ts): one index range scan in that order, stopping
 // after a page, where an index on tx alone would read every changed row and sort them. It serves what the tx
 // index did, which goes (one index fewer to write per lease row).
-const v5 = `CREATE INDEX leases_tx_key ON leases (tx, key);
-DROP INDEX leases_tx;`;
+const v5 = 'DROP INDEX IF EXISTS leases_tx;';
+const v5Index = { name: 'leases_tx_key', def: 'ON leases (tx, key)' };
 
 // v6: the leader's sweep (lease-expiry.ts) reads the live leases whose time ran out, every 10 s. Without an index
 // on the time it read every live row to find them (the exclusion constraint's partial index, then a filter on
 // expiresAt): 11 ms of PostgreSQL's CPU at 40,000 leases, growing with the table, in one burst on every sweep.
 // Partial, as the constraint's: only offered and bound rows, the sweep's own predicate, so it finds the ended ones
 // by a range scan that stops at its LIMIT (1.2 ms for 400 ended rows of 40,000; nothing to read when none ended).
-const v6 = `CREATE INDEX leases_live_expiry ON leases ((doc ->> 'expiresAt'), key)
-  WHERE doc ->> 'state' IN ('offered', 'bound');`;
+const v6Index = {
+  name: 'leases_live_expiry',
+  def: "ON leases ((doc ->> 'expiresAt'), key) WHERE doc ->> 'state' IN ('offered', 'bound')",
+};
 
-export const PG_MIGRATIONS: { version: number; description: string; sql: string }[] = [
+/**
+ * An index a migration adds to a table that may be large on an existing inventory (the leases). On a new schema
+ * it is built in the migrations' transaction like the rest (the tables are empty). On a schema being upgraded it
+ * is built after that transaction commits, `CREATE INDEX CONCURRENTLY`, in the background (pg-index-build.ts): a
+ * plain CREATE INDEX holds a lock that stops every lease write (every daemon's ACKs) for as long as the build
+ * reads the table, seconds at a million leases, and a concurrent one cannot run in a transaction. The index is
+ * the same either way, so every schema at a version ends with the same indexes; one a build left invalid (the
+ * daemon died during it) is dropped and built again by the next daemon that starts. Until it is there, the
+ * queries it serves still work, by a slower plan.
+ */
+export type PgIndex = { name: string; def: string };
+
+export type PgMigration = { version: number; description: string; sql: string; indexes?: PgIndex[] };
+
+export const PG_MIGRATIONS: PgMigration[] = [
   { version: 1, description: 'documents by kind (JSONB and the JSON as written), unique values', sql: v1() },
   { version: 2, description: 'the event log daemons follow', sql: v2 },
   { version: 3, description: 'one offered or bound lease per client and subnet', sql: v3 },
   { version: 4, description: 'the transaction that last wrote each lease, for daemons following the table', sql: v4 },
-  { version: 5, description: 'lease rows by writing transaction and key, for paged catch-up reads', sql: v5 },
-  { version: 6, description: 'live leases by expiry, for the leader sweep', sql: v6 },
+  {
+    version: 5,
+    description: 'lease rows by writing transaction and key, for paged catch-up reads',
+    sql: v5,
+    indexes: [v5Index],
+  },
+  { version: 6, description: 'live leases by expiry, for the leader sweep', sql: '', indexes: [v6Index] },
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.version;
@@ -126,7 +150,7 @@ export const PG_SCHEMA_VERSION = PG_MIGRATIONS[PG_MIGRATIONS.length - 1]!.versio
 /**
  * Applies the migrations the schema lacks in one transaction, under a transaction-scoped advisory lock keyed by
  * the schema: a second daemon starting meanwhile waits, then sees them applied. Refuses a schema from a newer
- * Plinth. Returns the schema's version.
+ * Plinth. Returns the schema's version. An upgrade's indexes are not built here (PgIndex, missingPgIndexes).
  */
 export async function migratePg(client: pg.ClientBase): Promise<number> {
   await client.query('BEGIN');
@@ -143,7 +167,9 @@ export async function migratePg(client: pg.ClientBase): Promise<number> {
     }
     for (const m of PG_MIGRATIONS) {
       if (m.version <= current) continue;
-      await client.query(m.sql);
+      if (m.sql) await client.query(m.sql);
+      // A new schema's tables are empty: its indexes are built here. An upgrade's, after COMMIT (PgIndex).
+      if (current === 0) for (const x of m.indexes ?? []) await client.query(`CREATE INDEX ${x.name} ${x.def}`);
       await client.query('INSERT INTO plinth_migrations (version, description) VALUES ($1, $2)', [
         m.version,
         m.description,
@@ -155,4 +181,16 @@ export async function migratePg(client: pg.ClientBase): Promise<number> {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   }
+}
+
+/** The migrations' indexes (PgIndex) the schema lacks, or holds invalid (a concurrent build that did not end). */
+export async function missingPgIndexes(client: pg.ClientBase): Promise<PgIndex[]> {
+  const all = PG_MIGRATIONS.flatMap((m) => m.indexes ?? []);
+  const r = await client.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+     WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY($1) AND i.indisvalid`,
+    [all.map((x) => x.name)],
+  );
+  const valid = new Set(r.rows.map((x) => x.name));
+  return all.filter((x) => !valid.has(x.name));
 }

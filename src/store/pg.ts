@@ -11,10 +11,11 @@ import { pgConn } from './pg-conn.js';
 import { kindOk, pgDocStatements } from './pg-docs.js';
 import { eventChannel, type FollowOptions, pgEventLog } from './pg-events.js';
 import { pgFreeLeaseAddresses } from './pg-free.js';
+import { buildPgIndexes, type IndexBuild, type IndexBuildNote } from './pg-index-build.js';
 import { pgLeadership } from './pg-leader.js';
 import { pgLeaseChanges } from './pg-lease-changes.js';
 import { type ClaimsInFlight, pgLeaseClaims } from './pg-leases.js';
-import { migratePg } from './pg-migrations.js';
+import { migratePg, missingPgIndexes } from './pg-migrations.js';
 import { asStoreError, BackendError, type LeadershipOptions, type Store, StoreError } from './store.js';
 
 export type PgOptions = {
@@ -45,9 +46,17 @@ export type PgOptions = {
   claimsInFlight?: ClaimsInFlight;
   /** The event follower's probe and reconnect pacing, and where its connection errors go. */
   follow?: FollowOptions;
+  /** Hears the background build of an upgrade's indexes (pg-index-build.ts), for the log; default: nothing. */
+  onIndexBuild?: (n: IndexBuildNote) => void;
 };
 
-export type PgStore = Store & { schemaVersion: number; backend: 'postgres'; pool: pg.Pool };
+export type PgStore = Store & {
+  schemaVersion: number;
+  backend: 'postgres';
+  pool: pg.Pool;
+  /** Settles when the background build of an upgrade's indexes ended (at once when there was none to build). */
+  indexesBuilt: Promise<void>;
+};
 
 const schemaRe = /^[a-z_][a-z0-9_]*$/;
 
@@ -123,6 +132,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
   // inventory per schema, so one event channel per schema.
   let schema: string;
   let serverVersion = 0;
+  let missing = false;
   // Migrations on a connection of their own without the query timeouts: one may rewrite a large table, or wait
   // for another daemon's.
   const m = new pg.Client(baseConfig);
@@ -131,6 +141,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     await m.connect();
     try {
       schemaVersion = await migratePg(m);
+      missing = (await missingPgIndexes(m)).length > 0;
       const r = await m.query<{ s: string; v: string }>(
         "SELECT current_schema() AS s, current_setting('server_version_num') AS v",
       );
@@ -146,6 +157,8 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     throw new BackendError(`PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}`);
   }
 
+  // An upgrade's indexes, built after the migrations' COMMIT without holding lease writes (pg-index-build.ts).
+  const build: IndexBuild | undefined = missing ? buildPgIndexes(baseConfig, opts.onIndexBuild) : undefined;
   const channel = eventChannel(schema === 'public' ? undefined : schema);
   const docs = pgDocStatements(pool, { serverId: opts.serverId ?? 'plinth', channel });
   const events = pgEventLog(pool, clientConfig, channel, opts.follow);
@@ -172,6 +185,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
     backend: 'postgres',
     schemaVersion,
     pool,
+    indexesBuilt: build?.done ?? Promise.resolve(),
     events: {
       since: (id, limit) => guard(events.since(id, limit)),
       last: () => guard(events.last()),
@@ -208,6 +222,7 @@ export async function openPgStore(url: string, opts: PgOptions = {}): Promise<Pg
       ),
     close() {
       closed ??= (async () => {
+        await build?.stop();
         await batches.close();
         await claims.close();
         await offerPool.end();
