@@ -38,6 +38,10 @@ type Slot = {
   child: ChildProcess;
   current?: Pending;
   timer?: NodeJS.Timeout;
+  /** The worker said it is loaded: a render's clock runs from then, not from the spawn (node's start, liquidjs). */
+  ready: boolean;
+  /** Kills a worker that never says it is loaded (STARTUP_MS). */
+  startup?: NodeJS.Timeout;
   dead: boolean;
   /** The tail of the process's stderr, and whether it has said V8's "heap out of memory" (a heap cap, not a crash). */
   stderr: string;
@@ -45,6 +49,13 @@ type Slot = {
 };
 
 const OOM = /heap out of memory|Reached heap limit/;
+
+/**
+ * How long a render process may take to load before it is replaced. Its start is not a render's time: on a loaded
+ * 2-core machine node and liquidjs took over 300 ms to load, which a short timeout counted against the first
+ * render on a new process (the pool's test failed so).
+ */
+const STARTUP_MS = 30_000;
 
 /** Not yet exited (nor killed by a signal). */
 const running = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
@@ -137,14 +148,24 @@ export class RenderPool {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
     });
-    const slot: Slot = { child, dead: false, stderr: '', oom: false };
+    const slot: Slot = { child, dead: false, stderr: '', oom: false, ready: false };
+    slot.startup = setTimeout(() => {
+      void this.kill(slot, `the render worker did not start within ${STARTUP_MS / 1000} s: stopped`);
+    }, STARTUP_MS);
+    slot.startup.unref();
     this.idle(slot);
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       slot.stderr = (slot.stderr + chunk).slice(-4096);
       slot.oom ||= OOM.test(slot.stderr);
     });
-    child.on('message', (m: { id: number } & JobResult) => {
+    child.on('message', (m: ({ id: number } & JobResult) | { ready: true }) => {
+      if ('ready' in m) {
+        slot.ready = true;
+        clearTimeout(slot.startup);
+        if (slot.current) this.arm(slot);
+        return;
+      }
       const p = slot.current;
       if (!p || p.id !== m.id) return;
       this.finish(slot, m.ok ? { ok: true, text: m.text } : { ok: false, message: m.message, line: m.line });
@@ -168,12 +189,17 @@ export class RenderPool {
     (slot.child.stderr as { unref?: () => void } | null)?.unref?.();
   }
 
-  private start(slot: Slot, p: Pending) {
-    slot.current = p;
-    slot.child.ref(); // a render in flight keeps the process alive, an idle pool does not
+  /** A render's wall-clock limit, from when its worker is loaded (STARTUP_MS bounds the load). */
+  private arm(slot: Slot) {
     slot.timer = setTimeout(() => {
       void this.kill(slot, `took longer than ${this.timeoutMs} ms: stopped`);
     }, this.timeoutMs);
+  }
+
+  private start(slot: Slot, p: Pending) {
+    slot.current = p;
+    slot.child.ref(); // a render in flight keeps the process alive, an idle pool does not
+    if (slot.ready) this.arm(slot);
     try {
       slot.child.send({ ...p.job, id: p.id }, (err) => {
         if (err) this.lost(slot, `the render worker failed: ${err.message}`);
@@ -214,6 +240,7 @@ export class RenderPool {
   private lost(slot: Slot, why: string) {
     if (slot.dead) return;
     slot.dead = true;
+    clearTimeout(slot.startup);
     this.replaced++;
     this.slots = this.slots.filter((s) => s !== slot);
     if (running(slot.child)) slot.child.kill('SIGKILL');

@@ -7,7 +7,7 @@
 //
 // argv: [liquidjs's path, Liquid's limits as JSON]
 // In (IPC, advanced serialization): { id, name, source, context, templates, param? }
-// Out: { id, ok: true, text } | { id, ok: false, message, line? }
+// Out: { ready: true } once loaded, then per job { id, ok: true, text } | { id, ok: false, message, line? }
 'use strict';
 const { Liquid } = require(process.argv[2]);
 
@@ -79,3 +79,5 @@ process.on('message', (job) => {
 });
 // The daemon went away (stopped, or killed with -9): nothing is left to render for.
 process.on('disconnect', () => process.exit(0));
+// Loaded: the pool starts a render's clock from here, not from the spawn (pool.ts).
+process.send({ ready: true });

@@ -104,6 +104,18 @@ describe('template renders run in render processes', () => {
     await expect(renderTemplate({ name: 't', source: '{% if %}', context: {} })).rejects.toBeInstanceOf(RenderError);
   });
 
+  it("a render's time runs from when its worker is loaded, not from the worker's start", async () => {
+    // 50 ms (the least the pool takes): less than node and liquidjs take to load, so a clock started at the spawn
+    // stopped every first render on a new process.
+    const pool = new RenderPool({ size: 1, timeoutMs: 50 });
+    try {
+      expect(await pool.run({ name: 't', source: '{{ 1 | plus: 1 }}', context: {} })).toEqual({ ok: true, text: '2' });
+      expect(pool.replaced).toBe(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('terminates and replaces a worker that runs past the timeout; later renders work', async () => {
     const pool = new RenderPool({ size: 1, timeoutMs: 300 });
     try {
