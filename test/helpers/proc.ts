@@ -60,8 +60,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Poll /info until the daemon answers (bounded). */
-export async function waitHttp(port: number, timeoutMs = 20_000): Promise<void> {
+/**
+ * Poll /info until the daemon answers (bounded). 60 s: a daemon started from the sources under tsx has taken over
+ * 20 s to answer on a 2-core machine running two test files at once.
+ */
+export async function waitHttp(port: number, timeoutMs = 60_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     try {
